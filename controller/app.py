@@ -1,0 +1,262 @@
+"""The OS-Ken application: a thin shell between switches and the service.
+
+It keeps switch sessions, pushes compiled rules and waits for the barrier that
+confirms them, matches OpenFlow errors to the change that caused them, learns
+where hosts live, and forwards traffic with a learning switch in the
+forwarding table. Decisions are made elsewhere (enforcement/).
+
+Threading: OS-Ken runs this app's handlers on one event thread; gRPC calls
+install() and remove() from its own worker threads and block until the
+switch's barrier reply arrives on the event thread. So those two must never be
+called from a handler.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from os_ken.lib.packet import arp, ethernet, ether_types, ipv4, packet
+from os_ken.ofproto import ofproto_v1_3
+from os_ken.topology import event as topo_event
+
+from controller import compiler, forwarding
+from controller.hosts import HostTable
+from enforcement import pipeline
+from enforcement.errors import SwitchError
+from enforcement.flows import FlowRule
+from enforcement.model import LinkView, Location, SwitchView, TopologyView
+
+LOG = logging.getLogger(__name__)
+
+# Our transaction ids live in the upper half of the 32-bit space so they never
+# collide with the ones OS-Ken assigns itself (echo requests and the like).
+_XID_BASE = 0x8000_0000
+
+
+@dataclasses.dataclass
+class _Transaction:
+    """Messages sent to one switch and the barrier that closes them."""
+    described: dict[int, str]
+    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+    errors: list[str] = dataclasses.field(default_factory=list)
+
+
+class EnforcementApp(app_manager.OSKenApp):
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._lock = threading.Lock()
+        self._datapaths: dict[int, object] = {}
+        self._hosts = HostTable()
+        self._links: set[LinkView] = set()
+        self._macs: dict[int, dict[str, int]] = {}  # learning switch state
+        self._pending: dict[tuple[int, int], _Transaction] = {}
+        self._xids = itertools.count(1)
+        self.switch_timeout = 5.0
+        # Set by the process that wires the app to the service: the rules that
+        # must be back on a switch after it (re)connects.
+        self.rules_to_restore: Callable[[int], Sequence[FlowRule]] = lambda dpid: ()
+
+    # ---- the Network protocol used by the service -------------------------
+
+    def locate(self, ip: str) -> Location | None:
+        with self._lock:
+            host = self._hosts.by_ip(ip)
+        return None if host is None else Location(host.dpid, host.port, host.mac)
+
+    def is_connected(self, dpid: int) -> bool:
+        with self._lock:
+            return dpid in self._datapaths
+
+    def install(self, rules: Sequence[FlowRule], timeout: float) -> None:
+        self._push_per_switch(rules, compiler.flow_add, timeout)
+
+    def remove(self, rules: Sequence[FlowRule], timeout: float) -> None:
+        self._push_per_switch(rules, compiler.flow_delete, timeout)
+
+    def topology(self) -> TopologyView:
+        with self._lock:
+            switches = tuple(
+                SwitchView(dpid, tuple(sorted(
+                    (no, p.name.decode() if isinstance(p.name, bytes) else str(p.name))
+                    for no, p in getattr(dp, "ports", {}).items()
+                    if no < ofproto_v1_3.OFPP_MAX)))
+                for dpid, dp in sorted(self._datapaths.items()))
+            links = tuple(sorted(self._links, key=dataclasses.astuple))
+            hosts = self._hosts.all()
+        return TopologyView(switches, links, hosts)
+
+    # ---- switch sessions ---------------------------------------------------
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
+    def _state_change(self, ev):
+        dp = ev.datapath
+        if dp.id is None:
+            return
+        if ev.state == MAIN_DISPATCHER:
+            with self._lock:
+                self._datapaths[dp.id] = dp
+                self._macs[dp.id] = {}
+            LOG.info("switch %016x connected", dp.id)
+            # Waiting for barriers must happen off the event thread.
+            threading.Thread(target=self._prepare_switch, args=(dp.id,),
+                             name=f"prepare-{dp.id:x}", daemon=True).start()
+        elif ev.state == DEAD_DISPATCHER:
+            with self._lock:
+                if self._datapaths.get(dp.id) is not dp:
+                    return
+                del self._datapaths[dp.id]
+                self._macs.pop(dp.id, None)
+                self._links = {l for l in self._links
+                               if dp.id not in (l.src_dpid, l.dst_dpid)}
+                orphans = [t for (dpid, _), t in self._pending.items() if dpid == dp.id]
+            for txn in orphans:
+                txn.errors.append("the switch disconnected before confirming")
+                txn.done.set()
+            LOG.warning("switch %016x disconnected", dp.id)
+
+    def _prepare_switch(self, dpid: int) -> None:
+        """Base pipeline, then whatever must be enforced on this switch.
+
+        The enforcement and learned-forwarding flows a previous controller run
+        left behind are wiped first: the set of active enforcements lives in
+        the service, not on the switch.
+        """
+        try:
+            self._transact(dpid, [
+                compiler.delete_namespace(pipeline.NS_ENFORCE),
+                compiler.delete_namespace(pipeline.NS_FORWARD),
+                *(compiler.flow_add(r) for r in forwarding.base_rules(dpid)),
+                *(compiler.flow_add(r) for r in self.rules_to_restore(dpid)),
+            ], self.switch_timeout)
+            LOG.info("switch %016x ready", dpid)
+        except SwitchError as exc:
+            LOG.error("switch %016x could not be prepared: %s", dpid, exc)
+
+    # ---- confirmed pushes --------------------------------------------------
+
+    def _push_per_switch(self, rules, to_message, timeout: float) -> None:
+        by_switch: dict[int, list] = {}
+        for rule in rules:
+            by_switch.setdefault(rule.dpid, []).append(to_message(rule))
+        for dpid, messages in by_switch.items():
+            self._transact(dpid, messages, timeout)
+
+    def _transact(self, dpid: int, messages: list, timeout: float) -> None:
+        """Sends messages and a barrier; returns once the switch confirmed all
+        of them, raises SwitchError with the switch's own words otherwise."""
+        with self._lock:
+            dp = self._datapaths.get(dpid)
+            if dp is None:
+                raise SwitchError(f"switch {dpid:016x} is not connected")
+            txn = _Transaction(described={})
+            closing = compiler.barrier()
+            for message in [*messages, closing]:
+                message.datapath = dp
+                message.set_xid(_XID_BASE | (next(self._xids) & 0x7FFF_FFFF))
+                txn.described[message.xid] = type(message).__name__
+                self._pending[(dpid, message.xid)] = txn
+        try:
+            for message in [*messages, closing]:
+                if not dp.send_msg(message):
+                    raise SwitchError(f"switch {dpid:016x} connection is closed")
+            if not txn.done.wait(timeout):
+                raise SwitchError(
+                    f"switch {dpid:016x} did not confirm within {timeout:.1f} s")
+            if txn.errors:
+                raise SwitchError(f"switch {dpid:016x} refused: "
+                                  + "; ".join(txn.errors))
+        finally:
+            with self._lock:
+                for xid in txn.described:
+                    self._pending.pop((dpid, xid), None)
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def _barrier_reply(self, ev):
+        with self._lock:
+            txn = self._pending.get((ev.msg.datapath.id, ev.msg.xid))
+        if txn is not None:
+            txn.done.set()
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
+    def _error(self, ev):
+        msg = ev.msg
+        text = compiler.describe_error(msg.type, msg.code)
+        with self._lock:
+            txn = self._pending.get((msg.datapath.id, msg.xid))
+        if txn is None:
+            LOG.error("switch %016x reported %s for xid %#x outside any change",
+                      msg.datapath.id, text, msg.xid)
+            return
+        txn.errors.append(f"{text} on {txn.described.get(msg.xid, 'a message')}")
+
+    # ---- topology and forwarding -------------------------------------------
+
+    @set_ev_cls(topo_event.EventLinkAdd)
+    def _link_add(self, ev):
+        src, dst = ev.link.src, ev.link.dst
+        with self._lock:
+            self._links.add(LinkView(src.dpid, src.port_no, dst.dpid, dst.port_no))
+            for dpid, port in ((src.dpid, src.port_no), (dst.dpid, dst.port_no)):
+                self._hosts.forget_port(dpid, port)
+
+    @set_ev_cls(topo_event.EventLinkDelete)
+    def _link_delete(self, ev):
+        src, dst = ev.link.src, ev.link.dst
+        with self._lock:
+            self._links.discard(LinkView(src.dpid, src.port_no, dst.dpid, dst.port_no))
+
+    def _is_link_port(self, dpid: int, port: int) -> bool:
+        return any((l.src_dpid, l.src_port) == (dpid, port)
+                   or (l.dst_dpid, l.dst_port) == (dpid, port) for l in self._links)
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def _packet_in(self, ev):
+        msg = ev.msg
+        dp = msg.datapath
+        in_port = msg.match["in_port"]
+        pkt = packet.Packet(msg.data)
+        eth = pkt.get_protocol(ethernet.ethernet)
+        if eth is None or eth.ethertype == ether_types.ETH_TYPE_LLDP:
+            return
+        sender_ip = None
+        if (arp_pkt := pkt.get_protocol(arp.arp)) is not None:
+            sender_ip = arp_pkt.src_ip if arp_pkt.src_ip != "0.0.0.0" else None
+        elif (ip_pkt := pkt.get_protocol(ipv4.ipv4)) is not None:
+            sender_ip = ip_pkt.src
+
+        with self._lock:
+            if dp.id not in self._datapaths:
+                return
+            if not self._is_link_port(dp.id, in_port) and not _is_group(eth.src):
+                if self._hosts.learn(dp.id, in_port, eth.src, sender_ip):
+                    LOG.info("host %s (%s) at %016x port %d", eth.src,
+                             sender_ip or "no IP yet", dp.id, in_port)
+            macs = self._macs[dp.id]
+            relearned = macs.get(eth.src) != in_port and not _is_group(eth.src)
+            if relearned:
+                macs[eth.src] = in_port
+            out_port = macs.get(eth.dst)
+
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        if relearned:
+            learned = compiler.flow_add(forwarding.learned_rule(dp.id, eth.src, in_port))
+            learned.datapath = dp
+            dp.send_msg(learned)
+        if out_port == in_port:
+            return
+        actions = [parser.OFPActionOutput(ofp.OFPP_FLOOD if out_port is None else out_port)]
+        dp.send_msg(parser.OFPPacketOut(
+            datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
+            actions=actions, data=msg.data))
+
+
+def _is_group(mac: str) -> bool:
+    return int(mac[:2], 16) & 1 == 1

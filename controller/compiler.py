@@ -1,0 +1,94 @@
+"""FlowRule (plain data) -> OpenFlow 1.3 messages.
+
+Messages are built with datapath=None and bound to a switch only when sent, so
+this module is pure and testable without a switch.
+"""
+from __future__ import annotations
+
+from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as parser
+
+from enforcement.flows import FlowRule, GotoTable, Output, ToController
+from enforcement.pipeline import COOKIE_NAMESPACE_MASK, COOKIE_NAMESPACE_SHIFT
+
+_ERROR_CODE_PREFIX = {
+    ofp.OFPET_HELLO_FAILED: "OFPHFC_",
+    ofp.OFPET_BAD_REQUEST: "OFPBRC_",
+    ofp.OFPET_BAD_ACTION: "OFPBAC_",
+    ofp.OFPET_BAD_INSTRUCTION: "OFPBIC_",
+    ofp.OFPET_BAD_MATCH: "OFPBMC_",
+    ofp.OFPET_FLOW_MOD_FAILED: "OFPFMFC_",
+    ofp.OFPET_GROUP_MOD_FAILED: "OFPGMFC_",
+    ofp.OFPET_PORT_MOD_FAILED: "OFPPMFC_",
+    ofp.OFPET_TABLE_MOD_FAILED: "OFPTMFC_",
+    ofp.OFPET_QUEUE_OP_FAILED: "OFPQOFC_",
+    ofp.OFPET_SWITCH_CONFIG_FAILED: "OFPSCFC_",
+    ofp.OFPET_ROLE_REQUEST_FAILED: "OFPRRFC_",
+    ofp.OFPET_METER_MOD_FAILED: "OFPMMFC_",
+    ofp.OFPET_TABLE_FEATURES_FAILED: "OFPTFFC_",
+}
+
+
+def _constant_name(prefix: str, value: int) -> str | None:
+    for name in dir(ofp):
+        if name.startswith(prefix) and getattr(ofp, name) == value:
+            return name
+    return None
+
+
+def describe_error(err_type: int, code: int) -> str:
+    """'OFPET_BAD_MATCH/OFPBMC_BAD_PREREQ' style text for an OpenFlow error."""
+    type_name = _constant_name("OFPET_", err_type) or f"type {err_type}"
+    prefix = _ERROR_CODE_PREFIX.get(err_type)
+    code_name = (_constant_name(prefix, code) if prefix else None) or f"code {code}"
+    return f"{type_name}/{code_name}"
+
+
+def _instructions(rule: FlowRule) -> list:
+    actions, instructions = [], []
+    for item in rule.instructions:
+        if isinstance(item, Output):
+            actions.append(parser.OFPActionOutput(item.port))
+        elif isinstance(item, ToController):
+            actions.append(parser.OFPActionOutput(ofp.OFPP_CONTROLLER,
+                                                  ofp.OFPCML_NO_BUFFER))
+        elif isinstance(item, GotoTable):
+            instructions.append(parser.OFPInstructionGotoTable(item.table_id))
+        else:
+            raise TypeError(f"cannot compile instruction {item!r}")
+    if actions:
+        instructions.insert(0, parser.OFPInstructionActions(
+            ofp.OFPIT_APPLY_ACTIONS, actions))
+    return instructions
+
+
+def flow_add(rule: FlowRule) -> parser.OFPFlowMod:
+    return parser.OFPFlowMod(
+        datapath=None, cookie=rule.cookie, table_id=rule.table_id,
+        command=ofp.OFPFC_ADD, priority=rule.priority,
+        # No CHECK_OVERLAP: an identical flow is replaced, so re-installing
+        # the same rule is idempotent.
+        match=parser.OFPMatch(**dict(rule.match)),
+        instructions=_instructions(rule))
+
+
+def flow_delete(rule: FlowRule) -> parser.OFPFlowMod:
+    """Deletes exactly this flow: same table, priority, match and cookie."""
+    return parser.OFPFlowMod(
+        datapath=None, cookie=rule.cookie, cookie_mask=0xFFFFFFFFFFFFFFFF,
+        table_id=rule.table_id, command=ofp.OFPFC_DELETE_STRICT,
+        priority=rule.priority, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
+        match=parser.OFPMatch(**dict(rule.match)))
+
+
+def delete_namespace(namespace: int) -> parser.OFPFlowMod:
+    """Deletes every flow, in every table, whose cookie is in a namespace."""
+    return parser.OFPFlowMod(
+        datapath=None, cookie=namespace << COOKIE_NAMESPACE_SHIFT,
+        cookie_mask=COOKIE_NAMESPACE_MASK, table_id=ofp.OFPTT_ALL,
+        command=ofp.OFPFC_DELETE, out_port=ofp.OFPP_ANY,
+        out_group=ofp.OFPG_ANY, match=parser.OFPMatch())
+
+
+def barrier() -> parser.OFPBarrierRequest:
+    return parser.OFPBarrierRequest(datapath=None)

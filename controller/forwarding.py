@@ -1,0 +1,31 @@
+"""The base pipeline and learned forwarding, as FlowRules.
+
+Every switch gets: table 0 (enforcement) falls through to table 1; table 1
+(forwarding) sends unknown destinations to the controller, which floods them.
+ARP always goes to the controller so host locations stay fresh even after
+forwarding flows exist; the controller forwards it.
+"""
+from __future__ import annotations
+
+from enforcement import pipeline
+from enforcement.flows import FlowRule, GotoTable, Output, ToController
+
+ETH_TYPE_ARP = 0x0806
+PRIORITY_ARP_TO_CONTROLLER = 200
+
+
+def base_rules(dpid: int) -> tuple[FlowRule, ...]:
+    return (
+        FlowRule(dpid, pipeline.TABLE_ENFORCE, pipeline.PRIORITY_TABLE_MISS,
+                 pipeline.COOKIE_BASE, (), (GotoTable(pipeline.TABLE_FORWARD),)),
+        FlowRule(dpid, pipeline.TABLE_FORWARD, pipeline.PRIORITY_TABLE_MISS,
+                 pipeline.COOKIE_BASE, (), (ToController(),)),
+        FlowRule(dpid, pipeline.TABLE_FORWARD, PRIORITY_ARP_TO_CONTROLLER,
+                 pipeline.COOKIE_BASE, (("eth_type", ETH_TYPE_ARP),),
+                 (ToController(),)),
+    )
+
+
+def learned_rule(dpid: int, mac: str, port: int) -> FlowRule:
+    return FlowRule(dpid, pipeline.TABLE_FORWARD, pipeline.PRIORITY_LEARNED,
+                    pipeline.COOKIE_FORWARD, (("eth_dst", mac),), (Output(port),))

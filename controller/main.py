@@ -1,0 +1,124 @@
+"""enforcement-controller: the OpenFlow controller and the gRPC API in one
+process.
+
+OS-Ken runs on its native-thread hub, so grpcio shares the process without any
+monkey-patching. OS-Ken's threads cannot be killed (hub.kill does nothing with
+native threads), so they are started from a daemon thread, which makes every
+thread they spawn a daemon too, and the process can exit once the gRPC server
+has drained.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+LOG = logging.getLogger("enforcement-controller")
+
+APPS = ["os_ken.topology.switches", "controller.app"]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="enforcement-controller",
+        description="SDN enforcement controller: OpenFlow 1.3 (OS-Ken) plus "
+                    "the enforcement.v1 gRPC API.")
+    parser.add_argument("--grpc-listen", default="127.0.0.1:50051",
+                        help="gRPC address (host:port; port 0 picks a free one). "
+                             "Default: %(default)s")
+    parser.add_argument("--ofp-listen-host", default="127.0.0.1",
+                        help="address switches connect to. Default: %(default)s")
+    parser.add_argument("--ofp-port", type=int, default=6653,
+                        help="OpenFlow TCP port. Default: %(default)s")
+    parser.add_argument("--switch-timeout", type=float, default=5.0,
+                        help="seconds to wait for a switch to confirm a change. "
+                             "Default: %(default)s")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+    if not 0 < args.ofp_port < 65536:
+        parser.error(f"--ofp-port {args.ofp_port} is not a TCP port")
+    if args.switch_timeout <= 0:
+        parser.error("--switch-timeout must be positive")
+    return args
+
+
+def _start_os_ken(args: argparse.Namespace):
+    # app_manager must be imported before the configuration is parsed, and
+    # the modules that register the options used below.
+    from os_ken.base import app_manager
+    import os_ken.controller.controller  # noqa: F401  (registers --ofp-* options)
+    import os_ken.topology.switches  # noqa: F401
+    from os_ken import cfg
+
+    cfg.CONF(args=[
+        "--ofp-listen-host", args.ofp_listen_host,
+        "--ofp-tcp-listen-port", str(args.ofp_port),
+        "--observe-links",
+    ], project="os_ken")
+    # Notice a dead switch within about three seconds (off by default).
+    cfg.CONF.set_override("echo_request_interval", 1.0)
+    cfg.CONF.set_override("maximum_unreplied_echo_requests", 3)
+    manager = app_manager.AppManager.get_instance()
+    manager.load_apps(APPS)
+    contexts = manager.create_contexts()
+    booted = threading.Event()
+    failure: list[BaseException] = []
+
+    def boot():
+        try:
+            manager.instantiate_apps(**contexts)
+        except BaseException as exc:  # reported to the main thread below
+            failure.append(exc)
+        booted.set()
+
+    threading.Thread(target=boot, name="os-ken", daemon=True).start()
+    if not booted.wait(30) or failure:
+        raise RuntimeError(f"OS-Ken did not start: {failure or 'timeout'}")
+    return manager, app_manager.lookup_service_brick("EnforcementApp")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from enforcement.api import create_server
+    from enforcement.service import EnforcementService
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+
+    manager, app = _start_os_ken(args)
+    service = EnforcementService(app, switch_timeout=args.switch_timeout)
+    app.switch_timeout = args.switch_timeout
+    app.rules_to_restore = service.active_rules
+    try:
+        server, port = create_server(args.grpc_listen, service)
+    except (OSError, RuntimeError) as exc:
+        LOG.error("cannot serve gRPC on %s: %s", args.grpc_listen, exc)
+        return 2
+    server.start()
+    host = args.grpc_listen.rsplit(":", 1)[0]
+    # One line on stdout that tools and tests wait for.
+    print(f"READY grpc={host}:{port} openflow={args.ofp_listen_host}:{args.ofp_port}",
+          flush=True)
+    LOG.info("gRPC on %s:%d, OpenFlow 1.3 on %s:%d", host, port,
+             args.ofp_listen_host, args.ofp_port)
+
+    stop.wait()
+    LOG.info("shutting down")
+    server.stop(grace=2).wait()
+    closer = threading.Thread(target=manager.close, daemon=True)
+    closer.start()
+    closer.join(3)
+    LOG.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""gRPC face of the service: protobuf in, domain calls, protobuf out.
+
+Every domain error becomes one status code with the error's message, so a
+client always learns what to fix. Reflection and the standard health service
+are on, so generic clients (grpcurl, grpc_health_probe) work out of the box.
+"""
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from enforcement import errors
+from enforcement.model import (ActionKind, Enforcement, State, TopologyView,
+                               Violation)
+from enforcement.service import EnforcementService
+from enforcement.validation import validate_apply, validate_id
+from enforcement.v1 import enforcement_pb2 as pb
+from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
+
+LOG = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EnforcementService"].full_name
+
+_STATUS = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
+    errors.SwitchError: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def _enum_to_proto(value, prefix: str) -> int:
+    return pb.DESCRIPTOR.enum_types_by_name[prefix].values_by_name[
+        _PROTO_PREFIX[prefix] + value.name].number
+
+
+def _enum_from_proto(enum_cls, prefix: str, number: int):
+    """Domain member for a proto enum number, None for UNSPECIFIED or unknown."""
+    proto_value = pb.DESCRIPTOR.enum_types_by_name[prefix].values_by_number.get(number)
+    if proto_value is None:
+        return None
+    return enum_cls.__members__.get(proto_value.name[len(_PROTO_PREFIX[prefix]):])
+
+
+_PROTO_PREFIX = {"Violation": "VIOLATION_", "ActionKind": "ACTION_KIND_",
+                 "State": "STATE_"}
+
+
+def enforcement_to_proto(record: Enforcement) -> pb.Enforcement:
+    message = pb.Enforcement(
+        id=record.id,
+        request_id=record.decision.request_id,
+        case_id=record.decision.case_id,
+        subscriber=pb.Subscriber(ip=str(record.decision.subscriber.ip),
+                                 mac=record.decision.subscriber.mac or ""),
+        violation=_enum_to_proto(record.decision.violation, "Violation"),
+        reason=record.decision.reason,
+        action=pb.Action(kind=_enum_to_proto(record.action.kind, "ActionKind"),
+                         description=record.action.description),
+        state=_enum_to_proto(record.state, "State"),
+        state_reason=record.state_reason,
+        location=pb.Location(datapath_id=record.location.dpid,
+                             port=record.location.port,
+                             mac=record.location.mac),
+        rules=[pb.Rule(datapath_id=rule.dpid, table_id=rule.table_id,
+                       priority=rule.priority, cookie=rule.cookie,
+                       match=[pb.MatchField(field=k, value=v)
+                              for k, v in rule.match_text()],
+                       actions=rule.action_texts(), text=rule.text())
+               for rule in record.rules],
+    )
+    message.created_at.FromNanoseconds(int(record.created_at * 1e9))
+    message.updated_at.FromNanoseconds(int(record.updated_at * 1e9))
+    return message
+
+
+def topology_to_proto(view: TopologyView,
+                      enforcements_by_ip: dict[str, list[str]]) -> pb.Topology:
+    return pb.Topology(
+        switches=[pb.Switch(datapath_id=s.dpid,
+                            ports=[pb.Port(number=n, name=name) for n, name in s.ports])
+                  for s in view.switches],
+        links=[pb.Link(src_datapath_id=link.src_dpid, src_port=link.src_port,
+                       dst_datapath_id=link.dst_dpid, dst_port=link.dst_port)
+               for link in view.links],
+        hosts=[pb.Host(mac=h.mac, ip=h.ip or "", datapath_id=h.dpid, port=h.port,
+                       enforcement_ids=enforcements_by_ip.get(h.ip or "", []))
+               for h in view.hosts],
+    )
+
+
+class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
+    def __init__(self, service: EnforcementService):
+        self._service = service
+
+    def Apply(self, request, context):
+        def run():
+            decision = validate_apply(
+                request_id=request.request_id, case_id=request.case_id,
+                ip=request.subscriber.ip, mac=request.subscriber.mac,
+                violation=_enum_from_proto(Violation, "Violation", request.violation),
+                reason=request.reason)
+            return enforcement_to_proto(self._service.apply(decision))
+        return _answer(context, run)
+
+    def Lift(self, request, context):
+        return _answer(context, lambda: enforcement_to_proto(
+            self._service.lift(validate_id("id", request.id), request.reason)))
+
+    def Get(self, request, context):
+        return _answer(context, lambda: enforcement_to_proto(
+            self._service.get(validate_id("id", request.id))))
+
+    def List(self, request, context):
+        def run():
+            states = [_enum_from_proto(State, "State", s) for s in request.states]
+            if None in states:
+                raise errors.InvalidArgument(
+                    "states holds STATE_UNSPECIFIED or an unknown value")
+            records = self._service.list(subscriber_ip=request.subscriber_ip,
+                                         case_id=request.case_id, states=states)
+            return pb.ListResponse(
+                enforcements=[enforcement_to_proto(r) for r in records])
+        return _answer(context, run)
+
+    def GetTopology(self, request, context):
+        return _answer(context, lambda: topology_to_proto(*self._service.topology()))
+
+
+def _answer(context, run):
+    try:
+        return run()
+    except errors.EnforcementError as exc:
+        code = next(code for cls, code in _STATUS.items() if isinstance(exc, cls))
+        context.abort(code, str(exc))
+    except Exception:
+        LOG.exception("internal error while answering")
+        context.abort(grpc.StatusCode.INTERNAL,
+                      "internal error; the controller log has the details")
+
+
+def create_server(address: str, service: EnforcementService,
+                  max_workers: int = 16) -> tuple[grpc.Server, int]:
+    """Builds (not starts) the server. Returns it and the bound port, which
+    differs from the one asked for when the address ends in :0."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
+    pb_grpc.add_EnforcementServiceServicer_to_server(
+        EnforcementServicer(service), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not listen for gRPC on {address}")
+    return server, port

@@ -1,0 +1,29 @@
+"""Domain errors. The API layer maps each to one gRPC status code."""
+
+
+class EnforcementError(Exception):
+    """Base: the message says what to fix."""
+
+
+class InvalidArgument(EnforcementError):
+    pass
+
+
+class NotFound(EnforcementError):
+    pass
+
+
+class FailedPrecondition(EnforcementError):
+    pass
+
+
+class AlreadyExists(EnforcementError):
+    pass
+
+
+class SwitchError(EnforcementError):
+    """The switch refused a change or did not confirm it in time."""
+
+
+class Unimplemented(EnforcementError):
+    """The request is valid but this controller cannot carry it out yet."""

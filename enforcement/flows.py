@@ -1,0 +1,76 @@
+"""Switch-independent description of OpenFlow 1.3 flows.
+
+The planner produces FlowRules and the controller compiles them into flow_mods;
+keeping them as frozen plain data lets tests compare, diff and simulate rules
+without a switch. Match field names are OpenFlow 1.3 OXM names as OS-Ken spells
+them, so the compiler passes them through unchanged.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+# Field order used when rendering a match, so that text is stable.
+_FIELD_ORDER = (
+    "in_port", "eth_src", "eth_dst", "eth_type", "vlan_vid", "arp_spa",
+    "arp_tpa", "ipv4_src", "ipv4_dst", "ip_proto", "tcp_src", "tcp_dst",
+    "udp_src", "udp_dst", "icmpv4_type",
+)
+_HEX_FIELDS = {"eth_type"}
+
+
+@dataclasses.dataclass(frozen=True)
+class GotoTable:
+    table_id: int
+
+    def text(self) -> str:
+        return f"goto_table:{self.table_id}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Output:
+    port: int
+
+    def text(self) -> str:
+        return f"output:{self.port}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ToController:
+    def text(self) -> str:
+        return "CONTROLLER"
+
+
+Instruction = GotoTable | Output | ToController
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowRule:
+    """One flow on one switch. No instructions means drop."""
+    dpid: int
+    table_id: int
+    priority: int
+    cookie: int
+    match: tuple[tuple[str, int | str], ...]
+    instructions: tuple[Instruction, ...] = ()
+
+    @property
+    def key(self) -> tuple:
+        """What identifies the flow on the switch (OpenFlow strict match)."""
+        return (self.dpid, self.table_id, self.priority, tuple(sorted(self.match)))
+
+    def match_text(self) -> tuple[tuple[str, str], ...]:
+        rank = {name: i for i, name in enumerate(_FIELD_ORDER)}
+        ordered = sorted(self.match, key=lambda kv: (rank.get(kv[0], 99), kv[0]))
+        return tuple(
+            (name, f"0x{value:04x}" if name in _HEX_FIELDS else str(value))
+            for name, value in ordered)
+
+    def action_texts(self) -> tuple[str, ...]:
+        return tuple(i.text() for i in self.instructions)
+
+    def text(self) -> str:
+        match = ",".join(f"{k}={v}" for k, v in self.match_text())
+        actions = ",".join(self.action_texts()) or "drop"
+        return (f"dpid={self.dpid:016x} table={self.table_id} "
+                f"priority={self.priority} cookie=0x{self.cookie:x} "
+                f"{match or '*'} actions={actions}")

@@ -1,0 +1,125 @@
+"""Plain, typed data shared by validation, planning, the service and the API.
+
+Nothing here talks to a switch or to gRPC: the API layer converts protobuf
+messages into these types, and the controller compiles FlowRules into OpenFlow.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import ipaddress
+
+from enforcement.flows import FlowRule
+
+
+class Violation(enum.Enum):
+    SPAM = "spam"
+    OPEN_RELAY = "open_relay"
+    MAIL_POLLING = "mail_polling"
+    SPOOFING = "spoofing"
+    DENIAL_OF_SERVICE = "denial_of_service"
+    PING_FLOOD = "ping_flood"
+    PORT_SCAN = "port_scan"
+    MALWARE = "malware"
+    PHISHING = "phishing"
+    MINING = "mining"
+    NON_PAYMENT = "non_payment"
+    ILLEGAL_USE = "illegal_use"
+    ROKSO_LISTED = "rokso_listed"
+
+
+class ActionKind(enum.Enum):
+    BLOCK = "block"
+    RATE_LIMIT = "rate_limit"
+    QUARANTINE = "quarantine"
+    CUTOFF = "cutoff"
+    ANTI_SPOOFING = "anti_spoofing"
+
+
+class State(enum.Enum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    FAILED = "failed"
+    LIFTED = "lifted"
+    EXPIRED = "expired"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (State.FAILED, State.LIFTED, State.EXPIRED)
+
+
+@dataclasses.dataclass(frozen=True)
+class Subscriber:
+    ip: ipaddress.IPv4Address
+    mac: str | None = None  # lower-case colon form when given
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """A validated Apply request."""
+    request_id: str
+    case_id: str
+    subscriber: Subscriber
+    violation: Violation
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Location:
+    """Where a subscriber is attached: its access switch and port."""
+    dpid: int
+    port: int
+    mac: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    description: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Enforcement:
+    id: str
+    decision: Decision
+    action: Action
+    location: Location
+    cookie: int
+    rules: tuple[FlowRule, ...]
+    state: State
+    state_reason: str
+    created_at: float
+    updated_at: float
+
+    def moved_to(self, state: State, reason: str, now: float) -> "Enforcement":
+        return dataclasses.replace(
+            self, state=state, state_reason=reason, updated_at=now)
+
+
+@dataclasses.dataclass(frozen=True)
+class HostView:
+    mac: str
+    ip: str | None
+    dpid: int
+    port: int
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkView:
+    src_dpid: int
+    src_port: int
+    dst_dpid: int
+    dst_port: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SwitchView:
+    dpid: int
+    ports: tuple[tuple[int, str], ...]  # (number, name)
+
+
+@dataclasses.dataclass(frozen=True)
+class TopologyView:
+    switches: tuple[SwitchView, ...]
+    links: tuple[LinkView, ...]
+    hosts: tuple[HostView, ...]

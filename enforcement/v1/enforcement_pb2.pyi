@@ -1,0 +1,254 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Violation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VIOLATION_UNSPECIFIED: _ClassVar[Violation]
+    VIOLATION_SPAM: _ClassVar[Violation]
+    VIOLATION_OPEN_RELAY: _ClassVar[Violation]
+    VIOLATION_MAIL_POLLING: _ClassVar[Violation]
+    VIOLATION_SPOOFING: _ClassVar[Violation]
+    VIOLATION_DENIAL_OF_SERVICE: _ClassVar[Violation]
+    VIOLATION_PING_FLOOD: _ClassVar[Violation]
+    VIOLATION_PORT_SCAN: _ClassVar[Violation]
+    VIOLATION_MALWARE: _ClassVar[Violation]
+    VIOLATION_PHISHING: _ClassVar[Violation]
+    VIOLATION_MINING: _ClassVar[Violation]
+    VIOLATION_NON_PAYMENT: _ClassVar[Violation]
+    VIOLATION_ILLEGAL_USE: _ClassVar[Violation]
+    VIOLATION_ROKSO_LISTED: _ClassVar[Violation]
+
+class ActionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACTION_KIND_UNSPECIFIED: _ClassVar[ActionKind]
+    ACTION_KIND_BLOCK: _ClassVar[ActionKind]
+    ACTION_KIND_RATE_LIMIT: _ClassVar[ActionKind]
+    ACTION_KIND_QUARANTINE: _ClassVar[ActionKind]
+    ACTION_KIND_CUTOFF: _ClassVar[ActionKind]
+    ACTION_KIND_ANTI_SPOOFING: _ClassVar[ActionKind]
+
+class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STATE_UNSPECIFIED: _ClassVar[State]
+    STATE_PENDING: _ClassVar[State]
+    STATE_ACTIVE: _ClassVar[State]
+    STATE_FAILED: _ClassVar[State]
+    STATE_LIFTED: _ClassVar[State]
+    STATE_EXPIRED: _ClassVar[State]
+VIOLATION_UNSPECIFIED: Violation
+VIOLATION_SPAM: Violation
+VIOLATION_OPEN_RELAY: Violation
+VIOLATION_MAIL_POLLING: Violation
+VIOLATION_SPOOFING: Violation
+VIOLATION_DENIAL_OF_SERVICE: Violation
+VIOLATION_PING_FLOOD: Violation
+VIOLATION_PORT_SCAN: Violation
+VIOLATION_MALWARE: Violation
+VIOLATION_PHISHING: Violation
+VIOLATION_MINING: Violation
+VIOLATION_NON_PAYMENT: Violation
+VIOLATION_ILLEGAL_USE: Violation
+VIOLATION_ROKSO_LISTED: Violation
+ACTION_KIND_UNSPECIFIED: ActionKind
+ACTION_KIND_BLOCK: ActionKind
+ACTION_KIND_RATE_LIMIT: ActionKind
+ACTION_KIND_QUARANTINE: ActionKind
+ACTION_KIND_CUTOFF: ActionKind
+ACTION_KIND_ANTI_SPOOFING: ActionKind
+STATE_UNSPECIFIED: State
+STATE_PENDING: State
+STATE_ACTIVE: State
+STATE_FAILED: State
+STATE_LIFTED: State
+STATE_EXPIRED: State
+
+class Subscriber(_message.Message):
+    __slots__ = ("ip", "mac")
+    IP_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    ip: str
+    mac: str
+    def __init__(self, ip: _Optional[str] = ..., mac: _Optional[str] = ...) -> None: ...
+
+class ApplyRequest(_message.Message):
+    __slots__ = ("request_id", "case_id", "subscriber", "violation", "reason")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CASE_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBER_FIELD_NUMBER: _ClassVar[int]
+    VIOLATION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    case_id: str
+    subscriber: Subscriber
+    violation: Violation
+    reason: str
+    def __init__(self, request_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber: _Optional[_Union[Subscriber, _Mapping]] = ..., violation: _Optional[_Union[Violation, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class LiftRequest(_message.Message):
+    __slots__ = ("id", "reason")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    reason: str
+    def __init__(self, id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class GetRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ListRequest(_message.Message):
+    __slots__ = ("subscriber_ip", "case_id", "states")
+    SUBSCRIBER_IP_FIELD_NUMBER: _ClassVar[int]
+    CASE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    subscriber_ip: str
+    case_id: str
+    states: _containers.RepeatedScalarFieldContainer[State]
+    def __init__(self, subscriber_ip: _Optional[str] = ..., case_id: _Optional[str] = ..., states: _Optional[_Iterable[_Union[State, str]]] = ...) -> None: ...
+
+class ListResponse(_message.Message):
+    __slots__ = ("enforcements",)
+    ENFORCEMENTS_FIELD_NUMBER: _ClassVar[int]
+    enforcements: _containers.RepeatedCompositeFieldContainer[Enforcement]
+    def __init__(self, enforcements: _Optional[_Iterable[_Union[Enforcement, _Mapping]]] = ...) -> None: ...
+
+class Action(_message.Message):
+    __slots__ = ("kind", "description")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    kind: ActionKind
+    description: str
+    def __init__(self, kind: _Optional[_Union[ActionKind, str]] = ..., description: _Optional[str] = ...) -> None: ...
+
+class Location(_message.Message):
+    __slots__ = ("datapath_id", "port", "mac")
+    DATAPATH_ID_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    datapath_id: int
+    port: int
+    mac: str
+    def __init__(self, datapath_id: _Optional[int] = ..., port: _Optional[int] = ..., mac: _Optional[str] = ...) -> None: ...
+
+class MatchField(_message.Message):
+    __slots__ = ("field", "value")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    value: str
+    def __init__(self, field: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class Rule(_message.Message):
+    __slots__ = ("datapath_id", "table_id", "priority", "cookie", "match", "actions", "text")
+    DATAPATH_ID_FIELD_NUMBER: _ClassVar[int]
+    TABLE_ID_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    COOKIE_FIELD_NUMBER: _ClassVar[int]
+    MATCH_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    datapath_id: int
+    table_id: int
+    priority: int
+    cookie: int
+    match: _containers.RepeatedCompositeFieldContainer[MatchField]
+    actions: _containers.RepeatedScalarFieldContainer[str]
+    text: str
+    def __init__(self, datapath_id: _Optional[int] = ..., table_id: _Optional[int] = ..., priority: _Optional[int] = ..., cookie: _Optional[int] = ..., match: _Optional[_Iterable[_Union[MatchField, _Mapping]]] = ..., actions: _Optional[_Iterable[str]] = ..., text: _Optional[str] = ...) -> None: ...
+
+class Enforcement(_message.Message):
+    __slots__ = ("id", "request_id", "case_id", "subscriber", "violation", "reason", "action", "state", "state_reason", "location", "rules", "created_at", "updated_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CASE_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBER_FIELD_NUMBER: _ClassVar[int]
+    VIOLATION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STATE_REASON_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    request_id: str
+    case_id: str
+    subscriber: Subscriber
+    violation: Violation
+    reason: str
+    action: Action
+    state: State
+    state_reason: str
+    location: Location
+    rules: _containers.RepeatedCompositeFieldContainer[Rule]
+    created_at: _timestamp_pb2.Timestamp
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber: _Optional[_Union[Subscriber, _Mapping]] = ..., violation: _Optional[_Union[Violation, str]] = ..., reason: _Optional[str] = ..., action: _Optional[_Union[Action, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., state_reason: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetTopologyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Port(_message.Message):
+    __slots__ = ("number", "name")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    name: str
+    def __init__(self, number: _Optional[int] = ..., name: _Optional[str] = ...) -> None: ...
+
+class Switch(_message.Message):
+    __slots__ = ("datapath_id", "ports")
+    DATAPATH_ID_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    datapath_id: int
+    ports: _containers.RepeatedCompositeFieldContainer[Port]
+    def __init__(self, datapath_id: _Optional[int] = ..., ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ...) -> None: ...
+
+class Link(_message.Message):
+    __slots__ = ("src_datapath_id", "src_port", "dst_datapath_id", "dst_port")
+    SRC_DATAPATH_ID_FIELD_NUMBER: _ClassVar[int]
+    SRC_PORT_FIELD_NUMBER: _ClassVar[int]
+    DST_DATAPATH_ID_FIELD_NUMBER: _ClassVar[int]
+    DST_PORT_FIELD_NUMBER: _ClassVar[int]
+    src_datapath_id: int
+    src_port: int
+    dst_datapath_id: int
+    dst_port: int
+    def __init__(self, src_datapath_id: _Optional[int] = ..., src_port: _Optional[int] = ..., dst_datapath_id: _Optional[int] = ..., dst_port: _Optional[int] = ...) -> None: ...
+
+class Host(_message.Message):
+    __slots__ = ("mac", "ip", "datapath_id", "port", "enforcement_ids")
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    IP_FIELD_NUMBER: _ClassVar[int]
+    DATAPATH_ID_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    ENFORCEMENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    mac: str
+    ip: str
+    datapath_id: int
+    port: int
+    enforcement_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, mac: _Optional[str] = ..., ip: _Optional[str] = ..., datapath_id: _Optional[int] = ..., port: _Optional[int] = ..., enforcement_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Topology(_message.Message):
+    __slots__ = ("switches", "links", "hosts")
+    SWITCHES_FIELD_NUMBER: _ClassVar[int]
+    LINKS_FIELD_NUMBER: _ClassVar[int]
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    switches: _containers.RepeatedCompositeFieldContainer[Switch]
+    links: _containers.RepeatedCompositeFieldContainer[Link]
+    hosts: _containers.RepeatedCompositeFieldContainer[Host]
+    def __init__(self, switches: _Optional[_Iterable[_Union[Switch, _Mapping]]] = ..., links: _Optional[_Iterable[_Union[Link, _Mapping]]] = ..., hosts: _Optional[_Iterable[_Union[Host, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,184 @@
+"""The harness: a controller process plus a Mininet network, and real traffic.
+
+Used by mininet/run.py (the main job) and by the Mininet tests. Switches use
+Open vSwitch's userspace datapath (the kernel here has no openvswitch module)
+in fail-mode secure, so they never fall back to a learning switch and drop
+enforcement; host interfaces get TX checksum offload turned off, without which
+TCP silently fails through the userspace datapath while ping works.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import pathlib
+import re
+import select
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+from mininet.clean import cleanup as mininet_cleanup
+from mininet.log import setLogLevel
+from mininet.net import Mininet
+from mininet.node import OVSSwitch, RemoteController
+from pyroute2 import netns
+from pyroute2.ethtool import Ethtool
+
+HERE = pathlib.Path(__file__).resolve().parent
+LISTENER = HERE / "tcp_listen.py"
+
+
+# ---- the controller process ----------------------------------------------
+
+class ControllerProcess:
+    """enforcement-controller as its own process (OS-Ken keeps process-wide
+    state, so it is never started twice in one interpreter)."""
+
+    def __init__(self, ofp_port: int, grpc_listen: str = "127.0.0.1:0",
+                 log_path: pathlib.Path | None = None, extra_args=()):
+        self.ofp_port = ofp_port
+        self.grpc_address = ""
+        self.log_path = log_path
+        exe = shutil.which("enforcement-controller",
+                           path=os.pathsep.join([str(pathlib.Path(sys.executable).parent),
+                                                 os.environ.get("PATH", "")]))
+        if exe is None:
+            raise FileNotFoundError("enforcement-controller is not installed "
+                                    "(pip install -e . in the virtualenv)")
+        self._log = open(log_path, "w") if log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            [exe, "--grpc-listen", grpc_listen, "--ofp-port", str(ofp_port),
+             *extra_args],
+            stdout=subprocess.PIPE, stderr=self._log, text=True)
+
+    def wait_ready(self, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"controller exited with {self.proc.returncode}"
+                                   f"{self._log_hint()}")
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
+            if ready:
+                line = self.proc.stdout.readline()
+                match = re.search(r"READY grpc=(\S+)", line)
+                if match:
+                    self.grpc_address = match.group(1)
+                    return self.grpc_address
+        raise TimeoutError(f"controller not ready in {timeout} s{self._log_hint()}")
+
+    def _log_hint(self) -> str:
+        return f"; see {self.log_path}" if self.log_path else ""
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._log is not subprocess.DEVNULL:
+            self._log.close()
+        return self.proc.returncode
+
+
+# ---- the network -----------------------------------------------------------
+
+def disable_tx_checksum(pid: int, ifname: str) -> None:
+    """ethtool -K <ifname> tx off, inside the network namespace of pid.
+
+    setns() moves only the calling thread, so the work runs in a thread of
+    its own and the rest of the process stays where it was.
+    """
+    failure: list[BaseException] = []
+
+    def work():
+        home = os.open("/proc/self/task/%d/ns/net" % threading.get_native_id(), os.O_RDONLY)
+        target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+        try:
+            netns.setns(target)
+            with Ethtool() as ethtool:
+                features = ethtool.get_features(ifname)
+                for name, feature in features.features.items():
+                    if name.startswith("tx-checksum") and feature.enable:
+                        feature.enable = False
+                ethtool.set_features(ifname, features)
+        except BaseException as exc:  # handed to the caller
+            failure.append(exc)
+        finally:
+            netns.setns(home)
+            os.close(home)
+            os.close(target)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    if failure:
+        raise failure[0]
+
+
+def start_network(topo, ofp_port: int, *, controller_ip: str = "127.0.0.1") -> Mininet:
+    """Builds and starts the network; every switch is connected to the
+    controller at ofp_port with OpenFlow 1.3."""
+    setLogLevel(os.environ.get("MININET_LOG", "warning"))
+    switch = functools.partial(OVSSwitch, datapath="user", protocols="OpenFlow13",
+                               failMode="secure")
+    controller = functools.partial(RemoteController, ip=controller_ip, port=ofp_port)
+    net = Mininet(topo=topo, switch=switch, controller=controller,
+                  autoSetMacs=True, waitConnected=False, build=False)
+    try:
+        net.build()
+        for host in net.hosts:
+            for intf in host.intfList():
+                if intf.name != "lo":
+                    disable_tx_checksum(host.pid, intf.name)
+        net.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            net.stop()
+        raise
+    return net
+
+
+def wait_switches_connected(net: Mininet, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    waiting = list(net.switches)
+    while waiting and time.monotonic() < deadline:
+        waiting = [s for s in waiting if not s.connected()]
+        time.sleep(0.2)
+    if waiting:
+        raise TimeoutError("switches not connected: " + ", ".join(s.name for s in waiting))
+
+
+def cleanup() -> None:
+    """What `mn -c` does: removes every Mininet bridge, link and process."""
+    mininet_cleanup()
+
+
+# ---- traffic -----------------------------------------------------------------
+
+def start_listener(host, ports) -> None:
+    """Accepts TCP on ports inside host (killed with the host at net.stop())."""
+    host.cmd(f"{sys.executable} {LISTENER} {' '.join(map(str, ports))} "
+             f"> /tmp/{host.name}-listen.log 2>&1 &")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        listening = host.cmd("ss -Htln").split()
+        if all(f"0.0.0.0:{p}" in listening for p in ports):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"listener on {host.name} ports {ports} did not start")
+
+
+def tcp_connects(src, dst_ip: str, port: int, timeout: float = 2.0) -> bool:
+    """A real TCP handshake from src to dst_ip:port."""
+    out = src.cmd(f"nc -z -w {int(timeout)} {dst_ip} {port}; echo rc=$?")
+    return "rc=0" in out
+
+
+def ping(src, dst_ip: str, count: int = 1, timeout: float = 2.0) -> bool:
+    out = src.cmd(f"ping -c {count} -W {int(timeout)} {dst_ip} > /dev/null; echo rc=$?")
+    return "rc=0" in out

@@ -1,0 +1,62 @@
+"""Mininet topologies for the enforcement controller.
+
+Usable with `mn --custom mininet/topologies.py --topo enf-linear,2,2 ...` and
+from Python (tests and mininet/run.py add this folder to sys.path). Hosts are
+h1..hN with 10.0.0.N/24 in the order they are added; switches s1..sM.
+
+This folder must never become a Python package: a mininet/__init__.py here
+would shadow the real Mininet library.
+"""
+from mininet.topo import Topo
+
+
+class SingleSwitchTopo(Topo):
+    """n hosts on one switch."""
+
+    def build(self, hosts=3):
+        switch = self.addSwitch("s1")
+        for i in range(1, hosts + 1):
+            self.addLink(self.addHost(f"h{i}", ip=f"10.0.0.{i}/24"), switch)
+
+
+class LinearTopo(Topo):
+    """A chain of switches, each with its own hosts."""
+
+    def build(self, switches=2, hosts_per_switch=2):
+        previous = None
+        number = 0
+        for s in range(1, switches + 1):
+            switch = self.addSwitch(f"s{s}")
+            for _ in range(hosts_per_switch):
+                number += 1
+                self.addLink(self.addHost(f"h{number}", ip=f"10.0.0.{number}/24"),
+                             switch)
+            if previous is not None:
+                self.addLink(previous, switch)
+            previous = switch
+
+
+class TreeTopo(Topo):
+    """A tree of switches of the given depth and fanout, hosts at the leaves."""
+
+    def build(self, depth=2, fanout=2):
+        self._switches = 0
+        self._hosts = 0
+        self._subtree(depth, fanout)
+
+    def _subtree(self, depth, fanout):
+        if depth == 0:
+            self._hosts += 1
+            return self.addHost(f"h{self._hosts}", ip=f"10.0.0.{self._hosts}/24")
+        self._switches += 1
+        switch = self.addSwitch(f"s{self._switches}")
+        for _ in range(fanout):
+            self.addLink(switch, self._subtree(depth - 1, fanout))
+        return switch
+
+
+topos = {
+    "enf-single": SingleSwitchTopo,
+    "enf-linear": LinearTopo,
+    "enf-tree": TreeTopo,
+}
