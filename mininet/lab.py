@@ -15,6 +15,7 @@ import pathlib
 import re
 import select
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -156,6 +157,42 @@ def wait_switches_connected(net: Mininet, timeout: float = 30.0) -> None:
 def cleanup() -> None:
     """What `mn -c` does: removes every Mininet bridge, link and process."""
     mininet_cleanup()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def dump_flows(switch: str, table: int | None = None) -> list[str]:
+    """Flows without counters, for placement checks and before/after
+    comparisons (they prove placement, never forwarding)."""
+    args = ["ovs-ofctl", "-O", "OpenFlow13", "--no-stats", "dump-flows", switch]
+    if table is not None:
+        args.append(f"table={table}")
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    return sorted(line.strip() for line in out.splitlines()
+                  if line.strip() and not line.startswith("OFPST_FLOW"))
+
+
+def flow_cookie(line: str) -> int:
+    match = re.search(r"cookie=(0x[0-9a-f]+)", line)
+    return int(match.group(1), 16) if match else 0
+
+
+def flows_with_cookie(switch: str, cookie: int, mask: int = 2**64 - 1) -> list[str]:
+    return [line for line in dump_flows(switch) if flow_cookie(line) & mask == cookie]
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
 
 
 # ---- traffic -----------------------------------------------------------------

@@ -1,0 +1,165 @@
+"""The gRPC API over a real socket, with the switch side replaced by a
+recording double (the Mininet tests cover the real switch)."""
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from enforcement.api import SERVICE_NAME, create_server
+from enforcement.errors import SwitchError
+from enforcement.model import Location, TopologyView
+from enforcement.service import EnforcementService
+from enforcement.v1 import enforcement_pb2 as pb
+from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
+
+
+class RecordingNetwork:
+    def __init__(self):
+        self.hosts = {"10.0.0.1": Location(1, 1, "00:00:00:00:00:01"),
+                      "10.0.0.3": Location(2, 1, "00:00:00:00:00:03")}
+        self.connected = {1, 2}
+        self.flows = set()
+        self.refuse = None
+
+    def locate(self, ip):
+        return self.hosts.get(ip)
+
+    def is_connected(self, dpid):
+        return dpid in self.connected
+
+    def install(self, rules, timeout):
+        if self.refuse:
+            raise SwitchError(self.refuse)
+        self.flows.update(rules)
+
+    def remove(self, rules, timeout):
+        self.flows.difference_update(rules)
+
+    def topology(self):
+        return TopologyView((), (), ())
+
+
+@pytest.fixture
+def network():
+    return RecordingNetwork()
+
+
+@pytest.fixture
+def channel(network):
+    server, port = create_server("127.0.0.1:0", EnforcementService(network))
+    server.start()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield channel
+    server.stop(None)
+
+
+@pytest.fixture
+def stub(channel):
+    return pb_grpc.EnforcementServiceStub(channel)
+
+
+def spam(request_id="r1", ip="10.0.0.1", **kw):
+    return pb.ApplyRequest(request_id=request_id, case_id="C-1",
+                           subscriber=pb.Subscriber(ip=ip, **kw),
+                           violation=pb.VIOLATION_SPAM, reason="bulk mail")
+
+
+def code_of(call):
+    with pytest.raises(grpc.RpcError) as err:
+        call()
+    return err.value.code(), err.value.details()
+
+
+def test_apply_returns_the_installed_rule_and_lift_removes_it(stub, network):
+    enforcement = stub.Apply(spam())
+    assert enforcement.state == pb.STATE_ACTIVE
+    assert enforcement.action.kind == pb.ACTION_KIND_BLOCK
+    assert [r.datapath_id for r in enforcement.rules] == [1]
+    rule = enforcement.rules[0]
+    assert {m.field: m.value for m in rule.match}["tcp_dst"] == "25"
+    assert list(rule.actions) == [] and "actions=drop" in rule.text
+    assert len(network.flows) == 1
+    assert stub.Get(pb.GetRequest(id=enforcement.id)) == enforcement
+    lifted = stub.Lift(pb.LiftRequest(id=enforcement.id, reason="case closed"))
+    assert lifted.state == pb.STATE_LIFTED
+    assert network.flows == set()
+    assert stub.Lift(pb.LiftRequest(id=enforcement.id)).state == pb.STATE_LIFTED
+
+
+def test_same_request_id_replays_and_different_content_is_refused(stub, network):
+    first = stub.Apply(spam())
+    assert stub.Apply(spam()) == first
+    assert len(network.flows) == 1
+    code, details = code_of(lambda: stub.Apply(spam(ip="10.0.0.3")))
+    assert code == grpc.StatusCode.ALREADY_EXISTS and "request_id" in details
+
+
+def test_second_active_enforcement_of_the_same_kind_is_refused(stub):
+    stub.Apply(spam("r1"))
+    code, details = code_of(lambda: stub.Apply(spam("r2")))
+    assert code == grpc.StatusCode.ALREADY_EXISTS and "lift it" in details
+
+
+@pytest.mark.parametrize("apply_request, expected, words", [
+    (spam(ip="10.0.0.300"), grpc.StatusCode.INVALID_ARGUMENT, "subscriber.ip"),
+    (pb.ApplyRequest(request_id="r", case_id="c", subscriber=pb.Subscriber(ip="10.0.0.1")),
+     grpc.StatusCode.INVALID_ARGUMENT, "violation"),
+    (pb.ApplyRequest(request_id="r", case_id="c", subscriber=pb.Subscriber(ip="10.0.0.1"),
+                     violation=999), grpc.StatusCode.INVALID_ARGUMENT, "violation"),
+    (spam(request_id=""), grpc.StatusCode.INVALID_ARGUMENT, "request_id"),
+    (spam(ip="10.0.0.99"), grpc.StatusCode.NOT_FOUND, "has not been seen"),
+    (spam(mac="00:00:00:00:00:09"), grpc.StatusCode.FAILED_PRECONDITION, "MAC"),
+    (pb.ApplyRequest(request_id="r", case_id="c", subscriber=pb.Subscriber(ip="10.0.0.1"),
+                     violation=pb.VIOLATION_MALWARE), grpc.StatusCode.UNIMPLEMENTED,
+     "MALWARE"),
+])
+def test_bad_requests_get_a_status_that_says_what_to_fix(stub, network, apply_request,
+                                                          expected, words):
+    code, details = code_of(lambda: stub.Apply(apply_request))
+    assert code == expected and words in details
+    assert network.flows == set()
+
+
+def test_unknown_ids_are_not_found(stub):
+    assert code_of(lambda: stub.Get(pb.GetRequest(id="enf-nope")))[0] == grpc.StatusCode.NOT_FOUND
+    assert code_of(lambda: stub.Lift(pb.LiftRequest(id="enf-nope")))[0] == grpc.StatusCode.NOT_FOUND
+    assert code_of(lambda: stub.Get(pb.GetRequest()))[0] == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_disconnected_switch_is_a_failed_precondition(stub, network):
+    network.connected.discard(1)
+    code, details = code_of(lambda: stub.Apply(spam()))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "not connected" in details
+
+
+def test_switch_refusal_is_reported_as_failed_with_the_reason(stub, network):
+    network.refuse = "OFPET_BAD_MATCH/OFPBMC_BAD_PREREQ on OFPFlowMod"
+    enforcement = stub.Apply(spam())
+    assert enforcement.state == pb.STATE_FAILED
+    assert "OFPBMC_BAD_PREREQ" in enforcement.state_reason
+    # a failed enforcement does not block a new attempt
+    network.refuse = None
+    assert stub.Apply(spam("r2")).state == pb.STATE_ACTIVE
+
+
+def test_list_filters(stub):
+    a = stub.Apply(spam("r1", ip="10.0.0.1"))
+    b = stub.Apply(spam("r2", ip="10.0.0.3"))
+    stub.Lift(pb.LiftRequest(id=a.id))
+    everything = stub.List(pb.ListRequest()).enforcements
+    assert [e.id for e in everything] == [a.id, b.id]
+    active = stub.List(pb.ListRequest(states=[pb.STATE_ACTIVE])).enforcements
+    assert [e.id for e in active] == [b.id]
+    mine = stub.List(pb.ListRequest(subscriber_ip="10.0.0.1")).enforcements
+    assert [e.id for e in mine] == [a.id]
+
+
+def test_health_and_reflection_are_served(channel):
+    health = health_pb2_grpc.HealthStub(channel)
+    status = health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME)).status
+    assert status == health_pb2.HealthCheckResponse.SERVING
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    responses = reflection.ServerReflectionInfo(iter([
+        reflection_pb2.ServerReflectionRequest(list_services="")]))
+    names = {s.name for r in responses for s in r.list_services_response.service}
+    assert "enforcement.v1.EnforcementService" in names

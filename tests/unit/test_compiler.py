@@ -1,0 +1,50 @@
+from os_ken.ofproto import ofproto_v1_3 as ofp
+
+from controller import compiler
+from enforcement import pipeline
+from enforcement.flows import FlowRule, GotoTable, Output, ToController
+
+RULE = FlowRule(1, 0, 2000, pipeline.enforcement_cookie(3),
+                (("in_port", 1), ("eth_type", 0x0800), ("ipv4_src", "10.0.0.1"),
+                 ("ip_proto", 6), ("tcp_dst", 25)))
+
+
+def test_add_carries_table_priority_cookie_and_match_and_drops():
+    mod = compiler.flow_add(RULE)
+    assert mod.command == ofp.OFPFC_ADD
+    assert (mod.table_id, mod.priority, mod.cookie) == (0, 2000, RULE.cookie)
+    assert dict(mod.match.items()) == dict(RULE.match)
+    assert mod.instructions == []
+
+
+def test_delete_is_strict_and_pinned_to_the_cookie():
+    mod = compiler.flow_delete(RULE)
+    assert mod.command == ofp.OFPFC_DELETE_STRICT
+    assert mod.cookie_mask == 0xFFFFFFFFFFFFFFFF
+    assert (mod.table_id, mod.priority) == (0, 2000)
+    assert dict(mod.match.items()) == dict(RULE.match)
+
+
+def test_instructions_compile_to_apply_actions_then_goto():
+    rule = FlowRule(1, 0, 1, 0, (), (Output(3), ToController(), GotoTable(1)))
+    kinds = [type(i).__name__ for i in compiler.flow_add(rule).instructions]
+    assert kinds == ["OFPInstructionActions", "OFPInstructionGotoTable"]
+
+
+def test_namespace_delete_spans_all_tables_and_only_the_namespace():
+    mod = compiler.delete_namespace(pipeline.NS_ENFORCE)
+    assert mod.table_id == ofp.OFPTT_ALL
+    assert mod.cookie_mask == pipeline.COOKIE_NAMESPACE_MASK
+    assert pipeline.namespace_of(mod.cookie) == pipeline.NS_ENFORCE
+
+
+def test_errors_are_described_in_openflow_terms():
+    text = compiler.describe_error(ofp.OFPET_BAD_MATCH, ofp.OFPBMC_BAD_PREREQ)
+    assert text == "OFPET_BAD_MATCH/OFPBMC_BAD_PREREQ"
+    assert compiler.describe_error(999, 5) == "type 999/code 5"
+
+
+def test_rule_text_reads_like_ovs_ofctl():
+    assert RULE.text() == (
+        "dpid=0000000000000001 table=0 priority=2000 cookie=0x5de0000000000003 "
+        "in_port=1,eth_type=0x0800,ipv4_src=10.0.0.1,ip_proto=6,tcp_dst=25 actions=drop")
