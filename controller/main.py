@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import sys
 import threading
 
@@ -43,6 +44,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.switch_timeout <= 0:
         parser.error("--switch-timeout must be positive")
     return args
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """OS-Ken binds the OpenFlow port in a thread of its own and only logs a
+    failure, so check first and fail the start with a clear message."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise OSError(f"OpenFlow port {host}:{port} is not free ({exc.strerror}); "
+                          "is another controller running?") from None
 
 
 def _start_os_ken(args: argparse.Namespace):
@@ -93,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
 
+    try:
+        _check_port_free(args.ofp_listen_host, args.ofp_port)
+    except OSError as exc:
+        LOG.error("%s", exc)
+        return 2
     manager, app = _start_os_ken(args)
     service = EnforcementService(app, switch_timeout=args.switch_timeout)
     app.switch_timeout = args.switch_timeout

@@ -149,7 +149,10 @@ def create_server(address: str, service: EnforcementService,
                   max_workers: int = 16) -> tuple[grpc.Server, int]:
     """Builds (not starts) the server. Returns it and the bound port, which
     differs from the one asked for when the address ends in :0."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
+    # Without so_reuseport=0 a second controller would bind the same port and
+    # silently share (and confuse) the clients of the first.
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
+                         options=[("grpc.so_reuseport", 0)])
     pb_grpc.add_EnforcementServiceServicer_to_server(
         EnforcementServicer(service), server)
     health_servicer = health.HealthServicer()

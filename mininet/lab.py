@@ -15,6 +15,7 @@ import pathlib
 import re
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +34,14 @@ LISTENER = HERE / "tcp_listen.py"
 
 
 # ---- the controller process ----------------------------------------------
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the harness dies, even by SIGKILL, so a
+    crashed test run never leaves a controller holding the ports."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
 
 class ControllerProcess:
     """enforcement-controller as its own process (OS-Ken keeps process-wide
@@ -53,7 +62,8 @@ class ControllerProcess:
         self.proc = subprocess.Popen(
             [exe, "--grpc-listen", grpc_listen, "--ofp-port", str(ofp_port),
              *extra_args],
-            stdout=subprocess.PIPE, stderr=self._log, text=True)
+            stdout=subprocess.PIPE, stderr=self._log, text=True,
+            preexec_fn=_die_with_parent)
 
     def wait_ready(self, timeout: float = 30.0) -> str:
         deadline = time.monotonic() + timeout

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Installs what is needed, then runs the main job: the controller with its
+# defaults (gRPC on 127.0.0.1:50051, OpenFlow on 127.0.0.1:6653) and a Mininet
+# topology connected to it. Arguments go to mininet/run.py (--help).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/python mininet/run.py "$@"

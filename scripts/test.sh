@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what is needed, then runs every test: unit tests and the Mininet
+# tests against real Open vSwitch and the real controller process.
+# Extra arguments go to pytest (for example: -k skeleton, -m "not mininet").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+set +e
+.venv/bin/python -m pytest -ra "$@"
+rc=$?
+set -e
+if [ $rc -eq 5 ]; then
+  echo "test: pytest collected no tests; that is a failure here" >&2
+  exit 1
+fi
+exit $rc
