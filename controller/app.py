@@ -6,9 +6,8 @@ where hosts live, and forwards traffic with a learning switch in the
 forwarding table. Decisions are made elsewhere (enforcement/).
 
 Threading: OS-Ken runs this app's handlers on one event thread; gRPC calls
-install() and remove() from its own worker threads and block until the
-switch's barrier reply arrives on the event thread. So those two must never be
-called from a handler.
+sync() from its own worker threads and blocks until the switch's barrier reply
+arrives on the event thread. So sync() must never be called from a handler.
 """
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ import dataclasses
 import itertools
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
@@ -28,8 +27,8 @@ from os_ken.topology import event as topo_event
 from controller import compiler, forwarding
 from controller.hosts import HostTable
 from enforcement import pipeline
+from enforcement.desired import SwitchState, diff
 from enforcement.errors import SwitchError
-from enforcement.flows import FlowRule
 from enforcement.model import LinkView, Location, SwitchView, TopologyView
 
 LOG = logging.getLogger(__name__)
@@ -59,10 +58,13 @@ class EnforcementApp(app_manager.OSKenApp):
         self._macs: dict[int, dict[str, int]] = {}  # learning switch state
         self._pending: dict[tuple[int, int], _Transaction] = {}
         self._xids = itertools.count(1)
+        # What each switch confirmed holding of enforcement flows and meters.
+        self._actual: dict[int, SwitchState] = {}
+        self._sync_locks: dict[int, threading.Lock] = {}
         self.switch_timeout = 5.0
-        # Set by the process that wires the app to the service: the rules that
-        # must be back on a switch after it (re)connects.
-        self.rules_to_restore: Callable[[int], Sequence[FlowRule]] = lambda dpid: ()
+        # Set by the process that wires the app to the service: called, off
+        # the event thread, once a (re)connected switch has its base pipeline.
+        self.on_switch_ready: Callable[[int], None] = lambda dpid: None
 
     # ---- the Network protocol used by the service -------------------------
 
@@ -75,11 +77,37 @@ class EnforcementApp(app_manager.OSKenApp):
         with self._lock:
             return dpid in self._datapaths
 
-    def install(self, rules: Sequence[FlowRule], timeout: float) -> None:
-        self._push_per_switch(rules, compiler.flow_add, timeout)
+    def sync(self, dpid: int, desired: SwitchState, timeout: float) -> None:
+        """Makes the switch hold exactly `desired` of enforcement state,
+        sending only the difference to what it confirmed before. On a refusal
+        the part already applied is undone, so nothing is half-installed."""
+        with self._sync_lock(dpid):
+            actual = self._actual.get(dpid, SwitchState.empty())
+            change = diff(actual, desired)
+            if change.empty:
+                return
+            try:
+                self._transact(dpid, compiler.change_messages(change), timeout)
+            except SwitchError:
+                self._undo(dpid, change, timeout)
+                raise
+            self._actual[dpid] = desired
 
-    def remove(self, rules: Sequence[FlowRule], timeout: float) -> None:
-        self._push_per_switch(rules, compiler.flow_delete, timeout)
+    def _undo(self, dpid: int, change, timeout: float) -> None:
+        # Deleting what may not exist is no error in OpenFlow; re-adding what
+        # was deleted replaces it. Meters are removed only once nothing uses them.
+        undo = [*map(compiler.flow_delete, change.rules_to_add),
+                *map(compiler.flow_add, change.rules_to_delete),
+                *map(compiler.meter_delete, change.meters_to_add)]
+        try:
+            self._transact(dpid, undo, timeout)
+        except SwitchError as exc:
+            LOG.error("switch %016x: undoing a refused change failed too (%s); "
+                      "it will be rebuilt when it reconnects", dpid, exc)
+
+    def _sync_lock(self, dpid: int) -> threading.Lock:
+        with self._lock:
+            return self._sync_locks.setdefault(dpid, threading.Lock())
 
     def topology(self) -> TopologyView:
         with self._lock:
@@ -125,29 +153,27 @@ class EnforcementApp(app_manager.OSKenApp):
     def _prepare_switch(self, dpid: int) -> None:
         """Base pipeline, then whatever must be enforced on this switch.
 
-        The enforcement and learned-forwarding flows a previous controller run
+        The enforcement and learned-forwarding flows (and the meters, which
+        this controller owns on its switches) that a previous controller run
         left behind are wiped first: the set of active enforcements lives in
         the service, not on the switch.
         """
         try:
-            self._transact(dpid, [
-                compiler.delete_namespace(pipeline.NS_ENFORCE),
-                compiler.delete_namespace(pipeline.NS_FORWARD),
-                *(compiler.flow_add(r) for r in forwarding.base_rules(dpid)),
-                *(compiler.flow_add(r) for r in self.rules_to_restore(dpid)),
-            ], self.switch_timeout)
+            with self._sync_lock(dpid):
+                self._transact(dpid, [
+                    compiler.delete_namespace(pipeline.NS_ENFORCE),
+                    compiler.delete_namespace(pipeline.NS_FORWARD),
+                    compiler.delete_all_meters(),
+                    *(compiler.flow_add(r) for r in forwarding.base_rules(dpid)),
+                ], self.switch_timeout)
+                self._actual[dpid] = SwitchState.empty()
             LOG.info("switch %016x ready", dpid)
         except SwitchError as exc:
             LOG.error("switch %016x could not be prepared: %s", dpid, exc)
+            return
+        self.on_switch_ready(dpid)
 
     # ---- confirmed pushes --------------------------------------------------
-
-    def _push_per_switch(self, rules, to_message, timeout: float) -> None:
-        by_switch: dict[int, list] = {}
-        for rule in rules:
-            by_switch.setdefault(rule.dpid, []).append(to_message(rule))
-        for dpid, messages in by_switch.items():
-            self._transact(dpid, messages, timeout)
 
     def _transact(self, dpid: int, messages: list, timeout: float) -> None:
         """Sends messages and a barrier; returns once the switch confirmed all

@@ -8,7 +8,8 @@ from __future__ import annotations
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from enforcement.flows import FlowRule, GotoTable, Output, ToController
+from enforcement.flows import (ApplyMeter, FlowRule, GotoTable, MeterSpec, Output,
+                               ToController)
 from enforcement.pipeline import COOKIE_NAMESPACE_MASK, COOKIE_NAMESPACE_SHIFT
 
 _ERROR_CODE_PREFIX = {
@@ -54,12 +55,18 @@ def _instructions(rule: FlowRule) -> list:
                                                   ofp.OFPCML_NO_BUFFER))
         elif isinstance(item, GotoTable):
             instructions.append(parser.OFPInstructionGotoTable(item.table_id))
+        elif isinstance(item, ApplyMeter):
+            instructions.append(parser.OFPInstructionMeter(item.meter_id))
         else:
             raise TypeError(f"cannot compile instruction {item!r}")
     if actions:
-        instructions.insert(0, parser.OFPInstructionActions(
+        instructions.append(parser.OFPInstructionActions(
             ofp.OFPIT_APPLY_ACTIONS, actions))
-    return instructions
+    # OpenFlow 1.3 executes instructions in a fixed order (meter, apply,
+    # ..., goto); OVS also wants them listed in that order.
+    order = {parser.OFPInstructionMeter: 0, parser.OFPInstructionActions: 1,
+             parser.OFPInstructionGotoTable: 2}
+    return sorted(instructions, key=lambda i: order[type(i)])
 
 
 def flow_add(rule: FlowRule) -> parser.OFPFlowMod:
@@ -88,6 +95,37 @@ def delete_namespace(namespace: int) -> parser.OFPFlowMod:
         cookie_mask=COOKIE_NAMESPACE_MASK, table_id=ofp.OFPTT_ALL,
         command=ofp.OFPFC_DELETE, out_port=ofp.OFPP_ANY,
         out_group=ofp.OFPG_ANY, match=parser.OFPMatch())
+
+
+def meter_add(spec: MeterSpec, command: int = ofp.OFPMC_ADD) -> parser.OFPMeterMod:
+    unit = {"kbps": ofp.OFPMF_KBPS, "pktps": ofp.OFPMF_PKTPS}[spec.unit]
+    return parser.OFPMeterMod(
+        datapath=None, command=command, flags=unit | ofp.OFPMF_BURST,
+        meter_id=spec.meter_id,
+        bands=[parser.OFPMeterBandDrop(rate=spec.rate, burst_size=spec.burst)])
+
+
+def meter_modify(spec: MeterSpec) -> parser.OFPMeterMod:
+    return meter_add(spec, ofp.OFPMC_MODIFY)
+
+
+def change_messages(change) -> list:
+    """An enforcement.desired.Change as messages, in its order."""
+    return [*map(meter_add, change.meters_to_add),
+            *map(meter_modify, change.meters_to_modify),
+            *map(flow_delete, change.rules_to_delete),
+            *map(flow_add, change.rules_to_add),
+            *map(meter_delete, change.meters_to_delete)]
+
+
+def meter_delete(spec: MeterSpec) -> parser.OFPMeterMod:
+    return parser.OFPMeterMod(datapath=None, command=ofp.OFPMC_DELETE,
+                              meter_id=spec.meter_id)
+
+
+def delete_all_meters() -> parser.OFPMeterMod:
+    return parser.OFPMeterMod(datapath=None, command=ofp.OFPMC_DELETE,
+                              meter_id=ofp.OFPM_ALL)
 
 
 def barrier() -> parser.OFPBarrierRequest:

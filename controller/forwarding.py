@@ -1,7 +1,8 @@
 """The base pipeline and learned forwarding, as FlowRules.
 
-Every switch gets: table 0 (enforcement) falls through to table 1; table 1
-(forwarding) sends unknown destinations to the controller, which floods them.
+Every switch gets: the ingress and meter tables fall through to the
+forwarding table, which sends unknown destinations to the controller, which
+floods them.
 ARP always goes to the controller so host locations stay fresh even after
 forwarding flows exist; the controller forwards it.
 """
@@ -17,6 +18,8 @@ PRIORITY_ARP_TO_CONTROLLER = 200
 def base_rules(dpid: int) -> tuple[FlowRule, ...]:
     return (
         FlowRule(dpid, pipeline.TABLE_ENFORCE, pipeline.PRIORITY_TABLE_MISS,
+                 pipeline.COOKIE_BASE, (), (GotoTable(pipeline.TABLE_METER),)),
+        FlowRule(dpid, pipeline.TABLE_METER, pipeline.PRIORITY_TABLE_MISS,
                  pipeline.COOKIE_BASE, (), (GotoTable(pipeline.TABLE_FORWARD),)),
         FlowRule(dpid, pipeline.TABLE_FORWARD, pipeline.PRIORITY_TABLE_MISS,
                  pipeline.COOKIE_BASE, (), (ToController(),)),

@@ -33,6 +33,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="address switches connect to. Default: %(default)s")
     parser.add_argument("--ofp-port", type=int, default=6653,
                         help="OpenFlow TCP port. Default: %(default)s")
+    parser.add_argument("--policy", metavar="FILE",
+                        help="enforcement policy (TOML); default: the shipped one "
+                             "(enforcement/default_policy.toml)")
     parser.add_argument("--switch-timeout", type=float, default=5.0,
                         help="seconds to wait for a switch to confirm a change. "
                              "Default: %(default)s")
@@ -99,8 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level, stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    from enforcement import policy as policy_file
     from enforcement.api import create_server
     from enforcement.service import EnforcementService
+
+    try:
+        policy = policy_file.load(args.policy)
+    except policy_file.PolicyError as exc:
+        LOG.error("%s", exc)
+        return 2
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -112,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         LOG.error("%s", exc)
         return 2
     manager, app = _start_os_ken(args)
-    service = EnforcementService(app, switch_timeout=args.switch_timeout)
+    service = EnforcementService(app, policy, switch_timeout=args.switch_timeout)
     app.switch_timeout = args.switch_timeout
-    app.rules_to_restore = service.active_rules
+    app.on_switch_ready = service.resync
     try:
         server, port = create_server(args.grpc_listen, service)
     except (OSError, RuntimeError) as exc:

@@ -13,9 +13,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from enforcement import errors
-from enforcement.model import (ActionKind, Enforcement, State, TopologyView,
-                               Violation)
+from enforcement import errors, policy
+from enforcement.model import (ActionKind, Enforcement, Escalation, Location,
+                               Proposal, State, TopologyView, Violation)
 from enforcement.service import EnforcementService
 from enforcement.validation import validate_apply, validate_id
 from enforcement.v1 import enforcement_pb2 as pb
@@ -52,6 +52,39 @@ _PROTO_PREFIX = {"Violation": "VIOLATION_", "ActionKind": "ACTION_KIND_",
                  "State": "STATE_"}
 
 
+def _location(where: Location) -> pb.Location:
+    return pb.Location(datapath_id=where.dpid, port=where.port, mac=where.mac)
+
+
+def _escalation(e: Escalation) -> pb.Escalation:
+    return pb.Escalation(step=e.step, of_steps=e.of_steps, reason=e.reason,
+                         clause=e.clause, next_action=e.next_action)
+
+
+def _rules(rules) -> list[pb.Rule]:
+    return [pb.Rule(datapath_id=rule.dpid, table_id=rule.table_id,
+                    priority=rule.priority, cookie=rule.cookie,
+                    match=[pb.MatchField(field=k, value=v) for k, v in rule.match_text()],
+                    actions=rule.action_texts(), text=rule.text())
+            for rule in rules]
+
+
+def _meters(meters) -> list[pb.Meter]:
+    return [pb.Meter(datapath_id=m.dpid, meter_id=m.meter_id, unit=m.unit, rate=m.rate,
+                     burst=m.burst, text=m.text()) for m in meters]
+
+
+def _action(action) -> pb.Action:
+    return pb.Action(kind=_enum_to_proto(action.kind, "ActionKind"),
+                     description=action.description)
+
+
+def proposal_to_proto(proposal: Proposal) -> pb.Plan:
+    return pb.Plan(action=_action(proposal.action), location=_location(proposal.location),
+                   escalation=_escalation(proposal.escalation),
+                   rules=_rules(proposal.rules), meters=_meters(proposal.meters))
+
+
 def enforcement_to_proto(record: Enforcement) -> pb.Enforcement:
     message = pb.Enforcement(
         id=record.id,
@@ -61,19 +94,13 @@ def enforcement_to_proto(record: Enforcement) -> pb.Enforcement:
                                  mac=record.decision.subscriber.mac or ""),
         violation=_enum_to_proto(record.decision.violation, "Violation"),
         reason=record.decision.reason,
-        action=pb.Action(kind=_enum_to_proto(record.action.kind, "ActionKind"),
-                         description=record.action.description),
+        action=_action(record.action),
         state=_enum_to_proto(record.state, "State"),
         state_reason=record.state_reason,
-        location=pb.Location(datapath_id=record.location.dpid,
-                             port=record.location.port,
-                             mac=record.location.mac),
-        rules=[pb.Rule(datapath_id=rule.dpid, table_id=rule.table_id,
-                       priority=rule.priority, cookie=rule.cookie,
-                       match=[pb.MatchField(field=k, value=v)
-                              for k, v in rule.match_text()],
-                       actions=rule.action_texts(), text=rule.text())
-               for rule in record.rules],
+        location=_location(record.location),
+        rules=_rules(record.rules),
+        escalation=_escalation(record.escalation),
+        meters=_meters(record.meters),
     )
     message.created_at.FromNanoseconds(int(record.created_at * 1e9))
     message.updated_at.FromNanoseconds(int(record.updated_at * 1e9))
@@ -100,14 +127,21 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
         self._service = service
 
     def Apply(self, request, context):
-        def run():
-            decision = validate_apply(
-                request_id=request.request_id, case_id=request.case_id,
-                ip=request.subscriber.ip, mac=request.subscriber.mac,
-                violation=_enum_from_proto(Violation, "Violation", request.violation),
-                reason=request.reason)
-            return enforcement_to_proto(self._service.apply(decision))
-        return _answer(context, run)
+        return _answer(context, lambda: enforcement_to_proto(
+            self._service.apply(self._decision(request))))
+
+    def Plan(self, request, context):
+        return _answer(context, lambda: proposal_to_proto(
+            self._service.plan(self._decision(request))))
+
+    def _decision(self, request):
+        return validate_apply(
+            request_id=request.request_id, case_id=request.case_id,
+            ip=request.subscriber.ip, mac=request.subscriber.mac,
+            violation=_enum_from_proto(Violation, "Violation", request.violation),
+            reason=request.reason, scope=request.scope,
+            requested_action=(requested_action(request.action, self._service.policy)
+                              if request.HasField("action") else None))
 
     def Lift(self, request, context):
         return _answer(context, lambda: enforcement_to_proto(
@@ -131,6 +165,35 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
 
     def GetTopology(self, request, context):
         return _answer(context, lambda: topology_to_proto(*self._service.topology()))
+
+
+_DIRECTIONS = {pb.DIRECTION_FROM_SUBSCRIBER: "from_subscriber",
+               pb.DIRECTION_TO_SUBSCRIBER: "to_subscriber", pb.DIRECTION_BOTH: "both"}
+_UNITS = {pb.RATE_UNIT_KBPS: "kbps", pb.RATE_UNIT_PKTPS: "pktps"}
+
+
+def requested_action(message: pb.ActionRequest, rules: policy.Policy):
+    """The request's own action, checked against the policy's bounds."""
+    kind = _enum_from_proto(ActionKind, "ActionKind", message.kind)
+    if kind is None:
+        raise errors.InvalidArgument("action.kind is required when action is given")
+    step: dict = {"action": kind.value}
+    for name, value in (("protocol", message.protocol), ("ports", list(message.ports)),
+                        ("direction", _DIRECTIONS.get(message.direction)),
+                        ("to", list(message.to)), ("except_to", list(message.except_to)),
+                        ("rate", message.rate), ("unit", _UNITS.get(message.unit)),
+                        ("burst", message.burst), ("portal", message.portal)):
+        if value:
+            step[name] = value
+    if message.direction and message.direction not in _DIRECTIONS:
+        raise errors.InvalidArgument("action.direction is not a known Direction")
+    if message.unit and message.unit not in _UNITS:
+        raise errors.InvalidArgument("action.unit is not a known RateUnit")
+    try:
+        return policy.action_spec(step, "action", rules.assets, rules.limits,
+                                  source="request")
+    except policy.PolicyError as exc:
+        raise errors.InvalidArgument(str(exc)) from None
 
 
 def _answer(context, run):

@@ -15,6 +15,8 @@ _FIELD_ORDER = (
     "arp_tpa", "ipv4_src", "ipv4_dst", "ip_proto", "tcp_src", "tcp_dst",
     "udp_src", "udp_dst", "icmpv4_type",
 )
+# Values are kept as OS-Ken takes them: ints, dotted strings, and
+# (address, mask) pairs for masked fields.
 _HEX_FIELDS = {"eth_type"}
 
 
@@ -40,7 +42,29 @@ class ToController:
         return "CONTROLLER"
 
 
-Instruction = GotoTable | Output | ToController
+@dataclasses.dataclass(frozen=True)
+class ApplyMeter:
+    meter_id: int
+
+    def text(self) -> str:
+        return f"meter:{self.meter_id}"
+
+
+Instruction = GotoTable | Output | ToController | ApplyMeter
+
+
+@dataclasses.dataclass(frozen=True)
+class MeterSpec:
+    """An OpenFlow meter with one drop band."""
+    dpid: int
+    meter_id: int
+    unit: str  # "kbps" or "pktps"
+    rate: int
+    burst: int  # kbit or packets, as unit
+
+    def text(self) -> str:
+        return (f"dpid={self.dpid:016x} meter={self.meter_id} "
+                f"{self.unit} rate={self.rate} burst={self.burst}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,9 +85,7 @@ class FlowRule:
     def match_text(self) -> tuple[tuple[str, str], ...]:
         rank = {name: i for i, name in enumerate(_FIELD_ORDER)}
         ordered = sorted(self.match, key=lambda kv: (rank.get(kv[0], 99), kv[0]))
-        return tuple(
-            (name, f"0x{value:04x}" if name in _HEX_FIELDS else str(value))
-            for name, value in ordered)
+        return tuple((name, _value_text(name, value)) for name, value in ordered)
 
     def action_texts(self) -> tuple[str, ...]:
         return tuple(i.text() for i in self.instructions)
@@ -74,3 +96,11 @@ class FlowRule:
         return (f"dpid={self.dpid:016x} table={self.table_id} "
                 f"priority={self.priority} cookie=0x{self.cookie:x} "
                 f"{match or '*'} actions={actions}")
+
+
+def _value_text(name: str, value) -> str:
+    if isinstance(value, tuple):
+        return "/".join(str(v) for v in value)
+    if name in _HEX_FIELDS:
+        return f"0x{value:04x}"
+    return str(value)

@@ -9,7 +9,7 @@ import dataclasses
 import enum
 import ipaddress
 
-from enforcement.flows import FlowRule
+from enforcement.flows import FlowRule, MeterSpec
 
 
 class Violation(enum.Enum):
@@ -62,6 +62,11 @@ class Decision:
     subscriber: Subscriber
     violation: Violation
     reason: str
+    # A prefix wider than the subscriber's /32, where the policy allows one.
+    scope: ipaddress.IPv4Network | None = None
+    # The action the request asked for instead of the policy's (an
+    # enforcement.policy.ActionSpec, already checked against the policy).
+    requested_action: object | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,13 +84,35 @@ class Action:
 
 
 @dataclasses.dataclass(frozen=True)
+class Escalation:
+    step: int  # 1-based position on the violation's ladder
+    of_steps: int
+    reason: str
+    clause: str
+    next_action: str  # what a repeat would get
+
+
+@dataclasses.dataclass(frozen=True)
+class Proposal:
+    """What Apply would do: the outcome of planning, before any switch."""
+    action: Action
+    location: Location
+    escalation: Escalation
+    cookie: int
+    rules: tuple[FlowRule, ...]
+    meters: tuple[MeterSpec, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class Enforcement:
     id: str
     decision: Decision
     action: Action
     location: Location
+    escalation: Escalation
     cookie: int
     rules: tuple[FlowRule, ...]
+    meters: tuple[MeterSpec, ...]
     state: State
     state_reason: str
     created_at: float

@@ -1,54 +1,161 @@
-"""Turns a decision and the subscriber's location into the narrowest rules.
+"""Turns one action and the subscriber's location into the narrowest rules.
 
-Pure: no switch, no clock, no store. Every rule is placed on the subscriber's
-access switch only and matches the subscriber's port and address, so no other
-subscriber and no other traffic of the same subscriber is touched.
+Pure: no switch, no clock, no store. Every rule sits on the subscriber's
+access switch only, and matches the subscriber's port or address, so no other
+subscriber is touched; each action matches only the traffic it is about.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import ipaddress
 
 from enforcement import pipeline
-from enforcement.errors import Unimplemented
-from enforcement.flows import FlowRule
-from enforcement.model import Action, ActionKind, Decision, Location, Violation
+from enforcement.flows import ApplyMeter, FlowRule, GotoTable, MeterSpec
+from enforcement.model import ActionKind, Location
+from enforcement.policy import ActionSpec, Assets
 
 ETH_TYPE_IPV4 = 0x0800
-IP_PROTO_TCP = 6
-SMTP_PORT = 25
-
-Plan = tuple[Action, tuple[FlowRule, ...]]
-
-
-def _block_smtp_from_subscriber(decision: Decision, where: Location,
-                                cookie: int) -> Plan:
-    ip = str(decision.subscriber.ip)
-    rule = FlowRule(
-        dpid=where.dpid,
-        table_id=pipeline.TABLE_ENFORCE,
-        priority=pipeline.PRIORITY_BLOCK,
-        cookie=cookie,
-        match=(("in_port", where.port), ("eth_type", ETH_TYPE_IPV4),
-               ("ipv4_src", ip), ("ip_proto", IP_PROTO_TCP),
-               ("tcp_dst", SMTP_PORT)),
-    )
-    action = Action(
-        ActionKind.BLOCK,
-        f"drop TCP to port {SMTP_PORT} from {ip} (submission ports 587 and "
-        "465 keep working)")
-    return action, (rule,)
+ETH_TYPE_ARP = 0x0806
+IP_PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
+DNS_PORT = 53
 
 
-_PLANNERS: dict[Violation, Callable[[Decision, Location, int], Plan]] = {
-    Violation.SPAM: _block_smtp_from_subscriber,
-}
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Who is enforced against: where it is attached, its addresses."""
+    location: Location
+    ip: ipaddress.IPv4Address
+    scope: ipaddress.IPv4Network  # the subscriber's /32 unless a wider scope was allowed
+
+    @property
+    def ip_match(self):
+        if self.scope.prefixlen == 32:
+            return str(self.scope.network_address)
+        return (str(self.scope.network_address), str(self.scope.netmask))
 
 
-def plan(decision: Decision, where: Location, cookie: int) -> Plan:
-    planner = _PLANNERS.get(decision.violation)
-    if planner is None:
-        supported = ", ".join(v.name for v in _PLANNERS)
-        raise Unimplemented(
-            f"no enforcement action for {decision.violation.name} yet; "
-            f"supported so far: {supported}")
-    return planner(decision, where, cookie)
+@dataclasses.dataclass(frozen=True)
+class PlannedRules:
+    rules: tuple[FlowRule, ...]
+    meters: tuple[MeterSpec, ...]
+
+
+def plan(spec: ActionSpec, target: Target, assets: Assets, cookie: int,
+         meter_id: int) -> PlannedRules:
+    builder = {
+        ActionKind.BLOCK: _block,
+        ActionKind.RATE_LIMIT: _rate_limit,
+        ActionKind.QUARANTINE: _quarantine,
+        ActionKind.CUTOFF: _cutoff,
+        ActionKind.ANTI_SPOOFING: _anti_spoofing,
+    }[spec.kind]
+    rules, meters = builder(spec, target, assets, _Rules(target.location.dpid, cookie),
+                            meter_id)
+    return PlannedRules(tuple(dict.fromkeys(rules)), tuple(meters))
+
+
+class _Rules:
+    def __init__(self, dpid: int, cookie: int):
+        self.dpid, self.cookie = dpid, cookie
+
+    def drop(self, priority: int, *match) -> FlowRule:
+        return FlowRule(self.dpid, pipeline.TABLE_ENFORCE, priority, self.cookie, match)
+
+    def allow(self, priority: int, *match) -> FlowRule:
+        return FlowRule(self.dpid, pipeline.TABLE_ENFORCE, priority, self.cookie, match,
+                        (GotoTable(pipeline.TABLE_METER),))
+
+    def meter(self, priority: int, meter_id: int, *match) -> FlowRule:
+        return FlowRule(self.dpid, pipeline.TABLE_METER, priority, self.cookie, match,
+                        (ApplyMeter(meter_id), GotoTable(pipeline.TABLE_FORWARD)))
+
+
+def _l4(protocol: str, port: int | None, side: str = "dst") -> tuple:
+    if protocol == "any":
+        return ()
+    fields = (("ip_proto", IP_PROTO[protocol]),)
+    if port is not None:
+        fields += ((f"{protocol}_{side}", port),)
+    return fields
+
+
+def _ip(field: str, network: ipaddress.IPv4Network):
+    if network.prefixlen == 32:
+        return (field, str(network.network_address))
+    return (field, (str(network.network_address), str(network.netmask)))
+
+
+def _block(spec: ActionSpec, t: Target, assets: Assets, r: _Rules, meter_id: int):
+    rules = []
+    ports = spec.ports or (None,)
+    dests = spec.to or (None,)
+    ipv4 = ("eth_type", ETH_TYPE_IPV4)
+    if spec.direction in ("from_subscriber", "both"):
+        base = (("in_port", t.location.port), ipv4, ("ipv4_src", t.ip_match))
+        for port in ports:
+            for dest in dests:
+                rules.append(r.drop(pipeline.PRIORITY_BLOCK, *base,
+                                    *((_ip("ipv4_dst", dest),) if dest else ()),
+                                    *_l4(spec.protocol, port)))
+            for exception in spec.except_to:
+                rules.append(r.allow(pipeline.PRIORITY_BLOCK_EXCEPTION, *base,
+                                     _ip("ipv4_dst", exception), *_l4(spec.protocol, port)))
+    if spec.direction in ("to_subscriber", "both"):
+        for port in ports:
+            for dest in dests:
+                rules.append(r.drop(pipeline.PRIORITY_BLOCK, ipv4, ("ipv4_dst", t.ip_match),
+                                    *((_ip("ipv4_src", dest),) if dest else ()),
+                                    *_l4(spec.protocol, port)))
+    return rules, []
+
+
+def _rate_limit(spec: ActionSpec, t: Target, assets: Assets, r: _Rules, meter_id: int):
+    meter = MeterSpec(t.location.dpid, meter_id, spec.unit, spec.rate, spec.burst)
+    in_port = ("in_port", t.location.port)
+    if spec.protocol == "any" and not spec.to:
+        # Everything the subscriber sends, ARP and all, shares one budget.
+        return [r.meter(pipeline.PRIORITY_METER_ALL, meter_id, in_port)], [meter]
+    base = (in_port, ("eth_type", ETH_TYPE_IPV4), ("ipv4_src", t.ip_match))
+    rules = [r.meter(pipeline.PRIORITY_METER_NARROW, meter_id, *base,
+                     *((_ip("ipv4_dst", dest),) if dest else ()),
+                     *_l4(spec.protocol, port))
+             for port in (spec.ports or (None,)) for dest in (spec.to or (None,))]
+    return rules, [meter]
+
+
+def _quarantine(spec: ActionSpec, t: Target, assets: Assets, r: _Rules, meter_id: int):
+    port = ("in_port", t.location.port)
+    ipv4 = ("eth_type", ETH_TYPE_IPV4)
+    mine = ("ipv4_src", t.ip_match)
+    to_me = ("ipv4_dst", t.ip_match)
+    allow = pipeline.PRIORITY_QUARANTINE_ALLOW
+    rules = [r.allow(allow, port, ("eth_type", ETH_TYPE_ARP), ("arp_spa", t.ip_match))]
+    services = [(dns, proto, DNS_PORT) for dns in assets.dns for proto in ("udp", "tcp")]
+    services += [(portal, "tcp", p) for portal in assets.named(spec.portal)
+                 for p in assets.portal_ports]
+    for server, proto, service_port in services:
+        rules.append(r.allow(allow, port, ipv4, mine, _ip("ipv4_dst", server),
+                             *_l4(proto, service_port)))
+        # The answers come back; nothing else reaches the subscriber.
+        rules.append(r.allow(allow, ipv4, _ip("ipv4_src", server), to_me,
+                             *_l4(proto, service_port, side="src")))
+    deny = pipeline.PRIORITY_QUARANTINE_DENY
+    rules += [r.drop(deny, port), r.drop(deny, ipv4, to_me)]
+    return rules, []
+
+
+def _cutoff(spec: ActionSpec, t: Target, assets: Assets, r: _Rules, meter_id: int):
+    p = pipeline.PRIORITY_CUTOFF
+    return [r.drop(p, ("in_port", t.location.port)),
+            r.drop(p, ("eth_dst", t.location.mac)),
+            r.drop(p, ("eth_type", ETH_TYPE_IPV4), ("ipv4_dst", t.ip_match)),
+            r.drop(p, ("eth_type", ETH_TYPE_ARP), ("arp_tpa", t.ip_match))], []
+
+
+def _anti_spoofing(spec: ActionSpec, t: Target, assets: Assets, r: _Rules, meter_id: int):
+    port = ("in_port", t.location.port)
+    mac = ("eth_src", t.location.mac)
+    allow = pipeline.PRIORITY_ANTISPOOF_ALLOW
+    return [r.allow(allow, port, mac, ("eth_type", ETH_TYPE_IPV4), ("ipv4_src", t.ip_match)),
+            r.allow(allow, port, mac, ("eth_type", ETH_TYPE_ARP), ("arp_spa", t.ip_match)),
+            r.drop(pipeline.PRIORITY_ANTISPOOF_DENY, port)], []

@@ -6,35 +6,40 @@ clients only through the API layer, which maps its errors to status codes.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from enforcement import pipeline, planner
+from enforcement.desired import SwitchState
 from enforcement.errors import (AlreadyExists, FailedPrecondition, NotFound,
                                 SwitchError)
-from enforcement.flows import FlowRule
-from enforcement.model import (Decision, Enforcement, Location, State,
-                               TopologyView)
+from enforcement.model import (Action, Decision, Enforcement, Escalation,
+                               Location, Proposal, State, TopologyView)
+from enforcement.policy import Policy
 
 LOG = logging.getLogger(__name__)
+
+_ORDINAL = {1: "1st", 2: "2nd", 3: "3rd"}
 
 
 class Network(Protocol):
     def locate(self, ip: str) -> Location | None: ...
     def is_connected(self, dpid: int) -> bool: ...
-    def install(self, rules: Sequence[FlowRule], timeout: float) -> None: ...
-    def remove(self, rules: Sequence[FlowRule], timeout: float) -> None: ...
+    def sync(self, dpid: int, desired: SwitchState, timeout: float) -> None: ...
     def topology(self) -> TopologyView: ...
 
 
 class EnforcementService:
-    def __init__(self, network: Network, *, switch_timeout: float = 5.0,
+    def __init__(self, network: Network, policy: Policy, *,
+                 switch_timeout: float = 5.0,
                  clock: Callable[[], float] = time.time):
         self._network = network
+        self.policy = policy
         self._switch_timeout = switch_timeout
         self._clock = clock
         # One lock for the whole lifecycle keeps apply/lift of the same
@@ -45,32 +50,36 @@ class EnforcementService:
         self._by_request: dict[str, str] = {}
         self._next_serial = 1
 
+    def plan(self, decision: Decision) -> Proposal:
+        """Exactly what apply() would install now, touching no switch."""
+        with self._lock:
+            return self._propose(decision)
+
     def apply(self, decision: Decision) -> Enforcement:
         with self._lock:
             existing = self._idempotent_replay(decision)
             if existing is not None:
                 return existing
-            self._refuse_duplicate(decision)
-            where = self._locate(decision)
-            cookie = pipeline.enforcement_cookie(self._next_serial)
-            action, rules = planner.plan(decision, where, cookie)
+            proposal = self._propose(decision)
             self._next_serial += 1
             now = self._clock()
             record = Enforcement(
                 id=f"enf-{uuid.uuid4().hex[:16]}", decision=decision,
-                action=action, location=where, cookie=cookie, rules=rules,
+                action=proposal.action, location=proposal.location,
+                escalation=proposal.escalation, cookie=proposal.cookie,
+                rules=proposal.rules, meters=proposal.meters,
                 state=State.PENDING, state_reason="waiting for the switch",
                 created_at=now, updated_at=now)
             self._save(record)
             try:
-                self._network.install(rules, self._switch_timeout)
+                self._sync(record.location.dpid)
             except SwitchError as exc:
                 LOG.error("enforcement %s failed: %s", record.id, exc)
-                self._roll_back(record)
                 return self._save(record.moved_to(
                     State.FAILED, str(exc), self._clock()))
-            LOG.info("enforcement %s active: %s on %016x port %d", record.id,
-                     action.description, where.dpid, where.port)
+            LOG.info("enforcement %s active: %s on %016x port %d (%s)", record.id,
+                     record.action.description, record.location.dpid,
+                     record.location.port, record.escalation.reason)
             return self._save(record.moved_to(
                 State.ACTIVE, "confirmed by the switch", self._clock()))
 
@@ -83,15 +92,17 @@ class EnforcementService:
                 raise FailedPrecondition(
                     f"switch {record.location.dpid:016x} holding {record.id} "
                     "is not connected; try again when it is")
+            lifted = record.moved_to(State.LIFTED, reason or "lifted", self._clock())
+            self._save(lifted)
             try:
-                self._network.remove(record.rules, self._switch_timeout)
+                self._sync(record.location.dpid)
             except SwitchError as exc:
+                self._save(record)
                 raise FailedPrecondition(
                     f"the switch did not confirm removing {record.id}: {exc}"
                 ) from exc
             LOG.info("enforcement %s lifted: %s", record.id, reason)
-            return self._save(record.moved_to(
-                State.LIFTED, reason or "lifted", self._clock()))
+            return lifted
 
     def get(self, enforcement_id: str) -> Enforcement:
         with self._lock:
@@ -110,12 +121,25 @@ class EnforcementService:
                 and (not case_id or r.decision.case_id == case_id)
                 and (not wanted or r.state in wanted)]
 
-    def active_rules(self, dpid: int) -> list[FlowRule]:
-        """Rules that must be on a switch, for re-installing after it connects."""
+    def resync(self, dpid: int) -> None:
+        """Puts back what must be enforced on a switch that (re)connected."""
         with self._lock:
-            return [rule for r in self._by_id.values()
-                    if r.state is State.ACTIVE
-                    for rule in r.rules if rule.dpid == dpid]
+            try:
+                self._sync(dpid)
+            except SwitchError as exc:
+                LOG.error("switch %016x: could not restore enforcements: %s", dpid, exc)
+
+    def _desired(self, dpid: int) -> SwitchState:
+        """All enforcement state a switch must hold: every active enforcement,
+        and the pending one being applied, oldest first."""
+        live = sorted((r for r in self._by_id.values()
+                       if r.state in (State.ACTIVE, State.PENDING)
+                       and r.location.dpid == dpid), key=lambda r: r.created_at)
+        return SwitchState.of([rule for r in live for rule in r.rules],
+                              [meter for r in live for meter in r.meters])
+
+    def _sync(self, dpid: int) -> None:
+        self._network.sync(dpid, self._desired(dpid), self._switch_timeout)
 
     def topology(self) -> tuple[TopologyView, dict[str, list[str]]]:
         """The network, plus active enforcement ids per subscriber IP."""
@@ -136,15 +160,64 @@ class EnforcementService:
                 f"different decision ({record.id}); use a new request_id")
         return record
 
-    def _refuse_duplicate(self, decision: Decision) -> None:
-        for record in self._by_id.values():
-            if (record.state in (State.PENDING, State.ACTIVE)
-                    and record.decision.subscriber.ip == decision.subscriber.ip
-                    and record.decision.violation is decision.violation):
-                raise AlreadyExists(
-                    f"subscriber {decision.subscriber.ip} already has "
-                    f"{record.state.value} enforcement {record.id} for "
-                    f"{decision.violation.name}; lift it before applying again")
+    def _propose(self, decision: Decision) -> Proposal:
+        self._guard(decision)
+        where = self._locate(decision)
+        escalation, spec = self._escalate(decision)
+        ip = decision.subscriber.ip
+        target = planner.Target(where, ip, decision.scope or ipaddress.IPv4Network(ip))
+        cookie = pipeline.enforcement_cookie(self._next_serial)
+        planned = planner.plan(spec, target, self.policy.assets, cookie,
+                               meter_id=self._next_serial)
+        action = Action(spec.kind, spec.describe(str(decision.scope or ip)))
+        return Proposal(action, where, escalation, cookie, planned.rules, planned.meters)
+
+    def _guard(self, decision: Decision) -> None:
+        """Protected assets can never be enforced against, and a scope wider
+        than one subscriber needs the policy's leave."""
+        scope = decision.scope or ipaddress.IPv4Network(decision.subscriber.ip)
+        limits = self.policy.limits
+        if scope.prefixlen < 32 and not limits.allow_wider_scope:
+            raise FailedPrecondition(
+                f"scope {scope} is wider than one subscriber and the policy does not "
+                "allow wider scopes (limits.allow_wider_scope); nothing was changed")
+        if scope.prefixlen < limits.max_scope_prefix_length:
+            raise FailedPrecondition(
+                f"scope {scope} is wider than the policy allows "
+                f"(/{limits.max_scope_prefix_length} at most); nothing was changed")
+        assets = self.policy.assets
+        for name in ("dns", "portal", "billing_portal", "mail_servers", "smarthosts",
+                     "protected"):
+            for network in getattr(assets, name):
+                if scope.overlaps(network):
+                    raise FailedPrecondition(
+                        f"{scope} covers {network}, a protected asset "
+                        f"(assets.{name} in the policy); nothing was changed")
+
+    def _escalate(self, decision: Decision):
+        rung = self.policy.rung(decision.violation)
+        since = self._clock() - self.policy.window_seconds
+        earlier = [r for r in self._by_id.values()
+                   if r.decision.subscriber.ip == decision.subscriber.ip
+                   and r.decision.violation is decision.violation
+                   and r.state is not State.FAILED and r.created_at >= since]
+        count = len(earlier) + 1
+        step = min(count, len(rung.ladder))
+        days = self.policy.window_seconds // 86400
+        reason = (f"{_ORDINAL.get(count, f'{count}th')} {decision.violation.value} violation "
+                  f"by {decision.subscriber.ip} within {days} days")
+        if earlier:
+            reason += " (earlier: " + ", ".join(r.id for r in sorted(
+                earlier, key=lambda r: r.created_at)) + ")"
+        reason += f": step {step} of {len(rung.ladder)}"
+        spec = rung.ladder[step - 1]
+        if decision.requested_action is not None:
+            spec = decision.requested_action
+            reason += "; the request chose its own action within the policy's bounds"
+        next_spec = rung.ladder[min(step, len(rung.ladder) - 1)]
+        escalation = Escalation(step, len(rung.ladder), reason, rung.clause,
+                                next_spec.describe(str(decision.subscriber.ip)))
+        return escalation, spec
 
     def _locate(self, decision: Decision) -> Location:
         ip = str(decision.subscriber.ip)
@@ -162,12 +235,6 @@ class EnforcementService:
                 f"subscriber {ip} is attached to switch {where.dpid:016x}, "
                 "which is not connected to the controller")
         return where
-
-    def _roll_back(self, record: Enforcement) -> None:
-        try:
-            self._network.remove(record.rules, self._switch_timeout)
-        except SwitchError as exc:
-            LOG.error("could not roll back %s: %s", record.id, exc)
 
     def _save(self, record: Enforcement) -> Enforcement:
         self._by_id[record.id] = record

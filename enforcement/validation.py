@@ -65,9 +65,26 @@ def _identifier(name: str, value: str) -> str:
     return value
 
 
+def parse_scope(text: str, ip: ipaddress.IPv4Address) -> ipaddress.IPv4Network | None:
+    """An optional prefix around the subscriber; whether the policy allows it
+    is the service's call."""
+    if not text:
+        return None
+    try:
+        scope = ipaddress.IPv4Network(text, strict=True)
+    except ValueError as exc:
+        raise InvalidArgument(
+            f"scope {text!r} is not an IPv4 prefix with no host bits set ({exc})") from None
+    if ip not in scope:
+        raise InvalidArgument(f"scope {scope} does not contain subscriber.ip {ip}")
+    return None if scope.prefixlen == 32 else scope
+
+
 def validate_apply(*, request_id: str, case_id: str, ip: str, mac: str,
-                   violation: Violation | None, reason: str) -> Decision:
-    """violation is None when the request left it unspecified or unknown."""
+                   violation: Violation | None, reason: str, scope: str = "",
+                   requested_action=None) -> Decision:
+    """violation is None when the request left it unspecified or unknown;
+    requested_action is an already checked policy.ActionSpec or None."""
     if violation is None:
         raise InvalidArgument(
             "violation is required: set one of the VIOLATION_* values other "
@@ -76,12 +93,15 @@ def validate_apply(*, request_id: str, case_id: str, ip: str, mac: str,
         raise InvalidArgument(
             f"reason is {len(reason)} characters long; at most "
             f"{MAX_REASON_LENGTH} are allowed")
+    address = parse_subscriber_ip(ip)
     return Decision(
         request_id=_identifier("request_id", request_id),
         case_id=_identifier("case_id", case_id),
-        subscriber=Subscriber(ip=parse_subscriber_ip(ip), mac=parse_mac(mac)),
+        subscriber=Subscriber(ip=address, mac=parse_mac(mac)),
         violation=violation,
         reason=reason,
+        scope=parse_scope(scope, address),
+        requested_action=requested_action,
     )
 
 

@@ -8,8 +8,9 @@ field the packet lacks (tcp_dst on an ICMP packet, say) does not match.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 
-from enforcement.flows import FlowRule, GotoTable, Output, ToController
+from enforcement.flows import ApplyMeter, FlowRule, GotoTable, Output, ToController
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,31 +18,48 @@ class Verdict:
     outcome: str  # "dropped", "output", "controller"
     port: int | None = None
     rule: FlowRule | None = None
+    meters: tuple[int, ...] = ()  # meters the packet went through
+
+    @property
+    def forwarded(self) -> bool:
+        return self.outcome == "output"
+
+
+def _field_matches(value, wanted) -> bool:
+    if isinstance(wanted, tuple):  # (address, mask) for IPv4 fields
+        address, mask = (ipaddress.IPv4Address(x) for x in wanted)
+        return int(ipaddress.IPv4Address(value)) & int(mask) == int(address)
+    return value == wanted
 
 
 def _matches(rule: FlowRule, packet: dict) -> bool:
-    return all(field in packet and packet[field] == value
+    return all(field in packet and _field_matches(packet[field], value)
                for field, value in rule.match)
 
 
 def simulate(rules, dpid: int, packet: dict) -> Verdict:
     table = 0
+    meters: list[int] = []
     for _ in range(255):
         candidates = [r for r in rules if r.dpid == dpid and r.table_id == table
                       and _matches(r, packet)]
         if not candidates:
-            return Verdict("dropped")  # OpenFlow 1.3 table miss without a flow
+            # OpenFlow 1.3 table miss without a flow
+            return Verdict("dropped", meters=tuple(meters))
         best = max(candidates, key=lambda r: r.priority)
-        ties = [r for r in candidates if r.priority == best.priority and r != best]
+        # Equal-priority overlaps are undefined in OpenFlow unless they agree.
+        ties = [r for r in candidates if r.priority == best.priority
+                and r.instructions != best.instructions]
         assert not ties, f"ambiguous overlap in table {table}: {best} vs {ties}"
         goto = next((i for i in best.instructions if isinstance(i, GotoTable)), None)
+        meters += [i.meter_id for i in best.instructions if isinstance(i, ApplyMeter)]
         for item in best.instructions:
             if isinstance(item, Output):
-                return Verdict("output", item.port, best)
+                return Verdict("output", item.port, best, tuple(meters))
             if isinstance(item, ToController):
-                return Verdict("controller", None, best)
+                return Verdict("controller", None, best, tuple(meters))
         if goto is None:
-            return Verdict("dropped", None, best)
+            return Verdict("dropped", None, best, tuple(meters))
         assert goto.table_id > table, "goto_table must move forward"
         table = goto.table_id
     raise AssertionError("pipeline loop")

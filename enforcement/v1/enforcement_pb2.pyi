@@ -44,6 +44,19 @@ class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STATE_FAILED: _ClassVar[State]
     STATE_LIFTED: _ClassVar[State]
     STATE_EXPIRED: _ClassVar[State]
+
+class Direction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DIRECTION_UNSPECIFIED: _ClassVar[Direction]
+    DIRECTION_FROM_SUBSCRIBER: _ClassVar[Direction]
+    DIRECTION_TO_SUBSCRIBER: _ClassVar[Direction]
+    DIRECTION_BOTH: _ClassVar[Direction]
+
+class RateUnit(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RATE_UNIT_UNSPECIFIED: _ClassVar[RateUnit]
+    RATE_UNIT_KBPS: _ClassVar[RateUnit]
+    RATE_UNIT_PKTPS: _ClassVar[RateUnit]
 VIOLATION_UNSPECIFIED: Violation
 VIOLATION_SPAM: Violation
 VIOLATION_OPEN_RELAY: Violation
@@ -70,6 +83,13 @@ STATE_ACTIVE: State
 STATE_FAILED: State
 STATE_LIFTED: State
 STATE_EXPIRED: State
+DIRECTION_UNSPECIFIED: Direction
+DIRECTION_FROM_SUBSCRIBER: Direction
+DIRECTION_TO_SUBSCRIBER: Direction
+DIRECTION_BOTH: Direction
+RATE_UNIT_UNSPECIFIED: RateUnit
+RATE_UNIT_KBPS: RateUnit
+RATE_UNIT_PKTPS: RateUnit
 
 class Subscriber(_message.Message):
     __slots__ = ("ip", "mac")
@@ -80,18 +100,46 @@ class Subscriber(_message.Message):
     def __init__(self, ip: _Optional[str] = ..., mac: _Optional[str] = ...) -> None: ...
 
 class ApplyRequest(_message.Message):
-    __slots__ = ("request_id", "case_id", "subscriber", "violation", "reason")
+    __slots__ = ("request_id", "case_id", "subscriber", "violation", "reason", "action", "scope")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CASE_ID_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBER_FIELD_NUMBER: _ClassVar[int]
     VIOLATION_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     case_id: str
     subscriber: Subscriber
     violation: Violation
     reason: str
-    def __init__(self, request_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber: _Optional[_Union[Subscriber, _Mapping]] = ..., violation: _Optional[_Union[Violation, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+    action: ActionRequest
+    scope: str
+    def __init__(self, request_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber: _Optional[_Union[Subscriber, _Mapping]] = ..., violation: _Optional[_Union[Violation, str]] = ..., reason: _Optional[str] = ..., action: _Optional[_Union[ActionRequest, _Mapping]] = ..., scope: _Optional[str] = ...) -> None: ...
+
+class ActionRequest(_message.Message):
+    __slots__ = ("kind", "protocol", "ports", "direction", "to", "except_to", "rate", "unit", "burst", "portal")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    EXCEPT_TO_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    BURST_FIELD_NUMBER: _ClassVar[int]
+    PORTAL_FIELD_NUMBER: _ClassVar[int]
+    kind: ActionKind
+    protocol: str
+    ports: _containers.RepeatedScalarFieldContainer[int]
+    direction: Direction
+    to: _containers.RepeatedScalarFieldContainer[str]
+    except_to: _containers.RepeatedScalarFieldContainer[str]
+    rate: int
+    unit: RateUnit
+    burst: int
+    portal: str
+    def __init__(self, kind: _Optional[_Union[ActionKind, str]] = ..., protocol: _Optional[str] = ..., ports: _Optional[_Iterable[int]] = ..., direction: _Optional[_Union[Direction, str]] = ..., to: _Optional[_Iterable[str]] = ..., except_to: _Optional[_Iterable[str]] = ..., rate: _Optional[int] = ..., unit: _Optional[_Union[RateUnit, str]] = ..., burst: _Optional[int] = ..., portal: _Optional[str] = ...) -> None: ...
 
 class LiftRequest(_message.Message):
     __slots__ = ("id", "reason")
@@ -168,7 +216,7 @@ class Rule(_message.Message):
     def __init__(self, datapath_id: _Optional[int] = ..., table_id: _Optional[int] = ..., priority: _Optional[int] = ..., cookie: _Optional[int] = ..., match: _Optional[_Iterable[_Union[MatchField, _Mapping]]] = ..., actions: _Optional[_Iterable[str]] = ..., text: _Optional[str] = ...) -> None: ...
 
 class Enforcement(_message.Message):
-    __slots__ = ("id", "request_id", "case_id", "subscriber", "violation", "reason", "action", "state", "state_reason", "location", "rules", "created_at", "updated_at")
+    __slots__ = ("id", "request_id", "case_id", "subscriber", "violation", "reason", "action", "state", "state_reason", "location", "rules", "created_at", "updated_at", "escalation", "meters")
     ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CASE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -182,6 +230,8 @@ class Enforcement(_message.Message):
     RULES_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ESCALATION_FIELD_NUMBER: _ClassVar[int]
+    METERS_FIELD_NUMBER: _ClassVar[int]
     id: str
     request_id: str
     case_id: str
@@ -195,7 +245,53 @@ class Enforcement(_message.Message):
     rules: _containers.RepeatedCompositeFieldContainer[Rule]
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber: _Optional[_Union[Subscriber, _Mapping]] = ..., violation: _Optional[_Union[Violation, str]] = ..., reason: _Optional[str] = ..., action: _Optional[_Union[Action, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., state_reason: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    escalation: Escalation
+    meters: _containers.RepeatedCompositeFieldContainer[Meter]
+    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber: _Optional[_Union[Subscriber, _Mapping]] = ..., violation: _Optional[_Union[Violation, str]] = ..., reason: _Optional[str] = ..., action: _Optional[_Union[Action, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., state_reason: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., escalation: _Optional[_Union[Escalation, _Mapping]] = ..., meters: _Optional[_Iterable[_Union[Meter, _Mapping]]] = ...) -> None: ...
+
+class Escalation(_message.Message):
+    __slots__ = ("step", "of_steps", "reason", "clause", "next_action")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    OF_STEPS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CLAUSE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ACTION_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    of_steps: int
+    reason: str
+    clause: str
+    next_action: str
+    def __init__(self, step: _Optional[int] = ..., of_steps: _Optional[int] = ..., reason: _Optional[str] = ..., clause: _Optional[str] = ..., next_action: _Optional[str] = ...) -> None: ...
+
+class Meter(_message.Message):
+    __slots__ = ("datapath_id", "meter_id", "unit", "rate", "burst", "text")
+    DATAPATH_ID_FIELD_NUMBER: _ClassVar[int]
+    METER_ID_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    BURST_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    datapath_id: int
+    meter_id: int
+    unit: str
+    rate: int
+    burst: int
+    text: str
+    def __init__(self, datapath_id: _Optional[int] = ..., meter_id: _Optional[int] = ..., unit: _Optional[str] = ..., rate: _Optional[int] = ..., burst: _Optional[int] = ..., text: _Optional[str] = ...) -> None: ...
+
+class Plan(_message.Message):
+    __slots__ = ("action", "location", "escalation", "rules", "meters")
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    ESCALATION_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    METERS_FIELD_NUMBER: _ClassVar[int]
+    action: Action
+    location: Location
+    escalation: Escalation
+    rules: _containers.RepeatedCompositeFieldContainer[Rule]
+    meters: _containers.RepeatedCompositeFieldContainer[Meter]
+    def __init__(self, action: _Optional[_Union[Action, _Mapping]] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., escalation: _Optional[_Union[Escalation, _Mapping]] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., meters: _Optional[_Iterable[_Union[Meter, _Mapping]]] = ...) -> None: ...
 
 class GetTopologyRequest(_message.Message):
     __slots__ = ()

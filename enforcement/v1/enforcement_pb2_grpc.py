@@ -54,6 +54,11 @@ class EnforcementServiceStub:
                 request_serializer=enforcement_dot_v1_dot_enforcement__pb2.ListRequest.SerializeToString,
                 response_deserializer=enforcement_dot_v1_dot_enforcement__pb2.ListResponse.FromString,
                 _registered_method=True)
+        self.Plan = channel.unary_unary(
+                '/enforcement.v1.EnforcementService/Plan',
+                request_serializer=enforcement_dot_v1_dot_enforcement__pb2.ApplyRequest.SerializeToString,
+                response_deserializer=enforcement_dot_v1_dot_enforcement__pb2.Plan.FromString,
+                _registered_method=True)
         self.GetTopology = channel.unary_unary(
                 '/enforcement.v1.EnforcementService/GetTopology',
                 request_serializer=enforcement_dot_v1_dot_enforcement__pb2.GetTopologyRequest.SerializeToString,
@@ -93,6 +98,15 @@ class EnforcementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Plan(self, request, context):
+        """A dry run: exactly the rules Apply would install now (and the step of the
+        escalation ladder it would take), touching no switch.
+        (The reply type is spelled in full because it shares the method name.)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetTopology(self, request, context):
         """What the controller knows of the network: switches, links, hosts.
         """
@@ -122,6 +136,11 @@ def add_EnforcementServiceServicer_to_server(servicer, server):
                     servicer.List,
                     request_deserializer=enforcement_dot_v1_dot_enforcement__pb2.ListRequest.FromString,
                     response_serializer=enforcement_dot_v1_dot_enforcement__pb2.ListResponse.SerializeToString,
+            ),
+            'Plan': grpc.unary_unary_rpc_method_handler(
+                    servicer.Plan,
+                    request_deserializer=enforcement_dot_v1_dot_enforcement__pb2.ApplyRequest.FromString,
+                    response_serializer=enforcement_dot_v1_dot_enforcement__pb2.Plan.SerializeToString,
             ),
             'GetTopology': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTopology,
@@ -237,6 +256,33 @@ class EnforcementService:
             '/enforcement.v1.EnforcementService/List',
             enforcement_dot_v1_dot_enforcement__pb2.ListRequest.SerializeToString,
             enforcement_dot_v1_dot_enforcement__pb2.ListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Plan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/enforcement.v1.EnforcementService/Plan',
+            enforcement_dot_v1_dot_enforcement__pb2.ApplyRequest.SerializeToString,
+            enforcement_dot_v1_dot_enforcement__pb2.Plan.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,6 +5,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from enforcement import policy
 from enforcement.api import SERVICE_NAME, create_server
 from enforcement.errors import SwitchError
 from enforcement.model import Location, TopologyView
@@ -18,7 +19,7 @@ class RecordingNetwork:
         self.hosts = {"10.0.0.1": Location(1, 1, "00:00:00:00:00:01"),
                       "10.0.0.3": Location(2, 1, "00:00:00:00:00:03")}
         self.connected = {1, 2}
-        self.flows = set()
+        self.state = {}
         self.refuse = None
 
     def locate(self, ip):
@@ -27,13 +28,14 @@ class RecordingNetwork:
     def is_connected(self, dpid):
         return dpid in self.connected
 
-    def install(self, rules, timeout):
+    def sync(self, dpid, desired, timeout):
         if self.refuse:
             raise SwitchError(self.refuse)
-        self.flows.update(rules)
+        self.state[dpid] = desired
 
-    def remove(self, rules, timeout):
-        self.flows.difference_update(rules)
+    @property
+    def flows(self):
+        return {rule for state in self.state.values() for rule in state.rules.values()}
 
     def topology(self):
         return TopologyView((), (), ())
@@ -46,7 +48,7 @@ def network():
 
 @pytest.fixture
 def channel(network):
-    server, port = create_server("127.0.0.1:0", EnforcementService(network))
+    server, port = create_server("127.0.0.1:0", EnforcementService(network, policy.load()))
     server.start()
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         yield channel
@@ -74,11 +76,12 @@ def test_apply_returns_the_installed_rule_and_lift_removes_it(stub, network):
     enforcement = stub.Apply(spam())
     assert enforcement.state == pb.STATE_ACTIVE
     assert enforcement.action.kind == pb.ACTION_KIND_BLOCK
-    assert [r.datapath_id for r in enforcement.rules] == [1]
-    rule = enforcement.rules[0]
+    assert {r.datapath_id for r in enforcement.rules} == {1}
+    rule = next(r for r in enforcement.rules if not r.actions)
     assert {m.field: m.value for m in rule.match}["tcp_dst"] == "25"
-    assert list(rule.actions) == [] and "actions=drop" in rule.text
+    assert "actions=drop" in rule.text
     assert len(network.flows) == 1
+    assert enforcement.escalation.step == 1 and enforcement.escalation.of_steps == 3
     assert stub.Get(pb.GetRequest(id=enforcement.id)) == enforcement
     lifted = stub.Lift(pb.LiftRequest(id=enforcement.id, reason="case closed"))
     assert lifted.state == pb.STATE_LIFTED
@@ -89,15 +92,24 @@ def test_apply_returns_the_installed_rule_and_lift_removes_it(stub, network):
 def test_same_request_id_replays_and_different_content_is_refused(stub, network):
     first = stub.Apply(spam())
     assert stub.Apply(spam()) == first
-    assert len(network.flows) == 1
+    assert len(stub.List(pb.ListRequest()).enforcements) == 1
     code, details = code_of(lambda: stub.Apply(spam(ip="10.0.0.3")))
     assert code == grpc.StatusCode.ALREADY_EXISTS and "request_id" in details
 
 
-def test_second_active_enforcement_of_the_same_kind_is_refused(stub):
-    stub.Apply(spam("r1"))
-    code, details = code_of(lambda: stub.Apply(spam("r2")))
-    assert code == grpc.StatusCode.ALREADY_EXISTS and "lift it" in details
+def test_a_repeat_climbs_the_ladder_and_says_why(stub, network):
+    first = stub.Apply(spam("r1"))
+    second = stub.Apply(spam("r2"))
+    assert second.escalation.step == 2
+    assert "2nd spam violation by 10.0.0.1" in second.escalation.reason
+    assert first.id in second.escalation.reason
+    assert "cut 10.0.0.1 off" in second.escalation.next_action
+    assert second.action.kind == pb.ACTION_KIND_QUARANTINE
+    third = stub.Apply(spam("r3"))
+    assert third.action.kind == pb.ACTION_KIND_CUTOFF
+    fourth = stub.Apply(spam("r4"))
+    assert fourth.escalation.step == 3  # the last step repeats
+    assert len({e.id for e in (first, second, third, fourth)}) == 4
 
 
 @pytest.mark.parametrize("apply_request, expected, words", [
@@ -109,9 +121,7 @@ def test_second_active_enforcement_of_the_same_kind_is_refused(stub):
     (spam(request_id=""), grpc.StatusCode.INVALID_ARGUMENT, "request_id"),
     (spam(ip="10.0.0.99"), grpc.StatusCode.NOT_FOUND, "has not been seen"),
     (spam(mac="00:00:00:00:00:09"), grpc.StatusCode.FAILED_PRECONDITION, "MAC"),
-    (pb.ApplyRequest(request_id="r", case_id="c", subscriber=pb.Subscriber(ip="10.0.0.1"),
-                     violation=pb.VIOLATION_MALWARE), grpc.StatusCode.UNIMPLEMENTED,
-     "MALWARE"),
+    (spam(ip="10.0.0.250"), grpc.StatusCode.FAILED_PRECONDITION, "protected asset"),
 ])
 def test_bad_requests_get_a_status_that_says_what_to_fix(stub, network, apply_request,
                                                           expected, words):

@@ -1,73 +1,268 @@
+"""Every violation, every action and their compositions, through a simulated
+switch: packet in, verdict out (dropped, metered, forwarded)."""
 import ipaddress
 
 import pytest
 
 from controller.forwarding import base_rules, learned_rule
 from enforcement import pipeline
-from enforcement.errors import Unimplemented
-from enforcement.model import ActionKind, Decision, Location, Subscriber, Violation
-from enforcement.planner import plan
+from enforcement.desired import SwitchState, diff
+from enforcement.model import ActionKind, Location, Violation
+from enforcement.planner import Target, plan
+from enforcement.policy import ActionSpec, load
 from flowsim import simulate
 
+POLICY = load()
 H1 = Location(dpid=1, port=1, mac="00:00:00:00:00:01")
-COOKIE = pipeline.enforcement_cookie(7)
+MACS = {"10.0.0.1": ("00:00:00:00:00:01", 1), "10.0.0.2": ("00:00:00:00:00:02", 2),
+        "10.0.0.3": ("00:00:00:00:00:03", 3), "10.0.0.250": ("00:00:00:00:00:fa", 3),
+        "10.0.0.251": ("00:00:00:00:00:fb", 3), "10.0.0.252": ("00:00:00:00:00:fc", 3)}
+UPLINK = 3
 
 
-def decision(violation=Violation.SPAM, ip="10.0.0.1"):
-    return Decision("req", "case", Subscriber(ipaddress.IPv4Address(ip)), violation, "")
+def target(ip="10.0.0.1", scope=None):
+    return Target(H1, ipaddress.IPv4Address(ip), ipaddress.IPv4Network(scope or ip))
 
 
-def tcp(src, dst, dport, in_port):
-    return {"in_port": in_port, "eth_type": 0x0800, "ipv4_src": src,
-            "ipv4_dst": dst, "ip_proto": 6, "tcp_dst": dport}
+def planned(spec, serial=7, t=None):
+    return plan(spec, t or target(), POLICY.assets, pipeline.enforcement_cookie(serial), serial)
 
 
-def switch_one(extra=()):
-    """s1 after learning: h1 on port 1, h2 on port 2, uplink on port 3."""
-    return [*base_rules(1), learned_rule(1, "00:00:00:00:00:01", 1),
-            learned_rule(1, "00:00:00:00:00:02", 2), *extra]
+def switch(*plans):
+    """s1: h1 on port 1, h2 on port 2, everything else behind uplink port 3."""
+    learned = [learned_rule(1, mac, port) for mac, port in MACS.values()]
+    return [*base_rules(1), *learned, *(r for p in plans for r in p.rules)]
 
 
-def test_spam_blocks_only_smtp_from_the_subscriber_port():
-    action, rules = plan(decision(), H1, COOKIE)
-    assert action.kind is ActionKind.BLOCK
-    assert len(rules) == 1
-    rule = rules[0]
-    assert (rule.dpid, rule.table_id, rule.cookie) == (1, pipeline.TABLE_ENFORCE, COOKIE)
-    assert dict(rule.match) == {"in_port": 1, "eth_type": 0x0800, "ipv4_src": "10.0.0.1",
-                                "ip_proto": 6, "tcp_dst": 25}
-    assert rule.instructions == ()  # drop
-    assert "587" in action.description
+def ip_packet(src, dst, proto="tcp", dport=None, sport=40000, in_port=None, eth_src=None):
+    packet = {"in_port": in_port or MACS.get(src, (None, UPLINK))[1],
+              "eth_src": eth_src or MACS.get(src, ("00:00:00:00:00:99",))[0],
+              "eth_dst": MACS[dst][0], "eth_type": 0x0800,
+              "ipv4_src": src, "ipv4_dst": dst, "ip_proto": {"tcp": 6, "udp": 17, "icmp": 1}[proto]}
+    if proto != "icmp":
+        packet[f"{proto}_dst"] = dport
+        packet[f"{proto}_src"] = sport
+    return packet
 
 
-@pytest.mark.parametrize("packet, blocked", [
-    (tcp("10.0.0.1", "10.0.0.3", 25, in_port=1), True),
-    (tcp("10.0.0.1", "10.0.0.3", 587, in_port=1), False),
-    (tcp("10.0.0.1", "10.0.0.3", 465, in_port=1), False),
-    (tcp("10.0.0.1", "10.0.0.3", 80, in_port=1), False),
-    # another subscriber on the same switch
-    (tcp("10.0.0.2", "10.0.0.3", 25, in_port=2), False),
+def arp_packet(spa, tpa, in_port=None, eth_src=None):
+    return {"in_port": in_port or MACS[spa][1], "eth_src": eth_src or MACS[spa][0],
+            "eth_dst": "ff:ff:ff:ff:ff:ff", "eth_type": 0x0806, "arp_spa": spa, "arp_tpa": tpa}
+
+
+def fate(rules, packet):
+    verdict = simulate(rules, 1, packet)
+    if verdict.outcome == "dropped":
+        return "dropped"
+    assert verdict.outcome in ("output", "controller")
+    return "metered" if verdict.meters else "passes"
+
+
+def step(violation, n=1):
+    return POLICY.rung(violation).ladder[n - 1]
+
+
+# ---- every violation, every step: narrow scope and placement ---------------
+
+@pytest.mark.parametrize("violation, n", [
+    (v, n) for v in Violation for n in range(1, len(POLICY.rung(v).ladder) + 1)])
+def test_every_step_of_every_ladder_plans_narrow_rules(violation, n):
+    result = planned(step(violation, n))
+    assert result.rules
+    cookie = pipeline.enforcement_cookie(7)
+    for rule in result.rules:
+        assert rule.dpid == 1 and rule.cookie == cookie
+        assert rule.table_id in (pipeline.TABLE_ENFORCE, pipeline.TABLE_METER)
+        match = dict(rule.match)
+        # Every rule is about the subscriber: its port, or its own addresses.
+        assert (match.get("in_port") == 1 or match.get("ipv4_dst") == "10.0.0.1"
+                or match.get("eth_dst") == H1.mac or match.get("arp_tpa") == "10.0.0.1"), rule
+    # And no rule of it touches another subscriber's traffic.
+    for packet in (ip_packet("10.0.0.2", "10.0.0.3", "tcp", 25),
+                   ip_packet("10.0.0.3", "10.0.0.2", "tcp", 80),
+                   ip_packet("10.0.0.2", "10.0.0.3", "icmp")):
+        assert fate(switch(result), packet) == "passes"
+
+
+# ---- block ------------------------------------------------------------------
+
+SPAM_WITH_SMARTHOST = ActionSpec(ActionKind.BLOCK, "tcp", (25,),
+                                 except_to=POLICY.assets.smarthosts)
+
+
+def test_spam_blocks_only_smtp_from_the_subscriber():
+    result = planned(step(Violation.SPAM))
+    assert len(result.rules) == 1 and result.meters == ()
+    assert dict(result.rules[0].match) == {"in_port": 1, "eth_type": 0x0800,
+                                           "ipv4_src": "10.0.0.1", "ip_proto": 6, "tcp_dst": 25}
+    rules = switch(result)
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.3", "tcp", 25)) == "dropped"
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.2", "tcp", 25)) == "dropped"
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.252", "tcp", 25)) == "dropped"
+    for port in (587, 465, 80):
+        assert fate(rules, ip_packet("10.0.0.1", "10.0.0.3", "tcp", port)) == "passes"
     # mail *to* the subscriber is not what spam enforcement stops
-    (tcp("10.0.0.3", "10.0.0.1", 25, in_port=3), False),
-    (dict(in_port=1, eth_type=0x0800, ipv4_src="10.0.0.1", ip_proto=1), False),
-])
-def test_simulated_pipeline_drops_exactly_the_offending_traffic(packet, blocked):
-    _, rules = plan(decision(), H1, COOKIE)
-    packet = {**packet, "eth_dst": "00:00:00:00:00:02"}
-    verdict = simulate(switch_one(rules), 1, packet)
-    assert (verdict.outcome == "dropped") is blocked
-    if not blocked:
-        assert verdict.outcome == "output"
-    assert simulate(switch_one(), 1, packet).outcome == "output"  # before: forwarded
+    assert fate(rules, ip_packet("10.0.0.3", "10.0.0.1", "tcp", 25)) == "passes"
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.3", "udp", 25)) == "passes"
+
+
+def test_a_block_can_spare_the_providers_smarthost():
+    rules = switch(planned(SPAM_WITH_SMARTHOST))
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.252", "tcp", 25)) == "passes"
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.3", "tcp", 25)) == "dropped"
+
+
+def test_open_relay_blocks_smtp_both_ways():
+    rules = switch(planned(step(Violation.OPEN_RELAY)))
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.3", "tcp", 25)) == "dropped"
+    assert fate(rules, ip_packet("10.0.0.3", "10.0.0.1", "tcp", 25)) == "dropped"
+    assert fate(rules, ip_packet("10.0.0.2", "10.0.0.1", "tcp", 25)) == "dropped"
+    assert fate(rules, ip_packet("10.0.0.3", "10.0.0.1", "tcp", 80)) == "passes"
+
+
+def test_pop_polling_block_only_toward_the_mail_server():
+    rules = switch(planned(step(Violation.MAIL_POLLING, 2)))
+    for port in (110, 995):
+        assert fate(rules, ip_packet("10.0.0.1", "10.0.0.252", "tcp", port)) == "dropped"
+        assert fate(rules, ip_packet("10.0.0.1", "10.0.0.3", "tcp", port)) == "passes"
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.252", "tcp", 25)) == "passes"
+
+
+# ---- rate limit ---------------------------------------------------------------
+
+def test_pop_polling_meter_covers_only_pop_to_the_mail_server():
+    result = planned(step(Violation.MAIL_POLLING))
+    assert [(m.unit, m.rate, m.burst) for m in result.meters] == [("kbps", 64, 16)]
+    rules = switch(result)
+    assert simulate(rules, 1, ip_packet("10.0.0.1", "10.0.0.252", "tcp", 995)).meters == (7,)
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.252", "tcp", 110)) == "metered"
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.3", "tcp", 110)) == "passes"
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.252", "tcp", 80)) == "passes"
+
+
+def test_ping_flood_meters_icmp_only_in_packets_per_second():
+    result = planned(step(Violation.PING_FLOOD))
+    assert result.meters[0].unit == "pktps"
+    rules = switch(result)
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.3", "icmp")) == "metered"
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.3", "tcp", 80)) == "passes"
+
+
+def test_denial_of_service_meters_everything_the_subscriber_sends():
+    rules = switch(planned(step(Violation.DENIAL_OF_SERVICE)))
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.3", "udp", 9)) == "metered"
+    assert fate(rules, arp_packet("10.0.0.1", "10.0.0.3")) == "metered"
+    assert fate(rules, ip_packet("10.0.0.3", "10.0.0.1", "tcp", 80)) == "passes"
+
+
+# ---- quarantine -----------------------------------------------------------------
+
+def test_quarantine_reaches_dns_and_portal_only_and_only_their_answers_come_back():
+    rules = switch(planned(step(Violation.MALWARE)))
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.250", "udp", 53)) == "passes"
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.250", "tcp", 53)) == "passes"
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.251", "tcp", 80)) == "passes"
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.251", "tcp", 443)) == "passes"
+    assert fate(rules, arp_packet("10.0.0.1", "10.0.0.250")) == "passes"
+    assert fate(rules, ip_packet("10.0.0.250", "10.0.0.1", "udp", 40000, sport=53)) == "passes"
+    assert fate(rules, ip_packet("10.0.0.251", "10.0.0.1", "tcp", 40000, sport=80)) == "passes"
+    # nothing else, either way
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.3", "tcp", 80)) == "dropped"
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.2", "icmp")) == "dropped"
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.251", "tcp", 22)) == "dropped"
+    assert fate(rules, ip_packet("10.0.0.3", "10.0.0.1", "tcp", 80)) == "dropped"
+    assert fate(rules, ip_packet("10.0.0.2", "10.0.0.1", "icmp")) == "dropped"
+    assert fate(rules, ip_packet("10.0.0.250", "10.0.0.1", "tcp", 22, sport=40000)) == "dropped"
+    # a forged source cannot use the allow-list
+    assert fate(rules, ip_packet("10.0.0.9", "10.0.0.250", "udp", 53, in_port=1)) == "dropped"
+
+
+def test_non_payment_quarantine_points_to_the_billing_portal():
+    spec = step(Violation.NON_PAYMENT)
+    assert spec.kind is ActionKind.QUARANTINE and spec.portal == "billing_portal"
+    rules = switch(planned(spec))
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.251", "tcp", 443)) == "passes"
+
+
+def test_two_quarantined_subscribers_cannot_reach_each_other():
+    h2 = Target(Location(1, 2, "00:00:00:00:00:02"), ipaddress.IPv4Address("10.0.0.2"),
+                ipaddress.IPv4Network("10.0.0.2/32"))
+    rules = switch(planned(step(Violation.MALWARE)),
+                   planned(step(Violation.PHISHING), serial=8, t=h2))
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.2", "tcp", 80)) == "dropped"
+    assert fate(rules, ip_packet("10.0.0.2", "10.0.0.1", "tcp", 80)) == "dropped"
+    assert fate(rules, ip_packet("10.0.0.2", "10.0.0.250", "udp", 53)) == "passes"
+
+
+# ---- cutoff and anti-spoofing -------------------------------------------------------
+
+def test_cutoff_stops_everything_in_and_out_and_nothing_else():
+    rules = switch(planned(step(Violation.ILLEGAL_USE)))
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.250", "udp", 53)) == "dropped"
+    assert fate(rules, arp_packet("10.0.0.1", "10.0.0.3")) == "dropped"
+    assert fate(rules, ip_packet("10.0.0.3", "10.0.0.1", "tcp", 80)) == "dropped"
+    assert fate(rules, arp_packet("10.0.0.3", "10.0.0.1")) == "dropped"
+    assert fate(rules, ip_packet("10.0.0.2", "10.0.0.3", "tcp", 80)) == "passes"
+
+
+def test_anti_spoofing_lets_only_the_genuine_source_leave():
+    rules = switch(planned(step(Violation.SPOOFING)))
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.3", "tcp", 80)) == "passes"
+    assert fate(rules, arp_packet("10.0.0.1", "10.0.0.3")) == "passes"
+    assert fate(rules, ip_packet("10.0.0.9", "10.0.0.3", "tcp", 80, in_port=1)) == "dropped"
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.3", "tcp", 80,
+                                 eth_src="00:00:00:00:00:09")) == "dropped"
+    assert fate(rules, {**arp_packet("10.0.0.1", "10.0.0.3"), "arp_spa": "10.0.0.9"}) == "dropped"
+    assert fate(rules, ip_packet("10.0.0.3", "10.0.0.1", "tcp", 80)) == "passes"
+
+
+# ---- compositions ---------------------------------------------------------------------
+
+def test_block_and_meter_both_hold():
+    rules = switch(planned(step(Violation.SPAM)),
+                   planned(step(Violation.DENIAL_OF_SERVICE), serial=8))
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.3", "tcp", 25)) == "dropped"
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.3", "tcp", 80)) == "metered"
+
+
+def test_block_and_anti_spoofing_both_hold():
+    rules = switch(planned(step(Violation.SPAM)),
+                   planned(step(Violation.SPOOFING), serial=8))
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.3", "tcp", 25)) == "dropped"
+    assert fate(rules, ip_packet("10.0.0.9", "10.0.0.3", "tcp", 80, in_port=1)) == "dropped"
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.3", "tcp", 80)) == "passes"
+
+
+def test_quarantine_overrides_a_block_exception():
+    rules = switch(planned(SPAM_WITH_SMARTHOST), planned(step(Violation.MALWARE), serial=8))
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.252", "tcp", 25)) == "dropped"
+
+
+def test_cutoff_supersedes_quarantine_and_lifting_it_restores_exactly_the_quarantine():
+    quarantine = planned(step(Violation.MALWARE))
+    cutoff = planned(step(Violation.MALWARE, 2), serial=8)
+    before = SwitchState.of(quarantine.rules, quarantine.meters)
+    during = SwitchState.of(quarantine.rules + cutoff.rules, ())
+    rules = switch(quarantine, cutoff)
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.250", "udp", 53)) == "dropped"
+    change = diff(during, before)  # lift the cutoff
+    assert set(change.rules_to_delete) == set(cutoff.rules) and not change.rules_to_add
+    rules = switch(quarantine)
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.250", "udp", 53)) == "passes"
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.3", "tcp", 80)) == "dropped"
+
+
+def test_wider_scope_matches_the_prefix():
+    result = planned(ActionSpec(ActionKind.BLOCK, "tcp", (25,)),
+                     t=target(scope="10.0.0.0/29"))
+    assert ("ipv4_src", ("10.0.0.0", "255.255.255.248")) in result.rules[0].match
+    rules = switch(result)
+    assert fate(rules, ip_packet("10.0.0.1", "10.0.0.3", "tcp", 25)) == "dropped"
 
 
 def test_enforcement_cookie_is_in_its_own_namespace():
-    assert pipeline.namespace_of(COOKIE) == pipeline.NS_ENFORCE
+    cookie = pipeline.enforcement_cookie(7)
+    assert pipeline.namespace_of(cookie) == pipeline.NS_ENFORCE
     assert pipeline.namespace_of(pipeline.COOKIE_BASE) == pipeline.NS_BASE
     with pytest.raises(ValueError):
         pipeline.enforcement_cookie(0)
-
-
-def test_violation_without_an_action_yet_says_so():
-    with pytest.raises(Unimplemented, match="SPAM"):
-        plan(decision(Violation.MALWARE), H1, COOKIE)

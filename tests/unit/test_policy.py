@@ -1,0 +1,82 @@
+import copy
+import tomllib
+
+import pytest
+
+from enforcement import policy
+from enforcement.model import ActionKind, Violation
+
+DEFAULT = tomllib.loads(
+    (policy.importlib.resources.files("enforcement") / "default_policy.toml").read_text())
+
+
+def test_shipped_policy_covers_every_violation_with_the_design_defaults():
+    rules = policy.load()
+    assert set(rules.violations) == set(Violation)
+    first = {v: rules.rung(v).ladder[0].kind for v in Violation}
+    assert first[Violation.SPAM] is ActionKind.BLOCK
+    assert first[Violation.PING_FLOOD] is ActionKind.RATE_LIMIT
+    assert first[Violation.MALWARE] is ActionKind.QUARANTINE
+    assert first[Violation.SPOOFING] is ActionKind.ANTI_SPOOFING
+    assert first[Violation.ROKSO_LISTED] is ActionKind.CUTOFF
+    assert all(rules.rung(v).clause for v in Violation)
+
+
+def broken(mutate):
+    data = copy.deepcopy(DEFAULT)
+    mutate(data)
+    with pytest.raises(policy.PolicyError) as err:
+        policy.parse(data, "test.toml")
+    return str(err.value)
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda d: d["violations"].pop("spam"), "violations.spam is missing"),
+    (lambda d: d["violations"].update(spamm=d["violations"]["spam"]), "violations.spamm"),
+    (lambda d: d["violations"]["spam"]["ladder"][0].update(action="nuke"),
+     "violations.spam.ladder[0].action"),
+    (lambda d: d["violations"]["spam"]["ladder"][0].update(ports=[70000]),
+     "violations.spam.ladder[0].ports"),
+    (lambda d: d["violations"]["spam"]["ladder"][0].update(colour="red"),
+     "violations.spam.ladder[0].colour"),
+    (lambda d: d["violations"]["ping_flood"]["ladder"][0].update(rate=0),
+     "violations.ping_flood.ladder[0].rate"),
+    (lambda d: d["violations"]["ping_flood"]["ladder"][0].update(ports=[7]),
+     "violations.ping_flood.ladder[0].ports needs protocol tcp or udp"),
+    (lambda d: d["violations"]["open_relay"]["ladder"][0].update(except_to=["smarthosts"]),
+     "except_to works with"),
+    (lambda d: d["violations"]["spam"]["ladder"][0].update(to=["nowhere"]),
+     "violations.spam.ladder[0].to entry 'nowhere'"),
+    (lambda d: d["violations"]["spam"].update(ladder=[]), "violations.spam.ladder"),
+    (lambda d: d["assets"].update(dns=["10.0.0.300"]), "assets.dns"),
+    (lambda d: d["escalation"].update(window_days="ninety"), "escalation.window_days"),
+    (lambda d: d["violations"]["spam"]["ladder"][0].update(protocol="any", ports=[]),
+     "that is a cutoff"),
+])
+def test_mistakes_are_reported_with_their_field(mutate, field):
+    assert field in broken(mutate)
+
+
+def test_toml_syntax_errors_name_the_line(tmp_path):
+    path = tmp_path / "policy.toml"
+    path.write_text("[escalation]\nwindow_days = = 3\n")
+    with pytest.raises(policy.PolicyError, match="line 2"):
+        policy.load(path)
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(policy.PolicyError, match="cannot read policy"):
+        policy.load(tmp_path / "nope.toml")
+
+
+def test_request_actions_are_held_to_the_policy_bounds():
+    rules = policy.load()
+    spec = policy.action_spec({"action": "rate_limit", "rate": 500, "unit": "kbps"},
+                              "action", rules.assets, rules.limits, "request")
+    assert (spec.rate, spec.burst) == (500, 50)
+    with pytest.raises(policy.PolicyError, match="action.rate is 1"):
+        policy.action_spec({"action": "rate_limit", "rate": 1, "unit": "kbps"},
+                           "action", rules.assets, rules.limits, "request")
+    with pytest.raises(policy.PolicyError, match="action.ports lists 17"):
+        policy.action_spec({"action": "block", "protocol": "tcp", "ports": list(range(1, 18))},
+                           "action", rules.assets, rules.limits, "request")
