@@ -125,8 +125,9 @@ def test_disconnected_switch_is_refused_then_restored_on_reconnect(lab):
     active enforcement is back on its switch after a reconnect."""
     s2 = lab.host("s2")
     h3 = lab.host("h3")
-    active = lab.stub.Apply(spam_request(lab.host("h1").IP(), "reconnect-1"))
-    assert active.state == pb.STATE_ACTIVE
+    # h2: a first offence (h1's earlier case would escalate a repeat).
+    active = lab.stub.Apply(spam_request(lab.host("h2").IP(), "reconnect-1"))
+    assert active.state == pb.STATE_ACTIVE and active.escalation.step == 1
     controller = s2.vsctl("get-controller", "s2").strip()
     s2.vsctl("del-controller", "s2")
     try:
@@ -141,8 +142,8 @@ def test_disconnected_switch_is_refused_then_restored_on_reconnect(lab):
     harness.wait_until(lambda: 2 in {s.datapath_id for s in lab.stub.GetTopology(
         pb.GetTopologyRequest()).switches}, 15, "s2 to reconnect")
     # s1 never lost its flows; s1's enforcement still holds while s2 rejoins.
-    assert not connects(lab, "h1", "h3", 25)
+    assert not connects(lab, "h2", "h3", 25)
     harness.wait_until(lambda: connects(lab, "h4", "h3", 25), 10, "h4 -> h3:25 after reconnect")
-    assert connects(lab, "h1", "h3", 80)
+    assert connects(lab, "h2", "h3", 80)
     lab.stub.Lift(pb.LiftRequest(id=active.id))
-    assert connects(lab, "h1", "h3", 25)
+    assert connects(lab, "h2", "h3", 25)

@@ -173,3 +173,45 @@ def test_health_and_reflection_are_served(channel):
         reflection_pb2.ServerReflectionRequest(list_services="")]))
     names = {s.name for r in responses for s in r.list_services_response.service}
     assert "enforcement.v1.EnforcementService" in names
+
+
+def test_plan_is_what_apply_then_installs_and_touches_nothing(stub, network):
+    plan = stub.Plan(spam())
+    assert network.flows == set()
+    assert stub.List(pb.ListRequest()).enforcements == []
+    applied = stub.Apply(spam())
+    assert list(plan.rules) == list(applied.rules)
+    assert plan.action == applied.action and plan.escalation == applied.escalation
+    assert plan.location == applied.location
+
+
+def test_a_request_may_choose_its_own_action_within_bounds(stub, network):
+    request = spam()
+    request.action.CopyFrom(pb.ActionRequest(kind=pb.ACTION_KIND_RATE_LIMIT, rate=512,
+                                             unit=pb.RATE_UNIT_KBPS, burst=64))
+    enforcement = stub.Apply(request)
+    assert enforcement.action.kind == pb.ACTION_KIND_RATE_LIMIT
+    assert [(m.rate, m.burst, m.unit) for m in enforcement.meters] == [(512, 64, "kbps")]
+    assert "chose its own action" in enforcement.escalation.reason
+    too_fast = spam("r2")
+    too_fast.action.CopyFrom(pb.ActionRequest(kind=pb.ACTION_KIND_RATE_LIMIT, rate=1,
+                                              unit=pb.RATE_UNIT_KBPS))
+    code, details = code_of(lambda: stub.Apply(too_fast))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "action.rate is 1" in details
+    nonsense = spam("r3")
+    nonsense.action.CopyFrom(pb.ActionRequest(kind=pb.ACTION_KIND_CUTOFF, ports=[25]))
+    code, details = code_of(lambda: stub.Apply(nonsense))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "action.ports" in details
+
+
+def test_wider_scope_is_refused_by_the_default_policy(stub, network):
+    request = spam()
+    request.scope = "10.0.0.0/29"
+    code, details = code_of(lambda: stub.Apply(request))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "allow_wider_scope" in details
+    request.scope = "10.0.0.1/29"
+    assert code_of(lambda: stub.Apply(request))[0] == grpc.StatusCode.INVALID_ARGUMENT
+    request.scope = "10.9.0.0/16"
+    code, details = code_of(lambda: stub.Apply(request))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "does not contain" in details
+    assert network.flows == set()

@@ -2,7 +2,7 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from controller import compiler
 from enforcement import pipeline
-from enforcement.flows import FlowRule, GotoTable, Output, ToController
+from enforcement.flows import ApplyMeter, FlowRule, GotoTable, Output, ToController
 
 RULE = FlowRule(1, 0, 2000, pipeline.enforcement_cookie(3),
                 (("in_port", 1), ("eth_type", 0x0800), ("ipv4_src", "10.0.0.1"),
@@ -29,6 +29,12 @@ def test_instructions_compile_to_apply_actions_then_goto():
     rule = FlowRule(1, 0, 1, 0, (), (Output(3), ToController(), GotoTable(1)))
     kinds = [type(i).__name__ for i in compiler.flow_add(rule).instructions]
     assert kinds == ["OFPInstructionActions", "OFPInstructionGotoTable"]
+
+
+def test_meter_goes_before_goto():
+    rule = FlowRule(1, 1, 1, 0, (), (GotoTable(2), ApplyMeter(9)))
+    kinds = [type(i).__name__ for i in compiler.flow_add(rule).instructions]
+    assert kinds == ["OFPInstructionMeter", "OFPInstructionGotoTable"]
 
 
 def test_namespace_delete_spans_all_tables_and_only_the_namespace():

@@ -1,0 +1,48 @@
+from enforcement import pipeline
+from enforcement.desired import SwitchState, diff
+from enforcement.flows import ApplyMeter, FlowRule, GotoTable, MeterSpec
+
+A = pipeline.enforcement_cookie(1)
+B = pipeline.enforcement_cookie(2)
+BLOCK = (("in_port", 1), ("eth_type", 0x0800), ("ipv4_src", "10.0.0.1"),
+         ("ip_proto", 6), ("tcp_dst", 25))
+
+
+def block(cookie):
+    return FlowRule(1, 0, 3000, cookie, BLOCK)
+
+
+def metered(cookie, meter_id):
+    return FlowRule(1, 1, 1000, cookie, (("in_port", 1),),
+                    (ApplyMeter(meter_id), GotoTable(2)))
+
+
+def test_only_the_difference_is_pushed_in_a_safe_order():
+    meter = MeterSpec(1, 5, "kbps", 1000, 100)
+    before = SwitchState.of([block(A)], [])
+    after = SwitchState.of([block(A), metered(B, 5)], [meter])
+    change = diff(before, after)
+    assert change.meters_to_add == (meter,)
+    assert change.rules_to_add == (metered(B, 5),)
+    assert change.rules_to_delete == () and change.meters_to_delete == ()
+    back = diff(after, before)
+    assert back.rules_to_delete == (metered(B, 5),) and back.meters_to_delete == (meter,)
+    assert diff(after, after).empty
+
+
+def test_two_enforcements_wanting_the_same_flow_share_it_until_both_are_gone():
+    both = SwitchState.of([block(A), block(B)], [])
+    assert list(both.rules.values()) == [block(A)]  # the older one's rule is kept
+    only_b = SwitchState.of([block(B)], [])
+    change = diff(both, only_b)
+    # A lifted: the flow stays, re-stamped with B's cookie, never deleted.
+    assert change.rules_to_delete == () and change.rules_to_add == (block(B),)
+    assert diff(only_b, SwitchState.empty()).rules_to_delete == (block(B),)
+
+
+def test_a_changed_meter_is_modified_not_re_added():
+    old = SwitchState.of([], [MeterSpec(1, 5, "kbps", 1000, 100)])
+    new = SwitchState.of([], [MeterSpec(1, 5, "kbps", 2000, 100)])
+    change = diff(old, new)
+    assert change.meters_to_modify == (MeterSpec(1, 5, "kbps", 2000, 100),)
+    assert change.meters_to_add == ()
