@@ -236,8 +236,11 @@ def action_spec(step: dict, where: str, assets: Assets, limits: Limits,
         low, high = ((limits.min_rate_kbps, limits.max_rate_kbps) if unit == "kbps"
                      else (limits.min_rate_pktps, limits.max_rate_pktps))
         rate = reader.integer(step, f"{where}.rate", low, high)
-        burst = reader.integer(step, f"{where}.burst", 1, high) if "burst" in step else max(
-            1, rate // 10)
+        # A policer drops TCP far below its rate when the bucket is small; half
+        # a second's worth keeps TCP near the rate (measured on OVS).
+        default_burst = max(1, rate // 2) if unit == "kbps" else rate
+        burst = (reader.integer(step, f"{where}.burst", 1, high) if "burst" in step
+                 else default_burst)
         spec.update(rate=rate, unit=unit, burst=burst)
     if kind is ActionKind.QUARANTINE:
         portal = step.get("portal", "portal")

@@ -31,6 +31,7 @@ from pyroute2.ethtool import Ethtool
 
 HERE = pathlib.Path(__file__).resolve().parent
 LISTENER = HERE / "tcp_listen.py"
+UDP_PROBE = HERE / "udp_probe.py"
 
 
 # ---- the controller process ----------------------------------------------
@@ -207,17 +208,38 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
 
 # ---- traffic -----------------------------------------------------------------
 
-def start_listener(host, ports) -> None:
-    """Accepts TCP on ports inside host (killed with the host at net.stop())."""
-    host.cmd(f"{sys.executable} {LISTENER} {' '.join(map(str, ports))} "
-             f"> /tmp/{host.name}-listen.log 2>&1 &")
+def start_listener(host, ports, udp_ports=()) -> None:
+    """Accepts TCP on ports and echoes UDP on udp_ports inside host (killed
+    with the host at net.stop())."""
+    udp = f"--udp {' '.join(map(str, udp_ports))}" if udp_ports else ""
+    host.cmd(f"{sys.executable} {LISTENER} {' '.join(map(str, ports))} {udp} "
+             f"> /dev/null 2>&1 &")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        listening = host.cmd("ss -Htln").split()
-        if all(f"0.0.0.0:{p}" in listening for p in ports):
+        listening = host.cmd("ss -Htln; ss -Huln").split()
+        if all(f"0.0.0.0:{p}" in listening for p in (*ports, *udp_ports)):
             return
         time.sleep(0.1)
-    raise TimeoutError(f"listener on {host.name} ports {ports} did not start")
+    raise TimeoutError(f"listener on {host.name} ports {ports} {udp_ports} did not start")
+
+
+def udp_answers(src, dst_ip: str, port: int) -> bool:
+    """A UDP request from src that dst answers (the echo comes back)."""
+    out = src.cmd(f"{sys.executable} {UDP_PROBE} {dst_ip} {port}; echo rc=$?")
+    return "rc=0" in out
+
+
+def iperf3_mbps(src, dst, seconds: int = 4, omit: int = 1) -> float:
+    """TCP goodput from src to dst in Mbit/s as iperf3 reports it (payload,
+    receiver side), skipping the first `omit` seconds (slow start, bursts)."""
+    import json
+    dst.cmd("iperf3 -s -D -1 > /dev/null 2>&1")
+    time.sleep(0.3)
+    out = src.cmd(f"iperf3 -c {dst.IP()} -t {seconds} -O {omit} -J")
+    result = json.loads(out[out.index("{"):])
+    if "error" in result:
+        raise RuntimeError(f"iperf3 {src.name} -> {dst.name}: {result['error']}")
+    return result["end"]["sum_received"]["bits_per_second"] / 1e6
 
 
 def tcp_connects(src, dst_ip: str, port: int, timeout: float = 2.0) -> bool:

@@ -55,8 +55,37 @@ class TreeTopo(Topo):
         return switch
 
 
+class IspTopo(Topo):
+    """A small access network behind an aggregation switch.
+
+    s1 aggregation; access switches s2..s(1+access), each with its
+    subscribers h1, h2, ...; s9 the provider's services segment: dns
+    (10.0.0.250), portal, the walled-garden remediation portal (10.0.0.251),
+    mail (10.0.0.252), and inet (10.0.0.200), a stand-in for the rest of the
+    Internet. The service addresses match the shipped policy's [assets].
+    """
+
+    SERVICES = {"dns": "10.0.0.250", "portal": "10.0.0.251", "mail": "10.0.0.252",
+                "inet": "10.0.0.200"}
+
+    def build(self, access=2, subscribers_per_switch=2):
+        aggregation = self.addSwitch("s1")
+        number = 0
+        for a in range(access):
+            switch = self.addSwitch(f"s{a + 2}")
+            self.addLink(switch, aggregation)
+            for _ in range(subscribers_per_switch):
+                number += 1
+                self.addLink(self.addHost(f"h{number}", ip=f"10.0.0.{number}/24"), switch)
+        services = self.addSwitch("s9")
+        self.addLink(services, aggregation)
+        for name, ip in self.SERVICES.items():
+            self.addLink(self.addHost(name, ip=f"{ip}/24"), services)
+
+
 topos = {
     "enf-single": SingleSwitchTopo,
     "enf-linear": LinearTopo,
     "enf-tree": TreeTopo,
+    "enf-isp": IspTopo,
 }

@@ -15,6 +15,7 @@ packages=(
   mininet              # hosts and links, /usr/bin/mnexec, Python library
   python3 python3-venv # Debian's Python: the one Mininet's library is built for
   iperf3 ethtool iputils-ping netcat-openbsd iproute2 psmisc procps
+  hping3 tcpdump       # forged packets and proof they never arrive
 )
 missing=()
 for p in "${packages[@]}"; do

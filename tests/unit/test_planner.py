@@ -132,7 +132,7 @@ def test_pop_polling_block_only_toward_the_mail_server():
 
 def test_pop_polling_meter_covers_only_pop_to_the_mail_server():
     result = planned(step(Violation.MAIL_POLLING))
-    assert [(m.unit, m.rate, m.burst) for m in result.meters] == [("kbps", 64, 16)]
+    assert [(m.unit, m.rate, m.burst) for m in result.meters] == [("kbps", 64, 32)]
     rules = switch(result)
     assert simulate(rules, 1, ip_packet("10.0.0.1", "10.0.0.252", "tcp", 995)).meters == (7,)
     assert fate(rules, ip_packet("10.0.0.1", "10.0.0.252", "tcp", 110)) == "metered"

@@ -73,7 +73,7 @@ def test_request_actions_are_held_to_the_policy_bounds():
     rules = policy.load()
     spec = policy.action_spec({"action": "rate_limit", "rate": 500, "unit": "kbps"},
                               "action", rules.assets, rules.limits, "request")
-    assert (spec.rate, spec.burst) == (500, 50)
+    assert (spec.rate, spec.burst) == (500, 250)
     with pytest.raises(policy.PolicyError, match="action.rate is 1"):
         policy.action_spec({"action": "rate_limit", "rate": 1, "unit": "kbps"},
                            "action", rules.assets, rules.limits, "request")
