@@ -9,7 +9,7 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from enforcement.flows import (ApplyMeter, FlowRule, GotoTable, MeterSpec, Output,
-                               ToController)
+                               PopVlan, PushVlan, ToController)
 from enforcement.pipeline import COOKIE_NAMESPACE_MASK, COOKIE_NAMESPACE_SHIFT
 
 _ERROR_CODE_PREFIX = {
@@ -53,6 +53,11 @@ def _instructions(rule: FlowRule) -> list:
         elif isinstance(item, ToController):
             actions.append(parser.OFPActionOutput(ofp.OFPP_CONTROLLER,
                                                   ofp.OFPCML_NO_BUFFER))
+        elif isinstance(item, PushVlan):
+            actions += [parser.OFPActionPushVlan(0x8100),
+                        parser.OFPActionSetField(vlan_vid=ofp.OFPVID_PRESENT | item.vid)]
+        elif isinstance(item, PopVlan):
+            actions.append(parser.OFPActionPopVlan())
         elif isinstance(item, GotoTable):
             instructions.append(parser.OFPInstructionGotoTable(item.table_id))
         elif isinstance(item, ApplyMeter):

@@ -18,6 +18,7 @@ _FIELD_ORDER = (
 # Values are kept as OS-Ken takes them: ints, dotted strings, and
 # (address, mask) pairs for masked fields.
 _HEX_FIELDS = {"eth_type"}
+VLAN_PRESENT = 0x1000  # OFPVID_PRESENT: the vlan_vid match bit for "tagged"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +51,23 @@ class ApplyMeter:
         return f"meter:{self.meter_id}"
 
 
-Instruction = GotoTable | Output | ToController | ApplyMeter
+@dataclasses.dataclass(frozen=True)
+class PushVlan:
+    """Tag with a VLAN id (push 802.1Q, then set the id)."""
+    vid: int
+
+    def text(self) -> str:
+        return f"push_vlan:{self.vid}"
+
+
+@dataclasses.dataclass(frozen=True)
+class PopVlan:
+    def text(self) -> str:
+        return "pop_vlan"
+
+
+# Actions (PushVlan, PopVlan, Output, ToController) run in the order listed.
+Instruction = GotoTable | Output | ToController | ApplyMeter | PushVlan | PopVlan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,4 +120,6 @@ def _value_text(name: str, value) -> str:
         return "/".join(str(v) for v in value)
     if name in _HEX_FIELDS:
         return f"0x{value:04x}"
+    if name == "vlan_vid" and isinstance(value, int):
+        return str(value & ~VLAN_PRESENT)
     return str(value)

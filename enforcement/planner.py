@@ -1,8 +1,10 @@
 """Turns one action and the subscriber's location into the narrowest rules.
 
 Pure: no switch, no clock, no store. Every rule sits on the subscriber's
-access switch only, and matches the subscriber's port or address, so no other
-subscriber is touched; each action matches only the traffic it is about.
+access switch, and matches the subscriber's port or address, so no other
+subscriber is touched; each action matches only the traffic it is about. The
+one exception is a quarantine, whose tagged traffic also needs the switches on
+its path to the walled garden (and nothing else there).
 """
 from __future__ import annotations
 
@@ -10,9 +12,13 @@ import dataclasses
 import ipaddress
 
 from enforcement import pipeline
-from enforcement.flows import ApplyMeter, FlowRule, GotoTable, MeterSpec
+from collections.abc import Mapping
+
+from enforcement.flows import (VLAN_PRESENT, ApplyMeter, FlowRule, GotoTable, MeterSpec,
+                               Output, PopVlan, PushVlan)
 from enforcement.model import ActionKind, Location
 from enforcement.policy import ActionSpec, Assets
+from enforcement.routing import Hop
 
 ETH_TYPE_IPV4 = 0x0800
 ETH_TYPE_ARP = 0x0806
@@ -40,7 +46,17 @@ class PlannedRules:
     meters: tuple[MeterSpec, ...]
 
 
-def plan(spec: ActionSpec, target: Target, assets: Assets, cookie: int,
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What some actions need beyond the subscriber: the policy's assets, the
+    quarantine VLAN, and the hops from the access switch to each walled-garden
+    server (keyed by its address), as routing.route computes them."""
+    assets: Assets
+    quarantine_vlan: int = 3999
+    routes: Mapping[str, tuple[Hop, ...]] = dataclasses.field(default_factory=dict)
+
+
+def plan(spec: ActionSpec, target: Target, context: Context, cookie: int,
          meter_id: int) -> PlannedRules:
     builder = {
         ActionKind.BLOCK: _block,
@@ -49,7 +65,7 @@ def plan(spec: ActionSpec, target: Target, assets: Assets, cookie: int,
         ActionKind.CUTOFF: _cutoff,
         ActionKind.ANTI_SPOOFING: _anti_spoofing,
     }[spec.kind]
-    rules, meters = builder(spec, target, assets, _Rules(target.location.dpid, cookie),
+    rules, meters = builder(spec, target, context, _Rules(target.location.dpid, cookie),
                             meter_id)
     return PlannedRules(tuple(dict.fromkeys(rules)), tuple(meters))
 
@@ -58,8 +74,11 @@ class _Rules:
     def __init__(self, dpid: int, cookie: int):
         self.dpid, self.cookie = dpid, cookie
 
-    def drop(self, priority: int, *match) -> FlowRule:
-        return FlowRule(self.dpid, pipeline.TABLE_ENFORCE, priority, self.cookie, match)
+    def drop(self, priority: int, *match, dpid: int | None = None) -> FlowRule:
+        return FlowRule(dpid or self.dpid, pipeline.TABLE_ENFORCE, priority, self.cookie, match)
+
+    def send(self, dpid: int, priority: int, match: tuple, actions: tuple) -> FlowRule:
+        return FlowRule(dpid, pipeline.TABLE_ENFORCE, priority, self.cookie, match, actions)
 
     def allow(self, priority: int, *match) -> FlowRule:
         return FlowRule(self.dpid, pipeline.TABLE_ENFORCE, priority, self.cookie, match,
@@ -85,7 +104,7 @@ def _ip(field: str, network: ipaddress.IPv4Network):
     return (field, (str(network.network_address), str(network.netmask)))
 
 
-def _block(spec: ActionSpec, t: Target, assets: Assets, r: _Rules, meter_id: int):
+def _block(spec: ActionSpec, t: Target, context: Context, r: _Rules, meter_id: int):
     rules = []
     ports = spec.ports or (None,)
     dests = spec.to or (None,)
@@ -109,7 +128,7 @@ def _block(spec: ActionSpec, t: Target, assets: Assets, r: _Rules, meter_id: int
     return rules, []
 
 
-def _rate_limit(spec: ActionSpec, t: Target, assets: Assets, r: _Rules, meter_id: int):
+def _rate_limit(spec: ActionSpec, t: Target, context: Context, r: _Rules, meter_id: int):
     meter = MeterSpec(t.location.dpid, meter_id, spec.unit, spec.rate, spec.burst)
     in_port = ("in_port", t.location.port)
     if spec.protocol == "any" and not spec.to:
@@ -123,28 +142,47 @@ def _rate_limit(spec: ActionSpec, t: Target, assets: Assets, r: _Rules, meter_id
     return rules, [meter]
 
 
-def _quarantine(spec: ActionSpec, t: Target, assets: Assets, r: _Rules, meter_id: int):
+def _quarantine(spec: ActionSpec, t: Target, context: Context, r: _Rules, meter_id: int):
+    assets = context.assets
     port = ("in_port", t.location.port)
     ipv4 = ("eth_type", ETH_TYPE_IPV4)
     mine = ("ipv4_src", t.ip_match)
     to_me = ("ipv4_dst", t.ip_match)
     allow = pipeline.PRIORITY_QUARANTINE_ALLOW
+    deny = pipeline.PRIORITY_QUARANTINE_DENY
+    tagged = ("vlan_vid", VLAN_PRESENT | context.quarantine_vlan)
     rules = [r.allow(allow, port, ("eth_type", ETH_TYPE_ARP), ("arp_spa", t.ip_match))]
     services = [(dns, proto, DNS_PORT) for dns in assets.dns for proto in ("udp", "tcp")]
     services += [(portal, "tcp", p) for portal in assets.named(spec.portal)
                  for p in assets.portal_ports]
     for server, proto, service_port in services:
-        rules.append(r.allow(allow, port, ipv4, mine, _ip("ipv4_dst", server),
-                             *_l4(proto, service_port)))
-        # The answers come back; nothing else reaches the subscriber.
+        address = str(server.network_address)
+        hops = context.routes[address]
+        first, *rest = hops
+        to_server = ("ipv4_dst", address)
+        # At the access switch the request is tagged and sent toward the
+        # walled garden along the computed path, not through forwarding.
+        rules.append(r.send(first.dpid, allow, (port, ipv4, mine, to_server,
+                                                *_l4(proto, service_port)),
+                            (PushVlan(context.quarantine_vlan), Output(first.out_port))
+                            if rest else (Output(first.out_port),)))
+        for i, hop in enumerate(rest):
+            last = i == len(rest) - 1
+            rules.append(r.send(hop.dpid, allow, (("in_port", hop.in_port), tagged, ipv4,
+                                                  to_server),
+                                (PopVlan(), Output(hop.out_port)) if last
+                                else (Output(hop.out_port),)))
+            # Tagged traffic goes nowhere but the walled garden.
+            rules.append(r.drop(deny, tagged, dpid=hop.dpid))
+        # The answers come back through ordinary forwarding; nothing else
+        # reaches the subscriber.
         rules.append(r.allow(allow, ipv4, _ip("ipv4_src", server), to_me,
                              *_l4(proto, service_port, side="src")))
-    deny = pipeline.PRIORITY_QUARANTINE_DENY
     rules += [r.drop(deny, port), r.drop(deny, ipv4, to_me)]
     return rules, []
 
 
-def _cutoff(spec: ActionSpec, t: Target, assets: Assets, r: _Rules, meter_id: int):
+def _cutoff(spec: ActionSpec, t: Target, context: Context, r: _Rules, meter_id: int):
     p = pipeline.PRIORITY_CUTOFF
     return [r.drop(p, ("in_port", t.location.port)),
             r.drop(p, ("eth_dst", t.location.mac)),
@@ -152,7 +190,8 @@ def _cutoff(spec: ActionSpec, t: Target, assets: Assets, r: _Rules, meter_id: in
             r.drop(p, ("eth_type", ETH_TYPE_ARP), ("arp_tpa", t.ip_match))], []
 
 
-def _anti_spoofing(spec: ActionSpec, t: Target, assets: Assets, r: _Rules, meter_id: int):
+def _anti_spoofing(spec: ActionSpec, t: Target, context: Context, r: _Rules,
+                   meter_id: int):
     port = ("in_port", t.location.port)
     mac = ("eth_src", t.location.mac)
     allow = pipeline.PRIORITY_ANTISPOOF_ALLOW

@@ -119,6 +119,8 @@ class Policy:
     limits: Limits
     assets: Assets
     violations: dict  # Violation -> Rung
+    # VLAN id that quarantined traffic carries on its way to the walled garden.
+    quarantine_vlan: int = 3999
 
     def rung(self, violation: Violation) -> Rung:
         return self.violations[violation]
@@ -145,7 +147,7 @@ def load(path: str | pathlib.Path | None = None) -> Policy:
 
 def parse(data: dict, source: str = "policy") -> Policy:
     reader = _Reader(source)
-    _known(reader, data, "", {"escalation", "limits", "assets", "violations"})
+    _known(reader, data, "", {"escalation", "limits", "assets", "violations", "quarantine"})
     escalation = reader.table(data, "escalation")
     window_days = reader.integer(escalation, "escalation.window_days", 0, 3650)
     limits_data = reader.table(data, "limits")
@@ -164,6 +166,14 @@ def parse(data: dict, source: str = "policy") -> Policy:
     assets = Assets(
         **{name: reader.networks(assets_data, f"assets.{name}") for name in ASSET_LISTS},
         portal_ports=reader.ports(assets_data, "assets.portal_ports"))
+    for name in ("dns", "portal", "billing_portal"):
+        # Quarantined traffic is steered to each of these hosts.
+        if any(net.prefixlen != 32 for net in getattr(assets, name)):
+            reader.fail(f"assets.{name}", "must list single addresses (no prefixes): "
+                        "quarantined traffic is steered to each of them")
+    quarantine = reader.table(data, "quarantine")
+    _known(reader, quarantine, "quarantine.", {"vlan"})
+    vlan = reader.integer(quarantine, "quarantine.vlan", 1, 4094)
     violations_data = reader.table(data, "violations")
     known = {v.value for v in Violation}
     for name in violations_data:
@@ -186,7 +196,7 @@ def parse(data: dict, source: str = "policy") -> Policy:
         violations[violation] = Rung(violation, clause, tuple(
             action_spec(step, f"{where}.ladder[{i}]", assets, limits, source)
             for i, step in enumerate(ladder)))
-    return Policy(window_days * 86400, limits, assets, violations)
+    return Policy(window_days * 86400, limits, assets, violations, vlan)
 
 
 def action_spec(step: dict, where: str, assets: Assets, limits: Limits,

@@ -14,11 +14,11 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from enforcement import pipeline, planner
+from enforcement import pipeline, planner, routing
 from enforcement.desired import SwitchState
 from enforcement.errors import (AlreadyExists, FailedPrecondition, NotFound,
                                 SwitchError)
-from enforcement.model import (Action, Decision, Enforcement, Escalation,
+from enforcement.model import (Action, ActionKind, Decision, Enforcement, Escalation,
                                Location, Proposal, State, TopologyView)
 from enforcement.policy import Policy
 
@@ -72,11 +72,12 @@ class EnforcementService:
                 created_at=now, updated_at=now)
             self._save(record)
             try:
-                self._sync(record.location.dpid)
+                self._sync_switches(_switches(record))
             except SwitchError as exc:
                 LOG.error("enforcement %s failed: %s", record.id, exc)
-                return self._save(record.moved_to(
-                    State.FAILED, str(exc), self._clock()))
+                failed = self._save(record.moved_to(State.FAILED, str(exc), self._clock()))
+                self._sync_switches(_switches(record), best_effort=True)
+                return failed
             LOG.info("enforcement %s active: %s on %016x port %d (%s)", record.id,
                      record.action.description, record.location.dpid,
                      record.location.port, record.escalation.reason)
@@ -88,18 +89,20 @@ class EnforcementService:
             record = self.get(enforcement_id)
             if record.state is not State.ACTIVE:
                 return record
-            if not self._network.is_connected(record.location.dpid):
-                raise FailedPrecondition(
-                    f"switch {record.location.dpid:016x} holding {record.id} "
-                    "is not connected; try again when it is")
+            for dpid in _switches(record):
+                if not self._network.is_connected(dpid):
+                    raise FailedPrecondition(
+                        f"switch {dpid:016x} holding rules of {record.id} "
+                        "is not connected; try again when it is")
             lifted = record.moved_to(State.LIFTED, reason or "lifted", self._clock())
             self._save(lifted)
             try:
-                self._sync(record.location.dpid)
+                self._sync_switches(_switches(record))
             except SwitchError as exc:
                 self._save(record)
+                self._sync_switches(_switches(record), best_effort=True)
                 raise FailedPrecondition(
-                    f"the switch did not confirm removing {record.id}: {exc}"
+                    f"the switches did not confirm removing {record.id}: {exc}"
                 ) from exc
             LOG.info("enforcement %s lifted: %s", record.id, reason)
             return lifted
@@ -133,13 +136,24 @@ class EnforcementService:
         """All enforcement state a switch must hold: every active enforcement,
         and the pending one being applied, oldest first."""
         live = sorted((r for r in self._by_id.values()
-                       if r.state in (State.ACTIVE, State.PENDING)
-                       and r.location.dpid == dpid), key=lambda r: r.created_at)
-        return SwitchState.of([rule for r in live for rule in r.rules],
-                              [meter for r in live for meter in r.meters])
+                       if r.state in (State.ACTIVE, State.PENDING)),
+                      key=lambda r: r.created_at)
+        return SwitchState.of([rule for r in live for rule in r.rules if rule.dpid == dpid],
+                              [m for r in live for m in r.meters if m.dpid == dpid])
 
     def _sync(self, dpid: int) -> None:
         self._network.sync(dpid, self._desired(dpid), self._switch_timeout)
+
+    def _sync_switches(self, dpids: list[int], best_effort: bool = False) -> None:
+        """Brings each switch to its desired state. best_effort: after a
+        failure, put back what the others held, logging what cannot be."""
+        for dpid in dpids:
+            try:
+                self._sync(dpid)
+            except SwitchError as exc:
+                if not best_effort:
+                    raise
+                LOG.error("switch %016x: could not restore its enforcements: %s", dpid, exc)
 
     def topology(self) -> tuple[TopologyView, dict[str, list[str]]]:
         """The network, plus active enforcement ids per subscriber IP."""
@@ -166,11 +180,33 @@ class EnforcementService:
         escalation, spec = self._escalate(decision)
         ip = decision.subscriber.ip
         target = planner.Target(where, ip, decision.scope or ipaddress.IPv4Network(ip))
+        context = planner.Context(self.policy.assets, self.policy.quarantine_vlan,
+                                  self._walled_garden_routes(spec, where))
         cookie = pipeline.enforcement_cookie(self._next_serial)
-        planned = planner.plan(spec, target, self.policy.assets, cookie,
-                               meter_id=self._next_serial)
+        planned = planner.plan(spec, target, context, cookie, meter_id=self._next_serial)
+        for dpid in sorted({r.dpid for r in planned.rules} - {where.dpid}):
+            if not self._network.is_connected(dpid):
+                raise FailedPrecondition(
+                    f"switch {dpid:016x} on the path to the walled garden is not "
+                    "connected; nothing was changed")
         action = Action(spec.kind, spec.describe(str(decision.scope or ip)))
         return Proposal(action, where, escalation, cookie, planned.rules, planned.meters)
+
+    def _walled_garden_routes(self, spec, where: Location) -> dict:
+        if spec.kind is not ActionKind.QUARANTINE:
+            return {}
+        view = self._network.topology()
+        servers = [*self.policy.assets.dns, *self.policy.assets.named(spec.portal)]
+        routes = {}
+        for server in servers:
+            address = str(server.network_address)
+            try:
+                routes[address] = routing.route(view, where.dpid, address)
+            except routing.NoRoute as exc:
+                raise FailedPrecondition(
+                    f"cannot quarantine: walled-garden server {exc}; nothing was changed"
+                ) from None
+        return routes
 
     def _guard(self, decision: Decision) -> None:
         """Protected assets can never be enforced against, and a scope wider
@@ -240,3 +276,9 @@ class EnforcementService:
         self._by_id[record.id] = record
         self._by_request[record.decision.request_id] = record.id
         return record
+
+
+def _switches(record: Enforcement) -> list[int]:
+    """Every switch an enforcement has state on, access switch first."""
+    others = {r.dpid for r in record.rules} | {m.dpid for m in record.meters}
+    return [record.location.dpid, *sorted(others - {record.location.dpid})]

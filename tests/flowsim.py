@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 
-from enforcement.flows import ApplyMeter, FlowRule, GotoTable, Output, ToController
+from enforcement.flows import (VLAN_PRESENT, ApplyMeter, FlowRule, GotoTable, Output,
+                               PopVlan, PushVlan, ToController)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,6 +20,7 @@ class Verdict:
     port: int | None = None
     rule: FlowRule | None = None
     meters: tuple[int, ...] = ()  # meters the packet went through
+    vlan: int | None = None  # the VLAN id the packet leaves with
 
     @property
     def forwarded(self) -> bool:
@@ -38,6 +40,8 @@ def _matches(rule: FlowRule, packet: dict) -> bool:
 
 
 def simulate(rules, dpid: int, packet: dict) -> Verdict:
+    """A packet with "vlan_vid" set (to VLAN_PRESENT | id) arrives tagged."""
+    packet = dict(packet)
     table = 0
     meters: list[int] = []
     for _ in range(255):
@@ -54,10 +58,15 @@ def simulate(rules, dpid: int, packet: dict) -> Verdict:
         goto = next((i for i in best.instructions if isinstance(i, GotoTable)), None)
         meters += [i.meter_id for i in best.instructions if isinstance(i, ApplyMeter)]
         for item in best.instructions:
+            if isinstance(item, PushVlan):
+                packet["vlan_vid"] = VLAN_PRESENT | item.vid
+            elif isinstance(item, PopVlan):
+                packet.pop("vlan_vid", None)
+            vlan = packet["vlan_vid"] & ~VLAN_PRESENT if "vlan_vid" in packet else None
             if isinstance(item, Output):
-                return Verdict("output", item.port, best, tuple(meters))
+                return Verdict("output", item.port, best, tuple(meters), vlan)
             if isinstance(item, ToController):
-                return Verdict("controller", None, best, tuple(meters))
+                return Verdict("controller", None, best, tuple(meters), vlan)
         if goto is None:
             return Verdict("dropped", None, best, tuple(meters))
         assert goto.table_id > table, "goto_table must move forward"

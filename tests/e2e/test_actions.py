@@ -62,14 +62,18 @@ def request(lab, src, violation, request_id, action=None):
 
 
 @contextlib.contextmanager
-def enforced(lab, message):
-    """Applies a decision, checks it is active and placed only on the
-    subscriber's access switch, and lifts it afterwards."""
+def enforced(lab, message, placed_on=("s2",)):
+    """Applies a decision, checks it is active and placed only where it must
+    be (the subscriber's access switch, plus a quarantine's path), and lifts
+    it afterwards."""
     enforcement = lab.stub.Apply(message)
     assert enforcement.state == pb.STATE_ACTIVE, enforcement.state_reason
     cookie = enforcement.rules[0].cookie
     placement = {sw: len(harness.flows_with_cookie(sw, cookie)) for sw in SWITCHES}
-    assert placement == {"s1": 0, "s2": len(enforcement.rules), "s3": 0, "s9": 0}, placement
+    planned = {sw: sum(1 for r in enforcement.rules if r.datapath_id == int(sw[1:]))
+               for sw in SWITCHES}
+    assert placement == planned, placement
+    assert {sw for sw, n in placement.items() if n} == set(placed_on), placement
     try:
         yield enforcement
     finally:
@@ -141,8 +145,12 @@ def test_icmp_meter_cuts_a_ping_flood_while_tcp_is_untouched(lab):
 
 
 def test_quarantine_leaves_only_dns_and_the_portal(lab):
-    with enforced(lab, request(lab, "h1", pb.VIOLATION_MALWARE, "quarantine-1")) as e:
+    # Tagged at s2, steered through s1, untagged at s9 where dns and portal are.
+    with enforced(lab, request(lab, "h1", pb.VIOLATION_MALWARE, "quarantine-1"),
+                  placed_on=("s2", "s1", "s9")) as e:
         assert e.action.kind == pb.ACTION_KIND_QUARANTINE
+        steered = harness.flows_with_cookie("s1", e.rules[0].cookie)
+        assert any("dl_vlan=3999" in f for f in steered), steered
         h1 = lab.host("h1")
         assert harness.udp_answers(h1, lab.host("dns").IP(), 53)
         assert connects(lab, "h1", "dns", 53)
@@ -223,11 +231,12 @@ def test_plan_equals_what_apply_installs(lab):
     before = {sw: harness.dump_flows(sw) for sw in SWITCHES}
     plan = lab.stub.Plan(message)
     assert {sw: harness.dump_flows(sw) for sw in SWITCHES} == before
-    with enforced(lab, message) as enforcement:
+    with enforced(lab, message, placed_on=("s2", "s1", "s9")) as enforcement:
         assert list(plan.rules) == list(enforcement.rules)
         assert plan.action == enforcement.action
-        installed = harness.flows_with_cookie("s2", enforcement.rules[0].cookie)
-        assert len(installed) == len(plan.rules)
+        installed = sum(len(harness.flows_with_cookie(sw, enforcement.rules[0].cookie))
+                        for sw in SWITCHES)
+        assert installed == len(plan.rules)
 
 
 def test_protected_assets_are_refused_and_nothing_changes(lab):

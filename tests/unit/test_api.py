@@ -8,7 +8,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from enforcement import policy
 from enforcement.api import SERVICE_NAME, create_server
 from enforcement.errors import SwitchError
-from enforcement.model import Location, TopologyView
+from enforcement.model import HostView, LinkView, Location, SwitchView, TopologyView
 from enforcement.service import EnforcementService
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
@@ -38,7 +38,12 @@ class RecordingNetwork:
         return {rule for state in self.state.values() for rule in state.rules.values()}
 
     def topology(self):
-        return TopologyView((), (), ())
+        # dns and portal behind switch 2, reached from switch 1 through port 3
+        return TopologyView(
+            (SwitchView(1, ()), SwitchView(2, ())),
+            (LinkView(1, 3, 2, 3), LinkView(2, 3, 1, 3)),
+            (HostView("00:00:00:00:00:fa", "10.0.0.250", 2, 5),
+             HostView("00:00:00:00:00:fb", "10.0.0.251", 2, 6)))
 
 
 @pytest.fixture

@@ -7,12 +7,23 @@ import pytest
 from controller.forwarding import base_rules, learned_rule
 from enforcement import pipeline
 from enforcement.desired import SwitchState, diff
-from enforcement.model import ActionKind, Location, Violation
-from enforcement.planner import Target, plan
+from enforcement.flows import VLAN_PRESENT
+from enforcement.model import (ActionKind, HostView, LinkView, Location, SwitchView,
+                               TopologyView, Violation)
+from enforcement.planner import Context, Target, plan
 from enforcement.policy import ActionSpec, load
+from enforcement.routing import route
 from flowsim import simulate
 
 POLICY = load()
+# s1 (access: h1 port 1, h2 port 2) --port 3 / port 3-- s2 (dns port 1, portal port 2)
+VIEW = TopologyView(
+    switches=(SwitchView(1, ()), SwitchView(2, ())),
+    links=(LinkView(1, 3, 2, 3), LinkView(2, 3, 1, 3)),
+    hosts=(HostView("00:00:00:00:00:fa", "10.0.0.250", 2, 1),
+           HostView("00:00:00:00:00:fb", "10.0.0.251", 2, 2)))
+CONTEXT = Context(POLICY.assets, POLICY.quarantine_vlan,
+                  {ip: route(VIEW, 1, ip) for ip in ("10.0.0.250", "10.0.0.251")})
 H1 = Location(dpid=1, port=1, mac="00:00:00:00:00:01")
 MACS = {"10.0.0.1": ("00:00:00:00:00:01", 1), "10.0.0.2": ("00:00:00:00:00:02", 2),
         "10.0.0.3": ("00:00:00:00:00:03", 3), "10.0.0.250": ("00:00:00:00:00:fa", 3),
@@ -25,7 +36,7 @@ def target(ip="10.0.0.1", scope=None):
 
 
 def planned(spec, serial=7, t=None):
-    return plan(spec, t or target(), POLICY.assets, pipeline.enforcement_cookie(serial), serial)
+    return plan(spec, t or target(), CONTEXT, pipeline.enforcement_cookie(serial), serial)
 
 
 def switch(*plans):
@@ -71,9 +82,13 @@ def test_every_step_of_every_ladder_plans_narrow_rules(violation, n):
     assert result.rules
     cookie = pipeline.enforcement_cookie(7)
     for rule in result.rules:
-        assert rule.dpid == 1 and rule.cookie == cookie
+        assert rule.cookie == cookie
         assert rule.table_id in (pipeline.TABLE_ENFORCE, pipeline.TABLE_METER)
         match = dict(rule.match)
+        if rule.dpid != 1:
+            # Beyond the access switch: only a quarantine's tagged traffic.
+            assert match["vlan_vid"] == VLAN_PRESENT | POLICY.quarantine_vlan, rule
+            continue
         # Every rule is about the subscriber: its port, or its own addresses.
         assert (match.get("in_port") == 1 or match.get("ipv4_dst") == "10.0.0.1"
                 or match.get("eth_dst") == H1.mac or match.get("arp_tpa") == "10.0.0.1"), rule
@@ -175,6 +190,23 @@ def test_quarantine_reaches_dns_and_portal_only_and_only_their_answers_come_back
     assert fate(rules, ip_packet("10.0.0.250", "10.0.0.1", "tcp", 22, sport=40000)) == "dropped"
     # a forged source cannot use the allow-list
     assert fate(rules, ip_packet("10.0.0.9", "10.0.0.250", "udp", 53, in_port=1)) == "dropped"
+
+
+def test_quarantined_requests_are_tagged_and_steered_to_the_walled_garden():
+    result = planned(step(Violation.MALWARE))
+    vlan = POLICY.quarantine_vlan
+    at_access = simulate(switch(result), 1, ip_packet("10.0.0.1", "10.0.0.251", "tcp", 443))
+    assert (at_access.outcome, at_access.port, at_access.vlan) == ("output", UPLINK, vlan)
+    s2 = [r for r in result.rules if r.dpid == 2]
+    assert {r.dpid for r in result.rules} == {1, 2}
+    arriving = {**ip_packet("10.0.0.1", "10.0.0.251", "tcp", 443), "in_port": 3,
+                "vlan_vid": VLAN_PRESENT | vlan}
+    at_garden = simulate(s2, 2, arriving)
+    assert (at_garden.outcome, at_garden.port, at_garden.vlan) == ("output", 2, None)
+    to_dns = simulate(s2, 2, {**arriving, "ipv4_dst": "10.0.0.250"})
+    assert (to_dns.outcome, to_dns.port) == ("output", 1)
+    # tagged traffic for anywhere else dies at the garden's switch
+    assert simulate(s2, 2, {**arriving, "ipv4_dst": "10.0.0.3"}).outcome == "dropped"
 
 
 def test_non_payment_quarantine_points_to_the_billing_portal():

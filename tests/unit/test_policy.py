@@ -49,6 +49,8 @@ def broken(mutate):
      "violations.spam.ladder[0].to entry 'nowhere'"),
     (lambda d: d["violations"]["spam"].update(ladder=[]), "violations.spam.ladder"),
     (lambda d: d["assets"].update(dns=["10.0.0.300"]), "assets.dns"),
+    (lambda d: d["assets"].update(portal=["10.0.1.0/24"]), "assets.portal must list single"),
+    (lambda d: d["quarantine"].update(vlan=5000), "quarantine.vlan"),
     (lambda d: d["escalation"].update(window_days="ninety"), "escalation.window_days"),
     (lambda d: d["violations"]["spam"]["ladder"][0].update(protocol="any", ports=[]),
      "that is a cutoff"),

@@ -1,0 +1,55 @@
+"""Paths through the switch graph, for steering quarantined traffic.
+
+Pure: built from a TopologyView (what the controller discovered), with
+networkx doing the graph work.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import networkx as nx
+
+from enforcement.model import TopologyView
+
+
+@dataclasses.dataclass(frozen=True)
+class Hop:
+    dpid: int
+    in_port: int | None  # None on the first hop: the subscriber's own port
+    out_port: int
+
+
+class NoRoute(LookupError):
+    pass
+
+
+def switch_graph(view: TopologyView) -> nx.Graph:
+    graph = nx.Graph()
+    graph.add_nodes_from(s.dpid for s in view.switches)
+    for link in view.links:
+        # LLDP reports each direction; a link counts once both ends are known.
+        graph.add_edge(link.src_dpid, link.dst_dpid,
+                       ports={link.src_dpid: link.src_port, link.dst_dpid: link.dst_port})
+    return graph
+
+
+def route(view: TopologyView, from_dpid: int, to_ip: str) -> tuple[Hop, ...]:
+    """The hops from a switch to the port a host (by IP) is attached to."""
+    host = next((h for h in view.hosts if h.ip == to_ip), None)
+    if host is None:
+        raise NoRoute(f"{to_ip} has not been seen on any switch")
+    graph = switch_graph(view)
+    try:
+        # Ties broken by dpid so that the same topology always gives the same path.
+        path = min(nx.all_shortest_paths(graph, from_dpid, host.dpid), key=tuple)
+    except (nx.NetworkXNoPath, nx.NodeNotFound):
+        raise NoRoute(f"no path from switch {from_dpid:016x} to {to_ip} "
+                      f"at switch {host.dpid:016x}") from None
+    hops = []
+    in_port = None
+    for here, there in zip(path, path[1:]):
+        ports = graph.edges[here, there]["ports"]
+        hops.append(Hop(here, in_port, ports[here]))
+        in_port = ports[there]
+    hops.append(Hop(host.dpid, in_port, host.port))
+    return tuple(hops)

@@ -1,0 +1,37 @@
+import pytest
+
+from enforcement.model import HostView, LinkView, SwitchView, TopologyView
+from enforcement.routing import Hop, NoRoute, route
+
+
+def view(links, hosts):
+    dpids = {l[0] for l in links} | {l[2] for l in links} | {h[2] for h in hosts}
+    both_ways = [LinkView(*l) for l in links] + [LinkView(l[2], l[3], l[0], l[1]) for l in links]
+    return TopologyView(tuple(SwitchView(d, ()) for d in sorted(dpids)), tuple(both_ways),
+                        tuple(HostView(f"00:00:00:00:00:{i:02x}", ip, d, p)
+                              for i, (ip, _, d, p) in enumerate(hosts)))
+
+
+ISP = view([(2, 3, 1, 1), (3, 3, 1, 2), (9, 5, 1, 3)], [("10.0.0.251", None, 9, 2)])
+
+
+def test_hops_from_access_switch_to_the_servers_port():
+    assert route(ISP, 2, "10.0.0.251") == (Hop(2, None, 3), Hop(1, 1, 3), Hop(9, 5, 2))
+
+
+def test_same_switch_is_a_single_hop():
+    assert route(ISP, 9, "10.0.0.251") == (Hop(9, None, 2),)
+
+
+def test_equal_paths_are_chosen_the_same_way_every_time():
+    ring = view([(1, 1, 2, 1), (2, 2, 4, 1), (1, 2, 3, 1), (3, 2, 4, 2)],
+                [("10.0.0.251", None, 4, 9)])
+    assert [h.dpid for h in route(ring, 1, "10.0.0.251")] == [1, 2, 4]
+
+
+def test_unknown_host_or_no_path_is_said():
+    with pytest.raises(NoRoute, match="has not been seen"):
+        route(ISP, 2, "10.0.0.99")
+    island = view([(2, 3, 1, 1)], [("10.0.0.251", None, 7, 1)])
+    with pytest.raises(NoRoute, match="no path"):
+        route(island, 2, "10.0.0.251")
