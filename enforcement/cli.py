@@ -7,6 +7,7 @@ Talks to the controller's gRPC API. Exit codes scripts can trust: 0 done,
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import uuid
 
@@ -33,8 +34,11 @@ def _print_enforcement(e: pb.Enforcement) -> None:
     print(f"action:    {_name(pb.ActionKind, e.action.kind, 'ACTION_KIND_')}: "
           f"{e.action.description}")
     print(f"state:     {_name(pb.State, e.state, 'STATE_')} ({e.state_reason})")
+    print(f"step:      {e.escalation.step} of {e.escalation.of_steps}: {e.escalation.reason}")
     for rule in e.rules:
         print(f"rule:      {rule.text}")
+    for meter in e.meters:
+        print(f"meter:     {meter.text}")
 
 
 def _table(rows: list[list[str]], header: list[str]) -> None:
@@ -43,15 +47,34 @@ def _table(rows: list[list[str]], header: list[str]) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
-def _apply(stub, args):
-    request = pb.ApplyRequest(
+def _apply_request(args) -> pb.ApplyRequest:
+    return pb.ApplyRequest(
         request_id=args.request_id or f"cli-{uuid.uuid4().hex}",
         case_id=args.case, reason=args.reason,
         subscriber=pb.Subscriber(ip=args.ip, mac=args.mac or ""),
         violation=_VIOLATIONS[args.violation])
-    result = stub.Apply(request, timeout=args.timeout)
+
+
+def _apply(stub, args):
+    result = stub.Apply(_apply_request(args), timeout=args.timeout)
     _print_enforcement(result)
     return 0 if result.state == pb.STATE_ACTIVE else 1
+
+
+def _plan(stub, args):
+    plan = stub.Plan(_apply_request(args), timeout=args.timeout)
+    print(f"action:    {_name(pb.ActionKind, plan.action.kind, 'ACTION_KIND_')}: "
+          f"{plan.action.description}")
+    print(f"where:     switch {plan.location.datapath_id:016x} port {plan.location.port}")
+    print(f"step:      {plan.escalation.step} of {plan.escalation.of_steps}: "
+          f"{plan.escalation.reason}")
+    print(f"clause:    {plan.escalation.clause}")
+    print(f"a repeat:  {plan.escalation.next_action}")
+    for rule in plan.rules:
+        print(f"rule:      {rule.text}")
+    for meter in plan.meters:
+        print(f"meter:     {meter.text}")
+    return 0
 
 
 def _lift(stub, args):
@@ -100,14 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds before giving up on a call. Default: %(default)s")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    apply = commands.add_parser("apply", help="enforce a decision")
-    apply.add_argument("--ip", required=True, help="subscriber IPv4 address")
-    apply.add_argument("--violation", required=True, choices=sorted(_VIOLATIONS))
-    apply.add_argument("--case", required=True, help="case id")
-    apply.add_argument("--reason", default="")
-    apply.add_argument("--mac", help="subscriber MAC, checked against what was seen")
-    apply.add_argument("--request-id", help="idempotency key (default: a new one)")
-    apply.set_defaults(run=_apply)
+    for name, run, text in (("apply", _apply, "enforce a decision"),
+                            ("plan", _plan, "what apply would do, changing nothing")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--ip", required=True, help="subscriber IPv4 address")
+        command.add_argument("--violation", required=True, choices=sorted(_VIOLATIONS))
+        command.add_argument("--case", required=True, help="case id")
+        command.add_argument("--reason", default="")
+        command.add_argument("--mac", help="subscriber MAC, checked against what was seen")
+        command.add_argument("--request-id", help="idempotency key (default: a new one)")
+        command.set_defaults(run=run)
 
     lift = commands.add_parser("lift", help="lift an enforcement")
     lift.add_argument("id")
@@ -131,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Piped into head or less: stop quietly when the reader goes away.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = build_parser().parse_args(argv)
     with grpc.insecure_channel(args.server) as channel:
         stub = pb_grpc.EnforcementServiceStub(channel)

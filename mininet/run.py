@@ -24,6 +24,9 @@ import topologies  # noqa: E402
 
 
 def build_topo(args):
+    if args.topo == "isp":
+        return topologies.IspTopo(access=args.access,
+                                  subscribers_per_switch=args.hosts_per_switch)
     if args.topo == "single":
         return topologies.SingleSwitchTopo(hosts=args.hosts)
     if args.topo == "linear":
@@ -34,10 +37,13 @@ def build_topo(args):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--topo", choices=["single", "linear", "tree"], default="linear")
+    parser.add_argument("--topo", choices=["isp", "single", "linear", "tree"], default="isp",
+                        help="isp (default): subscribers on access switches behind an "
+                             "aggregation switch, plus dns, portal, mail and inet hosts")
+    parser.add_argument("--access", type=int, default=2, help="isp: access switches")
     parser.add_argument("--hosts", type=int, default=3, help="single: hosts")
     parser.add_argument("--switches", type=int, default=2, help="linear: switches")
-    parser.add_argument("--hosts-per-switch", type=int, default=2, help="linear")
+    parser.add_argument("--hosts-per-switch", type=int, default=2, help="isp, linear")
     parser.add_argument("--depth", type=int, default=2, help="tree")
     parser.add_argument("--fanout", type=int, default=2, help="tree")
     parser.add_argument("--grpc-listen", default="127.0.0.1:50051")
@@ -47,8 +53,11 @@ def main() -> int:
     parser.add_argument("--no-cli", action="store_true",
                         help="never open the Mininet CLI; wait for Ctrl-C")
     args = parser.parse_args()
-    if min(args.hosts, args.switches, args.hosts_per_switch, args.depth, args.fanout) < 1:
+    if min(args.hosts, args.switches, args.hosts_per_switch, args.depth, args.fanout,
+           args.access) < 1:
         parser.error("topology sizes must be at least 1")
+    if args.topo == "isp" and args.access * args.hosts_per_switch > 199:
+        parser.error("isp: at most 199 subscribers (10.0.0.1-199)")
 
     # SIGTERM unwinds like Ctrl-C, so the network is always torn down.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -65,12 +74,14 @@ def main() -> int:
         lab.wait_switches_connected(net)
         print(f"{len(net.switches)} switches connected; discovering links and hosts...",
               flush=True)
-        expected_links = 2 * (len(topo.links()) - len(net.hosts))
+        expected_links = 2 * (len(topo.links()) - len(net.hosts))  # both directions
         lab.wait_until(lambda: _links(grpc_address) >= expected_links, 30,
                        f"{expected_links} discovered links")
         loss = net.pingAll(timeout=2)
         print(f"reachability check: {loss:.0f}% loss", flush=True)
-        first = net.hosts[0]
+        _start_services(net)
+        subscribers = [h for h in net.hosts if h.name.startswith("h")]
+        first = subscribers[0] if subscribers else net.hosts[0]
         print(f"""
 Ready. Hosts: {', '.join(f'{h.name}={h.IP()}' for h in net.hosts)}
 Send a first decision (block port 25 for {first.name}):
@@ -92,6 +103,17 @@ Lift it: .venv/bin/enforcementctl --server {grpc_address} lift <id>
         controller.stop()
         lab.cleanup()
     return 0
+
+
+def _start_services(net) -> None:
+    """Stand-ins for the provider's services, so decisions can be tried with
+    real connections (nc -z, the udp probe) from the Mininet CLI."""
+    names = {h.name for h in net.hosts}
+    for name, tcp, udp in (("dns", (53,), (53,)), ("portal", (80, 443), ()),
+                           ("mail", (25, 110, 995), ()), ("inet", (25, 80, 443, 587), ())):
+        if name in names:
+            lab.start_listener(net.get(name), tcp, udp)
+            print(f"{name} answers on TCP {tcp}" + (f", UDP {udp}" if udp else ""), flush=True)
 
 
 def _interrupt(*_):

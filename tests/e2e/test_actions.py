@@ -181,6 +181,23 @@ def test_cutoff_stops_everything_in_and_out(lab):
     assert pings(lab, "h1", "h2") and connects(lab, "h3", "h1", 80)
 
 
+def test_cutoff_supersedes_quarantine_and_lifting_it_restores_the_quarantine(lab):
+    h1, dns = lab.host("h1"), lab.host("dns")
+    with enforced(lab, request(lab, "h1", pb.VIOLATION_PHISHING, "stack-q"),
+                  placed_on=("s2", "s1", "s9")):
+        assert harness.udp_answers(h1, dns.IP(), 53)
+        cutoff = lab.stub.Apply(request(lab, "h1", pb.VIOLATION_ROKSO_LISTED, "stack-c"))
+        assert cutoff.state == pb.STATE_ACTIVE
+        assert not harness.udp_answers(h1, dns.IP(), 53)
+        assert not connects(lab, "h1", "portal", 80)
+        lab.stub.Lift(pb.LiftRequest(id=cutoff.id))
+        # back to exactly the quarantine: the garden answers, nothing else does
+        assert harness.udp_answers(h1, dns.IP(), 53)
+        assert connects(lab, "h1", "portal", 80)
+        assert not connects(lab, "h1", "inet", 80)
+    assert connects(lab, "h1", "inet", 80)
+
+
 def forged_arrivals(lab, src, forged_ip, dst="inet", port=80, count=5) -> int:
     """Sends `count` TCP SYNs from src with a forged source address and counts
     how many reach dst (captured on dst's own interface)."""
