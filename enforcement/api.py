@@ -30,7 +30,6 @@ _STATUS = {
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    errors.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
     errors.SwitchError: grpc.StatusCode.UNAVAILABLE,
 }
 

@@ -23,7 +23,3 @@ class AlreadyExists(EnforcementError):
 
 class SwitchError(EnforcementError):
     """The switch refused a change or did not confirm it in time."""
-
-
-class Unimplemented(EnforcementError):
-    """The request is valid but this controller cannot carry it out yet."""
