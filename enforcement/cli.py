@@ -31,10 +31,17 @@ def _print_enforcement(e: pb.Enforcement) -> None:
           f"{' (' + e.location.mac + ')' if e.location.mac else ''}"
           f" at switch {e.location.datapath_id:016x} port {e.location.port}")
     print(f"violation: {_name(pb.Violation, e.violation, 'VIOLATION_')}")
+    print(f"state:     {_name(pb.State, e.state, 'STATE_')} ({e.state_reason})")
+    _print_outcome(e)
+
+
+def _print_outcome(e: pb.Enforcement | pb.Plan) -> None:
+    """What an enforcement or a plan does, and why that step."""
     print(f"action:    {_name(pb.ActionKind, e.action.kind, 'ACTION_KIND_')}: "
           f"{e.action.description}")
-    print(f"state:     {_name(pb.State, e.state, 'STATE_')} ({e.state_reason})")
     print(f"step:      {e.escalation.step} of {e.escalation.of_steps}: {e.escalation.reason}")
+    print(f"clause:    {e.escalation.clause}")
+    print(f"a repeat:  {e.escalation.next_action}")
     for rule in e.rules:
         print(f"rule:      {rule.text}")
     for meter in e.meters:
@@ -63,17 +70,8 @@ def _apply(stub, args):
 
 def _plan(stub, args):
     plan = stub.Plan(_apply_request(args), timeout=args.timeout)
-    print(f"action:    {_name(pb.ActionKind, plan.action.kind, 'ACTION_KIND_')}: "
-          f"{plan.action.description}")
     print(f"where:     switch {plan.location.datapath_id:016x} port {plan.location.port}")
-    print(f"step:      {plan.escalation.step} of {plan.escalation.of_steps}: "
-          f"{plan.escalation.reason}")
-    print(f"clause:    {plan.escalation.clause}")
-    print(f"a repeat:  {plan.escalation.next_action}")
-    for rule in plan.rules:
-        print(f"rule:      {rule.text}")
-    for meter in plan.meters:
-        print(f"meter:     {meter.text}")
+    _print_outcome(plan)
     return 0
 
 

@@ -4,6 +4,8 @@ Topology (topologies.LinearTopo(2, 2)): h1, h2 on s1; h3, h4 on s2. The
 subscriber is h1. Everything is shown with real TCP handshakes; flow dumps only
 confirm placement.
 """
+import re
+
 import grpc
 import pytest
 
@@ -147,3 +149,32 @@ def test_disconnected_switch_is_refused_then_restored_on_reconnect(lab):
     assert connects(lab, "h2", "h3", 80)
     lab.stub.Lift(pb.LiftRequest(id=active.id))
     assert connects(lab, "h2", "h3", 25)
+
+
+def test_cli_applies_lists_shows_and_lifts_with_trustworthy_exit_codes(lab):
+    import subprocess
+    import sys
+
+    def ctl(*args):
+        return subprocess.run([sys.executable, "-m", "enforcement.cli", "--server",
+                               lab.controller.grpc_address, *args],
+                              capture_output=True, text=True, timeout=30)
+
+    applied = ctl("apply", "--ip", lab.host("h4").IP(), "--violation", "spam",
+                  "--case", "CLI-1", "--reason", "from the CLI")
+    assert applied.returncode == 0, applied.stderr
+    enforcement_id = re.search(r"^id:\s+(\S+)", applied.stdout, re.M).group(1)
+    assert "state:     active" in applied.stdout
+    assert not connects(lab, "h4", "h3", 25)
+    listed = ctl("list", "--state", "active")
+    assert listed.returncode == 0 and enforcement_id in listed.stdout
+    shown = ctl("show", enforcement_id)
+    assert shown.returncode == 0 and "tcp_dst=25" in shown.stdout
+    assert ctl("lift", enforcement_id).returncode == 0
+    assert connects(lab, "h4", "h3", 25)
+    refused = ctl("apply", "--ip", "10.0.0.99", "--violation", "spam", "--case", "CLI-2")
+    assert refused.returncode == 1 and "NOT_FOUND" in refused.stderr
+    assert ctl("show", "enf-nope").returncode == 1
+    assert ctl("--server", "127.0.0.1:1", "list").returncode == 3
+    topology = ctl("topology")
+    assert topology.returncode == 0 and "2 switches" in topology.stdout
