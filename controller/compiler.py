@@ -77,7 +77,7 @@ def _instructions(rule: FlowRule) -> list:
 def flow_add(rule: FlowRule) -> parser.OFPFlowMod:
     return parser.OFPFlowMod(
         datapath=None, cookie=rule.cookie, table_id=rule.table_id,
-        command=ofp.OFPFC_ADD, priority=rule.priority,
+        command=ofp.OFPFC_ADD, priority=rule.priority, hard_timeout=rule.hard_timeout,
         # No CHECK_OVERLAP: an identical flow is replaced, so re-installing
         # the same rule is idempotent.
         match=parser.OFPMatch(**dict(rule.match)),
@@ -131,6 +131,48 @@ def meter_delete(spec: MeterSpec) -> parser.OFPMeterMod:
 def delete_all_meters() -> parser.OFPMeterMod:
     return parser.OFPMeterMod(datapath=None, command=ofp.OFPMC_DELETE,
                               meter_id=ofp.OFPM_ALL)
+
+
+def flow_stats_request(namespace: int) -> parser.OFPFlowStatsRequest:
+    """Every flow, in every table, whose cookie is in a namespace."""
+    return parser.OFPFlowStatsRequest(
+        datapath=None, table_id=ofp.OFPTT_ALL, out_port=ofp.OFPP_ANY,
+        out_group=ofp.OFPG_ANY, cookie=namespace << COOKIE_NAMESPACE_SHIFT,
+        cookie_mask=COOKIE_NAMESPACE_MASK, match=parser.OFPMatch())
+
+
+def meter_config_request() -> parser.OFPMeterConfigStatsRequest:
+    return parser.OFPMeterConfigStatsRequest(datapath=None, meter_id=ofp.OFPM_ALL)
+
+
+def rule_from_stats(dpid: int, stats) -> FlowRule:
+    """What a switch reports back (OFPFlowStats), as the FlowRule that would
+    have produced it, so desired and actual compare directly."""
+    meter, actions, goto = [], [], []
+    for instruction in stats.instructions:
+        if isinstance(instruction, parser.OFPInstructionMeter):
+            meter.append(ApplyMeter(instruction.meter_id))
+        elif isinstance(instruction, parser.OFPInstructionGotoTable):
+            goto.append(GotoTable(instruction.table_id))
+        elif isinstance(instruction, parser.OFPInstructionActions):
+            for action in instruction.actions:
+                if isinstance(action, parser.OFPActionOutput):
+                    actions.append(ToController() if action.port == ofp.OFPP_CONTROLLER
+                                   else Output(action.port))
+                elif isinstance(action, parser.OFPActionPopVlan):
+                    actions.append(PopVlan())
+                elif (isinstance(action, parser.OFPActionSetField)
+                      and action.key == "vlan_vid"):
+                    actions.append(PushVlan(action.value & ~ofp.OFPVID_PRESENT))
+                # OFPActionPushVlan itself is implied by the vlan_vid set-field.
+    return FlowRule(dpid, stats.table_id, stats.priority, stats.cookie,
+                    tuple(stats.match.items()), tuple(meter + actions + goto))
+
+
+def meter_from_stats(dpid: int, stats) -> MeterSpec:
+    band = stats.bands[0]
+    unit = "pktps" if stats.flags & ofp.OFPMF_PKTPS else "kbps"
+    return MeterSpec(dpid, stats.meter_id, unit, band.rate, band.burst_size)
 
 
 def barrier() -> parser.OFPBarrierRequest:

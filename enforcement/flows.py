@@ -86,18 +86,27 @@ class MeterSpec:
 
 @dataclasses.dataclass(frozen=True)
 class FlowRule:
-    """One flow on one switch. No instructions means drop."""
+    """One flow on one switch. No instructions means drop.
+
+    Two rules are equal when they would be the same flow on the switch: match
+    fields are kept sorted, and hard_timeout (a backstop for expiry) is not
+    part of the identity.
+    """
     dpid: int
     table_id: int
     priority: int
     cookie: int
     match: tuple[tuple[str, int | str], ...]
     instructions: tuple[Instruction, ...] = ()
+    hard_timeout: int = dataclasses.field(default=0, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "match", tuple(sorted(self.match)))
 
     @property
     def key(self) -> tuple:
         """What identifies the flow on the switch (OpenFlow strict match)."""
-        return (self.dpid, self.table_id, self.priority, tuple(sorted(self.match)))
+        return (self.dpid, self.table_id, self.priority, self.match)
 
     def match_text(self) -> tuple[tuple[str, str], ...]:
         rank = {name: i for i, name in enumerate(_FIELD_ORDER)}

@@ -67,6 +67,9 @@ class Decision:
     # The action the request asked for instead of the policy's (an
     # enforcement.policy.ActionSpec, already checked against the policy).
     requested_action: object | None = None
+    # How long it lasts (seconds), or when it ends (epoch seconds); at most one.
+    duration: float | None = None
+    until: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +120,11 @@ class Enforcement:
     state_reason: str
     created_at: float
     updated_at: float
+    expires_at: float | None = None
+
+    @property
+    def serial(self) -> int:
+        return self.cookie & ((1 << 48) - 1)
 
     def moved_to(self, state: State, reason: str, now: float) -> "Enforcement":
         return dataclasses.replace(

@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -57,6 +58,17 @@ class RateUnit(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RATE_UNIT_UNSPECIFIED: _ClassVar[RateUnit]
     RATE_UNIT_KBPS: _ClassVar[RateUnit]
     RATE_UNIT_PKTPS: _ClassVar[RateUnit]
+
+class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVENT_KIND_UNSPECIFIED: _ClassVar[EventKind]
+    EVENT_KIND_PENDING: _ClassVar[EventKind]
+    EVENT_KIND_APPLIED: _ClassVar[EventKind]
+    EVENT_KIND_FAILED: _ClassVar[EventKind]
+    EVENT_KIND_LIFTED: _ClassVar[EventKind]
+    EVENT_KIND_EXPIRED: _ClassVar[EventKind]
+    EVENT_KIND_REAPPLIED: _ClassVar[EventKind]
+    EVENT_KIND_DRIFT_REPAIRED: _ClassVar[EventKind]
 VIOLATION_UNSPECIFIED: Violation
 VIOLATION_SPAM: Violation
 VIOLATION_OPEN_RELAY: Violation
@@ -90,6 +102,14 @@ DIRECTION_BOTH: Direction
 RATE_UNIT_UNSPECIFIED: RateUnit
 RATE_UNIT_KBPS: RateUnit
 RATE_UNIT_PKTPS: RateUnit
+EVENT_KIND_UNSPECIFIED: EventKind
+EVENT_KIND_PENDING: EventKind
+EVENT_KIND_APPLIED: EventKind
+EVENT_KIND_FAILED: EventKind
+EVENT_KIND_LIFTED: EventKind
+EVENT_KIND_EXPIRED: EventKind
+EVENT_KIND_REAPPLIED: EventKind
+EVENT_KIND_DRIFT_REPAIRED: EventKind
 
 class Subscriber(_message.Message):
     __slots__ = ("ip", "mac")
@@ -100,7 +120,7 @@ class Subscriber(_message.Message):
     def __init__(self, ip: _Optional[str] = ..., mac: _Optional[str] = ...) -> None: ...
 
 class ApplyRequest(_message.Message):
-    __slots__ = ("request_id", "case_id", "subscriber", "violation", "reason", "action", "scope")
+    __slots__ = ("request_id", "case_id", "subscriber", "violation", "reason", "action", "scope", "duration", "expires_at")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CASE_ID_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBER_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +128,8 @@ class ApplyRequest(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     case_id: str
     subscriber: Subscriber
@@ -115,7 +137,9 @@ class ApplyRequest(_message.Message):
     reason: str
     action: ActionRequest
     scope: str
-    def __init__(self, request_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber: _Optional[_Union[Subscriber, _Mapping]] = ..., violation: _Optional[_Union[Violation, str]] = ..., reason: _Optional[str] = ..., action: _Optional[_Union[ActionRequest, _Mapping]] = ..., scope: _Optional[str] = ...) -> None: ...
+    duration: _duration_pb2.Duration
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, request_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber: _Optional[_Union[Subscriber, _Mapping]] = ..., violation: _Optional[_Union[Violation, str]] = ..., reason: _Optional[str] = ..., action: _Optional[_Union[ActionRequest, _Mapping]] = ..., scope: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ActionRequest(_message.Message):
     __slots__ = ("kind", "protocol", "ports", "direction", "to", "except_to", "rate", "unit", "burst", "portal")
@@ -156,20 +180,94 @@ class GetRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class ListRequest(_message.Message):
-    __slots__ = ("subscriber_ip", "case_id", "states")
+    __slots__ = ("subscriber_ip", "case_id", "states", "page_size", "page_token")
     SUBSCRIBER_IP_FIELD_NUMBER: _ClassVar[int]
     CASE_ID_FIELD_NUMBER: _ClassVar[int]
     STATES_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     subscriber_ip: str
     case_id: str
     states: _containers.RepeatedScalarFieldContainer[State]
-    def __init__(self, subscriber_ip: _Optional[str] = ..., case_id: _Optional[str] = ..., states: _Optional[_Iterable[_Union[State, str]]] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, subscriber_ip: _Optional[str] = ..., case_id: _Optional[str] = ..., states: _Optional[_Iterable[_Union[State, str]]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListResponse(_message.Message):
-    __slots__ = ("enforcements",)
+    __slots__ = ("enforcements", "next_page_token")
     ENFORCEMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     enforcements: _containers.RepeatedCompositeFieldContainer[Enforcement]
-    def __init__(self, enforcements: _Optional[_Iterable[_Union[Enforcement, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, enforcements: _Optional[_Iterable[_Union[Enforcement, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("subscriber_ip", "case_id", "after_sequence")
+    SUBSCRIBER_IP_FIELD_NUMBER: _ClassVar[int]
+    CASE_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    subscriber_ip: str
+    case_id: str
+    after_sequence: int
+    def __init__(self, subscriber_ip: _Optional[str] = ..., case_id: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("sequence", "kind", "enforcement_id", "case_id", "subscriber_ip", "state", "at", "detail")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ENFORCEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CASE_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBER_IP_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    kind: EventKind
+    enforcement_id: str
+    case_id: str
+    subscriber_ip: str
+    state: State
+    at: _timestamp_pb2.Timestamp
+    detail: str
+    def __init__(self, sequence: _Optional[int] = ..., kind: _Optional[_Union[EventKind, str]] = ..., enforcement_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber_ip: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class ListAuditRequest(_message.Message):
+    __slots__ = ("enforcement_id", "case_id", "limit")
+    ENFORCEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CASE_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    enforcement_id: str
+    case_id: str
+    limit: int
+    def __init__(self, enforcement_id: _Optional[str] = ..., case_id: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class AuditEntry(_message.Message):
+    __slots__ = ("sequence", "at", "actor", "call", "outcome", "enforcement_id", "case_id", "clause", "detail")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    CALL_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    ENFORCEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CASE_ID_FIELD_NUMBER: _ClassVar[int]
+    CLAUSE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    at: _timestamp_pb2.Timestamp
+    actor: str
+    call: str
+    outcome: str
+    enforcement_id: str
+    case_id: str
+    clause: str
+    detail: str
+    def __init__(self, sequence: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., call: _Optional[str] = ..., outcome: _Optional[str] = ..., enforcement_id: _Optional[str] = ..., case_id: _Optional[str] = ..., clause: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class ListAuditResponse(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ...) -> None: ...
 
 class Action(_message.Message):
     __slots__ = ("kind", "description")
@@ -216,7 +314,7 @@ class Rule(_message.Message):
     def __init__(self, datapath_id: _Optional[int] = ..., table_id: _Optional[int] = ..., priority: _Optional[int] = ..., cookie: _Optional[int] = ..., match: _Optional[_Iterable[_Union[MatchField, _Mapping]]] = ..., actions: _Optional[_Iterable[str]] = ..., text: _Optional[str] = ...) -> None: ...
 
 class Enforcement(_message.Message):
-    __slots__ = ("id", "request_id", "case_id", "subscriber", "violation", "reason", "action", "state", "state_reason", "location", "rules", "created_at", "updated_at", "escalation", "meters")
+    __slots__ = ("id", "request_id", "case_id", "subscriber", "violation", "reason", "action", "state", "state_reason", "location", "rules", "created_at", "updated_at", "escalation", "meters", "expires_at")
     ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CASE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -232,6 +330,7 @@ class Enforcement(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     ESCALATION_FIELD_NUMBER: _ClassVar[int]
     METERS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     id: str
     request_id: str
     case_id: str
@@ -247,7 +346,8 @@ class Enforcement(_message.Message):
     updated_at: _timestamp_pb2.Timestamp
     escalation: Escalation
     meters: _containers.RepeatedCompositeFieldContainer[Meter]
-    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber: _Optional[_Union[Subscriber, _Mapping]] = ..., violation: _Optional[_Union[Violation, str]] = ..., reason: _Optional[str] = ..., action: _Optional[_Union[Action, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., state_reason: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., escalation: _Optional[_Union[Escalation, _Mapping]] = ..., meters: _Optional[_Iterable[_Union[Meter, _Mapping]]] = ...) -> None: ...
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber: _Optional[_Union[Subscriber, _Mapping]] = ..., violation: _Optional[_Union[Violation, str]] = ..., reason: _Optional[str] = ..., action: _Optional[_Union[Action, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., state_reason: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., escalation: _Optional[_Union[Escalation, _Mapping]] = ..., meters: _Optional[_Iterable[_Union[Meter, _Mapping]]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Escalation(_message.Message):
     __slots__ = ("step", "of_steps", "reason", "clause", "next_action")

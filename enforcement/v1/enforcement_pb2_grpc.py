@@ -64,6 +64,16 @@ class EnforcementServiceStub:
                 request_serializer=enforcement_dot_v1_dot_enforcement__pb2.GetTopologyRequest.SerializeToString,
                 response_deserializer=enforcement_dot_v1_dot_enforcement__pb2.Topology.FromString,
                 _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/enforcement.v1.EnforcementService/Watch',
+                request_serializer=enforcement_dot_v1_dot_enforcement__pb2.WatchRequest.SerializeToString,
+                response_deserializer=enforcement_dot_v1_dot_enforcement__pb2.Event.FromString,
+                _registered_method=True)
+        self.ListAudit = channel.unary_unary(
+                '/enforcement.v1.EnforcementService/ListAudit',
+                request_serializer=enforcement_dot_v1_dot_enforcement__pb2.ListAuditRequest.SerializeToString,
+                response_deserializer=enforcement_dot_v1_dot_enforcement__pb2.ListAuditResponse.FromString,
+                _registered_method=True)
 
 
 class EnforcementServiceServicer:
@@ -114,6 +124,22 @@ class EnforcementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Watch(self, request, context):
+        """Lifecycle events (applied, failed, expired, lifted, re-applied, drift
+        repaired...), oldest first, then live. Resume after the last sequence
+        number seen to miss nothing across reconnects.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAudit(self, request, context):
+        """Who did what, when: every call that changes something, refusals included.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EnforcementServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -146,6 +172,16 @@ def add_EnforcementServiceServicer_to_server(servicer, server):
                     servicer.GetTopology,
                     request_deserializer=enforcement_dot_v1_dot_enforcement__pb2.GetTopologyRequest.FromString,
                     response_serializer=enforcement_dot_v1_dot_enforcement__pb2.Topology.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=enforcement_dot_v1_dot_enforcement__pb2.WatchRequest.FromString,
+                    response_serializer=enforcement_dot_v1_dot_enforcement__pb2.Event.SerializeToString,
+            ),
+            'ListAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAudit,
+                    request_deserializer=enforcement_dot_v1_dot_enforcement__pb2.ListAuditRequest.FromString,
+                    response_serializer=enforcement_dot_v1_dot_enforcement__pb2.ListAuditResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,6 +346,60 @@ class EnforcementService:
             '/enforcement.v1.EnforcementService/GetTopology',
             enforcement_dot_v1_dot_enforcement__pb2.GetTopologyRequest.SerializeToString,
             enforcement_dot_v1_dot_enforcement__pb2.Topology.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/enforcement.v1.EnforcementService/Watch',
+            enforcement_dot_v1_dot_enforcement__pb2.WatchRequest.SerializeToString,
+            enforcement_dot_v1_dot_enforcement__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/enforcement.v1.EnforcementService/ListAudit',
+            enforcement_dot_v1_dot_enforcement__pb2.ListAuditRequest.SerializeToString,
+            enforcement_dot_v1_dot_enforcement__pb2.ListAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

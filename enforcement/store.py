@@ -1,0 +1,164 @@
+"""Durable state: enforcements, lifecycle events and the audit log.
+
+SQLAlchemy Core over any database it speaks: an SQLite file by default,
+PostgreSQL by URL (postgresql+psycopg://...). The schema is owned by Alembic
+migrations (enforcement/migrations), applied at open. Every write commits
+before it returns, so a decision is durable before the RPC acknowledges it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import threading
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+from enforcement import codec
+from enforcement.model import Enforcement
+
+_META = sa.MetaData()
+ENFORCEMENTS = sa.Table(
+    "enforcements", _META,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("request_id", sa.String(128)),
+    sa.Column("case_id", sa.String(128)),
+    sa.Column("subscriber_ip", sa.String(64)),
+    sa.Column("state", sa.String(16)),
+    sa.Column("serial", sa.BigInteger),
+    sa.Column("created_at", sa.Float),
+    sa.Column("expires_at", sa.Float),
+    sa.Column("body", sa.Text))
+EVENTS = sa.Table(
+    "events", _META,
+    sa.Column("sequence", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float), sa.Column("kind", sa.String(32)),
+    sa.Column("enforcement_id", sa.String(64)), sa.Column("case_id", sa.String(128)),
+    sa.Column("subscriber_ip", sa.String(64)), sa.Column("state", sa.String(16)),
+    sa.Column("detail", sa.Text))
+AUDIT = sa.Table(
+    "audit", _META,
+    sa.Column("sequence", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float), sa.Column("actor", sa.String(256)),
+    sa.Column("call", sa.String(32)), sa.Column("outcome", sa.String(64)),
+    sa.Column("enforcement_id", sa.String(64)), sa.Column("case_id", sa.String(128)),
+    sa.Column("clause", sa.Text), sa.Column("detail", sa.Text))
+
+MIGRATIONS = pathlib.Path(__file__).resolve().parent / "migrations"
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    sequence: int
+    at: float
+    kind: str  # pending, applied, failed, lifted, expired, reapplied, drift_repaired
+    enforcement_id: str
+    case_id: str
+    subscriber_ip: str
+    state: str
+    detail: str
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditEntry:
+    sequence: int
+    at: float
+    actor: str
+    call: str
+    outcome: str
+    enforcement_id: str
+    case_id: str
+    clause: str
+    detail: str
+
+
+class Store:
+    def __init__(self, url: str):
+        self.url = url
+        self._engine = sa.create_engine(url)
+        if self._engine.dialect.name == "sqlite":
+            sa.event.listen(self._engine, "connect", _sqlite_pragmas)
+        self._write_lock = threading.Lock()
+        migrate(self._engine)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # ---- enforcements ------------------------------------------------------
+
+    def save(self, record: Enforcement) -> None:
+        row = {"id": record.id, "request_id": record.decision.request_id,
+               "case_id": record.decision.case_id,
+               "subscriber_ip": str(record.decision.subscriber.ip),
+               "state": record.state.value, "serial": record.serial,
+               "created_at": record.created_at, "expires_at": record.expires_at,
+               "body": json.dumps(codec.to_dict(record))}
+        with self._write_lock, self._engine.begin() as conn:
+            updated = conn.execute(ENFORCEMENTS.update().where(
+                ENFORCEMENTS.c.id == record.id).values(**row)).rowcount
+            if not updated:
+                conn.execute(ENFORCEMENTS.insert().values(**row))
+
+    def load_all(self) -> list[Enforcement]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(ENFORCEMENTS.c.body)
+                                .order_by(ENFORCEMENTS.c.created_at)).scalars()
+            return [codec.from_dict(json.loads(body)) for body in rows]
+
+    # ---- events --------------------------------------------------------------
+
+    def append_event(self, at: float, kind: str, record: Enforcement, detail: str) -> Event:
+        row = {"at": at, "kind": kind, "enforcement_id": record.id,
+               "case_id": record.decision.case_id,
+               "subscriber_ip": str(record.decision.subscriber.ip),
+               "state": record.state.value, "detail": detail}
+        with self._write_lock, self._engine.begin() as conn:
+            sequence = conn.execute(EVENTS.insert().values(**row)).inserted_primary_key[0]
+        return Event(sequence=sequence, **row)
+
+    def events_after(self, sequence: int, *, subscriber_ip: str = "", case_id: str = "",
+                     limit: int = 500) -> list[Event]:
+        query = sa.select(EVENTS).where(EVENTS.c.sequence > sequence)
+        if subscriber_ip:
+            query = query.where(EVENTS.c.subscriber_ip == subscriber_ip)
+        if case_id:
+            query = query.where(EVENTS.c.case_id == case_id)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query.order_by(EVENTS.c.sequence).limit(limit)).mappings()
+            return [Event(**row) for row in rows]
+
+    # ---- audit ---------------------------------------------------------------
+
+    def append_audit(self, **entry) -> None:
+        with self._write_lock, self._engine.begin() as conn:
+            conn.execute(AUDIT.insert().values(**entry))
+
+    def audit(self, *, enforcement_id: str = "", case_id: str = "",
+              limit: int = 100) -> list[AuditEntry]:
+        query = sa.select(AUDIT)
+        if enforcement_id:
+            query = query.where(AUDIT.c.enforcement_id == enforcement_id)
+        if case_id:
+            query = query.where(AUDIT.c.case_id == case_id)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query.order_by(AUDIT.c.sequence.desc()).limit(limit)).mappings()
+            return [AuditEntry(**row) for row in rows]
+
+
+def migrate(engine: sa.Engine) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers (Watch, List) run beside the writer; FULL makes every
+    # commit reach the disk before the RPC that caused it is answered.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.close()
