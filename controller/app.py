@@ -28,7 +28,7 @@ from controller import compiler, forwarding
 from controller.hosts import HostTable
 from enforcement import pipeline
 from enforcement.desired import SwitchState, diff
-from enforcement.errors import SwitchError
+from enforcement.errors import SwitchError, SwitchUnreachable
 from enforcement.model import LinkView, Location, SwitchView, TopologyView
 
 LOG = logging.getLogger(__name__)
@@ -44,6 +44,9 @@ class _Transaction:
     described: dict[int, str]
     done: threading.Event = dataclasses.field(default_factory=threading.Event)
     errors: list[str] = dataclasses.field(default_factory=list)
+    # Bodies of multipart replies, per request xid.
+    replies: dict[int, list] = dataclasses.field(default_factory=dict)
+    lost: bool = False  # the switch went away before answering
 
 
 class EnforcementApp(app_manager.OSKenApp):
@@ -77,21 +80,41 @@ class EnforcementApp(app_manager.OSKenApp):
         with self._lock:
             return dpid in self._datapaths
 
-    def sync(self, dpid: int, desired: SwitchState, timeout: float) -> None:
+    def connected_switches(self) -> list[int]:
+        with self._lock:
+            return sorted(self._datapaths)
+
+    def sync(self, dpid: int, desired: SwitchState, timeout: float,
+             verify: bool = False):
         """Makes the switch hold exactly `desired` of enforcement state,
-        sending only the difference to what it confirmed before. On a refusal
-        the part already applied is undone, so nothing is half-installed."""
+        sending only the difference to what it holds: what it confirmed
+        before, or (verify=True) what it reports now, which catches drift.
+        On a refusal the part already applied is undone, so nothing is
+        half-installed. Returns the change pushed."""
         with self._sync_lock(dpid):
-            actual = self._actual.get(dpid, SwitchState.empty())
+            actual = (self.read_state(dpid, timeout) if verify
+                      else self._actual.get(dpid, SwitchState.empty()))
             change = diff(actual, desired)
             if change.empty:
-                return
+                self._actual[dpid] = actual
+                return change
             try:
                 self._transact(dpid, compiler.change_messages(change), timeout)
             except SwitchError:
                 self._undo(dpid, change, timeout)
                 raise
             self._actual[dpid] = desired
+            return change
+
+    def read_state(self, dpid: int, timeout: float) -> SwitchState:
+        """The enforcement flows (by cookie namespace) and the meters the
+        switch holds right now."""
+        flows, meters = compiler.flow_stats_request(pipeline.NS_ENFORCE), \
+            compiler.meter_config_request()
+        replies = self._transact(dpid, [flows, meters], timeout)
+        return SwitchState.of(
+            [compiler.rule_from_stats(dpid, st) for st in replies.get(flows.xid, [])],
+            [compiler.meter_from_stats(dpid, st) for st in replies.get(meters.xid, [])])
 
     def _undo(self, dpid: int, change, timeout: float) -> None:
         # Deleting what may not exist is no error in OpenFlow; re-adding what
@@ -146,27 +169,26 @@ class EnforcementApp(app_manager.OSKenApp):
                                if dp.id not in (l.src_dpid, l.dst_dpid)}
                 orphans = [t for (dpid, _), t in self._pending.items() if dpid == dp.id]
             for txn in orphans:
-                txn.errors.append("the switch disconnected before confirming")
+                txn.lost = True
                 txn.done.set()
+            self._actual.pop(dp.id, None)
             LOG.warning("switch %016x disconnected", dp.id)
 
     def _prepare_switch(self, dpid: int) -> None:
         """Base pipeline, then whatever must be enforced on this switch.
 
-        The enforcement and learned-forwarding flows (and the meters, which
-        this controller owns on its switches) that a previous controller run
-        left behind are wiped first: the set of active enforcements lives in
-        the service, not on the switch.
+        Enforcement flows and meters the switch still holds (from before a
+        controller restart, or a short disconnection) are read, not wiped:
+        the service reconciles them against the store, so enforcement never
+        lapses. Learned forwarding is rebuilt from scratch.
         """
         try:
             with self._sync_lock(dpid):
                 self._transact(dpid, [
-                    compiler.delete_namespace(pipeline.NS_ENFORCE),
                     compiler.delete_namespace(pipeline.NS_FORWARD),
-                    compiler.delete_all_meters(),
                     *(compiler.flow_add(r) for r in forwarding.base_rules(dpid)),
                 ], self.switch_timeout)
-                self._actual[dpid] = SwitchState.empty()
+                self._actual[dpid] = self.read_state(dpid, self.switch_timeout)
             LOG.info("switch %016x ready", dpid)
         except SwitchError as exc:
             LOG.error("switch %016x could not be prepared: %s", dpid, exc)
@@ -175,13 +197,14 @@ class EnforcementApp(app_manager.OSKenApp):
 
     # ---- confirmed pushes --------------------------------------------------
 
-    def _transact(self, dpid: int, messages: list, timeout: float) -> None:
+    def _transact(self, dpid: int, messages: list, timeout: float) -> dict[int, list]:
         """Sends messages and a barrier; returns once the switch confirmed all
-        of them, raises SwitchError with the switch's own words otherwise."""
+        of them (with the bodies of any multipart replies, per request xid),
+        raises SwitchError with the switch's own words otherwise."""
         with self._lock:
             dp = self._datapaths.get(dpid)
             if dp is None:
-                raise SwitchError(f"switch {dpid:016x} is not connected")
+                raise SwitchUnreachable(f"switch {dpid:016x} is not connected")
             txn = _Transaction(described={})
             closing = compiler.barrier()
             for message in [*messages, closing]:
@@ -192,13 +215,17 @@ class EnforcementApp(app_manager.OSKenApp):
         try:
             for message in [*messages, closing]:
                 if not dp.send_msg(message):
-                    raise SwitchError(f"switch {dpid:016x} connection is closed")
+                    raise SwitchUnreachable(f"switch {dpid:016x} connection is closed")
             if not txn.done.wait(timeout):
-                raise SwitchError(
+                raise SwitchUnreachable(
                     f"switch {dpid:016x} did not confirm within {timeout:.1f} s")
+            if txn.lost:
+                raise SwitchUnreachable(
+                    f"switch {dpid:016x} disconnected before confirming")
             if txn.errors:
                 raise SwitchError(f"switch {dpid:016x} refused: "
                                   + "; ".join(txn.errors))
+            return txn.replies
         finally:
             with self._lock:
                 for xid in txn.described:
@@ -210,6 +237,14 @@ class EnforcementApp(app_manager.OSKenApp):
             txn = self._pending.get((ev.msg.datapath.id, ev.msg.xid))
         if txn is not None:
             txn.done.set()
+
+    @set_ev_cls([ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPMeterConfigStatsReply],
+                MAIN_DISPATCHER)
+    def _stats_reply(self, ev):
+        with self._lock:
+            txn = self._pending.get((ev.msg.datapath.id, ev.msg.xid))
+        if txn is not None:
+            txn.replies.setdefault(ev.msg.xid, []).extend(ev.msg.body)
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
     def _error(self, ev):

@@ -128,11 +128,6 @@ def meter_delete(spec: MeterSpec) -> parser.OFPMeterMod:
                               meter_id=spec.meter_id)
 
 
-def delete_all_meters() -> parser.OFPMeterMod:
-    return parser.OFPMeterMod(datapath=None, command=ofp.OFPMC_DELETE,
-                              meter_id=ofp.OFPM_ALL)
-
-
 def flow_stats_request(namespace: int) -> parser.OFPFlowStatsRequest:
     """Every flow, in every table, whose cookie is in a namespace."""
     return parser.OFPFlowStatsRequest(

@@ -36,6 +36,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--policy", metavar="FILE",
                         help="enforcement policy (TOML); default: the shipped one "
                              "(enforcement/default_policy.toml)")
+    parser.add_argument("--db", default="sqlite:///enforcement.db",
+                        help="where enforcements, events and the audit log live: "
+                             "an SQLAlchemy URL (sqlite:///FILE, postgresql+psycopg://...). "
+                             "Default: %(default)s")
+    parser.add_argument("--audit-interval", type=float, default=10.0,
+                        help="seconds between reads of every switch to repair drift "
+                             "(0: never). Default: %(default)s")
     parser.add_argument("--switch-timeout", type=float, default=5.0,
                         help="seconds to wait for a switch to confirm a change. "
                              "Default: %(default)s")
@@ -46,6 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--ofp-port {args.ofp_port} is not a TCP port")
     if args.switch_timeout <= 0:
         parser.error("--switch-timeout must be positive")
+    if args.audit_interval < 0:
+        parser.error("--audit-interval must not be negative")
     return args
 
 
@@ -104,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from enforcement import policy as policy_file
     from enforcement.api import create_server
-    from enforcement.service import EnforcementService
+    from enforcement.service import EnforcementService, Maintenance
+    from enforcement.store import Store
 
     try:
         policy = policy_file.load(args.policy)
@@ -121,16 +131,26 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         LOG.error("%s", exc)
         return 2
+    try:
+        store = Store(args.db)
+    except Exception as exc:  # a bad URL, an unreadable file, a failed migration
+        LOG.error("cannot open the store %s: %s", args.db, exc)
+        return 2
     manager, app = _start_os_ken(args)
-    service = EnforcementService(app, policy, switch_timeout=args.switch_timeout)
+    service = EnforcementService(app, policy, store, switch_timeout=args.switch_timeout)
     app.switch_timeout = args.switch_timeout
     app.on_switch_ready = service.resync
+    # Switches that connected while the store was loading get their turn now.
+    for dpid in app.connected_switches():
+        threading.Thread(target=service.resync, args=(dpid,), daemon=True).start()
     try:
         server, port = create_server(args.grpc_listen, service)
     except (OSError, RuntimeError) as exc:
         LOG.error("cannot serve gRPC on %s: %s", args.grpc_listen, exc)
         return 2
     server.start()
+    maintenance = Maintenance(service, audit_interval=args.audit_interval)
+    maintenance.start()
     host = args.grpc_listen.rsplit(":", 1)[0]
     # One line on stdout that tools and tests wait for.
     print(f"READY grpc={host}:{port} openflow={args.ofp_listen_host}:{args.ofp_port}",
@@ -141,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     stop.wait()
     LOG.info("shutting down")
     server.stop(grace=2).wait()
+    maintenance.stop()
+    store.close()
     closer = threading.Thread(target=manager.close, daemon=True)
     closer.start()
     closer.join(3)

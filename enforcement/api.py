@@ -103,6 +103,28 @@ def enforcement_to_proto(record: Enforcement) -> pb.Enforcement:
     )
     message.created_at.FromNanoseconds(int(record.created_at * 1e9))
     message.updated_at.FromNanoseconds(int(record.updated_at * 1e9))
+    if record.expires_at is not None:
+        message.expires_at.FromNanoseconds(int(record.expires_at * 1e9))
+    return message
+
+
+def event_to_proto(event) -> pb.Event:
+    message = pb.Event(
+        sequence=event.sequence,
+        kind=pb.EventKind.Value("EVENT_KIND_" + event.kind.upper()),
+        enforcement_id=event.enforcement_id, case_id=event.case_id,
+        subscriber_ip=event.subscriber_ip,
+        state=pb.State.Value("STATE_" + event.state.upper()), detail=event.detail)
+    message.at.FromNanoseconds(int(event.at * 1e9))
+    return message
+
+
+def audit_to_proto(entry) -> pb.AuditEntry:
+    message = pb.AuditEntry(
+        sequence=entry.sequence, actor=entry.actor, call=entry.call,
+        outcome=entry.outcome, enforcement_id=entry.enforcement_id,
+        case_id=entry.case_id, clause=entry.clause, detail=entry.detail)
+    message.at.FromNanoseconds(int(entry.at * 1e9))
     return message
 
 
@@ -121,30 +143,48 @@ def topology_to_proto(view: TopologyView,
     )
 
 
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+MAX_DURATION_SECONDS = 10 * 365 * 86400
+
+
 class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
     def __init__(self, service: EnforcementService):
         self._service = service
 
     def Apply(self, request, context):
         return _answer(context, lambda: enforcement_to_proto(
-            self._service.apply(self._decision(request))))
+            self._service.apply(self._decision(request), actor=context.peer())),
+            audit=(self._service, "Apply", request.case_id, ""))
 
     def Plan(self, request, context):
         return _answer(context, lambda: proposal_to_proto(
             self._service.plan(self._decision(request))))
 
     def _decision(self, request):
+        duration = until = None
+        if request.HasField("duration") and request.HasField("expires_at"):
+            raise errors.InvalidArgument("give duration or expires_at, not both")
+        if request.HasField("duration"):
+            duration = request.duration.ToNanoseconds() / 1e9
+            if not 0 < duration <= MAX_DURATION_SECONDS:
+                raise errors.InvalidArgument(
+                    f"duration must be positive and at most {MAX_DURATION_SECONDS} s")
+        if request.HasField("expires_at"):
+            until = request.expires_at.ToNanoseconds() / 1e9
         return validate_apply(
             request_id=request.request_id, case_id=request.case_id,
             ip=request.subscriber.ip, mac=request.subscriber.mac,
             violation=_enum_from_proto(Violation, "Violation", request.violation),
             reason=request.reason, scope=request.scope,
             requested_action=(requested_action(request.action, self._service.policy)
-                              if request.HasField("action") else None))
+                              if request.HasField("action") else None),
+            duration=duration, until=until)
 
     def Lift(self, request, context):
-        return _answer(context, lambda: enforcement_to_proto(
-            self._service.lift(validate_id("id", request.id), request.reason)))
+        return _answer(context, lambda: enforcement_to_proto(self._service.lift(
+            validate_id("id", request.id), request.reason, actor=context.peer())),
+            audit=(self._service, "Lift", "", request.id))
 
     def Get(self, request, context):
         return _answer(context, lambda: enforcement_to_proto(
@@ -156,14 +196,41 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
             if None in states:
                 raise errors.InvalidArgument(
                     "states holds STATE_UNSPECIFIED or an unknown value")
+            size = request.page_size or DEFAULT_PAGE
+            if size > MAX_PAGE:
+                raise errors.InvalidArgument(f"page_size is at most {MAX_PAGE}")
+            try:
+                start = int(request.page_token or 0)
+            except ValueError:
+                raise errors.InvalidArgument("page_token is not one this server gave") from None
             records = self._service.list(subscriber_ip=request.subscriber_ip,
                                          case_id=request.case_id, states=states)
-            return pb.ListResponse(
-                enforcements=[enforcement_to_proto(r) for r in records])
+            page = records[start:start + size]
+            more = start + size < len(records)
+            return pb.ListResponse(enforcements=[enforcement_to_proto(r) for r in page],
+                                   next_page_token=str(start + size) if more else "")
         return _answer(context, run)
 
     def GetTopology(self, request, context):
         return _answer(context, lambda: topology_to_proto(*self._service.topology()))
+
+    def Watch(self, request, context):
+        events = self._service.watch(after=request.after_sequence,
+                                     subscriber_ip=request.subscriber_ip,
+                                     case_id=request.case_id,
+                                     still_wanted=context.is_active)
+        for event in events:
+            yield event_to_proto(event)
+
+    def ListAudit(self, request, context):
+        def run():
+            limit = request.limit or DEFAULT_PAGE
+            if limit > MAX_PAGE:
+                raise errors.InvalidArgument(f"limit is at most {MAX_PAGE}")
+            entries = self._service.audit_log(enforcement_id=request.enforcement_id,
+                                              case_id=request.case_id, limit=limit)
+            return pb.ListAuditResponse(entries=[audit_to_proto(e) for e in entries])
+        return _answer(context, run)
 
 
 _DIRECTIONS = {pb.DIRECTION_FROM_SUBSCRIBER: "from_subscriber",
@@ -195,11 +262,17 @@ def requested_action(message: pb.ActionRequest, rules: policy.Policy):
         raise errors.InvalidArgument(str(exc)) from None
 
 
-def _answer(context, run):
+def _answer(context, run, audit=None):
+    """Runs a call; a domain error becomes its status code (and, for calls
+    that change things, an audit entry: refusals are on record too)."""
     try:
         return run()
     except errors.EnforcementError as exc:
         code = next(code for cls, code in _STATUS.items() if isinstance(exc, cls))
+        if audit is not None:
+            service, call, case_id, enforcement_id = audit
+            service.record_refusal(context.peer(), call, case_id, enforcement_id,
+                                   code.name, str(exc))
         context.abort(code, str(exc))
     except Exception:
         LOG.exception("internal error while answering")

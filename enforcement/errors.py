@@ -23,3 +23,7 @@ class AlreadyExists(EnforcementError):
 
 class SwitchError(EnforcementError):
     """The switch refused a change or did not confirm it in time."""
+
+
+class SwitchUnreachable(SwitchError):
+    """No answer (timeout, closed connection): worth retrying, unlike a refusal."""

@@ -1,111 +1,175 @@
-"""The enforcement lifecycle: decide, install, confirm, lift.
+"""The enforcement lifecycle: decide, store, install, confirm, expire, lift,
+and keep the switches true to the store.
 
-Owns the set of enforcements. Talks to switches only through the Network
-protocol (implemented by the OS-Ken app, or by a fake in unit tests), and to
-clients only through the API layer, which maps its errors to status codes.
+Owns the set of enforcements (durable in the Store, mirrored in memory).
+Talks to switches only through the Network protocol (implemented by the OS-Ken
+app, or by a double in unit tests), and to clients only through the API
+layer, which maps its errors to status codes.
+
+States: PENDING (stored; a switch has not confirmed yet, or is not connected)
+-> ACTIVE (barrier-confirmed) or FAILED (the switch's error) -> LIFTED or
+EXPIRED. A PENDING enforcement is applied as soon as its switches connect.
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
+import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
+import tenacity
+
 from enforcement import pipeline, planner, routing
-from enforcement.desired import SwitchState
-from enforcement.errors import (AlreadyExists, FailedPrecondition, NotFound,
-                                SwitchError)
+from enforcement.desired import Change, SwitchState
+from enforcement.errors import (AlreadyExists, FailedPrecondition, InvalidArgument,
+                                NotFound, SwitchError, SwitchUnreachable)
 from enforcement.model import (Action, ActionKind, Decision, Enforcement, Escalation,
                                Location, Proposal, State, TopologyView)
 from enforcement.policy import Policy
+from enforcement.store import Event, Store
 
 LOG = logging.getLogger(__name__)
 
 _ORDINAL = {1: "1st", 2: "2nd", 3: "3rd"}
+# Flows of an expiring enforcement carry a hard timeout this much past the
+# expiry, in case the controller is down when it comes: a backstop only.
+EXPIRY_BACKSTOP_SECONDS = 30
+MAX_HARD_TIMEOUT = 65535
+LIVE = (State.ACTIVE, State.PENDING)
 
 
 class Network(Protocol):
     def locate(self, ip: str) -> Location | None: ...
     def is_connected(self, dpid: int) -> bool: ...
-    def sync(self, dpid: int, desired: SwitchState, timeout: float) -> None: ...
+    def sync(self, dpid: int, desired: SwitchState, timeout: float,
+             verify: bool = False) -> Change: ...
     def topology(self) -> TopologyView: ...
 
 
 class EnforcementService:
-    def __init__(self, network: Network, policy: Policy, *,
+    def __init__(self, network: Network, policy: Policy, store: Store, *,
                  switch_timeout: float = 5.0,
                  clock: Callable[[], float] = time.time):
         self._network = network
         self.policy = policy
+        self._store = store
         self._switch_timeout = switch_timeout
         self._clock = clock
-        # One lock for the whole lifecycle keeps apply/lift of the same
-        # subscriber from interleaving on the switch; switch round trips are
+        # One lock for the whole lifecycle keeps apply/lift/expiry/repair of
+        # the same switch from interleaving; switch round trips are
         # milliseconds, so serialising them is acceptable for now.
         self._lock = threading.RLock()
+        self._new_event = threading.Condition()
         self._by_id: dict[str, Enforcement] = {}
         self._by_request: dict[str, str] = {}
-        self._next_serial = 1
+        for record in store.load_all():
+            self._by_id[record.id] = record
+            self._by_request[record.decision.request_id] = record.id
+        self._next_serial = 1 + max((r.serial for r in self._by_id.values()), default=0)
+        live = sum(1 for r in self._by_id.values() if r.state in LIVE)
+        LOG.info("store %s: %d enforcements, %d live", store.url, len(self._by_id), live)
+
+    # ---- decisions -----------------------------------------------------------
 
     def plan(self, decision: Decision) -> Proposal:
         """Exactly what apply() would install now, touching no switch."""
         with self._lock:
             return self._propose(decision)
 
-    def apply(self, decision: Decision) -> Enforcement:
+    def apply(self, decision: Decision, actor: str = "") -> Enforcement:
         with self._lock:
             existing = self._idempotent_replay(decision)
             if existing is not None:
                 return existing
             proposal = self._propose(decision)
-            self._next_serial += 1
             now = self._clock()
+            expires_at = _expiry(decision, now)
             record = Enforcement(
                 id=f"enf-{uuid.uuid4().hex[:16]}", decision=decision,
                 action=proposal.action, location=proposal.location,
                 escalation=proposal.escalation, cookie=proposal.cookie,
-                rules=proposal.rules, meters=proposal.meters,
-                state=State.PENDING, state_reason="waiting for the switch",
-                created_at=now, updated_at=now)
+                rules=_with_backstop(proposal.rules, expires_at, now),
+                meters=proposal.meters, state=State.PENDING,
+                state_reason="waiting for the switch", created_at=now,
+                updated_at=now, expires_at=expires_at)
+            self._next_serial += 1
+            # Durable before anything reaches a switch or the client.
             self._save(record)
+            switches = _switches(record)
+            offline = [d for d in switches if not self._network.is_connected(d)]
+            if offline:
+                record = self._save(record.moved_to(
+                    State.PENDING, "switch " + ", ".join(f"{d:016x}" for d in offline)
+                    + " not connected; applied when it connects", now))
+                self._event("pending", record, record.state_reason)
+                self._audit(actor, "Apply", "OK", record, "stored pending: "
+                            + "; ".join(r.text() for r in record.rules))
+                return record
             try:
-                self._sync_switches(_switches(record))
+                self._sync_switches(switches)
             except SwitchError as exc:
                 LOG.error("enforcement %s failed: %s", record.id, exc)
                 failed = self._save(record.moved_to(State.FAILED, str(exc), self._clock()))
-                self._sync_switches(_switches(record), best_effort=True)
+                self._sync_switches(switches, best_effort=True)
+                self._event("failed", failed, str(exc))
+                self._audit(actor, "Apply", "FAILED", failed, str(exc))
                 return failed
-            LOG.info("enforcement %s active: %s on %016x port %d (%s)", record.id,
-                     record.action.description, record.location.dpid,
-                     record.location.port, record.escalation.reason)
-            return self._save(record.moved_to(
-                State.ACTIVE, "confirmed by the switch", self._clock()))
+            active = self._save(record.moved_to(State.ACTIVE, "confirmed by the switch",
+                                                self._clock()))
+            LOG.info("enforcement %s active: %s on %016x port %d (%s)", active.id,
+                     active.action.description, active.location.dpid,
+                     active.location.port, active.escalation.reason)
+            self._event("applied", active, active.action.description)
+            self._audit(actor, "Apply", "OK", active,
+                        "installed: " + "; ".join(r.text() for r in active.rules))
+            return active
 
-    def lift(self, enforcement_id: str, reason: str) -> Enforcement:
+    def lift(self, enforcement_id: str, reason: str, actor: str = "") -> Enforcement:
         with self._lock:
             record = self.get(enforcement_id)
-            if record.state is not State.ACTIVE:
+            if record.state not in LIVE:
                 return record
-            for dpid in _switches(record):
-                if not self._network.is_connected(dpid):
-                    raise FailedPrecondition(
-                        f"switch {dpid:016x} holding rules of {record.id} "
-                        "is not connected; try again when it is")
-            lifted = record.moved_to(State.LIFTED, reason or "lifted", self._clock())
-            self._save(lifted)
-            try:
-                self._sync_switches(_switches(record))
-            except SwitchError as exc:
-                self._save(record)
-                self._sync_switches(_switches(record), best_effort=True)
-                raise FailedPrecondition(
-                    f"the switches did not confirm removing {record.id}: {exc}"
-                ) from exc
-            LOG.info("enforcement %s lifted: %s", record.id, reason)
-            return lifted
+            return self._end(record, State.LIFTED, reason or "lifted", actor, "Lift")
+
+    def expire_due(self) -> list[Enforcement]:
+        """Ends every live enforcement whose time has come (also those that
+        came while the controller was down)."""
+        with self._lock:
+            now = self._clock()
+            due = [r for r in self._by_id.values()
+                   if r.state in LIVE and r.expires_at is not None and r.expires_at <= now]
+            return [self._end(r, State.EXPIRED, "expired", "controller", "Expire")
+                    for r in sorted(due, key=lambda r: r.expires_at)]
+
+    def _end(self, record: Enforcement, state: State, reason: str, actor: str,
+             call: str) -> Enforcement:
+        """Lifts or expires: the store first, then every connected switch; a
+        disconnected one is reconciled when it comes back."""
+        ended = self._save(record.moved_to(state, reason, self._clock()))
+        switches = [d for d in _switches(record) if self._network.is_connected(d)]
+        try:
+            self._sync_switches(switches)
+        except SwitchError as exc:
+            self._save(record)
+            self._sync_switches(switches, best_effort=True)
+            self._audit(actor, call, "FAILED_PRECONDITION", record, str(exc))
+            raise FailedPrecondition(
+                f"the switches did not confirm removing {record.id}: {exc}") from exc
+        later = set(_switches(record)) - set(switches)
+        detail = reason + ("" if not later else "; removed from switch " + ", ".join(
+            f"{d:016x}" for d in sorted(later)) + " when it reconnects")
+        LOG.info("enforcement %s %s: %s", record.id, state.value, detail)
+        self._event(state.value, ended, detail)
+        self._audit(actor, call, "OK", ended,
+                    "removed: " + "; ".join(r.text() for r in record.rules))
+        return ended
+
+    # ---- reading -------------------------------------------------------------
 
     def get(self, enforcement_id: str) -> Enforcement:
         with self._lock:
@@ -119,30 +183,122 @@ class EnforcementService:
         wanted = set(states)
         with self._lock:
             records = list(self._by_id.values())
-        return [r for r in sorted(records, key=lambda r: r.created_at)
+        return [r for r in sorted(records, key=lambda r: (r.created_at, r.serial))
                 if (not subscriber_ip or str(r.decision.subscriber.ip) == subscriber_ip)
                 and (not case_id or r.decision.case_id == case_id)
                 and (not wanted or r.state in wanted)]
 
+    def topology(self) -> tuple[TopologyView, dict[str, list[str]]]:
+        """The network, plus active enforcement ids per subscriber IP."""
+        view = self._network.topology()
+        per_ip: dict[str, list[str]] = {}
+        for record in self.list(states=[State.ACTIVE]):
+            per_ip.setdefault(str(record.decision.subscriber.ip), []).append(record.id)
+        return view, per_ip
+
+    def watch(self, *, after: int = 0, subscriber_ip: str = "", case_id: str = "",
+              still_wanted: Callable[[], bool] = lambda: True,
+              poll: float = 0.5) -> Iterator[Event]:
+        """Events after a sequence number, then live ones as they happen."""
+        last = after
+        while still_wanted():
+            events = self._store.events_after(last, subscriber_ip=subscriber_ip,
+                                              case_id=case_id)
+            for event in events:
+                last = event.sequence
+                yield event
+            if not events:
+                with self._new_event:
+                    self._new_event.wait(poll)
+
+    def audit_log(self, **filters):
+        return self._store.audit(**filters)
+
+    def record_refusal(self, actor: str, call: str, case_id: str, enforcement_id: str,
+                       outcome: str, message: str) -> None:
+        """A refused call changes nothing, but who asked for what stays on record."""
+        self._store.append_audit(at=self._clock(), actor=actor or "unknown", call=call,
+                                 outcome=outcome, enforcement_id=enforcement_id,
+                                 case_id=case_id, clause="", detail=message)
+
+    # ---- keeping switches true -------------------------------------------------
+
     def resync(self, dpid: int) -> None:
-        """Puts back what must be enforced on a switch that (re)connected."""
+        """A switch (re)connected, holding what it still holds: bring it to
+        the store's state and finish what was waiting for it."""
         with self._lock:
             try:
-                self._sync(dpid)
+                change = self._sync(dpid)
             except SwitchError as exc:
                 LOG.error("switch %016x: could not restore enforcements: %s", dpid, exc)
+                return
+            for record in self._touched(change):
+                if record.state is State.ACTIVE:
+                    self._event("reapplied", record, f"put back on switch {dpid:016x} "
+                                "after it reconnected")
+            self._activate_pending()
+
+    def repair_drift(self) -> int:
+        """Reads every connected switch's enforcement state and repairs what
+        differs from the store (rules deleted or altered by hand). Returns how
+        many switches needed a repair."""
+        repaired = 0
+        with self._lock:
+            dpids = sorted({d for r in self._by_id.values() for d in _switches(r)})
+            for dpid in dpids:
+                if not self._network.is_connected(dpid):
+                    continue
+                try:
+                    change = self._network.sync(dpid, self._desired(dpid),
+                                                self._switch_timeout, verify=True)
+                except SwitchError as exc:
+                    LOG.error("switch %016x: drift check failed: %s", dpid, exc)
+                    continue
+                if change.empty:
+                    continue
+                repaired += 1
+                what = (f"switch {dpid:016x}: re-added {len(change.rules_to_add)} rule(s), "
+                        f"removed {len(change.rules_to_delete)} stray rule(s)")
+                LOG.warning("drift repaired: %s", what)
+                for record in self._touched(change):
+                    self._event("drift_repaired", record, what)
+            self._activate_pending()
+        return repaired
+
+    def _activate_pending(self) -> None:
+        for record in [r for r in self._by_id.values() if r.state is State.PENDING]:
+            switches = _switches(record)
+            if not all(self._network.is_connected(d) for d in switches):
+                continue
+            try:
+                self._sync_switches(switches)
+            except SwitchError as exc:
+                LOG.error("pending enforcement %s still pending: %s", record.id, exc)
+                continue
+            active = self._save(record.moved_to(State.ACTIVE, "confirmed by the switch",
+                                                self._clock()))
+            self._event("applied", active, active.action.description)
+
+    def _touched(self, change: Change) -> list[Enforcement]:
+        cookies = {r.cookie for r in change.rules_to_add} | {
+            r.cookie for r in change.rules_to_delete}
+        return [r for r in self._by_id.values() if r.cookie in cookies]
 
     def _desired(self, dpid: int) -> SwitchState:
-        """All enforcement state a switch must hold: every active enforcement,
-        and the pending one being applied, oldest first."""
-        live = sorted((r for r in self._by_id.values()
-                       if r.state in (State.ACTIVE, State.PENDING)),
-                      key=lambda r: r.created_at)
+        """All enforcement state a switch must hold: every live enforcement,
+        oldest first."""
+        live = sorted((r for r in self._by_id.values() if r.state in LIVE),
+                      key=lambda r: (r.created_at, r.serial))
         return SwitchState.of([rule for r in live for rule in r.rules if rule.dpid == dpid],
                               [m for r in live for m in r.meters if m.dpid == dpid])
 
-    def _sync(self, dpid: int) -> None:
-        self._network.sync(dpid, self._desired(dpid), self._switch_timeout)
+    @tenacity.retry(retry=tenacity.retry_if_exception_type(SwitchUnreachable),
+                    stop=tenacity.stop_after_attempt(3),
+                    wait=tenacity.wait_random_exponential(multiplier=0.05, max=0.5),
+                    before_sleep=tenacity.before_sleep_log(LOG, logging.WARNING),
+                    reraise=True)
+    def _sync(self, dpid: int) -> Change:
+        return self._network.sync(dpid, self._desired(dpid), self._switch_timeout)
 
     def _sync_switches(self, dpids: list[int], best_effort: bool = False) -> None:
         """Brings each switch to its desired state. best_effort: after a
@@ -155,24 +311,7 @@ class EnforcementService:
                     raise
                 LOG.error("switch %016x: could not restore its enforcements: %s", dpid, exc)
 
-    def topology(self) -> tuple[TopologyView, dict[str, list[str]]]:
-        """The network, plus active enforcement ids per subscriber IP."""
-        view = self._network.topology()
-        per_ip: dict[str, list[str]] = {}
-        for record in self.list(states=[State.ACTIVE]):
-            per_ip.setdefault(str(record.decision.subscriber.ip), []).append(record.id)
-        return view, per_ip
-
-    def _idempotent_replay(self, decision: Decision) -> Enforcement | None:
-        known = self._by_request.get(decision.request_id)
-        if known is None:
-            return None
-        record = self._by_id[known]
-        if record.decision != decision:
-            raise AlreadyExists(
-                f"request_id {decision.request_id!r} was already used for a "
-                f"different decision ({record.id}); use a new request_id")
-        return record
+    # ---- planning --------------------------------------------------------------
 
     def _propose(self, decision: Decision) -> Proposal:
         self._guard(decision)
@@ -184,11 +323,6 @@ class EnforcementService:
                                   self._walled_garden_routes(spec, where))
         cookie = pipeline.enforcement_cookie(self._next_serial)
         planned = planner.plan(spec, target, context, cookie, meter_id=self._next_serial)
-        for dpid in sorted({r.dpid for r in planned.rules} - {where.dpid}):
-            if not self._network.is_connected(dpid):
-                raise FailedPrecondition(
-                    f"switch {dpid:016x} on the path to the walled garden is not "
-                    "connected; nothing was changed")
         action = Action(spec.kind, spec.describe(str(decision.scope or ip)))
         return Proposal(action, where, escalation, cookie, planned.rules, planned.meters)
 
@@ -221,6 +355,8 @@ class EnforcementService:
             raise FailedPrecondition(
                 f"scope {scope} is wider than the policy allows "
                 f"(/{limits.max_scope_prefix_length} at most); nothing was changed")
+        if decision.until is not None and decision.until <= self._clock():
+            raise InvalidArgument("expires_at is in the past")
         assets = self.policy.assets
         for name in ("dns", "portal", "billing_portal", "mail_servers", "smarthosts",
                      "protected"):
@@ -255,6 +391,17 @@ class EnforcementService:
                                 next_spec.describe(str(decision.subscriber.ip)))
         return escalation, spec
 
+    def _idempotent_replay(self, decision: Decision) -> Enforcement | None:
+        known = self._by_request.get(decision.request_id)
+        if known is None:
+            return None
+        record = self._by_id[known]
+        if record.decision != decision:
+            raise AlreadyExists(
+                f"request_id {decision.request_id!r} was already used for a "
+                f"different decision ({record.id}); use a new request_id")
+        return record
+
     def _locate(self, decision: Decision) -> Location:
         ip = str(decision.subscriber.ip)
         where = self._network.locate(ip)
@@ -266,19 +413,75 @@ class EnforcementService:
             raise FailedPrecondition(
                 f"subscriber {ip} was seen with MAC {where.mac}, not "
                 f"{decision.subscriber.mac}; check the case or leave mac empty")
-        if not self._network.is_connected(where.dpid):
-            raise FailedPrecondition(
-                f"subscriber {ip} is attached to switch {where.dpid:016x}, "
-                "which is not connected to the controller")
         return where
 
+    # ---- records, events, audit ----------------------------------------------------
+
     def _save(self, record: Enforcement) -> Enforcement:
+        self._store.save(record)
         self._by_id[record.id] = record
         self._by_request[record.decision.request_id] = record.id
         return record
+
+    def _event(self, kind: str, record: Enforcement, detail: str) -> None:
+        self._store.append_event(self._clock(), kind, record, detail)
+        with self._new_event:
+            self._new_event.notify_all()
+
+    def _audit(self, actor: str, call: str, outcome: str, record: Enforcement,
+               detail: str) -> None:
+        self._store.append_audit(
+            at=self._clock(), actor=actor or "unknown", call=call, outcome=outcome,
+            enforcement_id=record.id, case_id=record.decision.case_id,
+            clause=record.escalation.clause, detail=detail)
 
 
 def _switches(record: Enforcement) -> list[int]:
     """Every switch an enforcement has state on, access switch first."""
     others = {r.dpid for r in record.rules} | {m.dpid for m in record.meters}
     return [record.location.dpid, *sorted(others - {record.location.dpid})]
+
+
+def _expiry(decision: Decision, now: float) -> float | None:
+    if decision.duration is not None:
+        return now + decision.duration
+    return decision.until
+
+
+def _with_backstop(rules, expires_at: float | None, now: float):
+    if expires_at is None:
+        return rules
+    timeout = min(MAX_HARD_TIMEOUT,
+                  math.ceil(expires_at - now) + EXPIRY_BACKSTOP_SECONDS)
+    return tuple(dataclasses.replace(r, hard_timeout=timeout) for r in rules)
+
+
+class Maintenance:
+    """The controller-side schedule: expiry and the periodic drift audit,
+    on one thread that stops when asked (OS-Ken's hub cannot kill threads)."""
+
+    def __init__(self, service: EnforcementService, *, audit_interval: float = 10.0,
+                 tick: float = 0.25):
+        self._service = service
+        self._audit_interval = audit_interval
+        self._tick = tick
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="maintenance", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        next_audit = time.monotonic() + self._audit_interval
+        while not self._stop.wait(self._tick):
+            try:
+                self._service.expire_due()
+                if self._audit_interval > 0 and time.monotonic() >= next_audit:
+                    next_audit = time.monotonic() + self._audit_interval
+                    self._service.repair_drift()
+            except Exception:  # keep the schedule alive; the log has it
+                LOG.exception("maintenance round failed")

@@ -82,7 +82,8 @@ def parse_scope(text: str, ip: ipaddress.IPv4Address) -> ipaddress.IPv4Network |
 
 def validate_apply(*, request_id: str, case_id: str, ip: str, mac: str,
                    violation: Violation | None, reason: str, scope: str = "",
-                   requested_action=None) -> Decision:
+                   requested_action=None, duration: float | None = None,
+                   until: float | None = None) -> Decision:
     """violation is None when the request left it unspecified or unknown;
     requested_action is an already checked policy.ActionSpec or None."""
     if violation is None:
@@ -102,6 +103,8 @@ def validate_apply(*, request_id: str, case_id: str, ip: str, mac: str,
         reason=reason,
         scope=parse_scope(scope, address),
         requested_action=requested_action,
+        duration=duration,
+        until=until,
     )
 
 

@@ -62,18 +62,21 @@ class Lab:
 
 
 @pytest.fixture(scope="module")
-def lab_factory(request):
+def lab_factory(request, tmp_path_factory):
     """Starts a controller and a topology; tears both down at module end."""
     import lab as harness
     started = []
 
-    def start(topo, *, expected_links: int) -> Lab:
+    def start(topo, *, expected_links: int, controller_args=()) -> Lab:
         from enforcement.v1 import enforcement_pb2 as pb
         ARTIFACTS.mkdir(exist_ok=True)
         harness.cleanup()
         ofp_port = harness.free_port()
         log_path = ARTIFACTS / f"{request.module.__name__}-controller.log"
-        controller = harness.ControllerProcess(ofp_port, log_path=log_path)
+        db = tmp_path_factory.mktemp("store") / "enforcement.db"
+        controller = harness.ControllerProcess(
+            ofp_port, log_path=log_path,
+            extra_args=["--db", f"sqlite:///{db}", *controller_args])
         started.append(("controller", controller))
         controller.wait_ready()
         net = harness.start_network(topo, ofp_port)

@@ -122,11 +122,11 @@ def test_bad_input_gets_the_right_status_and_changes_no_flow(lab):
     assert connects(lab, "h1", "h3", 25)
 
 
-def test_disconnected_switch_is_refused_then_restored_on_reconnect(lab):
-    """A decision for a subscriber whose switch is gone changes nothing; an
-    active enforcement is back on its switch after a reconnect."""
+def test_decision_for_a_disconnected_switch_waits_and_holds_across_reconnect(lab):
+    """A decision for a subscriber whose switch is gone is stored PENDING and
+    applied when it connects; an active enforcement on another switch holds
+    throughout, and forwarding comes back."""
     s2 = lab.host("s2")
-    h3 = lab.host("h3")
     # h2: a first offence (h1's earlier case would escalate a repeat).
     active = lab.stub.Apply(spam_request(lab.host("h2").IP(), "reconnect-1"))
     assert active.state == pb.STATE_ACTIVE and active.escalation.step == 1
@@ -135,20 +135,20 @@ def test_disconnected_switch_is_refused_then_restored_on_reconnect(lab):
     try:
         harness.wait_until(lambda: 2 not in {s.datapath_id for s in lab.stub.GetTopology(
             pb.GetTopologyRequest()).switches}, 10, "s2 to disconnect")
-        with pytest.raises(grpc.RpcError) as err:
-            lab.stub.Apply(spam_request(h3.IP(), "reconnect-2"))
-        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "not connected" in err.value.details()
+        pending = lab.stub.Apply(spam_request(lab.host("h3").IP(), "reconnect-2"))
+        assert pending.state == pb.STATE_PENDING
+        assert "not connected" in pending.state_reason
     finally:
         s2.vsctl("set-controller", "s2", controller)
-    harness.wait_until(lambda: 2 in {s.datapath_id for s in lab.stub.GetTopology(
-        pb.GetTopologyRequest()).switches}, 15, "s2 to reconnect")
-    # s1 never lost its flows; s1's enforcement still holds while s2 rejoins.
+    harness.wait_until(lambda: lab.stub.Get(pb.GetRequest(id=pending.id)).state
+                       == pb.STATE_ACTIVE, 15, "the pending decision to be applied")
+    assert not connects(lab, "h3", "h2", 25)
     assert not connects(lab, "h2", "h3", 25)
     harness.wait_until(lambda: connects(lab, "h4", "h3", 25), 10, "h4 -> h3:25 after reconnect")
     assert connects(lab, "h2", "h3", 80)
-    lab.stub.Lift(pb.LiftRequest(id=active.id))
-    assert connects(lab, "h2", "h3", 25)
+    for enforcement in (active, pending):
+        lab.stub.Lift(pb.LiftRequest(id=enforcement.id))
+    assert connects(lab, "h2", "h3", 25) and connects(lab, "h3", "h2", 25)
 
 
 def test_cli_applies_lists_shows_and_lifts_with_trustworthy_exit_codes(lab):

@@ -7,6 +7,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from enforcement import policy
 from enforcement.api import SERVICE_NAME, create_server
+from enforcement.desired import diff
+from enforcement.store import Store
 from enforcement.errors import SwitchError
 from enforcement.model import HostView, LinkView, Location, SwitchView, TopologyView
 from enforcement.service import EnforcementService
@@ -28,10 +30,12 @@ class RecordingNetwork:
     def is_connected(self, dpid):
         return dpid in self.connected
 
-    def sync(self, dpid, desired, timeout):
+    def sync(self, dpid, desired, timeout, verify=False):
         if self.refuse:
             raise SwitchError(self.refuse)
+        change = diff(self.state.get(dpid, desired.empty()), desired)
         self.state[dpid] = desired
+        return change
 
     @property
     def flows(self):
@@ -52,8 +56,13 @@ def network():
 
 
 @pytest.fixture
-def channel(network):
-    server, port = create_server("127.0.0.1:0", EnforcementService(network, policy.load()))
+def service(network, tmp_path):
+    return EnforcementService(network, policy.load(), Store(f"sqlite:///{tmp_path}/state.db"))
+
+
+@pytest.fixture
+def channel(service):
+    server, port = create_server("127.0.0.1:0", service)
     server.start()
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         yield channel
@@ -141,10 +150,16 @@ def test_unknown_ids_are_not_found(stub):
     assert code_of(lambda: stub.Get(pb.GetRequest()))[0] == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_disconnected_switch_is_a_failed_precondition(stub, network):
+def test_disconnected_switch_leaves_the_decision_pending_until_it_connects(
+        stub, network, service):
     network.connected.discard(1)
-    code, details = code_of(lambda: stub.Apply(spam()))
-    assert code == grpc.StatusCode.FAILED_PRECONDITION and "not connected" in details
+    pending = stub.Apply(spam())
+    assert pending.state == pb.STATE_PENDING and "not connected" in pending.state_reason
+    assert network.flows == set()
+    network.connected.add(1)
+    service.resync(1)
+    assert stub.Get(pb.GetRequest(id=pending.id)).state == pb.STATE_ACTIVE
+    assert len(network.flows) == 1
 
 
 def test_switch_refusal_is_reported_as_failed_with_the_reason(stub, network):
