@@ -92,6 +92,8 @@ class EnforcementApp(app_manager.OSKenApp):
         On a refusal the part already applied is undone, so nothing is
         half-installed. Returns the change pushed."""
         with self._sync_lock(dpid):
+            if verify:
+                self._repair_base(dpid, timeout)
             actual = (self.read_state(dpid, timeout) if verify
                       else self._actual.get(dpid, SwitchState.empty()))
             change = diff(actual, desired)
@@ -105,6 +107,21 @@ class EnforcementApp(app_manager.OSKenApp):
                 raise
             self._actual[dpid] = desired
             return change
+
+    def _repair_base(self, dpid: int, timeout: float) -> None:
+        """Puts back base pipeline flows deleted behind our back (ovs-ofctl
+        del-flows), and relearns forwarding, whose flows went with them."""
+        request = compiler.flow_stats_request(pipeline.NS_BASE)
+        held = {compiler.rule_from_stats(dpid, st)
+                for st in self._transact(dpid, [request], timeout).get(request.xid, [])}
+        missing = [r for r in forwarding.base_rules(dpid) if r not in held]
+        if not missing:
+            return
+        LOG.warning("switch %016x lost %d base flow(s); restoring", dpid, len(missing))
+        self._transact(dpid, [compiler.delete_namespace(pipeline.NS_FORWARD),
+                              *map(compiler.flow_add, missing)], timeout)
+        with self._lock:
+            self._macs[dpid] = {}
 
     def read_state(self, dpid: int, timeout: float) -> SwitchState:
         """The enforcement flows (by cookie namespace) and the meters the

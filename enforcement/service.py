@@ -252,7 +252,9 @@ class EnforcementService:
                     change = self._network.sync(dpid, self._desired(dpid),
                                                 self._switch_timeout, verify=True)
                 except SwitchError as exc:
-                    LOG.error("switch %016x: drift check failed: %s", dpid, exc)
+                    # A switch going away mid-check is what reconnects are for.
+                    log = LOG.warning if isinstance(exc, SwitchUnreachable) else LOG.error
+                    log("switch %016x: drift check failed: %s", dpid, exc)
                     continue
                 if change.empty:
                     continue

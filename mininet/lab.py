@@ -97,6 +97,72 @@ class ControllerProcess:
         return self.proc.returncode
 
 
+class ControlProxy:
+    """A TCP relay between the switches and the controller that a test can
+    cut and restore: the switches lose their controller connection without
+    any change to their configuration (which would make OVS flush its flows)."""
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1"):
+        self.port = free_port()
+        self._target = (target_host, target_port)
+        self._up = threading.Event()
+        self._up.set()
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._listener.settimeout(0.2)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        self._up.clear()
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.close()
+            self._sockets.clear()
+
+    def restore(self) -> None:
+        self._up.set()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.cut()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                switch_side, _ = self._listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            if not self._up.is_set():
+                switch_side.close()
+                continue
+            try:
+                controller_side = socket.create_connection(self._target, timeout=2)
+            except OSError:
+                switch_side.close()
+                continue
+            controller_side.settimeout(None)
+            with self._lock:
+                self._sockets += [switch_side, controller_side]
+            for a, b in ((switch_side, controller_side), (controller_side, switch_side)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+
 # ---- the network -----------------------------------------------------------
 
 def disable_tx_checksum(pid: int, ifname: str) -> None:

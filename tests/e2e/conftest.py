@@ -67,7 +67,7 @@ def lab_factory(request, tmp_path_factory):
     import lab as harness
     started = []
 
-    def start(topo, *, expected_links: int, controller_args=()) -> Lab:
+    def start(topo, *, expected_links: int, controller_args=(), via_proxy=False) -> Lab:
         from enforcement.v1 import enforcement_pb2 as pb
         ARTIFACTS.mkdir(exist_ok=True)
         harness.cleanup()
@@ -79,12 +79,17 @@ def lab_factory(request, tmp_path_factory):
             extra_args=["--db", f"sqlite:///{db}", *controller_args])
         started.append(("controller", controller))
         controller.wait_ready()
-        net = harness.start_network(topo, ofp_port)
+        proxy = None
+        if via_proxy:
+            proxy = harness.ControlProxy(ofp_port)
+            started.append(("proxy", proxy))
+        net = harness.start_network(topo, proxy.port if proxy else ofp_port)
         started.append(("net", net))
         harness.wait_switches_connected(net)
         channel = grpc.insecure_channel(controller.grpc_address)
         started.append(("channel", channel))
         lab = Lab(controller, net, channel, log_path)
+        lab.proxy = proxy
         # Links first: hosts are located only on ports known not to be uplinks.
         harness.wait_until(lambda: len(lab.stub.GetTopology(pb.GetTopologyRequest()).links)
                    >= expected_links, 20, f"{expected_links} discovered links")
@@ -98,9 +103,7 @@ def lab_factory(request, tmp_path_factory):
     yield start
     for kind, thing in reversed(started):
         try:
-            if kind == "net":
-                thing.stop()
-            elif kind == "controller":
+            if kind in ("net", "controller"):
                 thing.stop()
             else:
                 thing.close()

@@ -1,7 +1,6 @@
 """The lifecycle against a real SQLite file: durability across restarts,
 idempotency, expiry, pending decisions, drift repair, events and audit. The
 switch side is a recording double; the Mininet fault tests use real ones."""
-import dataclasses
 import ipaddress
 import json
 

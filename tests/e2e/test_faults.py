@@ -1,0 +1,277 @@
+"""Faults against the real controller process and real switches: what the
+controller acknowledged stays in force, and ends when it should.
+
+Topology: LinearTopo(2, 3): h1 h2 h3 on s1, h4 h5 h6 on s2. Every subscriber
+gets at most one spam decision per test, so no escalation gets in the way;
+h6 runs the listeners everybody connects to.
+"""
+import random
+import threading
+import time
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+
+import lab as harness
+import topologies
+from enforcement import pipeline
+from enforcement.v1 import enforcement_pb2 as pb
+from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
+
+pytestmark = pytest.mark.mininet
+
+AUDIT_INTERVAL = 2.0
+NS = pipeline.NS_ENFORCE << pipeline.COOKIE_NAMESPACE_SHIFT
+
+
+@pytest.fixture(scope="module")
+def lab(lab_factory):
+    lab = lab_factory(topologies.LinearTopo(switches=2, hosts_per_switch=3),
+                      expected_links=2,
+                      controller_args=["--audit-interval", str(AUDIT_INTERVAL)],
+                      via_proxy=True)
+    harness.start_listener(lab.host("h6"), (25, 80))
+    return lab
+
+
+@pytest.fixture(autouse=True)
+def clean_slate(lab):
+    """Each test starts and ends with nothing enforced, and fails if the
+    controller logged an error (faults are expected; errors are not)."""
+    lift_everything(lab)
+    yield
+    lift_everything(lab)
+    assert lab.log_problems() == [], "the controller logged errors"
+
+
+def lift_everything(lab):
+    for e in lab.stub.List(pb.ListRequest(states=[pb.STATE_ACTIVE, pb.STATE_PENDING])
+                           ).enforcements:
+        lab.stub.Lift(pb.LiftRequest(id=e.id, reason="test cleanup"))
+    harness.wait_until(lambda: enforcement_flows() == [], 15, "no enforcement flows")
+
+
+def enforcement_flows(switches=("s1", "s2")):
+    return [f for sw in switches
+            for f in harness.flows_with_cookie(sw, NS, pipeline.COOKIE_NAMESPACE_MASK)]
+
+
+# Always the port-25 block, however often a subscriber comes back: the ladder
+# would otherwise escalate repeats to quarantine, which this topology lacks.
+BLOCK_25 = pb.ActionRequest(kind=pb.ACTION_KIND_BLOCK, protocol="tcp", ports=[25])
+
+
+def spam(lab, host, request_id, **kw):
+    return pb.ApplyRequest(request_id=request_id, case_id=f"CASE-{request_id}",
+                           subscriber=pb.Subscriber(ip=lab.host(host).IP()),
+                           violation=pb.VIOLATION_SPAM, reason="fault test",
+                           action=BLOCK_25, **kw)
+
+
+def smtp_blocked(lab, host):
+    return not harness.tcp_connects(lab.host(host), lab.host("h6").IP(), 25)
+
+
+def restart_controller(lab, kill=True):
+    """Stops the controller (SIGKILL, or SIGTERM) and starts a new one on the
+    same store and OpenFlow port; the switches reconnect by themselves."""
+    old = lab.controller
+    if kill:
+        old.proc.kill()
+        old.proc.wait()
+    old.stop()
+    args = old.proc.args
+    db = args[args.index("--db") + 1]
+    new = harness.ControllerProcess(
+        old.ofp_port, log_path=old.log_path.with_name(old.log_path.stem + "-restarted.log"),
+        extra_args=["--db", db, "--audit-interval", str(AUDIT_INTERVAL)])
+    new.wait_ready()
+    lab.controller = new
+    lab.channel.close()
+    lab.channel = grpc.insecure_channel(new.grpc_address)
+    lab.stub = pb_grpc.EnforcementServiceStub(lab.channel)
+    lab.log_path = new.log_path
+    harness.wait_until(lambda: len(lab.stub.GetTopology(pb.GetTopologyRequest()).switches)
+                       == 2, 30, "both switches back")
+    # A new controller knows hosts only once they speak (their ARP refreshes
+    # would do it within a minute); have them speak now.
+    for host in lab.net.hosts:
+        host.cmd(f"ping -c 1 -W 1 {lab.host('h6').IP()} > /dev/null")
+
+
+def test_kill_9_mid_stream_keeps_every_acknowledged_decision_and_nothing_half_done(lab):
+    acknowledged, stop = [], threading.Event()
+
+    def stream():
+        for i, host in enumerate(("h1", "h2", "h3", "h4", "h5")):
+            if stop.is_set():
+                return
+            try:
+                acknowledged.append(lab.stub.Apply(spam(lab, host, f"kill-{i}"), timeout=5))
+            except grpc.RpcError:
+                return  # the controller died under this call: not acknowledged
+            time.sleep(0.3)
+
+    sender = threading.Thread(target=stream)
+    sender.start()
+    harness.wait_until(lambda: len(acknowledged) >= 2, 15, "two acknowledged decisions")
+    restart_controller(lab, kill=True)
+    stop.set()
+    sender.join()
+    assert all(e.state == pb.STATE_ACTIVE for e in acknowledged)
+    stored = {e.id: e for e in lab.stub.List(pb.ListRequest()).enforcements}
+    for e in acknowledged:
+        assert stored[e.id].state == pb.STATE_ACTIVE
+    # Whatever was stored but not acknowledged is completed, never half there.
+    live = [e for e in stored.values() if e.state in (pb.STATE_ACTIVE, pb.STATE_PENDING)]
+    harness.wait_until(lambda: all(lab.stub.Get(pb.GetRequest(id=e.id)).state
+                                   == pb.STATE_ACTIVE for e in live), 10, "all active")
+    flows = enforcement_flows()
+    assert len(flows) == len(live)  # one rule each, no duplicates
+    assert {harness.flow_cookie(f) for f in flows} == {e.rules[0].cookie for e in live}
+    for e in live:
+        host = next(h for h in lab.net.hosts if h.IP() == e.subscriber.ip)
+        assert smtp_blocked(lab, host.name)
+    assert not smtp_blocked(lab, "h5") or any(e.subscriber.ip == lab.host("h5").IP()
+                                              for e in live)
+
+
+def test_wiped_switch_gets_its_enforcements_back_within_2_s_of_reconnecting(lab):
+    active = lab.stub.Apply(spam(lab, "h4", "wipe-1"))
+    assert smtp_blocked(lab, "h4")
+    s2 = lab.host("s2")
+    target = s2.vsctl("get-controller", "s2").strip()
+    s2.vsctl("del-controller", "s2")  # this alone deletes every flow and meter
+    s2.cmd("ovs-ofctl -O OpenFlow13 del-flows s2")
+    assert enforcement_flows(("s2",)) == []
+    s2.vsctl("set-controller", "s2", target)
+    harness.wait_until(lambda: 2 in {s.datapath_id for s in lab.stub.GetTopology(
+        pb.GetTopologyRequest()).switches}, 15, "s2 to reconnect", interval=0.05)
+    reconnected = time.monotonic()
+    harness.wait_until(lambda: len(harness.flows_with_cookie("s2", active.rules[0].cookie)) == 1,
+                       5, "the enforcement flow back on s2")
+    took = time.monotonic() - reconnected
+    print(f"enforcement back {took:.2f} s after s2 reconnected")
+    assert took <= 2.0
+    assert smtp_blocked(lab, "h4") and not smtp_blocked(lab, "h5")
+
+
+def test_a_flow_deleted_by_hand_is_repaired_within_the_audit_interval_and_reported(lab):
+    active = lab.stub.Apply(spam(lab, "h1", "drift-1"))
+    last = max((e.sequence for e in collect_events(lab, 0, seconds=0.5)), default=0)
+    cookie = active.rules[0].cookie
+    deleted_at = time.monotonic()
+    lab.host("s1").cmd(f"ovs-ofctl -O OpenFlow13 del-flows s1 cookie={cookie:#x}/-1")
+    assert harness.flows_with_cookie("s1", cookie) == []
+    assert not smtp_blocked(lab, "h1")  # the drift is real
+    harness.wait_until(lambda: harness.flows_with_cookie("s1", cookie), AUDIT_INTERVAL + 3,
+                       "the flow repaired")
+    print(f"repaired {time.monotonic() - deleted_at:.1f} s after deletion "
+          f"(audit interval {AUDIT_INTERVAL} s)")
+    assert smtp_blocked(lab, "h1")
+    events = collect_events(lab, last, seconds=1.0)
+    assert any(e.kind == pb.EVENT_KIND_DRIFT_REPAIRED and e.enforcement_id == active.id
+               for e in events), events
+
+
+def test_base_pipeline_wiped_by_hand_is_rebuilt(lab):
+    active = lab.stub.Apply(spam(lab, "h2", "basewipe-1"))
+    lab.host("s1").cmd("ovs-ofctl -O OpenFlow13 del-flows s1")
+    harness.wait_until(lambda: harness.flows_with_cookie("s1", active.rules[0].cookie),
+                       AUDIT_INTERVAL + 3, "enforcement back")
+    harness.wait_until(lambda: harness.tcp_connects(lab.host("h3"), lab.host("h6").IP(), 80),
+                       AUDIT_INTERVAL + 3, "forwarding back")
+    assert smtp_blocked(lab, "h2")
+
+
+def collect_events(lab, after, seconds):
+    stream = lab.stub.Watch(pb.WatchRequest(after_sequence=after), timeout=seconds)
+    events = []
+    try:
+        for event in stream:
+            events.append(event)
+    except grpc.RpcError as err:
+        assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    return events
+
+
+def test_a_5_second_enforcement_expires_and_traffic_flows_again(lab):
+    e = lab.stub.Apply(spam(lab, "h3", "expiry-1",
+                            duration=duration_pb2.Duration(seconds=5)))
+    applied = time.monotonic()
+    assert e.HasField("expires_at") and smtp_blocked(lab, "h3")
+    harness.wait_until(lambda: not smtp_blocked(lab, "h3"), 10, "the block to expire")
+    took = time.monotonic() - applied
+    print(f"expired after {took:.1f} s")
+    assert 4.5 <= took <= 7.5
+    assert lab.stub.Get(pb.GetRequest(id=e.id)).state == pb.STATE_EXPIRED
+
+
+def test_expiry_is_honoured_when_the_controller_was_down_at_the_time(lab):
+    e = lab.stub.Apply(spam(lab, "h5", "expiry-restart",
+                            duration=duration_pb2.Duration(seconds=5)))
+    assert smtp_blocked(lab, "h5")
+    lab.controller.proc.kill()
+    lab.controller.proc.wait()
+    time.sleep(6)
+    assert smtp_blocked(lab, "h5")  # fail-secure switches keep it meanwhile
+    restart_controller(lab, kill=False)
+    harness.wait_until(lambda: not smtp_blocked(lab, "h5"), 8, "the block gone after restart")
+    assert lab.stub.Get(pb.GetRequest(id=e.id)).state == pb.STATE_EXPIRED
+
+
+def test_a_lift_sent_while_the_switch_is_away_takes_effect_when_it_reconnects(lab):
+    e = lab.stub.Apply(spam(lab, "h4", "lift-away"))
+    lab.proxy.cut()  # every switch loses the controller; flows stay (fail-secure)
+    try:
+        harness.wait_until(lambda: not lab.stub.GetTopology(
+            pb.GetTopologyRequest()).switches, 10, "switches to disconnect")
+        lifted = lab.stub.Lift(pb.LiftRequest(id=e.id, reason="while away"))
+        assert lifted.state == pb.STATE_LIFTED
+        assert smtp_blocked(lab, "h4")  # the switch cannot know yet
+    finally:
+        lab.proxy.restore()
+    harness.wait_until(lambda: not smtp_blocked(lab, "h4"), 20, "the lift to take effect")
+    assert enforcement_flows(("s2",)) == []
+
+
+def test_50_concurrent_clients_leave_the_switches_equal_to_the_store(lab):
+    hosts = ["h1", "h2", "h3", "h4", "h5"]
+    errors = []
+
+    def client(n):
+        rng = random.Random(n)
+        with grpc.insecure_channel(lab.controller.grpc_address) as channel:
+            stub = pb_grpc.EnforcementServiceStub(channel)
+            for i in range(4):
+                host = rng.choice(hosts)
+                try:
+                    if rng.random() < 0.6:
+                        stub.Apply(spam(lab, host, f"c{n}-{i}"), timeout=20)
+                    else:
+                        live = stub.List(pb.ListRequest(
+                            subscriber_ip=lab.host(host).IP(),
+                            states=[pb.STATE_ACTIVE]), timeout=20).enforcements
+                        if live:
+                            stub.Lift(pb.LiftRequest(id=rng.choice(live).id), timeout=20)
+                except grpc.RpcError as err:
+                    errors.append(f"{err.code().name}: {err.details()}")
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    active = lab.stub.List(pb.ListRequest(states=[pb.STATE_ACTIVE], page_size=1000)).enforcements
+    expected = {(r.datapath_id, r.table_id, r.priority,
+                 tuple((m.field, m.value) for m in r.match)) for e in active for r in e.rules}
+    flows = enforcement_flows()
+    print(f"{len(active)} active enforcements, {len(expected)} distinct rules, "
+          f"{len(flows)} enforcement flows on the switches")
+    assert len(flows) == len(expected)
+    assert {harness.flow_cookie(f) for f in flows} <= {e.rules[0].cookie for e in active}
+    for host in hosts:
+        mine = [e for e in active if e.subscriber.ip == lab.host(host).IP()]
+        assert smtp_blocked(lab, host) == bool(mine), host
