@@ -48,6 +48,9 @@ def main() -> int:
     parser.add_argument("--fanout", type=int, default=2, help="tree")
     parser.add_argument("--grpc-listen", default="127.0.0.1:50051")
     parser.add_argument("--ofp-port", type=int, default=6653)
+    parser.add_argument("--db", default="sqlite:///enforcement.db",
+                        help="the controller's store (enforcements survive restarts). "
+                             "Default: %(default)s")
     parser.add_argument("--log", default="controller.log",
                         help="controller log file. Default: %(default)s")
     parser.add_argument("--no-cli", action="store_true",
@@ -64,7 +67,8 @@ def main() -> int:
     topo = build_topo(args)
     lab.cleanup()
     controller = lab.ControllerProcess(args.ofp_port, grpc_listen=args.grpc_listen,
-                                       log_path=pathlib.Path(args.log))
+                                       log_path=pathlib.Path(args.log),
+                                       extra_args=["--db", args.db])
     net = None
     try:
         grpc_address = controller.wait_ready()
