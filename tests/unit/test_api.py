@@ -235,3 +235,67 @@ def test_wider_scope_is_refused_by_the_default_policy(stub, network):
     code, details = code_of(lambda: stub.Apply(request))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "does not contain" in details
     assert network.flows == set()
+
+
+def test_list_pages_through_everything_in_order(stub):
+    ids = [stub.Apply(spam(f"r{i}", ip=ip)).id
+           for i, ip in enumerate(["10.0.0.1", "10.0.0.3"] * 3)]
+    seen, token = [], ""
+    while True:
+        page = stub.List(pb.ListRequest(page_size=4, page_token=token))
+        seen += [e.id for e in page.enforcements]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == ids
+    assert code_of(lambda: stub.List(pb.ListRequest(page_token="x")))[0] == \
+        grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_watch_streams_events_and_resumes(stub):
+    first = stub.Apply(spam("r1"))
+    stub.Lift(pb.LiftRequest(id=first.id))
+    events = []
+    with pytest.raises(grpc.RpcError) as err:
+        for event in stub.Watch(pb.WatchRequest(), timeout=1.0):
+            events.append(event)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert [e.kind for e in events] == [pb.EVENT_KIND_APPLIED, pb.EVENT_KIND_LIFTED]
+    assert events[1].state == pb.STATE_LIFTED and events[1].enforcement_id == first.id
+    resumed = []
+    with pytest.raises(grpc.RpcError):
+        for event in stub.Watch(pb.WatchRequest(after_sequence=events[0].sequence),
+                                timeout=1.0):
+            resumed.append(event)
+    assert [e.sequence for e in resumed] == [events[1].sequence]
+
+
+def test_audit_names_the_caller_and_keeps_refusals(stub):
+    applied = stub.Apply(spam("r1"))
+    code_of(lambda: stub.Apply(spam("r2", ip="10.0.0.300")))
+    entries = stub.ListAudit(pb.ListAuditRequest()).entries
+    assert [(e.call, e.outcome) for e in entries] == [("Apply", "INVALID_ARGUMENT"),
+                                                       ("Apply", "OK")]
+    assert all(e.actor.startswith("ipv4:127.0.0.1:") for e in entries)
+    assert entries[1].enforcement_id == applied.id and "tcp_dst=25" in entries[1].detail
+    mine = stub.ListAudit(pb.ListAuditRequest(enforcement_id=applied.id)).entries
+    assert len(mine) == 1
+
+
+def test_duration_and_expiry_are_checked(stub):
+    from google.protobuf import duration_pb2, timestamp_pb2
+    request = spam()
+    request.duration.CopyFrom(duration_pb2.Duration(seconds=3600))
+    enforcement = stub.Apply(request)
+    assert enforcement.HasField("expires_at")
+    both = spam("r2")
+    both.duration.CopyFrom(duration_pb2.Duration(seconds=60))
+    both.expires_at.CopyFrom(timestamp_pb2.Timestamp(seconds=4_000_000_000))
+    assert code_of(lambda: stub.Apply(both))[0] == grpc.StatusCode.INVALID_ARGUMENT
+    negative = spam("r3")
+    negative.duration.CopyFrom(duration_pb2.Duration(seconds=-5))
+    assert code_of(lambda: stub.Apply(negative))[0] == grpc.StatusCode.INVALID_ARGUMENT
+    past = spam("r4")
+    past.expires_at.CopyFrom(timestamp_pb2.Timestamp(seconds=1))
+    code, details = code_of(lambda: stub.Apply(past))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "past" in details
