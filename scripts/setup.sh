@@ -16,6 +16,7 @@ packages=(
   python3 python3-venv # Debian's Python: the one Mininet's library is built for
   iperf3 ethtool iputils-ping netcat-openbsd iproute2 psmisc procps
   hping3 tcpdump       # forged packets and proof they never arrive
+  postgresql           # the store tests run on PostgreSQL as well as SQLite
 )
 missing=()
 for p in "${packages[@]}"; do

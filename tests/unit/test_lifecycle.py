@@ -1,4 +1,5 @@
-"""The lifecycle against a real SQLite file: durability across restarts,
+"""The lifecycle against a real SQLite file and a real PostgreSQL server:
+durability across restarts,
 idempotency, expiry, pending decisions, drift repair, events and audit. The
 switch side is a recording double; the Mininet fault tests use real ones."""
 import ipaddress
@@ -60,8 +61,8 @@ class Clock:
 
 
 @pytest.fixture
-def world(tmp_path):
-    switches, clock, url = Switches(), Clock(), f"sqlite:///{tmp_path}/state.db"
+def world(database_url):
+    switches, clock, url = Switches(), Clock(), database_url
 
     def start():
         return EnforcementService(switches, POLICY, Store(url), clock=clock)
