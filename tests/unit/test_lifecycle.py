@@ -1,7 +1,7 @@
 """The lifecycle against a real SQLite file and a real PostgreSQL server:
-durability across restarts,
-idempotency, expiry, pending decisions, drift repair, events and audit. The
-switch side is a recording double; the Mininet fault tests use real ones."""
+durability across restarts, idempotency, expiry, pending decisions, drift
+repair, events and audit. The switch side is a recording double; the Mininet
+fault tests use real ones."""
 import ipaddress
 import json
 
