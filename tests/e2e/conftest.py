@@ -6,6 +6,7 @@ a test fails when the controller logged an OpenFlow error or a traceback.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import pathlib
 import re
@@ -61,8 +62,24 @@ class Lab:
                 if re.search(r" ERROR |Traceback|OFPET_", line)]
 
 
+# Mininet names switches s1, s2... and `mn -c` removes every one of them, so
+# two test runs on one machine (two checkouts, a developer and CI) must not
+# overlap: each module holds this lock while its network exists.
+LOCK_PATH = "/run/lock/sdn-enforcement-mininet.lock"
+
+
 @pytest.fixture(scope="module")
-def lab_factory(request, tmp_path_factory):
+def mininet_lock():
+    with open(LOCK_PATH, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="module")
+def lab_factory(request, tmp_path_factory, mininet_lock):
     """Starts a controller and a topology; tears both down at module end."""
     import lab as harness
     started = []
