@@ -7,16 +7,20 @@ are on, so generic clients (grpcurl, grpc_health_probe) work out of the box.
 from __future__ import annotations
 
 import logging
+import time
 from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from enforcement import access as access_rules
 from enforcement import errors, policy
+from enforcement.guard import Guard, current_actor
 from enforcement.model import (ActionKind, Enforcement, Escalation, Location,
                                Proposal, State, TopologyView, Violation)
 from enforcement.service import EnforcementService
+from enforcement import validation
 from enforcement.validation import validate_apply, validate_id
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
@@ -154,7 +158,7 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
 
     def Apply(self, request, context):
         return _answer(context, lambda: enforcement_to_proto(
-            self._service.apply(self._decision(request), actor=context.peer())),
+            self._service.apply(self._decision(request), actor=current_actor(context))),
             audit=(self._service, "Apply", request.case_id, ""))
 
     def Plan(self, request, context):
@@ -171,7 +175,13 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
                 raise errors.InvalidArgument(
                     f"duration must be positive and at most {MAX_DURATION_SECONDS} s")
         if request.HasField("expires_at"):
-            until = request.expires_at.ToNanoseconds() / 1e9
+            stamp = request.expires_at
+            if not 0 <= stamp.nanos < 10**9 or not 0 < stamp.seconds < 253402300800:
+                raise errors.InvalidArgument("expires_at is not a valid timestamp")
+            until = stamp.ToNanoseconds() / 1e9
+            if until - time.time() > MAX_DURATION_SECONDS:
+                raise errors.InvalidArgument(
+                    f"expires_at is more than {MAX_DURATION_SECONDS} s from now")
         return validate_apply(
             request_id=request.request_id, case_id=request.case_id,
             ip=request.subscriber.ip, mac=request.subscriber.mac,
@@ -183,7 +193,8 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
 
     def Lift(self, request, context):
         return _answer(context, lambda: enforcement_to_proto(self._service.lift(
-            validate_id("id", request.id), request.reason, actor=context.peer())),
+            validate_id("id", request.id), validation.parse_reason(request.reason),
+            actor=current_actor(context))),
             audit=(self._service, "Lift", "", request.id))
 
     def Get(self, request, context):
@@ -199,12 +210,11 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
             size = request.page_size or DEFAULT_PAGE
             if size > MAX_PAGE:
                 raise errors.InvalidArgument(f"page_size is at most {MAX_PAGE}")
-            try:
-                start = int(request.page_token or 0)
-            except ValueError:
-                raise errors.InvalidArgument("page_token is not one this server gave") from None
-            records = self._service.list(subscriber_ip=request.subscriber_ip,
-                                         case_id=request.case_id, states=states)
+            token = request.page_token or "0"
+            if len(token) > 12 or not token.isascii() or not token.isdigit():
+                raise errors.InvalidArgument("page_token is not one this server gave")
+            start = int(token)
+            records = self._service.list(**_filters(request), states=states)
             page = records[start:start + size]
             more = start + size < len(records)
             return pb.ListResponse(enforcements=[enforcement_to_proto(r) for r in page],
@@ -215,9 +225,11 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
         return _answer(context, lambda: topology_to_proto(*self._service.topology()))
 
     def Watch(self, request, context):
-        events = self._service.watch(after=request.after_sequence,
-                                     subscriber_ip=request.subscriber_ip,
-                                     case_id=request.case_id,
+        try:
+            filters = _filters(request)
+        except errors.InvalidArgument as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        events = self._service.watch(after=request.after_sequence, **filters,
                                      still_wanted=context.is_active)
         for event in events:
             yield event_to_proto(event)
@@ -227,11 +239,26 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
             limit = request.limit or DEFAULT_PAGE
             if limit > MAX_PAGE:
                 raise errors.InvalidArgument(f"limit is at most {MAX_PAGE}")
-            entries = self._service.audit_log(enforcement_id=request.enforcement_id,
-                                              case_id=request.case_id, limit=limit)
+            entries = self._service.audit_log(
+                enforcement_id=validation.bounded(request.enforcement_id, "enforcement_id",
+                                                  validation.MAX_ID_LENGTH),
+                case_id=validation.bounded(request.case_id, "case_id",
+                                           validation.MAX_ID_LENGTH),
+                limit=limit)
             return pb.ListAuditResponse(entries=[audit_to_proto(e) for e in entries])
         return _answer(context, run)
 
+
+def _filters(request) -> dict:
+    """The subscriber/case filters of List and Watch, checked like Apply's fields."""
+    return {"subscriber_ip": validation.parse_filter_ip(request.subscriber_ip,
+                                                        "subscriber_ip"),
+            "case_id": validation.bounded(request.case_id, "case_id",
+                                          validation.MAX_ID_LENGTH)}
+
+
+MAX_DESTINATIONS = 16
+MAX_REQUESTED_PORTS = 64
 
 _DIRECTIONS = {pb.DIRECTION_FROM_SUBSCRIBER: "from_subscriber",
                pb.DIRECTION_TO_SUBSCRIBER: "to_subscriber", pb.DIRECTION_BOTH: "both"}
@@ -243,6 +270,20 @@ def requested_action(message: pb.ActionRequest, rules: policy.Policy):
     kind = _enum_from_proto(ActionKind, "ActionKind", message.kind)
     if kind is None:
         raise errors.InvalidArgument("action.kind is required when action is given")
+    # Bounds first, so that no huge list is walked or echoed back.
+    if len(message.ports) > MAX_REQUESTED_PORTS:
+        raise errors.InvalidArgument(
+            f"action.ports lists {len(message.ports)} ports; at most {MAX_REQUESTED_PORTS}")
+    for name in ("to", "except_to"):
+        values = getattr(message, name)
+        if len(values) > MAX_DESTINATIONS:
+            raise errors.InvalidArgument(
+                f"action.{name} lists {len(values)} entries; at most {MAX_DESTINATIONS}")
+        for value in values:
+            if value not in policy.ASSET_LISTS:
+                validation.parse_prefix(value, f"action.{name} entry")
+    for name in ("protocol", "portal"):
+        validation.bounded(getattr(message, name), f"action.{name}", 32)
     step: dict = {"action": kind.value}
     for name, value in (("protocol", message.protocol), ("ports", list(message.ports)),
                         ("direction", _DIRECTIONS.get(message.direction)),
@@ -271,7 +312,7 @@ def _answer(context, run, audit=None):
         code = next(code for cls, code in _STATUS.items() if isinstance(exc, cls))
         if audit is not None:
             service, call, case_id, enforcement_id = audit
-            service.record_refusal(context.peer(), call, case_id, enforcement_id,
+            service.record_refusal(current_actor(context), call, case_id, enforcement_id,
                                    code.name, str(exc))
         context.abort(code, str(exc))
     except Exception:
@@ -280,14 +321,32 @@ def _answer(context, run, audit=None):
                       "internal error; the controller log has the details")
 
 
-def create_server(address: str, service: EnforcementService,
-                  max_workers: int = 16) -> tuple[grpc.Server, int]:
+# Requests are small (an Apply is a few hundred bytes); anything near this is
+# hostile or broken and is refused by gRPC before it is even parsed.
+MAX_REQUEST_BYTES = 64 * 1024
+# Past this many calls at once (all clients together) gRPC answers
+# RESOURCE_EXHAUSTED instead of queueing without bound.
+MAX_CONCURRENT_CALLS = 512
+
+
+def create_server(address: str, service: EnforcementService, *,
+                  max_workers: int = 64, guard: Guard | None = None
+                  ) -> tuple[grpc.Server, int]:
     """Builds (not starts) the server. Returns it and the bound port, which
-    differs from the one asked for when the address ends in :0."""
+    differs from the one asked for when the address ends in :0. Without a
+    guard, callers are unauthenticated loopback peers under the default
+    per-client limits (the controller refuses to listen elsewhere that way)."""
+    if guard is None:
+        guard = Guard(SERVICE_NAME, access_rules.DEFAULT, identify=None,
+                      record_refusal=service.record_refusal)
     # Without so_reuseport=0 a second controller would bind the same port and
     # silently share (and confuse) the clients of the first.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
-                         options=[("grpc.so_reuseport", 0)])
+                         interceptors=[guard],
+                         maximum_concurrent_rpcs=MAX_CONCURRENT_CALLS,
+                         options=[("grpc.so_reuseport", 0),
+                                  ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+                                  ("grpc.max_metadata_size", 16 * 1024)])
     pb_grpc.add_EnforcementServiceServicer_to_server(
         EnforcementServicer(service), server)
     health_servicer = health.HealthServicer()

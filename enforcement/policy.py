@@ -10,6 +10,8 @@ import ipaddress
 import pathlib
 import tomllib
 
+from enforcement.errors import InvalidArgument
+from enforcement.validation import parse_prefix
 from enforcement.model import ActionKind, Violation
 
 PROTOCOLS = ("tcp", "udp", "icmp", "any")
@@ -274,10 +276,13 @@ def _destinations(values, where: str, assets: Assets, source: str) -> tuple[Netw
             result.extend(named)
             continue
         try:
-            result.append(ipaddress.IPv4Network(value))
-        except (ValueError, TypeError):
+            if not isinstance(value, str):
+                raise InvalidArgument("not text")
+            result.append(parse_prefix(value, f"{where} entry"))
+        except InvalidArgument as exc:
             raise PolicyError(f"{source}: {where} entry {value!r} is neither an asset name "
-                              f"({', '.join(ASSET_LISTS)}) nor an IPv4 address/prefix") from None
+                              f"({', '.join(ASSET_LISTS)}) nor an IPv4 address/prefix "
+                              f"({exc})") from None
     return tuple(dict.fromkeys(result))
 
 

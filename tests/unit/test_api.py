@@ -276,7 +276,7 @@ def test_audit_names_the_caller_and_keeps_refusals(stub):
     entries = stub.ListAudit(pb.ListAuditRequest()).entries
     assert [(e.call, e.outcome) for e in entries] == [("Apply", "INVALID_ARGUMENT"),
                                                        ("Apply", "OK")]
-    assert all(e.actor.startswith("ipv4:127.0.0.1:") for e in entries)
+    assert all(e.actor.startswith("unauthenticated 127.0.0.1:") for e in entries)
     assert entries[1].enforcement_id == applied.id and "tcp_dst=25" in entries[1].detail
     mine = stub.ListAudit(pb.ListAuditRequest(enforcement_id=applied.id)).entries
     assert len(mine) == 1
