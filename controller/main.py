@@ -46,6 +46,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--switch-timeout", type=float, default=5.0,
                         help="seconds to wait for a switch to confirm a change. "
                              "Default: %(default)s")
+    tls = parser.add_argument_group(
+        "mutual TLS", "all three or none; without them gRPC listens in plaintext, "
+                      "on loopback only")
+    tls.add_argument("--tls-cert", metavar="PEM", help="the server's certificate (chain)")
+    tls.add_argument("--tls-key", metavar="PEM", help="the server's private key")
+    tls.add_argument("--tls-client-ca", metavar="PEM",
+                     help="CA certificate(s) that sign the clients' certificates")
+    parser.add_argument("--access", metavar="FILE",
+                        help="roles of client certificates and per-client limits (TOML; "
+                             "see enforcement/access.py). Default: no client has a role, "
+                             "default limits")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
@@ -55,7 +66,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--switch-timeout must be positive")
     if args.audit_interval < 0:
         parser.error("--audit-interval must not be negative")
+    given = [args.tls_cert, args.tls_key, args.tls_client_ca]
+    if any(given) and not all(given):
+        parser.error("mutual TLS needs --tls-cert, --tls-key and --tls-client-ca together")
+    args.tls = all(given)
+    if not args.tls and not _is_loopback(args.grpc_listen.rsplit(":", 1)[0]):
+        parser.error(f"--grpc-listen {args.grpc_listen} is not a loopback address: "
+                     "without TLS anyone who can reach it could cut subscribers off. "
+                     "Give --tls-cert, --tls-key and --tls-client-ca, or listen on 127.0.0.1")
     return args
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -112,15 +142,32 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from enforcement import policy as policy_file
-    from enforcement.api import create_server
+    from enforcement.api import serve
     from enforcement.service import EnforcementService, Maintenance
     from enforcement.store import Store
 
+    from enforcement import access as access_file
     try:
         policy = policy_file.load(args.policy)
-    except policy_file.PolicyError as exc:
+        access = access_file.load(args.access)
+    except (policy_file.PolicyError, access_file.AccessError) as exc:
         LOG.error("%s", exc)
         return 2
+    if args.tls:
+        try:
+            from enforcement.tlsgate import server_context
+            tls_context = server_context(args.tls_cert, args.tls_key, args.tls_client_ca)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            LOG.error("cannot use the TLS files (%s, %s, %s): %s", args.tls_cert,
+                      args.tls_key, args.tls_client_ca, exc)
+            return 2
+        if not access.clients:
+            LOG.warning("TLS is on but the access file gives no client a role: "
+                        "every call will be refused (see --access)")
+    else:
+        LOG.warning("gRPC without TLS on %s: every local process may apply and lift; "
+                    "configure --tls-cert/--tls-key/--tls-client-ca for anything else",
+                    args.grpc_listen)
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -144,14 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     for dpid in app.connected_switches():
         threading.Thread(target=service.resync, args=(dpid,), daemon=True).start()
     try:
-        server, port = create_server(args.grpc_listen, service)
+        serving = serve(args.grpc_listen, service, access=access,
+                        tls_context=tls_context if args.tls else None)
     except (OSError, RuntimeError) as exc:
         LOG.error("cannot serve gRPC on %s: %s", args.grpc_listen, exc)
         return 2
-    server.start()
     maintenance = Maintenance(service, audit_interval=args.audit_interval)
     maintenance.start()
-    host = args.grpc_listen.rsplit(":", 1)[0]
+    host, port = args.grpc_listen.rsplit(":", 1)[0], serving.port
     # One line on stdout that tools and tests wait for.
     print(f"READY grpc={host}:{port} openflow={args.ofp_listen_host}:{args.ofp_port}",
           flush=True)
@@ -160,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stop.wait()
     LOG.info("shutting down")
-    server.stop(grace=2).wait()
+    serving.stop(grace=2)
     maintenance.stop()
     store.close()
     closer = threading.Thread(target=manager.close, daemon=True)

@@ -6,6 +6,7 @@ are on, so generic clients (grpcurl, grpc_health_probe) work out of the box.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from concurrent import futures
@@ -359,3 +360,47 @@ def create_server(address: str, service: EnforcementService, *,
     if port == 0:
         raise OSError(f"could not listen for gRPC on {address}")
     return server, port
+
+
+@dataclasses.dataclass
+class Serving:
+    server: grpc.Server
+    port: int
+    gate: object | None = None   # the TlsGate when mutual TLS is on
+
+    def stop(self, grace: float | None = None) -> None:
+        if self.gate is not None:
+            self.gate.stop()
+        self.server.stop(grace).wait()
+
+
+def serve(address: str, service: EnforcementService, *,
+          access: access_rules.Access = access_rules.DEFAULT,
+          tls_context=None, max_workers: int = 64) -> Serving:
+    """Starts the API on address. With an ssl.SSLContext (tlsgate.server_context)
+    the gRPC server listens on a loopback port of its own behind the TLS
+    gate, which takes address; without one, address should be loopback
+    (the controller's command line insists)."""
+    if tls_context is None:
+        guard = Guard(SERVICE_NAME, access, identify=None,
+                      record_refusal=service.record_refusal)
+        server, port = create_server(address, service, guard=guard,
+                                     max_workers=max_workers)
+        server.start()
+        return Serving(server, port)
+    from enforcement.tlsgate import TlsGate
+    gates: list[TlsGate] = []
+    guard = Guard(SERVICE_NAME, access, identify=lambda port: gates[0].identity_of(port),
+                  record_refusal=service.record_refusal)
+    server, backend_port = create_server("127.0.0.1:0", service, guard=guard,
+                                         max_workers=max_workers)
+    server.start()
+    host, _, port = address.rpartition(":")
+    gates.append(TlsGate(host.strip("[]"), int(port), backend_port, tls_context,
+                         on_refusal=guard.record_connection_refusal))
+    try:
+        bound = gates[0].start()
+    except OSError:
+        server.stop(None)
+        raise
+    return Serving(server, bound, gates[0])

@@ -127,6 +127,16 @@ class Guard(grpc.ServerInterceptor):
                          grpc.StatusCode.RESOURCE_EXHAUSTED, why)
         return caller
 
+    def record_connection_refusal(self, address: str, why: str) -> None:
+        """A connection the TLS gate turned away before any call was made."""
+        actor = f"unauthenticated {address}"
+        LOG.warning("refused connection from %s: %s", address, why)
+        if self._audit_budget.allow(actor, grpc.StatusCode.UNAUTHENTICATED):
+            try:
+                self._record(actor, "connect", "", "", "UNAUTHENTICATED", why)
+            except Exception:
+                LOG.exception("could not audit a refused connection")
+
     def _refuse(self, context, call, request, actor, code, message):
         audited = (call in access_rules.CHANGING
                    or code in (grpc.StatusCode.UNAUTHENTICATED,

@@ -47,3 +47,72 @@ def test_bad_arguments_are_usage_errors():
     result = subprocess.run([sys.executable, "-m", "controller.main", "--ofp-port", "70000"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "--ofp-port" in result.stderr
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "controller.main", *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_plaintext_is_refused_off_loopback():
+    result = _run("--grpc-listen", "0.0.0.0:50999")
+    assert result.returncode == 2
+    assert "is not a loopback address" in result.stderr and "--tls-cert" in result.stderr
+
+
+def test_tls_needs_all_three_files(tmp_path):
+    result = _run("--tls-cert", str(tmp_path / "a.pem"))
+    assert result.returncode == 2 and "together" in result.stderr
+
+
+def test_unreadable_tls_files_stop_the_start(tmp_path):
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    result = _run("--grpc-listen", "127.0.0.1:0", "--ofp-port", str(harness.free_port()),
+                  "--db", f"sqlite:///{tmp_path}/db", "--tls-cert", str(tmp_path / "junk.pem"),
+                  "--tls-key", str(tmp_path / "junk.pem"),
+                  "--tls-client-ca", str(tmp_path / "junk.pem"))
+    assert result.returncode == 2 and "cannot use the TLS files" in result.stderr
+
+
+def test_a_wrong_access_file_stops_the_start(tmp_path):
+    (tmp_path / "access.toml").write_text('[clients.desk]\nrole = "root"\n')
+    result = _run("--access", str(tmp_path / "access.toml"))
+    assert result.returncode == 2 and "clients.desk.role must be one of" in result.stderr
+
+
+def test_mutual_tls_process_serves_certificate_holders_only(tmp_path):
+    from enforcement import certs
+    from enforcement.v1 import enforcement_pb2 as pb
+    from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
+
+    certs.generate(tmp_path / "pki", clients=["engineer"], server_hosts=["localhost"])
+    (tmp_path / "access.toml").write_text('[clients.engineer]\nrole = "engineer"\n')
+    pki = tmp_path / "pki"
+    controller = harness.ControllerProcess(
+        harness.free_port(), log_path=tmp_path / "controller.log",
+        extra_args=["--db", f"sqlite:///{tmp_path}/db", "--access",
+                    str(tmp_path / "access.toml"),
+                    "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
+                    "--tls-client-ca", str(pki / "ca.pem")])
+    try:
+        port = controller.wait_ready().rsplit(":", 1)[1]
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=(pki / "ca.pem").read_bytes(),
+            private_key=(pki / "engineer.key").read_bytes(),
+            certificate_chain=(pki / "engineer.pem").read_bytes())
+        with grpc.secure_channel(f"localhost:{port}", credentials) as channel:
+            stub = pb_grpc.EnforcementServiceStub(channel)
+            assert len(stub.GetTopology(pb.GetTopologyRequest(), timeout=5).switches) == 0
+            audit = stub.ListAudit(pb.ListAuditRequest(), timeout=5)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as plain:
+            try:
+                health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(),
+                                                        timeout=3)
+                raise AssertionError("plaintext answered on the TLS port")
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        controller.stop()
+    assert audit.entries == []
+    log = (tmp_path / "controller.log").read_text()
+    assert "refused connection from 127.0.0.1" in log and "Traceback" not in log

@@ -1,0 +1,251 @@
+"""Mutual TLS, roles, audit attribution and per-client limits, over real TLS
+channels to a real server socket (the switch side is the recording double of
+test_api; the Mininet test test_hostile.py runs the real controller process
+with TLS)."""
+import pathlib
+import threading
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from enforcement import access, certs, policy
+from enforcement.api import serve
+from enforcement.service import EnforcementService
+from enforcement.store import Store
+from enforcement.tlsgate import server_context
+from enforcement.v1 import enforcement_pb2 as pb
+from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
+
+from test_api import RecordingNetwork, spam
+
+ACCESS = """
+[limits]
+requests_per_second = 1000
+burst = 1000
+
+[clients.case-system]
+role = "case_system"
+
+[clients.engineer]
+role = "engineer"
+
+[clients.slow-client]
+role = "engineer"
+requests_per_second = 2
+burst = 3
+"""
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    base = tmp_path_factory.mktemp("pki")
+    certs.generate(base / "ours", clients=["case-system", "engineer", "stranger",
+                                           "slow-client"],
+                   server_hosts=["localhost", "127.0.0.1"])
+    # A second, unrelated CA whose client certificate claims the same name.
+    certs.generate(base / "other", clients=["case-system"], server_hosts=["localhost"])
+    return base
+
+
+@pytest.fixture
+def api(pki, tmp_path):
+    service = EnforcementService(RecordingNetwork(), policy.load(),
+                                 Store(f"sqlite:///{tmp_path}/state.db"))
+    ours = pki / "ours"
+    serving = serve("127.0.0.1:0", service, access=access.parse(_toml(ACCESS)),
+                    tls_context=server_context(str(ours / "server.pem"),
+                                               str(ours / "server.key"),
+                                               str(ours / "ca.pem")))
+    yield serving, service
+    serving.stop(None)
+
+
+def _toml(text):
+    import tomllib
+    return tomllib.loads(text)
+
+
+def channel(pki, port, who=None, ca_dir="ours"):
+    root = (pki / "ours" / "ca.pem").read_bytes()
+    if who is None:
+        credentials = grpc.ssl_channel_credentials(root_certificates=root)
+    else:
+        d = pki / ca_dir
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=root, private_key=(d / f"{who}.key").read_bytes(),
+            certificate_chain=(d / f"{who}.pem").read_bytes())
+    return grpc.secure_channel(f"localhost:{port}", credentials)
+
+
+def call(pki, port, who, method, request, ca_dir="ours"):
+    with channel(pki, port, who, ca_dir) as ch:
+        try:
+            getattr(pb_grpc.EnforcementServiceStub(ch), method)(request, timeout=5)
+            return "OK"
+        except grpc.RpcError as exc:
+            return exc.code().name
+
+
+def audit(service):
+    return [(e.actor, e.call, e.outcome, e.detail) for e in reversed(service.audit_log(limit=100))]
+
+
+def test_each_identity_gets_what_its_certificate_allows_and_the_audit_says_who(api, pki):
+    serving, service = api
+    port = serving.port
+    assert call(pki, port, None, "Apply", spam("r0")) == "UNAVAILABLE"
+    assert call(pki, port, "case-system", "Apply", spam("r1"), ca_dir="other") == "UNAVAILABLE"
+    assert call(pki, port, "engineer", "Apply", spam("r2")) == "PERMISSION_DENIED"
+    assert call(pki, port, "stranger", "Apply", spam("r3")) == "PERMISSION_DENIED"
+    assert call(pki, port, "case-system", "Apply", spam("r4")) == "OK"
+
+    entries = audit(service)
+    assert len(entries) == 5, entries
+    no_cert, other_ca, engineer, stranger, applied = entries
+    assert no_cert[0].startswith("unauthenticated 127.0.0.1:")
+    assert no_cert[1:3] == ("connect", "UNAUTHENTICATED")
+    assert no_cert[3] == "no client certificate"
+    assert other_ca[0].startswith("unauthenticated 127.0.0.1:")
+    assert other_ca[1:3] == ("connect", "UNAUTHENTICATED")
+    assert "client certificate not accepted" in other_ca[3]
+    assert engineer[0].startswith("cert:engineer from 127.0.0.1:")
+    assert engineer[1:3] == ("Apply", "PERMISSION_DENIED")
+    assert "may not call Apply" in engineer[3]
+    assert stranger[0].startswith("cert:stranger from")
+    assert "not given a role" in stranger[3]
+    assert applied[0].startswith("cert:case-system from 127.0.0.1:")
+    assert applied[1:3] == ("Apply", "OK")
+    assert applied[3].startswith("installed:")
+    # Only the case system's decision exists.
+    assert [r.decision.request_id for r in service.list()] == ["r4"]
+
+
+def test_roles_split_reads_and_changes(api, pki):
+    serving, service = api
+    port = serving.port
+    assert call(pki, port, "engineer", "GetTopology", pb.GetTopologyRequest()) == "OK"
+    assert call(pki, port, "engineer", "ListAudit", pb.ListAuditRequest()) == "OK"
+    assert call(pki, port, "engineer", "Plan", spam("p1")) == "OK"
+    assert call(pki, port, "case-system", "List", pb.ListRequest()) == "OK"
+    assert call(pki, port, "case-system", "GetTopology", pb.GetTopologyRequest()) \
+        == "PERMISSION_DENIED"
+    with channel(pki, port, "case-system") as ch:
+        record = pb_grpc.EnforcementServiceStub(ch).Apply(spam("a1"))
+    assert call(pki, port, "engineer", "Lift", pb.LiftRequest(id=record.id)) \
+        == "PERMISSION_DENIED"
+    assert call(pki, port, "case-system", "Lift", pb.LiftRequest(id=record.id)) == "OK"
+    lifts = [e for e in audit(service) if e[1] == "Lift"]
+    assert [(a.split(" from")[0], o) for a, _, o, _ in lifts] == [
+        ("cert:engineer", "PERMISSION_DENIED"), ("cert:case-system", "OK")]
+
+
+def test_health_answers_any_verified_client(api, pki):
+    serving, _ = api
+    with channel(pki, serving.port, "stranger") as ch:
+        answer = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_the_internal_port_refuses_calls_that_bypass_the_gate(api, pki):
+    serving, service = api
+    backend = serving.gate._backend_port
+    with grpc.insecure_channel(f"127.0.0.1:{backend}") as ch:
+        with pytest.raises(grpc.RpcError) as caught:
+            pb_grpc.EnforcementServiceStub(ch).Apply(spam("sneak"), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert service.list() == []
+    assert audit(service)[-1][1:3] == ("Apply", "UNAUTHENTICATED")
+
+
+def test_one_client_over_its_rate_is_refused_while_others_go_on(api, pki):
+    serving, _ = api
+    with channel(pki, serving.port, "slow-client") as ch:
+        stub = pb_grpc.EnforcementServiceStub(ch)
+        codes = []
+        for _ in range(6):
+            try:
+                stub.List(pb.ListRequest(), timeout=5)
+                codes.append("OK")
+            except grpc.RpcError as exc:
+                codes.append(exc.code().name)
+                assert "requests/s" in exc.details()
+    assert codes[:3] == ["OK"] * 3 and "RESOURCE_EXHAUSTED" in codes[3:]
+    assert call(pki, serving.port, "engineer", "List", pb.ListRequest()) == "OK"
+    time.sleep(0.6)  # two tokens a second: one is back
+    assert call(pki, serving.port, "slow-client", "List", pb.ListRequest()) == "OK"
+
+
+def test_watch_streams_per_client_are_capped(api, pki):
+    serving, _ = api
+    cap = access.Limits().max_watch_streams
+    with channel(pki, serving.port, "engineer") as ch:
+        stub = pb_grpc.EnforcementServiceStub(ch)
+        streams = [stub.Watch(pb.WatchRequest()) for _ in range(cap + 1)]
+        refused = []
+
+        def drain(stream):
+            try:
+                for _ in stream:
+                    pass
+            except grpc.RpcError as exc:
+                refused.append(exc.code())
+
+        threads = [threading.Thread(target=drain, args=(s,), daemon=True) for s in streams]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 5
+        while not refused and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert refused == [grpc.StatusCode.RESOURCE_EXHAUSTED]
+        for s in streams:
+            s.cancel()
+
+
+def test_a_call_with_its_deadline_nearly_gone_changes_nothing(api, pki):
+    serving, service = api
+    with channel(pki, serving.port, "case-system") as ch:
+        stub = pb_grpc.EnforcementServiceStub(ch)
+        stub.List(pb.ListRequest(), timeout=5)  # connection up first
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Apply(spam("late"), timeout=0.03)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    time.sleep(0.2)
+    assert service.list() == []
+
+
+def test_limits_unit():
+    clock = [0.0]
+    limiter = access.ClientLimiter(clock=lambda: clock[0])
+    limits = access.Limits(requests_per_second=1, burst=2, max_in_flight=1)
+    assert limiter.acquire("a", limits, False) is None
+    assert "in flight" in limiter.acquire("a", limits, False)  # token spent, slot taken
+    limiter.release("a", False)
+    assert "requests/s" in limiter.acquire("a", limits, False)
+    clock[0] += 1.0
+    assert limiter.acquire("a", limits, False) is None
+    assert limiter.acquire("b", limits, False) is None  # another client, its own budget
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[clients.x]\nrole = "boss"', "clients.x.role must be one of"),
+    ('[roles]\nboss = ["Apply", "Reboot"]', "unknown call(s) ['Reboot']"),
+    ('[limits]\nburst = 0', "limits.burst must be a positive number"),
+    ('[limits]\nmax_in_flight = 1.5', "limits.max_in_flight must be a whole number"),
+    ('[clients.x]\nrole = "engineer"\ncolour = "red"', "unknown field(s) ['colour']"),
+    ('[admins]\nx = 1', "unknown section(s) ['admins']"),
+])
+def test_access_file_mistakes_are_named(text, message):
+    with pytest.raises(access.AccessError) as caught:
+        access.parse(_toml(text))
+    assert message in str(caught.value)
+
+
+def test_certs_command_writes_private_keys_0600(tmp_path):
+    assert certs.main([str(tmp_path / "c"), "--client", "desk"]) == 0
+    for name in ("ca", "server", "desk"):
+        assert (tmp_path / "c" / f"{name}.key").stat().st_mode & 0o777 == 0o600
+        assert (tmp_path / "c" / f"{name}.pem").exists()
+    assert certs.main([str(tmp_path / "d"), "--client", "../evil"]) == 2
+    assert not pathlib.Path(tmp_path / "evil.key").exists()
