@@ -135,11 +135,25 @@ def _start_os_ken(args: argparse.Namespace):
     return manager, app_manager.lookup_service_brick("EnforcementApp")
 
 
+class _QuietUndecodable(logging.Filter):
+    """grpcio logs an ERROR with a traceback for every request body that is
+    not the method's protobuf message (and answers it INTERNAL): a client
+    sending garbage must not fill the log with tracebacks. One line each."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "deserializ" in record.getMessage():
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "refused an undecodable request (not protobuf)", ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
         level=args.log_level, stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("grpc._common").addFilter(_QuietUndecodable())
 
     from enforcement import policy as policy_file
     from enforcement.api import serve

@@ -84,7 +84,10 @@ def lab_factory(request, tmp_path_factory, mininet_lock):
     import lab as harness
     started = []
 
-    def start(topo, *, expected_links: int, controller_args=(), via_proxy=False) -> Lab:
+    def start(topo, *, expected_links: int, controller_args=(), via_proxy=False,
+              credentials: grpc.ChannelCredentials | None = None) -> Lab:
+        """credentials: the lab's own channel over mutual TLS (the controller
+        then needs the --tls-* arguments in controller_args)."""
         from enforcement.v1 import enforcement_pb2 as pb
         ARTIFACTS.mkdir(exist_ok=True)
         harness.cleanup()
@@ -103,7 +106,8 @@ def lab_factory(request, tmp_path_factory, mininet_lock):
         net = harness.start_network(topo, proxy.port if proxy else ofp_port)
         started.append(("net", net))
         harness.wait_switches_connected(net)
-        channel = grpc.insecure_channel(controller.grpc_address)
+        channel = (grpc.secure_channel(controller.grpc_address, credentials)
+                   if credentials else grpc.insecure_channel(controller.grpc_address))
         started.append(("channel", channel))
         lab = Lab(controller, net, channel, log_path)
         lab.proxy = proxy
