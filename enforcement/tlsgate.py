@@ -130,12 +130,17 @@ class TlsGate:
 
         async def close():
             self._server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            # Wait for the cancelled connections to unwind, so none is left
+            # half-closed for the interpreter to complain about at exit.
+            await asyncio.gather(*tasks, return_exceptions=True)
 
-        asyncio.run_coroutine_threadsafe(close(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        try:
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(5)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
 
     # ---- connections -----------------------------------------------------------------
 
@@ -185,9 +190,13 @@ class TlsGate:
         relay_port = backend_writer.get_extra_info("sockname")[1]
         with self._lock:
             self._identities[relay_port] = Peer(name, address)
+        pumps = asyncio.gather(_pump(reader, backend_writer),
+                               _pump(backend_reader, writer), return_exceptions=True)
         try:
-            await asyncio.gather(_pump(reader, backend_writer),
-                                 _pump(backend_reader, writer))
+            await pumps
+        except asyncio.CancelledError:
+            pumps.cancel()
+            raise
         finally:
             with self._lock:
                 self._identities.pop(relay_port, None)
