@@ -10,8 +10,8 @@ The file (TOML, `--access FILE`):
     [limits]                     # optional; per client, these are the defaults
     requests_per_second = 5000
     burst = 5000
-    max_in_flight = 16
-    max_watch_streams = 4
+    max_in_flight = 32
+    max_watch_streams = 8
 
     [clients.case-system]        # the certificate's common name
     role = "case_system"
@@ -48,8 +48,8 @@ class AccessError(ValueError):
 class Limits:
     requests_per_second: float = 5000.0
     burst: int = 5000
-    max_in_flight: int = 16
-    max_watch_streams: int = 4
+    max_in_flight: int = 32
+    max_watch_streams: int = 8
 
 
 @dataclasses.dataclass(frozen=True)
