@@ -286,6 +286,10 @@ def _destinations(values, where: str, assets: Assets, source: str) -> tuple[Netw
     return tuple(dict.fromkeys(result))
 
 
+def _not_text():
+    raise InvalidArgument("entries must be strings")
+
+
 def _known(reader: "_Reader", table: dict, prefix: str, allowed: set) -> None:
     for key in table:
         if key not in allowed:
@@ -333,6 +337,7 @@ class _Reader:
         if not isinstance(value, list):
             self.fail(where, "must be a list of IPv4 addresses or prefixes")
         try:
-            return tuple(ipaddress.IPv4Network(v) for v in value)
-        except (ValueError, TypeError) as exc:
+            return tuple(parse_prefix(v, "entry") if isinstance(v, str) else _not_text()
+                         for v in value)
+        except InvalidArgument as exc:
             self.fail(where, f"has an entry that is not an IPv4 address/prefix ({exc})")

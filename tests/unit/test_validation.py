@@ -53,3 +53,53 @@ def test_identifiers_are_required_short_and_printable(field, value):
 def test_overlong_reason_is_refused():
     with pytest.raises(InvalidArgument, match="reason"):
         apply(reason="x" * 5000)
+
+
+@pytest.mark.parametrize("text, why", [
+    ("10.0.0.1\n", "not an IP address"),
+    ("10.1", "not an IP address"),
+    ("0x0a.0.0.1", "not an IP address"),
+    ("012.0.0.1", "Leading zeros"),
+    ("１０.0.0.1", "not an IP address"),
+    ("fe80::1%eth0", "zone index"),
+    ("::ffff:10.0.0.1", "IPv4 address inside IPv6"),
+    ("::ffff:a00:1", "IPv4-mapped"),
+    ("1::2::3", "not an IPv6 address"),
+    ("2001:db8::1", "only IPv4 subscribers are supported"),
+    ("x" * 100, "100 characters long"),
+])
+def test_odd_address_forms_are_refused_with_the_reason(text, why):
+    with pytest.raises(InvalidArgument, match=why):
+        apply(ip=text)
+
+
+def test_ipv6_filters_are_parsed_and_canonical():
+    from enforcement.validation import parse_filter_ip
+    assert parse_filter_ip("2001:DB8:0::1", "subscriber_ip") == "2001:db8::1"
+    assert parse_filter_ip("", "subscriber_ip") == ""
+
+
+@pytest.mark.parametrize("scope, why", [
+    ("10.0.0.0/255.255.255.0", "prefix length"), ("10.0.0.0/08", "prefix length"),
+    ("10.0.0.0/33", "prefix length"), ("10.0.0.1/24", "host bits"),
+    ("10.0.1.0/24", "does not contain"),
+])
+def test_scope_must_be_a_plain_prefix_around_the_subscriber(scope, why):
+    with pytest.raises(InvalidArgument, match=why):
+        apply(scope=scope)
+
+
+@pytest.mark.parametrize("reason", ["\x1b]0;pwned\x07", "nul\x00", "bell\x07", "c1\x9b"])
+def test_reasons_carry_no_control_characters(reason):
+    with pytest.raises(InvalidArgument, match="control characters"):
+        apply(reason=reason)
+
+
+def test_reasons_may_have_newlines_tabs_and_any_script():
+    assert apply(reason="line 1\nline 2\tété 日本").reason.startswith("line 1")
+
+
+def test_error_messages_never_echo_a_huge_value():
+    with pytest.raises(InvalidArgument) as caught:
+        apply(mac="m" * 10000)
+    assert len(str(caught.value)) < 200
