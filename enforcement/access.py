@@ -163,6 +163,14 @@ class TokenBucket:
         self._clock = clock
         self._last = clock()
 
+    @property
+    def last_used(self) -> float:
+        return self._last
+
+    @property
+    def refill_seconds(self) -> float:
+        return self._burst / self._rate
+
     def take(self) -> float:
         """0 when a token was taken, else the seconds until one is due."""
         now = self._clock()
@@ -178,16 +186,29 @@ class ClientLimiter:
     """Per-client rate and concurrency, so one client cannot take the whole
     worker pool or the switches' attention from the others."""
 
+    PRUNE_ABOVE = 4096
+
     def __init__(self, clock=time.monotonic):
         self._clock = clock
         self._lock = threading.Lock()
         self._buckets: dict[str, TokenBucket] = {}
         self._in_flight: dict[tuple[str, bool], int] = {}
 
+    def _prune(self) -> None:
+        """Clients keyed by connection come and go: forget the idle ones
+        (a bucket idle long enough to be full again holds no state)."""
+        now = self._clock()
+        for key, bucket in list(self._buckets.items()):
+            busy = (key, False) in self._in_flight or (key, True) in self._in_flight
+            if not busy and now - bucket.last_used > bucket.refill_seconds:
+                del self._buckets[key]
+
     def acquire(self, key: str, limits: Limits, streaming: bool) -> str | None:
         """None when the call may go ahead (release() it afterwards), else why not."""
         with self._lock:
             bucket = self._buckets.get(key)
+            if bucket is None and len(self._buckets) >= self.PRUNE_ABOVE:
+                self._prune()
             if bucket is None:
                 bucket = self._buckets[key] = TokenBucket(
                     limits.requests_per_second, limits.burst, self._clock)

@@ -95,7 +95,10 @@ class Guard(grpc.ServerInterceptor):
         peer = context.peer()
         host, port = _peer_host_port(peer)
         if self._identify is None:
-            return Caller(name=host, authenticated=False, address=f"{host}:{port}")
+            # Without TLS, each connection counts as a client of its own: all
+            # local callers share one address, and any of them may apply anyway.
+            return Caller(name=f"{host}:{port}", authenticated=False,
+                          address=f"{host}:{port}")
         who = self._identify(port)
         if who is None:
             return None

@@ -239,6 +239,12 @@ def test_a_lift_sent_while_the_switch_is_away_takes_effect_when_it_reconnects(la
 def test_50_concurrent_clients_leave_the_switches_equal_to_the_store(lab):
     hosts = ["h1", "h2", "h3", "h4", "h5"]
     errors = []
+    # The controller restarted earlier in this module: it locates a host again
+    # only once the host sends something.
+    lab.net.pingAll(timeout=2)
+    ips = {lab.host(h).IP() for h in hosts}
+    harness.wait_until(lambda: ips <= {h.ip for h in lab.stub.GetTopology(
+        pb.GetTopologyRequest()).hosts}, 10, "every host located")
 
     def client(n):
         rng = random.Random(n)

@@ -249,3 +249,16 @@ def test_certs_command_writes_private_keys_0600(tmp_path):
         assert (tmp_path / "c" / f"{name}.pem").exists()
     assert certs.main([str(tmp_path / "d"), "--client", "../evil"]) == 2
     assert not pathlib.Path(tmp_path / "evil.key").exists()
+
+
+def test_idle_clients_are_forgotten():
+    clock = [0.0]
+    limiter = access.ClientLimiter(clock=lambda: clock[0])
+    limits = access.Limits(requests_per_second=10, burst=10)
+    for n in range(limiter.PRUNE_ABOVE):
+        assert limiter.acquire(f"c{n}", limits, False) is None
+        limiter.release(f"c{n}", False)
+    assert limiter.acquire("busy", limits, False) is None  # stays in flight
+    clock[0] += 2.0  # everyone's bucket is full again
+    assert limiter.acquire("new", limits, False) is None
+    assert set(limiter._buckets) == {"busy", "new"}
