@@ -10,7 +10,7 @@ The file (TOML, `--access FILE`):
     [limits]                     # optional; per client, these are the defaults
     requests_per_second = 5000
     burst = 5000
-    max_in_flight = 32
+    max_in_flight = 64
     max_watch_streams = 8
 
     [clients.case-system]        # the certificate's common name
@@ -48,7 +48,7 @@ class AccessError(ValueError):
 class Limits:
     requests_per_second: float = 5000.0
     burst: int = 5000
-    max_in_flight: int = 32
+    max_in_flight: int = 64
     max_watch_streams: int = 8
 
 

@@ -331,7 +331,7 @@ MAX_CONCURRENT_CALLS = 512
 
 
 def create_server(address: str, service: EnforcementService, *,
-                  max_workers: int = 64, guard: Guard | None = None
+                  max_workers: int = 128, guard: Guard | None = None
                   ) -> tuple[grpc.Server, int]:
     """Builds (not starts) the server. Returns it and the bound port, which
     differs from the one asked for when the address ends in :0. Without a
@@ -376,7 +376,7 @@ class Serving:
 
 def serve(address: str, service: EnforcementService, *,
           access: access_rules.Access = access_rules.DEFAULT,
-          tls_context=None, max_workers: int = 64) -> Serving:
+          tls_context=None, max_workers: int = 128) -> Serving:
     """Starts the API on address. With an ssl.SSLContext (tlsgate.server_context)
     the gRPC server listens on a loopback port of its own behind the TLS
     gate, which takes address; without one, address should be loopback

@@ -95,8 +95,9 @@ class Guard(grpc.ServerInterceptor):
         peer = context.peer()
         host, port = _peer_host_port(peer)
         if self._identify is None:
-            # Without TLS, each connection counts as a client of its own: all
-            # local callers share one address, and any of them may apply anyway.
+            # Without TLS, each connection counts as a client of its own (all
+            # local callers share one address; the channels of one process
+            # usually share one connection), and any of them may apply anyway.
             return Caller(name=f"{host}:{port}", authenticated=False,
                           address=f"{host}:{port}")
         who = self._identify(port)
