@@ -31,15 +31,17 @@ class Peer:
     address: str      # host:port the client connected from
 
 
-def server_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:
-    """TLS 1.2+ with a required client certificate signed by client_ca."""
+def server_context(cert: str, key: str, client_ca: str,
+                   alpn: tuple[str, ...] = ("h2",)) -> ssl.SSLContext:
+    """TLS 1.2+ with a required client certificate signed by client_ca.
+    alpn: h2 for gRPC; http/1.1 for the topology view's HTTP server."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)
     context.load_verify_locations(cafile=client_ca)
     context.verify_mode = ssl.CERT_REQUIRED
     # gRPC clients insist on HTTP/2 being negotiated.
-    context.set_alpn_protocols(["h2"])
+    context.set_alpn_protocols(list(alpn))
     return context
 
 
