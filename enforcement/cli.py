@@ -7,17 +7,13 @@ Talks to the controller's gRPC API. Exit codes scripts can trust: 0 done,
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
-import uuid
 
-import grpc
-
+from enforcement.client import VIOLATIONS as _VIOLATIONS
+from enforcement.client import ClientError, EnforcementClient, TlsFiles
 from enforcement.v1 import enforcement_pb2 as pb
-from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
-
-_VIOLATIONS = {v.name[len("VIOLATION_"):].lower(): v.number
-               for v in pb.Violation.DESCRIPTOR.values if v.number}
 
 
 def _name(enum_type, number: int, prefix: str) -> str:
@@ -54,51 +50,44 @@ def _table(rows: list[list[str]], header: list[str]) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
-def _apply_request(args) -> pb.ApplyRequest:
-    return pb.ApplyRequest(
-        request_id=args.request_id or f"cli-{uuid.uuid4().hex}",
-        case_id=args.case, reason=args.reason,
-        subscriber=pb.Subscriber(ip=args.ip, mac=args.mac or ""),
-        violation=_VIOLATIONS[args.violation])
-
-
-def _apply(stub, args):
-    result = stub.Apply(_apply_request(args), timeout=args.timeout)
+def _apply(ctl: EnforcementClient, args):
+    result = ctl.apply(ip=args.ip, violation=args.violation, case_id=args.case,
+                       reason=args.reason, mac=args.mac or "",
+                       request_id=args.request_id)
     _print_enforcement(result)
     return 0 if result.state == pb.STATE_ACTIVE else 1
 
 
-def _plan(stub, args):
-    plan = stub.Plan(_apply_request(args), timeout=args.timeout)
+def _plan(ctl: EnforcementClient, args):
+    plan = ctl.plan(ip=args.ip, violation=args.violation, case_id=args.case,
+                    reason=args.reason, mac=args.mac or "")
     print(f"where:     switch {plan.location.datapath_id:016x} port {plan.location.port}")
     _print_outcome(plan)
     return 0
 
 
-def _lift(stub, args):
-    _print_enforcement(stub.Lift(pb.LiftRequest(id=args.id, reason=args.reason),
-                                 timeout=args.timeout))
+def _lift(ctl: EnforcementClient, args):
+    _print_enforcement(ctl.lift(args.id, args.reason))
     return 0
 
 
-def _show(stub, args):
-    _print_enforcement(stub.Get(pb.GetRequest(id=args.id), timeout=args.timeout))
+def _show(ctl: EnforcementClient, args):
+    _print_enforcement(ctl.get(args.id))
     return 0
 
 
-def _list(stub, args):
-    states = [pb.State.Value("STATE_" + s.upper()) for s in args.state]
-    response = stub.List(pb.ListRequest(subscriber_ip=args.ip or "", case_id=args.case or "",
-                                        states=states), timeout=args.timeout)
+def _list(ctl: EnforcementClient, args):
+    found = ctl.list(subscriber_ip=args.ip or "", case_id=args.case or "",
+                     states=tuple(args.state))
     _table([[e.id, e.case_id, e.subscriber.ip, _name(pb.Violation, e.violation, "VIOLATION_"),
              _name(pb.ActionKind, e.action.kind, "ACTION_KIND_"),
-             _name(pb.State, e.state, "STATE_")] for e in response.enforcements],
+             _name(pb.State, e.state, "STATE_")] for e in found],
            ["ID", "CASE", "SUBSCRIBER", "VIOLATION", "ACTION", "STATE"])
     return 0
 
 
-def _topology(stub, args):
-    topo = stub.GetTopology(pb.GetTopologyRequest(), timeout=args.timeout)
+def _topology(ctl: EnforcementClient, args):
+    topo = ctl.topology()
     print(f"{len(topo.switches)} switches, {len(topo.links)} links (one per direction), "
           f"{len(topo.hosts)} hosts")
     for switch in topo.switches:
@@ -115,10 +104,22 @@ def _topology(stub, args):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="enforcementctl", description=__doc__.split("\n")[0])
-    parser.add_argument("--server", default="127.0.0.1:50051",
-                        help="controller gRPC address. Default: %(default)s")
+    env = os.environ.get
+    parser.add_argument("--server", default=env("ENFORCEMENT_SERVER", "127.0.0.1:50051"),
+                        help="controller gRPC address ($ENFORCEMENT_SERVER). "
+                             "Default: %(default)s")
     parser.add_argument("--timeout", type=float, default=10.0,
-                        help="seconds before giving up on a call. Default: %(default)s")
+                        help="seconds before giving up on a call, retries included. "
+                             "Default: %(default)s")
+    tls = parser.add_argument_group(
+        "mutual TLS", "all three, or none for plaintext (which the controller "
+                      "serves on loopback only); each also from the environment")
+    tls.add_argument("--tls-ca", default=env("ENFORCEMENT_TLS_CA"), metavar="PEM",
+                     help="CA of the controller's certificate ($ENFORCEMENT_TLS_CA)")
+    tls.add_argument("--tls-cert", default=env("ENFORCEMENT_TLS_CERT"), metavar="PEM",
+                     help="this client's certificate ($ENFORCEMENT_TLS_CERT)")
+    tls.add_argument("--tls-key", default=env("ENFORCEMENT_TLS_KEY"), metavar="PEM",
+                     help="this client's private key ($ENFORCEMENT_TLS_KEY)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     for name, run, text in (("apply", _apply, "enforce a decision"),
@@ -156,16 +157,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # Piped into head or less: stop quietly when the reader goes away.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    args = build_parser().parse_args(argv)
-    with grpc.insecure_channel(args.server) as channel:
-        stub = pb_grpc.EnforcementServiceStub(channel)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    files = [args.tls_ca, args.tls_cert, args.tls_key]
+    if any(files) and not all(files):
+        parser.error("mutual TLS needs --tls-ca, --tls-cert and --tls-key together")
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    try:
+        tls = TlsFiles(*files) if all(files) else None
+        client = EnforcementClient(args.server, tls=tls, timeout=args.timeout)
+    except OSError as exc:
+        print(f"error: cannot read the TLS files: {exc}", file=sys.stderr)
+        return 2
+    with client:
         try:
-            return args.run(stub, args)
-        except grpc.RpcError as err:
-            print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
-            if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                return 3
-            return 1
+            return args.run(client, args)
+        except ClientError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 3 if err.unreachable else 1
 
 
 if __name__ == "__main__":
