@@ -102,6 +102,28 @@ def _topology(ctl: EnforcementClient, args):
     return 0
 
 
+def _watch(ctl: EnforcementClient, args):
+    """One line per event, as they happen; Ctrl-C (or --count) ends it."""
+    print(f"{'TIME':<23}  {'SEQ':>6}  {'EVENT':<14}  {'ENFORCEMENT':<20}  {'CASE':<12}  "
+          f"{'SUBSCRIBER':<15}  {'STATE':<8}  DETAIL", flush=True)
+    seen = 0
+    try:
+        for event in ctl.watch(after_sequence=args.after, subscriber_ip=args.ip or "",
+                               case_id=args.case or ""):
+            at = event.at.ToDatetime().isoformat(sep=" ", timespec="milliseconds")
+            print(f"{at:<23}  {event.sequence:>6}  "
+                  f"{_name(pb.EventKind, event.kind, 'EVENT_KIND_'):<14}  "
+                  f"{event.enforcement_id:<20}  {event.case_id:<12}  "
+                  f"{event.subscriber_ip:<15}  {_name(pb.State, event.state, 'STATE_'):<8}  "
+                  f"{event.detail}", flush=True)
+            seen += 1
+            if args.count and seen >= args.count:
+                break
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="enforcementctl", description=__doc__.split("\n")[0])
     env = os.environ.get
@@ -148,6 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--state", action="append", default=[],
                          choices=["pending", "active", "failed", "lifted", "expired"])
     listing.set_defaults(run=_list)
+
+    watch = commands.add_parser(
+        "watch", help="follow enforcement events live (applied, lifted, expired, repaired...)")
+    watch.add_argument("--ip", help="only this subscriber")
+    watch.add_argument("--case", help="only this case")
+    watch.add_argument("--after", type=int, default=0, metavar="SEQ",
+                       help="replay events after this sequence number first (0: all)")
+    watch.add_argument("--count", type=int, default=0,
+                       help="stop after this many events (0: until Ctrl-C)")
+    watch.set_defaults(run=_watch)
 
     topology = commands.add_parser("topology", help="switches, links, hosts")
     topology.set_defaults(run=_topology)

@@ -188,3 +188,23 @@ def test_cli_over_mutual_tls_and_its_exit_codes(tls_served):
     assert plain.returncode == 3
     half = _ctl("--tls-ca", str(pki / "ca.pem"), "list")
     assert half.returncode == 2 and "together" in half.stderr
+
+
+def test_cli_watch_prints_events_as_they_happen(served, service):
+    with EnforcementClient(f"127.0.0.1:{served.port}") as ctl:
+        first = ctl.apply(ip="10.0.0.1", violation="spam", case_id="C-W")
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "enforcement.cli", "--server", f"127.0.0.1:{served.port}",
+             "watch", "--case", "C-W", "--count", "2"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        header = watcher.stdout.readline()
+        assert header.split()[:3] == ["TIME", "SEQ", "EVENT"]
+        replayed = watcher.stdout.readline()  # the past first
+        assert "applied" in replayed and first.id in replayed
+        ctl.apply(ip="10.0.0.3", violation="spam", case_id="OTHER")  # filtered out
+        ctl.lift(first.id, "done")
+        out, err = watcher.communicate(timeout=30)
+    assert watcher.returncode == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 1 and first.id in lines[0] and "lifted" in lines[0]
+    assert "OTHER" not in out
