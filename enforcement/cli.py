@@ -102,6 +102,16 @@ def _topology(ctl: EnforcementClient, args):
     return 0
 
 
+def _audit(ctl: EnforcementClient, args):
+    entries = ctl.audit(enforcement_id=args.id or "", case_id=args.case or "",
+                        limit=args.limit)
+    _table([[e.at.ToDatetime().isoformat(sep=" ", timespec="seconds"), e.actor, e.call,
+             e.outcome, e.enforcement_id or "-", e.case_id or "-", e.detail[:80]]
+            for e in entries],
+           ["TIME", "ACTOR", "CALL", "OUTCOME", "ENFORCEMENT", "CASE", "DETAIL"])
+    return 0
+
+
 def _watch(ctl: EnforcementClient, args):
     """One line per event, as they happen; Ctrl-C (or --count) ends it."""
     print(f"{'TIME':<23}  {'SEQ':>6}  {'EVENT':<14}  {'ENFORCEMENT':<20}  {'CASE':<12}  "
@@ -180,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--count", type=int, default=0,
                        help="stop after this many events (0: until Ctrl-C)")
     watch.set_defaults(run=_watch)
+
+    audit = commands.add_parser("audit", help="who did what, refusals included (newest first)")
+    audit.add_argument("--id", help="only this enforcement")
+    audit.add_argument("--case", help="only this case")
+    audit.add_argument("--limit", type=int, default=50, help="at most 1000. Default: 50")
+    audit.set_defaults(run=_audit)
 
     topology = commands.add_parser("topology", help="switches, links, hosts")
     topology.set_defaults(run=_topology)

@@ -180,6 +180,8 @@ def test_cli_over_mutual_tls_and_its_exit_codes(tls_served):
     assert "state:     active" in applied.stdout
     listed = _ctl("list", env=tls_env)
     assert listed.returncode == 0 and "C-9" in listed.stdout
+    # Reading the audit log is an engineer's call, not the case system's.
+    assert _ctl("audit", env=tls_env).returncode == 1
     # The case system may not read the topology: refused, exit 1.
     topo = _ctl("topology", env=tls_env)
     assert topo.returncode == 1 and "PERMISSION_DENIED" in topo.stderr
@@ -188,6 +190,16 @@ def test_cli_over_mutual_tls_and_its_exit_codes(tls_served):
     assert plain.returncode == 3
     half = _ctl("--tls-ca", str(pki / "ca.pem"), "list")
     assert half.returncode == 2 and "together" in half.stderr
+
+
+def test_cli_audit_lists_who_did_what(served):
+    with EnforcementClient(f"127.0.0.1:{served.port}") as ctl:
+        ctl.apply(ip="10.0.0.1", violation="spam", case_id="C-A")
+    out = _ctl("--server", f"127.0.0.1:{served.port}", "audit", "--case", "C-A")
+    assert out.returncode == 0, out.stderr
+    header, row = out.stdout.splitlines()
+    assert header.split()[:4] == ["TIME", "ACTOR", "CALL", "OUTCOME"]
+    assert "unauthenticated 127.0.0.1:" in row and " Apply " in row and " OK " in row
 
 
 def test_cli_watch_prints_events_as_they_happen(served, service):
