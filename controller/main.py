@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--switch-timeout", type=float, default=5.0,
                         help="seconds to wait for a switch to confirm a change. "
                              "Default: %(default)s")
+    parser.add_argument("--metrics-listen", default="127.0.0.1:9108", metavar="HOST:PORT",
+                        help="Prometheus metrics at http://HOST:PORT/metrics ('off': none; "
+                             "port 0 picks a free one). Default: %(default)s")
     tls = parser.add_argument_group(
         "mutual TLS", "all three or none; without them gRPC listens in plaintext, "
                       "on loopback only")
@@ -70,6 +73,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if any(given) and not all(given):
         parser.error("mutual TLS needs --tls-cert, --tls-key and --tls-client-ca together")
     args.tls = all(given)
+    if args.metrics_listen != "off":
+        host, _, port = args.metrics_listen.rpartition(":")
+        if not host or not port.isdigit() or int(port) > 65535:
+            parser.error(f"--metrics-listen {args.metrics_listen}: give HOST:PORT or off")
     if not args.tls and not _is_loopback(args.grpc_listen.rsplit(":", 1)[0]):
         parser.error(f"--grpc-listen {args.grpc_listen} is not a loopback address: "
                      "without TLS anyone who can reach it could cut subscribers off. "
@@ -204,8 +211,19 @@ def main(argv: list[str] | None = None) -> int:
     # Switches that connected while the store was loading get their turn now.
     for dpid in app.connected_switches():
         threading.Thread(target=service.resync, args=(dpid,), daemon=True).start()
+    from enforcement.metrics import Metrics
+    metrics = Metrics(service, app)
+    metrics_address = ""
+    if args.metrics_listen != "off":
+        host, _, port = args.metrics_listen.rpartition(":")
+        try:
+            _, bound = metrics.serve(host.strip("[]"), int(port))
+        except OSError as exc:
+            LOG.error("cannot serve metrics on %s: %s", args.metrics_listen, exc)
+            return 2
+        metrics_address = f" metrics={host}:{bound}"
     try:
-        serving = serve(args.grpc_listen, service, access=access,
+        serving = serve(args.grpc_listen, service, access=access, metrics=metrics,
                         tls_context=tls_context if args.tls else None)
     except (OSError, RuntimeError) as exc:
         LOG.error("cannot serve gRPC on %s: %s", args.grpc_listen, exc)
@@ -214,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     maintenance.start()
     host, port = args.grpc_listen.rsplit(":", 1)[0], serving.port
     # One line on stdout that tools and tests wait for.
-    print(f"READY grpc={host}:{port} openflow={args.ofp_listen_host}:{args.ofp_port}",
-          flush=True)
+    print(f"READY grpc={host}:{port} openflow={args.ofp_listen_host}:{args.ofp_port}"
+          f"{metrics_address}", flush=True)
     LOG.info("gRPC on %s:%d, OpenFlow 1.3 on %s:%d", host, port,
              args.ofp_listen_host, args.ofp_port)
 

@@ -65,6 +65,7 @@ class EnforcementService:
         # milliseconds, so serialising them is acceptable for now.
         self._lock = threading.RLock()
         self._new_event = threading.Condition()
+        self._event_listeners: list[Callable[[str, Enforcement], None]] = []
         self._by_id: dict[str, Enforcement] = {}
         self._by_request: dict[str, str] = {}
         for record in store.load_all():
@@ -429,6 +430,33 @@ class EnforcementService:
         self._store.append_event(self._clock(), kind, record, detail)
         with self._new_event:
             self._new_event.notify_all()
+        for listener in self._event_listeners:
+            try:
+                listener(kind, record)
+            except Exception:  # an observer must never break the lifecycle
+                LOG.exception("event listener failed")
+
+    def add_event_listener(self, listener: Callable[[str, Enforcement], None]) -> None:
+        """listener(kind, record) after every event is stored (metrics)."""
+        self._event_listeners.append(listener)
+
+    def live_summary(self):
+        """Counts for the metrics: live enforcements by action, and the rules
+        and meters the controller keeps per switch for them."""
+        from enforcement.metrics import LiveSummary
+        by_action: dict[str, int] = {}
+        rules: dict[int, int] = {}
+        meters: dict[int, int] = {}
+        with self._lock:
+            live = [r for r in self._by_id.values() if r.state in LIVE]
+            for record in live:
+                by_action[record.action.kind.value] = by_action.get(
+                    record.action.kind.value, 0) + 1
+            for dpid in {d for r in live for d in _switches(r)}:
+                state = self._desired(dpid)
+                rules[dpid] = len(state.rules)
+                meters[dpid] = len(state.meters)
+        return LiveSummary(by_action, rules, meters)
 
     def _audit(self, actor: str, call: str, outcome: str, record: Enforcement,
                detail: str) -> None:

@@ -52,6 +52,7 @@ class ControllerProcess:
                  log_path: pathlib.Path | None = None, extra_args=()):
         self.ofp_port = ofp_port
         self.grpc_address = ""
+        self.metrics_address = ""
         self.log_path = log_path
         exe = shutil.which("enforcement-controller",
                            path=os.pathsep.join([str(pathlib.Path(sys.executable).parent),
@@ -62,6 +63,7 @@ class ControllerProcess:
         self._log = open(log_path, "w") if log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [exe, "--grpc-listen", grpc_listen, "--ofp-port", str(ofp_port),
+             *(() if "--metrics-listen" in extra_args else ("--metrics-listen", "127.0.0.1:0")),
              *extra_args],
             stdout=subprocess.PIPE, stderr=self._log, text=True,
             preexec_fn=_die_with_parent)
@@ -78,6 +80,8 @@ class ControllerProcess:
                 match = re.search(r"READY grpc=(\S+)", line)
                 if match:
                     self.grpc_address = match.group(1)
+                    metrics = re.search(r" metrics=(\S+)", line)
+                    self.metrics_address = metrics.group(1) if metrics else ""
                     return self.grpc_address
         raise TimeoutError(f"controller not ready in {timeout} s{self._log_hint()}")
 
