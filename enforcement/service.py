@@ -26,8 +26,8 @@ import tenacity
 
 from enforcement import pipeline, planner, routing
 from enforcement.desired import Change, SwitchState
-from enforcement.errors import (AlreadyExists, FailedPrecondition, InvalidArgument,
-                                NotFound, SwitchError, SwitchUnreachable)
+from enforcement.errors import (AlreadyExists, EnforcementError, FailedPrecondition,
+                                InvalidArgument, NotFound, SwitchError, SwitchUnreachable)
 from enforcement.model import (Action, ActionKind, Decision, Enforcement, Escalation,
                                Location, Proposal, State, TopologyView)
 from enforcement.policy import Policy
@@ -244,6 +244,50 @@ class EnforcementService:
                     self._event("reapplied", record, f"put back on switch {dpid:016x} "
                                 "after it reconnected")
             self._activate_pending()
+
+    def host_moved(self, ip: str) -> None:
+        """A subscriber's host was seen on another access port: its live
+        enforcements are planned again at the new port (same step, same
+        cookie), installed there and removed from the old place, so the
+        narrowest placement follows the subscriber."""
+        with self._lock:
+            where = self._network.locate(ip)
+            if where is None:
+                return
+            stale = [r for r in self._by_id.values()
+                     if r.state in LIVE and str(r.decision.subscriber.ip) == ip
+                     and (r.location.dpid, r.location.port) != (where.dpid, where.port)]
+            for record in stale:
+                try:
+                    moved = self._replan(record, where)
+                except EnforcementError as exc:
+                    LOG.error("enforcement %s cannot follow %s to %016x port %d: %s",
+                              record.id, ip, where.dpid, where.port, exc)
+                    continue
+                self._save(moved)
+                switches = list(dict.fromkeys([*_switches(moved), *_switches(record)]))
+                try:
+                    self._sync_switches(switches)
+                except SwitchError as exc:
+                    LOG.error("enforcement %s moved but not yet installed: %s", record.id, exc)
+                what = (f"followed {ip} from switch {record.location.dpid:016x} port "
+                        f"{record.location.port} to switch {where.dpid:016x} port {where.port}")
+                LOG.info("enforcement %s %s", record.id, what)
+                self._event("moved", moved, what)
+
+    def _replan(self, record: Enforcement, where: Location) -> Enforcement:
+        decision = record.decision
+        spec = (decision.requested_action
+                or self.policy.rung(decision.violation).ladder[record.escalation.step - 1])
+        ip = decision.subscriber.ip
+        target = planner.Target(where, ip, decision.scope or ipaddress.IPv4Network(ip))
+        context = planner.Context(self.policy.assets, self.policy.quarantine_vlan,
+                                  self._walled_garden_routes(spec, where))
+        planned = planner.plan(spec, target, context, record.cookie, meter_id=record.serial)
+        now = self._clock()
+        return dataclasses.replace(
+            record, location=where, rules=_with_backstop(planned.rules, record.expires_at, now),
+            meters=planned.meters, updated_at=now)
 
     def repair_drift(self) -> int:
         """Reads every connected switch's enforcement state and repairs what

@@ -53,6 +53,7 @@ class ControllerProcess:
         self.ofp_port = ofp_port
         self.grpc_address = ""
         self.metrics_address = ""
+        self.http_address = ""
         self.log_path = log_path
         exe = shutil.which("enforcement-controller",
                            path=os.pathsep.join([str(pathlib.Path(sys.executable).parent),
@@ -64,6 +65,7 @@ class ControllerProcess:
         self.proc = subprocess.Popen(
             [exe, "--grpc-listen", grpc_listen, "--ofp-port", str(ofp_port),
              *(() if "--metrics-listen" in extra_args else ("--metrics-listen", "127.0.0.1:0")),
+             *(() if "--http-listen" in extra_args else ("--http-listen", "127.0.0.1:0")),
              *extra_args],
             stdout=subprocess.PIPE, stderr=self._log, text=True,
             preexec_fn=_die_with_parent)
@@ -82,6 +84,8 @@ class ControllerProcess:
                     self.grpc_address = match.group(1)
                     metrics = re.search(r" metrics=(\S+)", line)
                     self.metrics_address = metrics.group(1) if metrics else ""
+                    view = re.search(r" http=(\S+)", line)
+                    self.http_address = view.group(1) if view else ""
                     return self.grpc_address
         raise TimeoutError(f"controller not ready in {timeout} s{self._log_hint()}")
 

@@ -55,6 +55,25 @@ class TreeTopo(Topo):
         return switch
 
 
+class RingTopo(Topo):
+    """Switches in a ring (a redundant path between any two), each with its
+    hosts; chords=True adds a link across the ring from every other switch
+    (a partial mesh)."""
+
+    def build(self, switches=4, hosts_per_switch=1, chords=False):
+        ring = [self.addSwitch(f"s{s}") for s in range(1, switches + 1)]
+        number = 0
+        for switch in ring:
+            for _ in range(hosts_per_switch):
+                number += 1
+                self.addLink(self.addHost(f"h{number}", ip=f"10.0.0.{number}/24"), switch)
+        for i, switch in enumerate(ring):
+            self.addLink(switch, ring[(i + 1) % switches])
+        if chords:
+            for i in range(0, switches // 2, 2):
+                self.addLink(ring[i], ring[i + switches // 2])
+
+
 class IspTopo(Topo):
     """A small access network behind an aggregation switch.
 
@@ -87,5 +106,6 @@ topos = {
     "enf-single": SingleSwitchTopo,
     "enf-linear": LinearTopo,
     "enf-tree": TreeTopo,
+    "enf-ring": RingTopo,
     "enf-isp": IspTopo,
 }
