@@ -432,8 +432,11 @@ class EnforcementService:
         reason = (f"{_ORDINAL.get(count, f'{count}th')} {decision.violation.value} violation "
                   f"by {decision.subscriber.ip} within {days} days")
         if earlier:
-            reason += " (earlier: " + ", ".join(r.id for r in sorted(
-                earlier, key=lambda r: r.created_at)) + ")"
+            # The most recent few: the list must not grow with the history.
+            ids = [r.id for r in sorted(earlier, key=lambda r: r.created_at)]
+            shown = ", ".join(ids[-3:])
+            reason += (f" (earlier: {shown})" if len(ids) <= 3
+                       else f" (earlier: {shown} and {len(ids) - 3} more)")
         reason += f": step {step} of {len(rung.ladder)}"
         spec = rung.ladder[step - 1]
         if decision.requested_action is not None:

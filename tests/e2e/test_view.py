@@ -40,7 +40,7 @@ def page(lab, tmp_path_factory):
             executable_path=CHROMIUM, headless=True,
             args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"])
+                  "--disable-sync"])  # launch() gives it a fresh, empty profile
         page = browser.new_page(viewport={"width": 1400, "height": 800})
         page.goto(f"http://{lab.controller.http_address}/")
         yield page
