@@ -1,8 +1,9 @@
-"""The base pipeline and learned forwarding, as FlowRules.
+"""The base pipeline and computed forwarding, as FlowRules.
 
 Every switch gets: the ingress and meter tables fall through to the
 forwarding table, which sends unknown destinations to the controller, which
-floods them.
+installs the path toward a located host (enforcement/topology.py) or floods
+along the spanning tree.
 ARP always goes to the controller so host locations stay fresh even after
 forwarding flows exist; the controller forwards it.
 """
@@ -30,5 +31,6 @@ def base_rules(dpid: int) -> tuple[FlowRule, ...]:
 
 
 def learned_rule(dpid: int, mac: str, port: int) -> FlowRule:
+    """Toward a host: frames for mac leave this switch on port."""
     return FlowRule(dpid, pipeline.TABLE_FORWARD, pipeline.PRIORITY_LEARNED,
                     pipeline.COOKIE_FORWARD, (("eth_dst", mac),), (Output(port),))
