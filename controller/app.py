@@ -2,8 +2,10 @@
 
 It keeps switch sessions, pushes compiled rules and waits for the barrier that
 confirms them, matches OpenFlow errors to the change that caused them, learns
-where hosts live, and forwards traffic with a learning switch in the
-forwarding table. Decisions are made elsewhere (enforcement/).
+where hosts live, and forwards traffic along the topology model
+(enforcement/topology.py): unicast on shortest paths over the discovered
+graph, broadcast only along its spanning tree, so rings and meshes do not
+storm. Decisions are made elsewhere (enforcement/).
 
 Threading: OS-Ken runs this app's handlers on one event thread; gRPC calls
 sync() from its own worker threads and blocks until the switch's barrier reply
@@ -29,7 +31,8 @@ from controller.hosts import HostTable
 from enforcement import pipeline
 from enforcement.desired import SwitchState, diff
 from enforcement.errors import SwitchError, SwitchUnreachable
-from enforcement.model import LinkView, Location, SwitchView, TopologyView
+from enforcement.model import HostView, LinkView, Location, SwitchView, TopologyView
+from enforcement.topology import Forwarding
 
 LOG = logging.getLogger(__name__)
 
@@ -58,7 +61,8 @@ class EnforcementApp(app_manager.OSKenApp):
         self._datapaths: dict[int, object] = {}
         self._hosts = HostTable()
         self._links: set[LinkView] = set()
-        self._macs: dict[int, dict[str, int]] = {}  # learning switch state
+        # Rebuilt from the topology whenever switches, links or hosts change.
+        self._forwarding: Forwarding | None = None
         self._pending: dict[tuple[int, int], _Transaction] = {}
         self._xids = itertools.count(1)
         # What each switch confirmed holding of enforcement flows and meters.
@@ -68,6 +72,9 @@ class EnforcementApp(app_manager.OSKenApp):
         # Set by the process that wires the app to the service: called, off
         # the event thread, once a (re)connected switch has its base pipeline.
         self.on_switch_ready: Callable[[int], None] = lambda dpid: None
+        # Called, off the event thread, with a host's MAC when it appears on
+        # another switch port: its enforcements follow it.
+        self.on_host_moved: Callable[[HostView], None] = lambda host: None
 
     # ---- the Network protocol used by the service -------------------------
 
@@ -121,7 +128,7 @@ class EnforcementApp(app_manager.OSKenApp):
         self._transact(dpid, [compiler.delete_namespace(pipeline.NS_FORWARD),
                               *map(compiler.flow_add, missing)], timeout)
         with self._lock:
-            self._macs[dpid] = {}
+            self._forwarding = None
 
     def read_state(self, dpid: int, timeout: float) -> SwitchState:
         """The enforcement flows (by cookie namespace) and the meters the
@@ -151,14 +158,17 @@ class EnforcementApp(app_manager.OSKenApp):
 
     def topology(self) -> TopologyView:
         with self._lock:
-            switches = tuple(
-                SwitchView(dpid, tuple(sorted(
-                    (no, p.name.decode() if isinstance(p.name, bytes) else str(p.name))
-                    for no, p in getattr(dp, "ports", {}).items()
-                    if no < ofproto_v1_3.OFPP_MAX)))
-                for dpid, dp in sorted(self._datapaths.items()))
-            links = tuple(sorted(self._links, key=dataclasses.astuple))
-            hosts = self._hosts.all()
+            return self._topology_locked()
+
+    def _topology_locked(self) -> TopologyView:
+        switches = tuple(
+            SwitchView(dpid, tuple(sorted(
+                (no, p.name.decode() if isinstance(p.name, bytes) else str(p.name))
+                for no, p in getattr(dp, "ports", {}).items()
+                if no < ofproto_v1_3.OFPP_MAX)))
+            for dpid, dp in sorted(self._datapaths.items()))
+        links = tuple(sorted(self._links, key=dataclasses.astuple))
+        hosts = self._hosts.all()
         return TopologyView(switches, links, hosts)
 
     # ---- switch sessions ---------------------------------------------------
@@ -171,7 +181,7 @@ class EnforcementApp(app_manager.OSKenApp):
         if ev.state == MAIN_DISPATCHER:
             with self._lock:
                 self._datapaths[dp.id] = dp
-                self._macs[dp.id] = {}
+                self._forwarding = None
             LOG.info("switch %016x connected", dp.id)
             # Waiting for barriers must happen off the event thread.
             threading.Thread(target=self._prepare_switch, args=(dp.id,),
@@ -181,10 +191,10 @@ class EnforcementApp(app_manager.OSKenApp):
                 if self._datapaths.get(dp.id) is not dp:
                     return
                 del self._datapaths[dp.id]
-                self._macs.pop(dp.id, None)
                 self._links = {l for l in self._links
                                if dp.id not in (l.src_dpid, l.dst_dpid)}
                 orphans = [t for (dpid, _), t in self._pending.items() if dpid == dp.id]
+            self._topology_changed(f"switch {dp.id:016x} left")
             for txn in orphans:
                 txn.lost = True
                 txn.done.set()
@@ -284,12 +294,27 @@ class EnforcementApp(app_manager.OSKenApp):
             self._links.add(LinkView(src.dpid, src.port_no, dst.dpid, dst.port_no))
             for dpid, port in ((src.dpid, src.port_no), (dst.dpid, dst.port_no)):
                 self._hosts.forget_port(dpid, port)
+        self._topology_changed(f"link {src.dpid:x}:{src.port_no}-{dst.dpid:x}:{dst.port_no} up")
 
     @set_ev_cls(topo_event.EventLinkDelete)
     def _link_delete(self, ev):
         src, dst = ev.link.src, ev.link.dst
         with self._lock:
             self._links.discard(LinkView(src.dpid, src.port_no, dst.dpid, dst.port_no))
+        self._topology_changed(f"link {src.dpid:x}:{src.port_no}-{dst.dpid:x}:{dst.port_no} down")
+
+    def _topology_changed(self, what: str) -> None:
+        """Paths may run differently now: forget every installed path, so the
+        next packets are routed again over the new graph (and its new tree).
+        Only forwarding flows go; enforcement flows are untouched."""
+        LOG.info("topology changed (%s): re-routing", what)
+        with self._lock:
+            self._forwarding = None
+            datapaths = list(self._datapaths.values())
+        for dp in datapaths:
+            flush = compiler.delete_namespace(pipeline.NS_FORWARD)
+            flush.datapath = dp
+            dp.send_msg(flush)
 
     def _is_link_port(self, dpid: int, port: int) -> bool:
         return any((l.src_dpid, l.src_port) == (dpid, port)
@@ -310,27 +335,46 @@ class EnforcementApp(app_manager.OSKenApp):
         elif (ip_pkt := pkt.get_protocol(ipv4.ipv4)) is not None:
             sender_ip = ip_pkt.src
 
+        moved_host = None
         with self._lock:
             if dp.id not in self._datapaths:
                 return
             if not self._is_link_port(dp.id, in_port) and not _is_group(eth.src):
+                before = self._hosts.by_mac(eth.src)
                 if self._hosts.learn(dp.id, in_port, eth.src, sender_ip):
                     LOG.info("host %s (%s) at %016x port %d", eth.src,
                              sender_ip or "no IP yet", dp.id, in_port)
-            macs = self._macs[dp.id]
-            relearned = macs.get(eth.src) != in_port and not _is_group(eth.src)
-            if relearned:
-                macs[eth.src] = in_port
-            out_port = macs.get(eth.dst)
+                    self._forwarding = None
+                    if before is not None and (before.dpid, before.port) != (dp.id, in_port):
+                        moved_host = self._hosts.by_mac(eth.src)
+            if self._forwarding is None:
+                self._forwarding = Forwarding.of(self._topology_locked())
+            forwarding_now = self._forwarding
+        if moved_host is not None:
+            LOG.info("host %s moved to %016x port %d", moved_host.mac,
+                     moved_host.dpid, moved_host.port)
+            # Paths toward the host's old place are wrong everywhere now.
+            self._topology_changed(f"host {moved_host.mac} moved")
+            threading.Thread(target=self.on_host_moved, args=(moved_host,),
+                             name="host-moved", daemon=True).start()
 
         ofp, parser = dp.ofproto, dp.ofproto_parser
-        if relearned:
-            learned = compiler.flow_add(forwarding.learned_rule(dp.id, eth.src, in_port))
-            learned.datapath = dp
-            dp.send_msg(learned)
-        if out_port == in_port:
-            return
-        actions = [parser.OFPActionOutput(ofp.OFPP_FLOOD if out_port is None else out_port)]
+        out_port = (None if _is_group(eth.dst)
+                    else forwarding_now.unicast_port(dp.id, eth.dst))
+        if out_port is not None:
+            if out_port == in_port:
+                return
+            # Only this hop: the next switch asks for its own, so every hop
+            # follows the graph as the controller sees it when the packet passes.
+            route = compiler.flow_add(forwarding.learned_rule(dp.id, eth.dst, out_port))
+            route.datapath = dp
+            dp.send_msg(route)
+            out_ports: tuple[int, ...] = (out_port,)
+        else:
+            out_ports = forwarding_now.flood_ports(dp.id, in_port)
+            if not out_ports:
+                return
+        actions = [parser.OFPActionOutput(port) for port in out_ports]
         dp.send_msg(parser.OFPPacketOut(
             datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
             actions=actions, data=msg.data))

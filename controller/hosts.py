@@ -37,6 +37,9 @@ class HostTable:
             del self._by_mac[mac]
         return gone
 
+    def by_mac(self, mac: str) -> HostView | None:
+        return self._by_mac.get(mac)
+
     def by_ip(self, ip: str) -> HostView | None:
         return next((h for h in self._by_mac.values() if h.ip == ip), None)
 

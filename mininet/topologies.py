@@ -55,6 +55,36 @@ class TreeTopo(Topo):
         return switch
 
 
+class RingTopo(Topo):
+    """Switches in a ring (a redundant path between any two), each with its
+    own hosts: s1 has h1.., s2 the next ones, and so on."""
+
+    def build(self, switches=4, hosts_per_switch=1):
+        ring = [self.addSwitch(f"s{s}") for s in range(1, switches + 1)]
+        number = 0
+        for switch in ring:
+            for _ in range(hosts_per_switch):
+                number += 1
+                self.addLink(self.addHost(f"h{number}", ip=f"10.0.0.{number}/24"), switch)
+        for here, there in zip(ring, ring[1:] + ring[:1]):
+            self.addLink(here, there)
+
+
+class MeshTopo(Topo):
+    """Every switch linked to every other, each with its own hosts."""
+
+    def build(self, switches=4, hosts_per_switch=1):
+        mesh = [self.addSwitch(f"s{s}") for s in range(1, switches + 1)]
+        number = 0
+        for switch in mesh:
+            for _ in range(hosts_per_switch):
+                number += 1
+                self.addLink(self.addHost(f"h{number}", ip=f"10.0.0.{number}/24"), switch)
+        for i, here in enumerate(mesh):
+            for there in mesh[i + 1:]:
+                self.addLink(here, there)
+
+
 class IspTopo(Topo):
     """A small access network behind an aggregation switch.
 
@@ -88,4 +118,6 @@ topos = {
     "enf-linear": LinearTopo,
     "enf-tree": TreeTopo,
     "enf-isp": IspTopo,
+    "enf-ring": RingTopo,
+    "enf-mesh": MeshTopo,
 }
