@@ -28,10 +28,12 @@ def test_ring_reachability_link_cut_and_repair(lab_factory):
     harness.start_listener(h3, [8080])
     assert harness.tcp_connects(h1, h3.IP(), 8080)
 
-    # No storm: once traffic stops, nothing keeps circling through the controller.
+    # No storm: once traffic stops, nothing keeps circling through the
+    # controller (the hosts' own IPv6 chatter is a few packets a second; a
+    # frame circling the ring would be thousands).
     before = packet_ins(lab)
     time.sleep(3)
-    assert packet_ins(lab) - before < 20
+    assert packet_ins(lab) - before < 100
 
     # h1 to h2 goes over the direct s1-s2 link; cut it.
     assert harness.ping(h1, h2.IP())
@@ -53,5 +55,5 @@ def test_ring_reachability_link_cut_and_repair(lab_factory):
     assert lab.net.pingAll(timeout=2) == 0
     before = packet_ins(lab)
     time.sleep(3)
-    assert packet_ins(lab) - before < 20
+    assert packet_ins(lab) - before < 100
     assert not lab.log_problems()
