@@ -2,10 +2,8 @@
 
 It keeps switch sessions, pushes compiled rules and waits for the barrier that
 confirms them, matches OpenFlow errors to the change that caused them, learns
-where hosts live, and forwards traffic along the topology model
-(enforcement/topology.py): unicast on shortest paths over the discovered
-graph, broadcast only along its spanning tree, so rings and meshes do not
-storm. Decisions are made elsewhere (enforcement/).
+where hosts live, and forwards traffic with a learning switch in the
+forwarding table. Decisions are made elsewhere (enforcement/).
 
 Threading: OS-Ken runs this app's handlers on one event thread; gRPC calls
 sync() from its own worker threads and blocks until the switch's barrier reply
@@ -28,11 +26,11 @@ from os_ken.topology import event as topo_event
 
 from controller import compiler, forwarding
 from controller.hosts import HostTable
-from enforcement import pipeline
+from enforcement import pipeline, topology
+from enforcement.routing import switch_graph
 from enforcement.desired import SwitchState, diff
 from enforcement.errors import SwitchError, SwitchUnreachable
-from enforcement.model import HostView, LinkView, Location, SwitchView, TopologyView
-from enforcement.topology import Forwarding
+from enforcement.model import LinkView, Location, SwitchView, TopologyView
 
 LOG = logging.getLogger(__name__)
 
@@ -61,8 +59,7 @@ class EnforcementApp(app_manager.OSKenApp):
         self._datapaths: dict[int, object] = {}
         self._hosts = HostTable()
         self._links: set[LinkView] = set()
-        # Rebuilt from the topology whenever switches, links or hosts change.
-        self._forwarding: Forwarding | None = None
+        self._tree_cache = None  # (links, view, graph, spanning tree)
         self._pending: dict[tuple[int, int], _Transaction] = {}
         self._xids = itertools.count(1)
         # What each switch confirmed holding of enforcement flows and meters.
@@ -72,9 +69,9 @@ class EnforcementApp(app_manager.OSKenApp):
         # Set by the process that wires the app to the service: called, off
         # the event thread, once a (re)connected switch has its base pipeline.
         self.on_switch_ready: Callable[[int], None] = lambda dpid: None
-        # Called, off the event thread, with a host's MAC when it appears on
-        # another switch port: its enforcements follow it.
-        self.on_host_moved: Callable[[HostView], None] = lambda host: None
+        # Called, off the event thread, with a subscriber's IP when its host
+        # was seen on another access port (the service re-places enforcements).
+        self.on_host_moved: Callable[[str], None] = lambda ip: None
 
     # ---- the Network protocol used by the service -------------------------
 
@@ -127,8 +124,6 @@ class EnforcementApp(app_manager.OSKenApp):
         LOG.warning("switch %016x lost %d base flow(s); restoring", dpid, len(missing))
         self._transact(dpid, [compiler.delete_namespace(pipeline.NS_FORWARD),
                               *map(compiler.flow_add, missing)], timeout)
-        with self._lock:
-            self._forwarding = None
 
     def read_state(self, dpid: int, timeout: float) -> SwitchState:
         """The enforcement flows (by cookie namespace) and the meters the
@@ -139,6 +134,15 @@ class EnforcementApp(app_manager.OSKenApp):
         return SwitchState.of(
             [compiler.rule_from_stats(dpid, st) for st in replies.get(flows.xid, [])],
             [compiler.meter_from_stats(dpid, st) for st in replies.get(meters.xid, [])])
+
+    def flow_counters(self, dpid: int, cookie: int, timeout: float = 2.0) -> dict:
+        """Packets and bytes that hit an enforcement's flows on a switch: the
+        drop rules count what was dropped, the meter rules what was metered.
+        (A flow two enforcements share carries the older one's cookie.)"""
+        request = compiler.cookie_stats_request(cookie)
+        stats = self._transact(dpid, [request], timeout).get(request.xid, [])
+        return {"flows": len(stats), "packets": sum(st.packet_count for st in stats),
+                "bytes": sum(st.byte_count for st in stats)}
 
     def _undo(self, dpid: int, change, timeout: float) -> None:
         # Deleting what may not exist is no error in OpenFlow; re-adding what
@@ -158,17 +162,14 @@ class EnforcementApp(app_manager.OSKenApp):
 
     def topology(self) -> TopologyView:
         with self._lock:
-            return self._topology_locked()
-
-    def _topology_locked(self) -> TopologyView:
-        switches = tuple(
-            SwitchView(dpid, tuple(sorted(
-                (no, p.name.decode() if isinstance(p.name, bytes) else str(p.name))
-                for no, p in getattr(dp, "ports", {}).items()
-                if no < ofproto_v1_3.OFPP_MAX)))
-            for dpid, dp in sorted(self._datapaths.items()))
-        links = tuple(sorted(self._links, key=dataclasses.astuple))
-        hosts = self._hosts.all()
+            switches = tuple(
+                SwitchView(dpid, tuple(sorted(
+                    (no, p.name.decode() if isinstance(p.name, bytes) else str(p.name))
+                    for no, p in getattr(dp, "ports", {}).items()
+                    if no < ofproto_v1_3.OFPP_MAX)))
+                for dpid, dp in sorted(self._datapaths.items()))
+            links = tuple(sorted(self._links, key=dataclasses.astuple))
+            hosts = self._hosts.all()
         return TopologyView(switches, links, hosts)
 
     # ---- switch sessions ---------------------------------------------------
@@ -181,7 +182,6 @@ class EnforcementApp(app_manager.OSKenApp):
         if ev.state == MAIN_DISPATCHER:
             with self._lock:
                 self._datapaths[dp.id] = dp
-                self._forwarding = None
             LOG.info("switch %016x connected", dp.id)
             # Waiting for barriers must happen off the event thread.
             threading.Thread(target=self._prepare_switch, args=(dp.id,),
@@ -194,7 +194,6 @@ class EnforcementApp(app_manager.OSKenApp):
                 self._links = {l for l in self._links
                                if dp.id not in (l.src_dpid, l.dst_dpid)}
                 orphans = [t for (dpid, _), t in self._pending.items() if dpid == dp.id]
-            self._topology_changed(f"switch {dp.id:016x} left")
             for txn in orphans:
                 txn.lost = True
                 txn.done.set()
@@ -290,31 +289,26 @@ class EnforcementApp(app_manager.OSKenApp):
     @set_ev_cls(topo_event.EventLinkAdd)
     def _link_add(self, ev):
         src, dst = ev.link.src, ev.link.dst
+        link = LinkView(src.dpid, src.port_no, dst.dpid, dst.port_no)
         with self._lock:
-            self._links.add(LinkView(src.dpid, src.port_no, dst.dpid, dst.port_no))
+            new = link not in self._links
+            self._links.add(link)
             for dpid, port in ((src.dpid, src.port_no), (dst.dpid, dst.port_no)):
                 self._hosts.forget_port(dpid, port)
-        self._topology_changed(f"link {src.dpid:x}:{src.port_no}-{dst.dpid:x}:{dst.port_no} up")
+        if new:
+            LOG.info("link up %016x:%d -> %016x:%d", *dataclasses.astuple(link))
+            self._flush_forwarding()
 
     @set_ev_cls(topo_event.EventLinkDelete)
     def _link_delete(self, ev):
         src, dst = ev.link.src, ev.link.dst
+        link = LinkView(src.dpid, src.port_no, dst.dpid, dst.port_no)
         with self._lock:
-            self._links.discard(LinkView(src.dpid, src.port_no, dst.dpid, dst.port_no))
-        self._topology_changed(f"link {src.dpid:x}:{src.port_no}-{dst.dpid:x}:{dst.port_no} down")
-
-    def _topology_changed(self, what: str) -> None:
-        """Paths may run differently now: forget every installed path, so the
-        next packets are routed again over the new graph (and its new tree).
-        Only forwarding flows go; enforcement flows are untouched."""
-        LOG.info("topology changed (%s): re-routing", what)
-        with self._lock:
-            self._forwarding = None
-            datapaths = list(self._datapaths.values())
-        for dp in datapaths:
-            flush = compiler.delete_namespace(pipeline.NS_FORWARD)
-            flush.datapath = dp
-            dp.send_msg(flush)
+            known = link in self._links
+            self._links.discard(link)
+        if known:
+            LOG.info("link down %016x:%d -> %016x:%d", *dataclasses.astuple(link))
+            self._flush_forwarding()
 
     def _is_link_port(self, dpid: int, port: int) -> bool:
         return any((l.src_dpid, l.src_port) == (dpid, port)
@@ -335,49 +329,70 @@ class EnforcementApp(app_manager.OSKenApp):
         elif (ip_pkt := pkt.get_protocol(ipv4.ipv4)) is not None:
             sender_ip = ip_pkt.src
 
-        moved_host = None
         with self._lock:
             if dp.id not in self._datapaths:
                 return
+            moved = None
             if not self._is_link_port(dp.id, in_port) and not _is_group(eth.src):
                 before = self._hosts.by_mac(eth.src)
                 if self._hosts.learn(dp.id, in_port, eth.src, sender_ip):
                     LOG.info("host %s (%s) at %016x port %d", eth.src,
                              sender_ip or "no IP yet", dp.id, in_port)
-                    self._forwarding = None
                     if before is not None and (before.dpid, before.port) != (dp.id, in_port):
-                        moved_host = self._hosts.by_mac(eth.src)
-            if self._forwarding is None:
-                self._forwarding = Forwarding.of(self._topology_locked())
-            forwarding_now = self._forwarding
-        if moved_host is not None:
-            LOG.info("host %s moved to %016x port %d", moved_host.mac,
-                     moved_host.dpid, moved_host.port)
-            # Paths toward the host's old place are wrong everywhere now.
-            self._topology_changed(f"host {moved_host.mac} moved")
-            threading.Thread(target=self.on_host_moved, args=(moved_host,),
-                             name="host-moved", daemon=True).start()
+                        moved = self._hosts.by_mac(eth.src)
+            view, graph, tree = self._forwarding_view()
+            destination = None if _is_group(eth.dst) else self._hosts.by_mac(eth.dst)
 
+        if moved is not None:
+            LOG.info("host %s moved to %016x port %d", moved.mac, moved.dpid, moved.port)
+            # Paths toward it are stale on every switch; they are recomputed
+            # as traffic comes back to the controller.
+            self._flush_forwarding(match_mac=moved.mac)
+            if moved.ip:
+                threading.Thread(target=self.on_host_moved, args=(moved.ip,),
+                                 daemon=True).start()
         ofp, parser = dp.ofproto, dp.ofproto_parser
-        out_port = (None if _is_group(eth.dst)
-                    else forwarding_now.unicast_port(dp.id, eth.dst))
-        if out_port is not None:
-            if out_port == in_port:
+        if destination is not None:
+            out_port = topology.next_hop(view, dp.id, destination, graph)
+            if out_port is None or out_port == in_port:
                 return
-            # Only this hop: the next switch asks for its own, so every hop
-            # follows the graph as the controller sees it when the packet passes.
-            route = compiler.flow_add(forwarding.learned_rule(dp.id, eth.dst, out_port))
-            route.datapath = dp
-            dp.send_msg(route)
-            out_ports: tuple[int, ...] = (out_port,)
+            rule = compiler.flow_add(forwarding.learned_rule(dp.id, eth.dst, out_port))
+            rule.datapath = dp
+            dp.send_msg(rule)
+            out_ports = [out_port]
         else:
-            out_ports = forwarding_now.flood_ports(dp.id, in_port)
-            if not out_ports:
+            # Broadcast, or a destination not located yet: along the tree only.
+            if not topology.accepts_broadcast(view, dp.id, in_port, tree):
                 return
-        actions = [parser.OFPActionOutput(port) for port in out_ports]
-        dp.send_msg(parser.OFPPacketOut(
-            datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
-            actions=actions, data=msg.data))
+            ports = {no for no in getattr(dp, "ports", {}) if no < ofp.OFPP_MAX}
+            out_ports = sorted(topology.flood_ports(view, dp.id, ports, tree) - {in_port})
+        if out_ports:
+            dp.send_msg(parser.OFPPacketOut(
+                datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
+                actions=[parser.OFPActionOutput(port) for port in out_ports],
+                data=msg.data))
+
+    def _forwarding_view(self):
+        """The links as a view, its graph and spanning tree, rebuilt only when
+        the links changed (every packet-in asks). Caller holds the lock."""
+        key = frozenset(self._links)
+        if self._tree_cache is None or self._tree_cache[0] != key:
+            view = TopologyView(tuple(SwitchView(d, ()) for d in sorted(self._datapaths)),
+                                tuple(sorted(self._links, key=dataclasses.astuple)), ())
+            graph = switch_graph(view)
+            self._tree_cache = (key, view, graph, topology.spanning_tree(graph))
+        _, view, graph, tree = self._tree_cache
+        return TopologyView(view.switches, view.links, ()), graph, tree
+
+    def _flush_forwarding(self, match_mac: str | None = None) -> None:
+        """Drops computed paths (all of them, or toward one MAC) on every
+        switch, so that the next packets take paths for the current topology."""
+        with self._lock:
+            datapaths = list(self._datapaths.values())
+        for dp in datapaths:
+            message = compiler.delete_namespace(pipeline.NS_FORWARD, eth_dst=match_mac)
+            message.datapath = dp
+            dp.send_msg(message)
 
 
 def _is_group(mac: str) -> bool:

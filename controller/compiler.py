@@ -93,13 +93,15 @@ def flow_delete(rule: FlowRule) -> parser.OFPFlowMod:
         match=parser.OFPMatch(**dict(rule.match)))
 
 
-def delete_namespace(namespace: int) -> parser.OFPFlowMod:
-    """Deletes every flow, in every table, whose cookie is in a namespace."""
+def delete_namespace(namespace: int, eth_dst: str | None = None) -> parser.OFPFlowMod:
+    """Deletes every flow, in every table, whose cookie is in a namespace
+    (only those toward eth_dst, when given)."""
+    match = parser.OFPMatch(eth_dst=eth_dst) if eth_dst else parser.OFPMatch()
     return parser.OFPFlowMod(
         datapath=None, cookie=namespace << COOKIE_NAMESPACE_SHIFT,
         cookie_mask=COOKIE_NAMESPACE_MASK, table_id=ofp.OFPTT_ALL,
         command=ofp.OFPFC_DELETE, out_port=ofp.OFPP_ANY,
-        out_group=ofp.OFPG_ANY, match=parser.OFPMatch())
+        out_group=ofp.OFPG_ANY, match=match)
 
 
 def meter_add(spec: MeterSpec, command: int = ofp.OFPMC_ADD) -> parser.OFPMeterMod:
@@ -134,6 +136,14 @@ def flow_stats_request(namespace: int) -> parser.OFPFlowStatsRequest:
         datapath=None, table_id=ofp.OFPTT_ALL, out_port=ofp.OFPP_ANY,
         out_group=ofp.OFPG_ANY, cookie=namespace << COOKIE_NAMESPACE_SHIFT,
         cookie_mask=COOKIE_NAMESPACE_MASK, match=parser.OFPMatch())
+
+
+def cookie_stats_request(cookie: int) -> parser.OFPFlowStatsRequest:
+    """The flows, in every table, carrying exactly this cookie."""
+    return parser.OFPFlowStatsRequest(
+        datapath=None, table_id=ofp.OFPTT_ALL, out_port=ofp.OFPP_ANY,
+        out_group=ofp.OFPG_ANY, cookie=cookie, cookie_mask=0xFFFF_FFFF_FFFF_FFFF,
+        match=parser.OFPMatch())
 
 
 def meter_config_request() -> parser.OFPMeterConfigStatsRequest:

@@ -46,6 +46,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--switch-timeout", type=float, default=5.0,
                         help="seconds to wait for a switch to confirm a change. "
                              "Default: %(default)s")
+    parser.add_argument("--metrics-listen", default="127.0.0.1:9108", metavar="HOST:PORT",
+                        help="Prometheus metrics at http://HOST:PORT/metrics ('off': none; "
+                             "port 0 picks a free one). Default: %(default)s")
+    parser.add_argument("--http-listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+                        help="the topology view (read-only web page and JSON); 'off': none; "
+                             "a non-loopback address needs --http-token-file or mutual "
+                             "TLS. Default: %(default)s")
+    parser.add_argument("--http-token-file", metavar="FILE",
+                        help="a bearer token every view request must carry "
+                             "(Authorization: Bearer TOKEN)")
     tls = parser.add_argument_group(
         "mutual TLS", "all three or none; without them gRPC listens in plaintext, "
                       "on loopback only")
@@ -70,6 +80,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if any(given) and not all(given):
         parser.error("mutual TLS needs --tls-cert, --tls-key and --tls-client-ca together")
     args.tls = all(given)
+    for flag, value in (("--metrics-listen", args.metrics_listen),
+                        ("--http-listen", args.http_listen)):
+        if value != "off":
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit() or int(port) > 65535:
+                parser.error(f"{flag} {value}: give HOST:PORT or off")
+    if (args.http_listen != "off" and not _is_loopback(args.http_listen.rpartition(":")[0])
+            and not args.http_token_file and not args.tls):
+        parser.error(f"--http-listen {args.http_listen} is not a loopback address: the "
+                     "view shows every subscriber under enforcement; give --http-token-file "
+                     "or mutual TLS (--tls-*), or listen on 127.0.0.1")
     if not args.tls and not _is_loopback(args.grpc_listen.rsplit(":", 1)[0]):
         parser.error(f"--grpc-listen {args.grpc_listen} is not a loopback address: "
                      "without TLS anyone who can reach it could cut subscribers off. "
@@ -133,6 +154,32 @@ def _start_os_ken(args: argparse.Namespace):
     if not booted.wait(30) or failure:
         raise RuntimeError(f"OS-Ken did not start: {failure or 'timeout'}")
     return manager, app_manager.lookup_service_brick("EnforcementApp")
+
+
+def _start_view(args, service, app, access) -> str:
+    """Starts the topology view; returns ' http=HOST:PORT' for the READY line."""
+    if args.http_listen == "off":
+        return ""
+    from controller.web import TopologyWeb, ViewModel
+    token = None
+    if args.http_token_file:
+        token = open(args.http_token_file).read().strip()
+        if len(token) < 16:
+            raise ValueError(f"the token in {args.http_token_file} is shorter than 16 "
+                             "characters")
+    context = may_read = None
+    host, _, port = args.http_listen.rpartition(":")
+    if args.tls and not _is_loopback(host):
+        from enforcement.tlsgate import server_context
+        context = server_context(args.tls_cert, args.tls_key, args.tls_client_ca,
+                                 alpn=("http/1.1",))
+        # Whoever may read the topology over gRPC may read the view.
+        may_read = lambda name: access.refusal(name, "GetTopology") is None  # noqa: E731
+    view = TopologyWeb(ViewModel(service, app), host.strip("[]"), int(port),
+                       token=token, ssl_context=context, may_read=may_read)
+    bound = view.start()
+    LOG.info("topology view on %s://%s:%d/", "https" if context else "http", host, bound)
+    return f" http={host}:{bound}"
 
 
 class _QuietUndecodable(logging.Filter):
@@ -201,11 +248,28 @@ def main(argv: list[str] | None = None) -> int:
     service = EnforcementService(app, policy, store, switch_timeout=args.switch_timeout)
     app.switch_timeout = args.switch_timeout
     app.on_switch_ready = service.resync
+    app.on_host_moved = service.host_moved
     # Switches that connected while the store was loading get their turn now.
     for dpid in app.connected_switches():
         threading.Thread(target=service.resync, args=(dpid,), daemon=True).start()
+    from enforcement.metrics import Metrics
+    metrics = Metrics(service, app)
+    metrics_address = ""
+    if args.metrics_listen != "off":
+        host, _, port = args.metrics_listen.rpartition(":")
+        try:
+            _, bound = metrics.serve(host.strip("[]"), int(port))
+        except OSError as exc:
+            LOG.error("cannot serve metrics on %s: %s", args.metrics_listen, exc)
+            return 2
+        metrics_address = f" metrics={host}:{bound}"
     try:
-        serving = serve(args.grpc_listen, service, access=access,
+        http_address = _start_view(args, service, app, access)
+    except (OSError, ValueError) as exc:
+        LOG.error("cannot serve the topology view on %s: %s", args.http_listen, exc)
+        return 2
+    try:
+        serving = serve(args.grpc_listen, service, access=access, metrics=metrics,
                         tls_context=tls_context if args.tls else None)
     except (OSError, RuntimeError) as exc:
         LOG.error("cannot serve gRPC on %s: %s", args.grpc_listen, exc)
@@ -214,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     maintenance.start()
     host, port = args.grpc_listen.rsplit(":", 1)[0], serving.port
     # One line on stdout that tools and tests wait for.
-    print(f"READY grpc={host}:{port} openflow={args.ofp_listen_host}:{args.ofp_port}",
-          flush=True)
+    print(f"READY grpc={host}:{port} openflow={args.ofp_listen_host}:{args.ofp_port}"
+          f"{metrics_address}{http_address}", flush=True)
     LOG.info("gRPC on %s:%d, OpenFlow 1.3 on %s:%d", host, port,
              args.ofp_listen_host, args.ofp_port)
 

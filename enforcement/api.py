@@ -154,13 +154,29 @@ MAX_DURATION_SECONDS = 10 * 365 * 86400
 
 
 class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
-    def __init__(self, service: EnforcementService):
+    def __init__(self, service: EnforcementService, metrics=None):
         self._service = service
+        self._metrics = metrics
 
     def Apply(self, request, context):
-        return _answer(context, lambda: enforcement_to_proto(
-            self._service.apply(self._decision(request), actor=current_actor(context))),
-            audit=(self._service, "Apply", request.case_id, ""))
+        started = time.monotonic()
+        outcome = {"action": "none", "outcome": "internal"}
+
+        def run():
+            record = self._service.apply(self._decision(request),
+                                         actor=current_actor(context))
+            outcome.update(action=record.action.kind.value, outcome=record.state.value)
+            return enforcement_to_proto(record)
+
+        try:
+            return _answer(context, run, audit=(self._service, "Apply", request.case_id, ""),
+                           on_refusal=lambda code: outcome.update(outcome=code.name.lower()))
+        finally:
+            if self._metrics is not None:
+                violation = _enum_from_proto(Violation, "Violation", request.violation)
+                self._metrics.observe_apply(violation.value if violation else "unknown",
+                                            outcome["action"], outcome["outcome"],
+                                            time.monotonic() - started)
 
     def Plan(self, request, context):
         return _answer(context, lambda: proposal_to_proto(
@@ -304,13 +320,15 @@ def requested_action(message: pb.ActionRequest, rules: policy.Policy):
         raise errors.InvalidArgument(str(exc)) from None
 
 
-def _answer(context, run, audit=None):
+def _answer(context, run, audit=None, on_refusal=None):
     """Runs a call; a domain error becomes its status code (and, for calls
     that change things, an audit entry: refusals are on record too)."""
     try:
         return run()
     except errors.EnforcementError as exc:
         code = next(code for cls, code in _STATUS.items() if isinstance(exc, cls))
+        if on_refusal is not None:
+            on_refusal(code)
         if audit is not None:
             service, call, case_id, enforcement_id = audit
             service.record_refusal(current_actor(context), call, case_id, enforcement_id,
@@ -331,7 +349,7 @@ MAX_CONCURRENT_CALLS = 512
 
 
 def create_server(address: str, service: EnforcementService, *,
-                  max_workers: int = 128, guard: Guard | None = None
+                  max_workers: int = 128, guard: Guard | None = None, metrics=None
                   ) -> tuple[grpc.Server, int]:
     """Builds (not starts) the server. Returns it and the bound port, which
     differs from the one asked for when the address ends in :0. Without a
@@ -349,7 +367,7 @@ def create_server(address: str, service: EnforcementService, *,
                                   ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
                                   ("grpc.max_metadata_size", 16 * 1024)])
     pb_grpc.add_EnforcementServiceServicer_to_server(
-        EnforcementServicer(service), server)
+        EnforcementServicer(service, metrics), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):
@@ -376,7 +394,7 @@ class Serving:
 
 def serve(address: str, service: EnforcementService, *,
           access: access_rules.Access = access_rules.DEFAULT,
-          tls_context=None, max_workers: int = 128) -> Serving:
+          tls_context=None, max_workers: int = 128, metrics=None) -> Serving:
     """Starts the API on address. With an ssl.SSLContext (tlsgate.server_context)
     the gRPC server listens on a loopback port of its own behind the TLS
     gate, which takes address; without one, address should be loopback
@@ -385,7 +403,7 @@ def serve(address: str, service: EnforcementService, *,
         guard = Guard(SERVICE_NAME, access, identify=None,
                       record_refusal=service.record_refusal)
         server, port = create_server(address, service, guard=guard,
-                                     max_workers=max_workers)
+                                     max_workers=max_workers, metrics=metrics)
         server.start()
         return Serving(server, port)
     from enforcement.tlsgate import TlsGate
@@ -393,7 +411,7 @@ def serve(address: str, service: EnforcementService, *,
     guard = Guard(SERVICE_NAME, access, identify=lambda port: gates[0].identity_of(port),
                   record_refusal=service.record_refusal)
     server, backend_port = create_server("127.0.0.1:0", service, guard=guard,
-                                         max_workers=max_workers)
+                                         max_workers=max_workers, metrics=metrics)
     server.start()
     host, _, port = address.rpartition(":")
     gates.append(TlsGate(host.strip("[]"), int(port), backend_port, tls_context,

@@ -7,17 +7,13 @@ Talks to the controller's gRPC API. Exit codes scripts can trust: 0 done,
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
-import uuid
 
-import grpc
-
+from enforcement.client import VIOLATIONS as _VIOLATIONS
+from enforcement.client import ClientError, EnforcementClient, TlsFiles
 from enforcement.v1 import enforcement_pb2 as pb
-from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
-
-_VIOLATIONS = {v.name[len("VIOLATION_"):].lower(): v.number
-               for v in pb.Violation.DESCRIPTOR.values if v.number}
 
 
 def _name(enum_type, number: int, prefix: str) -> str:
@@ -54,51 +50,44 @@ def _table(rows: list[list[str]], header: list[str]) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
-def _apply_request(args) -> pb.ApplyRequest:
-    return pb.ApplyRequest(
-        request_id=args.request_id or f"cli-{uuid.uuid4().hex}",
-        case_id=args.case, reason=args.reason,
-        subscriber=pb.Subscriber(ip=args.ip, mac=args.mac or ""),
-        violation=_VIOLATIONS[args.violation])
-
-
-def _apply(stub, args):
-    result = stub.Apply(_apply_request(args), timeout=args.timeout)
+def _apply(ctl: EnforcementClient, args):
+    result = ctl.apply(ip=args.ip, violation=args.violation, case_id=args.case,
+                       reason=args.reason, mac=args.mac or "",
+                       request_id=args.request_id)
     _print_enforcement(result)
     return 0 if result.state == pb.STATE_ACTIVE else 1
 
 
-def _plan(stub, args):
-    plan = stub.Plan(_apply_request(args), timeout=args.timeout)
+def _plan(ctl: EnforcementClient, args):
+    plan = ctl.plan(ip=args.ip, violation=args.violation, case_id=args.case,
+                    reason=args.reason, mac=args.mac or "")
     print(f"where:     switch {plan.location.datapath_id:016x} port {plan.location.port}")
     _print_outcome(plan)
     return 0
 
 
-def _lift(stub, args):
-    _print_enforcement(stub.Lift(pb.LiftRequest(id=args.id, reason=args.reason),
-                                 timeout=args.timeout))
+def _lift(ctl: EnforcementClient, args):
+    _print_enforcement(ctl.lift(args.id, args.reason))
     return 0
 
 
-def _show(stub, args):
-    _print_enforcement(stub.Get(pb.GetRequest(id=args.id), timeout=args.timeout))
+def _show(ctl: EnforcementClient, args):
+    _print_enforcement(ctl.get(args.id))
     return 0
 
 
-def _list(stub, args):
-    states = [pb.State.Value("STATE_" + s.upper()) for s in args.state]
-    response = stub.List(pb.ListRequest(subscriber_ip=args.ip or "", case_id=args.case or "",
-                                        states=states), timeout=args.timeout)
+def _list(ctl: EnforcementClient, args):
+    found = ctl.list(subscriber_ip=args.ip or "", case_id=args.case or "",
+                     states=tuple(args.state))
     _table([[e.id, e.case_id, e.subscriber.ip, _name(pb.Violation, e.violation, "VIOLATION_"),
              _name(pb.ActionKind, e.action.kind, "ACTION_KIND_"),
-             _name(pb.State, e.state, "STATE_")] for e in response.enforcements],
+             _name(pb.State, e.state, "STATE_")] for e in found],
            ["ID", "CASE", "SUBSCRIBER", "VIOLATION", "ACTION", "STATE"])
     return 0
 
 
-def _topology(stub, args):
-    topo = stub.GetTopology(pb.GetTopologyRequest(), timeout=args.timeout)
+def _topology(ctl: EnforcementClient, args):
+    topo = ctl.topology()
     print(f"{len(topo.switches)} switches, {len(topo.links)} links (one per direction), "
           f"{len(topo.hosts)} hosts")
     for switch in topo.switches:
@@ -113,12 +102,56 @@ def _topology(stub, args):
     return 0
 
 
+def _audit(ctl: EnforcementClient, args):
+    entries = ctl.audit(enforcement_id=args.id or "", case_id=args.case or "",
+                        limit=args.limit)
+    _table([[e.at.ToDatetime().isoformat(sep=" ", timespec="seconds"), e.actor, e.call,
+             e.outcome, e.enforcement_id or "-", e.case_id or "-", e.detail[:80]]
+            for e in entries],
+           ["TIME", "ACTOR", "CALL", "OUTCOME", "ENFORCEMENT", "CASE", "DETAIL"])
+    return 0
+
+
+def _watch(ctl: EnforcementClient, args):
+    """One line per event, as they happen; Ctrl-C (or --count) ends it."""
+    print(f"{'TIME':<23}  {'SEQ':>6}  {'EVENT':<14}  {'ENFORCEMENT':<20}  {'CASE':<12}  "
+          f"{'SUBSCRIBER':<15}  {'STATE':<8}  DETAIL", flush=True)
+    seen = 0
+    try:
+        for event in ctl.watch(after_sequence=args.after, subscriber_ip=args.ip or "",
+                               case_id=args.case or ""):
+            at = event.at.ToDatetime().isoformat(sep=" ", timespec="milliseconds")
+            print(f"{at:<23}  {event.sequence:>6}  "
+                  f"{_name(pb.EventKind, event.kind, 'EVENT_KIND_'):<14}  "
+                  f"{event.enforcement_id:<20}  {event.case_id:<12}  "
+                  f"{event.subscriber_ip:<15}  {_name(pb.State, event.state, 'STATE_'):<8}  "
+                  f"{event.detail}", flush=True)
+            seen += 1
+            if args.count and seen >= args.count:
+                break
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="enforcementctl", description=__doc__.split("\n")[0])
-    parser.add_argument("--server", default="127.0.0.1:50051",
-                        help="controller gRPC address. Default: %(default)s")
+    env = os.environ.get
+    parser.add_argument("--server", default=env("ENFORCEMENT_SERVER", "127.0.0.1:50051"),
+                        help="controller gRPC address ($ENFORCEMENT_SERVER). "
+                             "Default: %(default)s")
     parser.add_argument("--timeout", type=float, default=10.0,
-                        help="seconds before giving up on a call. Default: %(default)s")
+                        help="seconds before giving up on a call, retries included. "
+                             "Default: %(default)s")
+    tls = parser.add_argument_group(
+        "mutual TLS", "all three, or none for plaintext (which the controller "
+                      "serves on loopback only); each also from the environment")
+    tls.add_argument("--tls-ca", default=env("ENFORCEMENT_TLS_CA"), metavar="PEM",
+                     help="CA of the controller's certificate ($ENFORCEMENT_TLS_CA)")
+    tls.add_argument("--tls-cert", default=env("ENFORCEMENT_TLS_CERT"), metavar="PEM",
+                     help="this client's certificate ($ENFORCEMENT_TLS_CERT)")
+    tls.add_argument("--tls-key", default=env("ENFORCEMENT_TLS_KEY"), metavar="PEM",
+                     help="this client's private key ($ENFORCEMENT_TLS_KEY)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     for name, run, text in (("apply", _apply, "enforce a decision"),
@@ -148,6 +181,22 @@ def build_parser() -> argparse.ArgumentParser:
                          choices=["pending", "active", "failed", "lifted", "expired"])
     listing.set_defaults(run=_list)
 
+    watch = commands.add_parser(
+        "watch", help="follow enforcement events live (applied, lifted, expired, repaired...)")
+    watch.add_argument("--ip", help="only this subscriber")
+    watch.add_argument("--case", help="only this case")
+    watch.add_argument("--after", type=int, default=0, metavar="SEQ",
+                       help="replay events after this sequence number first (0: all)")
+    watch.add_argument("--count", type=int, default=0,
+                       help="stop after this many events (0: until Ctrl-C)")
+    watch.set_defaults(run=_watch)
+
+    audit = commands.add_parser("audit", help="who did what, refusals included (newest first)")
+    audit.add_argument("--id", help="only this enforcement")
+    audit.add_argument("--case", help="only this case")
+    audit.add_argument("--limit", type=int, default=50, help="at most 1000. Default: 50")
+    audit.set_defaults(run=_audit)
+
     topology = commands.add_parser("topology", help="switches, links, hosts")
     topology.set_defaults(run=_topology)
     return parser
@@ -156,16 +205,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # Piped into head or less: stop quietly when the reader goes away.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    args = build_parser().parse_args(argv)
-    with grpc.insecure_channel(args.server) as channel:
-        stub = pb_grpc.EnforcementServiceStub(channel)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    files = [args.tls_ca, args.tls_cert, args.tls_key]
+    if any(files) and not all(files):
+        parser.error("mutual TLS needs --tls-ca, --tls-cert and --tls-key together")
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    try:
+        tls = TlsFiles(*files) if all(files) else None
+        client = EnforcementClient(args.server, tls=tls, timeout=args.timeout)
+    except OSError as exc:
+        print(f"error: cannot read the TLS files: {exc}", file=sys.stderr)
+        return 2
+    with client:
         try:
-            return args.run(stub, args)
-        except grpc.RpcError as err:
-            print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
-            if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                return 3
-            return 1
+            return args.run(client, args)
+        except ClientError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 3 if err.unreachable else 1
 
 
 if __name__ == "__main__":

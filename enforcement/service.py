@@ -26,8 +26,8 @@ import tenacity
 
 from enforcement import pipeline, planner, routing
 from enforcement.desired import Change, SwitchState
-from enforcement.errors import (AlreadyExists, FailedPrecondition, InvalidArgument,
-                                NotFound, SwitchError, SwitchUnreachable)
+from enforcement.errors import (AlreadyExists, EnforcementError, FailedPrecondition,
+                                InvalidArgument, NotFound, SwitchError, SwitchUnreachable)
 from enforcement.model import (Action, ActionKind, Decision, Enforcement, Escalation,
                                Location, Proposal, State, TopologyView)
 from enforcement.policy import Policy
@@ -65,6 +65,7 @@ class EnforcementService:
         # milliseconds, so serialising them is acceptable for now.
         self._lock = threading.RLock()
         self._new_event = threading.Condition()
+        self._event_listeners: list[Callable[[str, Enforcement], None]] = []
         self._by_id: dict[str, Enforcement] = {}
         self._by_request: dict[str, str] = {}
         for record in store.load_all():
@@ -227,16 +228,66 @@ class EnforcementService:
         """A switch (re)connected, holding what it still holds: bring it to
         the store's state and finish what was waiting for it."""
         with self._lock:
+            started = time.monotonic()
             try:
                 change = self._sync(dpid)
             except SwitchError as exc:
                 LOG.error("switch %016x: could not restore enforcements: %s", dpid, exc)
                 return
+            # Operators (and bench/) read how long a reconnect took to reconcile.
+            LOG.info("switch %016x reconciled in %.3f s: %d rule(s) re-added, %d removed, "
+                     "%d meter(s) re-added", dpid, time.monotonic() - started,
+                     len(change.rules_to_add), len(change.rules_to_delete),
+                     len(change.meters_to_add))
             for record in self._touched(change):
                 if record.state is State.ACTIVE:
                     self._event("reapplied", record, f"put back on switch {dpid:016x} "
                                 "after it reconnected")
             self._activate_pending()
+
+    def host_moved(self, ip: str) -> None:
+        """A subscriber's host was seen on another access port: its live
+        enforcements are planned again at the new port (same step, same
+        cookie), installed there and removed from the old place, so the
+        narrowest placement follows the subscriber."""
+        with self._lock:
+            where = self._network.locate(ip)
+            if where is None:
+                return
+            stale = [r for r in self._by_id.values()
+                     if r.state in LIVE and str(r.decision.subscriber.ip) == ip
+                     and (r.location.dpid, r.location.port) != (where.dpid, where.port)]
+            for record in stale:
+                try:
+                    moved = self._replan(record, where)
+                except EnforcementError as exc:
+                    LOG.error("enforcement %s cannot follow %s to %016x port %d: %s",
+                              record.id, ip, where.dpid, where.port, exc)
+                    continue
+                self._save(moved)
+                switches = list(dict.fromkeys([*_switches(moved), *_switches(record)]))
+                try:
+                    self._sync_switches(switches)
+                except SwitchError as exc:
+                    LOG.error("enforcement %s moved but not yet installed: %s", record.id, exc)
+                what = (f"followed {ip} from switch {record.location.dpid:016x} port "
+                        f"{record.location.port} to switch {where.dpid:016x} port {where.port}")
+                LOG.info("enforcement %s %s", record.id, what)
+                self._event("moved", moved, what)
+
+    def _replan(self, record: Enforcement, where: Location) -> Enforcement:
+        decision = record.decision
+        spec = (decision.requested_action
+                or self.policy.rung(decision.violation).ladder[record.escalation.step - 1])
+        ip = decision.subscriber.ip
+        target = planner.Target(where, ip, decision.scope or ipaddress.IPv4Network(ip))
+        context = planner.Context(self.policy.assets, self.policy.quarantine_vlan,
+                                  self._walled_garden_routes(spec, where))
+        planned = planner.plan(spec, target, context, record.cookie, meter_id=record.serial)
+        now = self._clock()
+        return dataclasses.replace(
+            record, location=where, rules=_with_backstop(planned.rules, record.expires_at, now),
+            meters=planned.meters, updated_at=now)
 
     def repair_drift(self) -> int:
         """Reads every connected switch's enforcement state and repairs what
@@ -381,8 +432,11 @@ class EnforcementService:
         reason = (f"{_ORDINAL.get(count, f'{count}th')} {decision.violation.value} violation "
                   f"by {decision.subscriber.ip} within {days} days")
         if earlier:
-            reason += " (earlier: " + ", ".join(r.id for r in sorted(
-                earlier, key=lambda r: r.created_at)) + ")"
+            # The most recent few: the list must not grow with the history.
+            ids = [r.id for r in sorted(earlier, key=lambda r: r.created_at)]
+            shown = ", ".join(ids[-3:])
+            reason += (f" (earlier: {shown})" if len(ids) <= 3
+                       else f" (earlier: {shown} and {len(ids) - 3} more)")
         reason += f": step {step} of {len(rung.ladder)}"
         spec = rung.ladder[step - 1]
         if decision.requested_action is not None:
@@ -429,6 +483,33 @@ class EnforcementService:
         self._store.append_event(self._clock(), kind, record, detail)
         with self._new_event:
             self._new_event.notify_all()
+        for listener in self._event_listeners:
+            try:
+                listener(kind, record)
+            except Exception:  # an observer must never break the lifecycle
+                LOG.exception("event listener failed")
+
+    def add_event_listener(self, listener: Callable[[str, Enforcement], None]) -> None:
+        """listener(kind, record) after every event is stored (metrics)."""
+        self._event_listeners.append(listener)
+
+    def live_summary(self):
+        """Counts for the metrics: live enforcements by action, and the rules
+        and meters the controller keeps per switch for them."""
+        from enforcement.metrics import LiveSummary
+        by_action: dict[str, int] = {}
+        rules: dict[int, int] = {}
+        meters: dict[int, int] = {}
+        with self._lock:
+            live = [r for r in self._by_id.values() if r.state in LIVE]
+            for record in live:
+                by_action[record.action.kind.value] = by_action.get(
+                    record.action.kind.value, 0) + 1
+            for dpid in {d for r in live for d in _switches(r)}:
+                state = self._desired(dpid)
+                rules[dpid] = len(state.rules)
+                meters[dpid] = len(state.meters)
+        return LiveSummary(by_action, rules, meters)
 
     def _audit(self, actor: str, call: str, outcome: str, record: Enforcement,
                detail: str) -> None:

@@ -53,7 +53,7 @@ MIGRATIONS = pathlib.Path(__file__).resolve().parent / "migrations"
 class Event:
     sequence: int
     at: float
-    kind: str  # pending, applied, failed, lifted, expired, reapplied, drift_repaired
+    kind: str  # pending, applied, failed, lifted, expired, reapplied, drift_repaired, moved
     enforcement_id: str
     case_id: str
     subscriber_ip: str

@@ -48,6 +48,10 @@ def main() -> int:
     parser.add_argument("--fanout", type=int, default=2, help="tree")
     parser.add_argument("--grpc-listen", default="127.0.0.1:50051")
     parser.add_argument("--ofp-port", type=int, default=6653)
+    parser.add_argument("--http-listen", default="127.0.0.1:8080",
+                        help="the topology view. Default: %(default)s")
+    parser.add_argument("--metrics-listen", default="127.0.0.1:9108",
+                        help="Prometheus metrics. Default: %(default)s")
     parser.add_argument("--db", default="sqlite:///enforcement.db",
                         help="the controller's store (enforcements survive restarts). "
                              "Default: %(default)s")
@@ -68,12 +72,16 @@ def main() -> int:
     lab.cleanup()
     controller = lab.ControllerProcess(args.ofp_port, grpc_listen=args.grpc_listen,
                                        log_path=pathlib.Path(args.log),
-                                       extra_args=["--db", args.db])
+                                       extra_args=["--db", args.db,
+                                                   "--http-listen", args.http_listen,
+                                                   "--metrics-listen", args.metrics_listen])
     net = None
     try:
         grpc_address = controller.wait_ready()
         print(f"controller ready: gRPC {grpc_address}, OpenFlow 127.0.0.1:{args.ofp_port}, "
               f"log {args.log}", flush=True)
+        print(f"topology view: http://{controller.http_address}/   "
+              f"metrics: http://{controller.metrics_address}/metrics", flush=True)
         net = lab.start_network(topo, args.ofp_port)
         lab.wait_switches_connected(net)
         print(f"{len(net.switches)} switches connected; discovering links and hosts...",
@@ -90,7 +98,8 @@ def main() -> int:
 Ready. Hosts: {', '.join(f'{h.name}={h.IP()}' for h in net.hosts)}
 Send a first decision (block port 25 for {first.name}):
   .venv/bin/enforcementctl --server {grpc_address} apply --ip {first.IP()} --violation spam --case CASE-1
-See it: .venv/bin/enforcementctl --server {grpc_address} topology
+See it: .venv/bin/enforcementctl --server {grpc_address} topology   (or the view: http://{controller.http_address}/)
+Follow: .venv/bin/enforcementctl --server {grpc_address} watch
 Lift it: .venv/bin/enforcementctl --server {grpc_address} lift <id>
 """, flush=True)
         if sys.stdin.isatty() and not args.no_cli:

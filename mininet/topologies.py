@@ -57,21 +57,26 @@ class TreeTopo(Topo):
 
 class RingTopo(Topo):
     """Switches in a ring (a redundant path between any two), each with its
-    own hosts: s1 has h1.., s2 the next ones, and so on."""
+    hosts; chords=True adds a link across the ring from every other switch
+    (a partial mesh)."""
 
-    def build(self, switches=4, hosts_per_switch=1):
+    def build(self, switches=4, hosts_per_switch=1, chords=False):
         ring = [self.addSwitch(f"s{s}") for s in range(1, switches + 1)]
         number = 0
         for switch in ring:
             for _ in range(hosts_per_switch):
                 number += 1
                 self.addLink(self.addHost(f"h{number}", ip=f"10.0.0.{number}/24"), switch)
-        for here, there in zip(ring, ring[1:] + ring[:1]):
-            self.addLink(here, there)
+        for i, switch in enumerate(ring):
+            self.addLink(switch, ring[(i + 1) % switches])
+        if chords:
+            for i in range(0, switches // 2, 2):
+                self.addLink(ring[i], ring[i + switches // 2])
 
 
 class MeshTopo(Topo):
-    """Every switch linked to every other, each with its own hosts."""
+    """Every switch linked to every other (the most redundant shape: n-2
+    spare paths between any two switches), each with its own hosts."""
 
     def build(self, switches=4, hosts_per_switch=1):
         mesh = [self.addSwitch(f"s{s}") for s in range(1, switches + 1)]
@@ -117,7 +122,7 @@ topos = {
     "enf-single": SingleSwitchTopo,
     "enf-linear": LinearTopo,
     "enf-tree": TreeTopo,
-    "enf-isp": IspTopo,
     "enf-ring": RingTopo,
     "enf-mesh": MeshTopo,
+    "enf-isp": IspTopo,
 }

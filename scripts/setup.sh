@@ -17,7 +17,7 @@ packages=(
   iperf3 ethtool iputils-ping netcat-openbsd iproute2 psmisc procps
   hping3 tcpdump       # forged packets and proof they never arrive
   postgresql           # the store tests run on PostgreSQL as well as SQLite
-  chromium             # the topology view's browser tests (driven by Playwright)
+  chromium             # browser tests of the topology view (headless)
 )
 missing=()
 for p in "${packages[@]}"; do

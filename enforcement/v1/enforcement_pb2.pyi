@@ -69,6 +69,7 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_EXPIRED: _ClassVar[EventKind]
     EVENT_KIND_REAPPLIED: _ClassVar[EventKind]
     EVENT_KIND_DRIFT_REPAIRED: _ClassVar[EventKind]
+    EVENT_KIND_MOVED: _ClassVar[EventKind]
 VIOLATION_UNSPECIFIED: Violation
 VIOLATION_SPAM: Violation
 VIOLATION_OPEN_RELAY: Violation
@@ -110,6 +111,7 @@ EVENT_KIND_LIFTED: EventKind
 EVENT_KIND_EXPIRED: EventKind
 EVENT_KIND_REAPPLIED: EventKind
 EVENT_KIND_DRIFT_REPAIRED: EventKind
+EVENT_KIND_MOVED: EventKind
 
 class Subscriber(_message.Message):
     __slots__ = ("ip", "mac")

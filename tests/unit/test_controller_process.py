@@ -116,3 +116,17 @@ def test_mutual_tls_process_serves_certificate_holders_only(tmp_path):
     assert audit.entries == []
     log = (tmp_path / "controller.log").read_text()
     assert "refused connection from 127.0.0.1" in log and "Traceback" not in log
+
+
+def test_the_view_is_refused_off_loopback_without_a_token_or_tls():
+    result = _run("--http-listen", "0.0.0.0:8999")
+    assert result.returncode == 2
+    assert "--http-token-file" in result.stderr and "not a loopback address" in result.stderr
+
+
+def test_a_short_view_token_stops_the_start(tmp_path):
+    (tmp_path / "token").write_text("short\n")
+    result = _run("--grpc-listen", "127.0.0.1:0", "--ofp-port", str(harness.free_port()),
+                  "--db", f"sqlite:///{tmp_path}/db", "--metrics-listen", "off",
+                  "--http-listen", "0.0.0.0:0", "--http-token-file", str(tmp_path / "token"))
+    assert result.returncode == 2 and "shorter than 16" in result.stderr

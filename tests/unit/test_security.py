@@ -262,3 +262,25 @@ def test_idle_clients_are_forgotten():
     clock[0] += 2.0  # everyone's bucket is full again
     assert limiter.acquire("new", limits, False) is None
     assert set(limiter._buckets) == {"busy", "new"}
+
+
+def test_a_host_cannot_hold_more_than_its_share_of_tls_connections(api, pki):
+    import socket
+    serving, service = api
+    idle = []
+    try:
+        for _ in range(64):  # TLS never started: they wait out the handshake timeout
+            idle.append(socket.create_connection(("127.0.0.1", serving.port)))
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", serving.port)) as extra:
+            extra.settimeout(5)
+            assert extra.recv(10) == b""  # closed at once
+    except ConnectionResetError:
+        pass  # closed at once, as abruptly as intended
+    finally:
+        for s in idle:
+            s.close()
+    refusals = [e for e in audit(service) if "connections from 127.0.0.1 at once" in e[3]]
+    assert refusals and refusals[0][1:3] == ("connect", "UNAUTHENTICATED")
+    time.sleep(0.3)  # the idle ones are gone: a real client gets in again
+    assert call(pki, serving.port, "engineer", "List", pb.ListRequest()) == "OK"

@@ -1,0 +1,376 @@
+"""The controller's speed, against the switch's own floor, in one run.
+
+Runs the real controller process, a real Open vSwitch switch with Mininet
+hosts (one per client), and the typed client over gRPC; prints a Markdown
+table. Run as root, on demand (not a test; tests/e2e/test_bench_smoke.py runs
+a tiny version so that it cannot rot):
+
+    sudo .venv/bin/python bench/bench.py                      # the full run
+    sudo .venv/bin/python bench/bench.py --decisions 50 --seconds 2 \\
+        --clients 1,2 --reconcile 200 --hosts 4               # a quick look
+
+What is measured:
+- latency: Apply sent -> answer received, the answer coming only after the
+  switch confirmed the rules with a barrier (p50, p99, max);
+- throughput: Apply and Lift calls per second (each confirmed by the switch)
+  with 1, 8, 32 concurrent clients, each on its own connection and subscriber;
+- reconcile: a switch holding K enforcements reconnects (the control channel
+  is cut and restored, so OVS keeps its flows): time until the controller has
+  read and verified it, and again after the switch lost every enforcement
+  flow (all K re-installed); plus controller memory per 10,000 enforcements;
+- the floor, same run, same switch: the same flows installed by
+  `ovs-ofctl -O OpenFlow14 --bundle add-flows` from a file.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import os
+import pathlib
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "mininet"))
+
+import lab as harness  # noqa: E402
+import topologies  # noqa: E402
+from enforcement.client import EnforcementClient  # noqa: E402
+from enforcement.v1 import enforcement_pb2 as pb  # noqa: E402
+
+LOCK_PATH = "/run/lock/sdn-enforcement-mininet.lock"
+ENFORCE_COOKIE = "0x5de0000000000000/0xffff000000000000"
+TARGETS = {"p99_ms": 10.0, "decisions_per_s": 2000.0, "reconcile_ratio": 3.0}
+# The bench measures the controller, not the guard: lift the per-client caps.
+ACCESS = """
+[limits]
+requests_per_second = 1000000
+burst = 1000000
+max_in_flight = 1000
+"""
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def rss_mib(pid: int) -> float:
+    text = pathlib.Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", text).group(1)) / 1024
+
+
+def ofctl(*args: str) -> str:
+    return subprocess.run(["ovs-ofctl", *args], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def enforcement_flows(switch: str) -> list[str]:
+    """The switch's enforcement flows in ovs-ofctl's own syntax, stats removed."""
+    out = ofctl("-O", "OpenFlow14", "--no-stats", "dump-flows", switch,
+                f"cookie={ENFORCE_COOKIE}")
+    return [line.strip() for line in out.splitlines()
+            if line.strip() and not line.startswith(("OFPST", "NXST"))]
+
+
+def bundle_add(switch: str, flows: list[str], workdir: pathlib.Path) -> float:
+    """Seconds for ovs-ofctl to install flows from a file in one bundle."""
+    path = workdir / "flows.txt"
+    path.write_text("\n".join(flows) + "\n")
+    started = time.perf_counter()
+    ofctl("-O", "OpenFlow14", "--bundle", "add-flows", switch, str(path))
+    return time.perf_counter() - started
+
+
+def delete_enforcement_flows(switch: str) -> None:
+    ofctl("-O", "OpenFlow14", "del-flows", switch, f"cookie={ENFORCE_COOKIE}")
+
+
+def spam(ip: str, n: int) -> pb.ApplyRequest:
+    return pb.ApplyRequest(request_id=f"bench-{n}-{time.monotonic_ns()}", case_id="BENCH",
+                           subscriber=pb.Subscriber(ip=ip), violation=pb.VIOLATION_SPAM,
+                           reason="bench")
+
+
+def port_block(ip: str, port: int, n: int) -> pb.ApplyRequest:
+    """A spam decision with the action given (block one TCP port), so that
+    repeats do not climb the escalation ladder and every decision costs the
+    same; with distinct ports, no two decisions share a rule."""
+    request = spam(ip, n)
+    request.action.CopyFrom(pb.ActionRequest(kind=pb.ACTION_KIND_BLOCK, protocol="tcp",
+                                             ports=[port]))
+    return request
+
+
+def _stamp(line: str) -> float:
+    """Seconds of a controller log line's timestamp (2026-11-25 04:10:11,123)."""
+    import datetime
+    return datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+class Bench:
+    def __init__(self, args, workdir: pathlib.Path):
+        self.args = args
+        self.workdir = workdir
+        self.rows: list[tuple[str, str, str, str]] = []
+        self.notes: list[str] = []
+
+    def row(self, what: str, measured: str, floor: str = "", verdict: str = "") -> None:
+        self.rows.append((what, measured, floor, verdict))
+        print(f"  {what}: {measured} {('| floor ' + floor) if floor else ''} {verdict}",
+              file=sys.stderr, flush=True)
+
+    # ---- set-up ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        (self.workdir / "access.toml").write_text(ACCESS)
+        self.controller = harness.ControllerProcess(
+            harness.free_port(), log_path=self.workdir / "controller.log",
+            extra_args=["--db", f"sqlite:///{self.workdir}/bench.db",
+                        "--audit-interval", "0", "--switch-timeout", "120",
+                        "--access", str(self.workdir / "access.toml"),
+                        "--metrics-listen", "off", "--log-level", "INFO"])
+        self.controller.wait_ready()
+        self.proxy = harness.ControlProxy(self.controller.ofp_port)
+        self.net = harness.start_network(
+            topologies.SingleSwitchTopo(hosts=self.args.hosts), self.proxy.port,
+            protocols="OpenFlow13,OpenFlow14")
+        self.client = EnforcementClient(self.controller.grpc_address, timeout=180)
+        harness.wait_until(lambda: len(self.client.topology().switches) == 1, 30,
+                           "the switch to connect")
+        first = self.net.hosts[0].IP()
+        for host in self.net.hosts[1:]:
+            host.cmd(f"ping -c1 -W1 {first} >/dev/null")
+        self.net.hosts[0].cmd(f"ping -c1 -W1 {self.net.hosts[1].IP()} >/dev/null")
+        ips = {h.IP() for h in self.net.hosts}
+        harness.wait_until(lambda: ips <= {h.ip for h in self.client.topology().hosts},
+                           30, "every host located")
+
+    def stop(self) -> None:
+        for step in (lambda: self.client.close(), lambda: self.net.stop(),
+                     lambda: self.proxy.close(), lambda: self.controller.stop()):
+            with contextlib.suppress(Exception):
+                step()
+
+    # ---- latency ---------------------------------------------------------------------
+
+    def latency(self) -> None:
+        ips = [h.IP() for h in self.net.hosts]
+        latencies, lift_latencies = [], []
+        one_decision_flows = None
+        for n in range(self.args.decisions):
+            request = port_block(ips[n % len(ips)], 25, n)
+            started = time.perf_counter()
+            record = self.client.apply_request(request)
+            latencies.append(time.perf_counter() - started)
+            if record.state != pb.STATE_ACTIVE:
+                raise RuntimeError(f"decision {n} not active: {record.state_reason}")
+            if one_decision_flows is None:
+                one_decision_flows = enforcement_flows("s1")
+            started = time.perf_counter()
+            self.client.lift(record.id, "bench")
+            lift_latencies.append(time.perf_counter() - started)
+        floor = []
+        for _ in range(min(100, self.args.decisions)):
+            floor.append(bundle_add("s1", one_decision_flows, self.workdir))
+            delete_enforcement_flows("s1")
+        p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+        f50, f99 = percentile(floor, 50), percentile(floor, 99)
+        ms = lambda s: f"{s * 1000:.2f} ms"  # noqa: E731
+        target = TARGETS["p99_ms"] / 1000
+        self.row(f"Apply latency p50 ({len(latencies)} decisions)", ms(p50), ms(f50),
+                 f"x{p50 / f50:.2f}")
+        self.row("Apply latency p99", ms(p99), ms(f99),
+                 f"x{p99 / f99:.2f}; target <= {TARGETS['p99_ms']:g} ms: "
+                 + ("met" if p99 <= target else "NOT met"))
+        self.row("Apply latency max", ms(max(latencies)), ms(max(floor)))
+        self.row("Lift latency p50 / p99", f"{ms(percentile(lift_latencies, 50))} / "
+                 f"{ms(percentile(lift_latencies, 99))}")
+        self.floor_per_decision = f50
+
+    # ---- throughput --------------------------------------------------------------------
+
+    def throughput(self, clients: int) -> None:
+        ips = [h.IP() for h in self.net.hosts]
+        if clients > len(ips):
+            raise ValueError(f"{clients} clients need --hosts >= {clients}")
+        stop = threading.Event()
+        counts = [0] * clients
+        failures: list[str] = []
+
+        def run(i: int) -> None:
+            # Each client its own connection, as separate case-system workers would be.
+            import grpc
+            with EnforcementClient(self.controller.grpc_address, timeout=60) as ctl:
+                ctl._channel.close()
+                ctl._channel = grpc.insecure_channel(
+                    self.controller.grpc_address, options=[("grpc.use_local_subchannel_pool", 1)])
+                from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
+                ctl._stub = pb_grpc.EnforcementServiceStub(ctl._channel)
+                n = 0
+                while not stop.is_set():
+                    try:
+                        record = ctl.apply_request(port_block(ips[i], 25, i * 10**6 + n))
+                        ctl.lift(record.id, "bench")
+                    except Exception as exc:  # reported below, the run goes on
+                        failures.append(str(exc))
+                        continue
+                    counts[i] += 2
+                    n += 1
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        time.sleep(self.args.seconds)
+        stop.set()
+        for t in threads:
+            t.join(120)
+        elapsed = time.perf_counter() - started
+        rate = sum(counts) / elapsed
+        floor_rate = 1 / self.floor_per_decision
+        target = TARGETS["decisions_per_s"]
+        self.row(f"decisions/s, {clients} client(s) (Apply+Lift, {elapsed:.0f} s)",
+                 f"{rate:.0f}/s", f"{floor_rate:.0f}/s",
+                 f"x{rate / floor_rate:.2f}; target >= {target:g}/s: "
+                 + ("met" if rate >= target else "NOT met"))
+        if failures:
+            self.notes.append(f"{clients} clients: {len(failures)} failed calls, "
+                              f"first: {failures[0]}")
+
+    # ---- reconcile and memory -----------------------------------------------------------
+
+    def reconcile(self, count: int) -> None:
+        ips = [h.IP() for h in self.net.hosts]
+        baseline = rss_mib(self.controller.proc.pid)
+        started = time.perf_counter()
+        installed = 0
+        lock = threading.Lock()
+
+        def install(worker: int, workers: int) -> None:
+            nonlocal installed
+            for n in range(worker, count, workers):
+                ip = ips[n % len(ips)]
+                port = 1 + n // len(ips)
+                self.client.apply_request(port_block(ip, port, n))
+                with lock:
+                    installed += 1
+
+        workers = [threading.Thread(target=install, args=(w, 8)) for w in range(8)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+        install_s = time.perf_counter() - started
+        held = len(enforcement_flows("s1"))
+        memory = rss_mib(self.controller.proc.pid) - baseline
+        self.row(f"install {count} enforcements (8 clients)", f"{install_s:.1f} s "
+                 f"({count / install_s:.0f}/s), {held} flows on the switch")
+        self.row(f"controller memory per 10,000 enforcements (at {count})",
+                 f"{memory * 10000 / count:.1f} MiB")
+
+        # (a) the switch still holds everything
+        holding, holding_total = self._reconnect(lambda: None)
+        # (b) the switch lost every enforcement flow while away
+        wiped, wiped_total = self._reconnect(lambda: delete_enforcement_flows("s1"))
+        if len(enforcement_flows("s1")) != held:
+            raise RuntimeError("reconcile did not restore every flow")
+        flows = enforcement_flows("s1")
+        delete_enforcement_flows("s1")
+        floor = bundle_add("s1", flows, self.workdir)
+        ratio = wiped / floor
+        self.row(f"reconcile {count}: switch reconnects holding all (read + verify)",
+                 f"{holding:.2f} s ({holding_total:.2f} s from channel restored)",
+                 f"{floor:.2f} s", f"x{holding / floor:.2f}")
+        self.row(f"reconcile {count}: switch reconnects having lost all (read + re-install)",
+                 f"{wiped:.2f} s ({wiped_total:.2f} s from channel restored)",
+                 f"{floor:.2f} s", f"x{ratio:.2f}; target <= x{TARGETS['reconcile_ratio']:g}: "
+                 + ("met" if ratio <= TARGETS["reconcile_ratio"] else "NOT met"))
+        # Leave an empty controller for whatever comes next.
+        for record in self.client.list(case_id="BENCH", states=("active",)):
+            self.client.lift(record.id, "bench")
+
+    def _reconnect(self, while_away) -> tuple[float, float]:
+        """(the controller's own reconcile time, from its log line; the time
+        from the control channel restored to that line, which adds OVS's
+        reconnect back-off and the OpenFlow handshake)."""
+        log = self.workdir / "controller.log"
+        seen = log.read_text().count("reconciled in")
+        self.proxy.cut()
+        harness.wait_until(lambda: not self.client.topology().switches, 30,
+                           "the switch to disconnect")
+        while_away()
+        started = time.perf_counter()
+        self.proxy.restore()
+        harness.wait_until(lambda: log.read_text().count("reconciled in") > seen, 600,
+                           "the reconcile", interval=0.01)
+        total = time.perf_counter() - started
+        # From the OpenFlow session up (the controller's "connected" line) to
+        # "reconciled": base pipeline, reading the switch's flows and meters,
+        # the diff and the pushes, each confirmed by a barrier.
+        stamps = [(_stamp(line), line) for line in log.read_text().splitlines()
+                  if " connected" in line or "reconciled in" in line]
+        done = [t for t, line in stamps if "reconciled in" in line][seen]
+        up = max(t for t, line in stamps if " connected" in line and t <= done)
+        return done - up, total
+
+    # ---- output ------------------------------------------------------------------------
+
+    def report(self) -> str:
+        cpu = next((line.split(":", 1)[1].strip()
+                    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), platform.machine())
+        mem = int(re.search(r"MemTotal:\s+(\d+)", pathlib.Path("/proc/meminfo")
+                            .read_text()).group(1)) // 1024 // 1024
+        ovs = ofctl("--version").splitlines()[0]
+        lines = [f"Machine: {os.cpu_count()} cores ({cpu}), {mem} GiB, {ovs} (userspace "
+                 f"datapath), Python {platform.python_version()}, SQLite store.", "",
+                 "| measure | controller | floor (ovs-ofctl --bundle) | ratio / target |",
+                 "|---|---|---|---|"]
+        lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in self.rows]
+        if self.notes:
+            lines += ["", *[f"- {note}" for note in self.notes]]
+        return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--decisions", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="length of each throughput run")
+    parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--reconcile", default="10000",
+                        help="comma-separated enforcement counts (e.g. 10000,100000)")
+    parser.add_argument("--hosts", type=int, default=32)
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        parser.error("run as root (Open vSwitch and Mininet)")
+    clients = [int(c) for c in args.clients.split(",") if c]
+    counts = [int(c) for c in args.reconcile.split(",") if c]
+    with open(LOCK_PATH, "w") as lock, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        harness.cleanup()
+        bench = Bench(args, pathlib.Path(tmp))
+        try:
+            bench.start()
+            bench.latency()
+            for n in clients:
+                bench.throughput(n)
+            for n in counts:
+                bench.reconcile(n)
+        finally:
+            bench.stop()
+            harness.cleanup()
+        print(bench.report())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

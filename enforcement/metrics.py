@@ -1,0 +1,105 @@
+"""Prometheus metrics of the controller (prometheus_client, a registry of its
+own so that nothing else in the process leaks into the scrape).
+
+Counters and the latency histogram are fed as things happen (the API layer
+for decisions, the service's event hook for drift repairs); gauges are
+computed at scrape time from the service and the switch sessions, so they can
+never drift from the truth.
+
+    enforcement_decisions_total{violation, action, outcome}
+        Apply calls: outcome is the enforcement's state (active, pending,
+        failed) or the refusal's status code (invalid_argument, not_found...).
+    enforcement_apply_latency_seconds
+        From Apply received to answered, switch confirmation included.
+    enforcement_events_total{kind}
+        applied, lifted, expired, reapplied, drift_repaired...
+    enforcement_drift_repairs_total
+        Enforcements whose rules were found altered or missing and put back.
+    enforcement_active{action}
+        Live (active or pending) enforcements.
+    openflow_connected_switches
+    enforcement_switch_rules{datapath_id}, enforcement_switch_meters{datapath_id}
+        What the controller keeps on each switch for its enforcements.
+"""
+from __future__ import annotations
+
+import collections
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                   5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self, service=None, network=None):
+        self.registry = CollectorRegistry()
+        self.decisions = Counter(
+            "enforcement_decisions", "Apply calls by violation, action and outcome",
+            ["violation", "action", "outcome"], registry=self.registry)
+        self.apply_latency = Histogram(
+            "enforcement_apply_latency_seconds",
+            "Time from Apply received to answered, switch confirmation included",
+            buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.events = Counter("enforcement_events", "Enforcement events by kind",
+                              ["kind"], registry=self.registry)
+        self.drift_repairs = Counter(
+            "enforcement_drift_repairs",
+            "Enforcements whose rules were found altered or missing and put back",
+            registry=self.registry)
+        if service is not None:
+            self.registry.register(_StateCollector(service, network))
+            service.add_event_listener(self.on_event)
+
+    def observe_apply(self, violation: str, action: str, outcome: str,
+                      seconds: float) -> None:
+        self.decisions.labels(violation, action, outcome).inc()
+        self.apply_latency.observe(seconds)
+
+    def on_event(self, kind: str, record) -> None:
+        self.events.labels(kind).inc()
+        if kind == "drift_repaired":
+            self.drift_repairs.inc()
+
+    def serve(self, host: str, port: int) -> tuple[object, int]:
+        """Starts the /metrics HTTP endpoint; returns the server and its port."""
+        server, _ = start_http_server(port, addr=host, registry=self.registry)
+        return server, server.server_port
+
+
+class _StateCollector:
+    def __init__(self, service, network):
+        self._service = service
+        self._network = network
+
+    def describe(self):
+        return []  # computed at scrape time; nothing to register up front
+
+    def collect(self):
+        live = self._service.live_summary()
+        active = GaugeMetricFamily("enforcement_active",
+                                   "Live (active or pending) enforcements by action",
+                                   labels=["action"])
+        for action, count in sorted(live.by_action.items()):
+            active.add_metric([action], count)
+        yield active
+        rules = GaugeMetricFamily("enforcement_switch_rules",
+                                  "Enforcement flow rules the controller keeps on a switch",
+                                  labels=["datapath_id"])
+        meters = GaugeMetricFamily("enforcement_switch_meters",
+                                   "Meters the controller keeps on a switch",
+                                   labels=["datapath_id"])
+        for dpid in sorted(set(live.rules_by_switch) | set(live.meters_by_switch)):
+            rules.add_metric([f"{dpid:016x}"], live.rules_by_switch.get(dpid, 0))
+            meters.add_metric([f"{dpid:016x}"], live.meters_by_switch.get(dpid, 0))
+        yield rules
+        yield meters
+        if self._network is not None:
+            yield GaugeMetricFamily("openflow_connected_switches",
+                                    "Switches with an OpenFlow session to the controller",
+                                    value=len(self._network.connected_switches()))
+
+
+LiveSummary = collections.namedtuple("LiveSummary",
+                                     "by_action rules_by_switch meters_by_switch")

@@ -1,0 +1,113 @@
+"""Forwarding on redundant topologies, with real traffic: a ring (and a ring
+with a chord) is fully reachable without broadcast storms; a cut link
+reroutes within seconds; an enforcement follows its subscriber when the host
+moves to another switch.
+
+Topology (topologies.RingTopo(4, 1)): s1-s2-s3-s4-s1, host hN on sN port 1.
+"""
+import time
+
+import pytest
+
+import lab as harness
+import topologies
+from enforcement import pipeline
+from enforcement.v1 import enforcement_pb2 as pb
+
+pytestmark = pytest.mark.mininet
+
+
+@pytest.fixture(scope="module")
+def lab(lab_factory):
+    # 4 switch-to-switch links, each reported in both directions.
+    lab = lab_factory(topologies.RingTopo(switches=4, hosts_per_switch=1), expected_links=8)
+    harness.start_listener(lab.host("h3"), (25, 80))
+    return lab
+
+
+@pytest.fixture(autouse=True)
+def no_controller_errors(lab):
+    yield
+    assert lab.log_problems() == [], "the controller logged errors"
+
+
+def links(lab) -> int:
+    return len(lab.stub.GetTopology(pb.GetTopologyRequest()).links)
+
+
+def enforcement_flows(switch: str) -> list[str]:
+    return harness.flows_with_cookie(switch, pipeline.NS_ENFORCE
+                                     << pipeline.COOKIE_NAMESPACE_SHIFT,
+                                     pipeline.COOKIE_NAMESPACE_MASK)
+
+
+def test_a_ring_is_fully_reachable_without_a_storm(lab):
+    assert lab.net.pingAll(timeout=2) == 0
+    # A storm would show as thousands of packets through the switches; a
+    # broadcast crosses each switch once, so a few pings stay a few packets.
+    h1, h3 = lab.host("h1"), lab.host("h3")
+    out = h1.cmd(f"ping -c 20 -i 0.05 -W 1 {h3.IP()}")
+    assert " 0% packet loss" in out
+    assert harness.tcp_connects(h1, h3.IP(), 80)
+
+
+def test_a_cut_link_reroutes_within_seconds_and_heals(lab):
+    h1, h2 = lab.host("h1"), lab.host("h2")
+    assert harness.ping(h1, h2.IP())  # the short way, s1-s2
+    lab.net.configLinkStatus("s1", "s2", "down")
+    cut = time.monotonic()
+    try:
+        harness.wait_until(lambda: harness.ping(h1, h2.IP(), timeout=1), 15,
+                           "h1 to reach h2 the long way round")
+        took = time.monotonic() - cut
+        print(f"rerouted in {took:.1f} s")
+        assert links(lab) == 6
+        assert lab.net.pingAll(timeout=2) == 0
+        assert harness.tcp_connects(h1, lab.host("h3").IP(), 80)
+    finally:
+        lab.net.configLinkStatus("s1", "s2", "up")
+    harness.wait_until(lambda: links(lab) == 8, 20, "the link back")
+    assert lab.net.pingAll(timeout=2) == 0
+
+
+def test_an_enforcement_follows_its_host_to_another_switch(lab):
+    h1, h3 = lab.host("h1"), lab.host("h3")
+    record = lab.stub.Apply(pb.ApplyRequest(
+        request_id="move-1", case_id="MOVE", subscriber=pb.Subscriber(ip=h1.IP()),
+        violation=pb.VIOLATION_SPAM, reason="ring test"))
+    assert record.state == pb.STATE_ACTIVE
+    assert not harness.tcp_connects(h1, h3.IP(), 25)
+    assert enforcement_flows("s1") and not enforcement_flows("s4")
+
+    # Unplug h1 from s1 and plug it into s4, same MAC and address.
+    s4 = lab.net.get("s4")
+    old = h1.defaultIntf()
+    mac, ip = old.MAC(), h1.IP()
+    link = lab.net.addLink(h1, s4)
+    s4.attach(link.intf2)
+    harness.disable_tx_checksum(h1.pid, link.intf1.name)
+    old.ifconfig("down")
+    link.intf1.setMAC(mac)
+    link.intf1.setIP(ip, 24)
+    h1.cmd(f"ip route replace 10.0.0.0/24 dev {link.intf1.name}")
+    h1.cmd(f"ping -c 2 -W 1 {lab.host('h4').IP()}")  # the controller sees it here
+
+    harness.wait_until(lambda: lab.stub.Get(pb.GetRequest(id=record.id)).location.datapath_id
+                       == 4, 10, "the enforcement to follow h1 to s4")
+    moved = lab.stub.Get(pb.GetRequest(id=record.id))
+    assert moved.state == pb.STATE_ACTIVE
+    assert enforcement_flows("s4") and not enforcement_flows("s1")
+    assert not harness.tcp_connects(h1, h3.IP(), 25)   # still blocked, from the new port
+    assert harness.tcp_connects(h1, h3.IP(), 80)       # and nothing else
+    assert harness.tcp_connects(lab.host("h2"), h3.IP(), 25)  # neighbours untouched
+    stream = lab.stub.Watch(pb.WatchRequest(case_id="MOVE"), timeout=10)
+    kinds = []
+    for event in stream:
+        kinds.append(event.kind)
+        if event.kind == pb.EVENT_KIND_MOVED:
+            assert "to switch 0000000000000004" in event.detail
+            break
+    stream.cancel()
+    assert kinds == [pb.EVENT_KIND_APPLIED, pb.EVENT_KIND_MOVED]
+    lab.stub.Lift(pb.LiftRequest(id=record.id))
+    assert harness.tcp_connects(h1, h3.IP(), 25)
