@@ -268,6 +268,18 @@ def dump_flows(switch: str, table: int | None = None) -> list[str]:
                   if line.strip() and not line.startswith("OFPST_FLOW"))
 
 
+def packets_to_controller(switch: str) -> int:
+    """Packets a switch sent to the controller so far (the counters of its
+    flows whose action is CONTROLLER), LLDP discovery aside: a broadcast
+    storm shows as a count that keeps growing while the hosts are quiet."""
+    out = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", switch],
+                         capture_output=True, text=True, check=True).stdout
+    return sum(int(re.search(r"n_packets=(\d+)", line).group(1))
+               for line in out.splitlines()
+               if "CONTROLLER" in line and "n_packets=" in line
+               and "0x88cc" not in line)
+
+
 def flow_cookie(line: str) -> int:
     match = re.search(r"cookie=(0x[0-9a-f]+)", line)
     return int(match.group(1), 16) if match else 0

@@ -74,6 +74,22 @@ class RingTopo(Topo):
                 self.addLink(ring[i], ring[i + switches // 2])
 
 
+class MeshTopo(Topo):
+    """Every switch linked to every other (the most redundant shape: n-2
+    spare paths between any two switches), each with its own hosts."""
+
+    def build(self, switches=4, hosts_per_switch=1):
+        mesh = [self.addSwitch(f"s{s}") for s in range(1, switches + 1)]
+        number = 0
+        for switch in mesh:
+            for _ in range(hosts_per_switch):
+                number += 1
+                self.addLink(self.addHost(f"h{number}", ip=f"10.0.0.{number}/24"), switch)
+        for i, here in enumerate(mesh):
+            for there in mesh[i + 1:]:
+                self.addLink(here, there)
+
+
 class IspTopo(Topo):
     """A small access network behind an aggregation switch.
 
@@ -107,5 +123,6 @@ topos = {
     "enf-linear": LinearTopo,
     "enf-tree": TreeTopo,
     "enf-ring": RingTopo,
+    "enf-mesh": MeshTopo,
     "enf-isp": IspTopo,
 }
