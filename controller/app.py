@@ -50,14 +50,22 @@ class _Transaction:
     lost: bool = False  # the switch went away before answering
 
 
+# Set by the process entry before OS-Ken instantiates the app (OS-Ken builds
+# apps itself, with no arguments of ours).
+INVENTORY_PATH: list[str | None] = [None]
+
+
 class EnforcementApp(app_manager.OSKenApp):
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        from enforcement import inventory
+        # The process entry validated the file already (--inventory).
+        self.inventory = inventory.load(INVENTORY_PATH[0])
         self._lock = threading.Lock()
         self._datapaths: dict[int, object] = {}
-        self._hosts = HostTable()
+        self._hosts = HostTable(self.inventory)
         self._links: set[LinkView] = set()
         self._tree_cache = None  # (links, view, graph, spanning tree)
         self._pending: dict[tuple[int, int], _Transaction] = {}
@@ -78,7 +86,10 @@ class EnforcementApp(app_manager.OSKenApp):
     def locate(self, ip: str) -> Location | None:
         with self._lock:
             host = self._hosts.by_ip(ip)
-        return None if host is None else Location(host.dpid, host.port, host.mac)
+        # A pinned line whose MAC is neither in the inventory nor seen yet
+        # cannot take MAC-matched rules (cutoff, anti-spoofing): not located.
+        return None if host is None or not host.mac else Location(host.dpid, host.port,
+                                                                  host.mac)
 
     def is_connected(self, dpid: int) -> bool:
         with self._lock:
@@ -335,7 +346,12 @@ class EnforcementApp(app_manager.OSKenApp):
             moved = None
             if not self._is_link_port(dp.id, in_port) and not _is_group(eth.src):
                 before = self._hosts.by_mac(eth.src)
-                if self._hosts.learn(dp.id, in_port, eth.src, sender_ip):
+                if (pin := self._hosts.pinned_elsewhere(sender_ip, dp.id, in_port)):
+                    LOG.warning("%s (%s) seen at %016x port %d, but the inventory pins "
+                                "account %s to %016x port %d; location unchanged",
+                                sender_ip, eth.src, dp.id, in_port, pin.account,
+                                pin.dpid, pin.port)
+                elif self._hosts.learn(dp.id, in_port, eth.src, sender_ip):
                     LOG.info("host %s (%s) at %016x port %d", eth.src,
                              sender_ip or "no IP yet", dp.id, in_port)
                     if before is not None and (before.dpid, before.port) != (dp.id, in_port):

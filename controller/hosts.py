@@ -10,11 +10,17 @@ from enforcement.model import HostView
 
 
 class HostTable:
-    def __init__(self) -> None:
+    def __init__(self, pinned=()) -> None:
         self._by_mac: dict[str, HostView] = {}
+        # The inventory's subscribers (enforcement/inventory.py), by address:
+        # located at their pinned port before and whatever they are seen doing.
+        self._pinned = {p.ip: p for p in pinned}
 
     def learn(self, dpid: int, port: int, mac: str, ip: str | None) -> bool:
         """Records a sighting; returns True when anything changed."""
+        pin = self._pinned.get(ip) if ip else None
+        if pin is not None and (pin.dpid, pin.port) != (dpid, port):
+            return False  # the inventory says where this line is
         known = self._by_mac.get(mac)
         ip = ip or (known.ip if known else None)
         seen = HostView(mac=mac, ip=ip, dpid=dpid, port=port)
@@ -40,8 +46,22 @@ class HostTable:
     def by_mac(self, mac: str) -> HostView | None:
         return self._by_mac.get(mac)
 
+    def pinned_elsewhere(self, ip: str | None, dpid: int, port: int):
+        """The inventory entry of ip when it pins it to another port."""
+        pin = self._pinned.get(ip) if ip else None
+        return pin if pin is not None and (pin.dpid, pin.port) != (dpid, port) else None
+
     def by_ip(self, ip: str) -> HostView | None:
-        return next((h for h in self._by_mac.values() if h.ip == ip), None)
+        seen = next((h for h in self._by_mac.values() if h.ip == ip), None)
+        pin = self._pinned.get(ip)
+        if pin is None:
+            return seen
+        return HostView(seen.mac if seen else (pin.mac or ""), ip, pin.dpid, pin.port,
+                        pin.account, True)
 
     def all(self) -> tuple[HostView, ...]:
-        return tuple(sorted(self._by_mac.values(), key=lambda h: (h.dpid, h.port, h.mac)))
+        hosts = {h.mac: h for h in self._by_mac.values() if h.ip not in self._pinned}
+        for ip in self._pinned:
+            view = self.by_ip(ip)
+            hosts[view.mac or f"pinned:{ip}"] = view
+        return tuple(sorted(hosts.values(), key=lambda h: (h.dpid, h.port, h.mac)))

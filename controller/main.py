@@ -40,6 +40,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="where enforcements, events and the audit log live: "
                              "an SQLAlchemy URL (sqlite:///FILE, postgresql+psycopg://...). "
                              "Default: %(default)s")
+    parser.add_argument("--inventory", metavar="FILE",
+                        help="subscriber accounts pinned to switch ports (TOML; "
+                             "see enforcement/inventory.py)")
     parser.add_argument("--audit-interval", type=float, default=10.0,
                         help="seconds between reads of every switch to repair drift "
                              "(0: never). Default: %(default)s")
@@ -208,10 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     from enforcement.store import Store
 
     from enforcement import access as access_file
+    from enforcement import inventory as inventory_file
     try:
         policy = policy_file.load(args.policy)
         access = access_file.load(args.access)
-    except (policy_file.PolicyError, access_file.AccessError) as exc:
+        pinned = inventory_file.load(args.inventory)
+    except (policy_file.PolicyError, access_file.AccessError,
+            inventory_file.InventoryError) as exc:
         LOG.error("%s", exc)
         return 2
     if args.tls:
@@ -244,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bad URL, an unreadable file, a failed migration
         LOG.error("cannot open the store %s: %s", args.db, exc)
         return 2
+    from controller import app as app_module
+    app_module.INVENTORY_PATH[0] = args.inventory
+    if pinned:
+        LOG.info("inventory: %d subscriber(s) pinned", len(pinned))
     manager, app = _start_os_ken(args)
     service = EnforcementService(app, policy, store, switch_timeout=args.switch_timeout)
     app.switch_timeout = args.switch_timeout

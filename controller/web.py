@@ -74,6 +74,7 @@ class ViewModel:
             records = by_ip.get(h.ip or "", [])
             hosts.append({
                 "mac": h.mac, "ip": h.ip or "", "switch": f"{h.dpid:016x}", "port": h.port,
+                "account": h.account, "pinned": h.pinned,
                 **positions.get(h.mac, {"x": 0.5, "y": 0.5}),
                 "enforcements": [_summary(r) for r in records]})
         return {"switches": switches, "links": links, "hosts": hosts,

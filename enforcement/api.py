@@ -143,7 +143,8 @@ def topology_to_proto(view: TopologyView,
                        dst_datapath_id=link.dst_dpid, dst_port=link.dst_port)
                for link in view.links],
         hosts=[pb.Host(mac=h.mac, ip=h.ip or "", datapath_id=h.dpid, port=h.port,
-                       enforcement_ids=enforcements_by_ip.get(h.ip or "", []))
+                       enforcement_ids=enforcements_by_ip.get(h.ip or "", []),
+                       account=h.account, pinned=h.pinned)
                for h in view.hosts],
     )
 

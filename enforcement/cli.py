@@ -96,9 +96,10 @@ def _topology(ctl: EnforcementClient, args):
     for link in topo.links:
         print(f"link   {link.src_datapath_id:016x}:{link.src_port} -> "
               f"{link.dst_datapath_id:016x}:{link.dst_port}")
-    _table([[h.ip or "-", h.mac, f"{h.datapath_id:016x}", str(h.port),
+    _table([[h.ip or "-", h.mac or "-", f"{h.datapath_id:016x}", str(h.port),
+             h.account + (" (pinned)" if h.pinned else "") or "-",
              ",".join(h.enforcement_ids) or "-"] for h in topo.hosts],
-           ["HOST IP", "MAC", "SWITCH", "PORT", "ENFORCEMENTS"])
+           ["HOST IP", "MAC", "SWITCH", "PORT", "ACCOUNT", "ENFORCEMENTS"])
     return 0
 
 

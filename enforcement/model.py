@@ -137,6 +137,8 @@ class HostView:
     ip: str | None
     dpid: int
     port: int
+    account: str = ""   # from the inventory, when it names this subscriber
+    pinned: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

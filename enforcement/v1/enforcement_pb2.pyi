@@ -428,18 +428,22 @@ class Link(_message.Message):
     def __init__(self, src_datapath_id: _Optional[int] = ..., src_port: _Optional[int] = ..., dst_datapath_id: _Optional[int] = ..., dst_port: _Optional[int] = ...) -> None: ...
 
 class Host(_message.Message):
-    __slots__ = ("mac", "ip", "datapath_id", "port", "enforcement_ids")
+    __slots__ = ("mac", "ip", "datapath_id", "port", "enforcement_ids", "account", "pinned")
     MAC_FIELD_NUMBER: _ClassVar[int]
     IP_FIELD_NUMBER: _ClassVar[int]
     DATAPATH_ID_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     ENFORCEMENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
     mac: str
     ip: str
     datapath_id: int
     port: int
     enforcement_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, mac: _Optional[str] = ..., ip: _Optional[str] = ..., datapath_id: _Optional[int] = ..., port: _Optional[int] = ..., enforcement_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    account: str
+    pinned: bool
+    def __init__(self, mac: _Optional[str] = ..., ip: _Optional[str] = ..., datapath_id: _Optional[int] = ..., port: _Optional[int] = ..., enforcement_ids: _Optional[_Iterable[str]] = ..., account: _Optional[str] = ..., pinned: _Optional[bool] = ...) -> None: ...
 
 class Topology(_message.Message):
     __slots__ = ("switches", "links", "hosts")

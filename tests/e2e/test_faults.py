@@ -221,7 +221,17 @@ def test_expiry_is_honoured_when_the_controller_was_down_at_the_time(lab):
     assert lab.stub.Get(pb.GetRequest(id=e.id)).state == pb.STATE_EXPIRED
 
 
+def located(lab, hosts):
+    """After a controller restart a host is located again only once it sends
+    something: make the hosts talk, and wait until each is located."""
+    lab.net.pingAll(timeout=2)
+    ips = {lab.host(h).IP() for h in hosts}
+    harness.wait_until(lambda: ips <= {h.ip for h in lab.stub.GetTopology(
+        pb.GetTopologyRequest()).hosts}, 10, "every host located")
+
+
 def test_a_lift_sent_while_the_switch_is_away_takes_effect_when_it_reconnects(lab):
+    located(lab, ["h4"])
     e = lab.stub.Apply(spam(lab, "h4", "lift-away"))
     lab.proxy.cut()  # every switch loses the controller; flows stay (fail-secure)
     try:
@@ -239,12 +249,7 @@ def test_a_lift_sent_while_the_switch_is_away_takes_effect_when_it_reconnects(la
 def test_50_concurrent_clients_leave_the_switches_equal_to_the_store(lab):
     hosts = ["h1", "h2", "h3", "h4", "h5"]
     errors = []
-    # The controller restarted earlier in this module: it locates a host again
-    # only once the host sends something.
-    lab.net.pingAll(timeout=2)
-    ips = {lab.host(h).IP() for h in hosts}
-    harness.wait_until(lambda: ips <= {h.ip for h in lab.stub.GetTopology(
-        pb.GetTopologyRequest()).hosts}, 10, "every host located")
+    located(lab, hosts)  # the controller restarted earlier in this module
 
     def client(n):
         rng = random.Random(n)

@@ -23,9 +23,21 @@ ARTIFACTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 
 
+INVENTORY = """
+[[subscriber]]
+account = "ACME-0002"
+ip = "10.0.0.2"
+switch = "0000000000000002"
+port = 1
+"""
+
+
 @pytest.fixture(scope="module")
-def lab(lab_factory):
-    lab = lab_factory(topologies.LinearTopo(switches=3, hosts_per_switch=1), expected_links=4)
+def lab(lab_factory, tmp_path_factory):
+    path = tmp_path_factory.mktemp("inventory") / "inventory.toml"
+    path.write_text(INVENTORY)
+    lab = lab_factory(topologies.LinearTopo(switches=3, hosts_per_switch=1), expected_links=4,
+                      controller_args=["--inventory", str(path)])
     harness.start_listener(lab.host("h3"), (25, 80))
     return lab
 
@@ -62,6 +74,14 @@ def test_every_switch_and_host_appears(lab, page):
     for h in ("h1", "h2", "h3"):
         assert host(page, lab.host(h).IP()).count() == 1
     assert page.locator("line.link.up").count() == 2  # s1-s2, s2-s3
+    # The inventory names h2's account; the view and GetTopology show it.
+    pinned = next(h for h in lab.stub.GetTopology(pb.GetTopologyRequest()).hosts
+                  if h.ip == lab.host("h2").IP())
+    assert (pinned.account, pinned.pinned, pinned.datapath_id, pinned.port) == (
+        "ACME-0002", True, 2, 1)
+    host(page, lab.host("h2").IP()).click()
+    page.wait_for_selector(".account", timeout=3000)
+    assert page.inner_text(".account") == "ACME-0002"
     shot(page, "topology")
 
 
