@@ -26,8 +26,8 @@ import dataclasses
 import pathlib
 import threading
 import time
-import tomllib
 
+from enforcement import tomlfile
 from enforcement.v1 import enforcement_pb2 as pb
 
 CALLS = frozenset(pb.DESCRIPTOR.services_by_name["EnforcementService"].methods_by_name)
@@ -140,17 +140,7 @@ def parse(data: dict) -> Access:
 def load(path: str | pathlib.Path | None) -> Access:
     if path is None:
         return DEFAULT
-    try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise AccessError(f"{path}: {exc}") from None
-    except OSError as exc:
-        raise AccessError(f"{path}: {exc.strerror}") from None
-    try:
-        return parse(data)
-    except AccessError as exc:
-        raise AccessError(f"{path}: {exc}") from None
+    return tomlfile.read(path, AccessError, parse)
 
 
 class TokenBucket:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import tomllib
 
+from enforcement import tomlfile
 from enforcement.errors import InvalidArgument
 from enforcement.validation import parse_mac, parse_subscriber_ip
 
@@ -98,14 +98,4 @@ def parse(data: dict) -> tuple[Pinned, ...]:
 def load(path: str | pathlib.Path | None) -> tuple[Pinned, ...]:
     if path is None:
         return ()
-    try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise InventoryError(f"{path}: {exc}") from None
-    except OSError as exc:
-        raise InventoryError(f"{path}: {exc.strerror}") from None
-    try:
-        return parse(data)
-    except InventoryError as exc:
-        raise InventoryError(f"{path}: {exc}") from None
+    return tomlfile.read(path, InventoryError, parse)
