@@ -72,3 +72,29 @@ def simulate(rules, dpid: int, packet: dict) -> Verdict:
         assert goto.table_id > table, "goto_table must move forward"
         table = goto.table_id
     raise AssertionError("pipeline loop")
+
+
+def hosts_reached(view, start: int, host_port: int) -> dict[int, int]:
+    """Follows one broadcast from the host on `start` (every host on its
+    switch's port host_port) the way the controller floods it
+    (enforcement/topology.py); returns the copies each host got. Fails on a
+    storm."""
+    from enforcement.routing import switch_graph
+    from enforcement.topology import accepts_broadcast, flood_ports, spanning_tree
+    tree = spanning_tree(switch_graph(view))
+    peer = {(l.src_dpid, l.src_port): (l.dst_dpid, l.dst_port) for l in view.links}
+    ports = {s.dpid: {p for p, _ in s.ports} for s in view.switches}
+    copies: dict[int, int] = {}
+    queue, steps = [(start, host_port)], 0
+    while queue:
+        steps += 1
+        assert steps < 10_000, "broadcast storm"
+        dpid, in_port = queue.pop()
+        if not accepts_broadcast(view, dpid, in_port, tree):
+            continue
+        for port in flood_ports(view, dpid, ports[dpid], tree) - {in_port}:
+            if (dpid, port) in peer:
+                queue.append(peer[(dpid, port)])
+            elif port == host_port:
+                copies[dpid] = copies.get(dpid, 0) + 1
+    return copies

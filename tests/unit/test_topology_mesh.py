@@ -7,7 +7,8 @@ import pytest
 
 from enforcement.model import HostView, LinkView, SwitchView, TopologyView
 from enforcement.routing import switch_graph
-from enforcement.topology import accepts_broadcast, flood_ports, next_hop, spanning_tree
+from enforcement.topology import next_hop, spanning_tree
+from flowsim import hosts_reached
 
 HOST_PORT = 1
 
@@ -29,34 +30,12 @@ def mesh(n: int, cut: set[frozenset] = frozenset()) -> TopologyView:
     return TopologyView(switches, tuple(links), hosts)
 
 
-def hosts_reached(view: TopologyView, start: int) -> dict[int, int]:
-    """Follows one broadcast from the host on `start` the way the controller
-    forwards it; returns the copies each host got. Fails on a storm."""
-    tree = spanning_tree(switch_graph(view))
-    peer = {(l.src_dpid, l.src_port): (l.dst_dpid, l.dst_port) for l in view.links}
-    ports = {s.dpid: {p for p, _ in s.ports} for s in view.switches}
-    copies: dict[int, int] = {}
-    queue, steps = [(start, HOST_PORT)], 0
-    while queue:
-        steps += 1
-        assert steps < 10_000, "broadcast storm"
-        dpid, in_port = queue.pop()
-        if not accepts_broadcast(view, dpid, in_port, tree):
-            continue
-        for port in flood_ports(view, dpid, ports[dpid], tree) - {in_port}:
-            if (dpid, port) in peer:
-                queue.append(peer[(dpid, port)])
-            elif port == HOST_PORT:
-                copies[dpid] = copies.get(dpid, 0) + 1
-    return copies
-
-
 @pytest.mark.parametrize("n", [3, 4, 5, 7])
 def test_a_broadcast_in_a_full_mesh_reaches_every_host_exactly_once(n):
     view = mesh(n)
     assert spanning_tree(switch_graph(view)).number_of_edges() == n - 1
     for start in range(1, n + 1):
-        assert hosts_reached(view, start) == {i: 1 for i in range(1, n + 1) if i != start}
+        assert hosts_reached(view, start, HOST_PORT) == {i: 1 for i in range(1, n + 1) if i != start}
 
 
 def test_unicast_in_a_mesh_takes_the_direct_link_and_detours_after_cuts():
@@ -74,4 +53,4 @@ def test_unicast_in_a_mesh_takes_the_direct_link_and_detours_after_cuts():
     narrow = mesh(4, cut=cuts)
     assert next_hop(narrow, 1, h4) is not None
     for start in range(1, 5):
-        assert hosts_reached(narrow, start) == {i: 1 for i in range(1, 5) if i != start}
+        assert hosts_reached(narrow, start, HOST_PORT) == {i: 1 for i in range(1, 5) if i != start}
