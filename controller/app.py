@@ -80,6 +80,9 @@ class EnforcementApp(app_manager.OSKenApp):
         # Called, off the event thread, with a subscriber's IP when its host
         # was seen on another access port (the service re-places enforcements).
         self.on_host_moved: Callable[[str], None] = lambda ip: None
+        # Called, off the event thread, after a link went down or came up
+        # (the service re-routes enforcements that span switches).
+        self.on_links_changed: Callable[[], None] = lambda: None
 
     # ---- the Network protocol used by the service -------------------------
 
@@ -309,6 +312,7 @@ class EnforcementApp(app_manager.OSKenApp):
         if new:
             LOG.info("link up %016x:%d -> %016x:%d", *dataclasses.astuple(link))
             self._flush_forwarding()
+            threading.Thread(target=self.on_links_changed, daemon=True).start()
 
     @set_ev_cls(topo_event.EventLinkDelete)
     def _link_delete(self, ev):
@@ -320,6 +324,7 @@ class EnforcementApp(app_manager.OSKenApp):
         if known:
             LOG.info("link down %016x:%d -> %016x:%d", *dataclasses.astuple(link))
             self._flush_forwarding()
+            threading.Thread(target=self.on_links_changed, daemon=True).start()
 
     def _is_link_port(self, dpid: int, port: int) -> bool:
         return any((l.src_dpid, l.src_port) == (dpid, port)

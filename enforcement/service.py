@@ -275,6 +275,34 @@ class EnforcementService:
                 LOG.info("enforcement %s %s", record.id, what)
                 self._event("moved", moved, what)
 
+    def links_changed(self) -> None:
+        """A link went down or came up: enforcements that span switches (a
+        quarantine steers its subscriber's requests along a path to the walled
+        garden) are planned again on the current topology; those whose rules
+        changed are re-placed."""
+        with self._lock:
+            spanning = [r for r in self._by_id.values()
+                        if r.state in LIVE and len(_switches(r)) > 1]
+            for record in spanning:
+                try:
+                    updated = self._replan(record, record.location)
+                except EnforcementError as exc:
+                    LOG.warning("enforcement %s keeps its path for now: %s", record.id, exc)
+                    continue
+                if set(updated.rules) == set(record.rules):
+                    continue
+                self._save(updated)
+                switches = list(dict.fromkeys([*_switches(updated), *_switches(record)]))
+                try:
+                    self._sync_switches(switches)
+                except SwitchError as exc:
+                    LOG.error("enforcement %s re-routed but not yet installed: %s",
+                              record.id, exc)
+                what = "re-routed after a topology change: switches " + ", ".join(
+                    f"{d:016x}" for d in _switches(updated))
+                LOG.info("enforcement %s %s", record.id, what)
+                self._event("reapplied", updated, what)
+
     def _replan(self, record: Enforcement, where: Location) -> Enforcement:
         decision = record.decision
         spec = (decision.requested_action

@@ -1,0 +1,53 @@
+"""Re-placement: an enforcement follows its subscriber to another port, and
+a quarantine's path follows the links (service level, recording switches)."""
+from enforcement import policy
+from enforcement.model import LinkView, Location, TopologyView, Violation
+from enforcement.service import EnforcementService
+from enforcement.store import Store
+from enforcement.validation import validate_apply
+
+from test_api import RecordingNetwork
+
+
+def service_with(network, tmp_path):
+    return EnforcementService(network, policy.load(), Store(f"sqlite:///{tmp_path}/s.db"))
+
+
+def decide(service, violation, request_id="r1"):
+    return service.apply(validate_apply(request_id=request_id, case_id="C", ip="10.0.0.1",
+                                        mac="", violation=violation, reason=""))
+
+
+def test_a_moved_subscriber_takes_its_rules_along(tmp_path):
+    network = RecordingNetwork()
+    service = service_with(network, tmp_path)
+    record = decide(service, Violation.SPAM)
+    assert {dict(r.match)["in_port"] for r in network.flows} == {1}
+    network.hosts["10.0.0.1"] = Location(2, 7, "00:00:00:00:00:01")
+    service.host_moved("10.0.0.1")
+    moved = service.get(record.id)
+    assert (moved.location.dpid, moved.location.port) == (2, 7)
+    assert moved.cookie == record.cookie and moved.escalation == record.escalation
+    assert {(r.dpid, dict(r.match)["in_port"]) for r in network.flows} == {(2, 7)}
+    assert [e.kind for e in service._store.events_after(0)][-1] == "moved"
+
+
+def test_a_quarantine_path_follows_the_links(tmp_path):
+    network = RecordingNetwork()
+    service = service_with(network, tmp_path)
+    record = decide(service, Violation.MALWARE)  # step 1: quarantine
+    assert record.action.kind.value == "quarantine"
+    uplinks = {a.port for r in network.flows if r.dpid == 1
+               for a in r.instructions if hasattr(a, "port")}
+    assert 3 in uplinks
+    view = network.topology()
+    # The s1-s2 link now uses port 4 on s1.
+    network.topology = lambda: TopologyView(view.switches, (LinkView(1, 4, 2, 3),
+                                                            LinkView(2, 3, 1, 4)), view.hosts)
+    service.links_changed()
+    uplinks = {a.port for r in network.flows if r.dpid == 1
+               for a in r.instructions if hasattr(a, "port")}
+    assert 4 in uplinks and 3 not in uplinks
+    assert [e.kind for e in service._store.events_after(0)][-1] == "reapplied"
+    service.links_changed()  # nothing changed since: nothing re-placed
+    assert [e.kind for e in service._store.events_after(0)].count("reapplied") == 1
