@@ -20,12 +20,14 @@ from collections.abc import Callable
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from os_ken.lib import hub
 from os_ken.lib.packet import arp, ethernet, ether_types, ipv4, packet
 from os_ken.ofproto import ofproto_v1_3
 from os_ken.topology import event as topo_event
 
-from controller import compiler, forwarding
+from controller import compiler, discovery, forwarding
 from controller.hosts import HostTable
+from controller.settling import Settling
 from enforcement import pipeline, topology
 from enforcement.routing import switch_graph
 from enforcement.desired import SwitchState, diff
@@ -67,6 +69,7 @@ class EnforcementApp(app_manager.OSKenApp):
         self._datapaths: dict[int, object] = {}
         self._hosts = HostTable(self.inventory)
         self._links: set[LinkView] = set()
+        self._settling = Settling()
         self._tree_cache = None  # (links, view, graph, spanning tree)
         self._pending: dict[tuple[int, int], _Transaction] = {}
         self._xids = itertools.count(1)
@@ -188,6 +191,13 @@ class EnforcementApp(app_manager.OSKenApp):
 
     # ---- switch sessions ---------------------------------------------------
 
+    def start(self):
+        started = super().start()
+        switches = app_manager.lookup_service_brick("switches")
+        if switches is not None and getattr(switches, "link_discovery", False):
+            self.threads.append(hub.spawn(discovery.pace, switches))
+        return started
+
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     def _state_change(self, ev):
         dp = ev.datapath
@@ -196,6 +206,8 @@ class EnforcementApp(app_manager.OSKenApp):
         if ev.state == MAIN_DISPATCHER:
             with self._lock:
                 self._datapaths[dp.id] = dp
+                self._settling.came_up(dp.id, [no for no in getattr(dp, "ports", {})
+                                               if no < dp.ofproto.OFPP_MAX])
             LOG.info("switch %016x connected", dp.id)
             # Waiting for barriers must happen off the event thread.
             threading.Thread(target=self._prepare_switch, args=(dp.id,),
@@ -205,6 +217,7 @@ class EnforcementApp(app_manager.OSKenApp):
                 if self._datapaths.get(dp.id) is not dp:
                     return
                 del self._datapaths[dp.id]
+                self._settling.forget_switch(dp.id)
                 self._links = {l for l in self._links
                                if dp.id not in (l.src_dpid, l.dst_dpid)}
                 orphans = [t for (dpid, _), t in self._pending.items() if dpid == dp.id]
@@ -309,6 +322,7 @@ class EnforcementApp(app_manager.OSKenApp):
             self._links.add(link)
             for dpid, port in ((src.dpid, src.port_no), (dst.dpid, dst.port_no)):
                 self._hosts.forget_port(dpid, port)
+                self._settling.settled(dpid, port)
         if new:
             LOG.info("link up %016x:%d -> %016x:%d", *dataclasses.astuple(link))
             self._flush_forwarding()
@@ -325,6 +339,17 @@ class EnforcementApp(app_manager.OSKenApp):
             LOG.info("link down %016x:%d -> %016x:%d", *dataclasses.astuple(link))
             self._flush_forwarding()
             threading.Thread(target=self.on_links_changed, daemon=True).start()
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def _port_status(self, ev):
+        msg = ev.msg
+        ofp, desc = msg.datapath.ofproto, msg.desc
+        live = not (desc.state & ofp.OFPPS_LINK_DOWN or desc.config & ofp.OFPPC_PORT_DOWN)
+        with self._lock:
+            if msg.reason == ofp.OFPPR_DELETE or not live:
+                self._settling.settled(msg.datapath.id, desc.port_no)
+            elif not self._is_link_port(msg.datapath.id, desc.port_no):
+                self._settling.came_up(msg.datapath.id, [desc.port_no])
 
     def _is_link_port(self, dpid: int, port: int) -> bool:
         return any((l.src_dpid, l.src_port) == (dpid, port)
@@ -349,7 +374,9 @@ class EnforcementApp(app_manager.OSKenApp):
             if dp.id not in self._datapaths:
                 return
             moved = None
-            if not self._is_link_port(dp.id, in_port) and not _is_group(eth.src):
+            settling = self._settling.is_settling(dp.id, in_port)
+            if (not settling and not self._is_link_port(dp.id, in_port)
+                    and not _is_group(eth.src)):
                 before = self._hosts.by_mac(eth.src)
                 if (pin := self._hosts.pinned_elsewhere(sender_ip, dp.id, in_port)):
                     LOG.warning("%s (%s) seen at %016x port %d, but the inventory pins "
@@ -363,6 +390,7 @@ class EnforcementApp(app_manager.OSKenApp):
                         moved = self._hosts.by_mac(eth.src)
             view, graph, tree = self._forwarding_view()
             destination = None if _is_group(eth.dst) else self._hosts.by_mac(eth.dst)
+            quiet = self._settling.settling_ports(dp.id)
 
         if moved is not None:
             LOG.info("host %s moved to %016x port %d", moved.mac, moved.dpid, moved.port)
@@ -382,10 +410,11 @@ class EnforcementApp(app_manager.OSKenApp):
             dp.send_msg(rule)
             out_ports = [out_port]
         else:
-            # Broadcast, or a destination not located yet: along the tree only.
-            if not topology.accepts_broadcast(view, dp.id, in_port, tree):
+            # Broadcast, or a destination not located yet: along the tree only,
+            # and neither from nor into a port still settling (settling.py).
+            if settling or not topology.accepts_broadcast(view, dp.id, in_port, tree):
                 return
-            ports = {no for no in getattr(dp, "ports", {}) if no < ofp.OFPP_MAX}
+            ports = {no for no in getattr(dp, "ports", {}) if no < ofp.OFPP_MAX} - quiet
             out_ports = sorted(topology.flood_ports(view, dp.id, ports, tree) - {in_port})
         if out_ports:
             dp.send_msg(parser.OFPPacketOut(

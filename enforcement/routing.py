@@ -26,8 +26,12 @@ class NoRoute(LookupError):
 def switch_graph(view: TopologyView) -> nx.Graph:
     graph = nx.Graph()
     graph.add_nodes_from(s.dpid for s in view.switches)
+    reported = {(l.src_dpid, l.src_port, l.dst_dpid, l.dst_port) for l in view.links}
     for link in view.links:
-        # LLDP reports each direction; a link counts once both ends are known.
+        # LLDP reports each direction; a link carries traffic only when both
+        # do (a one-way link is half-discovered, or failing silently).
+        if (link.dst_dpid, link.dst_port, link.src_dpid, link.src_port) not in reported:
+            continue
         graph.add_edge(link.src_dpid, link.dst_dpid,
                        ports={link.src_dpid: link.src_port, link.dst_dpid: link.dst_port})
     return graph

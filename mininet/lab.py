@@ -257,6 +257,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def ofctl(command: str, switch: str, *args: str) -> str:
+    """ovs-ofctl in OpenFlow 1.3 (what the lab's bridges speak)."""
+    return subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", command, switch, *args],
+                          capture_output=True, text=True, check=True).stdout
+
+
 def dump_flows(switch: str, table: int | None = None) -> list[str]:
     """Flows without counters, for placement checks and before/after
     comparisons (they prove placement, never forwarding)."""

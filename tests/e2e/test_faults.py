@@ -15,6 +15,7 @@ from google.protobuf import duration_pb2
 
 import lab as harness
 import topologies
+from controller.settling import SETTLE_SECONDS
 from enforcement import pipeline
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
@@ -95,7 +96,9 @@ def restart_controller(lab, kill=True):
     harness.wait_until(lambda: len(lab.stub.GetTopology(pb.GetTopologyRequest()).switches)
                        == 2, 30, "both switches back")
     # A new controller knows hosts only once they speak (their ARP refreshes
-    # would do it within a minute); have them speak now.
+    # would do it within a minute), and learns nothing on ports still
+    # settling (controller/settling.py); have them speak once settled.
+    time.sleep(SETTLE_SECONDS)
     for host in lab.net.hosts:
         host.cmd(f"ping -c 1 -W 1 {lab.host('h6').IP()} > /dev/null")
 
@@ -224,10 +227,13 @@ def test_expiry_is_honoured_when_the_controller_was_down_at_the_time(lab):
 def located(lab, hosts):
     """After a controller restart a host is located again only once it sends
     something: make the hosts talk, and wait until each is located."""
-    lab.net.pingAll(timeout=2)
     ips = {lab.host(h).IP() for h in hosts}
-    harness.wait_until(lambda: ips <= {h.ip for h in lab.stub.GetTopology(
-        pb.GetTopologyRequest()).hosts}, 10, "every host located")
+
+    def all_located():
+        lab.net.pingAll(timeout=1)
+        return ips <= {h.ip for h in lab.stub.GetTopology(pb.GetTopologyRequest()).hosts}
+
+    harness.wait_until(all_located, 15, "every host located")
 
 
 def test_a_lift_sent_while_the_switch_is_away_takes_effect_when_it_reconnects(lab):

@@ -70,6 +70,30 @@ def test_a_cut_link_reroutes_within_seconds_and_heals(lab):
     assert lab.net.pingAll(timeout=2) == 0
 
 
+def test_a_link_that_fails_silently_is_timed_out_and_routed_round(lab):
+    """Carrier stays up, frames stop: no port-status tells the controller.
+    Only LLDP can (links not refreshed for 10 s go down), and only if it
+    keeps being sent (controller/discovery.py)."""
+    h1, h2 = lab.host("h1"), lab.host("h2")
+    assert harness.ping(h1, h2.IP())
+    link = lab.net.linksBetween(lab.net.get("s1"), lab.net.get("s2"))[0]
+    s1_side = next(i for i in (link.intf1, link.intf2) if i.node.name == "s1")
+    # OVS drops everything sent out of a no-forward port, LLDP included: a
+    # one-way failure from s1 to s2.
+    harness.ofctl("mod-port", "s1", s1_side.name, "no-forward")
+    cut = time.monotonic()
+    try:
+        harness.wait_until(lambda: harness.ping(h1, h2.IP(), timeout=1), 30,
+                           "h1 to reach h2 the long way round")
+        print(f"silent failure detected and rerouted in {time.monotonic() - cut:.1f} s")
+        assert links(lab) == 7  # s2 -> s1 still answers; s1 -> s2 timed out
+        assert lab.net.pingAll(timeout=2) == 0
+    finally:
+        harness.ofctl("mod-port", "s1", s1_side.name, "forward")
+    harness.wait_until(lambda: links(lab) == 8, 20, "the link back")
+    harness.wait_until(lambda: lab.net.pingAll(timeout=1) == 0, 10, "full reachability")
+
+
 def test_an_enforcement_follows_its_host_to_another_switch(lab):
     h1, h3 = lab.host("h1"), lab.host("h3")
     record = lab.stub.Apply(pb.ApplyRequest(
@@ -90,10 +114,13 @@ def test_an_enforcement_follows_its_host_to_another_switch(lab):
     link.intf1.setMAC(mac)
     link.intf1.setIP(ip, 24)
     h1.cmd(f"ip route replace 10.0.0.0/24 dev {link.intf1.name}")
-    h1.cmd(f"ping -c 2 -W 1 {lab.host('h4').IP()}")  # the controller sees it here
 
-    harness.wait_until(lambda: lab.stub.Get(pb.GetRequest(id=record.id)).location.datapath_id
-                       == 4, 10, "the enforcement to follow h1 to s4")
+    def seen_on_s4():
+        # The new port settles first (controller/settling.py): keep talking.
+        h1.cmd(f"ping -c 1 -W 1 {lab.host('h4').IP()}")
+        return lab.stub.Get(pb.GetRequest(id=record.id)).location.datapath_id == 4
+
+    harness.wait_until(seen_on_s4, 10, "the enforcement to follow h1 to s4")
     moved = lab.stub.Get(pb.GetRequest(id=record.id))
     assert moved.state == pb.STATE_ACTIVE
     assert enforcement_flows("s4") and not enforcement_flows("s1")

@@ -35,3 +35,14 @@ def test_unknown_host_or_no_path_is_said():
     island = view([(2, 3, 1, 1)], [("10.0.0.251", None, 7, 1)])
     with pytest.raises(NoRoute, match="no path"):
         route(island, 2, "10.0.0.251")
+
+
+def test_a_link_reported_in_one_direction_only_carries_no_path():
+    # s1 -- s2 -- s4 and s1 -- s3 -- s4; the s1 -> s2 direction stopped
+    # answering LLDP (a silent failure): the path goes round by s3.
+    ring = view([(1, 1, 2, 1), (2, 2, 4, 1), (1, 2, 3, 1), (3, 2, 4, 2)],
+                [("10.0.0.251", None, 4, 9)])
+    one_way = TopologyView(ring.switches,
+                           tuple(l for l in ring.links if (l.src_dpid, l.dst_dpid) != (1, 2)),
+                           ring.hosts)
+    assert [h.dpid for h in route(one_way, 1, "10.0.0.251")] == [1, 3, 4]

@@ -1,0 +1,36 @@
+from controller.settling import Settling
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_port_settles_after_the_period():
+    clock = Clock()
+    ports = Settling(1.5, clock)
+    ports.came_up(1, [1, 2])
+    assert ports.is_settling(1, 1) and ports.settling_ports(1) == {1, 2}
+    clock.now += 1.4
+    assert ports.is_settling(1, 2)
+    clock.now += 0.1
+    assert not ports.is_settling(1, 2) and ports.settling_ports(1) == set()
+
+
+def test_a_link_found_on_a_port_settles_it_at_once():
+    ports = Settling(1.5, Clock())
+    ports.came_up(1, [3])
+    ports.settled(1, 3)
+    assert not ports.is_settling(1, 3)
+
+
+def test_other_switches_and_ports_are_untouched():
+    ports = Settling(1.5, Clock())
+    ports.came_up(1, [1])
+    ports.came_up(2, [1])
+    assert not ports.is_settling(1, 2)
+    ports.forget_switch(1)
+    assert not ports.is_settling(1, 1) and ports.is_settling(2, 1)
