@@ -16,11 +16,13 @@ import pathlib
 import signal
 import sys
 import threading
+import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import lab  # noqa: E402
 import topologies  # noqa: E402
+from controller.settling import SETTLE_SECONDS  # noqa: E402
 
 
 def build_topo(args):
@@ -89,6 +91,7 @@ def main() -> int:
         expected_links = 2 * (len(topo.links()) - len(net.hosts))  # both directions
         lab.wait_until(lambda: _links(grpc_address) >= expected_links, 30,
                        f"{expected_links} discovered links")
+        time.sleep(SETTLE_SECONDS)  # access ports flood nothing before (controller/settling.py)
         loss = net.pingAll(timeout=2)
         print(f"reachability check: {loss:.0f}% loss", flush=True)
         _start_services(net)
