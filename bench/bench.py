@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT / "mininet"))
 
 import lab as harness  # noqa: E402
 import topologies  # noqa: E402
+from controller.settling import SETTLE_SECONDS  # noqa: E402
 from enforcement.client import EnforcementClient  # noqa: E402
 from enforcement.v1 import enforcement_pb2 as pb  # noqa: E402
 
@@ -147,13 +148,19 @@ class Bench:
         self.client = EnforcementClient(self.controller.grpc_address, timeout=180)
         harness.wait_until(lambda: len(self.client.topology().switches) == 1, 30,
                            "the switch to connect")
-        first = self.net.hosts[0].IP()
-        for host in self.net.hosts[1:]:
-            host.cmd(f"ping -c1 -W1 {first} >/dev/null")
-        self.net.hosts[0].cmd(f"ping -c1 -W1 {self.net.hosts[1].IP()} >/dev/null")
         ips = {h.IP() for h in self.net.hosts}
-        harness.wait_until(lambda: ips <= {h.ip for h in self.client.topology().hosts},
-                           30, "every host located")
+
+        def located() -> bool:
+            # Ports learn no host while they settle (controller/settling.py);
+            # ARP always reaches the controller, with the sender's address.
+            first = self.net.hosts[0].IP()
+            for host in self.net.hosts[1:]:
+                host.cmd(f"ip neigh flush all; ping -c1 -W1 {first} >/dev/null")
+            self.net.hosts[0].cmd(f"ping -c1 -W1 {self.net.hosts[1].IP()} >/dev/null")
+            return ips <= {h.ip for h in self.client.topology().hosts}
+
+        time.sleep(SETTLE_SECONDS)
+        harness.wait_until(located, 30, "every host located")
 
     def stop(self) -> None:
         for step in (lambda: self.client.close(), lambda: self.net.stop(),
