@@ -206,8 +206,12 @@ class EnforcementApp(app_manager.OSKenApp):
         if ev.state == MAIN_DISPATCHER:
             with self._lock:
                 self._datapaths[dp.id] = dp
-                self._settling.came_up(dp.id, [no for no in getattr(dp, "ports", {})
-                                               if no < dp.ofproto.OFPP_MAX])
+                ports = {no: d for no, d in getattr(dp, "ports", {}).items()
+                         if no < dp.ofproto.OFPP_MAX}
+                self._settling.came_up(dp.id, ports)
+                for no, desc in ports.items():
+                    if not _is_live(dp.ofproto, desc):
+                        self._settling.went_down(dp.id, no)
             LOG.info("switch %016x connected", dp.id)
             # Waiting for barriers must happen off the event thread.
             threading.Thread(target=self._prepare_switch, args=(dp.id,),
@@ -343,13 +347,16 @@ class EnforcementApp(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def _port_status(self, ev):
         msg = ev.msg
-        ofp, desc = msg.datapath.ofproto, msg.desc
-        live = not (desc.state & ofp.OFPPS_LINK_DOWN or desc.config & ofp.OFPPC_PORT_DOWN)
+        ofp, dpid, desc = msg.datapath.ofproto, msg.datapath.id, msg.desc
         with self._lock:
-            if msg.reason == ofp.OFPPR_DELETE or not live:
-                self._settling.settled(msg.datapath.id, desc.port_no)
-            elif not self._is_link_port(msg.datapath.id, desc.port_no):
-                self._settling.came_up(msg.datapath.id, [desc.port_no])
+            if msg.reason == ofp.OFPPR_DELETE:
+                self._settling.settled(dpid, desc.port_no)
+            elif not _is_live(ofp, desc):
+                self._settling.went_down(dpid, desc.port_no)
+            elif msg.reason == ofp.OFPPR_ADD:
+                self._settling.came_up(dpid, [desc.port_no])
+            else:
+                self._settling.went_up(dpid, desc.port_no)
 
     def _is_link_port(self, dpid: int, port: int) -> bool:
         return any((l.src_dpid, l.src_port) == (dpid, port)
@@ -443,6 +450,10 @@ class EnforcementApp(app_manager.OSKenApp):
             message = compiler.delete_namespace(pipeline.NS_FORWARD, eth_dst=match_mac)
             message.datapath = dp
             dp.send_msg(message)
+
+
+def _is_live(ofp, desc) -> bool:
+    return not (desc.state & ofp.OFPPS_LINK_DOWN or desc.config & ofp.OFPPC_PORT_DOWN)
 
 
 def _is_group(mac: str) -> bool:

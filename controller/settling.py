@@ -25,6 +25,7 @@ class Settling:
         self._period = period
         self._clock = clock
         self._until: dict[tuple[int, int], float] = {}
+        self._down: set[tuple[int, int]] = set()
 
     def came_up(self, dpid: int, ports: Iterable[int]) -> None:
         until = self._clock() + self._period
@@ -32,12 +33,25 @@ class Settling:
             self._until[(dpid, port)] = until
 
     def settled(self, dpid: int, port: int) -> None:
-        """A link was found on it, or it went down or away."""
+        """A link was found on it, or it went away."""
         self._until.pop((dpid, port), None)
+        self._down.discard((dpid, port))
+
+    def went_down(self, dpid: int, port: int) -> None:
+        self._until.pop((dpid, port), None)
+        self._down.add((dpid, port))
+
+    def went_up(self, dpid: int, port: int) -> None:
+        """A port-status saying the port is live: it settles only if it was
+        down (other changes, such as speed, leave a settled port alone)."""
+        if (dpid, port) in self._down:
+            self._down.discard((dpid, port))
+            self.came_up(dpid, [port])
 
     def forget_switch(self, dpid: int) -> None:
         for key in [k for k in self._until if k[0] == dpid]:
             del self._until[key]
+        self._down = {k for k in self._down if k[0] != dpid}
 
     def is_settling(self, dpid: int, port: int) -> bool:
         until = self._until.get((dpid, port))

@@ -34,3 +34,16 @@ def test_other_switches_and_ports_are_untouched():
     assert not ports.is_settling(1, 2)
     ports.forget_switch(1)
     assert not ports.is_settling(1, 1) and ports.is_settling(2, 1)
+
+
+def test_a_port_settles_again_only_after_it_was_down():
+    clock = Clock()
+    ports = Settling(1.5, clock)
+    ports.came_up(1, [1])
+    clock.now += 2
+    ports.went_up(1, 1)  # a speed change, say: nothing behind it changed
+    assert not ports.is_settling(1, 1)
+    ports.went_down(1, 1)
+    assert not ports.is_settling(1, 1)
+    ports.went_up(1, 1)  # a cable plugged in: anything may be behind it now
+    assert ports.is_settling(1, 1)
