@@ -397,7 +397,7 @@ class EnforcementApp(app_manager.OSKenApp):
                         moved = self._hosts.by_mac(eth.src)
             view, graph, tree = self._forwarding_view()
             destination = None if _is_group(eth.dst) else self._hosts.by_mac(eth.dst)
-            quiet = self._settling.settling_ports(dp.id)
+            quiet = self._settling.settling_ports(dp.id) if destination is None else set()
 
         if moved is not None:
             LOG.info("host %s moved to %016x port %d", moved.mac, moved.dpid, moved.port)

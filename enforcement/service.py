@@ -264,16 +264,21 @@ class EnforcementService:
                     LOG.error("enforcement %s cannot follow %s to %016x port %d: %s",
                               record.id, ip, where.dpid, where.port, exc)
                     continue
-                self._save(moved)
-                switches = list(dict.fromkeys([*_switches(moved), *_switches(record)]))
-                try:
-                    self._sync_switches(switches)
-                except SwitchError as exc:
-                    LOG.error("enforcement %s moved but not yet installed: %s", record.id, exc)
+                self._replace(record, moved, "moved")
                 what = (f"followed {ip} from switch {record.location.dpid:016x} port "
                         f"{record.location.port} to switch {where.dpid:016x} port {where.port}")
                 LOG.info("enforcement %s %s", record.id, what)
                 self._event("moved", moved, what)
+
+    def _replace(self, record, replacement, how: str) -> None:
+        """Stores a re-planned enforcement and syncs the switches of both its
+        old and new rules. Caller holds the lifecycle lock."""
+        self._save(replacement)
+        switches = list(dict.fromkeys([*_switches(replacement), *_switches(record)]))
+        try:
+            self._sync_switches(switches)
+        except SwitchError as exc:
+            LOG.error("enforcement %s %s but not yet installed: %s", record.id, how, exc)
 
     def links_changed(self) -> None:
         """A link went down or came up: enforcements that span switches (a
@@ -291,13 +296,7 @@ class EnforcementService:
                     continue
                 if set(updated.rules) == set(record.rules):
                     continue
-                self._save(updated)
-                switches = list(dict.fromkeys([*_switches(updated), *_switches(record)]))
-                try:
-                    self._sync_switches(switches)
-                except SwitchError as exc:
-                    LOG.error("enforcement %s re-routed but not yet installed: %s",
-                              record.id, exc)
+                self._replace(record, updated, "re-routed")
                 what = "re-routed after a topology change: switches " + ", ".join(
                     f"{d:016x}" for d in _switches(updated))
                 LOG.info("enforcement %s %s", record.id, what)

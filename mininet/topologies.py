@@ -55,18 +55,24 @@ class TreeTopo(Topo):
         return switch
 
 
+def _switches_with_hosts(topo: Topo, switches: int, hosts_per_switch: int) -> list[str]:
+    """s1..sN, each with its own hosts h1, h2, ... numbered across switches."""
+    names = [topo.addSwitch(f"s{s}") for s in range(1, switches + 1)]
+    number = 0
+    for switch in names:
+        for _ in range(hosts_per_switch):
+            number += 1
+            topo.addLink(topo.addHost(f"h{number}", ip=f"10.0.0.{number}/24"), switch)
+    return names
+
+
 class RingTopo(Topo):
     """Switches in a ring (a redundant path between any two), each with its
     hosts; chords=True adds a link across the ring from every other switch
     (a partial mesh)."""
 
     def build(self, switches=4, hosts_per_switch=1, chords=False):
-        ring = [self.addSwitch(f"s{s}") for s in range(1, switches + 1)]
-        number = 0
-        for switch in ring:
-            for _ in range(hosts_per_switch):
-                number += 1
-                self.addLink(self.addHost(f"h{number}", ip=f"10.0.0.{number}/24"), switch)
+        ring = _switches_with_hosts(self, switches, hosts_per_switch)
         for i, switch in enumerate(ring):
             self.addLink(switch, ring[(i + 1) % switches])
         if chords:
@@ -79,12 +85,7 @@ class MeshTopo(Topo):
     spare paths between any two switches), each with its own hosts."""
 
     def build(self, switches=4, hosts_per_switch=1):
-        mesh = [self.addSwitch(f"s{s}") for s in range(1, switches + 1)]
-        number = 0
-        for switch in mesh:
-            for _ in range(hosts_per_switch):
-                number += 1
-                self.addLink(self.addHost(f"h{number}", ip=f"10.0.0.{number}/24"), switch)
+        mesh = _switches_with_hosts(self, switches, hosts_per_switch)
         for i, here in enumerate(mesh):
             for there in mesh[i + 1:]:
                 self.addLink(here, there)
