@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import multiprocessing
 import os
 import pathlib
 import platform
@@ -68,6 +69,16 @@ def percentile(values: list[float], p: float) -> float:
 def rss_mib(pid: int) -> float:
     text = pathlib.Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+) kB", text).group(1)) / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process (all its threads) has used so far."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def vswitchd_pid() -> int:
+    return int(pathlib.Path("/var/run/openvswitch/ovs-vswitchd.pid").read_text())
 
 
 def ofctl(*args: str) -> str:
@@ -118,6 +129,44 @@ def _stamp(line: str) -> float:
     return datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
+def _client_process(address: str, clients: list[tuple[int, str]], start_at: float,
+                    seconds: float, results) -> None:
+    """Client threads of one worker process: each its own connection and
+    subscriber, Apply then Lift in a loop from start_at for `seconds`."""
+    import grpc
+    from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
+    counts = [0] * len(clients)
+    failures: list[str] = []
+
+    def run(slot: int, i: int, ip: str) -> None:
+        with EnforcementClient(address, timeout=60) as ctl:
+            # Its own TCP connection, as separate case-system workers would have.
+            ctl._channel.close()
+            ctl._channel = grpc.insecure_channel(
+                address, options=[("grpc.use_local_subchannel_pool", 1)])
+            ctl._stub = pb_grpc.EnforcementServiceStub(ctl._channel)
+            ctl.topology()  # connected before the clock starts
+            time.sleep(max(0.0, start_at - time.time()))
+            n = 0
+            while time.time() < start_at + seconds:
+                try:
+                    record = ctl.apply_request(port_block(ip, 25, i * 10**6 + n))
+                    ctl.lift(record.id, "bench")
+                except Exception as exc:  # reported, the run goes on
+                    failures.append(str(exc))
+                    continue
+                counts[slot] += 2
+                n += 1
+
+    threads = [threading.Thread(target=run, args=(slot, i, ip))
+               for slot, (i, ip) in enumerate(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    results.put((sum(counts), failures[:5], time.time() - start_at))
+
+
 class Bench:
     def __init__(self, args, workdir: pathlib.Path):
         self.args = args
@@ -161,6 +210,15 @@ class Bench:
 
         time.sleep(SETTLE_SECONDS)
         harness.wait_until(located, 30, "every host located")
+
+    def batching(self) -> None:
+        """Group commit at work, from the controller's 10-second log lines."""
+        log = self.workdir / "controller.log"
+        lines = [line.split(": ", 1)[-1].strip() for line in log.read_text().splitlines()
+                 if "batch(es) in the last 10 s" in line]
+        if lines:
+            self.notes.append("group commit (controller log, per 10 s): "
+                              + "; ".join(lines[-6:]))
 
     def stop(self) -> None:
         for step in (lambda: self.client.close(), lambda: self.net.stop(),
@@ -222,49 +280,68 @@ class Bench:
         ips = [h.IP() for h in self.net.hosts]
         if clients > len(ips):
             raise ValueError(f"{clients} clients need --hosts >= {clients}")
-        stop = threading.Event()
-        counts = [0] * clients
-        failures: list[str] = []
-
-        def run(i: int) -> None:
-            # Each client its own connection, as separate case-system workers would be.
-            import grpc
-            with EnforcementClient(self.controller.grpc_address, timeout=60) as ctl:
-                ctl._channel.close()
-                ctl._channel = grpc.insecure_channel(
-                    self.controller.grpc_address, options=[("grpc.use_local_subchannel_pool", 1)])
-                from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
-                ctl._stub = pb_grpc.EnforcementServiceStub(ctl._channel)
-                n = 0
-                while not stop.is_set():
-                    try:
-                        record = ctl.apply_request(port_block(ips[i], 25, i * 10**6 + n))
-                        ctl.lift(record.id, "bench")
-                    except Exception as exc:  # reported below, the run goes on
-                        failures.append(str(exc))
-                        continue
-                    counts[i] += 2
-                    n += 1
-
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
-        started = time.perf_counter()
-        for t in threads:
-            t.start()
-        time.sleep(self.args.seconds)
-        stop.set()
-        for t in threads:
-            t.join(120)
-        elapsed = time.perf_counter() - started
-        rate = sum(counts) / elapsed
+        # The clients run in processes of their own (a case system is another
+        # machine): in this process their threads would fight the control
+        # channel relay for the GIL and slow the switch's answers.
+        processes = min(clients, self.args.client_processes)
+        context = multiprocessing.get_context("spawn")
+        results = context.Queue()
+        start_at = time.time() + 3.0  # time for the workers to start and connect
+        workers = [context.Process(target=_client_process, args=(
+            self.controller.grpc_address, [(i, ips[i]) for i in range(p, clients, processes)],
+            start_at, self.args.seconds, results)) for p in range(processes)]
+        for worker in workers:
+            worker.start()
+        profiler = self._profile(f"throughput-{clients}", start_at)
+        # Where the machine's CPU goes during the run: the controller, the
+        # switch, the clients.
+        time.sleep(max(0.0, start_at + 0.5 - time.time()))
+        watched = {"controller": [self.controller.proc.pid], "ovs-vswitchd": [vswitchd_pid()],
+                   "clients": [w.pid for w in workers], "relay": [os.getpid()]}
+        before = {k: sum(cpu_seconds(p) for p in pids) for k, pids in watched.items()}
+        sampled = time.time()
+        time.sleep(max(0.5, self.args.seconds - 1.5))
+        used = {k: sum(cpu_seconds(p) for p in pids) - before[k] for k, pids in watched.items()}
+        span = time.time() - sampled
+        counts, failures, elapsed = 0, [], []
+        for _ in workers:
+            done, failed, seconds = results.get(timeout=self.args.seconds + 120)
+            counts += done
+            failures += failed
+            elapsed.append(seconds)
+        for worker in workers:
+            worker.join(30)
+        if profiler is not None:
+            profiler.wait(60)
+        seconds = max(elapsed)
+        rate = counts / seconds
         floor_rate = self.bulk_floor_rate
         target = TARGETS["decisions_per_s"]
-        self.row(f"decisions/s, {clients} client(s) (Apply+Lift, {elapsed:.0f} s)",
+        self.row(f"decisions/s, {clients} client(s) (Apply+Lift, {seconds:.0f} s)",
                  f"{rate:.0f}/s", f"{floor_rate:.0f}/s",
                  f"x{rate / floor_rate:.3f}; target >= {target:g}/s: "
                  + ("met" if rate >= target else "NOT met"))
+        self.notes.append(f"{clients} client(s): CPU during the run (of {os.cpu_count()} "
+                          "cores): " + ", ".join(f"{k} {100 * v / span:.0f}%"
+                                                 for k, v in used.items()))
         if failures:
             self.notes.append(f"{clients} clients: {len(failures)} failed calls, "
                               f"first: {failures[0]}")
+
+    def _profile(self, name: str, start_at: float):
+        """py-spy on the controller while the clients run (--profile DIR):
+        samples of the thread holding the GIL, as collapsed stacks."""
+        if not self.args.profile:
+            return None
+        out = pathlib.Path(self.args.profile) / f"{name}.txt"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        time.sleep(max(0.0, start_at - time.time()))
+        return subprocess.Popen(
+            [str(pathlib.Path(sys.executable).with_name("py-spy")), "record", "--gil",
+             "--format", "raw", "--rate", "200", "--duration",
+             str(max(1, int(self.args.seconds) - 1)), "--output", str(out),
+             "--pid", str(self.controller.proc.pid)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     # ---- reconcile and memory -----------------------------------------------------------
 
@@ -370,6 +447,10 @@ def main(argv=None) -> int:
     parser.add_argument("--reconcile", default="10000",
                         help="comma-separated enforcement counts (e.g. 10000,100000)")
     parser.add_argument("--hosts", type=int, default=32)
+    parser.add_argument("--client-processes", type=int, default=4,
+                        help="processes the throughput clients are spread over")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="record py-spy profiles of the controller into DIR")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("run as root (Open vSwitch and Mininet)")
@@ -386,6 +467,7 @@ def main(argv=None) -> int:
                 bench.throughput(n)
             for n in counts:
                 bench.reconcile(n)
+            bench.batching()
         finally:
             bench.stop()
             harness.cleanup()

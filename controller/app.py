@@ -30,7 +30,7 @@ from controller.hosts import HostTable
 from controller.settling import Settling
 from enforcement import pipeline, topology
 from enforcement.routing import switch_graph
-from enforcement.desired import SwitchState, diff
+from enforcement.desired import SwitchState, apply_change, diff, diff_part
 from enforcement.errors import SwitchError, SwitchUnreachable
 from enforcement.model import LinkView, Location, SwitchView, TopologyView
 
@@ -126,7 +126,24 @@ class EnforcementApp(app_manager.OSKenApp):
             except SwitchError:
                 self._undo(dpid, change, timeout)
                 raise
-            self._actual[dpid] = desired
+            self._actual[dpid] = SwitchState(dict(desired.rules), dict(desired.meters))
+            return change
+
+    def sync_part(self, dpid: int, rules: dict, meters: dict, timeout: float):
+        """sync() for some rule keys and meter ids only (what a batch of
+        decisions touched): compared with what the switch confirmed before,
+        the difference pushed in one transaction, undone if refused."""
+        with self._sync_lock(dpid):
+            actual = self._actual.setdefault(dpid, SwitchState.empty())
+            change = diff_part(actual, rules, meters)
+            if change.empty:
+                return change
+            try:
+                self._transact(dpid, compiler.change_messages(change), timeout)
+            except SwitchError:
+                self._undo(dpid, change, timeout)
+                raise
+            apply_change(actual, change)
             return change
 
     def _repair_base(self, dpid: int, timeout: float) -> None:
@@ -260,19 +277,31 @@ class EnforcementApp(app_manager.OSKenApp):
         raises SwitchError with the switch's own words otherwise."""
         with self._lock:
             dp = self._datapaths.get(dpid)
-            if dp is None:
-                raise SwitchUnreachable(f"switch {dpid:016x} is not connected")
-            txn = _Transaction(described={})
-            closing = compiler.barrier()
-            for message in [*messages, closing]:
+        if dp is None:
+            raise SwitchUnreachable(f"switch {dpid:016x} is not connected")
+        # Built outside the lock: a reconcile may compile 100,000 messages.
+        txn = _Transaction(described={})
+        wire = bytearray()
+        for message in [*messages, compiler.barrier()]:
+            message.set_xid(_XID_BASE | (next(self._xids) & 0x7FFF_FFFF))
+            if isinstance(message, compiler.Wire):
+                txn.described[message.xid] = "OFPFlowMod"
+                wire += message.bytes()
+            else:
                 message.datapath = dp
-                message.set_xid(_XID_BASE | (next(self._xids) & 0x7FFF_FFFF))
+                message.serialize()
                 txn.described[message.xid] = type(message).__name__
-                self._pending[(dpid, message.xid)] = txn
+                wire += message.buf
+        with self._lock:
+            if self._datapaths.get(dpid) is not dp:
+                raise SwitchUnreachable(f"switch {dpid:016x} disconnected")
+            for xid in txn.described:
+                self._pending[(dpid, xid)] = txn
         try:
-            for message in [*messages, closing]:
-                if not dp.send_msg(message):
-                    raise SwitchUnreachable(f"switch {dpid:016x} connection is closed")
+            # One write for the whole transaction: the switch reads a stream
+            # of messages, and one queue hand-off and one send beat thousands.
+            if not dp.send(bytes(wire)):
+                raise SwitchUnreachable(f"switch {dpid:016x} connection is closed")
             if not txn.done.wait(timeout):
                 raise SwitchUnreachable(
                     f"switch {dpid:016x} did not confirm within {timeout:.1f} s")

@@ -65,7 +65,23 @@ def _escalation(e: Escalation) -> pb.Escalation:
                          clause=e.clause, next_action=e.next_action)
 
 
+_RULES_CACHE: dict[int, tuple] = {}
+
+
 def _rules(rules) -> list[pb.Rule]:
+    """The same rules tuple travels with every version of a record (Apply's
+    answer, then Lift's): its messages are built once."""
+    cached = _RULES_CACHE.get(id(rules))
+    if cached is not None and cached[0] is rules:
+        return cached[1]
+    if len(_RULES_CACHE) > 8192:
+        _RULES_CACHE.clear()
+    built = _build_rules(rules)
+    _RULES_CACHE[id(rules)] = (rules, built)
+    return built
+
+
+def _build_rules(rules) -> list[pb.Rule]:
     return [pb.Rule(datapath_id=rule.dpid, table_id=rule.table_id,
                     priority=rule.priority, cookie=rule.cookie,
                     match=[pb.MatchField(field=k, value=v) for k, v in rule.match_text()],

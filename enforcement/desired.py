@@ -60,3 +60,110 @@ def diff(actual: SwitchState, desired: SwitchState) -> Change:
         meters_to_delete=tuple(m for i, m in sorted(actual.meters.items())
                                if i not in desired.meters),
     )
+
+
+def diff_part(actual: SwitchState, rules: dict, meters: dict) -> Change:
+    """diff() restricted to some rule keys and meter ids: `rules` maps each
+    key to the rule the switch must hold under it (None: none), `meters` the
+    same for meter ids. What a handful of decisions touch costs in proportion
+    to them, not to everything the switch holds."""
+    held_meters = {i: actual.meters.get(i) for i in meters}
+    return Change(
+        meters_to_add=tuple(m for i, m in sorted(meters.items())
+                            if m is not None and held_meters[i] is None),
+        meters_to_modify=tuple(m for i, m in sorted(meters.items())
+                               if m is not None and held_meters[i] not in (None, m)),
+        rules_to_delete=tuple(actual.rules[k] for k, r in rules.items()
+                              if r is None and k in actual.rules),
+        rules_to_add=tuple(r for k, r in rules.items()
+                           if r is not None and actual.rules.get(k) != r),
+        meters_to_delete=tuple(held_meters[i] for i, m in sorted(meters.items())
+                               if m is None and held_meters[i] is not None),
+    )
+
+
+def apply_change(state: SwitchState, change: Change) -> None:
+    """Updates a switch's confirmed state in place once it took `change`."""
+    for rule in change.rules_to_delete:
+        if state.rules.get(rule.key) == rule:
+            del state.rules[rule.key]
+    for rule in change.rules_to_add:
+        state.rules[rule.key] = rule
+    for meter in change.meters_to_delete:
+        state.meters.pop(meter.meter_id, None)
+    for meter in (*change.meters_to_add, *change.meters_to_modify):
+        state.meters[meter.meter_id] = meter
+
+
+class DesiredIndex:
+    """What every switch must hold, kept up to date one enforcement at a time.
+
+    Each rule key lists the live enforcements that want it, oldest first (by
+    `order`, e.g. (created_at, serial)); the oldest one's rule is the one the
+    switch holds, as SwitchState.of() decides for a whole list. Adding or
+    removing an enforcement says which keys and meters it touched, so only
+    those are compared with the switch.
+    """
+
+    def __init__(self):
+        self._rules: dict[int, dict] = {}    # dpid -> key -> [(order, rule), ...]
+        self._meters: dict[int, dict] = {}   # dpid -> meter_id -> [(order, spec), ...]
+
+    def add(self, order, rules: Iterable[FlowRule], meters: Iterable[MeterSpec]) -> None:
+        for rule in rules:
+            _insert(self._rules.setdefault(rule.dpid, {}).setdefault(rule.key, []),
+                    order, rule)
+        for meter in meters:
+            _insert(self._meters.setdefault(meter.dpid, {}).setdefault(meter.meter_id, []),
+                    order, meter)
+
+    def remove(self, order, rules: Iterable[FlowRule], meters: Iterable[MeterSpec]) -> None:
+        for rule in rules:
+            _drop(self._rules.get(rule.dpid, {}), rule.key, order, rule)
+        for meter in meters:
+            _drop(self._meters.get(meter.dpid, {}), meter.meter_id, order, meter)
+
+    def rule(self, dpid: int, key) -> FlowRule | None:
+        owners = self._rules.get(dpid, {}).get(key)
+        return owners[0][1] if owners else None
+
+    def meter(self, dpid: int, meter_id: int) -> MeterSpec | None:
+        owners = self._meters.get(dpid, {}).get(meter_id)
+        return owners[0][1] if owners else None
+
+    def part(self, dpid: int, keys: Iterable, meter_ids: Iterable[int]) -> tuple[dict, dict]:
+        """(rules, meters) for diff_part: what the switch must hold under
+        these keys and meter ids."""
+        return ({k: self.rule(dpid, k) for k in keys},
+                {i: self.meter(dpid, i) for i in meter_ids})
+
+    def state(self, dpid: int) -> SwitchState:
+        """Everything the switch must hold (a fresh copy: for a full sync)."""
+        return SwitchState({k: owners[0][1] for k, owners in self._rules.get(dpid, {}).items()},
+                           {i: owners[0][1] for i, owners in self._meters.get(dpid, {}).items()})
+
+    def counts(self, dpid: int) -> tuple[int, int]:
+        return len(self._rules.get(dpid, {})), len(self._meters.get(dpid, {}))
+
+    def switches(self) -> list[int]:
+        return sorted(d for d in {*self._rules, *self._meters}
+                      if self._rules.get(d) or self._meters.get(d))
+
+
+def _insert(owners: list, order, item) -> None:
+    at = len(owners)
+    while at and owners[at - 1][0] > order:
+        at -= 1
+    owners.insert(at, (order, item))
+
+
+def _drop(by_key: dict, key, order, item) -> None:
+    owners = by_key.get(key)
+    if not owners:
+        return
+    for at, (o, it) in enumerate(owners):
+        if o == order and it == item:
+            del owners[at]
+            break
+    if not owners:
+        del by_key[key]

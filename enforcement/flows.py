@@ -15,6 +15,7 @@ _FIELD_ORDER = (
     "arp_tpa", "ipv4_src", "ipv4_dst", "ip_proto", "tcp_src", "tcp_dst",
     "udp_src", "udp_dst", "icmpv4_type",
 )
+_RANK = {name: i for i, name in enumerate(_FIELD_ORDER)}
 # Values are kept as OS-Ken takes them: ints, dotted strings, and
 # (address, mask) pairs for masked fields.
 _HEX_FIELDS = {"eth_type"}
@@ -108,20 +109,29 @@ class FlowRule:
         """What identifies the flow on the switch (OpenFlow strict match)."""
         return (self.dpid, self.table_id, self.priority, self.match)
 
+    # Texts are rendered for every answer, audit entry and view: once per
+    # rule is enough (a rule never changes).
     def match_text(self) -> tuple[tuple[str, str], ...]:
-        rank = {name: i for i, name in enumerate(_FIELD_ORDER)}
-        ordered = sorted(self.match, key=lambda kv: (rank.get(kv[0], 99), kv[0]))
-        return tuple((name, _value_text(name, value)) for name, value in ordered)
+        cached = self.__dict__.get("_match_text")
+        if cached is None:
+            ordered = sorted(self.match, key=lambda kv: (_RANK.get(kv[0], 99), kv[0]))
+            cached = tuple((name, _value_text(name, value)) for name, value in ordered)
+            self.__dict__["_match_text"] = cached
+        return cached
 
     def action_texts(self) -> tuple[str, ...]:
         return tuple(i.text() for i in self.instructions)
 
     def text(self) -> str:
-        match = ",".join(f"{k}={v}" for k, v in self.match_text())
-        actions = ",".join(self.action_texts()) or "drop"
-        return (f"dpid={self.dpid:016x} table={self.table_id} "
-                f"priority={self.priority} cookie=0x{self.cookie:x} "
-                f"{match or '*'} actions={actions}")
+        cached = self.__dict__.get("_text")
+        if cached is None:
+            match = ",".join(f"{k}={v}" for k, v in self.match_text())
+            actions = ",".join(self.action_texts()) or "drop"
+            cached = (f"dpid={self.dpid:016x} table={self.table_id} "
+                      f"priority={self.priority} cookie=0x{self.cookie:x} "
+                      f"{match or '*'} actions={actions}")
+            self.__dict__["_text"] = cached
+        return cached
 
 
 def _value_text(name: str, value) -> str:

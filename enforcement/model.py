@@ -53,6 +53,23 @@ class Subscriber:
     ip: ipaddress.IPv4Address
     mac: str | None = None  # lower-case colon form when given
 
+    def __post_init__(self):
+        if not isinstance(self.ip, SubscriberAddress):
+            object.__setattr__(self, "ip", SubscriberAddress(int(self.ip)))
+
+
+class SubscriberAddress(ipaddress.IPv4Address):
+    """An IPv4 address that renders its text once: a decision's address is
+    written into its record, events, audit entries and answers."""
+    __slots__ = ("_text",)
+
+    def __str__(self) -> str:
+        try:
+            return self._text
+        except AttributeError:
+            self._text = text = super().__str__()
+            return text
+
 
 @dataclasses.dataclass(frozen=True)
 class Decision:

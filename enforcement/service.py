@@ -6,13 +6,26 @@ Talks to switches only through the Network protocol (implemented by the OS-Ken
 app, or by a double in unit tests), and to clients only through the API
 layer, which maps its errors to status codes.
 
-States: PENDING (stored; a switch has not confirmed yet, or is not connected)
--> ACTIVE (barrier-confirmed) or FAILED (the switch's error) -> LIFTED or
-EXPIRED. A PENDING enforcement is applied as soon as its switches connect.
+States: PENDING (a switch is not connected) -> ACTIVE (barrier-confirmed) or
+FAILED (the switch's error) -> LIFTED or EXPIRED. A PENDING enforcement is
+applied as soon as its switches connect.
+
+Speed: decisions that arrive together form one batch (group commit): each
+switch gets the batch's flow changes and one barrier, the store one
+transaction, and the answers go out once both confirmed. What a decision
+changes is tracked per rule key (DesiredIndex), so its cost does not grow
+with the number of live enforcements. A decision is written when the switch
+confirmed it: if the controller dies in between, the rules it installed are
+strays for the next reconcile to remove and the unanswered client retries
+with the same request id.
 """
 from __future__ import annotations
 
+import bisect
+import contextlib
 import dataclasses
+import functools
+import heapq
 import ipaddress
 import logging
 import math
@@ -25,7 +38,8 @@ from typing import Protocol
 import tenacity
 
 from enforcement import pipeline, planner, routing
-from enforcement.desired import Change, SwitchState
+from enforcement.batching import GroupCommit
+from enforcement.desired import Change, DesiredIndex, SwitchState
 from enforcement.errors import (AlreadyExists, EnforcementError, FailedPrecondition,
                                 InvalidArgument, NotFound, SwitchError, SwitchUnreachable)
 from enforcement.model import (Action, ActionKind, Decision, Enforcement, Escalation,
@@ -48,29 +62,39 @@ class Network(Protocol):
     def is_connected(self, dpid: int) -> bool: ...
     def sync(self, dpid: int, desired: SwitchState, timeout: float,
              verify: bool = False) -> Change: ...
+    def sync_part(self, dpid: int, rules: dict, meters: dict, timeout: float) -> Change: ...
     def topology(self) -> TopologyView: ...
 
 
 class EnforcementService:
     def __init__(self, network: Network, policy: Policy, store: Store, *,
                  switch_timeout: float = 5.0,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, max_batch: int = 256):
         self._network = network
         self.policy = policy
         self._store = store
         self._switch_timeout = switch_timeout
         self._clock = clock
         # One lock for the whole lifecycle keeps apply/lift/expiry/repair of
-        # the same switch from interleaving; switch round trips are
-        # milliseconds, so serialising them is acceptable for now.
+        # the same switch from interleaving. Decisions hold it per batch
+        # (group commit), not per call.
         self._lock = threading.RLock()
         self._new_event = threading.Condition()
         self._event_listeners: list[Callable[[str, Enforcement], None]] = []
         self._by_id: dict[str, Enforcement] = {}
         self._by_request: dict[str, str] = {}
+        # (subscriber ip, violation) -> record ids, oldest first: the history
+        # escalation reads without scanning every enforcement.
+        self._history: dict[tuple, list[str]] = {}
+        self._failed: dict[tuple, set[str]] = {}  # the FAILED ids of each history
+        self._expiries: list[tuple[float, str]] = []  # heap of (expires_at, id)
+        self._desired = DesiredIndex()
+        self._work = _Work()
+        self._depth = 0
+        self._commits = GroupCommit(self._run_jobs, max_batch=max_batch)
         for record in store.load_all():
-            self._by_id[record.id] = record
-            self._by_request[record.decision.request_id] = record.id
+            self._put(record)
+        self._work = _Work()
         self._next_serial = 1 + max((r.serial for r in self._by_id.values()), default=0)
         live = sum(1 for r in self._by_id.values() if r.state in LIVE)
         LOG.info("store %s: %d enforcements, %d live", store.url, len(self._by_id), live)
@@ -83,92 +107,167 @@ class EnforcementService:
             return self._propose(decision)
 
     def apply(self, decision: Decision, actor: str = "") -> Enforcement:
-        with self._lock:
-            existing = self._idempotent_replay(decision)
-            if existing is not None:
-                return existing
-            proposal = self._propose(decision)
+        """Plans, installs (confirmed by the switch's barrier), stores, then
+        answers. Calls arriving together are batched (enforcement.batching):
+        one push per switch and one commit for the batch."""
+        return self._commits.submit(("apply", decision, actor))
+
+    def lift(self, enforcement_id: str, reason: str, actor: str = "") -> Enforcement:
+        return self._commits.submit(("lift", enforcement_id, reason, actor))
+
+    @property
+    def batch_counts(self) -> tuple[int, int]:
+        """(batches run, decisions in them), for the benchmark and metrics."""
+        return self._commits.batches, self._commits.jobs
+
+    def _run_jobs(self, jobs) -> list:
+        stagers = []
+        for job in jobs:
+            if job[0] == "apply":
+                stagers.append(functools.partial(self._stage_apply, job[1], job[2]))
+            else:
+                stagers.append(functools.partial(self._stage_lift, *job[1:]))
+        with self._changing():
+            return self._run(stagers)
+
+    def expire_due(self) -> list[Enforcement]:
+        """Ends every live enforcement whose time has come (also those that
+        came while the controller was down), as one batch."""
+        with self._changing():
             now = self._clock()
-            expires_at = _expiry(decision, now)
-            record = Enforcement(
-                id=f"enf-{uuid.uuid4().hex[:16]}", decision=decision,
-                action=proposal.action, location=proposal.location,
-                escalation=proposal.escalation, cookie=proposal.cookie,
-                rules=_with_backstop(proposal.rules, expires_at, now),
-                meters=proposal.meters, state=State.PENDING,
-                state_reason="waiting for the switch", created_at=now,
-                updated_at=now, expires_at=expires_at)
-            self._next_serial += 1
-            # Durable before anything reaches a switch or the client.
-            self._save(record)
-            switches = _switches(record)
-            offline = [d for d in switches if not self._network.is_connected(d)]
-            if offline:
-                record = self._save(record.moved_to(
-                    State.PENDING, "switch " + ", ".join(f"{d:016x}" for d in offline)
-                    + " not connected; applied when it connects", now))
-                self._event("pending", record, record.state_reason)
-                self._audit(actor, "Apply", "OK", record, "stored pending: "
-                            + "; ".join(r.text() for r in record.rules))
-                return record
+            due = []
+            while self._expiries and self._expiries[0][0] <= now:
+                at, record_id = heapq.heappop(self._expiries)
+                record = self._by_id.get(record_id)
+                if record is not None and record.state in LIVE and record.expires_at == at:
+                    due.append(record)
+            outcomes = self._run([functools.partial(
+                self._stage_end, r.id, State.EXPIRED, "expired", "controller", "Expire")
+                for r in due])
+            ended = []
+            for record, outcome in zip(due, outcomes):
+                if isinstance(outcome, Exception):
+                    LOG.error("enforcement %s did not expire yet: %s", record.id, outcome)
+                    heapq.heappush(self._expiries, (record.expires_at, record.id))
+                else:
+                    ended.append(outcome)
+            return ended
+
+    # ---- batches -------------------------------------------------------------
+
+    def _run(self, stagers: list) -> list:
+        """Stages every call (memory and desired state change, nothing sent
+        yet), pushes what they changed to each switch once, then finishes
+        them (records, events, audit). If a switch refuses a batch of several,
+        the batch is rolled back and every call run alone, so a refusal is
+        pinned on the decision that caused it. Caller is inside _changing()."""
+        outcomes: list = [None] * len(stagers)
+        mark = self._work.mark()
+        staged = []
+        for i, stage in enumerate(stagers):
             try:
-                self._sync_switches(switches)
-            except SwitchError as exc:
-                LOG.error("enforcement %s failed: %s", record.id, exc)
-                failed = self._save(record.moved_to(State.FAILED, str(exc), self._clock()))
-                self._sync_switches(switches, best_effort=True)
-                self._event("failed", failed, str(exc))
-                self._audit(actor, "Apply", "FAILED", failed, str(exc))
-                return failed
+                staged.append((i, stage()))
+            except EnforcementError as exc:
+                outcomes[i] = exc
+        try:
+            self._push()
+        except SwitchError as exc:
+            if len(staged) == 1:
+                i, call = staged[0]
+                outcomes[i] = call.failed(exc)
+                return outcomes
+            LOG.warning("a batch of %d decisions was refused (%s); running them one "
+                        "by one", len(staged), exc)
+            self._rollback(mark)
+            self._push(best_effort=True)
+            for i, _ in staged:
+                outcomes[i] = self._run([stagers[i]])[0]
+            return outcomes
+        for i, call in staged:
+            try:
+                outcomes[i] = call.finish()
+            except EnforcementError as exc:
+                outcomes[i] = exc
+        return outcomes
+
+    def _stage_apply(self, decision: Decision, actor: str) -> "_Staged":
+        existing = self._idempotent_replay(decision)
+        if existing is not None:
+            return _Staged(lambda: self._by_id[existing.id])
+        proposal = self._propose(decision)
+        now = self._clock()
+        expires_at = _expiry(decision, now)
+        record = Enforcement(
+            id=f"enf-{uuid.uuid4().hex[:16]}", decision=decision,
+            action=proposal.action, location=proposal.location,
+            escalation=proposal.escalation, cookie=proposal.cookie,
+            rules=_with_backstop(proposal.rules, expires_at, now),
+            meters=proposal.meters, state=State.PENDING,
+            state_reason="waiting for the switch", created_at=now,
+            updated_at=now, expires_at=expires_at)
+        self._next_serial += 1
+        switches = _switches(record)
+        offline = [d for d in switches if not self._network.is_connected(d)]
+        if offline:
+            record = self._save(record.moved_to(
+                State.PENDING, "switch " + ", ".join(f"{d:016x}" for d in offline)
+                + " not connected; applied when it connects", now))
+            self._event("pending", record, record.state_reason)
+            self._audit(actor, "Apply", "OK", record, "stored pending: "
+                        + "; ".join(r.text() for r in record.rules))
+            return _Staged(lambda: record)
+        self._save(record)
+
+        def finish():
             active = self._save(record.moved_to(State.ACTIVE, "confirmed by the switch",
                                                 self._clock()))
-            LOG.info("enforcement %s active: %s on %016x port %d (%s)", active.id,
-                     active.action.description, active.location.dpid,
-                     active.location.port, active.escalation.reason)
+            LOG.debug("enforcement %s active: %s on %016x port %d (%s)", active.id,
+                      active.action.description, active.location.dpid,
+                      active.location.port, active.escalation.reason)
             self._event("applied", active, active.action.description)
             self._audit(actor, "Apply", "OK", active,
                         "installed: " + "; ".join(r.text() for r in active.rules))
             return active
 
-    def lift(self, enforcement_id: str, reason: str, actor: str = "") -> Enforcement:
-        with self._lock:
-            record = self.get(enforcement_id)
-            if record.state not in LIVE:
-                return record
-            return self._end(record, State.LIFTED, reason or "lifted", actor, "Lift")
+        def failed(exc):
+            LOG.error("enforcement %s failed: %s", record.id, exc)
+            failed = self._save(record.moved_to(State.FAILED, str(exc), self._clock()))
+            self._push(best_effort=True)
+            self._event("failed", failed, str(exc))
+            self._audit(actor, "Apply", "FAILED", failed, str(exc))
+            return failed
+        return _Staged(finish, failed)
 
-    def expire_due(self) -> list[Enforcement]:
-        """Ends every live enforcement whose time has come (also those that
-        came while the controller was down)."""
-        with self._lock:
-            now = self._clock()
-            due = [r for r in self._by_id.values()
-                   if r.state in LIVE and r.expires_at is not None and r.expires_at <= now]
-            return [self._end(r, State.EXPIRED, "expired", "controller", "Expire")
-                    for r in sorted(due, key=lambda r: r.expires_at)]
+    def _stage_lift(self, enforcement_id: str, reason: str, actor: str) -> "_Staged":
+        return self._stage_end(enforcement_id, State.LIFTED, reason or "lifted", actor, "Lift")
 
-    def _end(self, record: Enforcement, state: State, reason: str, actor: str,
-             call: str) -> Enforcement:
-        """Lifts or expires: the store first, then every connected switch; a
-        disconnected one is reconciled when it comes back."""
+    def _stage_end(self, enforcement_id: str, state: State, reason: str, actor: str,
+                   call: str) -> "_Staged":
+        """Lifts or expires: every connected switch confirms the removal
+        before the answer; a disconnected one is reconciled when it comes back."""
+        record = self.get(enforcement_id)
+        if record.state not in LIVE:
+            return _Staged(lambda: record)
         ended = self._save(record.moved_to(state, reason, self._clock()))
-        switches = [d for d in _switches(record) if self._network.is_connected(d)]
-        try:
-            self._sync_switches(switches)
-        except SwitchError as exc:
+        connected = [d for d in _switches(record) if self._network.is_connected(d)]
+
+        def finish():
+            later = set(_switches(record)) - set(connected)
+            detail = reason + ("" if not later else "; removed from switch " + ", ".join(
+                f"{d:016x}" for d in sorted(later)) + " when it reconnects")
+            LOG.debug("enforcement %s %s: %s", record.id, state.value, detail)
+            self._event(state.value, ended, detail)
+            self._audit(actor, call, "OK", ended,
+                        "removed: " + "; ".join(r.text() for r in record.rules))
+            return ended
+
+        def failed(exc):
             self._save(record)
-            self._sync_switches(switches, best_effort=True)
+            self._push(best_effort=True)
             self._audit(actor, call, "FAILED_PRECONDITION", record, str(exc))
-            raise FailedPrecondition(
-                f"the switches did not confirm removing {record.id}: {exc}") from exc
-        later = set(_switches(record)) - set(switches)
-        detail = reason + ("" if not later else "; removed from switch " + ", ".join(
-            f"{d:016x}" for d in sorted(later)) + " when it reconnects")
-        LOG.info("enforcement %s %s: %s", record.id, state.value, detail)
-        self._event(state.value, ended, detail)
-        self._audit(actor, call, "OK", ended,
-                    "removed: " + "; ".join(r.text() for r in record.rules))
-        return ended
+            return FailedPrecondition(
+                f"the switches did not confirm removing {record.id}: {exc}")
+        return _Staged(finish, failed)
 
     # ---- reading -------------------------------------------------------------
 
@@ -227,10 +326,10 @@ class EnforcementService:
     def resync(self, dpid: int) -> None:
         """A switch (re)connected, holding what it still holds: bring it to
         the store's state and finish what was waiting for it."""
-        with self._lock:
+        with self._changing():
             started = time.monotonic()
             try:
-                change = self._sync(dpid)
+                change = self._sync_full(dpid)
             except SwitchError as exc:
                 LOG.error("switch %016x: could not restore enforcements: %s", dpid, exc)
                 return
@@ -250,7 +349,7 @@ class EnforcementService:
         enforcements are planned again at the new port (same step, same
         cookie), installed there and removed from the old place, so the
         narrowest placement follows the subscriber."""
-        with self._lock:
+        with self._changing():
             where = self._network.locate(ip)
             if where is None:
                 return
@@ -272,11 +371,10 @@ class EnforcementService:
 
     def _replace(self, record, replacement, how: str) -> None:
         """Stores a re-planned enforcement and syncs the switches of both its
-        old and new rules. Caller holds the lifecycle lock."""
+        old and new rules. Caller is inside _changing()."""
         self._save(replacement)
-        switches = list(dict.fromkeys([*_switches(replacement), *_switches(record)]))
         try:
-            self._sync_switches(switches)
+            self._push()
         except SwitchError as exc:
             LOG.error("enforcement %s %s but not yet installed: %s", record.id, how, exc)
 
@@ -285,7 +383,7 @@ class EnforcementService:
         quarantine steers its subscriber's requests along a path to the walled
         garden) are planned again on the current topology; those whose rules
         changed are re-placed."""
-        with self._lock:
+        with self._changing():
             spanning = [r for r in self._by_id.values()
                         if r.state in LIVE and len(_switches(r)) > 1]
             for record in spanning:
@@ -321,14 +419,12 @@ class EnforcementService:
         differs from the store (rules deleted or altered by hand). Returns how
         many switches needed a repair."""
         repaired = 0
-        with self._lock:
-            dpids = sorted({d for r in self._by_id.values() for d in _switches(r)})
-            for dpid in dpids:
+        with self._changing():
+            for dpid in self._desired.switches():
                 if not self._network.is_connected(dpid):
                     continue
                 try:
-                    change = self._network.sync(dpid, self._desired(dpid),
-                                                self._switch_timeout, verify=True)
+                    change = self._sync_full(dpid, verify=True)
                 except SwitchError as exc:
                     # A switch going away mid-check is what reconnects are for.
                     log = LOG.warning if isinstance(exc, SwitchUnreachable) else LOG.error
@@ -350,8 +446,9 @@ class EnforcementService:
             switches = _switches(record)
             if not all(self._network.is_connected(d) for d in switches):
                 continue
+            self._touch(record)
             try:
-                self._sync_switches(switches)
+                self._push(switches)
             except SwitchError as exc:
                 LOG.error("pending enforcement %s still pending: %s", record.id, exc)
                 continue
@@ -362,34 +459,57 @@ class EnforcementService:
     def _touched(self, change: Change) -> list[Enforcement]:
         cookies = {r.cookie for r in change.rules_to_add} | {
             r.cookie for r in change.rules_to_delete}
+        if not cookies:
+            return []
         return [r for r in self._by_id.values() if r.cookie in cookies]
 
-    def _desired(self, dpid: int) -> SwitchState:
-        """All enforcement state a switch must hold: every live enforcement,
-        oldest first."""
-        live = sorted((r for r in self._by_id.values() if r.state in LIVE),
-                      key=lambda r: (r.created_at, r.serial))
-        return SwitchState.of([rule for r in live for rule in r.rules if rule.dpid == dpid],
-                              [m for r in live for m in r.meters if m.dpid == dpid])
+    # ---- pushing to switches ------------------------------------------------------
+
+    def _touch(self, record: Enforcement) -> None:
+        """Marks an enforcement's rules and meters as to be compared with the
+        switches at the next push."""
+        for rule in record.rules:
+            self._work.touched.setdefault(rule.dpid, (set(), set()))[0].add(rule.key)
+        for meter in record.meters:
+            self._work.touched.setdefault(meter.dpid, (set(), set()))[1].add(meter.meter_id)
+
+    def _push(self, dpids: Iterable[int] | None = None, best_effort: bool = False) -> None:
+        """Brings what was touched on each connected switch (all, or those
+        given) to the desired state, in one confirmed transaction per switch.
+        A disconnected switch is left to its reconcile. best_effort: after a
+        failure, put back what the others held, logging what cannot be."""
+        wanted = None if dpids is None else set(dpids)
+        for dpid in sorted(self._work.touched):
+            if wanted is not None and dpid not in wanted:
+                continue
+            keys, meter_ids = self._work.touched.pop(dpid)
+            if not self._network.is_connected(dpid):
+                continue
+            try:
+                self._sync_part(dpid, *self._desired.part(dpid, keys, meter_ids))
+            except SwitchError as exc:
+                if not best_effort:
+                    raise
+                LOG.error("switch %016x: could not restore its enforcements: %s", dpid, exc)
 
     @tenacity.retry(retry=tenacity.retry_if_exception_type(SwitchUnreachable),
                     stop=tenacity.stop_after_attempt(3),
                     wait=tenacity.wait_random_exponential(multiplier=0.05, max=0.5),
                     before_sleep=tenacity.before_sleep_log(LOG, logging.WARNING),
                     reraise=True)
-    def _sync(self, dpid: int) -> Change:
-        return self._network.sync(dpid, self._desired(dpid), self._switch_timeout)
+    def _sync_part(self, dpid: int, rules: dict, meters: dict) -> Change:
+        return self._network.sync_part(dpid, rules, meters, self._switch_timeout)
 
-    def _sync_switches(self, dpids: list[int], best_effort: bool = False) -> None:
-        """Brings each switch to its desired state. best_effort: after a
-        failure, put back what the others held, logging what cannot be."""
-        for dpid in dpids:
-            try:
-                self._sync(dpid)
-            except SwitchError as exc:
-                if not best_effort:
-                    raise
-                LOG.error("switch %016x: could not restore its enforcements: %s", dpid, exc)
+    @tenacity.retry(retry=tenacity.retry_if_exception_type(SwitchUnreachable),
+                    stop=tenacity.stop_after_attempt(3),
+                    wait=tenacity.wait_random_exponential(multiplier=0.05, max=0.5),
+                    before_sleep=tenacity.before_sleep_log(LOG, logging.WARNING),
+                    reraise=True)
+    def _sync_full(self, dpid: int, verify: bool = False) -> Change:
+        """The whole desired state of a switch against what it holds."""
+        self._work.touched.pop(dpid, None)
+        return self._network.sync(dpid, self._desired.state(dpid), self._switch_timeout,
+                                  verify=verify)
 
     # ---- planning --------------------------------------------------------------
 
@@ -449,21 +569,29 @@ class EnforcementService:
     def _escalate(self, decision: Decision):
         rung = self.policy.rung(decision.violation)
         since = self._clock() - self.policy.window_seconds
-        earlier = [r for r in self._by_id.values()
-                   if r.decision.subscriber.ip == decision.subscriber.ip
-                   and r.decision.violation is decision.violation
-                   and r.state is not State.FAILED and r.created_at >= since]
-        count = len(earlier) + 1
+        ids = self._history.get(_history_key(decision), [])
+        # History is in creation order: the window is a tail of it.
+        first = bisect.bisect_left(ids, since, key=lambda i: self._by_id[i].created_at)
+        failed = self._failed.get(_history_key(decision), set())
+        within = len(ids) - first
+        if failed:
+            within -= sum(1 for i in failed if self._by_id[i].created_at >= since)
+        recent = []
+        at = len(ids)
+        while at > first and len(recent) < 3:
+            at -= 1
+            if ids[at] not in failed:
+                recent.append(ids[at])
+        count = within + 1
         step = min(count, len(rung.ladder))
         days = self.policy.window_seconds // 86400
         reason = (f"{_ORDINAL.get(count, f'{count}th')} {decision.violation.value} violation "
                   f"by {decision.subscriber.ip} within {days} days")
-        if earlier:
+        if within:
             # The most recent few: the list must not grow with the history.
-            ids = [r.id for r in sorted(earlier, key=lambda r: r.created_at)]
-            shown = ", ".join(ids[-3:])
-            reason += (f" (earlier: {shown})" if len(ids) <= 3
-                       else f" (earlier: {shown} and {len(ids) - 3} more)")
+            shown = ", ".join(reversed(recent))
+            reason += (f" (earlier: {shown})" if within <= 3
+                       else f" (earlier: {shown} and {within - 3} more)")
         reason += f": step {step} of {len(rung.ladder)}"
         spec = rung.ladder[step - 1]
         if decision.requested_action is not None:
@@ -500,21 +628,91 @@ class EnforcementService:
 
     # ---- records, events, audit ----------------------------------------------------
 
+    @contextlib.contextmanager
+    def _changing(self):
+        """The lifecycle lock, and one unit of work: whatever changes inside
+        is written in one transaction when the outermost block ends, and only
+        then announced to watchers and listeners."""
+        with self._lock:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._flush()
+
+    def _flush(self) -> None:
+        work, self._work = self._work, _Work()
+        if not (work.records or work.events or work.audits):
+            return
+        latest = {r.id: r for r in work.records}
+        self._store.write(latest.values(), work.events, work.audits)
+        if work.events:
+            with self._new_event:
+                self._new_event.notify_all()
+        for _, kind, record, _ in work.events:
+            for listener in self._event_listeners:
+                try:
+                    listener(kind, record)
+                except Exception:  # an observer must never break the lifecycle
+                    LOG.exception("event listener failed")
+
     def _save(self, record: Enforcement) -> Enforcement:
-        self._store.save(record)
-        self._by_id[record.id] = record
-        self._by_request[record.decision.request_id] = record.id
+        """Takes a record's new version into memory and the desired state now,
+        into the store at the end of the unit of work."""
+        self._put(record)
+        self._work.records.append(record)
         return record
 
+    def _put(self, record: Enforcement) -> None:
+        old = self._by_id.get(record.id)
+        self._by_id[record.id] = record
+        self._by_request[record.decision.request_id] = record.id
+        if old is None:
+            self._history.setdefault(_history_key(record.decision), []).append(record.id)
+            if record.expires_at is not None:
+                heapq.heappush(self._expiries, (record.expires_at, record.id))
+        if record.state is State.FAILED:
+            self._failed.setdefault(_history_key(record.decision), set()).add(record.id)
+        self._work.journal.append((record.id, old))
+        self._index(old, record)
+
+    def _index(self, old: Enforcement | None, new: Enforcement | None) -> None:
+        was_live = old is not None and old.state in LIVE
+        live = new is not None and new.state in LIVE
+        if was_live and live and old.rules == new.rules and old.meters == new.meters:
+            return
+        if was_live:
+            self._desired.remove(_order(old), old.rules, old.meters)
+            self._touch(old)
+        if live:
+            self._desired.add(_order(new), new.rules, new.meters)
+            self._touch(new)
+
+    def _rollback(self, mark: tuple[int, int, int, int]) -> None:
+        """Undoes every record change since mark (memory and desired state),
+        and forgets the writes; what the switches must now hold is touched."""
+        journal, records, events, audits = mark
+        undo = self._work.journal[journal:]
+        del self._work.journal[journal:], self._work.records[records:]
+        del self._work.events[events:], self._work.audits[audits:]
+        for record_id, old in reversed(undo):
+            current = self._by_id[record_id]
+            self._index(current, old)
+            if old is None or old.state is not State.FAILED:
+                self._failed.get(_history_key(current.decision), set()).discard(record_id)
+            if old is not None:
+                self._by_id[record_id] = old
+                continue
+            del self._by_id[record_id]
+            self._by_request.pop(current.decision.request_id, None)
+            history = self._history.get(_history_key(current.decision), [])
+            if record_id in history:
+                history.remove(record_id)
+
     def _event(self, kind: str, record: Enforcement, detail: str) -> None:
-        self._store.append_event(self._clock(), kind, record, detail)
-        with self._new_event:
-            self._new_event.notify_all()
-        for listener in self._event_listeners:
-            try:
-                listener(kind, record)
-            except Exception:  # an observer must never break the lifecycle
-                LOG.exception("event listener failed")
+        self._work.events.append((self._clock(), kind, record, detail))
 
     def add_event_listener(self, listener: Callable[[str, Enforcement], None]) -> None:
         """listener(kind, record) after every event is stored (metrics)."""
@@ -528,22 +726,49 @@ class EnforcementService:
         rules: dict[int, int] = {}
         meters: dict[int, int] = {}
         with self._lock:
-            live = [r for r in self._by_id.values() if r.state in LIVE]
-            for record in live:
-                by_action[record.action.kind.value] = by_action.get(
-                    record.action.kind.value, 0) + 1
-            for dpid in {d for r in live for d in _switches(r)}:
-                state = self._desired(dpid)
-                rules[dpid] = len(state.rules)
-                meters[dpid] = len(state.meters)
+            for record in self._by_id.values():
+                if record.state in LIVE:
+                    kind = record.action.kind.value
+                    by_action[kind] = by_action.get(kind, 0) + 1
+            for dpid in self._desired.switches():
+                rules[dpid], meters[dpid] = self._desired.counts(dpid)
         return LiveSummary(by_action, rules, meters)
 
     def _audit(self, actor: str, call: str, outcome: str, record: Enforcement,
                detail: str) -> None:
-        self._store.append_audit(
+        self._work.audits.append(dict(
             at=self._clock(), actor=actor or "unknown", call=call, outcome=outcome,
             enforcement_id=record.id, case_id=record.decision.case_id,
-            clause=record.escalation.clause, detail=detail)
+            clause=record.escalation.clause, detail=detail))
+
+
+@dataclasses.dataclass
+class _Work:
+    """What a unit of work changed, waiting for its one commit."""
+    records: list = dataclasses.field(default_factory=list)
+    events: list = dataclasses.field(default_factory=list)  # (at, kind, record, detail)
+    audits: list = dataclasses.field(default_factory=list)
+    journal: list = dataclasses.field(default_factory=list)  # (id, previous version)
+    touched: dict = dataclasses.field(default_factory=dict)  # dpid -> (keys, meter ids)
+
+    def mark(self) -> tuple[int, int, int, int]:
+        return len(self.journal), len(self.records), len(self.events), len(self.audits)
+
+
+@dataclasses.dataclass
+class _Staged:
+    """A staged call: finish() once the switches confirmed it; failed(exc)
+    when they refused it (returns the outcome: a record or an error)."""
+    finish: Callable[[], object]
+    failed: Callable[[Exception], object] = lambda exc: exc
+
+
+def _order(record: Enforcement) -> tuple[float, int]:
+    return (record.created_at, record.serial)
+
+
+def _history_key(decision: Decision) -> tuple:
+    return (str(decision.subscriber.ip), decision.violation)
 
 
 def _switches(record: Enforcement) -> list[int]:
@@ -587,8 +812,16 @@ class Maintenance:
 
     def _run(self) -> None:
         next_audit = time.monotonic() + self._audit_interval
+        next_report, reported = time.monotonic() + 10, self._service.batch_counts
         while not self._stop.wait(self._tick):
             try:
+                if time.monotonic() >= next_report:
+                    batches, decisions = self._service.batch_counts
+                    if batches > reported[0]:
+                        # How well group commit is sharing the work.
+                        LOG.info("%d decision(s) in %d batch(es) in the last 10 s",
+                                 decisions - reported[1], batches - reported[0])
+                    next_report, reported = time.monotonic() + 10, (batches, decisions)
                 self._service.expire_due()
                 if self._audit_interval > 0 and time.monotonic() >= next_audit:
                     next_audit = time.monotonic() + self._audit_interval

@@ -3,7 +3,9 @@
 SQLAlchemy Core over any database it speaks: an SQLite file by default,
 PostgreSQL by URL (postgresql+psycopg://...). The schema is owned by Alembic
 migrations (enforcement/migrations), applied at open. Every write commits
-before it returns, so a decision is durable before the RPC acknowledges it.
+before it returns, so a decision is durable before the RPC acknowledges it;
+write() takes a whole batch of decisions (records, events, audit entries) in
+one transaction, so a batch costs one commit.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import pathlib
 import threading
 
 import sqlalchemy as sa
+import sqlalchemy.dialects.postgresql
+import sqlalchemy.dialects.sqlite
 from alembic import command
 from alembic.config import Config
 
@@ -82,6 +86,10 @@ class Store:
             sa.event.listen(self._engine, "connect", _sqlite_pragmas)
         self._write_lock = threading.Lock()
         migrate(self._engine)
+        # Built once: SQLAlchemy caches the compiled form per statement object.
+        self._upsert_statement = _upsert_statement(self._engine.dialect.name)
+        self._insert_event = EVENTS.insert()
+        self._insert_audit = AUDIT.insert()
 
     def close(self) -> None:
         self._engine.dispose()
@@ -89,15 +97,29 @@ class Store:
     # ---- enforcements ------------------------------------------------------
 
     def save(self, record: Enforcement) -> None:
-        row = {"id": record.id, "request_id": record.decision.request_id,
-               "case_id": record.decision.case_id,
-               "subscriber_ip": str(record.decision.subscriber.ip),
-               "state": record.state.value, "serial": record.serial,
-               "created_at": record.created_at, "expires_at": record.expires_at,
-               "body": json.dumps(codec.to_dict(record))}
+        self.write([record], [], [])
+
+    def write(self, records, events, audits) -> None:
+        """Enforcements (inserted or replaced), events (at, kind, record,
+        detail) and audit entries (dicts as append_audit takes), all in one
+        transaction."""
+        rows = [_row(r) for r in records]
+        event_rows = [_event_row(*e) for e in events]
         with self._write_lock, self._engine.begin() as conn:
+            if rows:
+                self._upsert(conn, rows)
+            if event_rows:
+                conn.execute(self._insert_event, event_rows)
+            if audits:
+                conn.execute(self._insert_audit, list(audits))
+
+    def _upsert(self, conn, rows: list[dict]) -> None:
+        if self._upsert_statement is not None:
+            conn.execute(self._upsert_statement, rows)
+            return
+        for row in rows:  # any other database: the portable way
             updated = conn.execute(ENFORCEMENTS.update().where(
-                ENFORCEMENTS.c.id == record.id).values(**row)).rowcount
+                ENFORCEMENTS.c.id == row["id"]).values(**row)).rowcount
             if not updated:
                 conn.execute(ENFORCEMENTS.insert().values(**row))
 
@@ -110,10 +132,7 @@ class Store:
     # ---- events --------------------------------------------------------------
 
     def append_event(self, at: float, kind: str, record: Enforcement, detail: str) -> Event:
-        row = {"at": at, "kind": kind, "enforcement_id": record.id,
-               "case_id": record.decision.case_id,
-               "subscriber_ip": str(record.decision.subscriber.ip),
-               "state": record.state.value, "detail": detail}
+        row = _event_row(at, kind, record, detail)
         with self._write_lock, self._engine.begin() as conn:
             sequence = conn.execute(EVENTS.insert().values(**row)).inserted_primary_key[0]
         return Event(sequence=sequence, **row)
@@ -145,6 +164,33 @@ class Store:
         with self._engine.connect() as conn:
             rows = conn.execute(query.order_by(AUDIT.c.sequence.desc()).limit(limit)).mappings()
             return [AuditEntry(**row) for row in rows]
+
+
+def _upsert_statement(dialect: str):
+    """INSERT ... ON CONFLICT (id) DO UPDATE, where the database has it."""
+    if dialect not in ("sqlite", "postgresql"):
+        return None
+    insert = (sa.dialects.sqlite.insert if dialect == "sqlite"
+              else sa.dialects.postgresql.insert)(ENFORCEMENTS)
+    return insert.on_conflict_do_update(
+        index_elements=[ENFORCEMENTS.c.id],
+        set_={c.name: insert.excluded[c.name] for c in ENFORCEMENTS.columns if c.name != "id"})
+
+
+def _row(record: Enforcement) -> dict:
+    return {"id": record.id, "request_id": record.decision.request_id,
+            "case_id": record.decision.case_id,
+            "subscriber_ip": str(record.decision.subscriber.ip),
+            "state": record.state.value, "serial": record.serial,
+            "created_at": record.created_at, "expires_at": record.expires_at,
+            "body": json.dumps(codec.to_dict(record))}
+
+
+def _event_row(at: float, kind: str, record: Enforcement, detail: str) -> dict:
+    return {"at": at, "kind": kind, "enforcement_id": record.id,
+            "case_id": record.decision.case_id,
+            "subscriber_ip": str(record.decision.subscriber.ip),
+            "state": record.state.value, "detail": detail}
 
 
 def migrate(engine: sa.Engine) -> None:

@@ -7,7 +7,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from enforcement import policy
 from enforcement.api import SERVICE_NAME, create_server
-from enforcement.desired import diff
+from enforcement.desired import SwitchState, apply_change, diff, diff_part
 from enforcement.store import Store
 from enforcement.errors import SwitchError
 from enforcement.model import HostView, LinkView, Location, SwitchView, TopologyView
@@ -35,6 +35,16 @@ class RecordingNetwork:
             raise SwitchError(self.refuse)
         change = diff(self.state.get(dpid, desired.empty()), desired)
         self.state[dpid] = desired
+        return change
+
+    def sync_part(self, dpid, rules, meters, timeout):
+        if self.refuse:
+            raise SwitchError(self.refuse)
+        held = self.state.get(dpid, SwitchState.empty())
+        held = SwitchState(dict(held.rules), dict(held.meters))
+        change = diff_part(held, rules, meters)
+        apply_change(held, change)
+        self.state[dpid] = held
         return change
 
     @property

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from enforcement import codec, policy
-from enforcement.desired import SwitchState, diff
+from enforcement.desired import SwitchState, apply_change, diff, diff_part
 from enforcement.errors import AlreadyExists, SwitchUnreachable
 from enforcement.model import (HostView, LinkView, Location, State, Subscriber, SwitchView,
                                TopologyView, Violation, Decision)
@@ -40,6 +40,17 @@ class Switches:
             raise SwitchUnreachable("no answer")
         change = diff(self.held.get(dpid, SwitchState.empty()), desired)
         self.held[dpid] = desired
+        return change
+
+    def sync_part(self, dpid, rules, meters, timeout):
+        if self.unreachable_once:
+            self.unreachable_once = False
+            raise SwitchUnreachable("no answer")
+        held = self.held.get(dpid, SwitchState.empty())
+        held = SwitchState(dict(held.rules), dict(held.meters))
+        change = diff_part(held, rules, meters)
+        apply_change(held, change)
+        self.held[dpid] = held
         return change
 
     def topology(self):
