@@ -76,6 +76,9 @@ class EnforcementApp(app_manager.OSKenApp):
         # What each switch confirmed holding of enforcement flows and meters.
         self._actual: dict[int, SwitchState] = {}
         self._sync_locks: dict[int, threading.Lock] = {}
+        # Switches prepared but whose enforcement flows were only counted,
+        # not read: dpid -> how many they hold.
+        self._unread: dict[int, int] = {}
         self.switch_timeout = 5.0
         # Set by the process that wires the app to the service: called, off
         # the event thread, once a (re)connected switch has its base pipeline.
@@ -113,6 +116,14 @@ class EnforcementApp(app_manager.OSKenApp):
         On a refusal the part already applied is undone, so nothing is
         half-installed. Returns the change pushed."""
         with self._sync_lock(dpid):
+            held = self._unread.pop(dpid, None)
+            if held is not None and not verify and held == len(desired.rules) > 0:
+                change = self._reinstall(dpid, desired, timeout)
+                if change is not None:
+                    return change
+                verify = True  # it holds flows we do not want: read them
+            elif held:
+                verify = True
             if verify:
                 self._repair_base(dpid, timeout)
             actual = (self.read_state(dpid, timeout) if verify
@@ -129,11 +140,44 @@ class EnforcementApp(app_manager.OSKenApp):
             self._actual[dpid] = SwitchState(dict(desired.rules), dict(desired.meters))
             return change
 
+    def _reinstall(self, dpid: int, desired: SwitchState, timeout: float):
+        """A reconnected switch holds as many enforcement flows as it should.
+        Instead of reading them all (parsing 100,000 flow stats costs seconds),
+        every wanted flow is added again (OFPFC_ADD replaces an identical flow
+        in place, counters kept; an altered one is put right) and the flows
+        counted again: the same number means nothing else is there, so the
+        switch holds exactly what it should. Returns the (empty) change, or
+        None if other flows remain and must be read."""
+        actual = self._actual.get(dpid, SwitchState.empty())
+        meters = diff(SwitchState({}, actual.meters), SwitchState({}, desired.meters))
+        count = compiler.flow_count_request(pipeline.NS_ENFORCE)
+        replies = self._transact(dpid, [*compiler.change_messages(dataclasses.replace(
+            meters, rules_to_add=tuple(desired.rules.values()))), count], timeout)
+        after = sum(r.flow_count for r in replies.get(count.xid, []))
+        self._actual[dpid] = SwitchState(dict(desired.rules), dict(desired.meters))
+        if after != len(desired.rules):
+            LOG.info("switch %016x holds %d enforcement flow(s) beyond the %d wanted; "
+                     "reading them", dpid, after - len(desired.rules), len(desired.rules))
+            return None
+        LOG.info("switch %016x: its %d enforcement flow(s) re-installed in place and "
+                 "counted", dpid, after)
+        return dataclasses.replace(meters, rules_to_add=())
+
+    def flow_count(self, dpid: int, timeout: float) -> int:
+        """How many enforcement flows the switch holds (one aggregate request)."""
+        request = compiler.flow_count_request(pipeline.NS_ENFORCE)
+        replies = self._transact(dpid, [request], timeout).get(request.xid, [])
+        return sum(r.flow_count for r in replies)
+
     def sync_part(self, dpid: int, rules: dict, meters: dict, timeout: float):
         """sync() for some rule keys and meter ids only (what a batch of
         decisions touched): compared with what the switch confirmed before,
         the difference pushed in one transaction, undone if refused."""
         with self._sync_lock(dpid):
+            if self._unread.pop(dpid, None):
+                # Reconnected and not reconciled yet: what it holds must be
+                # known before a change can be computed against it.
+                self._actual[dpid] = self.read_state(dpid, timeout)
             actual = self._actual.setdefault(dpid, SwitchState.empty())
             change = diff_part(actual, rules, meters)
             if change.empty:
@@ -246,15 +290,18 @@ class EnforcementApp(app_manager.OSKenApp):
                 txn.lost = True
                 txn.done.set()
             self._actual.pop(dp.id, None)
+            self._unread.pop(dp.id, None)
             LOG.warning("switch %016x disconnected", dp.id)
 
     def _prepare_switch(self, dpid: int) -> None:
         """Base pipeline, then whatever must be enforced on this switch.
 
         Enforcement flows and meters the switch still holds (from before a
-        controller restart, or a short disconnection) are read, not wiped:
+        controller restart, or a short disconnection) are kept, not wiped:
         the service reconciles them against the store, so enforcement never
-        lapses. Learned forwarding is rebuilt from scratch.
+        lapses. Only the meters and the number of enforcement flows are read
+        here; sync() decides whether the flows themselves must be read.
+        Learned forwarding is rebuilt from scratch.
         """
         try:
             with self._sync_lock(dpid):
@@ -262,7 +309,12 @@ class EnforcementApp(app_manager.OSKenApp):
                     compiler.delete_namespace(pipeline.NS_FORWARD),
                     *(compiler.flow_add(r) for r in forwarding.base_rules(dpid)),
                 ], self.switch_timeout)
-                self._actual[dpid] = self.read_state(dpid, self.switch_timeout)
+                meters = compiler.meter_config_request()
+                replies = self._transact(dpid, [meters], self.switch_timeout)
+                self._actual[dpid] = SwitchState({}, {
+                    m.meter_id: m for m in (compiler.meter_from_stats(dpid, st)
+                                            for st in replies.get(meters.xid, []))})
+                self._unread[dpid] = self.flow_count(dpid, self.switch_timeout)
             LOG.info("switch %016x ready", dpid)
         except SwitchError as exc:
             LOG.error("switch %016x could not be prepared: %s", dpid, exc)
@@ -324,13 +376,15 @@ class EnforcementApp(app_manager.OSKenApp):
         if txn is not None:
             txn.done.set()
 
-    @set_ev_cls([ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPMeterConfigStatsReply],
-                MAIN_DISPATCHER)
+    @set_ev_cls([ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPMeterConfigStatsReply,
+                 ofp_event.EventOFPAggregateStatsReply], MAIN_DISPATCHER)
     def _stats_reply(self, ev):
         with self._lock:
             txn = self._pending.get((ev.msg.datapath.id, ev.msg.xid))
         if txn is not None:
-            txn.replies.setdefault(ev.msg.xid, []).extend(ev.msg.body)
+            body = ev.msg.body
+            txn.replies.setdefault(ev.msg.xid, []).extend(
+                body if isinstance(body, list) else [body])
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
     def _error(self, ev):

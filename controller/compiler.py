@@ -208,6 +208,14 @@ def flow_stats_request(namespace: int) -> parser.OFPFlowStatsRequest:
         cookie_mask=COOKIE_NAMESPACE_MASK, match=parser.OFPMatch())
 
 
+def flow_count_request(namespace: int) -> parser.OFPAggregateStatsRequest:
+    """How many flows, in every table, have their cookie in a namespace."""
+    return parser.OFPAggregateStatsRequest(
+        datapath=None, flags=0, table_id=ofp.OFPTT_ALL, out_port=ofp.OFPP_ANY,
+        out_group=ofp.OFPG_ANY, cookie=namespace << COOKIE_NAMESPACE_SHIFT,
+        cookie_mask=COOKIE_NAMESPACE_MASK, match=parser.OFPMatch())
+
+
 def cookie_stats_request(cookie: int) -> parser.OFPFlowStatsRequest:
     """The flows, in every table, carrying exactly this cookie."""
     return parser.OFPFlowStatsRequest(

@@ -299,3 +299,56 @@ def test_50_concurrent_clients_leave_the_switches_equal_to_the_store(lab):
     for host in hosts:
         mine = [e for e in active if e.subscriber.ip == lab.host(host).IP()]
         assert smtp_blocked(lab, host) == bool(mine), host
+
+
+def test_a_reconnecting_switch_is_reconciled_without_reading_its_flows_unless_some_are_strays(lab):
+    """On reconnect the controller counts the switch's enforcement flows,
+    re-adds every wanted one and counts again (controller/app.py
+    _reinstall): reading 100,000 flow stats would take seconds. A switch
+    that lost a flow and gained a stray of ours while away, the same number
+    in all, is found out by the second count and read in full."""
+    located(lab, ["h4", "h5"])
+    h4 = lab.stub.Apply(spam(lab, "h4", "count-h4"))
+    lab.stub.Apply(spam(lab, "h5", "count-h5"))
+    # (the datapath's cached flows may take a revalidation to notice)
+    harness.wait_until(lambda: smtp_blocked(lab, "h4") and smtp_blocked(lab, "h5"), 5,
+                       "both blocked")
+
+    def reconnect(while_away):
+        seen = lab.log_path.read_text().count("reconciled in")
+        lab.proxy.cut()
+        try:
+            harness.wait_until(lambda: not lab.stub.GetTopology(
+                pb.GetTopologyRequest()).switches, 10, "switches to disconnect")
+            while_away()
+        finally:
+            lab.proxy.restore()
+        harness.wait_until(lambda: lab.log_path.read_text().count("reconciled in")
+                           >= seen + 2, 20, "both switches reconciled")
+
+    # Nothing changed while away: re-installed in place and counted, not read.
+    reconnect(lambda: None)
+    log = lab.log_path.read_text()
+    assert "enforcement flow(s) re-installed in place and counted" in log
+    assert smtp_blocked(lab, "h4") and smtp_blocked(lab, "h5")
+
+    # h4's flows deleted, as many strays of ours added (blocking h5's web).
+    s2 = lab.host("s2")
+    mine = harness.flows_with_cookie("s2", pipeline.enforcement_cookie(
+        h4.rules[0].cookie & pipeline.COOKIE_SERIAL_MASK))
+    assert mine
+    stray = NS | 0xABCDEF
+
+    def swap():
+        s2.cmd(f"ovs-ofctl -O OpenFlow13 del-flows s2 cookie={h4.rules[0].cookie:#x}/-1")
+        for n in range(len(mine)):
+            s2.cmd(f"ovs-ofctl -O OpenFlow13 add-flow s2 cookie={stray:#x},table=0,"
+                   f"priority=3000,tcp,nw_src={lab.host('h5').IP()},tp_dst={80 + n},"
+                   "actions=drop")
+        assert len(enforcement_flows(("s2",))) == 2 * len(mine)
+    reconnect(swap)
+    assert "beyond the" in lab.log_path.read_text()
+    assert smtp_blocked(lab, "h4"), "h4's block is back"
+    assert harness.tcp_connects(lab.host("h5"), lab.host("h6").IP(), 80), "the stray is gone"
+    assert harness.flows_with_cookie("s2", stray) == []
+    assert len(enforcement_flows(("s2",))) == 2 * len(mine)
