@@ -16,8 +16,9 @@ What is measured:
   with 1, 8, 32 concurrent clients, each on its own connection and subscriber;
 - reconcile: a switch holding K enforcements reconnects (the control channel
   is cut and restored, so OVS keeps its flows): time until the controller has
-  read and verified it, and again after the switch lost every enforcement
-  flow (all K re-installed); plus controller memory per 10,000 enforcements;
+  reconciled it (counted, re-added in place, counted again), and again after
+  the switch lost every enforcement flow (all K re-installed); plus
+  controller memory per 10,000 enforcements;
 - the floor, same run, same switch: the same flows installed by
   `ovs-ofctl -O OpenFlow14 --bundle add-flows` from a file (for latency, one
   decision's flows per ovs-ofctl run; for throughput, 1,000 decisions' flows
@@ -130,9 +131,11 @@ def _stamp(line: str) -> float:
 
 
 def _client_process(address: str, clients: list[tuple[int, str]], start_at: float,
-                    seconds: float, results) -> None:
+                    seconds: float, results, batch: int = 0) -> None:
     """Client threads of one worker process: each its own connection and
-    subscriber, Apply then Lift in a loop from start_at for `seconds`."""
+    subscriber, Apply then Lift in a loop from start_at for `seconds`; with
+    batch, ApplyBatch of that many decisions (one TCP port each) then
+    LiftBatch of them."""
     import grpc
     from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
     counts = [0] * len(clients)
@@ -150,6 +153,16 @@ def _client_process(address: str, clients: list[tuple[int, str]], start_at: floa
             n = 0
             while time.time() < start_at + seconds:
                 try:
+                    if batch:
+                        answers = ctl.apply_batch([port_block(ip, 1000 + k, i * 10**6 + n + k)
+                                                   for k in range(batch)])
+                        refused = [a.message for a in answers if a.code]
+                        if refused:
+                            raise RuntimeError(refused[0])
+                        ctl.lift_batch([a.enforcement.id for a in answers], "bench")
+                        counts[slot] += 2 * batch
+                        n += batch
+                        continue
                     record = ctl.apply_request(port_block(ip, 25, i * 10**6 + n))
                     ctl.lift(record.id, "bench")
                 except Exception as exc:  # reported, the run goes on
@@ -297,7 +310,7 @@ class Bench:
 
     # ---- throughput --------------------------------------------------------------------
 
-    def throughput(self, clients: int) -> None:
+    def throughput(self, clients: int, batch: int = 0) -> None:
         ips = [h.IP() for h in self.net.hosts]
         if clients > len(ips):
             raise ValueError(f"{clients} clients need --hosts >= {clients}")
@@ -310,10 +323,11 @@ class Bench:
         start_at = time.time() + 3.0  # time for the workers to start and connect
         workers = [context.Process(target=_client_process, args=(
             self.controller.grpc_address, [(i, ips[i]) for i in range(p, clients, processes)],
-            start_at, self.args.seconds, results)) for p in range(processes)]
+            start_at, self.args.seconds, results, batch)) for p in range(processes)]
         for worker in workers:
             worker.start()
-        profiler = self._profile(f"throughput-{clients}", start_at)
+        name = f"throughput-{clients}" + (f"-batch{batch}" if batch else "")
+        profiler = self._profile(name, start_at)
         # Where the machine's CPU goes during the run: the controller, the
         # switch, the clients.
         time.sleep(max(0.0, start_at + 0.5 - time.time()))
@@ -338,11 +352,12 @@ class Bench:
         rate = counts / seconds
         floor_rate = self.bulk_floor_rate
         target = TARGETS["decisions_per_s"]
-        self.row(f"decisions/s, {clients} client(s) (Apply+Lift, {seconds:.0f} s)",
+        how = (f"ApplyBatch+LiftBatch of {batch}" if batch else "Apply+Lift")
+        self.row(f"decisions/s, {clients} client(s) ({how}, {seconds:.0f} s)",
                  f"{rate:.0f}/s", f"{floor_rate:.0f}/s",
                  f"x{rate / floor_rate:.3f}; target >= {target:g}/s: "
                  + ("met" if rate >= target else "NOT met"))
-        self.notes.append(f"{clients} client(s): CPU during the run (of {os.cpu_count()} "
+        self.notes.append(f"{clients} client(s){' batched' if batch else ''}: CPU during the run (of {os.cpu_count()} "
                           "cores): " + ", ".join(f"{k} {100 * v / span:.0f}%"
                                                  for k, v in used.items()))
         if failures:
@@ -366,7 +381,7 @@ class Bench:
 
     # ---- reconcile and memory -----------------------------------------------------------
 
-    def reconcile(self, count: int) -> None:
+    def reconcile(self, count: int, last: bool = False) -> None:
         ips = [h.IP() for h in self.net.hosts]
         baseline = rss_mib(self.controller.proc.pid)
         started = time.perf_counter()
@@ -406,13 +421,15 @@ class Bench:
         delete_enforcement_flows("s1")
         floor = bundle_add("s1", flows, self.workdir)
         ratio = wiped / floor
-        self.row(f"reconcile {count}: switch reconnects holding all (read + verify)",
+        self.row(f"reconcile {count}: switch reconnects holding all (count, re-add in place, count)",
                  f"{holding:.2f} s ({holding_total:.2f} s from channel restored)",
                  f"{floor:.2f} s", f"x{holding / floor:.2f}")
-        self.row(f"reconcile {count}: switch reconnects having lost all (read + re-install)",
+        self.row(f"reconcile {count}: switch reconnects having lost all (count, re-install)",
                  f"{wiped:.2f} s ({wiped_total:.2f} s from channel restored)",
                  f"{floor:.2f} s", f"x{ratio:.2f}; target <= x{TARGETS['reconcile_ratio']:g}: "
                  + ("met" if ratio <= TARGETS["reconcile_ratio"] else "NOT met"))
+        if last:
+            return
         # Leave an empty controller for whatever comes next.
         for record in self.client.list(case_id="BENCH", states=("active",)):
             self.client.lift(record.id, "bench")
@@ -471,12 +488,17 @@ def main(argv=None) -> int:
     parser.add_argument("--hosts", type=int, default=32)
     parser.add_argument("--client-processes", type=int, default=4,
                         help="processes the throughput clients are spread over")
+    parser.add_argument("--batch", type=int, default=64,
+                        help="decisions per ApplyBatch/LiftBatch call in the batched runs")
+    parser.add_argument("--batch-clients", default="1,8",
+                        help="client counts of the batched throughput runs ('' for none)")
     parser.add_argument("--profile", metavar="DIR",
                         help="record py-spy profiles of the controller into DIR")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("run as root (Open vSwitch and Mininet)")
     clients = [int(c) for c in args.clients.split(",") if c]
+    batch_clients = [int(c) for c in args.batch_clients.split(",") if c]
     counts = [int(c) for c in args.reconcile.split(",") if c]
     with open(LOCK_PATH, "w") as lock, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -487,8 +509,10 @@ def main(argv=None) -> int:
             bench.latency()
             for n in clients:
                 bench.throughput(n)
-            for n in counts:
-                bench.reconcile(n)
+            for n in batch_clients:
+                bench.throughput(n, batch=args.batch)
+            for i, n in enumerate(counts):
+                bench.reconcile(n, last=i == len(counts) - 1)
             bench.batching()
         finally:
             bench.stop()

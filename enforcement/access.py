@@ -4,7 +4,8 @@ identities, and per-client limits. Pure: loading and checking only.
 The file (TOML, `--access FILE`):
 
     [roles]                      # optional; these are the defaults
-    case_system = ["Apply", "Lift", "Get", "List", "Plan", "Watch"]
+    case_system = ["Apply", "Lift", "ApplyBatch", "LiftBatch", "Get", "List", "Plan",
+                   "Watch"]
     engineer = ["Get", "List", "Plan", "Watch", "GetTopology", "ListAudit"]
 
     [limits]                     # optional; per client, these are the defaults
@@ -32,10 +33,13 @@ from enforcement.v1 import enforcement_pb2 as pb
 
 CALLS = frozenset(pb.DESCRIPTOR.services_by_name["EnforcementService"].methods_by_name)
 # Calls that change the network; every one of them is audited, refusals too.
-CHANGING = frozenset({"Apply", "Lift"})
+CHANGING = frozenset({"Apply", "Lift", "ApplyBatch", "LiftBatch"})
+# Calls that carry many decisions: each counts against the client's rate.
+BATCHES = frozenset({"ApplyBatch", "LiftBatch"})
 
 DEFAULT_ROLES = {
-    "case_system": frozenset({"Apply", "Lift", "Get", "List", "Plan", "Watch"}),
+    "case_system": frozenset({"Apply", "Lift", "ApplyBatch", "LiftBatch", "Get", "List",
+                              "Plan", "Watch"}),
     "engineer": frozenset({"Get", "List", "Plan", "Watch", "GetTopology", "ListAudit"}),
 }
 
@@ -161,15 +165,16 @@ class TokenBucket:
     def refill_seconds(self) -> float:
         return self._burst / self._rate
 
-    def take(self) -> float:
-        """0 when a token was taken, else the seconds until one is due."""
+    def take(self, count: int = 1) -> float:
+        """0 when `count` tokens were taken, else the seconds until they are
+        due (a count above the burst is never due: it is refused outright)."""
         now = self._clock()
         self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
         self._last = now
-        if self._tokens >= 1:
-            self._tokens -= 1
+        if self._tokens >= count:
+            self._tokens -= count
             return 0.0
-        return (1 - self._tokens) / self._rate
+        return (count - self._tokens) / self._rate
 
 
 class ClientLimiter:
@@ -193,8 +198,10 @@ class ClientLimiter:
             if not busy and now - bucket.last_used > bucket.refill_seconds:
                 del self._buckets[key]
 
-    def acquire(self, key: str, limits: Limits, streaming: bool) -> str | None:
-        """None when the call may go ahead (release() it afterwards), else why not."""
+    def acquire(self, key: str, limits: Limits, streaming: bool,
+                cost: int = 1) -> str | None:
+        """None when the call may go ahead (release() it afterwards), else why
+        not. cost: how many requests the call carries (a batch)."""
         with self._lock:
             bucket = self._buckets.get(key)
             if bucket is None and len(self._buckets) >= self.PRUNE_ABOVE:
@@ -202,7 +209,10 @@ class ClientLimiter:
             if bucket is None:
                 bucket = self._buckets[key] = TokenBucket(
                     limits.requests_per_second, limits.burst, self._clock)
-            wait = bucket.take()
+            if cost > limits.burst:
+                return (f"client {key!r} sent {cost} requests in one call; its burst "
+                        f"allows {limits.burst}")
+            wait = bucket.take(cost)
             if wait:
                 return (f"client {key!r} is over its limit of "
                         f"{limits.requests_per_second:g} requests/s; retry in "

@@ -195,6 +195,70 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
                                             outcome["action"], outcome["outcome"],
                                             time.monotonic() - started)
 
+    def ApplyBatch(self, request, context):
+        """Apply for each decision, in as few switch pushes and commits as
+        group commit allows; each refusal answered (and audited) on its own."""
+        started = time.monotonic()
+        actor = current_actor(context)
+
+        def run():
+            _check_batch(request)
+            decisions, outcomes = [], [None] * len(request.requests)
+            for i, item in enumerate(request.requests):
+                try:
+                    decisions.append((i, self._decision(item)))
+                except errors.EnforcementError as exc:
+                    outcomes[i] = exc
+            for (i, _), outcome in zip(decisions, self._service.apply_many(
+                    [d for _, d in decisions], actor=actor)):
+                outcomes[i] = outcome
+            results = []
+            for item, outcome in zip(request.requests, outcomes):
+                result = self._batch_result(outcome, actor, "Apply", item.case_id, "")
+                if self._metrics is not None:
+                    violation = _enum_from_proto(Violation, "Violation", item.violation)
+                    kind = ("none" if isinstance(outcome, Exception)
+                            else outcome.action.kind.value)
+                    self._metrics.observe_apply(
+                        violation.value if violation else "unknown", kind,
+                        outcome.state.value if not isinstance(outcome, Exception)
+                        else _code_name(result.code), time.monotonic() - started)
+                results.append(result)
+            return pb.BatchResponse(results=results)
+        return _answer(context, run)
+
+    def LiftBatch(self, request, context):
+        actor = current_actor(context)
+
+        def run():
+            _check_batch(request)
+            lifts, outcomes = [], [None] * len(request.requests)
+            for i, item in enumerate(request.requests):
+                try:
+                    lifts.append((i, (validate_id("id", item.id),
+                                      validation.parse_reason(item.reason))))
+                except errors.EnforcementError as exc:
+                    outcomes[i] = exc
+            for (i, _), outcome in zip(lifts, self._service.lift_many(
+                    [lift for _, lift in lifts], actor=actor)):
+                outcomes[i] = outcome
+            return pb.BatchResponse(results=[
+                self._batch_result(outcome, actor, "Lift", "", item.id)
+                for item, outcome in zip(request.requests, outcomes)])
+        return _answer(context, run)
+
+    def _batch_result(self, outcome, actor, call, case_id, enforcement_id) -> pb.BatchResult:
+        if not isinstance(outcome, Exception):
+            return pb.BatchResult(enforcement=enforcement_to_proto(outcome))
+        if not isinstance(outcome, errors.EnforcementError):
+            LOG.error("internal error in a batch: %r", outcome)
+            return pb.BatchResult(code=grpc.StatusCode.INTERNAL.value[0],
+                                  message="internal error; the controller log has the details")
+        code = _status_of(outcome)
+        self._service.record_refusal(actor, call, case_id, enforcement_id, code.name,
+                                     str(outcome))
+        return pb.BatchResult(code=code.value[0], message=str(outcome))
+
     def Plan(self, request, context):
         return _answer(context, lambda: proposal_to_proto(
             self._service.plan(self._decision(request))))
@@ -337,13 +401,32 @@ def requested_action(message: pb.ActionRequest, rules: policy.Policy):
         raise errors.InvalidArgument(str(exc)) from None
 
 
+MAX_BATCH = 256
+
+
+def _check_batch(request) -> None:
+    if not request.requests:
+        raise errors.InvalidArgument("requests is empty")
+    if len(request.requests) > MAX_BATCH:
+        raise errors.InvalidArgument(
+            f"requests holds {len(request.requests)} decisions; at most {MAX_BATCH} per call")
+
+
+def _status_of(exc: errors.EnforcementError) -> grpc.StatusCode:
+    return next(code for cls, code in _STATUS.items() if isinstance(exc, cls))
+
+
+def _code_name(number: int) -> str:
+    return next((c.name.lower() for c in grpc.StatusCode if c.value[0] == number), "unknown")
+
+
 def _answer(context, run, audit=None, on_refusal=None):
     """Runs a call; a domain error becomes its status code (and, for calls
     that change things, an audit entry: refusals are on record too)."""
     try:
         return run()
     except errors.EnforcementError as exc:
-        code = next(code for cls, code in _STATUS.items() if isinstance(exc, cls))
+        code = _status_of(exc)
         if on_refusal is not None:
             on_refusal(code)
         if audit is not None:

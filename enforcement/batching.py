@@ -26,7 +26,10 @@ class _Slot:
         self.error: BaseException | None = None
         self.done = False
         self.lead = False
-        self.wake = threading.Event()
+        # A bare lock as a one-shot signal, held until the slot is woken:
+        # lighter than an Event, and there is exactly one waiter.
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class GroupCommit:
@@ -42,18 +45,35 @@ class GroupCommit:
         self.jobs = 0
 
     def submit(self, job):
-        slot = _Slot(job)
-        with self._lock:
-            self._queue.append(slot)
-            if not self._running:
-                self._running = slot.lead = True
-        if not slot.lead:
-            slot.wake.wait()
-        if slot.lead:
-            self._lead()
+        slot = self._enqueue([job])[0]
+        self._await(slot)
         if slot.error is not None:
             raise slot.error
         return slot.result
+
+    def submit_many(self, jobs: Sequence) -> list:
+        """Several jobs at once (they go in as few batches as the limit
+        allows); returns their outcomes in order, exceptions as values."""
+        slots = self._enqueue(jobs)
+        for slot in slots:
+            self._await(slot)
+        return [slot.error if slot.error is not None else slot.result for slot in slots]
+
+    def _enqueue(self, jobs: Sequence) -> list[_Slot]:
+        slots = [_Slot(job) for job in jobs]
+        with self._lock:
+            self._queue.extend(slots)
+            if slots and not self._running:
+                self._running = slots[0].lead = True
+        return slots
+
+    def _await(self, slot: _Slot) -> None:
+        """Until the slot is done; leads a batch when handed the role (the
+        slot is then the oldest queued, so the batch includes it)."""
+        if not slot.lead:
+            slot.wake.acquire()
+        if slot.lead and not slot.done:
+            self._lead()
 
     def _lead(self) -> None:
         with self._lock:
@@ -80,6 +100,7 @@ class GroupCommit:
             else:
                 nxt.lead = True
         for slot in batch:
-            slot.wake.set()
+            if slot.wake.locked():
+                slot.wake.release()
         if nxt is not None:
-            nxt.wake.set()
+            nxt.wake.release()

@@ -120,6 +120,24 @@ class EnforcementClient:
             request.request_id = f"py-{uuid.uuid4().hex}"
         return self._call("Apply", request, timeout)
 
+    def apply_batch(self, requests: list[pb.ApplyRequest], *,
+                    timeout: float | None = None) -> list[pb.BatchResult]:
+        """Many decisions in one call (at most 256); one result per request, in
+        order: `enforcement` when taken, else `code` and `message`. Safe to
+        retry: request ids are set once, here, before the first attempt."""
+        for request in requests:
+            if not request.request_id:
+                request.request_id = f"py-{uuid.uuid4().hex}"
+        return list(self._call("ApplyBatch", pb.ApplyBatchRequest(requests=requests),
+                               timeout).results)
+
+    def lift_batch(self, enforcement_ids: list[str], reason: str = "", *,
+                   timeout: float | None = None) -> list[pb.BatchResult]:
+        """Many lifts in one call; lifting what is already lifted returns it."""
+        request = pb.LiftBatchRequest(requests=[pb.LiftRequest(id=i, reason=reason)
+                                                for i in enforcement_ids])
+        return list(self._call("LiftBatch", request, timeout).results)
+
     def plan(self, *, ip: str, violation: str | int, case_id: str = "plan",
              timeout: float | None = None, **fields) -> pb.Plan:
         request = pb.ApplyRequest(request_id="plan", case_id=case_id,

@@ -125,7 +125,9 @@ class Guard(grpc.ServerInterceptor):
                          f"the call arrived with {max(left, 0) * 1000:.0f} ms left "
                          f"before its deadline; nothing was done")
         limits = self._access.limits_of(caller.name)
-        why = self._limiter.acquire(caller.name, limits, streaming)
+        cost = (max(1, len(request.requests)) if call in access_rules.BATCHES
+                else 1)
+        why = self._limiter.acquire(caller.name, limits, streaming, cost)
         if why:
             self._refuse(context, call, request, caller.actor(),
                          grpc.StatusCode.RESOURCE_EXHAUSTED, why)

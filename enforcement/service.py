@@ -115,6 +115,15 @@ class EnforcementService:
     def lift(self, enforcement_id: str, reason: str, actor: str = "") -> Enforcement:
         return self._commits.submit(("lift", enforcement_id, reason, actor))
 
+    def apply_many(self, decisions: list[Decision], actor: str = "") -> list:
+        """apply() of each, in as few batches as possible; outcomes in order,
+        an EnforcementError instance for a refused decision."""
+        return self._commits.submit_many([("apply", d, actor) for d in decisions])
+
+    def lift_many(self, lifts: list[tuple[str, str]], actor: str = "") -> list:
+        """lift() of each (id, reason); outcomes in order, errors as values."""
+        return self._commits.submit_many([("lift", i, r, actor) for i, r in lifts])
+
     @property
     def batch_counts(self) -> tuple[int, int]:
         """(batches run, decisions in them), for the benchmark and metrics."""

@@ -74,6 +74,16 @@ class EnforcementServiceStub:
                 request_serializer=enforcement_dot_v1_dot_enforcement__pb2.ListAuditRequest.SerializeToString,
                 response_deserializer=enforcement_dot_v1_dot_enforcement__pb2.ListAuditResponse.FromString,
                 _registered_method=True)
+        self.ApplyBatch = channel.unary_unary(
+                '/enforcement.v1.EnforcementService/ApplyBatch',
+                request_serializer=enforcement_dot_v1_dot_enforcement__pb2.ApplyBatchRequest.SerializeToString,
+                response_deserializer=enforcement_dot_v1_dot_enforcement__pb2.BatchResponse.FromString,
+                _registered_method=True)
+        self.LiftBatch = channel.unary_unary(
+                '/enforcement.v1.EnforcementService/LiftBatch',
+                request_serializer=enforcement_dot_v1_dot_enforcement__pb2.LiftBatchRequest.SerializeToString,
+                response_deserializer=enforcement_dot_v1_dot_enforcement__pb2.BatchResponse.FromString,
+                _registered_method=True)
 
 
 class EnforcementServiceServicer:
@@ -140,6 +150,24 @@ class EnforcementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApplyBatch(self, request, context):
+        """Many decisions in one call (a takedown list, a queue drained at once),
+        at most 1,000: each is applied exactly as Apply would apply it (same
+        validation, idempotency, audit and switch confirmation) and answered in
+        the order given, with its enforcement or with the error Apply would have
+        returned. One bad decision does not stop the others.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LiftBatch(self, request, context):
+        """Many lifts in one call, each as Lift would do it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EnforcementServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -182,6 +210,16 @@ def add_EnforcementServiceServicer_to_server(servicer, server):
                     servicer.ListAudit,
                     request_deserializer=enforcement_dot_v1_dot_enforcement__pb2.ListAuditRequest.FromString,
                     response_serializer=enforcement_dot_v1_dot_enforcement__pb2.ListAuditResponse.SerializeToString,
+            ),
+            'ApplyBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyBatch,
+                    request_deserializer=enforcement_dot_v1_dot_enforcement__pb2.ApplyBatchRequest.FromString,
+                    response_serializer=enforcement_dot_v1_dot_enforcement__pb2.BatchResponse.SerializeToString,
+            ),
+            'LiftBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.LiftBatch,
+                    request_deserializer=enforcement_dot_v1_dot_enforcement__pb2.LiftBatchRequest.FromString,
+                    response_serializer=enforcement_dot_v1_dot_enforcement__pb2.BatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -400,6 +438,60 @@ class EnforcementService:
             '/enforcement.v1.EnforcementService/ListAudit',
             enforcement_dot_v1_dot_enforcement__pb2.ListAuditRequest.SerializeToString,
             enforcement_dot_v1_dot_enforcement__pb2.ListAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/enforcement.v1.EnforcementService/ApplyBatch',
+            enforcement_dot_v1_dot_enforcement__pb2.ApplyBatchRequest.SerializeToString,
+            enforcement_dot_v1_dot_enforcement__pb2.BatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LiftBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/enforcement.v1.EnforcementService/LiftBatch',
+            enforcement_dot_v1_dot_enforcement__pb2.LiftBatchRequest.SerializeToString,
+            enforcement_dot_v1_dot_enforcement__pb2.BatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -309,3 +309,46 @@ def test_duration_and_expiry_are_checked(stub):
     past.expires_at.CopyFrom(timestamp_pb2.Timestamp(seconds=1))
     code, details = code_of(lambda: stub.Apply(past))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "past" in details
+
+
+def test_a_batch_answers_each_decision_in_order_with_its_own_outcome(stub, network):
+    """ApplyBatch over a real socket: valid decisions are installed, each
+    refusal is the status Apply would have given (and audited), a repeated
+    request id replays, and LiftBatch removes exactly what it names."""
+    requests = [spam("b1"), spam("b2", ip="10.0.0.3"),
+                spam("b3", ip="10.0.0.256"),          # not an address
+                spam("b4", ip="10.0.0.250"),          # DNS: a protected asset
+                spam("b5", ip="10.0.0.77"),           # never seen on a switch
+                spam("b1")]                           # the first one again
+    results = stub.ApplyBatch(pb.ApplyBatchRequest(requests=requests)).results
+    codes = [grpc.StatusCode.OK.value[0] if r.HasField("enforcement") else r.code
+             for r in results]
+    assert codes == [0, 0, grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                     grpc.StatusCode.FAILED_PRECONDITION.value[0],
+                     grpc.StatusCode.NOT_FOUND.value[0], 0]
+    assert "protected asset" in results[3].message
+    first, second = results[0].enforcement, results[1].enforcement
+    assert first.state == second.state == pb.STATE_ACTIVE
+    assert results[5].enforcement.id == first.id, "a repeated request id replays"
+    assert {r.datapath_id for r in second.rules} == {2}
+    assert len(network.flows) == 2
+    refusals = [e for e in stub.ListAudit(pb.ListAuditRequest()).entries
+                if e.outcome != "OK"]
+    assert {e.outcome for e in refusals} >= {"INVALID_ARGUMENT", "FAILED_PRECONDITION",
+                                             "NOT_FOUND"}
+
+    lifted = stub.LiftBatch(pb.LiftBatchRequest(requests=[
+        pb.LiftRequest(id=first.id, reason="done"),
+        pb.LiftRequest(id="enf-0000000000000000")])).results
+    assert lifted[0].enforcement.state == pb.STATE_LIFTED
+    assert lifted[1].code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert {r.cookie for r in network.flows} == {second.rules[0].cookie}
+
+
+def test_a_batch_too_big_or_empty_is_refused_whole(stub, network):
+    code, details = code_of(lambda: stub.ApplyBatch(pb.ApplyBatchRequest(
+        requests=[spam(f"x{n}") for n in range(257)])))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "at most 256" in details
+    code, _ = code_of(lambda: stub.ApplyBatch(pb.ApplyBatchRequest()))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert network.flows == set()

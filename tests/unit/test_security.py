@@ -135,6 +135,8 @@ def test_roles_split_reads_and_changes(api, pki):
         record = pb_grpc.EnforcementServiceStub(ch).Apply(spam("a1"))
     assert call(pki, port, "engineer", "Lift", pb.LiftRequest(id=record.id)) \
         == "PERMISSION_DENIED"
+    assert call(pki, port, "engineer", "ApplyBatch",
+                pb.ApplyBatchRequest(requests=[spam("a2")])) == "PERMISSION_DENIED"
     assert call(pki, port, "case-system", "Lift", pb.LiftRequest(id=record.id)) == "OK"
     lifts = [e for e in audit(service) if e[1] == "Lift"]
     assert [(a.split(" from")[0], o) for a, _, o, _ in lifts] == [
@@ -226,6 +228,18 @@ def test_limits_unit():
     clock[0] += 1.0
     assert limiter.acquire("a", limits, False) is None
     assert limiter.acquire("b", limits, False) is None  # another client, its own budget
+
+
+def test_a_batch_counts_each_of_its_decisions_against_the_rate():
+    clock = [0.0]
+    limiter = access.ClientLimiter(clock=lambda: clock[0])
+    limits = access.Limits(requests_per_second=10, burst=10, max_in_flight=5)
+    assert limiter.acquire("a", limits, False, cost=8) is None
+    limiter.release("a", False)
+    assert "requests/s" in limiter.acquire("a", limits, False, cost=3)  # 2 left
+    assert limiter.acquire("a", limits, False, cost=2) is None
+    limiter.release("a", False)
+    assert "burst allows 10" in limiter.acquire("b", limits, False, cost=11)
 
 
 @pytest.mark.parametrize("text, message", [
