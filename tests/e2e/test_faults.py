@@ -352,3 +352,26 @@ def test_a_reconnecting_switch_is_reconciled_without_reading_its_flows_unless_so
     assert harness.tcp_connects(lab.host("h5"), lab.host("h6").IP(), 80), "the stray is gone"
     assert harness.flows_with_cookie("s2", stray) == []
     assert len(enforcement_flows(("s2",))) == 2 * len(mine)
+
+
+def test_a_batch_of_decisions_is_enforced_on_real_traffic_and_lifted_together(lab):
+    located(lab, ["h1", "h4", "h5"])
+    requests = [spam(lab, "h1", "batch-h1"), spam(lab, "h4", "batch-h4"),
+                spam(lab, "h5", "batch-h5")]
+    requests.append(pb.ApplyRequest(request_id="batch-bad", case_id="CASE-bad",
+                                    subscriber=pb.Subscriber(ip="10.0.0.300"),
+                                    violation=pb.VIOLATION_SPAM, reason="typo"))
+    results = lab.stub.ApplyBatch(pb.ApplyBatchRequest(requests=requests)).results
+    assert [r.enforcement.state for r in results[:3]] == [pb.STATE_ACTIVE] * 3
+    assert results[3].code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    harness.wait_until(lambda: all(smtp_blocked(lab, h) for h in ("h1", "h4", "h5")), 5,
+                       "port 25 blocked for the three")
+    h6 = lab.host("h6").IP()
+    assert all(harness.tcp_connects(lab.host(h), h6, 80) for h in ("h1", "h4", "h5"))
+    assert not smtp_blocked(lab, "h2"), "a subscriber outside the batch is untouched"
+    lifted = lab.stub.LiftBatch(pb.LiftBatchRequest(requests=[
+        pb.LiftRequest(id=r.enforcement.id, reason="batch done") for r in results[:3]]))
+    assert {r.enforcement.state for r in lifted.results} == {pb.STATE_LIFTED}
+    harness.wait_until(lambda: not any(smtp_blocked(lab, h) for h in ("h1", "h4", "h5")),
+                       5, "port 25 open again")
+    assert enforcement_flows() == []
