@@ -30,7 +30,8 @@ from controller.hosts import HostTable
 from controller.settling import Settling
 from enforcement import pipeline, topology
 from enforcement.routing import switch_graph
-from enforcement.desired import SwitchState, apply_change, diff, diff_part
+from enforcement.desired import (Change, SwitchState, apply_change, audit_parts, diff,
+                                 diff_part)
 from enforcement.errors import SwitchError, SwitchUnreachable
 from enforcement.model import LinkView, Location, SwitchView, TopologyView
 
@@ -51,6 +52,10 @@ class _Transaction:
     replies: dict[int, list] = dataclasses.field(default_factory=dict)
     lost: bool = False  # the switch went away before answering
 
+
+# An audit reads at most about this many flows of a switch (see audit()).
+AUDIT_FLOWS = 8192
+_NO_CHANGE = Change((), (), (), (), ())
 
 # Set by the process entry before OS-Ken instantiates the app (OS-Ken builds
 # apps itself, with no arguments of ours).
@@ -79,6 +84,7 @@ class EnforcementApp(app_manager.OSKenApp):
         # Switches prepared but whose enforcement flows were only counted,
         # not read: dpid -> how many they hold.
         self._unread: dict[int, int] = {}
+        self._audit_turns: dict[int, int] = {}
         self.switch_timeout = 5.0
         # Set by the process that wires the app to the service: called, off
         # the event thread, once a (re)connected switch has its base pipeline.
@@ -168,6 +174,52 @@ class EnforcementApp(app_manager.OSKenApp):
         request = compiler.flow_count_request(pipeline.NS_ENFORCE)
         replies = self._transact(dpid, [request], timeout).get(request.xid, [])
         return sum(r.flow_count for r in replies)
+
+    def audit(self, dpid: int, timeout: float):
+        """Checks a switch against what it confirmed holding, and repairs what
+        differs (flows deleted, added or altered by hand, meters too).
+
+        Every audit counts the enforcement flows (one aggregate request): a
+        count that differs means flows were deleted or added, and every flow
+        is read. Otherwise one part of them is read, by cookie: all of them up
+        to AUDIT_FLOWS flows, else a rotating 1/2^k of them, so that a switch
+        holding 100,000 flows is never parsed whole every few seconds (an
+        altered flow is then found within 2^k audits). The reading runs
+        beside decisions; only the comparison and the repair hold the
+        switch's lock, so redundant repairs are possible, wrong ones are not:
+        a re-add of what is wanted, a delete of what is not, both idempotent.
+        Returns the change pushed, or None for a switch not reconciled yet."""
+        with self._sync_lock(dpid):
+            if dpid in self._unread or dpid not in self._actual:
+                return None  # not reconciled yet: its reconnect does that
+            self._repair_base(dpid, timeout)
+            wanted = len(self._actual[dpid].rules)
+        parts = audit_parts(wanted, self.flow_count(dpid, timeout), AUDIT_FLOWS)
+        turn = self._audit_turns.get(dpid, 0)
+        self._audit_turns[dpid] = turn + 1
+        part = turn % parts
+        flows = compiler.flow_stats_request(pipeline.NS_ENFORCE, part, parts)
+        meters = compiler.meter_config_request()
+        replies = self._transact(dpid, [flows, meters], timeout)
+        seen = SwitchState.of(
+            [compiler.rule_from_stats(dpid, st) for st in replies.get(flows.xid, [])],
+            [compiler.meter_from_stats(dpid, st) for st in replies.get(meters.xid, [])])
+        with self._sync_lock(dpid):
+            actual = self._actual.get(dpid)
+            if actual is None:
+                return _NO_CHANGE
+            expected = SwitchState(
+                {k: r for k, r in actual.rules.items() if r.cookie % parts == part},
+                actual.meters)
+            change = diff(seen, expected)
+            if change.empty:
+                return change
+            try:
+                self._transact(dpid, compiler.change_messages(change), timeout)
+            except SwitchError:
+                self._undo(dpid, change, timeout)
+                raise
+            return change
 
     def sync_part(self, dpid: int, rules: dict, meters: dict, timeout: float):
         """sync() for some rule keys and meter ids only (what a batch of

@@ -200,12 +200,16 @@ def meter_delete(spec: MeterSpec) -> parser.OFPMeterMod:
                               meter_id=spec.meter_id)
 
 
-def flow_stats_request(namespace: int) -> parser.OFPFlowStatsRequest:
-    """Every flow, in every table, whose cookie is in a namespace."""
+def flow_stats_request(namespace: int, part: int = 0,
+                       parts: int = 1) -> parser.OFPFlowStatsRequest:
+    """Every flow, in every table, whose cookie is in a namespace; with
+    parts (a power of two), only those whose cookie is part modulo parts."""
+    if parts & (parts - 1) or not 0 <= part < parts:
+        raise ValueError(f"part {part} of {parts}: parts must be a power of two")
     return parser.OFPFlowStatsRequest(
         datapath=None, table_id=ofp.OFPTT_ALL, out_port=ofp.OFPP_ANY,
-        out_group=ofp.OFPG_ANY, cookie=namespace << COOKIE_NAMESPACE_SHIFT,
-        cookie_mask=COOKIE_NAMESPACE_MASK, match=parser.OFPMatch())
+        out_group=ofp.OFPG_ANY, cookie=(namespace << COOKIE_NAMESPACE_SHIFT) | part,
+        cookie_mask=COOKIE_NAMESPACE_MASK | (parts - 1), match=parser.OFPMatch())
 
 
 def flow_count_request(namespace: int) -> parser.OFPAggregateStatsRequest:

@@ -95,6 +95,18 @@ def apply_change(state: SwitchState, change: Change) -> None:
         state.meters[meter.meter_id] = meter
 
 
+def audit_parts(wanted: int, held: int, limit: int) -> int:
+    """Into how many parts (by cookie, a power of two) a drift audit splits a
+    switch's flows: one, i.e. read them all, when the switch holds a number
+    of flows other than wanted (some were deleted or added), else as few as
+    keep each part at or under `limit` flows."""
+    parts = 1
+    if held == wanted:
+        while wanted > parts * limit:
+            parts *= 2
+    return parts
+
+
 class DesiredIndex:
     """What every switch must hold, kept up to date one enforcement at a time.
 

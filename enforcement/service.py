@@ -63,6 +63,7 @@ class Network(Protocol):
     def sync(self, dpid: int, desired: SwitchState, timeout: float,
              verify: bool = False) -> Change: ...
     def sync_part(self, dpid: int, rules: dict, meters: dict, timeout: float) -> Change: ...
+    def audit(self, dpid: int, timeout: float) -> Change | None: ...
     def topology(self) -> TopologyView: ...
 
 
@@ -424,31 +425,48 @@ class EnforcementService:
             meters=planned.meters, updated_at=now)
 
     def repair_drift(self) -> int:
-        """Reads every connected switch's enforcement state and repairs what
-        differs from the store (rules deleted or altered by hand). Returns how
+        """Audits every connected switch (Network.audit: flows deleted, added
+        or altered by hand, repaired against what the switch confirmed
+        holding) and brings each to the store's state. The switch reads run
+        outside the lifecycle lock, so decisions go on meanwhile. Returns how
         many switches needed a repair."""
         repaired = 0
+        with self._lock:
+            dpids = self._desired.switches()
+        for dpid in dpids:
+            if not self._network.is_connected(dpid):
+                continue
+            try:
+                audited = self._network.audit(dpid, self._switch_timeout)
+                if audited is None:
+                    continue  # reconnecting: its reconcile is under way
+                changes = [audited]
+                with self._changing():
+                    # What the switch confirmed against what the store wants
+                    # (they part only when a push failed half-way).
+                    changes.append(self._sync_full(dpid))
+                    self._report_drift(dpid, changes)
+            except SwitchError as exc:
+                # A switch going away mid-check is what reconnects are for.
+                log = LOG.warning if isinstance(exc, SwitchUnreachable) else LOG.error
+                log("switch %016x: drift check failed: %s", dpid, exc)
+                continue
+            repaired += any(not c.empty for c in changes)
         with self._changing():
-            for dpid in self._desired.switches():
-                if not self._network.is_connected(dpid):
-                    continue
-                try:
-                    change = self._sync_full(dpid, verify=True)
-                except SwitchError as exc:
-                    # A switch going away mid-check is what reconnects are for.
-                    log = LOG.warning if isinstance(exc, SwitchUnreachable) else LOG.error
-                    log("switch %016x: drift check failed: %s", dpid, exc)
-                    continue
-                if change.empty:
-                    continue
-                repaired += 1
-                what = (f"switch {dpid:016x}: re-added {len(change.rules_to_add)} rule(s), "
-                        f"removed {len(change.rules_to_delete)} stray rule(s)")
-                LOG.warning("drift repaired: %s", what)
-                for record in self._touched(change):
-                    self._event("drift_repaired", record, what)
             self._activate_pending()
         return repaired
+
+    def _report_drift(self, dpid: int, changes: list[Change]) -> None:
+        added = sum(len(c.rules_to_add) for c in changes)
+        removed = sum(len(c.rules_to_delete) for c in changes)
+        if not (added or removed or any(not c.empty for c in changes)):
+            return
+        what = (f"switch {dpid:016x}: re-added {added} rule(s), "
+                f"removed {removed} stray rule(s)")
+        LOG.warning("drift repaired: %s", what)
+        for change in changes:
+            for record in self._touched(change):
+                self._event("drift_repaired", record, what)
 
     def _activate_pending(self) -> None:
         for record in [r for r in self._by_id.values() if r.state is State.PENDING]:

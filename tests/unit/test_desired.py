@@ -1,3 +1,4 @@
+from controller import compiler
 from enforcement import pipeline
 from enforcement.desired import SwitchState, diff
 from enforcement.flows import ApplyMeter, FlowRule, GotoTable, MeterSpec
@@ -81,3 +82,28 @@ def test_the_index_agrees_with_recomputing_the_whole_state_after_any_sequence():
         apply_change(held, diff_part(held, rules_part, meters_part))
         assert held == expected
     assert index.counts(1) == (len(expected.rules), len(expected.meters))
+
+
+def test_an_audit_reads_everything_unless_counts_agree_and_there_is_much():
+    from enforcement.desired import audit_parts
+    assert audit_parts(100, 100, 8192) == 1
+    assert audit_parts(8192, 8192, 8192) == 1
+    assert audit_parts(8193, 8193, 8192) == 2
+    assert audit_parts(100_000, 100_000, 8192) == 16   # 6,250 flows per audit
+    assert audit_parts(100_000, 99_999, 8192) == 1     # one deleted: read all
+    assert audit_parts(0, 3, 8192) == 1
+
+
+def test_cookie_parts_select_what_their_requests_select():
+    """The part of a flow, by cookie modulo parts, is what the switch returns
+    for a flow stats request of that part (its cookie and mask)."""
+    for parts in (1, 2, 16):
+        for part in range(parts):
+            request = compiler.flow_stats_request(pipeline.NS_ENFORCE, part, parts)
+            for serial in range(1, 70):
+                cookie = pipeline.enforcement_cookie(serial)
+                selected = cookie & request.cookie_mask == request.cookie & request.cookie_mask
+                assert selected == (cookie % parts == part)
+    import pytest
+    with pytest.raises(ValueError):
+        compiler.flow_stats_request(pipeline.NS_ENFORCE, 0, 3)
