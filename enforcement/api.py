@@ -363,8 +363,25 @@ _DIRECTIONS = {pb.DIRECTION_FROM_SUBSCRIBER: "from_subscriber",
 _UNITS = {pb.RATE_UNIT_KBPS: "kbps", pb.RATE_UNIT_PKTPS: "pktps"}
 
 
+_ACTION_CACHE: dict[tuple[bytes, int], object] = {}
+
+
 def requested_action(message: pb.ActionRequest, rules: policy.Policy):
-    """The request's own action, checked against the policy's bounds."""
+    """The request's own action, checked against the policy's bounds. A case
+    system sends the same few actions over and over: each distinct one is
+    checked once (per policy), its spec reused (specs are immutable)."""
+    key = (message.SerializeToString(deterministic=True), id(rules))
+    cached = _ACTION_CACHE.get(key)
+    if cached is None:
+        cached = _requested_action(message, rules)
+        if len(_ACTION_CACHE) > 1024:
+            _ACTION_CACHE.clear()
+        _ACTION_CACHE[key] = (rules, cached)
+        return cached
+    return cached[1]
+
+
+def _requested_action(message: pb.ActionRequest, rules: policy.Policy):
     kind = _enum_from_proto(ActionKind, "ActionKind", message.kind)
     if kind is None:
         raise errors.InvalidArgument("action.kind is required when action is given")

@@ -584,14 +584,24 @@ class EnforcementService:
                 f"(/{limits.max_scope_prefix_length} at most); nothing was changed")
         if decision.until is not None and decision.until <= self._clock():
             raise InvalidArgument("expires_at is in the past")
+        clash = self._protected_overlap(scope)
+        if clash is not None:
+            network, name = clash
+            raise FailedPrecondition(
+                f"{scope} covers {network}, a protected asset "
+                f"(assets.{name} in the policy); nothing was changed")
+
+    @functools.lru_cache(maxsize=65536)
+    def _protected_overlap(self, scope):
+        """The first protected asset a scope overlaps, and its list's name
+        (the policy is fixed for the service's life, so scopes are cached)."""
         assets = self.policy.assets
         for name in ("dns", "portal", "billing_portal", "mail_servers", "smarthosts",
                      "protected"):
             for network in getattr(assets, name):
                 if scope.overlaps(network):
-                    raise FailedPrecondition(
-                        f"{scope} covers {network}, a protected asset "
-                        f"(assets.{name} in the policy); nothing was changed")
+                    return network, name
+        return None
 
     def _escalate(self, decision: Decision):
         rung = self.policy.rung(decision.violation)
