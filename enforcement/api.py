@@ -25,6 +25,7 @@ from enforcement import validation
 from enforcement.validation import validate_apply, validate_id
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
+from enforcement.workers import Workers
 
 LOG = logging.getLogger(__name__)
 
@@ -477,7 +478,7 @@ def create_server(address: str, service: EnforcementService, *,
                       record_refusal=service.record_refusal)
     # Without so_reuseport=0 a second controller would bind the same port and
     # silently share (and confuse) the clients of the first.
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
+    server = grpc.server(Workers(max_workers),
                          interceptors=[guard],
                          maximum_concurrent_rpcs=MAX_CONCURRENT_CALLS,
                          options=[("grpc.so_reuseport", 0),
