@@ -174,14 +174,16 @@ class EnforcementService:
         outcomes: list = [None] * len(stagers)
         mark = self._work.mark()
         staged = []
-        for i, stage in enumerate(stagers):
-            try:
-                staged.append((i, stage()))
-            except EnforcementError as exc:
-                outcomes[i] = exc
         try:
+            for i, stage in enumerate(stagers):
+                try:
+                    staged.append((i, stage()))
+                except EnforcementError as exc:
+                    outcomes[i] = exc
             self._push()
         except SwitchError as exc:
+            if not staged:
+                raise
             if len(staged) == 1:
                 i, call = staged[0]
                 outcomes[i] = call.failed(exc)
@@ -193,6 +195,11 @@ class EnforcementService:
             for i, _ in staged:
                 outcomes[i] = self._run([stagers[i]])[0]
             return outcomes
+        except Exception:
+            # A bug, not a refusal: leave nothing half-staged behind.
+            self._rollback(mark)
+            self._push(best_effort=True)
+            raise
         for i, call in staged:
             try:
                 outcomes[i] = call.finish()

@@ -121,3 +121,37 @@ def test_lifts_in_a_batch_remove_exactly_their_rules(tmp_path):
     for n in range(1, 11):
         assert all((rule in held) == (n > 5) for rule in records[n].rules), n
     assert {service.get(records[n].id).state for n in range(1, 6)} == {State.LIFTED}
+
+
+def test_a_bug_while_staging_leaves_nothing_half_done(tmp_path):
+    switch = SlowSwitch()
+    service = EnforcementService(switch, policy.load(), Store(f"sqlite:///{tmp_path}/s.db"))
+    real = service._propose
+
+    def propose(decision):
+        if str(decision.subscriber.ip) == "10.0.0.9":
+            raise RuntimeError("a bug")
+        return real(decision)
+    service._propose = propose
+    outcomes = {}
+
+    def one(n):
+        try:
+            outcomes[n] = service.apply(decision(n))
+        except RuntimeError as exc:
+            outcomes[n] = exc
+    service.apply(decision(1))
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(5, 12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    applied = [o for o in outcomes.values() if not isinstance(o, Exception)]
+    assert isinstance(outcomes[9], RuntimeError)
+    # Whatever failed with the bug left no record, no rule and no write.
+    assert {r.id for r in service.list()} == {r.id for r in applied} | {
+        r.id for r in service.list(subscriber_ip="10.0.0.1")}
+    held = set(switch.held.rules.values())
+    assert held == {rule for r in service.list() for rule in r.rules}
+    reopened = EnforcementService(switch, policy.load(), Store(f"sqlite:///{tmp_path}/s.db"))
+    assert {r.id for r in reopened.list()} == {r.id for r in service.list()}
