@@ -150,7 +150,7 @@ class EnforcementApp(app_manager.OSKenApp):
         """A reconnected switch holds as many enforcement flows as it should.
         Instead of reading them all (parsing 100,000 flow stats costs seconds),
         every wanted flow is added again (OFPFC_ADD replaces an identical flow
-        in place, counters kept; an altered one is put right) and the flows
+        in place; an altered one is put right) and the flows
         counted again: the same number means nothing else is there, so the
         switch holds exactly what it should. Returns the (empty) change, or
         None if other flows remain and must be read."""
