@@ -138,11 +138,7 @@ class EnforcementApp(app_manager.OSKenApp):
             if change.empty:
                 self._actual[dpid] = actual
                 return change
-            try:
-                self._transact(dpid, compiler.change_messages(change), timeout)
-            except SwitchError:
-                self._undo(dpid, change, timeout)
-                raise
+            self._push(dpid, change, timeout)
             self._actual[dpid] = SwitchState(dict(desired.rules), dict(desired.meters))
             return change
 
@@ -212,13 +208,7 @@ class EnforcementApp(app_manager.OSKenApp):
                 {k: r for k, r in actual.rules.items() if r.cookie % parts == part},
                 actual.meters)
             change = diff(seen, expected)
-            if change.empty:
-                return change
-            try:
-                self._transact(dpid, compiler.change_messages(change), timeout)
-            except SwitchError:
-                self._undo(dpid, change, timeout)
-                raise
+            self._push(dpid, change, timeout)
             return change
 
     def sync_part(self, dpid: int, rules: dict, meters: dict, timeout: float):
@@ -232,15 +222,20 @@ class EnforcementApp(app_manager.OSKenApp):
                 self._actual[dpid] = self.read_state(dpid, timeout)
             actual = self._actual.setdefault(dpid, SwitchState.empty())
             change = diff_part(actual, rules, meters)
-            if change.empty:
-                return change
-            try:
-                self._transact(dpid, compiler.change_messages(change), timeout)
-            except SwitchError:
-                self._undo(dpid, change, timeout)
-                raise
+            self._push(dpid, change, timeout)
             apply_change(actual, change)
             return change
+
+    def _push(self, dpid: int, change, timeout: float) -> None:
+        """Sends a change in one confirmed transaction; if the switch refuses
+        any of it, what was applied is undone and the refusal raised."""
+        if change.empty:
+            return
+        try:
+            self._transact(dpid, compiler.change_messages(change), timeout)
+        except SwitchError:
+            self._undo(dpid, change, timeout)
+            raise
 
     def _repair_base(self, dpid: int, timeout: float) -> None:
         """Puts back base pipeline flows deleted behind our back (ovs-ofctl

@@ -203,16 +203,8 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
         actor = current_actor(context)
 
         def run():
-            _check_batch(request)
-            decisions, outcomes = [], [None] * len(request.requests)
-            for i, item in enumerate(request.requests):
-                try:
-                    decisions.append((i, self._decision(item)))
-                except errors.EnforcementError as exc:
-                    outcomes[i] = exc
-            for (i, _), outcome in zip(decisions, self._service.apply_many(
-                    [d for _, d in decisions], actor=actor)):
-                outcomes[i] = outcome
+            outcomes = _each(request, self._decision,
+                             lambda decisions: self._service.apply_many(decisions, actor=actor))
             results = []
             for item, outcome in zip(request.requests, outcomes):
                 result = self._batch_result(outcome, actor, "Apply", item.case_id, "")
@@ -232,17 +224,9 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
         actor = current_actor(context)
 
         def run():
-            _check_batch(request)
-            lifts, outcomes = [], [None] * len(request.requests)
-            for i, item in enumerate(request.requests):
-                try:
-                    lifts.append((i, (validate_id("id", item.id),
-                                      validation.parse_reason(item.reason))))
-                except errors.EnforcementError as exc:
-                    outcomes[i] = exc
-            for (i, _), outcome in zip(lifts, self._service.lift_many(
-                    [lift for _, lift in lifts], actor=actor)):
-                outcomes[i] = outcome
+            outcomes = _each(request, lambda item: (validate_id("id", item.id),
+                                                    validation.parse_reason(item.reason)),
+                             lambda lifts: self._service.lift_many(lifts, actor=actor))
             return pb.BatchResponse(results=[
                 self._batch_result(outcome, actor, "Lift", "", item.id)
                 for item, outcome in zip(request.requests, outcomes)])
@@ -428,6 +412,22 @@ def _check_batch(request) -> None:
     if len(request.requests) > MAX_BATCH:
         raise errors.InvalidArgument(
             f"requests holds {len(request.requests)} decisions; at most {MAX_BATCH} per call")
+
+
+def _each(request, parse, run_many) -> list:
+    """A batch's outcomes in order: each item parsed (a refusal is its
+    outcome), the parsed ones run together; errors as values."""
+    _check_batch(request)
+    outcomes: list = [None] * len(request.requests)
+    parsed = []
+    for i, item in enumerate(request.requests):
+        try:
+            parsed.append((i, parse(item)))
+        except errors.EnforcementError as exc:
+            outcomes[i] = exc
+    for (i, _), outcome in zip(parsed, run_many([p for _, p in parsed])):
+        outcomes[i] = outcome
+    return outcomes
 
 
 def _status_of(exc: errors.EnforcementError) -> grpc.StatusCode:

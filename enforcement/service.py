@@ -111,34 +111,32 @@ class EnforcementService:
         """Plans, installs (confirmed by the switch's barrier), stores, then
         answers. Calls arriving together are batched (enforcement.batching):
         one push per switch and one commit for the batch."""
-        return self._commits.submit(("apply", decision, actor))
+        return self._commits.submit(functools.partial(self._stage_apply, decision, actor))
 
     def lift(self, enforcement_id: str, reason: str, actor: str = "") -> Enforcement:
-        return self._commits.submit(("lift", enforcement_id, reason, actor))
+        return self._commits.submit(functools.partial(self._stage_lift, enforcement_id,
+                                                      reason, actor))
 
     def apply_many(self, decisions: list[Decision], actor: str = "") -> list:
         """apply() of each, in as few batches as possible; outcomes in order,
         an EnforcementError instance for a refused decision."""
-        return self._commits.submit_many([("apply", d, actor) for d in decisions])
+        return self._commits.submit_many([functools.partial(self._stage_apply, d, actor)
+                                          for d in decisions])
 
     def lift_many(self, lifts: list[tuple[str, str]], actor: str = "") -> list:
         """lift() of each (id, reason); outcomes in order, errors as values."""
-        return self._commits.submit_many([("lift", i, r, actor) for i, r in lifts])
+        return self._commits.submit_many([functools.partial(self._stage_lift, i, r, actor)
+                                          for i, r in lifts])
 
     @property
     def batch_counts(self) -> tuple[int, int]:
         """(batches run, decisions in them), for the benchmark and metrics."""
         return self._commits.batches, self._commits.jobs
 
-    def _run_jobs(self, jobs) -> list:
-        stagers = []
-        for job in jobs:
-            if job[0] == "apply":
-                stagers.append(functools.partial(self._stage_apply, job[1], job[2]))
-            else:
-                stagers.append(functools.partial(self._stage_lift, *job[1:]))
+    def _run_jobs(self, stagers) -> list:
+        """A group-commit batch: its jobs are stagers (see _run)."""
         with self._changing():
-            return self._run(stagers)
+            return self._run(list(stagers))
 
     def expire_due(self) -> list[Enforcement]:
         """Ends every live enforcement whose time has come (also those that
@@ -539,11 +537,10 @@ class EnforcementService:
                     wait=tenacity.wait_random_exponential(multiplier=0.05, max=0.5),
                     before_sleep=tenacity.before_sleep_log(LOG, logging.WARNING),
                     reraise=True)
-    def _sync_full(self, dpid: int, verify: bool = False) -> Change:
+    def _sync_full(self, dpid: int) -> Change:
         """The whole desired state of a switch against what it holds."""
         self._work.touched.pop(dpid, None)
-        return self._network.sync(dpid, self._desired.state(dpid), self._switch_timeout,
-                                  verify=verify)
+        return self._network.sync(dpid, self._desired.state(dpid), self._switch_timeout)
 
     # ---- planning --------------------------------------------------------------
 

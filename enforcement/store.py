@@ -96,9 +96,6 @@ class Store:
 
     # ---- enforcements ------------------------------------------------------
 
-    def save(self, record: Enforcement) -> None:
-        self.write([record], [], [])
-
     def write(self, records, events, audits) -> None:
         """Enforcements (inserted or replaced), events (at, kind, record,
         detail) and audit entries (dicts as append_audit takes), all in one

@@ -16,6 +16,20 @@ from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
 
 
+NOTHING = diff(SwitchState.empty(), SwitchState.empty())
+
+
+def take_part(holdings: dict, dpid, rules, meters):
+    """What a switch double does with Network.sync_part: holdings[dpid]
+    becomes a copy with the difference applied; returns the difference."""
+    held = holdings.get(dpid, SwitchState.empty())
+    held = SwitchState(dict(held.rules), dict(held.meters))
+    change = diff_part(held, rules, meters)
+    apply_change(held, change)
+    holdings[dpid] = held
+    return change
+
+
 class RecordingNetwork:
     def __init__(self):
         self.hosts = {"10.0.0.1": Location(1, 1, "00:00:00:00:00:01"),
@@ -40,17 +54,12 @@ class RecordingNetwork:
     def audit(self, dpid, timeout):
         # What the double holds is both what the switch reports and what it
         # confirmed: drift shows in the service's full sync against it.
-        return diff(SwitchState.empty(), SwitchState.empty())
+        return NOTHING
 
     def sync_part(self, dpid, rules, meters, timeout):
         if self.refuse:
             raise SwitchError(self.refuse)
-        held = self.state.get(dpid, SwitchState.empty())
-        held = SwitchState(dict(held.rules), dict(held.meters))
-        change = diff_part(held, rules, meters)
-        apply_change(held, change)
-        self.state[dpid] = held
-        return change
+        return take_part(self.state, dpid, rules, meters)
 
     @property
     def flows(self):
