@@ -33,7 +33,7 @@ from enforcement.routing import switch_graph
 from enforcement.desired import (Change, SwitchState, apply_change, audit_parts, diff,
                                  diff_part)
 from enforcement.errors import SwitchError, SwitchUnreachable
-from enforcement.model import LinkView, Location, SwitchView, TopologyView
+from enforcement.model import HostView, LinkView, Location, SwitchView, TopologyView
 
 LOG = logging.getLogger(__name__)
 
@@ -92,6 +92,11 @@ class EnforcementApp(app_manager.OSKenApp):
         # Called, off the event thread, with a subscriber's IP when its host
         # was seen on another access port (the service re-places enforcements).
         self.on_host_moved: Callable[[str], None] = lambda ip: None
+        # Whether anything is enforced on an address: a host learned afresh
+        # (first sighting, or again after its port turned out to be an uplink)
+        # is handed to on_host_moved only then, so learning thousands of
+        # hosts after a restart starts no thread for the unenforced ones.
+        self.is_enforced: Callable[[str], bool] = lambda ip: False
         # Called, off the event thread, after a link went down or came up
         # (the service re-routes enforcements that span switches).
         self.on_links_changed: Callable[[], None] = lambda: None
@@ -510,11 +515,12 @@ class EnforcementApp(app_manager.OSKenApp):
         with self._lock:
             if dp.id not in self._datapaths:
                 return
-            moved = None
+            moved = follow = None
             settling = self._settling.is_settling(dp.id, in_port)
             if (not settling and not self._is_link_port(dp.id, in_port)
                     and not _is_group(eth.src)):
                 before = self._hosts.by_mac(eth.src)
+                was = self._hosts.by_ip(sender_ip) if sender_ip else None
                 if (pin := self._hosts.pinned_elsewhere(sender_ip, dp.id, in_port)):
                     LOG.warning("%s (%s) seen at %016x port %d, but the inventory pins "
                                 "account %s to %016x port %d; location unchanged",
@@ -523,8 +529,16 @@ class EnforcementApp(app_manager.OSKenApp):
                 elif self._hosts.learn(dp.id, in_port, eth.src, sender_ip):
                     LOG.info("host %s (%s) at %016x port %d", eth.src,
                              sender_ip or "no IP yet", dp.id, in_port)
+                    now = self._hosts.by_mac(eth.src)
                     if before is not None and (before.dpid, before.port) != (dp.id, in_port):
-                        moved = self._hosts.by_mac(eth.src)
+                        moved = now
+                    elif (now.ip and _place(was) != _place(now)
+                          and self.is_enforced(now.ip)):
+                        # The address is known here afresh while enforced: it
+                        # may have been planned where it was wrongly seen (an
+                        # uplink not discovered yet, forgotten since); the
+                        # service re-places only what is not at this port.
+                        follow = now.ip
             view, graph, tree = self._forwarding_view()
             destination = None if _is_group(eth.dst) else self._hosts.by_mac(eth.dst)
             quiet = self._settling.settling_ports(dp.id) if destination is None else set()
@@ -534,9 +548,9 @@ class EnforcementApp(app_manager.OSKenApp):
             # Paths toward it are stale on every switch; they are recomputed
             # as traffic comes back to the controller.
             self._flush_forwarding(match_mac=moved.mac)
-            if moved.ip:
-                threading.Thread(target=self.on_host_moved, args=(moved.ip,),
-                                 daemon=True).start()
+            follow = moved.ip
+        if follow:
+            threading.Thread(target=self.on_host_moved, args=(follow,), daemon=True).start()
         ofp, parser = dp.ofproto, dp.ofproto_parser
         if destination is not None:
             out_port = topology.next_hop(view, dp.id, destination, graph)
@@ -584,6 +598,10 @@ class EnforcementApp(app_manager.OSKenApp):
 
 def _is_live(ofp, desc) -> bool:
     return not (desc.state & ofp.OFPPS_LINK_DOWN or desc.config & ofp.OFPPC_PORT_DOWN)
+
+
+def _place(host: HostView | None) -> tuple[int, int] | None:
+    return None if host is None else (host.dpid, host.port)
 
 
 def _is_group(mac: str) -> bool:

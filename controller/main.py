@@ -259,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     app.switch_timeout = args.switch_timeout
     app.on_switch_ready = service.resync
     app.on_host_moved = service.host_moved
+    app.is_enforced = service.is_enforced
     app.on_links_changed = service.links_changed
     # Switches that connected while the store was loading get their turn now.
     for dpid in app.connected_switches():

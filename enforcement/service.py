@@ -90,6 +90,7 @@ class EnforcementService:
         self._failed: dict[tuple, set[str]] = {}  # the FAILED ids of each history
         self._expiries: list[tuple[float, str]] = []  # heap of (expires_at, id)
         self._desired = DesiredIndex()
+        self._live_by_ip: dict[str, set[str]] = {}  # subscriber address -> live ids
         self._work = _Work()
         self._depth = 0
         self._commits = GroupCommit(self._run_jobs, max_batch=max_batch)
@@ -368,9 +369,9 @@ class EnforcementService:
             where = self._network.locate(ip)
             if where is None:
                 return
-            stale = [r for r in self._by_id.values()
-                     if r.state in LIVE and str(r.decision.subscriber.ip) == ip
-                     and (r.location.dpid, r.location.port) != (where.dpid, where.port)]
+            live = (self._by_id[i] for i in sorted(self._live_by_ip.get(ip, ())))
+            stale = [r for r in live
+                     if (r.location.dpid, r.location.port) != (where.dpid, where.port)]
             for record in stale:
                 try:
                     moved = self._replan(record, where)
@@ -383,6 +384,11 @@ class EnforcementService:
                         f"{record.location.port} to switch {where.dpid:016x} port {where.port}")
                 LOG.info("enforcement %s %s", record.id, what)
                 self._event("moved", moved, what)
+
+    def is_enforced(self, ip: str) -> bool:
+        """Whether any enforcement on ip is live. Lock-free (one dict read),
+        so the OpenFlow event thread may ask it."""
+        return ip in self._live_by_ip
 
     def _replace(self, record, replacement, how: str) -> None:
         """Stores a re-planned enforcement and syncs the switches of both its
@@ -727,9 +733,15 @@ class EnforcementService:
         if was_live:
             self._desired.remove(_order(old), old.rules, old.meters)
             self._touch(old)
+            ip = str(old.decision.subscriber.ip)
+            ids = self._live_by_ip[ip]
+            ids.discard(old.id)
+            if not ids:
+                del self._live_by_ip[ip]
         if live:
             self._desired.add(_order(new), new.rules, new.meters)
             self._touch(new)
+            self._live_by_ip.setdefault(str(new.decision.subscriber.ip), set()).add(new.id)
 
     def _rollback(self, mark: tuple[int, int, int, int]) -> None:
         """Undoes every record change since mark (memory and desired state),

@@ -36,12 +36,14 @@ UDP_PROBE = HERE / "udp_probe.py"
 
 # ---- the controller process ----------------------------------------------
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the harness dies, even by SIGKILL, so a
-    crashed test run never leaves a controller holding the ports."""
-    import ctypes
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with_parent_prefix() -> list[str]:
+    """setpriv makes the controller get SIGTERM when the harness dies, even by
+    SIGKILL, so a crashed test run never leaves a controller holding the ports.
+    Not a preexec_fn: that forces a plain fork(), whose at-fork handlers let
+    grpcio (live in the harness) restart its poller in the child, which then
+    aborts when the child closes its descriptors before exec."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
 
 
 class ControllerProcess:
@@ -63,12 +65,11 @@ class ControllerProcess:
                                     "(pip install -e . in the virtualenv)")
         self._log = open(log_path, "w") if log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            [exe, "--grpc-listen", grpc_listen, "--ofp-port", str(ofp_port),
+            [*_die_with_parent_prefix(), exe, "--grpc-listen", grpc_listen, "--ofp-port", str(ofp_port),
              *(() if "--metrics-listen" in extra_args else ("--metrics-listen", "127.0.0.1:0")),
              *(() if "--http-listen" in extra_args else ("--http-listen", "127.0.0.1:0")),
              *extra_args],
-            stdout=subprocess.PIPE, stderr=self._log, text=True,
-            preexec_fn=_die_with_parent)
+            stdout=subprocess.PIPE, stderr=self._log, text=True)
 
     def wait_ready(self, timeout: float = 30.0) -> str:
         deadline = time.monotonic() + timeout

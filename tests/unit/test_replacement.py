@@ -32,6 +32,29 @@ def test_a_moved_subscriber_takes_its_rules_along(tmp_path):
     assert [e.kind for e in service._store.events_after(0)][-1] == "moved"
 
 
+def test_only_live_enforcements_of_the_moved_address_follow(tmp_path):
+    """is_enforced answers the OpenFlow thread without a lock; host_moved
+    looks at the moved address's live enforcements only."""
+    network = RecordingNetwork()
+    network.hosts["10.0.0.2"] = Location(1, 2, "00:00:00:00:00:02")
+    service = service_with(network, tmp_path)
+    assert not service.is_enforced("10.0.0.1")
+    first = decide(service, Violation.SPAM, "r1")
+    other = service.apply(validate_apply(request_id="r2", case_id="C", ip="10.0.0.2", mac="",
+                                         violation=Violation.SPAM, reason=""))
+    lifted = decide(service, Violation.PORT_SCAN, "r3")
+    service.lift(lifted.id, reason="done")
+    assert service.is_enforced("10.0.0.1") and service.is_enforced("10.0.0.2")
+    network.hosts["10.0.0.1"] = Location(2, 7, "00:00:00:00:00:01")
+    network.hosts["10.0.0.2"] = Location(2, 8, "00:00:00:00:00:02")
+    service.host_moved("10.0.0.1")
+    assert service.get(first.id).location.port == 7
+    assert service.get(lifted.id).location.port == 1  # ended: left where it was
+    assert service.get(other.id).location.port == 2   # another address: not this move
+    service.lift(first.id, reason="done")
+    assert not service.is_enforced("10.0.0.1") and service.is_enforced("10.0.0.2")
+
+
 def test_a_quarantine_path_follows_the_links(tmp_path):
     network = RecordingNetwork()
     service = service_with(network, tmp_path)
