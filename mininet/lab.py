@@ -308,6 +308,19 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
 
 # ---- traffic -----------------------------------------------------------------
 
+def current_tables() -> None:
+    """Makes the next packets take the switches' flow tables as they are now.
+
+    When the controller answers, the switch has confirmed the rules (barrier),
+    but the datapath's flow cache (megaflows) drops a stale entry only when
+    OVS's revalidator threads next run: usually within milliseconds, seconds
+    on a loaded machine. A probe sent in between would test the cache, not
+    the rules. Emptying the cache (4 ms) is exact; waiting a revalidation
+    round (revalidator/wait) takes 0.5 s a probe and refuses several
+    datapaths."""
+    subprocess.run(["ovs-appctl", "revalidator/purge"], capture_output=True, check=True)
+
+
 def start_listener(host, ports, udp_ports=()) -> None:
     """Accepts TCP on ports and echoes UDP on udp_ports inside host (killed
     with the host at net.stop())."""
@@ -325,6 +338,7 @@ def start_listener(host, ports, udp_ports=()) -> None:
 
 def udp_answers(src, dst_ip: str, port: int) -> bool:
     """A UDP request from src that dst answers (the echo comes back)."""
+    current_tables()
     out = src.cmd(f"{sys.executable} {UDP_PROBE} {dst_ip} {port}; echo rc=$?")
     return "rc=0" in out
 
@@ -334,6 +348,7 @@ def iperf3_mbps(src, dst, seconds: int = 4, omit: int = 1) -> float:
     receiver side), skipping the first `omit` seconds (slow start, bursts)."""
     import json
     dst.cmd("iperf3 -s -D -1 > /dev/null 2>&1")
+    current_tables()
     time.sleep(0.3)
     out = src.cmd(f"iperf3 -c {dst.IP()} -t {seconds} -O {omit} -J")
     result = json.loads(out[out.index("{"):])
@@ -344,10 +359,12 @@ def iperf3_mbps(src, dst, seconds: int = 4, omit: int = 1) -> float:
 
 def tcp_connects(src, dst_ip: str, port: int, timeout: float = 2.0) -> bool:
     """A real TCP handshake from src to dst_ip:port."""
+    current_tables()
     out = src.cmd(f"nc -z -w {int(timeout)} {dst_ip} {port}; echo rc=$?")
     return "rc=0" in out
 
 
 def ping(src, dst_ip: str, count: int = 1, timeout: float = 2.0) -> bool:
+    current_tables()
     out = src.cmd(f"ping -c {count} -W {int(timeout)} {dst_ip} > /dev/null; echo rc=$?")
     return "rc=0" in out

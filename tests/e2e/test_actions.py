@@ -122,6 +122,7 @@ def test_rate_limit_holds_the_subscriber_to_its_rate_and_no_one_else(lab):
 
 
 def ping_flood_received(lab, src, dst, count=300):
+    harness.current_tables()
     out = lab.host(src).cmd(f"ping -q -i 0.005 -c {count} -W 1 {lab.host(dst).IP()}")
     return int(re.search(r"(\d+) received", out).group(1))
 
@@ -207,6 +208,7 @@ def forged_arrivals(lab, src, forged_ip, dst="inet", port=80, count=5) -> int:
                f"'src host {forged_ip} and tcp dst port {port}' > /dev/null 2>&1 &")
     harness.wait_until(lambda: "tcpdump" in target.cmd("pgrep -a tcpdump"), 5, "tcpdump")
     time.sleep(0.5)
+    harness.current_tables()
     lab.host(src).cmd(f"hping3 -q -S -p {port} -a {forged_ip} -c {count} -i u20000 "
                       f"{target.IP()} > /dev/null 2>&1")
     time.sleep(0.5)

@@ -83,7 +83,6 @@ def test_a_link_that_fails_silently_is_timed_out_and_routed_round(lab):
     harness.ofctl("mod-port", "s1", s1_side.name, "no-forward")
     cut = time.monotonic()
     try:
-        # The datapath's cached flows pick the change up within a revalidation.
         harness.wait_until(lambda: not harness.ping(h1, h2.IP(), timeout=1), 10,
                            "the silent failure to cut h1 from h2")
         harness.wait_until(lambda: harness.ping(h1, h2.IP(), timeout=1), 30,
