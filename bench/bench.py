@@ -490,7 +490,7 @@ def main(argv=None) -> int:
                         help="processes the throughput clients are spread over")
     parser.add_argument("--batch", type=int, default=64,
                         help="decisions per ApplyBatch/LiftBatch call in the batched runs")
-    parser.add_argument("--batch-clients", default="1,8",
+    parser.add_argument("--batch-clients", default="1,8,32",
                         help="client counts of the batched throughput runs ('' for none)")
     parser.add_argument("--profile", metavar="DIR",
                         help="record py-spy profiles of the controller into DIR")
