@@ -461,7 +461,7 @@ class EnforcementApp(app_manager.OSKenApp):
             self._links.add(link)
             for dpid, port in ((src.dpid, src.port_no), (dst.dpid, dst.port_no)):
                 self._hosts.forget_port(dpid, port)
-                self._settling.settled(dpid, port)
+                self._settling.link_found(dpid, port)
         if new:
             LOG.info("link up %016x:%d -> %016x:%d", *dataclasses.astuple(link))
             self._flush_forwarding()
@@ -485,7 +485,7 @@ class EnforcementApp(app_manager.OSKenApp):
         ofp, dpid, desc = msg.datapath.ofproto, msg.datapath.id, msg.desc
         with self._lock:
             if msg.reason == ofp.OFPPR_DELETE:
-                self._settling.settled(dpid, desc.port_no)
+                self._settling.removed(dpid, desc.port_no)
             elif not _is_live(ofp, desc):
                 self._settling.went_down(dpid, desc.port_no)
             elif msg.reason == ofp.OFPPR_ADD:
@@ -518,6 +518,7 @@ class EnforcementApp(app_manager.OSKenApp):
             moved = follow = None
             settling = self._settling.is_settling(dp.id, in_port)
             if (not settling and not self._is_link_port(dp.id, in_port)
+                    and not self._settling.was_uplink(dp.id, in_port)
                     and not _is_group(eth.src)):
                 before = self._hosts.by_mac(eth.src)
                 was = self._hosts.by_ip(sender_ip) if sender_ip else None

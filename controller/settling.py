@@ -10,6 +10,13 @@ computed path cannot loop.
 
 OS-Ken sends LLDP on a port as soon as it comes up (and the pacer resends
 every 0.9 s), so 1.5 s covers the first frame and one retry.
+
+A port once found to be an uplink teaches no host location until it goes
+down or away, even while its link is unknown: after a control-channel
+outage the switches reconnect one by one, and the first one back would
+otherwise learn the far side's hosts on its uplink (their packets ride the
+far switch's old path flows) before LLDP can cross; the same while LLDP
+frames are lost. Re-cabling a port takes its carrier down, which clears it.
 """
 from __future__ import annotations
 
@@ -26,20 +33,34 @@ class Settling:
         self._clock = clock
         self._until: dict[tuple[int, int], float] = {}
         self._down: set[tuple[int, int]] = set()
+        self._uplinks: set[tuple[int, int]] = set()
 
     def came_up(self, dpid: int, ports: Iterable[int]) -> None:
         until = self._clock() + self._period
         for port in ports:
             self._until[(dpid, port)] = until
 
-    def settled(self, dpid: int, port: int) -> None:
-        """A link was found on it, or it went away."""
+    def _settle(self, dpid: int, port: int) -> None:
         self._until.pop((dpid, port), None)
         self._down.discard((dpid, port))
+
+    def link_found(self, dpid: int, port: int) -> None:
+        self._settle(dpid, port)
+        self._uplinks.add((dpid, port))
+
+    def removed(self, dpid: int, port: int) -> None:
+        self._settle(dpid, port)
+        self._uplinks.discard((dpid, port))
 
     def went_down(self, dpid: int, port: int) -> None:
         self._until.pop((dpid, port), None)
         self._down.add((dpid, port))
+        self._uplinks.discard((dpid, port))
+
+    def was_uplink(self, dpid: int, port: int) -> bool:
+        """Found to be an uplink and not down or removed since (kept across
+        the switch's reconnects)."""
+        return (dpid, port) in self._uplinks
 
     def went_up(self, dpid: int, port: int) -> None:
         """A port-status saying the port is live: it settles only if it was

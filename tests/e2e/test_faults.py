@@ -292,12 +292,14 @@ def where_is(lab, host):
 
 
 def test_an_enforcement_planned_on_an_undiscovered_uplink_goes_home_with_its_host(lab):
-    """A host seen through an uplink that discovery has not found yet (after
-    a reconnect, or while LLDP is lost) is located there, and a decision
-    taken then is planned there. Once the link is known the wrong sighting is
-    forgotten; when the host is next seen at its real port, as a host known
-    afresh, its enforcement must follow it (it used to stay on the uplink:
-    flows equal to the store, and the subscriber not blocked)."""
+    """A port once found to be an uplink teaches no host location while its
+    link is unknown (LLDP lost here; after an outage, the far switch not back
+    yet). Once it went down and up it may: a host seen through it is located
+    there, and a decision taken then is planned there. When the link is known
+    again the wrong sighting is forgotten; when the host is next seen at its
+    real port, as a host known afresh, its enforcement must follow it (it
+    used to stay on the uplink: flows equal to the store, and the subscriber
+    not blocked)."""
     h4 = lab.host("h4")
     located(lab, ["h4"])
     # os-ken's LLDP-to-controller flow made to drop: discovery goes blind.
@@ -307,15 +309,22 @@ def test_an_enforcement_planned_on_an_undiscovered_uplink_goes_home_with_its_hos
     try:
         harness.wait_until(lambda: not lab.stub.GetTopology(pb.GetTopologyRequest()).links,
                            20, "the s1-s2 link to be reaped")
+        for _ in range(3):  # h4's broadcasts cross to s1's former uplink
+            speak([h4], lab.host("h5").IP())
+            time.sleep(0.5)
+            assert where_is(lab, "h4") == (2, 1), "learned on a known uplink"
+        harness.ofctl("mod-port", "s1", f"s1-eth{UPLINK_PORT}", "down")
+        harness.ofctl("mod-port", "s1", f"s1-eth{UPLINK_PORT}", "up")
 
         def on_the_uplink():
-            speak([h4], lab.host("h5").IP())  # h4's broadcast crosses to s1's uplink
+            speak([h4], lab.host("h5").IP())
             return where_is(lab, "h4") == (1, UPLINK_PORT)
 
         harness.wait_until(on_the_uplink, 10, "h4 to be seen on s1's uplink")
         record = lab.stub.Apply(spam(lab, "h4", "uplink"))
         assert (record.location.datapath_id, record.location.port) == (1, UPLINK_PORT)
     finally:
+        harness.ofctl("mod-port", "s1", f"s1-eth{UPLINK_PORT}", "up")
         for switch in ("s1", "s2"):
             harness.ofctl("mod-flows", switch, f"{lldp},actions=CONTROLLER:65535")
     harness.wait_until(lambda: len(lab.stub.GetTopology(pb.GetTopologyRequest()).links) == 2,

@@ -23,7 +23,7 @@ def test_a_port_settles_after_the_period():
 def test_a_link_found_on_a_port_settles_it_at_once():
     ports = Settling(1.5, Clock())
     ports.came_up(1, [3])
-    ports.settled(1, 3)
+    ports.link_found(1, 3)
     assert not ports.is_settling(1, 3)
 
 
@@ -47,3 +47,16 @@ def test_a_port_settles_again_only_after_it_was_down():
     assert not ports.is_settling(1, 1)
     ports.went_up(1, 1)  # a cable plugged in: anything may be behind it now
     assert ports.is_settling(1, 1)
+
+
+def test_a_port_once_an_uplink_teaches_no_host_until_it_goes_down():
+    ports = Settling(1.5, Clock())
+    ports.link_found(1, 4)
+    ports.forget_switch(1)               # the switch reconnects: still an uplink
+    ports.came_up(1, [4])
+    assert ports.was_uplink(1, 4) and not ports.was_uplink(1, 3)
+    ports.went_down(1, 4)                # re-cabled: whatever is behind it now
+    assert not ports.was_uplink(1, 4)
+    ports.link_found(2, 4)
+    ports.removed(2, 4)
+    assert not ports.was_uplink(2, 4)
