@@ -369,7 +369,8 @@ class EnforcementService:
             where = self._network.locate(ip)
             if where is None:
                 return
-            live = (self._by_id[i] for i in sorted(self._live_by_ip.get(ip, ())))
+            live = sorted((self._by_id[i] for i in self._live_by_ip.get(ip, ())),
+                          key=lambda r: (r.created_at, r.id))
             stale = [r for r in live
                      if (r.location.dpid, r.location.port) != (where.dpid, where.port)]
             for record in stale:

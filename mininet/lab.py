@@ -15,7 +15,6 @@ import pathlib
 import re
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -39,9 +38,10 @@ UDP_PROBE = HERE / "udp_probe.py"
 def _die_with_parent_prefix() -> list[str]:
     """setpriv makes the controller get SIGTERM when the harness dies, even by
     SIGKILL, so a crashed test run never leaves a controller holding the ports.
-    Not a preexec_fn: that forces a plain fork(), whose at-fork handlers let
-    grpcio (live in the harness) restart its poller in the child, which then
-    aborts when the child closes its descriptors before exec."""
+    Not a preexec_fn (prctl in the child), which makes Popen fork() the whole
+    harness, grpcio's threads and all, and run Python between fork and exec:
+    under load a child aborted there inside grpcio ("epoll_wait ... Bad file
+    descriptor", exit -6) before it became the controller."""
     setpriv = shutil.which("setpriv")
     return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
 
@@ -65,7 +65,8 @@ class ControllerProcess:
                                     "(pip install -e . in the virtualenv)")
         self._log = open(log_path, "w") if log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            [*_die_with_parent_prefix(), exe, "--grpc-listen", grpc_listen, "--ofp-port", str(ofp_port),
+            [*_die_with_parent_prefix(), exe,
+             "--grpc-listen", grpc_listen, "--ofp-port", str(ofp_port),
              *(() if "--metrics-listen" in extra_args else ("--metrics-listen", "127.0.0.1:0")),
              *(() if "--http-listen" in extra_args else ("--http-listen", "127.0.0.1:0")),
              *extra_args],
