@@ -310,6 +310,7 @@ def test_an_enforcement_planned_on_an_undiscovered_uplink_goes_home_with_its_hos
     try:
         harness.wait_until(lambda: not lab.stub.GetTopology(pb.GetTopologyRequest()).links,
                            20, "the s1-s2 link to be reaped")
+
         def broadcast():
             # Broadcasts only (an address nobody has), then silence: each is
             # seen on s2 port 1, then its flooded copy on s1's uplink. (A
