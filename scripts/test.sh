@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# setup.sh has just installed and started everything: a test that finds a
+# prerequisite missing must fail here, not skip (tests/*/conftest.py).
+export ENFORCEMENT_NO_SKIP=1
 set +e
 .venv/bin/python -m pytest -ra "$@"
 rc=$?
