@@ -1,9 +1,11 @@
 """The OS-Ken application: a thin shell between switches and the service.
 
 It keeps switch sessions, pushes compiled rules and waits for the barrier that
-confirms them, matches OpenFlow errors to the change that caused them, learns
-where hosts live, and forwards traffic with a learning switch in the
-forwarding table. Decisions are made elsewhere (enforcement/).
+confirms them, and matches OpenFlow errors to the change that caused them.
+Forwarding is the switches' own (controller/dataplane.py, kept by
+controller/fabric.py); packet-ins are copies to learn hosts from, queued off
+the event thread (controller/packetin.py) into controller/topostate.py.
+Decisions are made elsewhere (enforcement/).
 
 Threading: OS-Ken runs this app's handlers on one event thread; gRPC calls
 sync() from its own worker threads and blocks until the switch's barrier reply
@@ -21,19 +23,19 @@ from os_ken.base import app_manager
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from os_ken.lib import hub
-from os_ken.lib.packet import arp, ethernet, ether_types, ipv4, packet
 from os_ken.ofproto import ofproto_v1_3
 from os_ken.topology import event as topo_event
 
-from controller import compiler, discovery, forwarding
-from controller.hosts import HostTable
-from controller.settling import Settling
-from enforcement import pipeline, topology
-from enforcement.routing import switch_graph
+from controller import compiler, discovery
+from controller.dataplane import Budgets
+from controller.fabric import STARTUP_GRACE, Fabric
+from controller.packetin import DEFAULT_DEPTH, PacketInQueue
+from controller.topostate import TopologyState
+from enforcement import pipeline
 from enforcement.desired import (Change, SwitchState, apply_change, audit_parts, diff,
                                  diff_part)
 from enforcement.errors import SwitchError, SwitchUnreachable
-from enforcement.model import HostView, LinkView, Location, SwitchView, TopologyView
+from enforcement.model import LinkView, Location, TopologyView
 
 LOG = logging.getLogger(__name__)
 
@@ -57,9 +59,17 @@ class _Transaction:
 AUDIT_FLOWS = 8192
 _NO_CHANGE = Change((), (), (), (), ())
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    budgets: Budgets = Budgets()
+    packet_in_queue: int = DEFAULT_DEPTH
+    startup_grace: float = STARTUP_GRACE
+
+
 # Set by the process entry before OS-Ken instantiates the app (OS-Ken builds
 # apps itself, with no arguments of ours).
 INVENTORY_PATH: list[str | None] = [None]
+SETTINGS: list[Settings] = [Settings()]
 
 
 class EnforcementApp(app_manager.OSKenApp):
@@ -70,12 +80,15 @@ class EnforcementApp(app_manager.OSKenApp):
         from enforcement import inventory
         # The process entry validated the file already (--inventory).
         self.inventory = inventory.load(INVENTORY_PATH[0])
+        settings = SETTINGS[0]
         self._lock = threading.Lock()
         self._datapaths: dict[int, object] = {}
-        self._hosts = HostTable(self.inventory)
-        self._links: set[LinkView] = set()
-        self._settling = Settling()
-        self._tree_cache = None  # (links, view, graph, spanning tree)
+        self.net = TopologyState(self.inventory, settings.budgets)
+        self.fabric = Fabric(self._transact, self.net.snapshot, settings.budgets,
+                             on_budget=self._budget_alarm,
+                             startup_grace=settings.startup_grace)
+        self.packet_ins = PacketInQueue(self._learn, settings.packet_in_queue)
+        self.alarms_raised = 0
         self._pending: dict[tuple[int, int], _Transaction] = {}
         self._xids = itertools.count(1)
         # What each switch confirmed holding of enforcement flows and meters.
@@ -100,16 +113,14 @@ class EnforcementApp(app_manager.OSKenApp):
         # Called, off the event thread, after a link went down or came up
         # (the service re-routes enforcements that span switches).
         self.on_links_changed: Callable[[], None] = lambda: None
+        # Called, off the event thread, with an enforcement.model.PortAlarm
+        # when an access port goes over a control-plane budget.
+        self.on_port_alarm: Callable = lambda alarm: None
 
     # ---- the Network protocol used by the service -------------------------
 
     def locate(self, ip: str) -> Location | None:
-        with self._lock:
-            host = self._hosts.by_ip(ip)
-        # A pinned line whose MAC is neither in the inventory nor seen yet
-        # cannot take MAC-matched rules (cutoff, anti-spoofing): not located.
-        return None if host is None or not host.mac else Location(host.dpid, host.port,
-                                                                  host.mac)
+        return self.net.locate(ip)
 
     def is_connected(self, dpid: int) -> bool:
         with self._lock:
@@ -131,20 +142,20 @@ class EnforcementApp(app_manager.OSKenApp):
             if held is not None and not verify and held == len(desired.rules) > 0:
                 change = self._reinstall(dpid, desired, timeout)
                 if change is not None:
+                    self.fabric.set_closing(dpid, replace=desired.rules.values())
                     return change
                 verify = True  # it holds flows we do not want: read them
             elif held:
                 verify = True
             if verify:
-                self._repair_base(dpid, timeout)
+                self.fabric.audit(dpid)
             actual = (self.read_state(dpid, timeout) if verify
                       else self._actual.get(dpid, SwitchState.empty()))
             change = diff(actual, desired)
-            if change.empty:
-                self._actual[dpid] = actual
-                return change
-            self._push(dpid, change, timeout)
+            if not change.empty:
+                self._push(dpid, change, timeout, closing=False)
             self._actual[dpid] = SwitchState(dict(desired.rules), dict(desired.meters))
+            self.fabric.set_closing(dpid, replace=desired.rules.values())
             return change
 
     def _reinstall(self, dpid: int, desired: SwitchState, timeout: float):
@@ -193,8 +204,8 @@ class EnforcementApp(app_manager.OSKenApp):
         with self._sync_lock(dpid):
             if dpid in self._unread or dpid not in self._actual:
                 return None  # not reconciled yet: its reconnect does that
-            self._repair_base(dpid, timeout)
             wanted = len(self._actual[dpid].rules)
+        self.fabric.audit(dpid)
         parts = audit_parts(wanted, self.flow_count(dpid, timeout), AUDIT_FLOWS)
         turn = self._audit_turns.get(dpid, 0)
         self._audit_turns[dpid] = turn + 1
@@ -202,9 +213,11 @@ class EnforcementApp(app_manager.OSKenApp):
         flows = compiler.flow_stats_request(pipeline.NS_ENFORCE, part, parts)
         meters = compiler.meter_config_request()
         replies = self._transact(dpid, [flows, meters], timeout)
-        seen = SwitchState.of(
-            [compiler.rule_from_stats(dpid, st) for st in replies.get(flows.xid, [])],
-            [compiler.meter_from_stats(dpid, st) for st in replies.get(meters.xid, [])])
+        seen = SwitchState(
+            SwitchState.of([compiler.rule_from_stats(dpid, st)
+                            for st in replies.get(flows.xid, [])], ()).rules,
+            _enforcement_meters(compiler.meter_from_stats(dpid, st)
+                                for st in replies.get(meters.xid, [])))
         with self._sync_lock(dpid):
             actual = self._actual.get(dpid)
             if actual is None:
@@ -225,15 +238,18 @@ class EnforcementApp(app_manager.OSKenApp):
                 # Reconnected and not reconciled yet: what it holds must be
                 # known before a change can be computed against it.
                 self._actual[dpid] = self.read_state(dpid, timeout)
+                self.fabric.set_closing(dpid, replace=self._actual[dpid].rules.values())
             actual = self._actual.setdefault(dpid, SwitchState.empty())
             change = diff_part(actual, rules, meters)
             self._push(dpid, change, timeout)
             apply_change(actual, change)
             return change
 
-    def _push(self, dpid: int, change, timeout: float) -> None:
+    def _push(self, dpid: int, change, timeout: float, closing: bool = True) -> None:
         """Sends a change in one confirmed transaction; if the switch refuses
-        any of it, what was applied is undone and the refusal raised."""
+        any of it, what was applied is undone and the refusal raised. Then
+        (closing) the flood set follows what the change opened or closed
+        at egress, before the caller answers."""
         if change.empty:
             return
         try:
@@ -241,19 +257,9 @@ class EnforcementApp(app_manager.OSKenApp):
         except SwitchError:
             self._undo(dpid, change, timeout)
             raise
-
-    def _repair_base(self, dpid: int, timeout: float) -> None:
-        """Puts back base pipeline flows deleted behind our back (ovs-ofctl
-        del-flows), and relearns forwarding, whose flows went with them."""
-        request = compiler.flow_stats_request(pipeline.NS_BASE)
-        held = {compiler.rule_from_stats(dpid, st)
-                for st in self._transact(dpid, [request], timeout).get(request.xid, [])}
-        missing = [r for r in forwarding.base_rules(dpid) if r not in held]
-        if not missing:
-            return
-        LOG.warning("switch %016x lost %d base flow(s); restoring", dpid, len(missing))
-        self._transact(dpid, [compiler.delete_namespace(pipeline.NS_FORWARD),
-                              *map(compiler.flow_add, missing)], timeout)
+        if closing:
+            self.fabric.set_closing(dpid, added=change.rules_to_add,
+                                    deleted=change.rules_to_delete)
 
     def read_state(self, dpid: int, timeout: float) -> SwitchState:
         """The enforcement flows (by cookie namespace) and the meters the
@@ -261,9 +267,11 @@ class EnforcementApp(app_manager.OSKenApp):
         flows, meters = compiler.flow_stats_request(pipeline.NS_ENFORCE), \
             compiler.meter_config_request()
         replies = self._transact(dpid, [flows, meters], timeout)
-        return SwitchState.of(
-            [compiler.rule_from_stats(dpid, st) for st in replies.get(flows.xid, [])],
-            [compiler.meter_from_stats(dpid, st) for st in replies.get(meters.xid, [])])
+        return SwitchState(
+            SwitchState.of([compiler.rule_from_stats(dpid, st)
+                            for st in replies.get(flows.xid, [])], ()).rules,
+            _enforcement_meters(compiler.meter_from_stats(dpid, st)
+                                for st in replies.get(meters.xid, [])))
 
     def flow_counters(self, dpid: int, cookie: int, timeout: float = 2.0) -> dict:
         """Packets and bytes that hit an enforcement's flows on a switch: the
@@ -291,16 +299,7 @@ class EnforcementApp(app_manager.OSKenApp):
             return self._sync_locks.setdefault(dpid, threading.Lock())
 
     def topology(self) -> TopologyView:
-        with self._lock:
-            switches = tuple(
-                SwitchView(dpid, tuple(sorted(
-                    (no, p.name.decode() if isinstance(p.name, bytes) else str(p.name))
-                    for no, p in getattr(dp, "ports", {}).items()
-                    if no < ofproto_v1_3.OFPP_MAX)))
-                for dpid, dp in sorted(self._datapaths.items()))
-            links = tuple(sorted(self._links, key=dataclasses.astuple))
-            hosts = self._hosts.all()
-        return TopologyView(switches, links, hosts)
+        return self.net.view()
 
     # ---- switch sessions ---------------------------------------------------
 
@@ -309,6 +308,8 @@ class EnforcementApp(app_manager.OSKenApp):
         switches = app_manager.lookup_service_brick("switches")
         if switches is not None and getattr(switches, "link_discovery", False):
             self.threads.append(hub.spawn(discovery.pace, switches))
+        self.packet_ins.start()
+        threading.Thread(target=self.fabric.run, name="data-plane", daemon=True).start()
         return started
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
@@ -319,12 +320,9 @@ class EnforcementApp(app_manager.OSKenApp):
         if ev.state == MAIN_DISPATCHER:
             with self._lock:
                 self._datapaths[dp.id] = dp
-                ports = {no: d for no, d in getattr(dp, "ports", {}).items()
-                         if no < dp.ofproto.OFPP_MAX}
-                self._settling.came_up(dp.id, ports)
-                for no, desc in ports.items():
-                    if not _is_live(dp.ofproto, desc):
-                        self._settling.went_down(dp.id, no)
+            self.net.switch_up(dp.id, {
+                no: (_name(d), _is_live(dp.ofproto, d))
+                for no, d in getattr(dp, "ports", {}).items() if no < dp.ofproto.OFPP_MAX})
             LOG.info("switch %016x connected", dp.id)
             # Waiting for barriers must happen off the event thread.
             threading.Thread(target=self._prepare_switch, args=(dp.id,),
@@ -334,10 +332,9 @@ class EnforcementApp(app_manager.OSKenApp):
                 if self._datapaths.get(dp.id) is not dp:
                     return
                 del self._datapaths[dp.id]
-                self._settling.forget_switch(dp.id)
-                self._links = {l for l in self._links
-                               if dp.id not in (l.src_dpid, l.dst_dpid)}
                 orphans = [t for (dpid, _), t in self._pending.items() if dpid == dp.id]
+            self.net.switch_down(dp.id)
+            self.fabric.forget(dp.id)
             for txn in orphans:
                 txn.lost = True
                 txn.done.set()
@@ -346,26 +343,25 @@ class EnforcementApp(app_manager.OSKenApp):
             LOG.warning("switch %016x disconnected", dp.id)
 
     def _prepare_switch(self, dpid: int) -> None:
-        """Base pipeline, then whatever must be enforced on this switch.
+        """Data plane, then whatever must be enforced on this switch.
 
-        Enforcement flows and meters the switch still holds (from before a
-        controller restart, or a short disconnection) are kept, not wiped:
-        the service reconciles them against the store, so enforcement never
-        lapses. Only the meters and the number of enforcement flows are read
-        here; sync() decides whether the flows themselves must be read.
-        Learned forwarding is rebuilt from scratch.
+        Nothing the switch holds is wiped: its data-plane flows are adopted
+        (controller/fabric.py), and its enforcement flows and meters (from
+        before a controller restart, or a short disconnection) are
+        reconciled by the service against the store, so neither forwarding
+        nor enforcement lapses. Only the meters and the number of
+        enforcement flows are read here; sync() decides whether the flows
+        themselves must be read.
         """
         try:
             with self._sync_lock(dpid):
-                self._transact(dpid, [
-                    compiler.delete_namespace(pipeline.NS_FORWARD),
-                    *(compiler.flow_add(r) for r in forwarding.base_rules(dpid)),
-                ], self.switch_timeout)
                 meters = compiler.meter_config_request()
                 replies = self._transact(dpid, [meters], self.switch_timeout)
-                self._actual[dpid] = SwitchState({}, {
-                    m.meter_id: m for m in (compiler.meter_from_stats(dpid, st)
-                                            for st in replies.get(meters.xid, []))})
+                held = [compiler.meter_from_stats(dpid, st)
+                        for st in replies.get(meters.xid, [])]
+                adopted = self.fabric.adopt(dpid, self.fabric.read(dpid), held)
+                self.fabric.mark_hosts(self.net.adopt(adopted))
+                self._actual[dpid] = SwitchState({}, _enforcement_meters(held))
                 self._unread[dpid] = self.flow_count(dpid, self.switch_timeout)
             LOG.info("switch %016x ready", dpid)
         except SwitchError as exc:
@@ -429,7 +425,8 @@ class EnforcementApp(app_manager.OSKenApp):
             txn.done.set()
 
     @set_ev_cls([ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPMeterConfigStatsReply,
-                 ofp_event.EventOFPAggregateStatsReply], MAIN_DISPATCHER)
+                 ofp_event.EventOFPAggregateStatsReply, ofp_event.EventOFPMeterStatsReply],
+                MAIN_DISPATCHER)
     def _stats_reply(self, ev):
         with self._lock:
             txn = self._pending.get((ev.msg.datapath.id, ev.msg.xid))
@@ -450,160 +447,86 @@ class EnforcementApp(app_manager.OSKenApp):
             return
         txn.errors.append(f"{text} on {txn.described.get(msg.xid, 'a message')}")
 
-    # ---- topology and forwarding -------------------------------------------
+    # ---- topology and learning ---------------------------------------------
 
     @set_ev_cls(topo_event.EventLinkAdd)
     def _link_add(self, ev):
         src, dst = ev.link.src, ev.link.dst
         link = LinkView(src.dpid, src.port_no, dst.dpid, dst.port_no)
-        with self._lock:
-            new = link not in self._links
-            self._links.add(link)
-            for dpid, port in ((src.dpid, src.port_no), (dst.dpid, dst.port_no)):
-                self._hosts.forget_port(dpid, port)
-                self._settling.link_found(dpid, port)
+        new, gone = self.net.link_added(link)
+        if gone:
+            self.fabric.mark_hosts(gone)
         if new:
             LOG.info("link up %016x:%d -> %016x:%d", *dataclasses.astuple(link))
-            self._flush_forwarding()
+            self.fabric.mark_all()
             threading.Thread(target=self.on_links_changed, daemon=True).start()
 
     @set_ev_cls(topo_event.EventLinkDelete)
     def _link_delete(self, ev):
         src, dst = ev.link.src, ev.link.dst
         link = LinkView(src.dpid, src.port_no, dst.dpid, dst.port_no)
-        with self._lock:
-            known = link in self._links
-            self._links.discard(link)
-        if known:
+        if self.net.link_deleted(link):
             LOG.info("link down %016x:%d -> %016x:%d", *dataclasses.astuple(link))
-            self._flush_forwarding()
+            self.fabric.mark_all()
             threading.Thread(target=self.on_links_changed, daemon=True).start()
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def _port_status(self, ev):
         msg = ev.msg
-        ofp, dpid, desc = msg.datapath.ofproto, msg.datapath.id, msg.desc
-        with self._lock:
-            if msg.reason == ofp.OFPPR_DELETE:
-                self._settling.removed(dpid, desc.port_no)
-            elif not _is_live(ofp, desc):
-                self._settling.went_down(dpid, desc.port_no)
-            elif msg.reason == ofp.OFPPR_ADD:
-                self._settling.came_up(dpid, [desc.port_no])
-            else:
-                self._settling.went_up(dpid, desc.port_no)
-
-    def _is_link_port(self, dpid: int, port: int) -> bool:
-        return any((l.src_dpid, l.src_port) == (dpid, port)
-                   or (l.dst_dpid, l.dst_port) == (dpid, port) for l in self._links)
+        ofp, desc = msg.datapath.ofproto, msg.desc
+        self.net.port_changed(msg.datapath.id, desc.port_no, _name(desc), _is_live(ofp, desc),
+                              added=msg.reason == ofp.OFPPR_ADD,
+                              deleted=msg.reason == ofp.OFPPR_DELETE)
+        self.fabric.mark_all()
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def _packet_in(self, ev):
+        # Only a copy, for learning: the switch forwards the packet itself.
+        # Queued, never handled here (controller/packetin.py says why).
         msg = ev.msg
-        dp = msg.datapath
-        in_port = msg.match["in_port"]
-        pkt = packet.Packet(msg.data)
-        eth = pkt.get_protocol(ethernet.ethernet)
-        if eth is None or eth.ethertype == ether_types.ETH_TYPE_LLDP:
+        self.packet_ins.put(msg.datapath.id, msg.match["in_port"], msg.data)
+
+    def _learn(self, dpid: int, in_port: int, data: bytes) -> None:
+        """The packet-in worker: learns hosts from a copy."""
+        if not self.is_connected(dpid):
             return
-        sender_ip = None
-        if (arp_pkt := pkt.get_protocol(arp.arp)) is not None:
-            sender_ip = arp_pkt.src_ip if arp_pkt.src_ip != "0.0.0.0" else None
-        elif (ip_pkt := pkt.get_protocol(ipv4.ipv4)) is not None:
-            sender_ip = ip_pkt.src
+        learned = self.net.learn(dpid, in_port, data, self.is_enforced)
+        if learned.macs:
+            self.fabric.mark_hosts(learned.macs)
+        for alarm in learned.alarms:
+            self._budget_alarm(*alarm)
+        if learned.follow:
+            threading.Thread(target=self.on_host_moved, args=(learned.follow,),
+                             daemon=True).start()
 
-        with self._lock:
-            if dp.id not in self._datapaths:
-                return
-            moved = follow = None
-            settling = self._settling.is_settling(dp.id, in_port)
-            if (not settling and not self._is_link_port(dp.id, in_port)
-                    and not self._settling.was_uplink(dp.id, in_port)
-                    and not _is_group(eth.src)):
-                before = self._hosts.by_mac(eth.src)
-                was = self._hosts.by_ip(sender_ip) if sender_ip else None
-                if (pin := self._hosts.pinned_elsewhere(sender_ip, dp.id, in_port)):
-                    LOG.warning("%s (%s) seen at %016x port %d, but the inventory pins "
-                                "account %s to %016x port %d; location unchanged",
-                                sender_ip, eth.src, dp.id, in_port, pin.account,
-                                pin.dpid, pin.port)
-                elif self._hosts.learn(dp.id, in_port, eth.src, sender_ip):
-                    LOG.info("host %s (%s) at %016x port %d", eth.src,
-                             sender_ip or "no IP yet", dp.id, in_port)
-                    now = self._hosts.by_mac(eth.src)
-                    if before is not None and (before.dpid, before.port) != (dp.id, in_port):
-                        moved = now
-                    elif (now.ip and _place(was) != _place(now)
-                          and self.is_enforced(now.ip)):
-                        # The address is known here afresh while enforced: it
-                        # may have been planned where it was wrongly seen (an
-                        # uplink not discovered yet, forgotten since); the
-                        # service re-places only what is not at this port.
-                        follow = now.ip
-            view, graph, tree = self._forwarding_view()
-            destination = None if _is_group(eth.dst) else self._hosts.by_mac(eth.dst)
-            quiet = self._settling.settling_ports(dp.id) if destination is None else set()
-
-        if moved is not None:
-            LOG.info("host %s moved to %016x port %d", moved.mac, moved.dpid, moved.port)
-            # Paths toward it are stale on every switch; they are recomputed
-            # as traffic comes back to the controller.
-            self._flush_forwarding(match_mac=moved.mac)
-            follow = moved.ip
-        if follow:
-            threading.Thread(target=self.on_host_moved, args=(follow,), daemon=True).start()
-        ofp, parser = dp.ofproto, dp.ofproto_parser
-        if destination is not None:
-            out_port = topology.next_hop(view, dp.id, destination, graph)
-            if out_port is None or out_port == in_port:
-                return
-            rule = compiler.flow_add(forwarding.learned_rule(dp.id, eth.dst, out_port))
-            rule.datapath = dp
-            dp.send_msg(rule)
-            out_ports = [out_port]
-        else:
-            # Broadcast, or a destination not located yet: along the tree only,
-            # and neither from nor into a port still settling (settling.py).
-            if settling or not topology.accepts_broadcast(view, dp.id, in_port, tree):
-                return
-            ports = {no for no in getattr(dp, "ports", {}) if no < ofp.OFPP_MAX} - quiet
-            out_ports = sorted(topology.flood_ports(view, dp.id, ports, tree) - {in_port})
-        if out_ports:
-            dp.send_msg(parser.OFPPacketOut(
-                datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
-                actions=[parser.OFPActionOutput(port) for port in out_ports],
-                data=msg.data))
-
-    def _forwarding_view(self):
-        """The links as a view, its graph and spanning tree, rebuilt only when
-        the links changed (every packet-in asks). Caller holds the lock."""
-        key = frozenset(self._links)
-        if self._tree_cache is None or self._tree_cache[0] != key:
-            view = TopologyView(tuple(SwitchView(d, ()) for d in sorted(self._datapaths)),
-                                tuple(sorted(self._links, key=dataclasses.astuple)), ())
-            graph = switch_graph(view)
-            self._tree_cache = (key, view, graph, topology.spanning_tree(graph))
-        _, view, graph, tree = self._tree_cache
-        return TopologyView(view.switches, view.links, ()), graph, tree
-
-    def _flush_forwarding(self, match_mac: str | None = None) -> None:
-        """Drops computed paths (all of them, or toward one MAC) on every
-        switch, so that the next packets take paths for the current topology."""
-        with self._lock:
-            datapaths = list(self._datapaths.values())
-        for dp in datapaths:
-            message = compiler.delete_namespace(pipeline.NS_FORWARD, eth_dst=match_mac)
-            message.datapath = dp
-            dp.send_msg(message)
+    def _budget_alarm(self, dpid: int, port: int, budget: str, rate: float,
+                      limit: float) -> None:
+        from enforcement.model import PortAlarm
+        ip = self.net.subscriber_at(dpid, port)
+        detail = {"learn": "copies to the controller over the port's learning budget",
+                  "storm": "broadcast and unknown unicast over the storm-control budget",
+                  "learning_ban": "new MACs faster than allowed: learning banned for "
+                                  f"{self.fabric.budgets.ban_seconds:.0f} s",
+                  "max_hosts": "the port holds its maximum of hosts: no more learned"}[budget]
+        LOG.warning("%016x port %d (%s): %s (%.1f, limit %.1f)", dpid, port,
+                    ip or "no known subscriber", detail, rate, limit)
+        self.alarms_raised += 1
+        try:
+            self.on_port_alarm(PortAlarm(dpid=dpid, port=port, budget=budget, rate_pps=rate,
+                                         limit=limit, subscriber_ip=ip, detail=detail))
+        except Exception:
+            LOG.exception("port alarm not delivered")
 
 
 def _is_live(ofp, desc) -> bool:
     return not (desc.state & ofp.OFPPS_LINK_DOWN or desc.config & ofp.OFPPC_PORT_DOWN)
 
 
-def _place(host: HostView | None) -> tuple[int, int] | None:
-    return None if host is None else (host.dpid, host.port)
+def _enforcement_meters(meters) -> dict:
+    """The enforcement meters among a switch's (the data plane's own per-port
+    meters are controller/fabric.py's)."""
+    return {m.meter_id: m for m in meters if pipeline.is_enforcement_meter(m.meter_id)}
 
 
-def _is_group(mac: str) -> bool:
-    return int(mac[:2], 16) & 1 == 1
+def _name(desc) -> str:
+    return desc.name.decode() if isinstance(desc.name, bytes) else str(desc.name)

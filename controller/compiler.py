@@ -262,5 +262,10 @@ def meter_from_stats(dpid: int, stats) -> MeterSpec:
     return MeterSpec(dpid, stats.meter_id, unit, band.rate, band.burst_size)
 
 
+def meter_stats_request() -> parser.OFPMeterStatsRequest:
+    """Packets in and dropped per meter, for every meter of the switch."""
+    return parser.OFPMeterStatsRequest(datapath=None, meter_id=ofp.OFPM_ALL)
+
+
 def barrier() -> parser.OFPBarrierRequest:
     return parser.OFPBarrierRequest(datapath=None)

@@ -59,6 +59,13 @@ class HostTable:
         return HostView(seen.mac if seen else (pin.mac or ""), ip, pin.dpid, pin.port,
                         pin.account, True)
 
+    def count_at(self, dpid: int, port: int) -> int:
+        return sum(1 for h in self._by_mac.values() if (h.dpid, h.port) == (dpid, port))
+
+    def located(self) -> list[HostView]:
+        """Every host with a MAC and a place: what forwarding is built for."""
+        return [h for h in self.all() if h.mac]
+
     def all(self) -> tuple[HostView, ...]:
         hosts = {h.mac: h for h in self._by_mac.values() if h.ip not in self._pinned}
         for ip in self._pinned:

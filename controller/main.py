@@ -70,6 +70,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="roles of client certificates and per-client limits (TOML; "
                              "see enforcement/access.py). Default: no client has a role, "
                              "default limits")
+    plane = parser.add_argument_group(
+        "control-plane budgets", "what one port or one switch may cost the controller; "
+        "enforced in the switches (OpenFlow meters), reported as Watch events")
+    plane.add_argument("--learn-pps", type=int, default=50, metavar="PPS",
+                       help="copies per second one access port may send the controller "
+                            "(to learn hosts). Default: %(default)s")
+    plane.add_argument("--storm-pps", type=int, default=200, metavar="PPS",
+                       help="broadcast, multicast and unknown unicast per second one access "
+                            "port may flood (storm control). Default: %(default)s")
+    plane.add_argument("--controller-pps", type=int, default=1000, metavar="PPS",
+                       help="packet-ins per second one switch may send in all (the "
+                            "OpenFlow controller meter). Default: %(default)s")
+    plane.add_argument("--max-hosts-per-port", type=int, default=32, metavar="N",
+                       help="hosts learned on one access port at most. Default: %(default)s")
+    plane.add_argument("--learn-ban", type=int, default=10, metavar="MACS",
+                       help="more new MACs than this on one port within 10 s bans learning "
+                            "there for --learn-ban-seconds. Default: %(default)s")
+    plane.add_argument("--learn-ban-seconds", type=float, default=30.0, metavar="S",
+                       help="Default: %(default)s")
+    plane.add_argument("--packet-in-queue", type=int, default=1024, metavar="N",
+                       help="packet-ins waiting to be learned from, at most; the oldest "
+                            "are dropped beyond. Default: %(default)s")
+    plane.add_argument("--startup-grace", type=float, default=15.0, metavar="S",
+                       help="after a start, switches found holding forwarding flows get "
+                            "only additions this long, while the others reconnect. "
+                            "Default: %(default)s")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
@@ -83,6 +109,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if any(given) and not all(given):
         parser.error("mutual TLS needs --tls-cert, --tls-key and --tls-client-ca together")
     args.tls = all(given)
+    from controller.dataplane import Budgets
+    try:
+        args.budgets = Budgets(
+            learn_pps=args.learn_pps, learn_burst=args.learn_pps,
+            storm_pps=args.storm_pps, storm_burst=args.storm_pps,
+            controller_pps=args.controller_pps, controller_burst=args.controller_pps,
+            max_hosts=args.max_hosts_per_port, churn_macs=args.learn_ban,
+            ban_seconds=args.learn_ban_seconds)
+    except ValueError as exc:
+        parser.error(f"control-plane budgets: {exc}")
+    if args.packet_in_queue < 1:
+        parser.error("--packet-in-queue must be at least 1")
+    if args.startup_grace < 0:
+        parser.error("--startup-grace must not be negative")
     for flag, value in (("--metrics-listen", args.metrics_listen),
                         ("--http-listen", args.http_listen)):
         if value != "off":
@@ -252,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from controller import app as app_module
     app_module.INVENTORY_PATH[0] = args.inventory
+    app_module.SETTINGS[0] = app_module.Settings(args.budgets, args.packet_in_queue,
+                                                 args.startup_grace)
     if pinned:
         LOG.info("inventory: %d subscriber(s) pinned", len(pinned))
     manager, app = _start_os_ken(args)
@@ -261,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     app.on_host_moved = service.host_moved
     app.is_enforced = service.is_enforced
     app.on_links_changed = service.links_changed
+    app.on_port_alarm = service.report_port_alarm
     # Switches that connected while the store was loading get their turn now.
     for dpid in app.connected_switches():
         threading.Thread(target=service.resync, args=(dpid,), daemon=True).start()

@@ -86,7 +86,7 @@ class _Rules:
 
     def meter(self, priority: int, meter_id: int, *match) -> FlowRule:
         return FlowRule(self.dpid, pipeline.TABLE_METER, priority, self.cookie, match,
-                        (ApplyMeter(meter_id), GotoTable(pipeline.TABLE_FORWARD)))
+                        (ApplyMeter(meter_id), GotoTable(pipeline.TABLE_LEARN)))
 
 
 def _l4(protocol: str, port: int | None, side: str = "dst") -> tuple:
@@ -178,7 +178,12 @@ def _quarantine(spec: ActionSpec, t: Target, context: Context, r: _Rules, meter_
         # reaches the subscriber.
         rules.append(r.allow(allow, ipv4, _ip("ipv4_src", server), to_me,
                              *_l4(proto, service_port, side="src")))
-    rules += [r.drop(deny, port), r.drop(deny, ipv4, to_me)]
+    # At egress too: toward the subscriber only those answers and ARP pass
+    # (the flood set leaves its port out but for ARP asking for it:
+    # controller/dataplane.py).
+    mac = ("eth_dst", t.location.mac)
+    rules += [r.allow(allow, mac, ("eth_type", ETH_TYPE_ARP)),
+              r.drop(deny, port), r.drop(deny, ipv4, to_me), r.drop(deny, mac)]
     return rules, []
 
 

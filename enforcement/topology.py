@@ -67,3 +67,19 @@ def next_hop(view: TopologyView, dpid: int, host: HostView,
     except (nx.NetworkXNoPath, nx.NodeNotFound):
         return None
     return graph.edges[path[0], path[1]]["ports"][dpid]
+
+
+def next_hops(graph: nx.Graph, distances: dict, dpid: int) -> dict[int, int]:
+    """next_hop for every switch reachable from dpid at once: destination
+    switch -> port. distances: every switch's hop counts to every other
+    (dict(nx.all_pairs_shortest_path_length(graph))), computed once per
+    topology. Same choice as next_hop: the neighbour one hop closer with the
+    lowest datapath id (the first step of the lexicographically least
+    shortest path)."""
+    hops = {}
+    for dst, d in distances.get(dpid, {}).items():
+        if dst == dpid:
+            continue
+        closer = min(n for n in graph.neighbors(dpid) if distances[n].get(dst) == d - 1)
+        hops[dst] = graph.edges[dpid, closer]["ports"][dpid]
+    return hops

@@ -17,14 +17,21 @@ from enforcement.flows import (VLAN_PRESENT, ApplyMeter, FlowRule, GotoTable, Ou
 @dataclasses.dataclass(frozen=True)
 class Verdict:
     outcome: str  # "dropped", "output", "controller"
-    port: int | None = None
+    port: int | None = None  # the first port it leaves on
     rule: FlowRule | None = None
     meters: tuple[int, ...] = ()  # meters the packet went through
     vlan: int | None = None  # the VLAN id the packet leaves with
+    ports: tuple[int, ...] = ()  # every port it leaves on (a flood), in_port excluded
+    copied: bool = False  # a copy went to the controller on the way
 
     @property
     def forwarded(self) -> bool:
         return self.outcome == "output"
+
+    @property
+    def enforcement_meters(self) -> tuple[int, ...]:
+        from enforcement.pipeline import is_enforcement_meter
+        return tuple(m for m in self.meters if is_enforcement_meter(m))
 
 
 def _field_matches(value, wanted) -> bool:
@@ -40,21 +47,37 @@ def _matches(rule: FlowRule, packet: dict) -> bool:
 
 
 def simulate(rules, dpid: int, packet: dict) -> Verdict:
-    """A packet with "vlan_vid" set (to VLAN_PRESENT | id) arrives tagged."""
+    """A packet with "vlan_vid" set (to VLAN_PRESENT | id) arrives tagged.
+    Actions of every table run in turn (a copy to the controller goes on to
+    the next table); outputs to the in_port are skipped, as Open vSwitch
+    does."""
     packet = dict(packet)
     table = 0
     meters: list[int] = []
+    ports: list[int] = []
+    copied = False
+    last = None
+
+    def ending(rule):
+        vlan = packet["vlan_vid"] & ~VLAN_PRESENT if "vlan_vid" in packet else None
+        if ports:
+            return Verdict("output", ports[0], rule, tuple(meters), vlan, tuple(ports), copied)
+        if copied:
+            return Verdict("controller", None, rule, tuple(meters), vlan, (), True)
+        return Verdict("dropped", None, rule, tuple(meters))
+
     for _ in range(255):
         candidates = [r for r in rules if r.dpid == dpid and r.table_id == table
                       and _matches(r, packet)]
         if not candidates:
             # OpenFlow 1.3 table miss without a flow
-            return Verdict("dropped", meters=tuple(meters))
+            return ending(last)
         best = max(candidates, key=lambda r: r.priority)
         # Equal-priority overlaps are undefined in OpenFlow unless they agree.
         ties = [r for r in candidates if r.priority == best.priority
                 and r.instructions != best.instructions]
         assert not ties, f"ambiguous overlap in table {table}: {best} vs {ties}"
+        last = best
         goto = next((i for i in best.instructions if isinstance(i, GotoTable)), None)
         meters += [i.meter_id for i in best.instructions if isinstance(i, ApplyMeter)]
         for item in best.instructions:
@@ -62,13 +85,12 @@ def simulate(rules, dpid: int, packet: dict) -> Verdict:
                 packet["vlan_vid"] = VLAN_PRESENT | item.vid
             elif isinstance(item, PopVlan):
                 packet.pop("vlan_vid", None)
-            vlan = packet["vlan_vid"] & ~VLAN_PRESENT if "vlan_vid" in packet else None
-            if isinstance(item, Output):
-                return Verdict("output", item.port, best, tuple(meters), vlan)
-            if isinstance(item, ToController):
-                return Verdict("controller", None, best, tuple(meters), vlan)
+            elif isinstance(item, Output) and item.port != packet.get("in_port"):
+                ports.append(item.port)
+            elif isinstance(item, ToController):
+                copied = True
         if goto is None:
-            return Verdict("dropped", None, best, tuple(meters))
+            return ending(best)
         assert goto.table_id > table, "goto_table must move forward"
         table = goto.table_id
     raise AssertionError("pipeline loop")

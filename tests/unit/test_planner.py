@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from controller.forwarding import base_rules, learned_rule
+from controller.dataplane import Budgets, Ports, host_rules, switch_rules
 from enforcement import pipeline
 from enforcement.desired import SwitchState, diff
 from enforcement.flows import VLAN_PRESENT
@@ -41,8 +41,12 @@ def planned(spec, serial=7, t=None):
 
 def switch(*plans):
     """s1: h1 on port 1, h2 on port 2, everything else behind uplink port 3."""
-    learned = [learned_rule(1, mac, port) for mac, port in MACS.values()]
-    return [*base_rules(1), *learned, *(r for p in plans for r in p.rules)]
+    base, _ = switch_rules(1, Ports(access=frozenset({1, 2}), tree=frozenset({UPLINK})),
+                           Budgets())
+    located = [r for ip, (mac, port) in MACS.items()
+               for r in host_rules(1, HostView(mac, ip, 1 if port < UPLINK else 2, port),
+                                   port, port < UPLINK)]
+    return [*base, *located, *(r for p in plans for r in p.rules)]
 
 
 def ip_packet(src, dst, proto="tcp", dport=None, sport=40000, in_port=None, eth_src=None):
@@ -66,7 +70,7 @@ def fate(rules, packet):
     if verdict.outcome == "dropped":
         return "dropped"
     assert verdict.outcome in ("output", "controller")
-    return "metered" if verdict.meters else "passes"
+    return "metered" if verdict.enforcement_meters else "passes"
 
 
 def step(violation, n=1):

@@ -1,0 +1,257 @@
+"""The data plane every managed switch holds, as FlowRules and meters.
+
+Pure: a switch's ports as the controller classifies them, the located hosts
+and the budgets in; the rules out. The invariant it keeps: **a switch
+forwards and floods on its own**. Nothing a host sends waits for the
+controller: known hosts are forwarded by flows installed ahead of traffic
+(no timeouts, so they outlive a dead controller), broadcast and unknown
+unicast are flooded by the switch along the spanning tree, and the
+controller only gets *copies* of what it must learn from, through a meter
+per access port and a switch-wide cap. One subscriber can therefore fill
+only its own budgets.
+
+Tables (enforcement/pipeline.py):
+
+  2 learn      (port, MAC, address) known: on. Same port and MAC with a new
+               address, or a source never seen on the port: a copy to the
+               controller through the port's learning meter, and on. A
+               port under a learning ban or at its host limit drops unknown
+               sources instead (known hosts keep working).
+  3 forward    eth_dst of a located host: out of the port toward it.
+  4 flood      who may flood: settled access ports, through their
+               storm-control meter; links on the spanning tree. Nothing
+               else floods (off-tree links, ports still settling).
+  5 flood out  the flood set, less the ports an enforcement closes at egress
+               (a cutoff: everything; a quarantine: all but ARP asking for
+               the subscriber's own address).
+
+Open vSwitch never sends a packet back out of its in_port with a plain
+output action, so one flood list serves every in_port.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Iterable, Mapping
+
+from enforcement import pipeline
+from enforcement.flows import (ApplyMeter, FlowRule, GotoTable, MeterSpec, Output,
+                               ToController)
+from enforcement.model import HostView
+
+ETH_TYPE_IPV4 = 0x0800
+ETH_TYPE_ARP = 0x0806
+
+# Table 2 (learn)
+PRIORITY_HOST_KNOWN = 300     # port, MAC and address all known
+PRIORITY_HOST_NEW_IP = 200    # known port and MAC, another address: copy
+PRIORITY_HOST_OTHER = 100     # known port and MAC, not ARP or IPv4
+PRIORITY_PORT_LEARN = 20      # an unknown source on an access port
+# Table 4 (flood)
+PRIORITY_FLOOD_IN = 20
+# Table 5 (flood out)
+PRIORITY_FLOOD_ARP_EXCEPTION = 100
+PRIORITY_FLOOD_ALL = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class Budgets:
+    """Packets per second (and bursts, in packets) a port or a switch may
+    cost the control plane, and the learning limits. The defaults sit far
+    above what ARP, DHCP and a household's devices need, and far below what
+    one host with a raw socket can send."""
+    learn_pps: int = 50
+    learn_burst: int = 50
+    storm_pps: int = 200
+    storm_burst: int = 200
+    controller_pps: int = 1000
+    controller_burst: int = 1000
+    max_hosts: int = 32          # per access port
+    churn_macs: int = 10         # new MACs on a port within churn_seconds ...
+    churn_seconds: float = 10.0
+    ban_seconds: float = 30.0    # ... ban learning there this long
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            if getattr(self, field.name) <= 0:
+                raise ValueError(f"{field.name} must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class Ports:
+    """A switch's ports as the data plane treats them.
+
+    access:  settled ports with no switch behind them: they learn, flood
+             through storm control and receive floods;
+    tree:    ports of links on the spanning tree: they flood and receive
+             floods; every other port (an off-tree link, a port still
+             settling, an old uplink whose link is not seen now) neither;
+    closed_learning: access ports under a learning ban or at their host
+             limit: unknown sources there are dropped, not copied;
+    egress:  access ports an enforcement closes: None for nothing at all,
+             an address for "only ARP asking for it" (a quarantine).
+    """
+    access: frozenset[int] = frozenset()
+    tree: frozenset[int] = frozenset()
+    closed_learning: frozenset[int] = frozenset()
+    egress: Mapping[int, str | None] = dataclasses.field(default_factory=dict)
+
+    def key(self) -> tuple:
+        return (self.access, self.tree, self.closed_learning,
+                tuple(sorted(self.egress.items(), key=lambda kv: kv[0])))
+
+
+def learn_meter(port: int) -> int:
+    return pipeline.METER_LEARN_BASE + port
+
+
+def storm_meter(port: int) -> int:
+    return pipeline.METER_STORM_BASE + port
+
+
+def meter_port(meter_id: int) -> tuple[str, int] | None:
+    """("learn" | "storm", port) for a data-plane port meter, else None."""
+    if pipeline.METER_STORM_BASE <= meter_id < pipeline.METER_CONTROLLER:
+        return "storm", meter_id - pipeline.METER_STORM_BASE
+    if pipeline.METER_LEARN_BASE <= meter_id < pipeline.METER_STORM_BASE:
+        return "learn", meter_id - pipeline.METER_LEARN_BASE
+    return None
+
+
+def switch_rules(dpid: int, ports: Ports,
+                 budgets: Budgets) -> tuple[tuple[FlowRule, ...], tuple[MeterSpec, ...]]:
+    """Everything on the switch that is not about one host."""
+    base = pipeline.COOKIE_BASE
+    fwd = pipeline.COOKIE_FORWARD
+    miss = pipeline.PRIORITY_TABLE_MISS
+    rules = [
+        FlowRule(dpid, pipeline.TABLE_ENFORCE, miss, base, (),
+                 (GotoTable(pipeline.TABLE_METER),)),
+        FlowRule(dpid, pipeline.TABLE_METER, miss, base, (),
+                 (GotoTable(pipeline.TABLE_LEARN),)),
+        # Links, old uplinks, settling ports: no learning there.
+        FlowRule(dpid, pipeline.TABLE_LEARN, miss, fwd, (),
+                 (GotoTable(pipeline.TABLE_FORWARD),)),
+        FlowRule(dpid, pipeline.TABLE_FORWARD, miss, fwd, (),
+                 (GotoTable(pipeline.TABLE_FLOOD),)),
+        # Table 4's miss: no flow, so OpenFlow 1.3 drops (nothing goes to
+        # the controller packet by packet).
+    ]
+    meters = [MeterSpec(dpid, pipeline.METER_CONTROLLER, "pktps", budgets.controller_pps,
+                        budgets.controller_burst)]
+    for port in sorted(ports.access):
+        match = (("in_port", port),)
+        if port in ports.closed_learning:
+            rules.append(FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_PORT_LEARN, fwd, match))
+        else:
+            rules.append(FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_PORT_LEARN, fwd, match,
+                                  (ApplyMeter(learn_meter(port)), ToController(),
+                                   GotoTable(pipeline.TABLE_FORWARD))))
+        rules.append(FlowRule(dpid, pipeline.TABLE_FLOOD, PRIORITY_FLOOD_IN, fwd, match,
+                              (ApplyMeter(storm_meter(port)),
+                               GotoTable(pipeline.TABLE_FLOOD_OUT))))
+        meters += [MeterSpec(dpid, learn_meter(port), "pktps", budgets.learn_pps,
+                             budgets.learn_burst),
+                   MeterSpec(dpid, storm_meter(port), "pktps", budgets.storm_pps,
+                             budgets.storm_burst)]
+    for port in sorted(ports.tree):
+        rules.append(FlowRule(dpid, pipeline.TABLE_FLOOD, PRIORITY_FLOOD_IN, fwd,
+                              (("in_port", port),), (GotoTable(pipeline.TABLE_FLOOD_OUT),)))
+    targets = (ports.access | ports.tree) - set(ports.egress)
+    rules.append(FlowRule(dpid, pipeline.TABLE_FLOOD_OUT, PRIORITY_FLOOD_ALL, fwd, (),
+                          tuple(Output(p) for p in sorted(targets))))
+    for port, ip in sorted(ports.egress.items()):
+        if ip is not None and port in ports.access:
+            rules.append(FlowRule(
+                dpid, pipeline.TABLE_FLOOD_OUT, PRIORITY_FLOOD_ARP_EXCEPTION, fwd,
+                (("eth_type", ETH_TYPE_ARP), ("arp_tpa", ip)),
+                tuple(Output(p) for p in sorted(targets | {port}))))
+    return tuple(rules), tuple(meters)
+
+
+def host_rules(dpid: int, host: HostView, out_port: int | None,
+               learns: bool) -> tuple[FlowRule, ...]:
+    """A located host's flows on switch dpid: toward it (out_port: the port
+    toward it from here, None when unreachable), and, on its own switch
+    (learns: its port is an access port there, with its learning meter),
+    its known-source flows. Their cookie carries its address."""
+    rules = []
+    if out_port is not None:
+        rules.append(FlowRule(dpid, pipeline.TABLE_FORWARD, pipeline.PRIORITY_LEARNED,
+                              pipeline.COOKIE_FORWARD, (("eth_dst", host.mac),),
+                              (Output(out_port),)))
+    if learns and host.dpid == dpid:
+        ip = int(ipaddress.IPv4Address(host.ip)) if host.ip else 0
+        cookie = pipeline.host_cookie(ip)
+        src = (("in_port", host.port), ("eth_src", host.mac))
+        on = (GotoTable(pipeline.TABLE_FORWARD),)
+        copy = (ApplyMeter(learn_meter(host.port)), ToController(), *on)
+        if host.ip:
+            rules += [
+                FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_KNOWN, cookie,
+                         (*src, ("eth_type", ETH_TYPE_ARP), ("arp_spa", host.ip)), on),
+                FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_KNOWN, cookie,
+                         (*src, ("eth_type", ETH_TYPE_IPV4), ("ipv4_src", host.ip)), on)]
+        rules += [
+            FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_NEW_IP, cookie,
+                     (*src, ("eth_type", ETH_TYPE_ARP)), copy),
+            FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_NEW_IP, cookie,
+                     (*src, ("eth_type", ETH_TYPE_IPV4)), copy),
+            FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_OTHER, cookie, src, on)]
+    return tuple(rules)
+
+
+def hosts_from_rules(dpid: int, rules: Iterable[FlowRule]) -> list[HostView]:
+    """The hosts a switch's known-source flows describe (what a restarted
+    controller reads back): MAC and port from the match, address from the
+    cookie."""
+    found: dict[str, HostView] = {}
+    for rule in rules:
+        if (pipeline.namespace_of(rule.cookie) != pipeline.NS_HOST
+                or rule.priority != PRIORITY_HOST_OTHER):
+            continue
+        match = dict(rule.match)
+        serial = rule.cookie & pipeline.COOKIE_SERIAL_MASK
+        ip = str(ipaddress.IPv4Address(serial)) if serial else None
+        found[match["eth_src"]] = HostView(match["eth_src"], ip, dpid, match["in_port"])
+    return sorted(found.values(), key=lambda h: (h.port, h.mac))
+
+
+def host_of_rule(rule: FlowRule) -> str | None:
+    """The MAC a data-plane rule is about (the part it belongs to), if any."""
+    for name, value in rule.match:
+        if name in ("eth_src", "eth_dst"):
+            return str(value)
+    return None
+
+
+def egress_closures(rules: Iterable[FlowRule]) -> dict[int, str | None]:
+    """Access ports an enforcement closes at egress, read from its rules
+    (enforcement/planner.py): a cutoff's or a quarantine's drop of the whole
+    port; a quarantine leaves ARP for the subscriber's own address open."""
+    closed: dict[int, str | None] = {}
+    arp_open: dict[int, str] = {}
+    for rule in rules:
+        if rule.table_id != pipeline.TABLE_ENFORCE:
+            continue
+        match = dict(rule.match)
+        if (rule.priority in (pipeline.PRIORITY_CUTOFF, pipeline.PRIORITY_QUARANTINE_DENY)
+                and not rule.instructions and set(match) == {"in_port"}):
+            port = match["in_port"]
+            if rule.priority == pipeline.PRIORITY_CUTOFF:
+                closed[port] = None
+            else:
+                closed.setdefault(port, "")
+        elif (rule.priority == pipeline.PRIORITY_QUARANTINE_ALLOW
+              and match.get("eth_type") == ETH_TYPE_ARP and "arp_spa" in match
+              and "in_port" in match and isinstance(match["arp_spa"], str)):
+            arp_open[match["in_port"]] = match["arp_spa"]
+    return {port: (arp_open.get(port) if kind == "" else None)
+            for port, kind in closed.items()}
+
+
+def is_closing_rule(rule: FlowRule) -> bool:
+    """Whether a rule can change egress_closures (cheap: checked per change)."""
+    return rule.table_id == pipeline.TABLE_ENFORCE and rule.priority in (
+        pipeline.PRIORITY_CUTOFF, pipeline.PRIORITY_QUARANTINE_DENY,
+        pipeline.PRIORITY_QUARANTINE_ALLOW)

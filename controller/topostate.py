@@ -1,0 +1,269 @@
+"""What the controller knows of the network: links, ports, hosts.
+
+One owner, one lock, for the state the OpenFlow events feed (links from LLDP,
+port states, host sightings from packet-in copies) and that the data plane
+(controller/fabric.py), the service (locate) and the view (topology) read.
+Learning rules:
+
+- hosts are learned only on access ports: settled, no link on them, never
+  found to be an uplink since they last went down (controller/settling.py);
+- a port under a learning ban, or holding its maximum of hosts, learns no
+  new MAC (controller/portguard.py); the alarm names it;
+- an inventory-pinned address stays where the inventory says.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import ipaddress
+import logging
+import threading
+
+import networkx as nx
+from os_ken.lib.packet import arp, ethernet, ether_types, ipv4, packet
+
+from controller.dataplane import Budgets, Ports
+from controller.fabric import Snapshot
+from controller.hosts import HostTable
+from controller.portguard import PortGuard
+from controller.settling import Settling
+from enforcement import topology
+from enforcement.model import HostView, LinkView, Location, SwitchView, TopologyView
+from enforcement.routing import switch_graph
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Learned:
+    """What one packet-in taught: hosts whose flows must change, an address
+    whose enforcements must follow its host, alarms to raise."""
+    macs: set[str] = dataclasses.field(default_factory=set)
+    follow: str | None = None
+    alarms: list[tuple[int, int, str, float, float]] = dataclasses.field(default_factory=list)
+
+
+class TopologyState:
+    def __init__(self, pinned, budgets: Budgets):
+        self._lock = threading.Lock()
+        self._budgets = budgets
+        self.hosts = HostTable(pinned)
+        self.settling = Settling()
+        self.guard = PortGuard(budgets)
+        self._links: set[LinkView] = set()
+        self._ports: dict[int, dict[int, tuple[str, bool]]] = {}  # dpid -> port -> (name, live)
+        self._cache = None  # (links key, view, graph, tree, distances)
+        self._full_alarmed: set[tuple[int, int]] = set()
+
+    # ---- switches and ports ------------------------------------------------
+
+    def switch_up(self, dpid: int, ports: dict[int, tuple[str, bool]]) -> None:
+        with self._lock:
+            self._ports[dpid] = dict(ports)
+            self.settling.came_up(dpid, ports)
+            for no, (_, live) in ports.items():
+                if not live:
+                    self.settling.went_down(dpid, no)
+
+    def switch_down(self, dpid: int) -> None:
+        with self._lock:
+            self._ports.pop(dpid, None)
+            self.settling.forget_switch(dpid)
+            self._links = {l for l in self._links if dpid not in (l.src_dpid, l.dst_dpid)}
+
+    def port_changed(self, dpid: int, port: int, name: str, live: bool, added: bool,
+                     deleted: bool) -> None:
+        with self._lock:
+            ports = self._ports.setdefault(dpid, {})
+            if deleted:
+                ports.pop(port, None)
+                self.settling.removed(dpid, port)
+                self.guard.forget_port(dpid, port)
+                return
+            ports[port] = (name, live)
+            if not live:
+                self.settling.went_down(dpid, port)
+            elif added:
+                self.settling.came_up(dpid, [port])
+            else:
+                self.settling.went_up(dpid, port)
+
+    # ---- links -------------------------------------------------------------
+
+    def link_added(self, link: LinkView) -> tuple[bool, list[str]]:
+        """Returns whether it is new, and the hosts forgotten because their
+        port turned out to be an uplink."""
+        with self._lock:
+            new = link not in self._links
+            self._links.add(link)
+            gone = []
+            for dpid, port in ((link.src_dpid, link.src_port), (link.dst_dpid, link.dst_port)):
+                gone += self.hosts.forget_port(dpid, port)
+                self.settling.link_found(dpid, port)
+                self.guard.forget_port(dpid, port)
+        return new, gone
+
+    def link_deleted(self, link: LinkView) -> bool:
+        with self._lock:
+            known = link in self._links
+            self._links.discard(link)
+        return known
+
+    # ---- reading -----------------------------------------------------------
+
+    def locate(self, ip: str) -> Location | None:
+        with self._lock:
+            host = self.hosts.by_ip(ip)
+        # A pinned line whose MAC is neither in the inventory nor seen yet
+        # cannot take MAC-matched rules (cutoff, anti-spoofing): not located.
+        return None if host is None or not host.mac else Location(host.dpid, host.port,
+                                                                  host.mac)
+
+    def view(self) -> TopologyView:
+        with self._lock:
+            switches = tuple(SwitchView(dpid, tuple(sorted(
+                (no, name) for no, (name, _) in ports.items())))
+                for dpid, ports in sorted(self._ports.items()))
+            links = tuple(sorted(self._links, key=dataclasses.astuple))
+            return TopologyView(switches, links, self.hosts.all())
+
+    def _graphs(self):
+        """The links as a view, its graph, spanning tree and hop counts,
+        rebuilt only when the links changed. Caller holds the lock."""
+        key = (frozenset(self._links), frozenset(self._ports))
+        if self._cache is None or self._cache[0] != key:
+            view = TopologyView(tuple(SwitchView(d, ()) for d in sorted(self._ports)),
+                                tuple(sorted(self._links, key=dataclasses.astuple)), ())
+            graph = switch_graph(view)
+            distances = dict(nx.all_pairs_shortest_path_length(graph))
+            self._cache = (key, view, graph, topology.spanning_tree(graph), distances)
+        return self._cache[1:]
+
+    def _is_access(self, dpid: int, port: int, view: TopologyView) -> bool:
+        return (port in self._ports.get(dpid, {}) and self._ports[dpid][port][1]
+                and port not in topology.link_ports(view, dpid)
+                and not self.settling.is_settling(dpid, port)
+                and not self.settling.was_uplink(dpid, port))
+
+    def snapshot(self) -> Snapshot:
+        """What the data plane is computed from (controller/fabric.py)."""
+        with self._lock:
+            view, graph, tree, distances = self._graphs()
+            ports, hops, closed = {}, {}, {}
+            located = {h.mac: h for h in self.hosts.located()}
+            per_port = collections.Counter((h.dpid, h.port) for h in located.values())
+            for dpid, known in self._ports.items():
+                on_tree = ({data["ports"][dpid] for _, _, data in tree.edges(dpid, data=True)}
+                           if dpid in tree else set())
+                live = {no for no, (_, up) in known.items() if up}
+                access = frozenset(no for no in live if self._is_access(dpid, no, view))
+                ports[dpid] = Ports(access=access, tree=frozenset(on_tree & live))
+                hops[dpid] = (topology.next_hops(graph, distances, dpid)
+                              if dpid in graph else {})
+                full = {no for no in access
+                        if per_port[(dpid, no)] >= self._budgets.max_hosts}
+                closed[dpid] = frozenset(self.guard.banned_ports(dpid) | full)
+        return Snapshot(ports, located, hops, closed)
+
+    # ---- learning ----------------------------------------------------------
+
+    def adopt(self, hosts: list[HostView]) -> set[str]:
+        """Hosts read back from a switch's flows (a restarted controller):
+        learned unless known elsewhere already."""
+        learned = set()
+        with self._lock:
+            for host in hosts:
+                if self.hosts.by_mac(host.mac) is None and self.hosts.learn(
+                        host.dpid, host.port, host.mac, host.ip):
+                    learned.add(host.mac)
+        if learned:
+            LOG.info("%d host(s) read back from the switches' flows", len(learned))
+        return learned
+
+    def learn(self, dpid: int, in_port: int, data: bytes,
+              is_enforced=lambda ip: False) -> Learned:
+        out = Learned()
+        pkt = packet.Packet(data)
+        eth = pkt.get_protocol(ethernet.ethernet)
+        if eth is None or eth.ethertype == ether_types.ETH_TYPE_LLDP or _is_group(eth.src):
+            return out
+        sender_ip = None
+        if (arp_pkt := pkt.get_protocol(arp.arp)) is not None:
+            sender_ip = arp_pkt.src_ip
+        elif (ip_pkt := pkt.get_protocol(ipv4.ipv4)) is not None:
+            sender_ip = ip_pkt.src
+        if sender_ip is not None and not _is_unicast(sender_ip):
+            sender_ip = None  # DHCP's 0.0.0.0, broadcast and multicast teach nothing
+        with self._lock:
+            view = self._graphs()[0]
+            if not self._is_access(dpid, in_port, view):
+                return out
+            before = self.hosts.by_mac(eth.src)
+            was = self.hosts.by_ip(sender_ip) if sender_ip else None
+            new_here = before is None or (before.dpid, before.port) != (dpid, in_port)
+            if new_here and self.guard.banned(dpid, in_port):
+                return out
+            if new_here and self.hosts.count_at(dpid, in_port) >= self._budgets.max_hosts:
+                if (dpid, in_port) not in self._full_alarmed:
+                    self._full_alarmed.add((dpid, in_port))
+                    out.alarms.append((dpid, in_port, "max_hosts",
+                                       float(self.hosts.count_at(dpid, in_port)),
+                                       float(self._budgets.max_hosts)))
+                return out
+            if (pin := self.hosts.pinned_elsewhere(sender_ip, dpid, in_port)):
+                LOG.warning("%s (%s) seen at %016x port %d, but the inventory pins "
+                            "account %s to %016x port %d; location unchanged",
+                            sender_ip, eth.src, dpid, in_port, pin.account, pin.dpid,
+                            pin.port)
+                return out
+            if not self.hosts.learn(dpid, in_port, eth.src, sender_ip):
+                return out
+            LOG.info("host %s (%s) at %016x port %d", eth.src, sender_ip or "no IP yet",
+                     dpid, in_port)
+            now = self.hosts.by_mac(eth.src)
+            out.macs.add(eth.src)
+            if was is not None and was.mac and was.mac != eth.src:
+                out.macs.add(was.mac)  # the address moved to this MAC
+            if new_here:
+                if before is not None:
+                    self._full_alarmed.discard((before.dpid, before.port))
+                rate = self.guard.new_mac(dpid, in_port)
+                if rate is not None:
+                    LOG.warning("%016x port %d: %.1f new MACs/s; learning banned there "
+                                "for %.0f s", dpid, in_port, rate, self._budgets.ban_seconds)
+                    out.alarms.append((dpid, in_port, "learning_ban", rate,
+                                       self._budgets.churn_macs
+                                       / self._budgets.churn_seconds))
+            if before is not None and (before.dpid, before.port) != (dpid, in_port):
+                LOG.info("host %s moved to %016x port %d", eth.src, dpid, in_port)
+                out.follow = now.ip
+            elif now.ip and _place(was) != _place(now) and is_enforced(now.ip):
+                # The address is known here afresh while enforced: it may have
+                # been planned where it was wrongly seen (an uplink not
+                # discovered yet, forgotten since); the service re-places only
+                # what is not at this port.
+                out.follow = now.ip
+        return out
+
+    def subscriber_at(self, dpid: int, port: int) -> str | None:
+        with self._lock:
+            ips = sorted(h.ip for h in self.hosts.located()
+                         if (h.dpid, h.port) == (dpid, port) and h.ip)
+        return ips[0] if ips else None
+
+
+def _place(host: HostView | None) -> tuple[int, int] | None:
+    return None if host is None else (host.dpid, host.port)
+
+
+def _is_group(mac: str) -> bool:
+    return int(mac[:2], 16) & 1 == 1
+
+
+def _is_unicast(ip: str) -> bool:
+    try:
+        address = ipaddress.IPv4Address(ip)
+    except ValueError:
+        return False
+    return not (address.is_unspecified or address.is_multicast
+                or address == ipaddress.IPv4Address("255.255.255.255"))
