@@ -37,6 +37,7 @@ RECONNECT_HOLD = 3.0     # settle (1.5 s) plus LLDP rediscovering the links
 STARTUP_GRACE = 15.0     # OVS retries a lost controller every 8 s at most
 POLL_INTERVAL = 2.0      # seconds between reads of the port meters
 ALARM_REPEAT = 10.0      # a port still over budget is reported again after this
+TICK = 0.1               # how soon a settled port or an ended ban takes effect
 _SWITCH_PART = ""        # the part of a switch's flows not about one host
 
 
@@ -221,7 +222,7 @@ class Fabric:
         if change.empty:
             return
         try:
-            self._transact(dpid, compiler.change_messages(change), self.timeout)
+            self.send_change(dpid, change)
         except SwitchUnreachable:
             return  # it will be adopted afresh when it reconnects
         except SwitchError as exc:
@@ -244,11 +245,14 @@ class Fabric:
             for part in [p for p, rules in state.parts.items() if not rules]:
                 del state.parts[part]
 
+    def send_change(self, dpid: int, change: Change) -> None:
+        self._transact(dpid, compiler.change_messages(change), self.timeout)
+
     # ---- the worker --------------------------------------------------------
 
     def run(self, poll_interval: float = POLL_INTERVAL) -> None:
         while not self._stopped:
-            self._wake.wait(0.25)
+            self._wake.wait(TICK)
             self._wake.clear()
             try:
                 self.tick()

@@ -8,8 +8,11 @@ or the settle period has passed, a port takes no flood, floods nothing it
 receives, and teaches no host location. Known unicast still crosses it: a
 computed path cannot loop.
 
-OS-Ken sends LLDP on a port as soon as it comes up (and the pacer resends
-every 0.9 s), so 1.5 s covers the first frame and one retry.
+OS-Ken sends LLDP on a port as soon as it comes up, and it crosses a link
+and comes back as a packet-in within milliseconds (the pacer resends every
+0.9 s). 0.8 s covers that first frame many times over, and is short enough
+that a host plugged in is served by its second ARP request (hosts retry
+every second): reachable about a second after the cable.
 
 A port once found to be an uplink teaches no host location until it goes
 down or away, even while its link is unknown: after a control-channel
@@ -23,7 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
-SETTLE_SECONDS = 1.5
+SETTLE_SECONDS = 0.8
 
 
 class Settling:

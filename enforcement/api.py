@@ -136,7 +136,16 @@ def event_to_proto(event) -> pb.Event:
         kind=pb.EventKind.Value("EVENT_KIND_" + event.kind.upper()),
         enforcement_id=event.enforcement_id, case_id=event.case_id,
         subscriber_ip=event.subscriber_ip,
-        state=pb.State.Value("STATE_" + event.state.upper()), detail=event.detail)
+        # A port alarm belongs to no enforcement, so it has no state.
+        state=(pb.State.Value("STATE_" + event.state.upper()) if event.state
+               else pb.STATE_UNSPECIFIED),
+        detail=event.detail)
+    if event.budget is not None:  # a port alarm: which port, which budget, how far over
+        message.datapath_id = event.datapath_id
+        message.port = event.port
+        message.budget = event.budget
+        message.rate = event.rate
+        message.limit = event.budget_limit
     message.at.FromNanoseconds(int(event.at * 1e9))
     return message
 

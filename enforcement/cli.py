@@ -13,6 +13,7 @@ import sys
 
 from enforcement.client import VIOLATIONS as _VIOLATIONS
 from enforcement.client import ClientError, EnforcementClient, TlsFiles
+from enforcement.model import BUDGET_UNITS
 from enforcement.v1 import enforcement_pb2 as pb
 
 
@@ -122,17 +123,27 @@ def _watch(ctl: EnforcementClient, args):
         for event in ctl.watch(after_sequence=args.after, subscriber_ip=args.ip or "",
                                case_id=args.case or ""):
             at = event.at.ToDatetime().isoformat(sep=" ", timespec="milliseconds")
-            print(f"{at:<23}  {event.sequence:>6}  "
-                  f"{_name(pb.EventKind, event.kind, 'EVENT_KIND_'):<14}  "
-                  f"{event.enforcement_id:<20}  {event.case_id:<12}  "
-                  f"{event.subscriber_ip:<15}  {_name(pb.State, event.state, 'STATE_'):<8}  "
-                  f"{event.detail}", flush=True)
+            kind = _name(pb.EventKind, event.kind, "EVENT_KIND_")
+            rest = (_port_alarm(event) if event.kind == pb.EVENT_KIND_PORT_OVER_BUDGET
+                    else f"{event.enforcement_id:<20}  {event.case_id:<12}  "
+                         f"{event.subscriber_ip:<15}  "
+                         f"{_name(pb.State, event.state, 'STATE_'):<8}  {event.detail}")
+            print(f"{at:<23}  {event.sequence:>6}  {kind:<14}  {rest}", flush=True)
             seen += 1
             if args.count and seen >= args.count:
                 break
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _port_alarm(event: pb.Event) -> str:
+    """A port alarm has no enforcement, case or state: where, who, which
+    budget and how far over it take their place."""
+    unit = BUDGET_UNITS.get(event.budget, "")
+    return (f"switch {event.datapath_id:016x} port {event.port}  "
+            f"subscriber {event.subscriber_ip or 'unknown'}  "
+            f"{event.budget} {event.rate:g} {unit} (limit {event.limit:g})  {event.detail}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(run=_list)
 
     watch = commands.add_parser(
-        "watch", help="follow enforcement events live (applied, lifted, expired, repaired...)")
+        "watch", help="follow enforcement events live (applied, lifted, expired, "
+                      "repaired...) and port alarms (port_over_budget)")
     watch.add_argument("--ip", help="only this subscriber")
     watch.add_argument("--case", help="only this case")
     watch.add_argument("--after", type=int, default=0, metavar="SEQ",

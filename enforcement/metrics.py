@@ -2,9 +2,9 @@
 own so that nothing else in the process leaks into the scrape).
 
 Counters and the latency histogram are fed as things happen (the API layer
-for decisions, the service's event hook for drift repairs); gauges are
-computed at scrape time from the service and the switch sessions, so they can
-never drift from the truth.
+for decisions, the service's event hook for drift repairs and port alarms);
+gauges are computed at scrape time from the service and the switch sessions,
+so they can never drift from the truth.
 
     enforcement_decisions_total{violation, action, outcome}
         Apply calls: outcome is the enforcement's state (active, pending,
@@ -12,9 +12,13 @@ never drift from the truth.
     enforcement_apply_latency_seconds
         From Apply received to answered, switch confirmation included.
     enforcement_events_total{kind}
-        applied, lifted, expired, reapplied, drift_repaired...
+        applied, lifted, expired, reapplied, drift_repaired, port_over_budget...
     enforcement_drift_repairs_total
         Enforcements whose rules were found altered or missing and put back.
+    enforcement_port_over_budget_total{budget}
+        Port alarms the controller reported: an access port over its learn or
+        storm budget (packets/s), banned from learning for MAC churn
+        (learning_ban) or refusing hosts beyond its maximum (max_hosts).
     enforcement_active{action}
         Live (active or pending) enforcements.
     openflow_connected_switches
@@ -27,6 +31,8 @@ import collections
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
+
+from enforcement.model import BUDGET_UNITS, PORT_OVER_BUDGET
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                    5.0, 10.0)
@@ -48,6 +54,12 @@ class Metrics:
             "enforcement_drift_repairs",
             "Enforcements whose rules were found altered or missing and put back",
             registry=self.registry)
+        self.port_over_budget = Counter(
+            "enforcement_port_over_budget",
+            "Port alarms: an access port over one of its control-plane budgets",
+            ["budget"], registry=self.registry)
+        for budget in BUDGET_UNITS:  # at 0 from the start, so rate() sees the first
+            self.port_over_budget.labels(budget)
         if service is not None:
             self.registry.register(_StateCollector(service, network))
             service.add_event_listener(self.on_event)
@@ -61,6 +73,8 @@ class Metrics:
         self.events.labels(kind).inc()
         if kind == "drift_repaired":
             self.drift_repairs.inc()
+        elif kind == PORT_OVER_BUDGET:
+            self.port_over_budget.labels(record.budget).inc()
 
     def serve(self, host: str, port: int) -> tuple[object, int]:
         """Starts the /metrics HTTP endpoint; returns the server and its port."""

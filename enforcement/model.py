@@ -177,3 +177,62 @@ class TopologyView:
     switches: tuple[SwitchView, ...]
     links: tuple[LinkView, ...]
     hosts: tuple[HostView, ...]
+
+
+# The event kind of a PortAlarm.
+PORT_OVER_BUDGET = "port_over_budget"
+
+# The control-plane budgets a switch meters, or the controller counts, per
+# access port, and the unit each one's rate and limit are in.
+BUDGET_UNITS = {
+    "learn": "packets/s",          # copies sent to the controller for learning
+    "storm": "packets/s",          # broadcast and unknown-unicast flooding
+    "learning_ban": "new MACs/s",  # MAC churn that got learning banned
+    "max_hosts": "hosts",          # hosts beyond the port's maximum
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PortAlarm:
+    """An access port went over one of its control-plane budgets.
+
+    Raised by the controller, not by a decision: the controller only meters
+    and reports, the case system decides what to do about it.
+
+    rate_pps is what was measured, in the budget's unit (BUDGET_UNITS):
+    offered packets per second for "learn" and "storm", new MACs per second
+    for "learning_ban", the number of hosts for "max_hosts". limit is the
+    configured limit in that same unit.
+    """
+    dpid: int
+    port: int
+    budget: str
+    rate_pps: float
+    limit: float
+    subscriber_ip: str | None = None  # the port's subscriber, when known
+    detail: str = ""                  # human text; a default one when empty
+
+    def __post_init__(self):
+        # A bad alarm is the controller's bug: refuse it here rather than
+        # store something Watch cannot describe.
+        if self.budget not in BUDGET_UNITS:
+            raise ValueError(f"unknown budget {self.budget!r}; one of "
+                             + ", ".join(BUDGET_UNITS))
+        if not (0 <= self.dpid < 1 << 64 and 0 <= self.port < 1 << 32):
+            raise ValueError(f"no such switch port: dpid {self.dpid}, port {self.port}")
+        if self.subscriber_ip:
+            # The text Watch filters compare with (validation.parse_filter_ip).
+            object.__setattr__(self, "subscriber_ip",
+                               str(ipaddress.ip_address(self.subscriber_ip)))
+
+    @property
+    def unit(self) -> str:
+        return BUDGET_UNITS[self.budget]
+
+    def text(self) -> str:
+        """The detail given, or a sentence saying what went over what."""
+        if self.detail:
+            return self.detail
+        who = f" ({self.subscriber_ip})" if self.subscriber_ip else ""
+        return (f"switch {self.dpid:016x} port {self.port}{who} over its {self.budget} "
+                f"budget: {self.rate_pps:g} {self.unit}, limit {self.limit:g}")

@@ -38,12 +38,13 @@ from typing import Protocol
 import tenacity
 
 from enforcement import pipeline, planner, routing
+from enforcement.alarms import PortAlarms
 from enforcement.batching import GroupCommit
 from enforcement.desired import Change, DesiredIndex, SwitchState
 from enforcement.errors import (AlreadyExists, EnforcementError, FailedPrecondition,
                                 InvalidArgument, NotFound, SwitchError, SwitchUnreachable)
 from enforcement.model import (Action, ActionKind, Decision, Enforcement, Escalation,
-                               Location, Proposal, State, TopologyView)
+                               Location, PortAlarm, Proposal, State, TopologyView)
 from enforcement.policy import Policy
 from enforcement.store import Event, Store
 
@@ -94,6 +95,7 @@ class EnforcementService:
         self._work = _Work()
         self._depth = 0
         self._commits = GroupCommit(self._run_jobs, max_batch=max_batch)
+        self._alarms = PortAlarms(store, clock, self._announce)
         for record in store.load_all():
             self._put(record)
         self._work = _Work()
@@ -326,6 +328,12 @@ class EnforcementService:
             if not events:
                 with self._new_event:
                     self._new_event.wait(poll)
+
+    def report_port_alarm(self, alarm: PortAlarm) -> None:
+        """From the controller, on any thread: a port over a budget becomes a
+        stored port_over_budget event, announced like the others; no lifecycle
+        lock, no switch (enforcement.alarms)."""
+        self._alarms.report(alarm)
 
     def audit_log(self, **filters):
         return self._store.audit(**filters)
@@ -696,10 +704,14 @@ class EnforcementService:
             return
         latest = {r.id: r for r in work.records}
         self._store.write(latest.values(), work.events, work.audits)
-        if work.events:
+        self._announce(work.events)
+
+    def _announce(self, events: list) -> None:
+        """Wakes Watch streams and tells the listeners about stored events."""
+        if events:
             with self._new_event:
                 self._new_event.notify_all()
-        for _, kind, record, _ in work.events:
+        for _, kind, record, _ in events:
             for listener in self._event_listeners:
                 try:
                     listener(kind, record)
@@ -768,8 +780,9 @@ class EnforcementService:
     def _event(self, kind: str, record: Enforcement, detail: str) -> None:
         self._work.events.append((self._clock(), kind, record, detail))
 
-    def add_event_listener(self, listener: Callable[[str, Enforcement], None]) -> None:
-        """listener(kind, record) after every event is stored (metrics)."""
+    def add_event_listener(self, listener: Callable[[str, object], None]) -> None:
+        """listener(kind, record) after every event is stored (metrics); the
+        record is a PortAlarm for port_over_budget, on the reporting thread."""
         self._event_listeners.append(listener)
 
     def live_summary(self):

@@ -21,7 +21,22 @@ from alembic import command
 from alembic.config import Config
 
 from enforcement import codec
-from enforcement.model import Enforcement
+from enforcement.model import Enforcement, PortAlarm
+
+
+class _Unsigned64(sa.types.TypeDecorator):
+    """A 64-bit datapath id in a signed BIGINT column (SQLite and PostgreSQL
+    have no unsigned one): ids with the top bit set are stored as their
+    two's complement and read back as they were."""
+    impl = sa.BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return value - (1 << 64) if value is not None and value >= 1 << 63 else value
+
+    def process_result_value(self, value, dialect):
+        return value + (1 << 64) if value is not None and value < 0 else value
+
 
 _META = sa.MetaData()
 ENFORCEMENTS = sa.Table(
@@ -41,7 +56,11 @@ EVENTS = sa.Table(
     sa.Column("at", sa.Float), sa.Column("kind", sa.String(32)),
     sa.Column("enforcement_id", sa.String(64)), sa.Column("case_id", sa.String(128)),
     sa.Column("subscriber_ip", sa.String(64)), sa.Column("state", sa.String(16)),
-    sa.Column("detail", sa.Text))
+    sa.Column("detail", sa.Text),
+    # Port alarms only (migration 0002); NULL on enforcement events.
+    sa.Column("datapath_id", _Unsigned64), sa.Column("port", sa.BigInteger),
+    sa.Column("budget", sa.String(32)), sa.Column("rate", sa.Float),
+    sa.Column("budget_limit", sa.Float))
 AUDIT = sa.Table(
     "audit", _META,
     sa.Column("sequence", sa.Integer, primary_key=True, autoincrement=True),
@@ -55,14 +74,25 @@ MIGRATIONS = pathlib.Path(__file__).resolve().parent / "migrations"
 
 @dataclasses.dataclass(frozen=True)
 class Event:
+    """A stored event. Enforcement events name their record; a port alarm
+    (kind port_over_budget) has none: its enforcement_id, case_id and state
+    are empty, subscriber_ip too when the port's subscriber is unknown, and
+    the port fields below are set."""
     sequence: int
     at: float
-    kind: str  # pending, applied, failed, lifted, expired, reapplied, drift_repaired, moved
+    # pending, applied, failed, lifted, expired, reapplied, drift_repaired,
+    # moved, port_over_budget
+    kind: str
     enforcement_id: str
     case_id: str
     subscriber_ip: str
     state: str
     detail: str
+    datapath_id: int | None = None
+    port: int | None = None
+    budget: str | None = None
+    rate: float | None = None
+    budget_limit: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,9 +127,9 @@ class Store:
     # ---- enforcements ------------------------------------------------------
 
     def write(self, records, events, audits) -> None:
-        """Enforcements (inserted or replaced), events (at, kind, record,
-        detail) and audit entries (dicts as append_audit takes), all in one
-        transaction."""
+        """Enforcements (inserted or replaced), events (at, kind, record or
+        PortAlarm, detail) and audit entries (dicts as append_audit takes),
+        all in one transaction."""
         rows = [_row(r) for r in records]
         event_rows = [_event_row(*e) for e in events]
         with self._write_lock, self._engine.begin() as conn:
@@ -183,11 +213,26 @@ def _row(record: Enforcement) -> dict:
             "body": json.dumps(codec.to_dict(record))}
 
 
-def _event_row(at: float, kind: str, record: Enforcement, detail: str) -> dict:
+def _event_row(at: float, kind: str, record: Enforcement | PortAlarm, detail: str) -> dict:
+    if isinstance(record, PortAlarm):
+        return _alarm_row(at, kind, record, detail)
     return {"at": at, "kind": kind, "enforcement_id": record.id,
             "case_id": record.decision.case_id,
             "subscriber_ip": str(record.decision.subscriber.ip),
-            "state": record.state.value, "detail": detail}
+            "state": record.state.value, "detail": detail, **_NO_PORT}
+
+
+# Every row of a batch has the same keys (one executemany, whatever it mixes).
+_NO_PORT = dict.fromkeys(("datapath_id", "port", "budget", "rate", "budget_limit"))
+
+
+def _alarm_row(at: float, kind: str, alarm: PortAlarm, detail: str) -> dict:
+    # No record: the columns 0001 made NOT NULL get empty strings, which is
+    # also what the proto says for "none" (and what filters never match).
+    return {"at": at, "kind": kind, "enforcement_id": "", "case_id": "",
+            "subscriber_ip": alarm.subscriber_ip or "", "state": "", "detail": detail,
+            "datapath_id": alarm.dpid, "port": alarm.port, "budget": alarm.budget,
+            "rate": alarm.rate_pps, "budget_limit": alarm.limit}
 
 
 def migrate(engine: sa.Engine) -> None:

@@ -70,6 +70,7 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_REAPPLIED: _ClassVar[EventKind]
     EVENT_KIND_DRIFT_REPAIRED: _ClassVar[EventKind]
     EVENT_KIND_MOVED: _ClassVar[EventKind]
+    EVENT_KIND_PORT_OVER_BUDGET: _ClassVar[EventKind]
 VIOLATION_UNSPECIFIED: Violation
 VIOLATION_SPAM: Violation
 VIOLATION_OPEN_RELAY: Violation
@@ -112,6 +113,7 @@ EVENT_KIND_EXPIRED: EventKind
 EVENT_KIND_REAPPLIED: EventKind
 EVENT_KIND_DRIFT_REPAIRED: EventKind
 EVENT_KIND_MOVED: EventKind
+EVENT_KIND_PORT_OVER_BUDGET: EventKind
 
 class Subscriber(_message.Message):
     __slots__ = ("ip", "mac")
@@ -242,7 +244,7 @@ class WatchRequest(_message.Message):
     def __init__(self, subscriber_ip: _Optional[str] = ..., case_id: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("sequence", "kind", "enforcement_id", "case_id", "subscriber_ip", "state", "at", "detail")
+    __slots__ = ("sequence", "kind", "enforcement_id", "case_id", "subscriber_ip", "state", "at", "detail", "datapath_id", "port", "budget", "rate", "limit")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ENFORCEMENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -251,6 +253,11 @@ class Event(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    DATAPATH_ID_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     kind: EventKind
     enforcement_id: str
@@ -259,7 +266,12 @@ class Event(_message.Message):
     state: State
     at: _timestamp_pb2.Timestamp
     detail: str
-    def __init__(self, sequence: _Optional[int] = ..., kind: _Optional[_Union[EventKind, str]] = ..., enforcement_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber_ip: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detail: _Optional[str] = ...) -> None: ...
+    datapath_id: int
+    port: int
+    budget: str
+    rate: float
+    limit: float
+    def __init__(self, sequence: _Optional[int] = ..., kind: _Optional[_Union[EventKind, str]] = ..., enforcement_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber_ip: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detail: _Optional[str] = ..., datapath_id: _Optional[int] = ..., port: _Optional[int] = ..., budget: _Optional[str] = ..., rate: _Optional[float] = ..., limit: _Optional[float] = ...) -> None: ...
 
 class ListAuditRequest(_message.Message):
     __slots__ = ("enforcement_id", "case_id", "limit")

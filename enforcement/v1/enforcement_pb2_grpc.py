@@ -136,8 +136,8 @@ class EnforcementServiceServicer:
 
     def Watch(self, request, context):
         """Lifecycle events (applied, failed, expired, lifted, re-applied, drift
-        repaired...), oldest first, then live. Resume after the last sequence
-        number seen to miss nothing across reconnects.
+        repaired...) and port alarms, oldest first, then live. Resume after the
+        last sequence number seen to miss nothing across reconnects.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,208 @@
+"""The parts that keep the control plane bounded and the data plane adopted:
+the learning guard, the packet-in queue, host learning from real frames, and
+the fabric's hold on a switch it finds holding flows."""
+import threading
+import time
+
+from os_ken.lib.packet import arp, ethernet, ether_types, ipv4, packet
+
+from controller.dataplane import Budgets, Ports, host_rules, switch_rules
+from controller.fabric import Fabric, Snapshot
+from controller.packetin import PacketInQueue
+from controller.portguard import PortGuard
+from controller.topostate import TopologyState
+from enforcement.model import HostView, LinkView
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def arp_frame(mac, ip, target="10.0.0.254"):
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet("ff:ff:ff:ff:ff:ff", mac, ether_types.ETH_TYPE_ARP))
+    pkt.add_protocol(arp.arp(src_mac=mac, src_ip=ip, dst_ip=target))
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+def ip_frame(mac, src):
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet("ff:ff:ff:ff:ff:ff", mac, ether_types.ETH_TYPE_IP))
+    pkt.add_protocol(ipv4.ipv4(src=src, dst="255.255.255.255", proto=17))
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+# ---- the learning guard ------------------------------------------------------
+
+def test_a_port_churning_macs_is_banned_for_a_while_then_learns_again():
+    clock = Clock()
+    guard = PortGuard(Budgets(churn_macs=3, churn_seconds=10, ban_seconds=30), clock)
+    assert [guard.new_mac(1, 1) for _ in range(3)] == [None, None, None]
+    assert guard.new_mac(1, 1) == 0.4  # 4 new MACs in 10 s
+    assert guard.banned(1, 1) and guard.banned_ports(1) == {1}
+    assert not guard.banned(1, 2)
+    clock.now += 30
+    assert not guard.banned(1, 1)
+    assert guard.new_mac(1, 1) is None  # the window starts afresh
+
+
+def test_slow_churn_never_bans():
+    clock = Clock()
+    guard = PortGuard(Budgets(churn_macs=3, churn_seconds=10), clock)
+    for _ in range(20):
+        assert guard.new_mac(1, 1) is None
+        clock.now += 4
+
+
+# ---- the packet-in queue -------------------------------------------------------
+
+def test_the_queue_drops_the_oldest_when_the_worker_falls_behind():
+    handled, release = [], threading.Event()
+
+    def slow(dpid, port, data):
+        release.wait(5)
+        handled.append(data)
+
+    queue = PacketInQueue(slow, depth=3)
+    queue.start()
+    queue.put(1, 1, b"first")  # taken by the worker at once, then it blocks
+    time.sleep(0.2)
+    for i in range(10):
+        queue.put(1, 1, b"%d" % i)
+    assert queue.depth() == 3 and queue.dropped == 7
+    release.set()
+    deadline = time.monotonic() + 5
+    while len(handled) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert handled == [b"first", b"7", b"8", b"9"]  # the newest kept, in order
+    queue.stop()
+
+
+def test_a_frame_that_breaks_the_handler_does_not_stop_learning():
+    seen = []
+
+    def handle(dpid, port, data):
+        if data == b"bad":
+            raise ValueError("malformed")
+        seen.append(data)
+
+    queue = PacketInQueue(handle)
+    queue.start()
+    queue.put(1, 1, b"bad")
+    queue.put(1, 1, b"good")
+    deadline = time.monotonic() + 5
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen == [b"good"]
+    queue.stop()
+
+
+# ---- learning from real frames -------------------------------------------------
+
+def settled_state(budgets=Budgets()):
+    state = TopologyState((), budgets)
+    state.settling = type(state.settling)(0.0)  # ports settle at once here
+    state.switch_up(1, {1: ("s1-eth1", True), 2: ("s1-eth2", True), 3: ("s1-eth3", True)})
+    state.switch_up(2, {1: ("s2-eth1", True), 3: ("s2-eth3", True)})
+    return state
+
+
+def test_hosts_are_learned_on_access_ports_only_and_addresses_follow_arp():
+    state = settled_state()
+    state.link_added(LinkView(1, 3, 2, 3))
+    state.link_added(LinkView(2, 3, 1, 3))
+    learned = state.learn(1, 1, arp_frame("00:00:00:00:00:01", "10.0.0.1"))
+    assert learned.macs == {"00:00:00:00:00:01"}
+    assert state.locate("10.0.0.1").port == 1
+    assert state.learn(1, 3, arp_frame("00:00:00:00:00:09", "10.0.0.9")).macs == set()
+    assert state.locate("10.0.0.9") is None  # seen on the uplink only
+    # DHCP's 0.0.0.0 teaches no address
+    assert state.learn(1, 2, ip_frame("00:00:00:00:00:02", "0.0.0.0")).macs == {
+        "00:00:00:00:00:02"}
+    assert state.hosts.by_mac("00:00:00:00:00:02").ip is None
+    snap = state.snapshot()
+    assert snap.ports[1].access == {1, 2} and snap.ports[1].tree == {3}
+    assert snap.hops[2] == {1: 3}
+    assert set(snap.hosts) == {"00:00:00:00:00:01", "00:00:00:00:00:02"}
+
+
+def test_a_port_at_its_host_limit_learns_no_more_and_closes_to_unknown_sources():
+    state = settled_state(Budgets(max_hosts=2))
+    for i in (1, 2):
+        state.learn(1, 1, arp_frame(f"00:00:00:00:00:0{i}", f"10.0.0.{i}"))
+    third = state.learn(1, 1, arp_frame("00:00:00:00:00:03", "10.0.0.3"))
+    assert third.macs == set()
+    assert [a[2] for a in third.alarms] == ["max_hosts"]
+    assert state.locate("10.0.0.3") is None
+    assert state.snapshot().closed_learning[1] == {1}
+    # the hosts it has keep learning new addresses
+    assert state.learn(1, 1, arp_frame("00:00:00:00:00:01", "10.0.0.11")).macs
+
+
+def test_mac_flooding_bans_learning_on_that_port_with_one_alarm():
+    state = settled_state(Budgets(churn_macs=5, churn_seconds=10, max_hosts=100))
+    alarms = []
+    for i in range(20):
+        alarms += state.learn(1, 2, arp_frame(f"02:00:00:00:00:{i:02x}", f"10.0.1.{i}")).alarms
+    assert [a[:3] for a in alarms] == [(1, 2, "learning_ban")]
+    assert state.hosts.count_at(1, 2) == 6
+    assert state.snapshot().closed_learning[1] == {2}
+    assert state.learn(1, 1, arp_frame("00:00:00:00:00:01", "10.0.0.1")).macs  # others learn
+
+
+# ---- the fabric: adopted switches are not flushed ------------------------------
+
+class RecordingFabric(Fabric):
+    def __init__(self, snap, clock, **kw):
+        self.sent = []
+        super().__init__(lambda *a: {}, lambda: snap, Budgets(), clock=clock, **kw)
+
+    def send_change(self, dpid, change):
+        self.sent.append(change)
+
+
+H1 = HostView("00:00:00:00:00:01", "10.0.0.1", 1, 1)
+H4 = HostView("00:00:00:00:00:04", "10.0.0.4", 2, 1)
+
+
+def held_flows():
+    """What a switch held before the controller restarted: h1 local, h4
+    behind port 3."""
+    rules, meters = switch_rules(1, Ports(frozenset({1, 2}), frozenset({3})), Budgets())
+    return ([*rules, *host_rules(1, H1, 1, True), *host_rules(1, H4, 3, False)],
+            list(meters))
+
+
+def test_a_switch_found_holding_flows_is_only_added_to_until_the_hold_ends():
+    clock = Clock()
+    # right after a restart: no link known yet, ports still settling
+    snap = Snapshot({1: Ports()}, {}, {}, {})
+    fabric = RecordingFabric(snap, clock, startup_grace=15.0, reconnect_hold=3.0)
+    flows, meters = held_flows()
+    hosts = fabric.adopt(1, flows, meters)
+    assert hosts == [H1]  # read back from the known-source flows
+    assert all(not c.rules_to_delete and not c.meters_to_delete for c in fabric.sent)
+    assert all(r.key not in {f.key for f in flows} for c in fabric.sent
+               for r in c.rules_to_add)
+    fabric.tick()
+    assert all(not c.rules_to_delete for c in fabric.sent)
+    clock.now += 16  # the grace is over: now the computed state wins
+    fabric.tick()
+    assert any(c.rules_to_delete for c in fabric.sent)
+
+
+def test_a_switch_that_comes_back_empty_gets_its_data_plane_at_once():
+    clock = Clock()
+    snap = Snapshot({1: Ports(frozenset({1, 2}), frozenset({3}))}, {H1.mac: H1},
+                    {1: {2: 3}}, {})
+    fabric = RecordingFabric(snap, clock)
+    fabric.adopt(1, [], [])
+    added = {r.key for c in fabric.sent for r in c.rules_to_add}
+    assert {r.key for r in host_rules(1, H1, 1, True)} <= added
+    assert fabric.held_flow_counts()[1] == len(added)
