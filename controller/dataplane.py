@@ -12,9 +12,12 @@ only its own budgets.
 
 Tables (enforcement/pipeline.py):
 
-  2 learn      (port, MAC, address) known: on. Same port and MAC with a new
-               address, or a source never seen on the port: a copy to the
-               controller through the port's learning meter, and on. A
+  2 learn      (port, MAC) known: on. ARP from a known port and MAC claiming
+               another address, or a source never seen on the port: a copy
+               to the controller through the port's learning meter, and on.
+               Addresses are learned from ARP only: an IPv4 source address
+               is whatever the sender writes (a spoofer would move its
+               victim's address, and its enforcements, onto itself). A
                port under a learning ban or at its host limit drops unknown
                sources instead (known hosts keep working).
   3 forward    eth_dst of a located host: out of the port toward it.
@@ -43,9 +46,9 @@ ETH_TYPE_IPV4 = 0x0800
 ETH_TYPE_ARP = 0x0806
 
 # Table 2 (learn)
-PRIORITY_HOST_KNOWN = 300     # port, MAC and address all known
-PRIORITY_HOST_NEW_IP = 200    # known port and MAC, another address: copy
-PRIORITY_HOST_OTHER = 100     # known port and MAC, not ARP or IPv4
+PRIORITY_HOST_KNOWN = 300     # ARP from a known port, MAC and address
+PRIORITY_HOST_NEW_IP = 200    # ARP from a known port and MAC, another address: copy
+PRIORITY_HOST_OTHER = 100     # anything else from a known port and MAC
 PRIORITY_PORT_LEARN = 20      # an unknown source on an access port
 # Table 4 (flood)
 PRIORITY_FLOOD_IN = 20
@@ -187,16 +190,12 @@ def host_rules(dpid: int, host: HostView, out_port: int | None,
         on = (GotoTable(pipeline.TABLE_FORWARD),)
         copy = (ApplyMeter(learn_meter(host.port)), ToController(), *on)
         if host.ip:
-            rules += [
-                FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_KNOWN, cookie,
-                         (*src, ("eth_type", ETH_TYPE_ARP), ("arp_spa", host.ip)), on),
-                FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_KNOWN, cookie,
-                         (*src, ("eth_type", ETH_TYPE_IPV4), ("ipv4_src", host.ip)), on)]
+            rules.append(FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_KNOWN, cookie,
+                                  (*src, ("eth_type", ETH_TYPE_ARP), ("arp_spa", host.ip)),
+                                  on))
         rules += [
             FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_NEW_IP, cookie,
                      (*src, ("eth_type", ETH_TYPE_ARP)), copy),
-            FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_NEW_IP, cookie,
-                     (*src, ("eth_type", ETH_TYPE_IPV4)), copy),
             FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_OTHER, cookie, src, on)]
     return tuple(rules)
 

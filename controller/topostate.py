@@ -9,7 +9,9 @@ Learning rules:
   found to be an uplink since they last went down (controller/settling.py);
 - a port under a learning ban, or holding its maximum of hosts, learns no
   new MAC (controller/portguard.py); the alarm names it;
-- an inventory-pinned address stays where the inventory says.
+- an inventory-pinned address stays where the inventory says;
+- addresses are learned from ARP, never from an IPv4 source address (which
+  a spoofer writes as it likes).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import logging
 import threading
 
 import networkx as nx
-from os_ken.lib.packet import arp, ethernet, ether_types, ipv4, packet
+from os_ken.lib.packet import arp, ethernet, ether_types, packet
 
 from controller.dataplane import Budgets, Ports
 from controller.fabric import Snapshot
@@ -187,13 +189,12 @@ class TopologyState:
         eth = pkt.get_protocol(ethernet.ethernet)
         if eth is None or eth.ethertype == ether_types.ETH_TYPE_LLDP or _is_group(eth.src):
             return out
+        # Addresses come from ARP only (controller/dataplane.py says why).
         sender_ip = None
         if (arp_pkt := pkt.get_protocol(arp.arp)) is not None:
             sender_ip = arp_pkt.src_ip
-        elif (ip_pkt := pkt.get_protocol(ipv4.ipv4)) is not None:
-            sender_ip = ip_pkt.src
         if sender_ip is not None and not _is_unicast(sender_ip):
-            sender_ip = None  # DHCP's 0.0.0.0, broadcast and multicast teach nothing
+            sender_ip = None  # an ARP probe's 0.0.0.0 teaches nothing
         with self._lock:
             view = self._graphs()[0]
             if not self._is_access(dpid, in_port, view):

@@ -22,6 +22,9 @@ so they can never drift from the truth.
     enforcement_active{action}
         Live (active or pending) enforcements.
     openflow_connected_switches
+    openflow_packet_ins_total{outcome}, openflow_packet_in_queue
+        Packet-in copies learned from or dropped (oldest first, when they come
+        faster than they are learned from), and how many wait.
     enforcement_switch_rules{datapath_id}, enforcement_switch_meters{datapath_id}
         What the controller keeps on each switch for its enforcements.
 """
@@ -30,7 +33,7 @@ from __future__ import annotations
 import collections
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from enforcement.model import BUDGET_UNITS, PORT_OVER_BUDGET
 
@@ -113,6 +116,18 @@ class _StateCollector:
             yield GaugeMetricFamily("openflow_connected_switches",
                                     "Switches with an OpenFlow session to the controller",
                                     value=len(self._network.connected_switches()))
+            queue = getattr(self._network, "packet_ins", None)
+            if queue is not None:
+                packet_ins = CounterMetricFamily(
+                    "openflow_packet_ins", "Packet-in copies by what became of them "
+                    "(handled: learned from; dropped: the oldest, when the queue was full)",
+                    labels=["outcome"])
+                packet_ins.add_metric(["handled"], queue.handled)
+                packet_ins.add_metric(["dropped"], queue.dropped)
+                yield packet_ins
+                yield GaugeMetricFamily("openflow_packet_in_queue",
+                                        "Packet-ins waiting to be learned from",
+                                        value=queue.depth())
 
 
 LiveSummary = collections.namedtuple("LiveSummary",

@@ -5,12 +5,14 @@ moves to another switch.
 
 Topology (topologies.RingTopo(4, 1)): s1-s2-s3-s4-s1, host hN on sN port 1.
 """
+import sys
 import time
 
 import pytest
 
 import lab as harness
 import topologies
+from capture import Capture
 from enforcement import pipeline
 from enforcement.v1 import enforcement_pb2 as pb
 
@@ -49,6 +51,39 @@ def test_a_ring_is_fully_reachable_without_a_storm(lab):
     out = h1.cmd(f"ping -c 20 -i 0.05 -W 1 {h3.IP()}")
     assert " 0% packet loss" in out
     assert harness.tcp_connects(h1, h3.IP(), 80)
+
+
+BROADCAST_PROBE = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                   "s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1); "
+                   "s.sendto(b'probe', ('10.0.0.255', 9999))")
+
+
+def copies_of_one_broadcast(lab, sender="h1") -> dict[str, int]:
+    """One UDP broadcast from sender: how many copies each other host got."""
+    captures = {h.name: Capture(h, "udp dst port 9999", f"ring-{h.name}")
+                for h in lab.net.hosts if h.name != sender}
+    lab.host(sender).cmd(f'{sys.executable} -c "{BROADCAST_PROBE}"')
+    time.sleep(1)
+    return {name: len(c.stop()) for name, c in captures.items()}
+
+
+def test_the_switches_flood_a_broadcast_to_every_host_exactly_once(lab):
+    """Switch-side flooding along the spanning tree: on a ring, a frame that
+    went round would arrive twice (or forever)."""
+    assert copies_of_one_broadcast(lab) == {"h2": 1, "h3": 1, "h4": 1}
+    assert copies_of_one_broadcast(lab, "h3") == {"h1": 1, "h2": 1, "h4": 1}
+    lab.net.configLinkStatus("s2", "s3", "down")  # a tree link: the flood sets change
+    try:
+        harness.wait_until(lambda: links(lab) == 6, 15, "the cut seen")
+        harness.wait_until(lambda: copies_of_one_broadcast(lab) == {"h2": 1, "h3": 1,
+                                                                    "h4": 1},
+                           10, "every host reached once on the new tree")
+        assert copies_of_one_broadcast(lab, "h2") == {"h1": 1, "h3": 1, "h4": 1}
+    finally:
+        lab.net.configLinkStatus("s2", "s3", "up")
+    harness.wait_until(lambda: links(lab) == 8, 20, "the link back")
+    harness.wait_until(lambda: copies_of_one_broadcast(lab) == {"h2": 1, "h3": 1, "h4": 1},
+                       10, "every host reached once on the healed ring")
 
 
 def test_a_cut_link_reroutes_within_seconds_and_heals(lab):

@@ -122,10 +122,15 @@ def test_hosts_are_learned_on_access_ports_only_and_addresses_follow_arp():
     assert state.locate("10.0.0.1").port == 1
     assert state.learn(1, 3, arp_frame("00:00:00:00:00:09", "10.0.0.9")).macs == set()
     assert state.locate("10.0.0.9") is None  # seen on the uplink only
-    # DHCP's 0.0.0.0 teaches no address
-    assert state.learn(1, 2, ip_frame("00:00:00:00:00:02", "0.0.0.0")).macs == {
+    # an IPv4 source teaches where a host is, never its address (a spoofer
+    # writes any): h1 forging 10.0.0.77 stays 10.0.0.1
+    assert state.learn(1, 2, ip_frame("00:00:00:00:00:02", "10.0.0.2")).macs == {
         "00:00:00:00:00:02"}
     assert state.hosts.by_mac("00:00:00:00:00:02").ip is None
+    assert not state.learn(1, 1, ip_frame("00:00:00:00:00:01", "10.0.0.77")).macs
+    assert state.locate("10.0.0.1").port == 1 and state.locate("10.0.0.77") is None
+    # an ARP probe's 0.0.0.0 teaches nothing either
+    assert not state.learn(1, 1, arp_frame("00:00:00:00:00:01", "0.0.0.0")).macs
     snap = state.snapshot()
     assert snap.ports[1].access == {1, 2} and snap.ports[1].tree == {3}
     assert snap.hops[2] == {1: 3}
