@@ -57,6 +57,7 @@ class _Switch:
     hold_until: float = 0.0
     synced: tuple | None = None          # (ports key, hops) of the last full sync
     closing: dict = dataclasses.field(default_factory=dict)  # enforcement rules closing ports
+    closures: dict = dataclasses.field(default_factory=dict)  # egress_closures(closing)
     meter_stats: dict[int, tuple[float, int, int]] = dataclasses.field(default_factory=dict)
 
     def flat(self) -> dict:
@@ -136,16 +137,20 @@ class Fabric:
             state = self._switches.get(dpid)
             if state is None:
                 return
-            before = dataplane.egress_closures(state.closing.values())
+            before, touched = state.closures, replace is not None
             if replace is not None:
                 state.closing = {r.key: r for r in replace if dataplane.is_closing_rule(r)}
             for rule in deleted:
                 if state.closing.get(rule.key) == rule:
                     del state.closing[rule.key]
+                    touched = True
             for rule in added:
                 if dataplane.is_closing_rule(rule):
                     state.closing[rule.key] = rule
-            changed = dataplane.egress_closures(state.closing.values()) != before
+                    touched = True
+            if touched:
+                state.closures = dataplane.egress_closures(state.closing.values())
+            changed = state.closures != before
         if changed:
             self.sync_switch(dpid)
 
@@ -170,7 +175,7 @@ class Fabric:
                 for part in state.parts:
                     wanted.setdefault(part, {})  # hosts gone since
                 held = self._clock() < state.hold_until
-                synced = None if held else (ports.key(), tuple(sorted(hops.items())))
+                synced = None if held else (ports.key(), hops)
             self._push(dpid, state, wanted, {m.meter_id: m for m in meters}, held)
             with self._lock:
                 state.synced = synced
@@ -196,8 +201,7 @@ class Fabric:
         base = snap.ports[dpid]
         return dataclasses.replace(
             base, closed_learning=snap.closed_learning.get(dpid, frozenset()) & base.access,
-            egress={p: ip for p, ip in dataplane.egress_closures(state.closing.values()).items()
-                    if p in base.access})
+            egress={p: ip for p, ip in state.closures.items() if p in base.access})
 
     @staticmethod
     def _host_part(dpid: int, host: HostView, ports: Ports, hops: dict) -> dict:
@@ -278,7 +282,7 @@ class Fabric:
                 if dpid not in snap.ports or now < state.hold_until:
                     continue
                 ports = self._ports(dpid, state, snap)
-                if state.synced != (ports.key(), tuple(sorted(snap.hops.get(dpid, {}).items()))):
+                if state.synced != (ports.key(), snap.hops.get(dpid, {})):
                     stale.append(dpid)
         for dpid in stale:
             self.sync_switch(dpid, snap)

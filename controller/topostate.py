@@ -54,7 +54,11 @@ class TopologyState:
         self.guard = PortGuard(budgets)
         self._links: set[LinkView] = set()
         self._ports: dict[int, dict[int, tuple[str, bool]]] = {}  # dpid -> port -> (name, live)
-        self._cache = None  # (links key, view, graph, tree, distances)
+        self._cache: _Graphs | None = None
+        # Bumped whenever the host table changes: the located hosts are
+        # rebuilt for the data plane only then.
+        self._hosts_version = 0
+        self._located = None
         self._full_alarmed: set[tuple[int, int]] = set()
 
     # ---- switches and ports ------------------------------------------------
@@ -99,6 +103,7 @@ class TopologyState:
             new = link not in self._links
             self._links.add(link)
             gone = []
+            self._hosts_version += 1
             for dpid, port in ((link.src_dpid, link.src_port), (link.dst_dpid, link.dst_port)):
                 gone += self.hosts.forget_port(dpid, port)
                 self.settling.link_found(dpid, port)
@@ -129,42 +134,50 @@ class TopologyState:
             links = tuple(sorted(self._links, key=dataclasses.astuple))
             return TopologyView(switches, links, self.hosts.all())
 
-    def _graphs(self):
-        """The links as a view, its graph, spanning tree and hop counts,
-        rebuilt only when the links changed. Caller holds the lock."""
+    def _graphs(self) -> "_Graphs":
+        """The links as a view, its graph, spanning tree and every switch's
+        next hops, rebuilt only when links or switches changed (the data
+        plane asks ten times a second). Caller holds the lock."""
         key = (frozenset(self._links), frozenset(self._ports))
-        if self._cache is None or self._cache[0] != key:
+        if self._cache is None or self._cache.key != key:
             view = TopologyView(tuple(SwitchView(d, ()) for d in sorted(self._ports)),
                                 tuple(sorted(self._links, key=dataclasses.astuple)), ())
             graph = switch_graph(view)
             distances = dict(nx.all_pairs_shortest_path_length(graph))
-            self._cache = (key, view, graph, topology.spanning_tree(graph), distances)
-        return self._cache[1:]
+            tree = topology.spanning_tree(graph)
+            self._cache = _Graphs(
+                key, view,
+                links={d: topology.link_ports(view, d) for d in self._ports},
+                tree={d: ({data["ports"][d] for _, _, data in tree.edges(d, data=True)}
+                          if d in tree else set()) for d in self._ports},
+                hops={d: topology.next_hops(graph, distances, d) if d in graph else {}
+                      for d in self._ports})
+        return self._cache
 
-    def _is_access(self, dpid: int, port: int, view: TopologyView) -> bool:
+    def _is_access(self, dpid: int, port: int, graphs: "_Graphs") -> bool:
         return (port in self._ports.get(dpid, {}) and self._ports[dpid][port][1]
-                and port not in topology.link_ports(view, dpid)
+                and port not in graphs.links.get(dpid, ())
                 and not self.settling.is_settling(dpid, port)
                 and not self.settling.was_uplink(dpid, port))
 
     def snapshot(self) -> Snapshot:
         """What the data plane is computed from (controller/fabric.py)."""
         with self._lock:
-            view, graph, tree, distances = self._graphs()
-            ports, hops, closed = {}, {}, {}
-            located = {h.mac: h for h in self.hosts.located()}
-            per_port = collections.Counter((h.dpid, h.port) for h in located.values())
+            graphs = self._graphs()
+            if self._located is None or self._located[0] != self._hosts_version:
+                located = {h.mac: h for h in self.hosts.located()}
+                per_port = collections.Counter((h.dpid, h.port) for h in located.values())
+                self._located = (self._hosts_version, located, per_port)
+            _, located, per_port = self._located
+            ports, closed = {}, {}
             for dpid, known in self._ports.items():
-                on_tree = ({data["ports"][dpid] for _, _, data in tree.edges(dpid, data=True)}
-                           if dpid in tree else set())
                 live = {no for no, (_, up) in known.items() if up}
-                access = frozenset(no for no in live if self._is_access(dpid, no, view))
-                ports[dpid] = Ports(access=access, tree=frozenset(on_tree & live))
-                hops[dpid] = (topology.next_hops(graph, distances, dpid)
-                              if dpid in graph else {})
+                access = frozenset(no for no in live if self._is_access(dpid, no, graphs))
+                ports[dpid] = Ports(access=access, tree=frozenset(graphs.tree[dpid] & live))
                 full = {no for no in access
                         if per_port[(dpid, no)] >= self._budgets.max_hosts}
                 closed[dpid] = frozenset(self.guard.banned_ports(dpid) | full)
+            hops = {d: graphs.hops[d] for d in self._ports}
         return Snapshot(ports, located, hops, closed)
 
     # ---- learning ----------------------------------------------------------
@@ -178,6 +191,7 @@ class TopologyState:
                 if self.hosts.by_mac(host.mac) is None and self.hosts.learn(
                         host.dpid, host.port, host.mac, host.ip):
                     learned.add(host.mac)
+            self._hosts_version += 1
         if learned:
             LOG.info("%d host(s) read back from the switches' flows", len(learned))
         return learned
@@ -196,8 +210,7 @@ class TopologyState:
         if sender_ip is not None and not _is_unicast(sender_ip):
             sender_ip = None  # an ARP probe's 0.0.0.0 teaches nothing
         with self._lock:
-            view = self._graphs()[0]
-            if not self._is_access(dpid, in_port, view):
+            if not self._is_access(dpid, in_port, self._graphs()):
                 return out
             before = self.hosts.by_mac(eth.src)
             was = self.hosts.by_ip(sender_ip) if sender_ip else None
@@ -219,6 +232,7 @@ class TopologyState:
                 return out
             if not self.hosts.learn(dpid, in_port, eth.src, sender_ip):
                 return out
+            self._hosts_version += 1
             LOG.info("host %s (%s) at %016x port %d", eth.src, sender_ip or "no IP yet",
                      dpid, in_port)
             now = self.hosts.by_mac(eth.src)
@@ -251,6 +265,15 @@ class TopologyState:
             ips = sorted(h.ip for h in self.hosts.located()
                          if (h.dpid, h.port) == (dpid, port) and h.ip)
         return ips[0] if ips else None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Graphs:
+    key: tuple
+    view: TopologyView
+    links: dict[int, set[int]]   # switch -> its link ports
+    tree: dict[int, set[int]]    # switch -> its ports on the spanning tree
+    hops: dict[int, dict[int, int]]
 
 
 def _place(host: HostView | None) -> tuple[int, int] | None:

@@ -13,7 +13,11 @@ class Capture:
     def __init__(self, host, expression: str, name: str, timeout: float = 5.0):
         self.host = host
         self.path = f"/tmp/capture-{name}.pcap"
+        # --immediate-mode: tcpdump otherwise receives frames from the kernel
+        # in blocks handed over up to a second late, and a capture stopped
+        # meanwhile loses the last ones.
         out = host.cmd(f"rm -f {self.path} {self.path}.log; tcpdump -Q in -n -U "
+                       "--immediate-mode "
                        f"-i {host.defaultIntf().name} -w {self.path} '{expression}' "
                        f"> /dev/null 2> {self.path}.log & echo $!")
         self.pid = int(out.split()[-1])

@@ -21,12 +21,13 @@ import sys
 import threading
 import time
 
-from mininet.clean import cleanup as mininet_cleanup
 from mininet.log import setLogLevel
 from mininet.net import Mininet
 from mininet.node import OVSSwitch, RemoteController
 from pyroute2 import netns
 from pyroute2.ethtool import Ethtool
+
+import leftovers
 
 HERE = pathlib.Path(__file__).resolve().parent
 LISTENER = HERE / "tcp_listen.py"
@@ -213,29 +214,99 @@ def disable_tx_checksum(pid: int, ifname: str) -> None:
         raise failure[0]
 
 
+class _TaggedSwitch(OVSSwitch):
+    """An OVS bridge that names the run creating it in its external_ids, in
+    the same transaction as add-br: cleanup() deletes a bridge only with the
+    tag of the record that names it."""
+
+    def __init__(self, name, run: str = "", **params):
+        super().__init__(name, **params)
+        self.run = run
+
+    def bridgeOpts(self):
+        return super().bridgeOpts() + f" external_ids:{leftovers.BRIDGE_TAG}={self.run}"
+
+
+class _RecordedNet(Mininet):
+    """A Mininet whose record (leftovers.py) goes once it stopped cleanly."""
+
+    record_path: pathlib.Path | None = None
+
+    def stop(self):
+        super().stop()
+        if self.record_path is not None:
+            leftovers.forget(self.record_path)
+
+
+class _Controller(RemoteController):
+    """The controller is known to listen (its READY line said so). Mininet's
+    own probe (telnet to the port) reads the controller's OpenFlow HELLO as
+    text when it comes quickly, and dies on the binary (UnicodeDecodeError)."""
+
+    def checkListening(self):
+        return None
+
+
 def start_network(topo, ofp_port: int, *, controller_ip: str = "127.0.0.1",
-                  protocols: str = "OpenFlow13") -> Mininet:
+                  protocols: str = "OpenFlow13",
+                  controller_rate_limit: int | None = 1000) -> Mininet:
     """Builds and starts the network; every switch is connected to the
     controller at ofp_port with OpenFlow 1.3 (the bench also enables 1.4 for
-    ovs-ofctl's bundles; the controller still speaks 1.3)."""
+    ovs-ofctl's bundles; the controller still speaks 1.3).
+
+    The network is recorded under /run before its bridges exist (they are
+    made by net.start()), so cleanup() can take it down after a crash."""
     setLogLevel(os.environ.get("MININET_LOG", "warning"))
-    switch = functools.partial(OVSSwitch, datapath="user", protocols=protocols,
+    run = leftovers.new_run()
+    switch = functools.partial(_TaggedSwitch, run=run, datapath="user", protocols=protocols,
                                failMode="secure")
-    controller = functools.partial(RemoteController, ip=controller_ip, port=ofp_port)
-    net = Mininet(topo=topo, switch=switch, controller=controller,
-                  autoSetMacs=True, waitConnected=False, build=False)
+    controller = functools.partial(_Controller, ip=controller_ip, port=ofp_port)
+    net = _RecordedNet(topo=topo, switch=switch, controller=controller,
+                       autoSetMacs=True, waitConnected=False, build=False)
     try:
         net.build()
+        net.record_path = leftovers.record(run, net)
         for host in net.hosts:
             for intf in host.intfList():
                 if intf.name != "lo":
                     disable_tx_checksum(host.pid, intf.name)
         net.start()
+        for switch in net.switches:
+            for intf in switch.intfList():
+                if intf.name != "lo":
+                    silence(intf.name)
+        if controller_rate_limit:
+            limit_controller_rate(net, controller_rate_limit)
     except BaseException:
         with contextlib.suppress(Exception):
             net.stop()
         raise
     return net
+
+
+def silence(ifname: str) -> None:
+    """A switch port's own kernel interface (the root-namespace end of a
+    Mininet link) must not speak: with IPv6 on, it sends router
+    solicitations straight to the host on the other end, past the switch and
+    every rule in it, which is no switch's behaviour."""
+    path = pathlib.Path(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6")
+    if path.exists():
+        path.write_text("1")
+
+
+def limit_controller_rate(net: Mininet, pps: int, burst: int | None = None) -> None:
+    """Open vSwitch's own cap on packet-ins, per bridge (it queues them per
+    in_port and shares the rate fairly): the last line behind the
+    controller's meters (controller/dataplane.py). Set on each bridge's
+    Controller record, which a switch reads without dropping its flows."""
+    burst = burst or max(25, pps // 4)
+    for switch in net.switches:
+        records = subprocess.run(["ovs-vsctl", "get", "bridge", switch.name, "controller"],
+                                 capture_output=True, text=True, check=True).stdout
+        for uuid in re.findall(r"[0-9a-f-]{36}", records):
+            subprocess.run(["ovs-vsctl", "set", "controller", uuid,
+                            f"controller_rate_limit={pps}",
+                            f"controller_burst_limit={burst}"], check=True)
 
 
 def wait_switches_connected(net: Mininet, timeout: float = 30.0) -> None:
@@ -249,8 +320,13 @@ def wait_switches_connected(net: Mininet, timeout: float = 30.0) -> None:
 
 
 def cleanup() -> None:
-    """What `mn -c` does: removes every Mininet bridge, link and process."""
-    mininet_cleanup()
+    """Removes what networks started by start_network left behind: those of
+    this process (teardown after a failed test) and of harness processes that
+    died (a crashed run), so call it while this process runs no network.
+    net.stop() stays the normal way down; unlike `mn -c`, this never touches
+    a bridge, link or process of anyone else's (leftovers.py says how it
+    tells them apart)."""
+    leftovers.remove()
 
 
 def free_port() -> int:
@@ -286,6 +362,15 @@ def packets_to_controller(switch: str) -> int:
                for line in out.splitlines()
                if "CONTROLLER" in line and "n_packets=" in line
                and "0x88cc" not in line)
+
+
+def packets_flooded(switch: str) -> int:
+    """Packets a switch flooded so far (the counters of its flood-out
+    table, controller/dataplane.py): a frame going round a loop shows as a
+    count that keeps growing while the hosts are quiet."""
+    out = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", switch, "table=5"],
+                         capture_output=True, text=True, check=True).stdout
+    return sum(int(m.group(1)) for m in re.finditer(r"n_packets=(\d+)", out))
 
 
 def flow_cookie(line: str) -> int:
@@ -346,9 +431,12 @@ def udp_answers(src, dst_ip: str, port: int) -> bool:
 
 def iperf3_mbps(src, dst, seconds: int = 4, omit: int = 1) -> float:
     """TCP goodput from src to dst in Mbit/s as iperf3 reports it (payload,
-    receiver side), skipping the first `omit` seconds (slow start, bursts)."""
+    receiver side), skipping the first `omit` seconds (slow start, bursts).
+    The one-off server is a background job of dst's shell, not a daemon
+    (-D): it goes with the host even when the client never reached it, and
+    cleanup() can find it (leftovers.py)."""
     import json
-    dst.cmd("iperf3 -s -D -1 > /dev/null 2>&1")
+    dst.cmd("iperf3 -s -1 > /dev/null 2>&1 &")
     current_tables()
     time.sleep(0.3)
     out = src.cmd(f"iperf3 -c {dst.IP()} -t {seconds} -O {omit} -J")

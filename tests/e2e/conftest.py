@@ -1,8 +1,10 @@
 """Fixtures for tests against real Open vSwitch, real Mininet hosts and the
 real controller process over a real gRPC channel.
 
-Every network is torn down with `mn -c` semantics even when a test fails, and
-a test fails when the controller logged an OpenFlow error or a traceback.
+Every network is torn down even when a test fails (net.stop(), then
+lab.cleanup() for whatever a failure left: this harness's own bridges, links
+and processes, never anyone else's), and a test fails when the controller
+logged an OpenFlow error or a traceback.
 """
 from __future__ import annotations
 
@@ -66,9 +68,10 @@ class Lab:
                 if re.search(r" ERROR |Traceback|OFPET_", line)]
 
 
-# Mininet names switches s1, s2... and `mn -c` removes every one of them, so
-# two test runs on one machine (two checkouts, a developer and CI) must not
-# overlap: each module holds this lock while its network exists.
+# Mininet names switches s1, s2... and starting one deletes any bridge of that
+# name first (OVSSwitch.start), so two test runs on one machine (two
+# checkouts, a developer and CI) must not overlap: each module holds this lock
+# while its network exists.
 LOCK_PATH = "/run/lock/sdn-enforcement-mininet.lock"
 
 
@@ -115,6 +118,9 @@ def lab_factory(request, tmp_path_factory, mininet_lock):
         started.append(("channel", channel))
         lab = Lab(controller, net, channel, log_path)
         lab.proxy = proxy
+        # What a test needs to start the controller again (a restart).
+        lab.ofp_port = ofp_port
+        lab.controller_args = ["--db", f"sqlite:///{db}", *controller_args]
         # Links first: hosts are located only on ports known not to be uplinks.
         harness.wait_until(lambda: len(lab.stub.GetTopology(pb.GetTopologyRequest()).links)
                    >= expected_links, 20, f"{expected_links} discovered links")

@@ -15,6 +15,7 @@ import pytest
 
 import lab as harness
 import topologies
+from capture import Capture
 from enforcement import pipeline
 from enforcement.v1 import enforcement_pb2 as pb
 
@@ -182,6 +183,55 @@ def test_cutoff_stops_everything_in_and_out(lab):
     assert pings(lab, "h1", "h2") and connects(lab, "h3", "h1", 80)
 
 
+def test_nothing_reaches_a_cut_off_subscriber_not_even_broadcast(lab):
+    h1, h2, h3 = lab.host("h1"), lab.host("h2"), lab.host("h3")
+    with enforced(lab, request(lab, "h1", pb.VIOLATION_ILLEGAL_USE, "cutoff-egress")):
+        harness.current_tables()
+        capture = Capture(h1, "not ether proto 0x88cc", "cutoff-h1")  # LLDP may go out
+        h2.cmd(f"ping -c 3 -i 0.2 -W 1 {h1.IP()}")       # ARP for it, then unicast
+        h3.cmd(f"ping -c 2 -i 0.2 -W 1 {h1.IP()}")       # the same from another switch
+        h2.cmd("ping -c 2 -i 0.2 -W 1 10.0.0.77")        # ARP broadcasts for nobody
+        h3.cmd("ping -b -c 2 -i 0.2 -W 1 10.0.0.255")    # an IP broadcast
+        frames = capture.stop()
+        assert frames == [], frames
+    # lifting restores everything at once
+    assert pings(lab, "h1", "h2") and pings(lab, "h3", "h1")
+
+
+def test_lifting_a_cutoff_restores_traffic_at_once_every_time(lab):
+    """The lift is answered once the switch confirmed it, and the switch
+    forwards and floods by itself: the very next packets pass, every time
+    (this once depended on ARP taking a round trip through the controller)."""
+    for i in range(8):
+        e = lab.stub.Apply(request(lab, "h1", pb.VIOLATION_ILLEGAL_USE, f"cutoff-cycle-{i}"))
+        assert e.state == pb.STATE_ACTIVE
+        assert not harness.ping(lab.host("h1"), lab.host("h2").IP(), timeout=1)
+        lab.stub.Lift(pb.LiftRequest(id=e.id, reason="cycle"))
+        assert harness.ping(lab.host("h1"), lab.host("h2").IP(), timeout=1), f"cycle {i}"
+        assert harness.ping(lab.host("h3"), lab.host("h1").IP(), timeout=1), f"cycle {i}"
+
+
+def test_a_quarantined_subscriber_receives_only_its_garden_answers_and_arp(lab):
+    h1, h2, h3, dns = lab.host("h1"), lab.host("h2"), lab.host("h3"), lab.host("dns")
+    with enforced(lab, request(lab, "h2", pb.VIOLATION_MALWARE, "q-egress"),
+                  placed_on=("s2", "s1", "s9")):
+        harness.current_tables()
+        capture = Capture(h2, "not ether proto 0x88cc", "quarantine-h2")
+        h1.cmd(f"ping -c 3 -i 0.2 -W 1 {h2.IP()}")       # a neighbour, same switch
+        h3.cmd(f"ping -c 2 -i 0.2 -W 1 {h2.IP()}")       # and from another switch
+        h3.cmd("ping -b -c 2 -i 0.2 -W 1 10.0.0.255")    # an IP broadcast
+        h1.cmd("ping -c 2 -i 0.2 -W 1 10.0.0.77")        # ARP broadcasts for nobody
+        assert harness.udp_answers(h2, dns.IP(), 53)
+        frames = capture.stop()
+    garden = (dns.IP(), lab.host("portal").IP())
+    answers = [f for f in frames if any(f": {ip}." in f for ip in garden)]
+    arp = [f for f in frames if "ethertype ARP" in f]
+    assert any(f": {dns.IP()}.53 >" in f for f in answers), frames  # the answer came
+    assert sorted(answers + arp) == sorted(frames), frames  # and nothing else
+    # ARP: replies to its own requests, and requests asking for its address
+    assert all("Reply" in f or f"who-has {h2.IP()}" in f for f in arp), arp
+
+
 def test_cutoff_supersedes_quarantine_and_lifting_it_restores_the_quarantine(lab):
     h1, dns = lab.host("h1"), lab.host("dns")
     with enforced(lab, request(lab, "h1", pb.VIOLATION_PHISHING, "stack-q"),
@@ -204,15 +254,21 @@ def forged_arrivals(lab, src, forged_ip, dst="inet", port=80, count=5) -> int:
     how many reach dst (captured on dst's own interface)."""
     target = lab.host(dst)
     capture = f"/tmp/forged-{src}.pcap"
-    target.cmd(f"rm -f {capture}; tcpdump -n -i {target.defaultIntf().name} -w {capture} "
-               f"'src host {forged_ip} and tcp dst port {port}' > /dev/null 2>&1 &")
-    harness.wait_until(lambda: "tcpdump" in target.cmd("pgrep -a tcpdump"), 5, "tcpdump")
+    # Hosts share the machine's process IDs: the capture is found and stopped
+    # by its own pid, never by name (which would reach any tcpdump running).
+    out = target.cmd(f"rm -f {capture} {capture}.log; "
+                     f"tcpdump --immediate-mode -n -i {target.defaultIntf().name} -w {capture} "
+                     f"'src host {forged_ip} and tcp dst port {port}' "
+                     f"> /dev/null 2> {capture}.log & echo $!")
+    tcpdump = int(out.split()[-1])
+    harness.wait_until(lambda: "listening on" in target.cmd(f"cat {capture}.log"), 5,
+                       "tcpdump listening")
     time.sleep(0.5)
     harness.current_tables()
     lab.host(src).cmd(f"hping3 -q -S -p {port} -a {forged_ip} -c {count} -i u20000 "
                       f"{target.IP()} > /dev/null 2>&1")
     time.sleep(0.5)
-    target.cmd("pkill -INT tcpdump; sleep 0.3")
+    target.cmd(f"kill -INT {tcpdump}; wait {tcpdump}")  # wait: the capture is written
     out = target.cmd(f"tcpdump -n -r {capture} 2>/dev/null | wc -l")
     return int(out.strip().splitlines()[-1])
 
