@@ -212,7 +212,8 @@ def hosts_from_rules(dpid: int, rules: Iterable[FlowRule]) -> list[HostView]:
         match = dict(rule.match)
         serial = rule.cookie & pipeline.COOKIE_SERIAL_MASK
         ip = str(ipaddress.IPv4Address(serial)) if serial else None
-        found[match["eth_src"]] = HostView(match["eth_src"], ip, dpid, match["in_port"])
+        mac = str(match["eth_src"])
+        found[mac] = HostView(mac, ip, dpid, int(match["in_port"]))
     return sorted(found.values(), key=lambda h: (h.port, h.mac))
 
 
@@ -234,9 +235,9 @@ def egress_closures(rules: Iterable[FlowRule]) -> dict[int, str | None]:
         if rule.table_id != pipeline.TABLE_ENFORCE:
             continue
         match = dict(rule.match)
+        port = int(match.get("in_port", 0))
         if (rule.priority in (pipeline.PRIORITY_CUTOFF, pipeline.PRIORITY_QUARANTINE_DENY)
                 and not rule.instructions and set(match) == {"in_port"}):
-            port = match["in_port"]
             if rule.priority == pipeline.PRIORITY_CUTOFF:
                 closed[port] = None
             else:
@@ -244,7 +245,7 @@ def egress_closures(rules: Iterable[FlowRule]) -> dict[int, str | None]:
         elif (rule.priority == pipeline.PRIORITY_QUARANTINE_ALLOW
               and match.get("eth_type") == ETH_TYPE_ARP and "arp_spa" in match
               and "in_port" in match and isinstance(match["arp_spa"], str)):
-            arp_open[match["in_port"]] = match["arp_spa"]
+            arp_open[port] = match["arp_spa"]
     return {port: (arp_open.get(port) if kind == "" else None)
             for port, kind in closed.items()}
 

@@ -169,11 +169,11 @@ class Fabric:
                 rules, meters = dataplane.switch_rules(dpid, ports, self.budgets)
                 wanted = {_SWITCH_PART: {r.key: r for r in rules}}
                 for host in snap.hosts.values():
-                    part = self._host_part(dpid, host, ports, hops)
-                    if part:
-                        wanted[host.mac] = part
-                for part in state.parts:
-                    wanted.setdefault(part, {})  # hosts gone since
+                    flows = self._host_part(dpid, host, ports, hops)
+                    if flows:
+                        wanted[host.mac] = flows
+                for name in state.parts:
+                    wanted.setdefault(name, {})  # hosts gone since
                 held = self._clock() < state.hold_until
                 synced = None if held else (ports.key(), hops)
             self._push(dpid, state, wanted, {m.meter_id: m for m in meters}, held)
@@ -240,14 +240,14 @@ class Fabric:
                 if part.get(rule.key) == rule:
                     del part[rule.key]
             for rule in change.rules_to_add:
-                part = dataplane.host_of_rule(rule) or _SWITCH_PART
-                state.parts.setdefault(part, {})[rule.key] = rule
+                name = dataplane.host_of_rule(rule) or _SWITCH_PART
+                state.parts.setdefault(name, {})[rule.key] = rule
             for meter in change.meters_to_delete:
                 state.meters.pop(meter.meter_id, None)
             for meter in (*change.meters_to_add, *change.meters_to_modify):
                 state.meters[meter.meter_id] = meter
-            for part in [p for p, rules in state.parts.items() if not rules]:
-                del state.parts[part]
+            for name in [p for p, rules in state.parts.items() if not rules]:
+                del state.parts[name]
 
     def send_change(self, dpid: int, change: Change) -> None:
         self._transact(dpid, compiler.change_messages(change), self.timeout)

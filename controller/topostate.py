@@ -58,7 +58,7 @@ class TopologyState:
         # Bumped whenever the host table changes: the located hosts are
         # rebuilt for the data plane only then.
         self._hosts_version = 0
-        self._located = None
+        self._located: tuple[int, dict[str, HostView], collections.Counter] | None = None
         self._full_alarmed: set[tuple[int, int]] = set()
 
     # ---- switches and ports ------------------------------------------------
@@ -75,7 +75,8 @@ class TopologyState:
         with self._lock:
             self._ports.pop(dpid, None)
             self.settling.forget_switch(dpid)
-            self._links = {l for l in self._links if dpid not in (l.src_dpid, l.dst_dpid)}
+            self._links = {link for link in self._links
+                       if dpid not in (link.src_dpid, link.dst_dpid)}
 
     def port_changed(self, dpid: int, port: int, name: str, live: bool, added: bool,
                      deleted: bool) -> None:
@@ -134,7 +135,7 @@ class TopologyState:
             links = tuple(sorted(self._links, key=dataclasses.astuple))
             return TopologyView(switches, links, self.hosts.all())
 
-    def _graphs(self) -> "_Graphs":
+    def _graphs(self) -> _Graphs:
         """The links as a view, its graph, spanning tree and every switch's
         next hops, rebuilt only when links or switches changed (the data
         plane asks ten times a second). Caller holds the lock."""
@@ -154,7 +155,7 @@ class TopologyState:
                       for d in self._ports})
         return self._cache
 
-    def _is_access(self, dpid: int, port: int, graphs: "_Graphs") -> bool:
+    def _is_access(self, dpid: int, port: int, graphs: _Graphs) -> bool:
         return (port in self._ports.get(dpid, {}) and self._ports[dpid][port][1]
                 and port not in graphs.links.get(dpid, ())
                 and not self.settling.is_settling(dpid, port)
@@ -236,6 +237,7 @@ class TopologyState:
             LOG.info("host %s (%s) at %016x port %d", eth.src, sender_ip or "no IP yet",
                      dpid, in_port)
             now = self.hosts.by_mac(eth.src)
+            assert now is not None  # just learned
             out.macs.add(eth.src)
             if was is not None and was.mac and was.mac != eth.src:
                 out.macs.add(was.mac)  # the address moved to this MAC

@@ -105,8 +105,8 @@ def test_a_frame_that_breaks_the_handler_does_not_stop_learning():
 
 # ---- learning from real frames -------------------------------------------------
 
-def settled_state(budgets=Budgets()):
-    state = TopologyState((), budgets)
+def settled_state(budgets=None):
+    state = TopologyState((), budgets or Budgets())
     state.settling = type(state.settling)(0.0)  # ports settle at once here
     state.switch_up(1, {1: ("s1-eth1", True), 2: ("s1-eth2", True), 3: ("s1-eth3", True)})
     state.switch_up(2, {1: ("s2-eth1", True), 3: ("s2-eth3", True)})
