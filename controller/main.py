@@ -18,7 +18,7 @@ import threading
 
 LOG = logging.getLogger("enforcement-controller")
 
-APPS = ["os_ken.topology.switches", "controller.app"]
+APPS = ["controller.lldp", "controller.app"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -164,6 +164,21 @@ def _check_port_free(host: str, port: int) -> None:
                           "is another controller running?") from None
 
 
+def _keep_event_loops_alive() -> None:
+    """On OS-Ken's native-thread hub, hub.TaskExit is Exception itself, so
+    an app's event loop treats any exception a handler raises as the order
+    to stop (`except hub.TaskExit: raise`), and the thread running it
+    swallows it: the app goes deaf without a word, its queue fills, and
+    every switch's reader blocks behind it. A class of its own makes
+    TaskExit mean only TaskExit again (nothing raises it on this hub), so a
+    failing handler is logged and the loop goes on."""
+    from os_ken.lib import hub
+    if hub.TaskExit is Exception:
+        class TaskExit(Exception):
+            pass
+        hub.TaskExit = TaskExit
+
+
 def _start_os_ken(args: argparse.Namespace):
     # app_manager must be imported before the configuration is parsed, and
     # the modules that register the options used below.
@@ -172,6 +187,7 @@ def _start_os_ken(args: argparse.Namespace):
     import os_ken.topology.switches  # noqa: F401
     from os_ken import cfg
 
+    _keep_event_loops_alive()
     cfg.CONF(args=[
         "--ofp-listen-host", args.ofp_listen_host,
         "--ofp-tcp-listen-port", str(args.ofp_port),

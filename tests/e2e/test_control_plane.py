@@ -23,6 +23,11 @@ pytestmark = pytest.mark.mininet
 
 FLOODER = harness.HERE / "flood.py"
 FLOOD_SECONDS = 20
+# The issue's figure is "at least 100,000 frames/s"; as fast as Python can
+# (800,000/s here) the flood mostly measures how Open vSwitch's userspace
+# datapath, which shares its thread with the OpenFlow connection, copes on
+# two cores shared with everything else.
+FLOOD_RATE = 150_000
 STORM_PPS = 200  # the controller's default --storm-pps
 
 
@@ -78,7 +83,8 @@ def plug_in_host(lab, name, switch, ip, mac):
 
 def test_a_flooding_subscriber_takes_down_nobody(lab):
     h1 = lab.host("h1")
-    idle = apply_latencies(lab, 40, "idle")
+    apply_latencies(lab, 20, "warm-up")  # first calls pay for imports and caches
+    idle = apply_latencies(lab, 100, "idle")
     events, stop_watch = [], threading.Event()
 
     def watch():
@@ -105,8 +111,10 @@ def test_a_flooding_subscriber_takes_down_nobody(lab):
         "other switch": lab.host("h5").popen(
             ["ping", "-i", "0.05", "-c", str(count), "-W", "1", "-q", lab.host("h4").IP()]),
     }
-    flood = h1.popen([sys.executable, str(FLOODER), h1.defaultIntf().name,
-                      str(FLOOD_SECONDS)])
+    # nice: in this lab the attacker's CPU is the controller's and the
+    # switch's too (two cores for all); a subscriber's own CPU is its own.
+    flood = h1.popen(["nice", "-n", "19", sys.executable, str(FLOODER),
+                      h1.defaultIntf().name, str(FLOOD_SECONDS), "--rate", str(FLOOD_RATE)])
     flood_started = time.monotonic()
     time.sleep(3)
     # A new subscriber plugged in on another switch during the flood.
@@ -117,7 +125,7 @@ def test_a_flooding_subscriber_takes_down_nobody(lab):
         if "rc=0" in h9.cmd(f"nc -z -w 1 {lab.host('h6').IP()} 80; echo rc=$?"):
             reached = time.monotonic() - plugged
             break
-    during = apply_latencies(lab, 30, "flood")
+    during = apply_latencies(lab, 60, "flood")
     flood_out, _ = flood.communicate(timeout=FLOOD_SECONDS + 30)
     flood_ended = time.monotonic()
     time.sleep(max(0.0, flood_started + FLOOD_SECONDS + 1 - flood_ended))
@@ -147,6 +155,73 @@ def test_a_flooding_subscriber_takes_down_nobody(lab):
                and e.subscriber_ip == h1.IP() and e.rate > e.limit for e in events), report
     text = lab.log_path.read_text()
     assert "disconnected" not in text, "a switch lost its controller during the flood"
+
+
+def links(lab) -> int:
+    return len(lab.stub.GetTopology(pb.GetTopologyRequest()).links)
+
+
+def test_mac_flooding_and_frames_built_to_break_the_controller_change_nothing(lab):
+    """A subscriber sends frames from random source MACs (each one a copy
+    the controller would learn from), among them broadcasts whose payload is
+    all zeros, and forged LLDP: once, one such frame stopped OS-Ken's link
+    discovery for good (controller/lldp.py)."""
+    h1, h2 = lab.host("h1"), lab.host("h2")
+    events = []
+    stream = lab.stub.Watch(pb.WatchRequest(subscriber_ip=h1.IP()), timeout=60)
+    watcher = threading.Thread(target=lambda: events.extend(
+        e for e in _until_cancelled(stream) if e.kind == pb.EVENT_KIND_PORT_OVER_BUDGET),
+        daemon=True)
+    watcher.start()
+    copies_before = packet_ins(lab)
+    forged = h2.popen([sys.executable, str(FLOODER), h2.defaultIntf().name, "15",
+                       "--forged-lldp"])
+    flood = h1.popen(["nice", "-n", "19", sys.executable, str(FLOODER),
+                      h1.defaultIntf().name, "15", "--random-src"])
+    flood.communicate(timeout=60)
+    forged.communicate(timeout=60)
+    copies = packet_ins(lab) - copies_before
+    assert any(BANNED in f for f in harness.dump_flows("s1", table=2))
+    # LLDP kept coming through all of it: no link timed out (10 s)
+    assert links(lab) == 4
+    assert lab.net.pingAll(timeout=2) == 0
+    assert apply_latencies(lab, 3, "after-mac-flood")
+    stream.cancel()
+    watcher.join(5)
+    budgets = {e.budget for e in events}
+    print(f"packet-ins in 15 s: {copies}; alarms {sorted(budgets)}")
+    assert "learning_ban" in budgets, events
+    # the learning meter and the ban bound what reached the controller
+    assert copies < 50 * 15 + 100, copies
+    located = [h for h in lab.stub.GetTopology(pb.GetTopologyRequest()).hosts
+               if h.mac.startswith("02:f1:")]
+    assert len(located) <= 11, len(located)
+    text = lab.log_path.read_text()
+    assert "unreadable LLDP frame" in text
+    assert lab.log_problems() == []
+    # the ban ends by itself (30 s by default): the port learns again
+    harness.wait_until(lambda: not any(BANNED in f for f in harness.dump_flows("s1", table=2)),
+                       40, "the learning ban to end")
+
+
+BANNED = "priority=20,in_port=1 actions=drop"  # s1 port 1 drops unknown sources
+
+
+def packet_ins(lab) -> float:
+    """Packet-ins the controller received (handled or dropped), from its
+    own metrics."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://{lab.controller.metrics_address}/metrics",
+                                  timeout=5).read().decode()
+    return sum(float(m.group(1)) for m in re.finditer(
+        r'^openflow_packet_ins_total\{outcome="\w+"\} (\S+)$', text, re.M))
+
+
+def _until_cancelled(stream):
+    try:
+        yield from stream
+    except grpc.RpcError:
+        return
 
 
 def set_fast_neighbour_expiry(lab):

@@ -211,3 +211,68 @@ def test_a_switch_that_comes_back_empty_gets_its_data_plane_at_once():
     added = {r.key for c in fabric.sent for r in c.rules_to_add}
     assert {r.key for r in host_rules(1, H1, 1, True)} <= added
     assert fabric.held_flow_counts()[1] == len(added)
+
+
+# ---- OS-Ken's event loops survive a failing handler ------------------------------
+
+EVENT_LOOP_PROBE = """
+import sys, time
+from os_ken.base import app_manager
+from os_ken.controller import event
+from os_ken.controller.handler import set_ev_cls
+if sys.argv[1] == "patched":
+    from controller.main import _keep_event_loops_alive
+    _keep_event_loops_alive()
+
+class Ping(event.EventBase):
+    def __init__(self, n):
+        super().__init__()
+        self.n = n
+
+seen = []
+class App(app_manager.OSKenApp):
+    @set_ev_cls(Ping)
+    def handle(self, ev):
+        seen.append(ev.n)
+        if ev.n == 1:
+            raise StopIteration("what os-ken's LLDP parser raises on a zero-padded frame")
+
+app = App()
+app_manager.register_app(app)
+app.start()
+app.send_event("App", Ping(1))
+app.send_event("App", Ping(2))
+deadline = time.time() + 3
+while len(seen) < 2 and time.time() < deadline:
+    time.sleep(0.01)
+print("seen", seen, flush=True)
+import os
+os._exit(0)  # the app's event loop thread never ends by itself
+"""
+
+
+def test_an_exception_in_a_handler_no_longer_ends_the_apps_event_loop():
+    import subprocess
+    import sys
+
+    def run(mode):
+        return subprocess.run([sys.executable, "-c", EVENT_LOOP_PROBE, mode],
+                              capture_output=True, text=True, timeout=30).stdout
+
+    assert "seen [1]" in run("as-shipped")  # os-ken alone: the loop died, silently
+    assert "seen [1, 2]" in run("patched")
+
+
+def test_only_lldp_frames_reach_the_discovery_parser():
+    from os_ken.topology.switches import LLDPPacket
+
+    from controller.lldp import is_lldp
+    zeros = b"\xff" * 6 + b"\x02\x00\x00\x00\x00\x01" + b"\x88\xb5" + bytes(46)
+    assert not is_lldp(zeros)
+    try:  # what the parser does with it (why it must not see it)
+        LLDPPacket.lldp_parse(zeros)
+    except LLDPPacket.LLDPUnknownFormat:
+        raise AssertionError("os-ken now rejects it properly; the guard may go") from None
+    except Exception:
+        pass
+    assert is_lldp(LLDPPacket.lldp_packet(1, 2, "00:00:00:00:00:01", 120))
