@@ -35,7 +35,7 @@ from enforcement import pipeline
 from enforcement.desired import (Change, SwitchState, apply_change, audit_parts, diff,
                                  diff_part)
 from enforcement.errors import SwitchError, SwitchUnreachable
-from enforcement.model import LinkView, Location, TopologyView
+from enforcement.model import LinkView, Location, PortAlarm, TopologyView
 
 LOG = logging.getLogger(__name__)
 
@@ -501,7 +501,6 @@ class EnforcementApp(app_manager.OSKenApp):
 
     def _budget_alarm(self, dpid: int, port: int, budget: str, rate: float,
                       limit: float) -> None:
-        from enforcement.model import PortAlarm
         ip = self.net.subscriber_at(dpid, port)
         detail = {"learn": "copies to the controller over the port's learning budget",
                   "storm": "broadcast and unknown unicast over the storm-control budget",

@@ -162,17 +162,6 @@ def flow_delete(rule: FlowRule) -> parser.OFPFlowMod:
         match=parser.OFPMatch(**dict(rule.match)))
 
 
-def delete_namespace(namespace: int, eth_dst: str | None = None) -> parser.OFPFlowMod:
-    """Deletes every flow, in every table, whose cookie is in a namespace
-    (only those toward eth_dst, when given)."""
-    match = parser.OFPMatch(eth_dst=eth_dst) if eth_dst else parser.OFPMatch()
-    return parser.OFPFlowMod(
-        datapath=None, cookie=namespace << COOKIE_NAMESPACE_SHIFT,
-        cookie_mask=COOKIE_NAMESPACE_MASK, table_id=ofp.OFPTT_ALL,
-        command=ofp.OFPFC_DELETE, out_port=ofp.OFPP_ANY,
-        out_group=ofp.OFPG_ANY, match=match)
-
-
 def meter_add(spec: MeterSpec, command: int = ofp.OFPMC_ADD) -> parser.OFPMeterMod:
     unit = {"kbps": ofp.OFPMF_KBPS, "pktps": ofp.OFPMF_PKTPS}[spec.unit]
     return parser.OFPMeterMod(

@@ -149,8 +149,7 @@ class TopologyState:
             self._cache = _Graphs(
                 key, view,
                 links={d: topology.link_ports(view, d) for d in self._ports},
-                tree={d: ({data["ports"][d] for _, _, data in tree.edges(d, data=True)}
-                          if d in tree else set()) for d in self._ports},
+                tree={d: topology.tree_ports(tree, d) for d in self._ports},
                 hops={d: topology.next_hops(graph, distances, d) if d in graph else {}
                       for d in self._ports})
         return self._cache

@@ -42,9 +42,13 @@ def flood_ports(view: TopologyView, dpid: int, ports: set[int],
     """Where a broadcast leaves switch dpid: its host ports and the ports of
     its tree links. ports: every port the switch has."""
     tree = tree if tree is not None else spanning_tree(switch_graph(view))
-    on_tree = ({data["ports"][dpid] for _, _, data in tree.edges(dpid, data=True)}
-               if dpid in tree else set())
-    return (set(ports) - link_ports(view, dpid)) | on_tree
+    return (set(ports) - link_ports(view, dpid)) | tree_ports(tree, dpid)
+
+
+def tree_ports(tree: nx.Graph, dpid: int) -> set[int]:
+    """The ports of switch dpid on the spanning tree."""
+    return ({data["ports"][dpid] for _, _, data in tree.edges(dpid, data=True)}
+            if dpid in tree else set())
 
 
 def accepts_broadcast(view: TopologyView, dpid: int, in_port: int,
@@ -58,15 +62,15 @@ def accepts_broadcast(view: TopologyView, dpid: int, in_port: int,
 
 def next_hop(view: TopologyView, dpid: int, host: HostView,
              graph: nx.Graph | None = None) -> int | None:
-    """The port of switch dpid toward host, or None when no path exists."""
+    """The port of switch dpid toward host, or None when no path exists
+    (next_hops for one destination)."""
     if dpid == host.dpid:
         return host.port
     graph = graph if graph is not None else switch_graph(view)
-    try:
-        path = min(nx.all_shortest_paths(graph, dpid, host.dpid), key=tuple)
-    except (nx.NetworkXNoPath, nx.NodeNotFound):
+    if dpid not in graph or host.dpid not in graph:
         return None
-    return graph.edges[path[0], path[1]]["ports"][dpid]
+    distances = {n: nx.single_source_shortest_path_length(graph, n) for n in graph}
+    return next_hops(graph, distances, dpid).get(host.dpid)
 
 
 def next_hops(graph: nx.Graph, distances: dict, dpid: int) -> dict[int, int]:

@@ -37,13 +37,6 @@ def test_meter_goes_before_goto():
     assert kinds == ["OFPInstructionMeter", "OFPInstructionGotoTable"]
 
 
-def test_namespace_delete_spans_all_tables_and_only_the_namespace():
-    mod = compiler.delete_namespace(pipeline.NS_ENFORCE)
-    assert mod.table_id == ofp.OFPTT_ALL
-    assert mod.cookie_mask == pipeline.COOKIE_NAMESPACE_MASK
-    assert pipeline.namespace_of(mod.cookie) == pipeline.NS_ENFORCE
-
-
 def test_errors_are_described_in_openflow_terms():
     text = compiler.describe_error(ofp.OFPET_BAD_MATCH, ofp.OFPBMC_BAD_PREREQ)
     assert text == "OFPET_BAD_MATCH/OFPBMC_BAD_PREREQ"

@@ -83,3 +83,21 @@ def test_a_cut_link_reroutes_the_long_way_round():
 def test_no_path_is_none():
     view = TopologyView((SwitchView(1, ()), SwitchView(2, ())), (), ())
     assert next_hop(view, 1, HostView("00:00:00:00:00:09", "10.0.0.9", 2, 1)) is None
+
+
+def test_next_hops_take_the_first_step_of_the_least_shortest_path_everywhere():
+    """One rule for every switch and every computation: the neighbour on the
+    lexicographically least shortest path (so paths never loop)."""
+    import networkx as nx
+
+    from enforcement.topology import next_hops
+    graph = nx.random_regular_graph(3, 12, seed=4)
+    for a, b in graph.edges:
+        graph.edges[a, b]["ports"] = {a: 100 + b, b: 100 + a}
+    distances = dict(nx.all_pairs_shortest_path_length(graph))
+    for here in graph:
+        hops = next_hops(graph, distances, here)
+        for there in graph:
+            if there != here:
+                path = min(nx.all_shortest_paths(graph, here, there), key=tuple)
+                assert hops[there] == graph.edges[path[0], path[1]]["ports"][here]
