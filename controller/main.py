@@ -263,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from enforcement import policy as policy_file
     from enforcement.api import serve
-    from enforcement.service import EnforcementService, Maintenance
+    from enforcement.maintenance import Maintenance
+    from enforcement.service import EnforcementService
     from enforcement.store import Store
 
     from enforcement import access as access_file

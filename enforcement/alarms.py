@@ -23,10 +23,13 @@ from enforcement.model import PORT_OVER_BUDGET, PortAlarm
 
 class PortAlarms:
     def __init__(self, store, clock: Callable[[], float],
-                 announce: Callable[[list[tuple]], None], *, max_batch: int = 256):
+                 announce: Callable[[list[tuple]], None], *, max_batch: int = 256,
+                 fence: Callable[[], tuple[str, int] | None] = lambda: None):
         """announce(events) is called with the events (at, kind, alarm,
-        detail) of each batch once they are committed."""
+        detail) of each batch once they are committed; fence() as the
+        ledger's (enforcement.ledger): only the leader writes."""
         self._store = store
+        self._fence = fence
         self._clock = clock
         self._announce = announce
         self._commits = GroupCommit(self._write, max_batch=max_batch)
@@ -41,6 +44,6 @@ class PortAlarms:
 
     def _write(self, batch: Sequence[tuple[float, PortAlarm]]) -> list[None]:
         events = [(at, PORT_OVER_BUDGET, alarm, alarm.text()) for at, alarm in batch]
-        self._store.write((), events, ())
+        self._store.write((), events, (), fence=self._fence())
         self._announce(events)
         return [None] * len(events)

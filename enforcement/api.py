@@ -37,6 +37,7 @@ _STATUS = {
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.SwitchError: grpc.StatusCode.UNAVAILABLE,
+    errors.NotLeader: grpc.StatusCode.UNAVAILABLE,
 }
 
 

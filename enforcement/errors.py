@@ -27,3 +27,7 @@ class SwitchError(EnforcementError):
 
 class SwitchUnreachable(SwitchError):
     """No answer (timeout, closed connection): worth retrying, unlike a refusal."""
+
+
+class NotLeader(EnforcementError):
+    """This instance does not lead (any more): the call goes to the leader."""

@@ -49,7 +49,8 @@ ENFORCEMENTS = sa.Table(
     sa.Column("serial", sa.BigInteger),
     sa.Column("created_at", sa.Float),
     sa.Column("expires_at", sa.Float),
-    sa.Column("body", sa.Text))
+    sa.Column("body", sa.Text),
+    sa.Column("revision", sa.BigInteger))  # migration 0003
 EVENTS = sa.Table(
     "events", _META,
     sa.Column("sequence", sa.Integer, primary_key=True, autoincrement=True),
@@ -69,7 +70,27 @@ AUDIT = sa.Table(
     sa.Column("enforcement_id", sa.String(64)), sa.Column("case_id", sa.String(128)),
     sa.Column("clause", sa.Text), sa.Column("detail", sa.Text))
 
+LEADERSHIP = sa.Table(
+    "leadership", _META,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("holder", sa.String(256)), sa.Column("address", sa.String(256)),
+    sa.Column("epoch", sa.BigInteger), sa.Column("expires_at", sa.Float),
+    sa.Column("revision", sa.BigInteger))
+
 MIGRATIONS = pathlib.Path(__file__).resolve().parent / "migrations"
+
+
+class Deposed(Exception):
+    """A write carried an epoch that no longer leads: another instance took
+    over, and nothing of this transaction was written."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Leader:
+    holder: str
+    address: str
+    epoch: int
+    expires_in: float  # seconds left on its lease, by the database's clock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,19 +147,34 @@ class Store:
 
     # ---- enforcements ------------------------------------------------------
 
-    def write(self, records, events, audits) -> None:
+    def write(self, records, events, audits, fence: tuple[str, int] | None = None) -> int:
         """Enforcements (inserted or replaced), events (at, kind, record or
         PortAlarm, detail) and audit entries (dicts as append_audit takes),
-        all in one transaction."""
-        rows = [_row(r) for r in records]
-        event_rows = [_event_row(*e) for e in events]
+        all in one transaction. fence (holder, epoch): written only if that
+        epoch still leads, else Deposed and nothing written. Returns the
+        revision the write was given.
+
+        The revision is bumped first: that locks the leadership row until
+        the commit, so writes commit in revision (and event sequence)
+        order, and a follower that has seen revision R has seen all before."""
         with self._write_lock, self._engine.begin() as conn:
+            bump = (sa.update(LEADERSHIP).where(LEADERSHIP.c.id == 1)
+                    .values(revision=LEADERSHIP.c.revision + 1))
+            if fence is not None:
+                bump = bump.where(LEADERSHIP.c.holder == fence[0],
+                                  LEADERSHIP.c.epoch == fence[1])
+            revision = conn.execute(bump.returning(LEADERSHIP.c.revision)).scalar()
+            if revision is None:
+                raise Deposed(f"epoch {fence[1] if fence else '?'} no longer leads")
+            rows = [_row(r, revision) for r in records]
+            event_rows = [_event_row(*e) for e in events]
             if rows:
                 self._upsert(conn, rows)
             if event_rows:
                 conn.execute(self._insert_event, event_rows)
             if audits:
                 conn.execute(self._insert_audit, list(audits))
+        return revision
 
     def _upsert(self, conn, rows: list[dict]) -> None:
         if self._upsert_statement is not None:
@@ -151,18 +187,79 @@ class Store:
                 conn.execute(ENFORCEMENTS.insert().values(**row))
 
     def load_all(self) -> list[Enforcement]:
+        return self.changed_since(-1)[0]
+
+    def changed_since(self, revision: int) -> tuple[list[Enforcement], int]:
+        """The enforcements written after a revision (all for -1), oldest
+        first, and the revision they bring the reader to. The revision is
+        read first: rows committed meanwhile come along and are read again
+        next time, which is harmless; none is missed."""
         with self._engine.connect() as conn:
+            latest = conn.execute(sa.select(LEADERSHIP.c.revision)
+                                  .where(LEADERSHIP.c.id == 1)).scalar() or 0
+            if revision >= latest:
+                return [], latest
             rows = conn.execute(sa.select(ENFORCEMENTS.c.body)
-                                .order_by(ENFORCEMENTS.c.created_at)).scalars()
-            return [codec.from_dict(json.loads(body)) for body in rows]
+                                .where(ENFORCEMENTS.c.revision > revision)
+                                .order_by(ENFORCEMENTS.c.created_at,
+                                          ENFORCEMENTS.c.serial)).scalars()
+            return [codec.from_dict(json.loads(body)) for body in rows], latest
+
+    def revision(self) -> int:
+        with self._engine.connect() as conn:
+            return conn.execute(sa.select(LEADERSHIP.c.revision)
+                                .where(LEADERSHIP.c.id == 1)).scalar() or 0
+
+    # ---- leadership ------------------------------------------------------------
+
+    def acquire(self, holder: str, address: str, lease: float,
+                force: bool = False) -> int | None:
+        """Takes the lead if nobody holds a running lease (force: whatever
+        the lease, for an instance that leads alone); returns the new epoch,
+        or None. One conditional UPDATE: of instances trying at once,
+        exactly one matches the row."""
+        now = self._now()
+        with self._engine.begin() as conn:
+            return conn.execute(
+                sa.update(LEADERSHIP)
+                .where(LEADERSHIP.c.id == 1, sa.true() if force
+                       else LEADERSHIP.c.expires_at < now)
+                .values(holder=holder, address=address, epoch=LEADERSHIP.c.epoch + 1,
+                        expires_at=now + lease)
+                .returning(LEADERSHIP.c.epoch)).scalar()
+
+    def renew(self, holder: str, epoch: int, lease: float) -> bool:
+        with self._engine.begin() as conn:
+            return conn.execute(
+                sa.update(LEADERSHIP)
+                .where(LEADERSHIP.c.id == 1, LEADERSHIP.c.holder == holder,
+                       LEADERSHIP.c.epoch == epoch)
+                .values(expires_at=self._now() + lease)).rowcount == 1
+
+    def release(self, holder: str, epoch: int) -> None:
+        """Ends a lease at once (a clean stop): a follower need not wait it out."""
+        with self._engine.begin() as conn:
+            conn.execute(sa.update(LEADERSHIP)
+                         .where(LEADERSHIP.c.id == 1, LEADERSHIP.c.holder == holder,
+                                LEADERSHIP.c.epoch == epoch)
+                         .values(expires_at=0.0))
+
+    def leader(self) -> Leader:
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(LEADERSHIP.c.holder, LEADERSHIP.c.address,
+                                         LEADERSHIP.c.epoch,
+                                         LEADERSHIP.c.expires_at - self._now())
+                               .where(LEADERSHIP.c.id == 1)).one()
+        return Leader(row[0], row[1], row[2], row[3])
+
+    def _now(self):
+        """The database's clock, in seconds since 1970: one clock for every
+        instance, whatever their own say."""
+        if self._engine.dialect.name == "postgresql":
+            return sa.func.extract("epoch", sa.func.clock_timestamp())
+        return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)")
 
     # ---- events --------------------------------------------------------------
-
-    def append_event(self, at: float, kind: str, record: Enforcement, detail: str) -> Event:
-        row = _event_row(at, kind, record, detail)
-        with self._write_lock, self._engine.begin() as conn:
-            sequence = conn.execute(EVENTS.insert().values(**row)).inserted_primary_key[0]
-        return Event(sequence=sequence, **row)
 
     def events_after(self, sequence: int, *, subscriber_ip: str = "", case_id: str = "",
                      limit: int = 500) -> list[Event]:
@@ -204,13 +301,13 @@ def _upsert_statement(dialect: str):
         set_={c.name: insert.excluded[c.name] for c in ENFORCEMENTS.columns if c.name != "id"})
 
 
-def _row(record: Enforcement) -> dict:
+def _row(record: Enforcement, revision: int) -> dict:
     return {"id": record.id, "request_id": record.decision.request_id,
             "case_id": record.decision.case_id,
             "subscriber_ip": str(record.decision.subscriber.ip),
             "state": record.state.value, "serial": record.serial,
             "created_at": record.created_at, "expires_at": record.expires_at,
-            "body": json.dumps(codec.to_dict(record))}
+            "body": json.dumps(codec.to_dict(record)), "revision": revision}
 
 
 def _event_row(at: float, kind: str, record: Enforcement | PortAlarm, detail: str) -> dict:
@@ -235,10 +332,19 @@ def _alarm_row(at: float, kind: str, alarm: PortAlarm, detail: str) -> dict:
             "rate": alarm.rate_pps, "budget_limit": alarm.limit}
 
 
+# Any constant: the key of the advisory lock instances migrate under.
+_MIGRATION_LOCK = 0x5DB0_0003
+
+
 def migrate(engine: sa.Engine) -> None:
+    """Brings the schema to the newest migration. Instances started at once
+    on an empty PostgreSQL database migrate one at a time (a transaction
+    advisory lock): the first creates the schema, the others find it done."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
 

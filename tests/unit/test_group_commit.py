@@ -126,13 +126,13 @@ def test_lifts_in_a_batch_remove_exactly_their_rules(tmp_path):
 def test_a_bug_while_staging_leaves_nothing_half_done(tmp_path):
     switch = SlowSwitch()
     service = EnforcementService(switch, policy.load(), Store(f"sqlite:///{tmp_path}/s.db"))
-    real = service._propose
+    real = service.decider.propose
 
     def propose(decision):
         if str(decision.subscriber.ip) == "10.0.0.9":
             raise RuntimeError("a bug")
         return real(decision)
-    service._propose = propose
+    service.decider.propose = propose
     outcomes = {}
 
     def one(n):

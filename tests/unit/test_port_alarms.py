@@ -154,7 +154,7 @@ def test_reporting_needs_no_lifecycle_lock_and_wakes_a_waiting_watch(service):
     watcher.start()
     time.sleep(0.3)  # the watcher has found nothing and waits
     started = time.monotonic()
-    with service._lock:  # a batch of decisions holding the lifecycle
+    with service.ledger.lock:  # a batch of decisions holding the lifecycle
         from_a_thread(service.report_port_alarm, STORM)
     watcher.join(10)
     assert not watcher.is_alive() and time.monotonic() - started < 10
@@ -233,7 +233,7 @@ def test_a_database_at_0001_upgrades_and_keeps_its_events(database_url):
         assert _columns(engine) >= PORT_COLUMNS
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT version_num FROM alembic_version")
-                                ).scalar_one() == "0002"
+                                ).scalar_one() == "0003"
         from_a_thread(service.report_port_alarm, STORM)
         old, alarm = service.watch(subscriber_ip="10.0.0.1", still_wanted=once())
         assert (old.kind, old.enforcement_id, old.budget, old.datapath_id) == (

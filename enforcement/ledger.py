@@ -1,0 +1,253 @@
+"""The enforcements in memory, and the unit of work that makes them durable.
+
+Owns every record's current version and the indexes read on the hot path:
+by request id (idempotency), by subscriber and violation (escalation
+history), by subscriber (what is live), expiries, and the desired switch
+state (DesiredIndex) the records add up to. Changes happen inside
+`changing()`: the lifecycle lock and one unit of work, written to the store
+in one transaction when the outermost block ends, then announced.
+
+The store is the truth shared by every instance. The leader's memory is
+that truth plus what it is writing; a follower's memory trails it and
+catches up by revision (`catch_up`) before it answers a read. A leader
+that takes over reloads everything (`load`): the one before it may have
+written until its last moment.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import heapq
+import logging
+import threading
+from collections.abc import Callable
+
+from enforcement.desired import DesiredIndex
+from enforcement.errors import NotLeader
+from enforcement.model import Decision, Enforcement, State
+from enforcement.store import Deposed, Store
+
+LOG = logging.getLogger(__name__)
+
+LIVE = (State.ACTIVE, State.PENDING)
+
+
+@dataclasses.dataclass
+class _Work:
+    """What a unit of work changed, waiting for its one commit."""
+    records: list = dataclasses.field(default_factory=list)
+    events: list = dataclasses.field(default_factory=list)  # (at, kind, record, detail)
+    audits: list = dataclasses.field(default_factory=list)
+    journal: list = dataclasses.field(default_factory=list)  # (id, previous version)
+    touched: dict = dataclasses.field(default_factory=dict)  # dpid -> (keys, meter ids)
+
+    def mark(self) -> tuple[int, int, int, int]:
+        return len(self.journal), len(self.records), len(self.events), len(self.audits)
+
+
+class Ledger:
+    def __init__(self, store: Store, clock: Callable[[], float], *,
+                 fence: Callable[[], tuple[str, int] | None] = lambda: None,
+                 on_deposed: Callable[[str], None] = lambda why: None):
+        """fence() -> (holder, epoch) every write must still lead at, or
+        None (alone on the store); it raises NotLeader when this instance
+        does not lead. on_deposed(why): the store refused the epoch."""
+        self.store = store
+        self.clock = clock
+        self._fence = fence
+        self._on_deposed = on_deposed
+        # One lock for the whole lifecycle keeps apply/lift/expiry/repair of
+        # the same switch from interleaving. Decisions hold it per batch
+        # (group commit), not per call.
+        self.lock = threading.RLock()
+        self.listeners: list[Callable[[list], None]] = []  # called with committed events
+        self._depth = 0
+        self.load()
+
+    def load(self) -> None:
+        """Everything afresh from the store."""
+        with self.lock:
+            self.by_id: dict[str, Enforcement] = {}
+            self.by_request: dict[str, str] = {}
+            # (subscriber ip, violation) -> record ids, oldest first: the
+            # history escalation reads without scanning every enforcement.
+            self.history: dict[tuple, list[str]] = {}
+            self.failed: dict[tuple, set[str]] = {}  # the FAILED ids of each history
+            self.expiries: list[tuple[float, str]] = []  # heap of (expires_at, id)
+            self.desired = DesiredIndex()
+            self.live_by_ip: dict[str, set[str]] = {}  # subscriber address -> live ids
+            self.work = _Work()
+            records, self.revision = self.store.changed_since(-1)
+            for record in records:
+                self.put(record)
+            self.work = _Work()
+            self.next_serial = 1 + max((r.serial for r in self.by_id.values()), default=0)
+
+    def catch_up(self) -> None:
+        """A follower's memory brought to the store's latest revision."""
+        with self.lock:
+            if self.revision < 0:  # refused writes may linger in memory
+                self.load()
+                return
+            records, revision = self.store.changed_since(self.revision)
+            for record in records:
+                self.put(record)
+            self.work = _Work()
+            self.revision = revision
+            if records:
+                self.next_serial = max(self.next_serial,
+                                       1 + max(r.serial for r in records))
+
+    # ---- the unit of work ----------------------------------------------------
+
+    @contextlib.contextmanager
+    def changing(self):
+        """The lifecycle lock, and one unit of work: whatever changes inside
+        is written in one transaction when the outermost block ends, and only
+        then announced. Refused (NotLeader) on an instance that does not lead."""
+        with self.lock:
+            if self._depth == 0:
+                self._fence()
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self.flush()
+
+    def flush(self) -> None:
+        work, self.work = self.work, _Work()
+        if not (work.records or work.events or work.audits):
+            return
+        latest = {r.id: r for r in work.records}
+        try:
+            self.revision = self.store.write(latest.values(), work.events, work.audits,
+                                             fence=self._fence())
+        except (Deposed, NotLeader) as exc:
+            # Memory holds what the store refused: it is reloaded when this
+            # instance leads again; until then it only follows.
+            self.revision = -1
+            self._on_deposed(str(exc))
+            raise NotLeader(f"not written: {exc}") from None
+        self.announce(work.events)
+
+    def announce(self, events: list) -> None:
+        for listener in self.listeners:
+            listener(events)
+
+    def mark(self) -> tuple[int, int, int, int]:
+        return self.work.mark()
+
+    # ---- records -------------------------------------------------------------
+
+    def save(self, record: Enforcement) -> Enforcement:
+        """Takes a record's new version into memory and the desired state now,
+        into the store at the end of the unit of work."""
+        self.put(record)
+        self.work.records.append(record)
+        return record
+
+    def put(self, record: Enforcement) -> None:
+        old = self.by_id.get(record.id)
+        self.by_id[record.id] = record
+        self.by_request[record.decision.request_id] = record.id
+        if old is None:
+            self.history.setdefault(history_key(record.decision), []).append(record.id)
+        if record.expires_at is not None and (old is None or old.expires_at
+                                              != record.expires_at):
+            heapq.heappush(self.expiries, (record.expires_at, record.id))
+        if record.state is State.FAILED:
+            self.failed.setdefault(history_key(record.decision), set()).add(record.id)
+        self.work.journal.append((record.id, old))
+        self._index(old, record)
+
+    def _index(self, old: Enforcement | None, new: Enforcement | None) -> None:
+        was_live = old is not None and old.state in LIVE
+        live = new is not None and new.state in LIVE
+        if was_live and live and old.rules == new.rules and old.meters == new.meters:
+            return
+        if was_live:
+            self.desired.remove(order(old), old.rules, old.meters)
+            self.touch(old)
+            ip = str(old.decision.subscriber.ip)
+            ids = self.live_by_ip[ip]
+            ids.discard(old.id)
+            if not ids:
+                del self.live_by_ip[ip]
+        if live:
+            self.desired.add(order(new), new.rules, new.meters)
+            self.touch(new)
+            self.live_by_ip.setdefault(str(new.decision.subscriber.ip), set()).add(new.id)
+
+    def rollback(self, mark: tuple[int, int, int, int]) -> None:
+        """Undoes every record change since mark (memory and desired state),
+        and forgets the writes; what the switches must now hold is touched."""
+        journal, records, events, audits = mark
+        undo = self.work.journal[journal:]
+        del self.work.journal[journal:], self.work.records[records:]
+        del self.work.events[events:], self.work.audits[audits:]
+        for record_id, old in reversed(undo):
+            current = self.by_id[record_id]
+            self._index(current, old)
+            if old is None or old.state is not State.FAILED:
+                self.failed.get(history_key(current.decision), set()).discard(record_id)
+            if old is not None:
+                self.by_id[record_id] = old
+                continue
+            del self.by_id[record_id]
+            self.by_request.pop(current.decision.request_id, None)
+            history = self.history.get(history_key(current.decision), [])
+            if record_id in history:
+                history.remove(record_id)
+
+    def touch(self, record: Enforcement) -> None:
+        """Marks an enforcement's rules and meters as to be compared with the
+        switches at the next push."""
+        for rule in record.rules:
+            self.work.touched.setdefault(rule.dpid, (set(), set()))[0].add(rule.key)
+        for meter in record.meters:
+            self.work.touched.setdefault(meter.dpid, (set(), set()))[1].add(meter.meter_id)
+
+    def event(self, kind: str, record: Enforcement, detail: str) -> None:
+        self.work.events.append((self.clock(), kind, record, detail))
+
+    def audit(self, actor: str, call: str, outcome: str, record: Enforcement,
+              detail: str) -> None:
+        self.work.audits.append(dict(
+            at=self.clock(), actor=actor or "unknown", call=call, outcome=outcome,
+            enforcement_id=record.id, case_id=record.decision.case_id,
+            clause=record.escalation.clause, detail=detail))
+
+    def due(self, now: float) -> list[Enforcement]:
+        """Pops the live enforcements whose expiry has come."""
+        due = []
+        while self.expiries and self.expiries[0][0] <= now:
+            at, record_id = heapq.heappop(self.expiries)
+            record = self.by_id.get(record_id)
+            if record is not None and record.state in LIVE and record.expires_at == at:
+                due.append(record)
+        return due
+
+    def reschedule(self, record: Enforcement) -> None:
+        """Back on the expiry schedule (its expiry could not be carried out)."""
+        if record.expires_at is not None:
+            heapq.heappush(self.expiries, (record.expires_at, record.id))
+
+    def live(self, ip: str) -> list[Enforcement]:
+        return sorted((self.by_id[i] for i in self.live_by_ip.get(ip, ())),
+                      key=lambda r: (r.created_at, r.id))
+
+
+def order(record: Enforcement) -> tuple[float, int]:
+    return (record.created_at, record.serial)
+
+
+def history_key(decision: Decision) -> tuple:
+    return (str(decision.subscriber.ip), decision.violation)
+
+
+def switches(record: Enforcement) -> list[int]:
+    """Every switch an enforcement has state on, access switch first."""
+    others = {r.dpid for r in record.rules} | {m.dpid for m in record.meters}
+    return [record.location.dpid, *sorted(others - {record.location.dpid})]
