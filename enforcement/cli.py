@@ -1,8 +1,9 @@
 """enforcementctl: the abuse desk's and the engineers' command line.
 
-Talks to the controller's gRPC API. Exit codes scripts can trust: 0 done,
-1 the controller refused or failed (the gRPC status is printed), 2 bad usage,
-3 the controller could not be reached.
+Talks to the controller's gRPC API: one instance, or several given as a
+comma-separated --server, failing over between them. Exit codes scripts can
+trust: 0 done, 1 the controller refused or failed (the gRPC status is
+printed), 2 bad usage, 3 the controller could not be reached.
 """
 from __future__ import annotations
 
@@ -150,11 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="enforcementctl", description=__doc__.split("\n")[0])
     env = os.environ.get
     parser.add_argument("--server", default=env("ENFORCEMENT_SERVER", "127.0.0.1:50051"),
-                        help="controller gRPC address ($ENFORCEMENT_SERVER). "
-                             "Default: %(default)s")
+                        metavar="HOST:PORT[,HOST:PORT...]",
+                        help="controller gRPC address, or the addresses of several "
+                             "instances separated by commas: a call goes to the one "
+                             "that last answered and moves on to the next when it is "
+                             "unreachable ($ENFORCEMENT_SERVER). Default: %(default)s")
     parser.add_argument("--timeout", type=float, default=10.0,
-                        help="seconds before giving up on a call, retries included. "
-                             "Default: %(default)s")
+                        help="seconds before giving up on a call, retries and every "
+                             "instance included; with several instances one attempt "
+                             "gets at most the time left divided by the instances not "
+                             "tried yet. Default: %(default)s")
     tls = parser.add_argument_group(
         "mutual TLS", "all three, or none for plaintext (which the controller "
                       "serves on loopback only); each also from the environment")
@@ -231,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"error: cannot read the TLS files: {exc}", file=sys.stderr)
         return 2
+    except ValueError as exc:  # --server "" or ","
+        parser.error(str(exc))
     with client:
         try:
             return args.run(client, args)

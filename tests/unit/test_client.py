@@ -8,7 +8,9 @@ import threading
 import time
 
 import grpc
+import lab as harness
 import pytest
+from test_api import RecordingNetwork
 
 from enforcement import access, certs, policy
 from enforcement.api import SERVICE_NAME, create_server, serve
@@ -18,9 +20,6 @@ from enforcement.service import EnforcementService
 from enforcement.store import Store
 from enforcement.tlsgate import server_context
 from enforcement.v1 import enforcement_pb2 as pb
-
-from test_api import RecordingNetwork
-import lab as harness
 
 
 @pytest.fixture
@@ -63,9 +62,9 @@ def test_list_walks_every_page(served):
 
 
 def test_refusals_are_typed_and_not_retried(served, service):
-    with EnforcementClient(f"127.0.0.1:{served.port}") as ctl:
-        with pytest.raises(ClientError) as caught:
-            ctl.apply(ip="010.0.0.1", violation="spam", case_id="C-1")
+    with (EnforcementClient(f"127.0.0.1:{served.port}") as ctl,
+          pytest.raises(ClientError) as caught):
+        ctl.apply(ip="010.0.0.1", violation="spam", case_id="C-1")
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "Leading zeros" in caught.value.details and not caught.value.unreachable
     assert len(service.audit_log()) == 1  # one attempt only
@@ -98,11 +97,12 @@ def test_unavailable_is_retried_until_the_controller_is_up(service):
 def test_the_deadline_covers_the_retries():
     port = harness.free_port()  # nobody listens
     began = time.monotonic()
-    with EnforcementClient(f"127.0.0.1:{port}", timeout=1.0, attempts=50) as ctl:
-        with pytest.raises(ClientError) as caught:
-            ctl.get("enf-1")
+    with (EnforcementClient(f"127.0.0.1:{port}", timeout=1.0, attempts=50) as ctl,
+          pytest.raises(ClientError) as caught):
+        ctl.get("enf-1")
     assert caught.value.unreachable
-    assert time.monotonic() - began < 5  # not 50 attempts' worth of backoff
+    # Not 50 attempts' worth of backoff, and no backoff slept past the deadline.
+    assert time.monotonic() - began < 1.0 + 0.5
 
 
 class LosesTheFirstLiftAnswer(Guard):
@@ -164,7 +164,7 @@ def test_tls_files_give_the_client_its_identity(tls_served, service):
 
 def _ctl(*args, env=None):
     return subprocess.run([sys.executable, "-m", "enforcement.cli", *args],
-                          capture_output=True, text=True, timeout=60,
+                          capture_output=True, text=True, timeout=60, check=False,
                           env={**os.environ, **(env or {})})
 
 
