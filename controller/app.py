@@ -1,11 +1,17 @@
 """The OS-Ken application: a thin shell between switches and the service.
 
-It keeps switch sessions, pushes compiled rules and waits for the barrier that
-confirms them, and matches OpenFlow errors to the change that caused them.
-Forwarding is the switches' own (controller/dataplane.py, kept by
-controller/fabric.py); packet-ins are copies to learn hosts from, queued off
-the event thread (controller/packetin.py) into controller/topostate.py.
+It turns OpenFlow events into calls on the parts that own them:
+controller/sessions.py (sessions, confirmed transactions, errors),
+controller/switchsync.py (enforcement state on the switches),
+controller/fabric.py (the data plane), controller/topostate.py (links,
+ports, hosts, learned from packet-in copies queued by controller/packetin.py).
 Decisions are made elsewhere (enforcement/).
+
+Roles: every instance connects to every switch. The leader claims each one
+as OpenFlow MASTER with its epoch as generation_id (which demotes any older
+master to SLAVE); followers are SLAVEs that still hear packet-in copies and
+port changes, so they know hosts and links when they take over. Only the
+leader sends anything that changes a switch.
 
 Threading: OS-Ken runs this app's handlers on one event thread; gRPC calls
 sync() from its own worker threads and blocks until the switch's barrier reply
@@ -14,9 +20,9 @@ arrives on the event thread. So sync() must never be called from a handler.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from os_ken.base import app_manager
@@ -29,35 +35,16 @@ from os_ken.topology import event as topo_event
 from controller import compiler, discovery
 from controller.dataplane import Budgets
 from controller.fabric import STARTUP_GRACE, Fabric
+from controller.lldp import Discovery
 from controller.packetin import DEFAULT_DEPTH, PacketInQueue
+from controller.sessions import Sessions
+from controller.switchsync import SwitchSync
 from controller.topostate import TopologyState
-from enforcement import pipeline
-from enforcement.desired import (Change, SwitchState, apply_change, audit_parts, diff,
-                                 diff_part)
-from enforcement.errors import SwitchError, SwitchUnreachable
+from enforcement.errors import SwitchError
 from enforcement.model import LinkView, Location, PortAlarm, TopologyView
 
 LOG = logging.getLogger(__name__)
 
-# Our transaction ids live in the upper half of the 32-bit space so they never
-# collide with the ones OS-Ken assigns itself (echo requests and the like).
-_XID_BASE = 0x8000_0000
-
-
-@dataclasses.dataclass
-class _Transaction:
-    """Messages sent to one switch and the barrier that closes them."""
-    described: dict[int, str]
-    done: threading.Event = dataclasses.field(default_factory=threading.Event)
-    errors: list[str] = dataclasses.field(default_factory=list)
-    # Bodies of multipart replies, per request xid.
-    replies: dict[int, list] = dataclasses.field(default_factory=dict)
-    lost: bool = False  # the switch went away before answering
-
-
-# An audit reads at most about this many flows of a switch (see audit()).
-AUDIT_FLOWS = 8192
-_NO_CHANGE = Change((), (), (), (), ())
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -81,41 +68,34 @@ class EnforcementApp(app_manager.OSKenApp):
         # The process entry validated the file already (--inventory).
         self.inventory = inventory.load(INVENTORY_PATH[0])
         settings = SETTINGS[0]
-        self._lock = threading.Lock()
-        self._datapaths: dict[int, object] = {}
+        self.sessions = Sessions()
+        self.sessions.on_fenced = self._fenced
         self.net = TopologyState(self.inventory, settings.budgets)
-        self.fabric = Fabric(self._transact, self.net.snapshot, settings.budgets,
+        self.fabric = Fabric(self.sessions.transact, self.net.snapshot, settings.budgets,
                              on_budget=self._budget_alarm,
                              startup_grace=settings.startup_grace)
+        self.fabric.active = False
+        self.switches = SwitchSync(self.sessions.transact, self.fabric)
         self.packet_ins = PacketInQueue(self._learn, settings.packet_in_queue)
         self.alarms_raised = 0
-        self._pending: dict[tuple[int, int], _Transaction] = {}
-        self._xids = itertools.count(1)
-        # What each switch confirmed holding of enforcement flows and meters.
-        self._actual: dict[int, SwitchState] = {}
-        self._sync_locks: dict[int, threading.Lock] = {}
-        # Switches prepared but whose enforcement flows were only counted,
-        # not read: dpid -> how many they hold.
-        self._unread: dict[int, int] = {}
-        self._audit_turns: dict[int, int] = {}
         self.switch_timeout = 5.0
-        # Set by the process that wires the app to the service: called, off
-        # the event thread, once a (re)connected switch has its base pipeline.
+        self.leading = False
+        self.epoch = 0
+        # Wired by the process entry (controller/main.py), all called off the
+        # event thread: a (re)connected switch has its base pipeline; a
+        # subscriber's host was seen on another access port; a link went
+        # down or came up; an access port went over a budget; the generation
+        # id a follower claims SLAVE with; a switch proved another leads.
         self.on_switch_ready: Callable[[int], None] = lambda dpid: None
-        # Called, off the event thread, with a subscriber's IP when its host
-        # was seen on another access port (the service re-places enforcements).
         self.on_host_moved: Callable[[str], None] = lambda ip: None
+        self.on_links_changed: Callable[[], None] = lambda: None
+        self.on_port_alarm: Callable = lambda alarm: None
+        self.known_epoch: Callable[[], int] = lambda: 0
+        self.on_deposed: Callable[[str], None] = lambda why: None
         # Whether anything is enforced on an address: a host learned afresh
-        # (first sighting, or again after its port turned out to be an uplink)
         # is handed to on_host_moved only then, so learning thousands of
         # hosts after a restart starts no thread for the unenforced ones.
         self.is_enforced: Callable[[str], bool] = lambda ip: False
-        # Called, off the event thread, after a link went down or came up
-        # (the service re-routes enforcements that span switches).
-        self.on_links_changed: Callable[[], None] = lambda: None
-        # Called, off the event thread, with an enforcement.model.PortAlarm
-        # when an access port goes over a control-plane budget.
-        self.on_port_alarm: Callable = lambda alarm: None
 
     # ---- the Network protocol used by the service -------------------------
 
@@ -123,183 +103,79 @@ class EnforcementApp(app_manager.OSKenApp):
         return self.net.locate(ip)
 
     def is_connected(self, dpid: int) -> bool:
-        with self._lock:
-            return dpid in self._datapaths
+        return self.sessions.is_connected(dpid)
 
     def connected_switches(self) -> list[int]:
-        with self._lock:
-            return sorted(self._datapaths)
+        return self.sessions.dpids()
 
-    def sync(self, dpid: int, desired: SwitchState, timeout: float,
-             verify: bool = False):
-        """Makes the switch hold exactly `desired` of enforcement state,
-        sending only the difference to what it holds: what it confirmed
-        before, or (verify=True) what it reports now, which catches drift.
-        On a refusal the part already applied is undone, so nothing is
-        half-installed. Returns the change pushed."""
-        with self._sync_lock(dpid):
-            held = self._unread.pop(dpid, None)
-            if held is not None and not verify and held == len(desired.rules) > 0:
-                change = self._reinstall(dpid, desired, timeout)
-                if change is not None:
-                    self.fabric.set_closing(dpid, replace=desired.rules.values())
-                    return change
-                verify = True  # it holds flows we do not want: read them
-            elif held:
-                verify = True
-            if verify:
-                self.fabric.audit(dpid)
-            actual = (self.read_state(dpid, timeout) if verify
-                      else self._actual.get(dpid, SwitchState.empty()))
-            change = diff(actual, desired)
-            if not change.empty:
-                self._push(dpid, change, timeout, closing=False)
-            self._actual[dpid] = SwitchState(dict(desired.rules), dict(desired.meters))
-            self.fabric.set_closing(dpid, replace=desired.rules.values())
-            return change
+    def sync(self, dpid, desired, timeout, verify=False):
+        return self.switches.sync(dpid, desired, timeout, verify)
 
-    def _reinstall(self, dpid: int, desired: SwitchState, timeout: float):
-        """A reconnected switch holds as many enforcement flows as it should.
-        Instead of reading them all (parsing 100,000 flow stats costs seconds),
-        every wanted flow is added again (OFPFC_ADD replaces an identical flow
-        in place; an altered one is put right) and the flows
-        counted again: the same number means nothing else is there, so the
-        switch holds exactly what it should. Returns the (empty) change, or
-        None if other flows remain and must be read."""
-        actual = self._actual.get(dpid, SwitchState.empty())
-        meters = diff(SwitchState({}, actual.meters), SwitchState({}, desired.meters))
-        count = compiler.flow_count_request(pipeline.NS_ENFORCE)
-        replies = self._transact(dpid, [*compiler.change_messages(dataclasses.replace(
-            meters, rules_to_add=tuple(desired.rules.values()))), count], timeout)
-        after = sum(r.flow_count for r in replies.get(count.xid, []))
-        self._actual[dpid] = SwitchState(dict(desired.rules), dict(desired.meters))
-        if after != len(desired.rules):
-            LOG.info("switch %016x holds %d enforcement flow(s) beyond the %d wanted; "
-                     "reading them", dpid, after - len(desired.rules), len(desired.rules))
-            return None
-        LOG.info("switch %016x: its %d enforcement flow(s) re-installed in place and "
-                 "counted", dpid, after)
-        return dataclasses.replace(meters, rules_to_add=())
+    def sync_part(self, dpid, rules, meters, timeout):
+        return self.switches.sync_part(dpid, rules, meters, timeout)
 
-    def flow_count(self, dpid: int, timeout: float) -> int:
-        """How many enforcement flows the switch holds (one aggregate request)."""
-        request = compiler.flow_count_request(pipeline.NS_ENFORCE)
-        replies = self._transact(dpid, [request], timeout).get(request.xid, [])
-        return sum(r.flow_count for r in replies)
-
-    def audit(self, dpid: int, timeout: float):
-        """Checks a switch against what it confirmed holding, and repairs what
-        differs (flows deleted, added or altered by hand, meters too).
-
-        Every audit counts the enforcement flows (one aggregate request): a
-        count that differs means flows were deleted or added, and every flow
-        is read. Otherwise one part of them is read, by cookie: all of them up
-        to AUDIT_FLOWS flows, else a rotating 1/2^k of them, so that a switch
-        holding 100,000 flows is never parsed whole every few seconds (an
-        altered flow is then found within 2^k audits). The reading runs
-        beside decisions; only the comparison and the repair hold the
-        switch's lock, so redundant repairs are possible, wrong ones are not:
-        a re-add of what is wanted, a delete of what is not, both idempotent.
-        Returns the change pushed, or None for a switch not reconciled yet."""
-        with self._sync_lock(dpid):
-            if dpid in self._unread or dpid not in self._actual:
-                return None  # not reconciled yet: its reconnect does that
-            wanted = len(self._actual[dpid].rules)
-        self.fabric.audit(dpid)
-        parts = audit_parts(wanted, self.flow_count(dpid, timeout), AUDIT_FLOWS)
-        turn = self._audit_turns.get(dpid, 0)
-        self._audit_turns[dpid] = turn + 1
-        part = turn % parts
-        flows = compiler.flow_stats_request(pipeline.NS_ENFORCE, part, parts)
-        meters = compiler.meter_config_request()
-        replies = self._transact(dpid, [flows, meters], timeout)
-        seen = SwitchState(
-            SwitchState.of([compiler.rule_from_stats(dpid, st)
-                            for st in replies.get(flows.xid, [])], ()).rules,
-            _enforcement_meters(compiler.meter_from_stats(dpid, st)
-                                for st in replies.get(meters.xid, [])))
-        with self._sync_lock(dpid):
-            actual = self._actual.get(dpid)
-            if actual is None:
-                return _NO_CHANGE
-            expected = SwitchState(
-                {k: r for k, r in actual.rules.items() if r.cookie % parts == part},
-                actual.meters)
-            change = diff(seen, expected)
-            self._push(dpid, change, timeout)
-            return change
-
-    def sync_part(self, dpid: int, rules: dict, meters: dict, timeout: float):
-        """sync() for some rule keys and meter ids only (what a batch of
-        decisions touched): compared with what the switch confirmed before,
-        the difference pushed in one transaction, undone if refused."""
-        with self._sync_lock(dpid):
-            if self._unread.pop(dpid, None):
-                # Reconnected and not reconciled yet: what it holds must be
-                # known before a change can be computed against it.
-                self._actual[dpid] = self.read_state(dpid, timeout)
-                self.fabric.set_closing(dpid, replace=self._actual[dpid].rules.values())
-            actual = self._actual.setdefault(dpid, SwitchState.empty())
-            change = diff_part(actual, rules, meters)
-            self._push(dpid, change, timeout)
-            apply_change(actual, change)
-            return change
-
-    def _push(self, dpid: int, change, timeout: float, closing: bool = True) -> None:
-        """Sends a change in one confirmed transaction; if the switch refuses
-        any of it, what was applied is undone and the refusal raised. Then
-        (closing) the flood set follows what the change opened or closed
-        at egress, before the caller answers."""
-        if change.empty:
-            return
-        try:
-            self._transact(dpid, compiler.change_messages(change), timeout)
-        except SwitchError:
-            self._undo(dpid, change, timeout)
-            raise
-        if closing:
-            self.fabric.set_closing(dpid, added=change.rules_to_add,
-                                    deleted=change.rules_to_delete)
-
-    def read_state(self, dpid: int, timeout: float) -> SwitchState:
-        """The enforcement flows (by cookie namespace) and the meters the
-        switch holds right now."""
-        flows, meters = compiler.flow_stats_request(pipeline.NS_ENFORCE), \
-            compiler.meter_config_request()
-        replies = self._transact(dpid, [flows, meters], timeout)
-        return SwitchState(
-            SwitchState.of([compiler.rule_from_stats(dpid, st)
-                            for st in replies.get(flows.xid, [])], ()).rules,
-            _enforcement_meters(compiler.meter_from_stats(dpid, st)
-                                for st in replies.get(meters.xid, [])))
+    def audit(self, dpid, timeout):
+        return self.switches.audit(dpid, timeout)
 
     def flow_counters(self, dpid: int, cookie: int, timeout: float = 2.0) -> dict:
-        """Packets and bytes that hit an enforcement's flows on a switch: the
-        drop rules count what was dropped, the meter rules what was metered.
-        (A flow two enforcements share carries the older one's cookie.)"""
-        request = compiler.cookie_stats_request(cookie)
-        stats = self._transact(dpid, [request], timeout).get(request.xid, [])
-        return {"flows": len(stats), "packets": sum(st.packet_count for st in stats),
-                "bytes": sum(st.byte_count for st in stats)}
-
-    def _undo(self, dpid: int, change, timeout: float) -> None:
-        # Deleting what may not exist is no error in OpenFlow; re-adding what
-        # was deleted replaces it. Meters are removed only once nothing uses them.
-        undo = [*map(compiler.flow_delete, change.rules_to_add),
-                *map(compiler.flow_add, change.rules_to_delete),
-                *map(compiler.meter_delete, change.meters_to_add)]
-        try:
-            self._transact(dpid, undo, timeout)
-        except SwitchError as exc:
-            LOG.error("switch %016x: undoing a refused change failed too (%s); "
-                      "it will be rebuilt when it reconnects", dpid, exc)
-
-    def _sync_lock(self, dpid: int) -> threading.Lock:
-        with self._lock:
-            return self._sync_locks.setdefault(dpid, threading.Lock())
+        return self.switches.flow_counters(dpid, cookie, timeout)
 
     def topology(self) -> TopologyView:
         return self.net.view()
+
+    # ---- roles -------------------------------------------------------------
+
+    def lead(self, epoch: int) -> float:
+        """Claims every connected switch as MASTER at epoch, then starts
+        pushing. Returns the seconds the claims took."""
+        started = time.monotonic()
+        self.epoch, self.leading = epoch, True
+        self._on_every_switch(self._claim)
+        if self.leading and self.epoch == epoch:
+            self.fabric.active = True
+            Discovery.sending = True
+        return time.monotonic() - started
+
+    def prepare_all(self) -> None:
+        """After a takeover: every switch read back and reconciled, as if it
+        had just connected (adopted, not flushed)."""
+        self._on_every_switch(self._prepare_switch)
+
+    def follow(self) -> None:
+        """Stops changing anything, and tells the switches so."""
+        self.leading = False
+        self.fabric.active = False
+        Discovery.sending = False
+        self._on_every_switch(self._claim)
+
+    def _on_every_switch(self, work: Callable[[int], object]) -> None:
+        threads = [threading.Thread(target=work, args=(dpid,), daemon=True)
+                   for dpid in self.sessions.dpids()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(self.switch_timeout * 3)
+
+    def _claim(self, dpid: int) -> bool:
+        """This connection's role on a switch: MASTER at our epoch, or SLAVE
+        at the newest epoch known (a stale one is refused)."""
+        master = self.leading
+        epoch = self.epoch if master else self.known_epoch()
+        try:
+            self.sessions.transact(dpid, [compiler.async_config(),
+                                          compiler.role_request(master, epoch)],
+                                   self.switch_timeout)
+            return True
+        except SwitchError as exc:
+            if master and "STALE" in str(exc):
+                self._fenced(dpid)
+            LOG.warning("switch %016x: role %s at generation %d not taken: %s", dpid,
+                        "master" if master else "slave", epoch, exc)
+            return False
+
+    def _fenced(self, dpid: int) -> None:
+        if self.leading:
+            self.on_deposed(f"switch {dpid:016x} answers another controller as master")
 
     # ---- switch sessions ---------------------------------------------------
 
@@ -318,134 +194,60 @@ class EnforcementApp(app_manager.OSKenApp):
         if dp.id is None:
             return
         if ev.state == MAIN_DISPATCHER:
-            with self._lock:
-                self._datapaths[dp.id] = dp
+            self.sessions.connected(dp)
             self.net.switch_up(dp.id, {
                 no: (_name(d), _is_live(dp.ofproto, d))
                 for no, d in getattr(dp, "ports", {}).items() if no < dp.ofproto.OFPP_MAX})
             LOG.info("switch %016x connected", dp.id)
             # Waiting for barriers must happen off the event thread.
-            threading.Thread(target=self._prepare_switch, args=(dp.id,),
+            threading.Thread(target=self._prepare_switch, args=(dp.id, True),
                              name=f"prepare-{dp.id:x}", daemon=True).start()
         elif ev.state == DEAD_DISPATCHER:
-            with self._lock:
-                if self._datapaths.get(dp.id) is not dp:
-                    return
-                del self._datapaths[dp.id]
-                orphans = [t for (dpid, _), t in self._pending.items() if dpid == dp.id]
+            if not self.sessions.disconnected(dp):
+                return
             self.net.switch_down(dp.id)
             self.fabric.forget(dp.id)
-            for txn in orphans:
-                txn.lost = True
-                txn.done.set()
-            self._actual.pop(dp.id, None)
-            self._unread.pop(dp.id, None)
+            self.switches.forget(dp.id)
             LOG.warning("switch %016x disconnected", dp.id)
 
-    def _prepare_switch(self, dpid: int) -> None:
-        """Data plane, then whatever must be enforced on this switch.
+    def _prepare_switch(self, dpid: int, claim: bool = False) -> None:
+        """Role, data plane, then whatever must be enforced on this switch.
 
         Nothing the switch holds is wiped: its data-plane flows are adopted
         (controller/fabric.py), and its enforcement flows and meters (from
-        before a controller restart, or a short disconnection) are
+        before a restart, a takeover or a short disconnection) are
         reconciled by the service against the store, so neither forwarding
-        nor enforcement lapses. Only the meters and the number of
-        enforcement flows are read here; sync() decides whether the flows
-        themselves must be read.
+        nor enforcement lapses. A follower reads the same (the hosts the
+        switch knows) and changes nothing.
         """
+        if claim:
+            self._claim(dpid)
+
+        def adopt(meters):
+            self.fabric.mark_hosts(self.net.adopt(
+                self.fabric.adopt(dpid, self.fabric.read(dpid), meters)))
         try:
-            with self._sync_lock(dpid):
-                meters = compiler.meter_config_request()
-                replies = self._transact(dpid, [meters], self.switch_timeout)
-                held = [compiler.meter_from_stats(dpid, st)
-                        for st in replies.get(meters.xid, [])]
-                adopted = self.fabric.adopt(dpid, self.fabric.read(dpid), held)
-                self.fabric.mark_hosts(self.net.adopt(adopted))
-                self._actual[dpid] = SwitchState({}, _enforcement_meters(held))
-                self._unread[dpid] = self.flow_count(dpid, self.switch_timeout)
-            LOG.info("switch %016x ready", dpid)
+            self.switches.prepare(dpid, self.switch_timeout, adopt)
         except SwitchError as exc:
             LOG.error("switch %016x could not be prepared: %s", dpid, exc)
             return
-        self.on_switch_ready(dpid)
-
-    # ---- confirmed pushes --------------------------------------------------
-
-    def _transact(self, dpid: int, messages: list, timeout: float) -> dict[int, list]:
-        """Sends messages and a barrier; returns once the switch confirmed all
-        of them (with the bodies of any multipart replies, per request xid),
-        raises SwitchError with the switch's own words otherwise."""
-        with self._lock:
-            dp = self._datapaths.get(dpid)
-        if dp is None:
-            raise SwitchUnreachable(f"switch {dpid:016x} is not connected")
-        # Built outside the lock: a reconcile may compile 100,000 messages.
-        txn = _Transaction(described={})
-        wire = bytearray()
-        for message in [*messages, compiler.barrier()]:
-            message.set_xid(_XID_BASE | (next(self._xids) & 0x7FFF_FFFF))
-            if isinstance(message, compiler.Wire):
-                txn.described[message.xid] = "OFPFlowMod"
-                wire += message.bytes()
-            else:
-                message.datapath = dp
-                message.serialize()
-                txn.described[message.xid] = type(message).__name__
-                wire += message.buf
-        with self._lock:
-            if self._datapaths.get(dpid) is not dp:
-                raise SwitchUnreachable(f"switch {dpid:016x} disconnected")
-            for xid in txn.described:
-                self._pending[(dpid, xid)] = txn
-        try:
-            # One write for the whole transaction: the switch reads a stream
-            # of messages, and one queue hand-off and one send beat thousands.
-            if not dp.send(bytes(wire)):
-                raise SwitchUnreachable(f"switch {dpid:016x} connection is closed")
-            if not txn.done.wait(timeout):
-                raise SwitchUnreachable(
-                    f"switch {dpid:016x} did not confirm within {timeout:.1f} s")
-            if txn.lost:
-                raise SwitchUnreachable(
-                    f"switch {dpid:016x} disconnected before confirming")
-            if txn.errors:
-                raise SwitchError(f"switch {dpid:016x} refused: "
-                                  + "; ".join(txn.errors))
-            return txn.replies
-        finally:
-            with self._lock:
-                for xid in txn.described:
-                    self._pending.pop((dpid, xid), None)
+        LOG.info("switch %016x ready (%s)", dpid, "master" if self.leading else "slave")
+        if self.leading:
+            self.on_switch_ready(dpid)
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     def _barrier_reply(self, ev):
-        with self._lock:
-            txn = self._pending.get((ev.msg.datapath.id, ev.msg.xid))
-        if txn is not None:
-            txn.done.set()
+        self.sessions.barrier_reply(ev.msg)
 
     @set_ev_cls([ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPMeterConfigStatsReply,
-                 ofp_event.EventOFPAggregateStatsReply, ofp_event.EventOFPMeterStatsReply],
-                MAIN_DISPATCHER)
-    def _stats_reply(self, ev):
-        with self._lock:
-            txn = self._pending.get((ev.msg.datapath.id, ev.msg.xid))
-        if txn is not None:
-            body = ev.msg.body
-            txn.replies.setdefault(ev.msg.xid, []).extend(
-                body if isinstance(body, list) else [body])
+                 ofp_event.EventOFPAggregateStatsReply, ofp_event.EventOFPMeterStatsReply,
+                 ofp_event.EventOFPRoleReply], MAIN_DISPATCHER)
+    def _reply(self, ev):
+        self.sessions.reply(ev.msg)
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
     def _error(self, ev):
-        msg = ev.msg
-        text = compiler.describe_error(msg.type, msg.code)
-        with self._lock:
-            txn = self._pending.get((msg.datapath.id, msg.xid))
-        if txn is None:
-            LOG.error("switch %016x reported %s for xid %#x outside any change",
-                      msg.datapath.id, text, msg.xid)
-            return
-        txn.errors.append(f"{text} on {txn.described.get(msg.xid, 'a message')}")
+        self.sessions.error(ev.msg)
 
     # ---- topology and learning ---------------------------------------------
 
@@ -501,6 +303,8 @@ class EnforcementApp(app_manager.OSKenApp):
 
     def _budget_alarm(self, dpid: int, port: int, budget: str, rate: float,
                       limit: float) -> None:
+        if not self.leading:
+            return  # the followers see the same ports: one report is enough
         ip = self.net.subscriber_at(dpid, port)
         detail = {"learn": "copies to the controller over the port's learning budget",
                   "storm": "broadcast and unknown unicast over the storm-control budget",
@@ -519,12 +323,6 @@ class EnforcementApp(app_manager.OSKenApp):
 
 def _is_live(ofp, desc) -> bool:
     return not (desc.state & ofp.OFPPS_LINK_DOWN or desc.config & ofp.OFPPC_PORT_DOWN)
-
-
-def _enforcement_meters(meters) -> dict:
-    """The enforcement meters among a switch's (the data plane's own per-port
-    meters are controller/fabric.py's)."""
-    return {m.meter_id: m for m in meters if pipeline.is_enforcement_meter(m.meter_id)}
 
 
 def _name(desc) -> str:

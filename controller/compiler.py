@@ -258,3 +258,34 @@ def meter_stats_request() -> parser.OFPMeterStatsRequest:
 
 def barrier() -> parser.OFPBarrierRequest:
     return parser.OFPBarrierRequest(datapath=None)
+
+
+def role_request(master: bool, generation_id: int) -> parser.OFPRoleRequest:
+    """MASTER or SLAVE at a generation id (the leader's epoch): the switch
+    refuses an id older than the newest it has seen (OFPRRFC_STALE), and a
+    MASTER request demotes every other master of the switch to SLAVE."""
+    role = ofp.OFPCR_ROLE_MASTER if master else ofp.OFPCR_ROLE_SLAVE
+    return parser.OFPRoleRequest(datapath=None, role=role,
+                                 generation_id=generation_id & 0xFFFF_FFFF_FFFF_FFFF)
+
+
+def async_config() -> parser.OFPSetAsync:
+    """What a connection hears in each role: as a master everything; as a
+    slave the packet-in copies (to learn hosts and links from the leader's
+    LLDP) and port changes, but no flow removals."""
+    packet_ins = (1 << ofp.OFPR_NO_MATCH) | (1 << ofp.OFPR_ACTION) | (1 << ofp.OFPR_INVALID_TTL)
+    ports = (1 << ofp.OFPPR_ADD) | (1 << ofp.OFPPR_DELETE) | (1 << ofp.OFPPR_MODIFY)
+    removed = ((1 << ofp.OFPRR_IDLE_TIMEOUT) | (1 << ofp.OFPRR_HARD_TIMEOUT)
+               | (1 << ofp.OFPRR_DELETE) | (1 << ofp.OFPRR_GROUP_DELETE))
+    return parser.OFPSetAsync(datapath=None, packet_in_mask=[packet_ins, packet_ins],
+                              port_status_mask=[ports, ports],
+                              flow_removed_mask=[removed, 0])
+
+
+def is_slave_refusal(err_type: int, code: int) -> bool:
+    """The switch refused a change because this connection is not its master."""
+    return err_type == ofp.OFPET_BAD_REQUEST and code == ofp.OFPBRC_IS_SLAVE
+
+
+def is_stale_role(err_type: int, code: int) -> bool:
+    return err_type == ofp.OFPET_ROLE_REQUEST_FAILED and code == ofp.OFPRRFC_STALE

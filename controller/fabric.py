@@ -88,6 +88,9 @@ class Fabric:
         self._stopped = False
         self._alarmed: dict[tuple[int, int, str], float] = {}
         self._last_poll = 0.0
+        # Only the leading instance pushes; a follower keeps the books of
+        # what it reads (the hosts its switches hold) and sends nothing.
+        self.active = True
 
     # ---- what changed ------------------------------------------------------
 
@@ -213,6 +216,8 @@ class Fabric:
               held: bool) -> None:
         """wanted: part -> key -> rule for the parts to set (meters: all of
         the switch's, or None to leave them)."""
+        if not self.active:
+            return
         with self._lock:
             old = {k: r for part in wanted for k, r in state.parts.get(part, {}).items()}
             new = {k: r for part in wanted.values() for k, r in part.items()}
@@ -258,6 +263,8 @@ class Fabric:
         while not self._stopped:
             self._wake.wait(TICK)
             self._wake.clear()
+            if not self.active:
+                continue
             try:
                 self.tick()
                 if self._clock() - self._last_poll >= poll_interval:
@@ -292,6 +299,8 @@ class Fabric:
     def audit(self, dpid: int) -> None:
         """Puts back data-plane flows deleted behind the controller's back
         (ovs-ofctl del-flows): counted, and read only when the count differs."""
+        if not self.active:
+            return
         with self._lock:
             state = self._switches.get(dpid)
             if state is None:

@@ -40,6 +40,15 @@ def is_lldp(frame: bytes) -> bool:
 
 class Discovery(Switches):
     unreadable = 0
+    # Only the leading instance probes links: a slave's packet-outs are
+    # refused. Followers hear the leader's probes (their connections ask for
+    # packet-ins as slaves: controller/compiler.py async_config) and so know
+    # the links when they take over. Set by controller/app.py.
+    sending = False
+
+    def send_lldp_packet(self, port):
+        if Discovery.sending:
+            super().send_lldp_packet(port)
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def lldp_packet_in_handler(self, ev):

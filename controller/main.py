@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import pathlib
 import signal
 import socket
 import sys
@@ -36,10 +38,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--policy", metavar="FILE",
                         help="enforcement policy (TOML); default: the shipped one "
                              "(enforcement/default_policy.toml)")
-    parser.add_argument("--db", default="sqlite:///enforcement.db",
+    parser.add_argument("--state-dir", metavar="DIR", default=default_state_dir(),
+                        help="where the controller keeps its state (the SQLite store "
+                             "unless --db says otherwise); $STATE_DIRECTORY when systemd "
+                             "gives one. Default: %(default)s")
+    parser.add_argument("--db", metavar="URL",
                         help="where enforcements, events and the audit log live: "
-                             "an SQLAlchemy URL (sqlite:///FILE, postgresql+psycopg://...). "
-                             "Default: %(default)s")
+                             "an SQLAlchemy URL. sqlite:///FILE: one instance alone; "
+                             "postgresql+psycopg://USER@HOST/DB: several instances share "
+                             "it, one leads (high availability). Default: "
+                             "sqlite:///STATE_DIR/enforcement.db")
+    ha = parser.add_argument_group(
+        "high availability", "instances sharing one PostgreSQL --db elect a leader "
+        "through it; the others serve reads and forward changes to it")
+    ha.add_argument("--lease-seconds", type=float, default=2.0, metavar="S",
+                    help="the leader's lease: a dead or frozen leader is replaced within "
+                         "about this long. Default: %(default)s")
+    ha.add_argument("--advertise", metavar="HOST:PORT",
+                    help="where the other instances reach this one's gRPC API. "
+                         "Default: the --grpc-listen address with its bound port")
+    ha.add_argument("--instance-name", metavar="NAME",
+                    help="this instance in logs and the store. Default: HOST:PID")
+    ha.add_argument("--peer-ca", metavar="PEM",
+                    help="with mutual TLS: the CA of the other instances' server "
+                         "certificates (this instance presents --tls-cert to them). "
+                         "Default: --tls-client-ca")
     parser.add_argument("--inventory", metavar="FILE",
                         help="subscriber accounts pinned to switch ports (TOML; "
                              "see enforcement/inventory.py)")
@@ -101,6 +124,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0 < args.ofp_port < 65536:
         parser.error(f"--ofp-port {args.ofp_port} is not a TCP port")
+    if args.lease_seconds <= 0:
+        parser.error("--lease-seconds must be positive")
+    if args.db is None:
+        args.db = f"sqlite:///{pathlib.Path(args.state_dir).resolve() / 'enforcement.db'}"
     if args.switch_timeout <= 0:
         parser.error("--switch-timeout must be positive")
     if args.audit_interval < 0:
@@ -139,6 +166,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      "without TLS anyone who can reach it could cut subscribers off. "
                      "Give --tls-cert, --tls-key and --tls-client-ca, or listen on 127.0.0.1")
     return args
+
+
+def default_state_dir() -> str:
+    """systemd's StateDirectory=, else the usual place for root or a user."""
+    given = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if given:
+        return given
+    if os.geteuid() == 0:
+        return "/var/lib/sdn-enforcement"
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(base, "sdn-enforcement")
 
 
 def _is_loopback(host: str) -> bool:
@@ -303,6 +341,13 @@ def main(argv: list[str] | None = None) -> int:
         LOG.error("%s", exc)
         return 2
     try:
+        os.makedirs(args.state_dir, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        LOG.error("cannot create the state directory %s: %s (see --state-dir)",
+                  args.state_dir, exc)
+        return 2
+    LOG.info("state directory %s", args.state_dir)
+    try:
         store = Store(args.db)
     except Exception as exc:  # a bad URL, an unreadable file, a failed migration
         LOG.error("cannot open the store %s: %s", args.db, exc)
@@ -314,16 +359,23 @@ def main(argv: list[str] | None = None) -> int:
     if pinned:
         LOG.info("inventory: %d subscriber(s) pinned", len(pinned))
     manager, app = _start_os_ken(args)
-    service = EnforcementService(app, policy, store, switch_timeout=args.switch_timeout)
+    from controller import ha
+    from enforcement.forwarding import Forwarder
+    from enforcement.leadership import Leadership
+    solo = store.url.startswith("sqlite")
+    leadership = Leadership(store, ha.instance_name(args.instance_name), "",
+                            lease=args.lease_seconds, solo=solo)
+    service = EnforcementService(app, policy, store, switch_timeout=args.switch_timeout,
+                                 leadership=leadership)
     app.switch_timeout = args.switch_timeout
     app.on_switch_ready = service.resync
     app.on_host_moved = service.host_moved
     app.is_enforced = service.is_enforced
     app.on_links_changed = service.links_changed
     app.on_port_alarm = service.report_port_alarm
-    # Switches that connected while the store was loading get their turn now.
-    for dpid in app.connected_switches():
-        threading.Thread(target=service.resync, args=(dpid,), daemon=True).start()
+    # Switches that connected while the store was loading are claimed and
+    # reconciled when this instance is elected.
+    ha.wire(app, service, leadership)
     from enforcement.metrics import Metrics
     metrics = Metrics(service, app)
     metrics_address = ""
@@ -341,14 +393,28 @@ def main(argv: list[str] | None = None) -> int:
         LOG.error("cannot serve the topology view on %s: %s", args.http_listen, exc)
         return 2
     try:
+        forwarder = Forwarder(leadership, service.leading,
+                              credentials=ha.peer_credentials(args))
         serving = serve(args.grpc_listen, service, access=access, metrics=metrics,
-                        tls_context=tls_context if args.tls else None)
-    except (OSError, RuntimeError) as exc:
+                        tls_context=tls_context if args.tls else None,
+                        forwarder=None if solo else forwarder)
+    except (OSError, RuntimeError, ValueError) as exc:
         LOG.error("cannot serve gRPC on %s: %s", args.grpc_listen, exc)
         return 2
     maintenance = Maintenance(service, audit_interval=args.audit_interval)
     maintenance.start()
     host, port = args.grpc_listen.rsplit(":", 1)[0], serving.port
+    leadership.address = args.advertise or f"{host}:{port}"
+    try:
+        leadership.start()
+    except Exception as exc:  # the store went away since it opened
+        LOG.error("cannot take part in leadership on %s: %s", args.db, exc)
+        return 2
+    if solo and not ha.wait_until_leading(service, 30):
+        LOG.error("did not take the lead on %s within 30 s", args.db)
+    LOG.info("instance %s, %s", leadership.holder,
+             "alone on its store" if solo else
+             f"sharing {store.url.split('@')[-1]} (lease {args.lease_seconds:.1f} s)")
     # One line on stdout that tools and tests wait for.
     print(f"READY grpc={host}:{port} openflow={args.ofp_listen_host}:{args.ofp_port}"
           f"{metrics_address}{http_address}", flush=True)
@@ -359,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     LOG.info("shutting down")
     serving.stop(grace=2)
     maintenance.stop()
+    leadership.stop()
+    forwarder.close()
     store.close()
     closer = threading.Thread(target=manager.close, daemon=True)
     closer.start()

@@ -182,11 +182,24 @@ MAX_DURATION_SECONDS = 10 * 365 * 86400
 
 
 class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
-    def __init__(self, service: EnforcementService, metrics=None):
+    def __init__(self, service: EnforcementService, metrics=None, forwarder=None):
         self._service = service
         self._metrics = metrics
+        self._forwarder = forwarder  # enforcement.forwarding, when instances share a store
+
+    def _forwarded(self, method: str, request, context):
+        """The leader's answer when this instance does not lead, else None."""
+        if self._forwarder is None:
+            return None
+        try:
+            return self._forwarder.forward(method, request, context, current_actor(context))
+        except errors.NotLeader as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
     def Apply(self, request, context):
+        forwarded = self._forwarded("Apply", request, context)
+        if forwarded is not None:
+            return forwarded
         started = time.monotonic()
         outcome = {"action": "none", "outcome": "internal"}
 
@@ -209,6 +222,9 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
     def ApplyBatch(self, request, context):
         """Apply for each decision, in as few switch pushes and commits as
         group commit allows; each refusal answered (and audited) on its own."""
+        forwarded = self._forwarded("ApplyBatch", request, context)
+        if forwarded is not None:
+            return forwarded
         started = time.monotonic()
         actor = current_actor(context)
 
@@ -231,6 +247,9 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
         return _answer(context, run)
 
     def LiftBatch(self, request, context):
+        forwarded = self._forwarded("LiftBatch", request, context)
+        if forwarded is not None:
+            return forwarded
         actor = current_actor(context)
 
         def run():
@@ -285,6 +304,9 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
             duration=duration, until=until)
 
     def Lift(self, request, context):
+        forwarded = self._forwarded("Lift", request, context)
+        if forwarded is not None:
+            return forwarded
         return _answer(context, lambda: enforcement_to_proto(self._service.lift(
             validate_id("id", request.id), validation.parse_reason(request.reason),
             actor=current_actor(context))),
@@ -477,8 +499,8 @@ MAX_CONCURRENT_CALLS = 512
 
 
 def create_server(address: str, service: EnforcementService, *,
-                  max_workers: int = 128, guard: Guard | None = None, metrics=None
-                  ) -> tuple[grpc.Server, int]:
+                  max_workers: int = 128, guard: Guard | None = None, metrics=None,
+                  forwarder=None) -> tuple[grpc.Server, int]:
     """Builds (not starts) the server. Returns it and the bound port, which
     differs from the one asked for when the address ends in :0. Without a
     guard, callers are unauthenticated loopback peers under the default
@@ -495,7 +517,7 @@ def create_server(address: str, service: EnforcementService, *,
                                   ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
                                   ("grpc.max_metadata_size", 16 * 1024)])
     pb_grpc.add_EnforcementServiceServicer_to_server(
-        EnforcementServicer(service, metrics), server)
+        EnforcementServicer(service, metrics, forwarder), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):
@@ -522,7 +544,8 @@ class Serving:
 
 def serve(address: str, service: EnforcementService, *,
           access: access_rules.Access = access_rules.DEFAULT,
-          tls_context=None, max_workers: int = 128, metrics=None) -> Serving:
+          tls_context=None, max_workers: int = 128, metrics=None,
+          forwarder=None) -> Serving:
     """Starts the API on address. With an ssl.SSLContext (tlsgate.server_context)
     the gRPC server listens on a loopback port of its own behind the TLS
     gate, which takes address; without one, address should be loopback
@@ -531,7 +554,8 @@ def serve(address: str, service: EnforcementService, *,
         guard = Guard(SERVICE_NAME, access, identify=None,
                       record_refusal=service.record_refusal)
         server, port = create_server(address, service, guard=guard,
-                                     max_workers=max_workers, metrics=metrics)
+                                     max_workers=max_workers, metrics=metrics,
+                                     forwarder=forwarder)
         server.start()
         return Serving(server, port)
     from enforcement.tlsgate import TlsGate
@@ -539,7 +563,8 @@ def serve(address: str, service: EnforcementService, *,
     guard = Guard(SERVICE_NAME, access, identify=lambda port: gates[0].identity_of(port),
                   record_refusal=service.record_refusal)
     server, backend_port = create_server("127.0.0.1:0", service, guard=guard,
-                                         max_workers=max_workers, metrics=metrics)
+                                         max_workers=max_workers, metrics=metrics,
+                                         forwarder=forwarder)
     server.start()
     host, _, port = address.rpartition(":")
     gates.append(TlsGate(host.strip("[]"), int(port), backend_port, tls_context,

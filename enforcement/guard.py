@@ -41,9 +41,14 @@ class Caller:
 
 
 def current_actor(context) -> str:
-    """The identity to write in the audit log for the call being served."""
+    """The identity to write in the audit log for the call being served
+    (for a call another instance forwarded: the original caller, via that
+    instance: enforcement.forwarding)."""
+    from enforcement.forwarding import on_behalf_of
     caller = _CALLER.get()
-    return caller.actor() if caller else context.peer()
+    own = caller.actor() if caller else context.peer()
+    forwarded = on_behalf_of(context)
+    return f"{forwarded} via {own}" if forwarded else own
 
 
 def _peer_host_port(peer: str) -> tuple[str, int]:

@@ -112,6 +112,13 @@ class _StateCollector:
             meters.add_metric([f"{dpid:016x}"], live.meters_by_switch.get(dpid, 0))
         yield rules
         yield meters
+        leading, epoch = self._service.leadership_state()
+        yield GaugeMetricFamily("enforcement_leader",
+                                "1 on the instance that leads (changes switches and "
+                                "store), 0 on a follower", value=int(leading))
+        yield GaugeMetricFamily("enforcement_leader_epoch",
+                                "The newest leadership epoch this instance knows (the "
+                                "OpenFlow generation id of the master)", value=epoch)
         if self._network is not None:
             yield GaugeMetricFamily("openflow_connected_switches",
                                     "Switches with an OpenFlow session to the controller",

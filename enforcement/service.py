@@ -36,7 +36,8 @@ from collections.abc import Callable, Iterable, Iterator
 from enforcement.alarms import PortAlarms
 from enforcement.batching import GroupCommit
 from enforcement.deciding import Decider, expiry, with_backstop
-from enforcement.errors import EnforcementError, FailedPrecondition, NotFound, SwitchError
+from enforcement.errors import (EnforcementError, FailedPrecondition, NotFound, NotLeader,
+                                SwitchError)
 from enforcement.ledger import LIVE, Ledger, switches
 from enforcement.model import (Decision, Enforcement, PortAlarm, Proposal, State,
                                TopologyView)
@@ -61,6 +62,7 @@ class EnforcementService:
         self._store = store
         self._clock = clock
         self._leadership = leadership
+        self._ready_epoch = 0
         self._new_event = threading.Condition()
         self._event_listeners: list[Callable[[str, object], None]] = []
         self.ledger = Ledger(store, clock, fence=self._fence,
@@ -78,21 +80,39 @@ class EnforcementService:
     # ---- leading -------------------------------------------------------------
 
     def leading(self) -> bool:
-        return self._leadership is None or self._leadership.leading()
+        """Whether this instance may change things now: it leads, and its
+        takeover at this epoch is done (switches claimed, memory reloaded)."""
+        if self._leadership is None:
+            return True
+        return self._leadership.leading() and self._leadership.epoch == self._ready_epoch
+
+    def leadership_state(self) -> tuple[bool, int]:
+        """(leading, newest epoch known), for the metrics."""
+        if self._leadership is None:
+            return True, 0
+        return self.leading(), self._leadership.known_epoch
 
     def _fence(self):
-        return None if self._leadership is None else self._leadership.fence()
+        if self._leadership is None:
+            return None
+        fence = self._leadership.fence()
+        if fence[1] != self._ready_epoch:
+            raise NotLeader("this instance is still taking over")
+        return fence
 
     def _deposed_by_store(self, why: str) -> None:
         if self._leadership is not None:
             self._leadership.step_down(f"the store refused a write: {why}")
 
-    def take_over(self) -> None:
-        """This instance was elected: its memory becomes the store's, in
-        full (the previous leader may have written until its last moment)."""
+    def take_over(self, epoch: int) -> None:
+        """This instance was elected at epoch and holds the switches: its
+        memory becomes the store's, in full (the previous leader may have
+        written until its last moment), and it may change things."""
         with self.ledger.lock:
             self.ledger.load()
-        LOG.info("took over %d enforcement(s) from the store", len(self.ledger.by_id))
+            self._ready_epoch = epoch
+        LOG.info("took over %d enforcement(s) from the store at epoch %d",
+                 len(self.ledger.by_id), epoch)
 
     def _follow(self) -> None:
         """Before a read on a follower: its memory brought to the store's."""
