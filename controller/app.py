@@ -132,6 +132,7 @@ class EnforcementApp(app_manager.OSKenApp):
         self.epoch, self.leading = epoch, True
         self._on_every_switch(self._claim)
         if self.leading and self.epoch == epoch:
+            self.fabric.forget_all()
             self.fabric.active = True
             Discovery.sending = True
         return time.monotonic() - started

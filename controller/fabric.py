@@ -132,6 +132,12 @@ class Fabric:
         with self._lock:
             self._switches.pop(dpid, None)
 
+    def forget_all(self) -> None:
+        """What a follower read of its switches is stale by the time it
+        leads: each is adopted afresh (controller/app.py, prepare_all)."""
+        with self._lock:
+            self._switches.clear()
+
     def set_closing(self, dpid: int, added=(), deleted=(), replace=None) -> None:
         """Enforcement rules pushed to a switch (or, with replace, all it
         holds): when they open or close a port at egress, the flood set

@@ -35,6 +35,7 @@ def wire(app, service, leadership) -> None:
                     time.monotonic() - started)
 
     def deposed(epoch: int, why: str) -> None:
+        leadership.newest_epoch()
         app.follow()
         LOG.warning("following since epoch %d ended (%s)", epoch, why)
 

@@ -147,9 +147,10 @@ class Sessions:
             txn = self._pending.get((dpid, msg.xid))
         if txn is None:
             if compiler.is_slave_refusal(msg.type, msg.code):
-                # OS-Ken's own messages (LLDP) sent just as the role changed.
-                LOG.warning("switch %016x refused a message: this controller is its "
-                            "slave", dpid)
+                # OS-Ken's own messages (the LLDP flow it installs at every
+                # connection) reaching a switch after this follower's claim.
+                LOG.info("switch %016x refused a message: this controller is its "
+                         "slave", dpid)
                 return
             LOG.error("switch %016x reported %s for xid %#x outside any change",
                       dpid, text, msg.xid)

@@ -84,6 +84,15 @@ class Leadership:
         """The lease as the store has it (enforcement.store.Leader)."""
         return self._store.leader()
 
+    def newest_epoch(self) -> int:
+        """The newest epoch, read from the store now (what a deposed leader
+        claims SLAVE with: the switches refuse an older one as stale)."""
+        try:
+            self.known_epoch = max(self.known_epoch, self._store.leader().epoch)
+        except Exception as exc:  # the store is away: what is known will do
+            LOG.warning("leadership: the store did not answer (%s)", exc)
+        return self.known_epoch
+
     # ---- running -----------------------------------------------------------
 
     def start(self) -> None:

@@ -37,6 +37,9 @@ class Maintenance:
         while not self._stop.wait(self._tick):
             try:
                 if not self._service.leading():
+                    # A new leader reconciles every switch as it takes over;
+                    # its first audit comes an interval after.
+                    next_audit = time.monotonic() + self._audit_interval
                     continue
                 if time.monotonic() >= next_report:
                     batches, decisions = self._service.batch_counts
