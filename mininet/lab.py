@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 
 from mininet.log import setLogLevel
 from mininet.net import Mininet
@@ -246,24 +247,36 @@ class _Controller(RemoteController):
     def checkListening(self):
         return None
 
+    def stop(self, *_, **__):
+        """RemoteController.stop() does nothing: its node shell (one per
+        controller port) would outlive net.stop()."""
+        self.terminate()
 
-def start_network(topo, ofp_port: int, *, controller_ip: str = "127.0.0.1",
+
+def start_network(topo, ofp_port: int | Sequence[int], *, controller_ip: str = "127.0.0.1",
                   protocols: str = "OpenFlow13",
                   controller_rate_limit: int | None = 1000) -> Mininet:
     """Builds and starts the network; every switch is connected to the
     controller at ofp_port with OpenFlow 1.3 (the bench also enables 1.4 for
-    ovs-ofctl's bundles; the controller still speaks 1.3).
+    ovs-ofctl's bundles; the controller still speaks 1.3). Several ports
+    (several controllers: high availability) connect every switch to each
+    of them (one Controller record per port on every bridge, c0, c1...).
 
     The network is recorded under /run before its bridges exist (they are
     made by net.start()), so cleanup() can take it down after a crash."""
     setLogLevel(os.environ.get("MININET_LOG", "warning"))
+    ports = [ofp_port] if isinstance(ofp_port, int) else list(ofp_port)
+    if not ports:
+        raise ValueError("start_network needs at least one OpenFlow port")
     run = leftovers.new_run()
     switch = functools.partial(_TaggedSwitch, run=run, datapath="user", protocols=protocols,
                                failMode="secure")
-    controller = functools.partial(_Controller, ip=controller_ip, port=ofp_port)
-    net = _RecordedNet(topo=topo, switch=switch, controller=controller,
+    net = _RecordedNet(topo=topo, switch=switch, controller=None,
                        autoSetMacs=True, waitConnected=False, build=False)
     try:
+        for index, port in enumerate(ports):  # before build(), which adds a c0 otherwise
+            net.addController(f"c{index}", controller=_Controller, ip=controller_ip,
+                              port=port)
         net.build()
         net.record_path = leftovers.record(run, net)
         for host in net.hosts:
@@ -298,7 +311,8 @@ def limit_controller_rate(net: Mininet, pps: int, burst: int | None = None) -> N
     """Open vSwitch's own cap on packet-ins, per bridge (it queues them per
     in_port and shares the rate fairly): the last line behind the
     controller's meters (controller/dataplane.py). Set on each bridge's
-    Controller record, which a switch reads without dropping its flows."""
+    Controller record (one per controller it connects to), which a switch
+    reads without dropping its flows."""
     burst = burst or max(25, pps // 4)
     for switch in net.switches:
         records = subprocess.run(["ovs-vsctl", "get", "bridge", switch.name, "controller"],
