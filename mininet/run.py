@@ -71,7 +71,8 @@ def parse_args() -> argparse.Namespace:
                         help="Prometheus metrics. Default: %(default)s")
     parser.add_argument("--db", default=None,
                         help="the controller's store (enforcements survive restarts). "
-                             "Default: sqlite:///enforcement.db; with --ha, a throwaway "
+                             "Default: the controller's own (an SQLite file in its state directory, "
+                             "/var/lib/sdn-enforcement as root); with --ha, a throwaway "
                              "PostgreSQL database (or a postgresql+psycopg:// URL given here)")
     parser.add_argument("--log", default="controller.log",
                         help="controller log file (with --ha: controller-1.log...). "
@@ -134,7 +135,7 @@ def main() -> int:
 def _start_single(args, started: contextlib.ExitStack) -> lab.ControllerProcess:
     controller = lab.ControllerProcess(args.ofp_port, grpc_listen=args.grpc_listen,
                                        log_path=pathlib.Path(args.log),
-                                       extra_args=["--db", args.db or "sqlite:///enforcement.db",
+                                       extra_args=[*(["--db", args.db] if args.db else []),
                                                    "--http-listen", args.http_listen,
                                                    "--metrics-listen", args.metrics_listen])
     started.callback(controller.stop)
