@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import ClassVar
 
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
@@ -60,7 +61,7 @@ SETTINGS: list[Settings] = [Settings()]
 
 
 class EnforcementApp(app_manager.OSKenApp):
-    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+    OFP_VERSIONS: ClassVar[list[int]] = [ofproto_v1_3.OFP_VERSION]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -168,7 +169,7 @@ class EnforcementApp(app_manager.OSKenApp):
                                    self.switch_timeout)
             return True
         except SwitchError as exc:
-            if master and "STALE" in str(exc):
+            if "STALE" in str(exc) and master:
                 self._fenced(dpid)
             LOG.warning("switch %016x: role %s at generation %d not taken: %s", dpid,
                         "master" if master else "slave", epoch, exc)

@@ -42,7 +42,11 @@ def wire(app, service, leadership) -> None:
     leadership.on_elected = elected
     leadership.on_deposed = deposed
     app.on_deposed = leadership.step_down
-    app.known_epoch = lambda: leadership.known_epoch
+    # The store's, read at each claim: a restarted follower knows no epoch
+    # yet, and the switches refuse a SLAVE claim with a stale one.
+    app.known_epoch = leadership.newest_epoch
+    # Switches that connected before this wiring claimed with no epoch.
+    app.follow()
 
 
 def peer_credentials(args):
