@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import itertools
 import os
 import pathlib
 import platform
@@ -96,46 +97,59 @@ def throughput(ha, targets, decisions: int, clients: int, tag: str) -> float:
     return sum(done) / took
 
 
+class Stream:
+    """Four clients applying decisions without a pause, each given every
+    instance, until stopped; when each answer came."""
+
+    def __init__(self, ha, tag: str):
+        self._ha, self._tag = ha, tag
+        self._stop = threading.Event()
+        self.acks: list[list[float]] = [[] for _ in range(4)]
+        self.errors: list[str] = []
+        self._threads = [threading.Thread(target=self._run, args=(k,)) for k in range(4)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self, k: int) -> None:
+        with self._ha.client(timeout=30) as ctl:
+            n = k
+            while not self._stop.is_set():
+                try:
+                    ctl.apply(**decision(n, self._tag))
+                    self.acks[k].append(time.monotonic())
+                except Exception as exc:  # reported, never hidden in the figure
+                    self.errors.append(str(exc))
+                n += 4
+
+    def stop(self) -> list[float]:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+        return sorted(t for times in self.acks for t in times)
+
+
 def failover(ha, kills: int) -> tuple[list[float], list[float]]:
     """(seconds to a new leader, longest gap a client saw) per kill."""
     takeovers, gaps = [], []
     for kill in range(kills):
         leader = ha.leader()
-        stop = threading.Event()
-        acks: list[list[float]] = [[] for _ in range(4)]
-        errors: list[str] = []
-
-        def run(k: int) -> None:
-            with ha.client(timeout=30) as ctl:
-                n = k
-                while not stop.is_set():
-                    try:
-                        ctl.apply(**decision(n, f"kill{kill}"))
-                        acks[k].append(time.monotonic())
-                    except Exception as exc:
-                        errors.append(str(exc))
-                    n += 4
-        threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
-        for thread in threads:
-            thread.start()
+        stream = Stream(ha, f"kill{kill}")
         time.sleep(1.5)
         leader.signal(signal.SIGKILL)
         killed = time.monotonic()
         leader.process.proc.wait()
         successor, took = ha.wait_new_leader(leader, killed)
         time.sleep(2.0)
-        stop.set()
-        for thread in threads:
-            thread.join()
-        if errors:
-            raise RuntimeError(f"kill {kill + 1}: {len(errors)} decisions failed: {errors[0]}")
-        around = sorted(t for times in acks for t in times)
-        gap = max(b - a for a, b in zip(around, around[1:]) if b > killed - 1)
+        answered = stream.stop()
+        if stream.errors:
+            raise RuntimeError(f"kill {kill + 1}: {len(stream.errors)} decisions failed: "
+                               f"{stream.errors[0]}")
+        gap = max(b - a for a, b in itertools.pairwise(answered) if b > killed - 1)
         takeovers.append(took)
         gaps.append(gap)
         print(f"kill {kill + 1}: instance {leader.index} killed, instance "
               f"{successor.index} led {took:.2f} s later; longest client wait "
-              f"{gap:.2f} s; {len(around)} decisions", flush=True)
+              f"{gap:.2f} s; {len(answered)} decisions", flush=True)
         leader.start()
         leader.process.wait_ready()
         ha.wait_roles(successor)
