@@ -34,7 +34,6 @@ import os
 import pathlib
 import platform
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,7 +63,7 @@ max_in_flight = 1000
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def rss_mib(pid: int) -> float:
@@ -137,6 +136,7 @@ def _client_process(address: str, clients: list[tuple[int, str]], start_at: floa
     batch, ApplyBatch of that many decisions (one TCP port each) then
     LiftBatch of them."""
     import grpc
+
     from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
     counts = [0] * len(clients)
     failures: list[str] = []
@@ -357,9 +357,9 @@ class Bench:
                  f"{rate:.0f}/s", f"{floor_rate:.0f}/s",
                  f"x{rate / floor_rate:.3f}; target >= {target:g}/s: "
                  + ("met" if rate >= target else "NOT met"))
-        self.notes.append(f"{clients} client(s){' batched' if batch else ''}: CPU during the run (of {os.cpu_count()} "
-                          "cores): " + ", ".join(f"{k} {100 * v / span:.0f}%"
-                                                 for k, v in used.items()))
+        self.notes.append(f"{clients} client(s){' batched' if batch else ''}: CPU during the "
+                          f"run (of {os.cpu_count()} cores): "
+                          + ", ".join(f"{k} {100 * v / span:.0f}%" for k, v in used.items()))
         if failures:
             self.notes.append(f"{clients} clients: {len(failures)} failed calls, "
                               f"first: {failures[0]}")
@@ -421,7 +421,8 @@ class Bench:
         delete_enforcement_flows("s1")
         floor = bundle_add("s1", flows, self.workdir)
         ratio = wiped / floor
-        self.row(f"reconcile {count}: switch reconnects holding all (count, re-add in place, count)",
+        self.row(f"reconcile {count}: switch reconnects holding all "
+                 "(count, re-add in place, count)",
                  f"{holding:.2f} s ({holding_total:.2f} s from channel restored)",
                  f"{floor:.2f} s", f"x{holding / floor:.2f}")
         self.row(f"reconcile {count}: switch reconnects having lost all (count, re-install)",
@@ -467,8 +468,8 @@ class Bench:
         mem = int(re.search(r"MemTotal:\s+(\d+)", pathlib.Path("/proc/meminfo")
                             .read_text()).group(1)) // 1024 // 1024
         ovs = ofctl("--version").splitlines()[0]
-        lines = [f"Machine: {os.cpu_count()} cores ({cpu}), {mem} GiB, {ovs} (userspace "
-                 f"datapath), Python {platform.python_version()}, SQLite store.", "",
+        lines = [(f"Machine: {os.cpu_count()} cores ({cpu}), {mem} GiB, {ovs} (userspace "
+                  f"datapath), Python {platform.python_version()}, SQLite store."), "",
                  "| measure | controller | floor (ovs-ofctl --bundle) | ratio / target |",
                  "|---|---|---|---|"]
         lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in self.rows]

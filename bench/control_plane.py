@@ -34,18 +34,18 @@ import tempfile
 import time
 import urllib.request
 
+import grpc
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "mininet"))
 
-import grpc
-import lab as harness
-import topologies
-from capture import Capture
-
-from controller.dataplane import meter_port
-from controller.settling import SETTLE_SECONDS
-from enforcement.v1 import enforcement_pb2 as pb
-from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
+import lab as harness  # noqa: E402
+import topologies  # noqa: E402
+from capture import Capture  # noqa: E402
+from controller.dataplane import meter_port  # noqa: E402
+from controller.settling import SETTLE_SECONDS  # noqa: E402
+from enforcement.v1 import enforcement_pb2 as pb  # noqa: E402
+from enforcement.v1 import enforcement_pb2_grpc as pb_grpc  # noqa: E402
 
 LOCK_PATH = "/run/lock/sdn-enforcement-mininet.lock"  # tests/e2e/conftest.py
 FLOODER = harness.HERE / "flood.py"

@@ -11,8 +11,16 @@ import struct
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from enforcement.flows import (ApplyMeter, FlowRule, GotoTable, MeterSpec, Output,
-                               PopVlan, PushVlan, ToController)
+from enforcement.flows import (
+    ApplyMeter,
+    FlowRule,
+    GotoTable,
+    MeterSpec,
+    Output,
+    PopVlan,
+    PushVlan,
+    ToController,
+)
 from enforcement.pipeline import COOKIE_NAMESPACE_MASK, COOKIE_NAMESPACE_SHIFT
 
 _ERROR_CODE_PREFIX = {

@@ -38,8 +38,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 
 from enforcement import pipeline
-from enforcement.flows import (ApplyMeter, FlowRule, GotoTable, MeterSpec, Output,
-                               ToController)
+from enforcement.flows import ApplyMeter, FlowRule, GotoTable, MeterSpec, Output, ToController
 from enforcement.model import HostView
 
 ETH_TYPE_IPV4 = 0x0800

@@ -57,7 +57,8 @@ def peer_credentials(args):
         return None
     import grpc
     with open(args.peer_ca or args.tls_client_ca, "rb") as ca, \
-            open(args.tls_key, "rb") as key, open(args.tls_cert, "rb") as cert:
+            open(args.peer_key or args.tls_key, "rb") as key, \
+            open(args.peer_cert or args.tls_cert, "rb") as cert:
         return grpc.ssl_channel_credentials(ca.read(), key.read(), cert.read())
 
 

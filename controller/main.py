@@ -220,10 +220,10 @@ def _keep_event_loops_alive() -> None:
 def _start_os_ken(args: argparse.Namespace):
     # app_manager must be imported before the configuration is parsed, and
     # the modules that register the options used below.
-    from os_ken.base import app_manager
-    import os_ken.controller.controller  # noqa: F401  (registers --ofp-* options)
+    import os_ken.controller.controller  # registers the --ofp-* options
     import os_ken.topology.switches  # noqa: F401
     from os_ken import cfg
+    from os_ken.base import app_manager
 
     _keep_event_loops_alive()
     cfg.CONF(args=[
@@ -260,7 +260,8 @@ def _start_view(args, service, app, access) -> str:
     from controller.web import TopologyWeb, ViewModel
     token = None
     if args.http_token_file:
-        token = open(args.http_token_file).read().strip()
+        with open(args.http_token_file) as token_file:
+            token = token_file.read().strip()
         if len(token) < 16:
             raise ValueError(f"the token in {args.http_token_file} is shorter than 16 "
                              "characters")
@@ -299,14 +300,13 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("grpc._common").addFilter(_QuietUndecodable())
 
+    from enforcement import access as access_file
+    from enforcement import inventory as inventory_file
     from enforcement import policy as policy_file
     from enforcement.api import serve
     from enforcement.maintenance import Maintenance
     from enforcement.service import EnforcementService
     from enforcement.store import Store
-
-    from enforcement import access as access_file
-    from enforcement import inventory as inventory_file
     try:
         policy = policy_file.load(args.policy)
         access = access_file.load(args.access)

@@ -17,8 +17,7 @@ from collections.abc import Callable
 
 from controller import compiler
 from enforcement import pipeline
-from enforcement.desired import (Change, SwitchState, apply_change, audit_parts, diff,
-                                 diff_part)
+from enforcement.desired import Change, SwitchState, apply_change, audit_parts, diff, diff_part
 from enforcement.errors import SwitchError
 
 LOG = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ import logging
 import threading
 
 import networkx as nx
-from os_ken.lib.packet import arp, ethernet, ether_types, packet
+from os_ken.lib.packet import arp, ether_types, ethernet, packet
 
 from controller.dataplane import Budgets, Ports
 from controller.fabric import Snapshot

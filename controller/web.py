@@ -26,7 +26,7 @@ import ssl
 import threading
 import time
 import urllib.parse
-from typing import Callable
+from collections.abc import Callable
 
 import networkx as nx
 
@@ -112,7 +112,7 @@ class ViewModel:
             nodes.add_edge(f"{a:016x}", f"{b:016x}")
         for s in view.switches:
             nodes.add_node(f"{s.dpid:016x}")
-        for key, data in self._seen_links.items():
+        for data in self._seen_links.values():
             nodes.add_edge(data["a"], data["b"])
         for h in view.hosts:
             nodes.add_edge(h.mac, f"{h.dpid:016x}")
@@ -170,7 +170,8 @@ def _handler(model: ViewModel, page: bytes, token: str | None,
         server_version = "enforcement-view"
 
         def log_message(self, fmt, *args):  # the controller log, not stderr
-            LOG.debug("%s " + fmt, self.address_string(), *args)
+            # fmt is http.server's own %-format: extended, not formatted, it stays lazy.
+            LOG.debug("%s " + fmt, self.address_string(), *args)  # noqa: G003
 
         def _refuse_writes(self):
             self.send_response(405)

@@ -9,22 +9,28 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from enforcement import access as access_rules
-from enforcement import errors, policy
+from enforcement import errors, policy, validation
 from enforcement.guard import Guard, current_actor
-from enforcement.model import (ActionKind, Enforcement, Escalation, Location,
-                               Proposal, State, TopologyView, Violation)
+from enforcement.model import (
+    ActionKind,
+    Enforcement,
+    Escalation,
+    Location,
+    Proposal,
+    State,
+    TopologyView,
+    Violation,
+)
 from enforcement.service import EnforcementService
-from enforcement import validation
-from enforcement.validation import validate_apply, validate_id
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
+from enforcement.validation import validate_apply, validate_id
 from enforcement.workers import Workers
 
 LOG = logging.getLogger(__name__)
@@ -232,7 +238,7 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
             outcomes = _each(request, self._decision,
                              lambda decisions: self._service.apply_many(decisions, actor=actor))
             results = []
-            for item, outcome in zip(request.requests, outcomes):
+            for item, outcome in zip(request.requests, outcomes, strict=True):
                 result = self._batch_result(outcome, actor, "Apply", item.case_id, "")
                 if self._metrics is not None:
                     violation = _enum_from_proto(Violation, "Violation", item.violation)
@@ -258,7 +264,7 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
                              lambda lifts: self._service.lift_many(lifts, actor=actor))
             return pb.BatchResponse(results=[
                 self._batch_result(outcome, actor, "Lift", "", item.id)
-                for item, outcome in zip(request.requests, outcomes)])
+                for item, outcome in zip(request.requests, outcomes, strict=True)])
         return _answer(context, run)
 
     def _batch_result(self, outcome, actor, call, case_id, enforcement_id) -> pb.BatchResult:
@@ -457,7 +463,7 @@ def _each(request, parse, run_many) -> list:
             parsed.append((i, parse(item)))
         except errors.EnforcementError as exc:
             outcomes[i] = exc
-    for (i, _), outcome in zip(parsed, run_many([p for _, p in parsed])):
+    for (i, _), outcome in zip(parsed, run_many([p for _, p in parsed]), strict=True):
         outcomes[i] = outcome
     return outcomes
 

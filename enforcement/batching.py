@@ -85,7 +85,7 @@ class GroupCommit:
                 raise RuntimeError(f"a batch of {len(batch)} gave {len(outcomes)} outcomes")
         except BaseException as exc:  # every caller of the batch learns it
             outcomes = [exc] * len(batch)
-        for slot, outcome in zip(batch, outcomes):
+        for slot, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 slot.error = outcome
             else:

@@ -47,9 +47,9 @@ def _print_outcome(e: pb.Enforcement | pb.Plan) -> None:
 
 
 def _table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
     for row in [header, *rows]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _apply(ctl: EnforcementClient, args):

@@ -7,10 +7,27 @@ from __future__ import annotations
 
 import ipaddress
 
-from enforcement.flows import (ApplyMeter, FlowRule, GotoTable, MeterSpec, Output,
-                               PopVlan, PushVlan, ToController)
-from enforcement.model import (Action, ActionKind, Decision, Enforcement, Escalation,
-                               Location, State, Subscriber, Violation)
+from enforcement.flows import (
+    ApplyMeter,
+    FlowRule,
+    GotoTable,
+    MeterSpec,
+    Output,
+    PopVlan,
+    PushVlan,
+    ToController,
+)
+from enforcement.model import (
+    Action,
+    ActionKind,
+    Decision,
+    Enforcement,
+    Escalation,
+    Location,
+    State,
+    Subscriber,
+    Violation,
+)
 from enforcement.policy import ActionSpec
 
 _INSTRUCTIONS = {

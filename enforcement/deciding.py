@@ -18,8 +18,15 @@ from collections.abc import Callable
 from enforcement import pipeline, planner, routing
 from enforcement.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from enforcement.ledger import Ledger, history_key
-from enforcement.model import (Action, ActionKind, Decision, Enforcement, Escalation,
-                               Location, Proposal)
+from enforcement.model import (
+    Action,
+    ActionKind,
+    Decision,
+    Enforcement,
+    Escalation,
+    Location,
+    Proposal,
+)
 from enforcement.policy import Policy
 
 _ORDINAL = {1: "1st", 2: "2nd", 3: "3rd"}
@@ -116,7 +123,8 @@ class Decider:
                 f"{scope} covers {network}, a protected asset "
                 f"(assets.{name} in the policy); nothing was changed")
 
-    @functools.lru_cache(maxsize=65536)
+    # The cache holds the service alive; there is one per process, for its life.
+    @functools.lru_cache(maxsize=65536)  # noqa: B019
     def _protected_overlap(self, scope):
         """The first protected asset a scope overlaps, and its list's name
         (the policy is fixed for the service's life, so scopes are cached)."""

@@ -19,11 +19,11 @@ class SwitchState:
     meters: dict  # meter_id -> MeterSpec
 
     @classmethod
-    def empty(cls) -> "SwitchState":
+    def empty(cls) -> SwitchState:
         return cls({}, {})
 
     @classmethod
-    def of(cls, rules: Iterable[FlowRule], meters: Iterable[MeterSpec]) -> "SwitchState":
+    def of(cls, rules: Iterable[FlowRule], meters: Iterable[MeterSpec]) -> SwitchState:
         by_key: dict = {}
         for rule in rules:
             by_key.setdefault(rule.key, rule)

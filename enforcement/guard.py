@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import grpc
 
@@ -24,7 +24,7 @@ LOG = logging.getLogger(__name__)
 # client will not wait for (and could not learn the outcome of).
 MIN_TIME_LEFT = 0.05
 
-_CALLER: contextvars.ContextVar["Caller | None"] = contextvars.ContextVar(
+_CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
     "caller", default=None)
 
 

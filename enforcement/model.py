@@ -143,7 +143,7 @@ class Enforcement:
     def serial(self) -> int:
         return self.cookie & ((1 << 48) - 1)
 
-    def moved_to(self, state: State, reason: str, now: float) -> "Enforcement":
+    def moved_to(self, state: State, reason: str, now: float) -> Enforcement:
         return dataclasses.replace(
             self, state=state, state_reason=reason, updated_at=now)
 

@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-
-from enforcement import pipeline
 from collections.abc import Mapping
 
-from enforcement.flows import (VLAN_PRESENT, ApplyMeter, FlowRule, GotoTable, MeterSpec,
-                               Output, PopVlan, PushVlan)
+from enforcement import pipeline
+from enforcement.flows import (
+    VLAN_PRESENT,
+    ApplyMeter,
+    FlowRule,
+    GotoTable,
+    MeterSpec,
+    Output,
+    PopVlan,
+    PushVlan,
+)
 from enforcement.model import ActionKind, Location
 from enforcement.policy import ActionSpec, Assets
 from enforcement.routing import Hop

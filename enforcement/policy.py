@@ -11,8 +11,8 @@ import pathlib
 import tomllib
 
 from enforcement.errors import InvalidArgument
-from enforcement.validation import parse_prefix
 from enforcement.model import ActionKind, Violation
+from enforcement.validation import parse_prefix
 
 PROTOCOLS = ("tcp", "udp", "icmp", "any")
 DIRECTIONS = ("from_subscriber", "to_subscriber", "both")
@@ -290,7 +290,7 @@ def _not_text():
     raise InvalidArgument("entries must be strings")
 
 
-def _known(reader: "_Reader", table: dict, prefix: str, allowed: set) -> None:
+def _known(reader: _Reader, table: dict, prefix: str, allowed: set) -> None:
     for key in table:
         if key not in allowed:
             raise PolicyError(f"{reader.source}: {prefix}{key} is not a known field; "

@@ -6,6 +6,7 @@ networkx doing the graph work.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import networkx as nx
 
@@ -26,7 +27,8 @@ class NoRoute(LookupError):
 def switch_graph(view: TopologyView) -> nx.Graph:
     graph = nx.Graph()
     graph.add_nodes_from(s.dpid for s in view.switches)
-    reported = {(l.src_dpid, l.src_port, l.dst_dpid, l.dst_port) for l in view.links}
+    reported = {(link.src_dpid, link.src_port, link.dst_dpid, link.dst_port)
+                for link in view.links}
     for link in view.links:
         # LLDP reports each direction; a link carries traffic only when both
         # do (a one-way link is half-discovered, or failing silently).
@@ -51,7 +53,7 @@ def route(view: TopologyView, from_dpid: int, to_ip: str) -> tuple[Hop, ...]:
                       f"at switch {host.dpid:016x}") from None
     hops = []
     in_port = None
-    for here, there in zip(path, path[1:]):
+    for here, there in itertools.pairwise(path):
         ports = graph.edges[here, there]["ports"]
         hops.append(Hop(here, in_port, ports[here]))
         in_port = ports[there]

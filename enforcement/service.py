@@ -36,11 +36,15 @@ from collections.abc import Callable, Iterable, Iterator
 from enforcement.alarms import PortAlarms
 from enforcement.batching import GroupCommit
 from enforcement.deciding import Decider, expiry, with_backstop
-from enforcement.errors import (EnforcementError, FailedPrecondition, NotFound, NotLeader,
-                                SwitchError)
+from enforcement.errors import (
+    EnforcementError,
+    FailedPrecondition,
+    NotFound,
+    NotLeader,
+    SwitchError,
+)
 from enforcement.ledger import LIVE, Ledger, switches
-from enforcement.model import (Decision, Enforcement, PortAlarm, Proposal, State,
-                               TopologyView)
+from enforcement.model import Decision, Enforcement, PortAlarm, Proposal, State, TopologyView
 from enforcement.policy import Policy
 from enforcement.reconcile import Network, Reconciler
 from enforcement.store import Event, Store
@@ -167,7 +171,7 @@ class EnforcementService:
                 self._stage_end, r.id, State.EXPIRED, "expired", "controller", "Expire")
                 for r in due])
             ended = []
-            for record, outcome in zip(due, outcomes):
+            for record, outcome in zip(due, outcomes, strict=True):
                 if isinstance(outcome, Exception):
                     LOG.error("enforcement %s did not expire yet: %s", record.id, outcome)
                     self.ledger.reschedule(record)
@@ -220,7 +224,7 @@ class EnforcementService:
                 outcomes[i] = exc
         return outcomes
 
-    def _stage_apply(self, decision: Decision, actor: str) -> "_Staged":
+    def _stage_apply(self, decision: Decision, actor: str) -> _Staged:
         ledger = self.ledger
         existing = self.decider.replay(decision)
         if existing is not None:
@@ -268,11 +272,11 @@ class EnforcementService:
             return failed
         return _Staged(finish, failed)
 
-    def _stage_lift(self, enforcement_id: str, reason: str, actor: str) -> "_Staged":
+    def _stage_lift(self, enforcement_id: str, reason: str, actor: str) -> _Staged:
         return self._stage_end(enforcement_id, State.LIFTED, reason or "lifted", actor, "Lift")
 
     def _stage_end(self, enforcement_id: str, state: State, reason: str, actor: str,
-                   call: str) -> "_Staged":
+                   call: str) -> _Staged:
         """Lifts or expires: every connected switch confirms the removal
         before the answer; a disconnected one is reconciled when it comes back."""
         ledger = self.ledger

@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import ssl
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 LOG = logging.getLogger(__name__)
 
@@ -170,8 +170,7 @@ class TlsGate:
     async def _serve(self, reader, writer, address: str) -> None:
         try:
             await writer.start_tls(self._context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
-        except (ssl.SSLError, OSError, EOFError, asyncio.TimeoutError,
-                asyncio.IncompleteReadError) as exc:
+        except (TimeoutError, ssl.SSLError, OSError, EOFError, asyncio.IncompleteReadError) as exc:
             self._on_refusal(address, describe_refusal(exc))
             writer.transport.abort()
             return

@@ -33,8 +33,8 @@ def spanning_tree(graph: nx.Graph) -> nx.Graph:
 
 
 def link_ports(view: TopologyView, dpid: int) -> set[int]:
-    return ({l.src_port for l in view.links if l.src_dpid == dpid}
-            | {l.dst_port for l in view.links if l.dst_dpid == dpid})
+    return ({link.src_port for link in view.links if link.src_dpid == dpid}
+            | {link.dst_port for link in view.links if link.dst_dpid == dpid})
 
 
 def flood_ports(view: TopologyView, dpid: int, ports: set[int],

@@ -23,11 +23,9 @@ def frames(own_mac: bytes, random_src: bool, count: int = 4096) -> list[bytes]:
     rng = random.Random(7)
     out = []
     for i in range(count):
-        if i % 2 == 0:
-            dst = b"\xff" * 6
-        else:
-            # locally administered unicast: never anybody's real address
-            dst = bytes([0x02, *(rng.randrange(256) for _ in range(5))])
+        # odd frames to a locally administered unicast: never anybody's real address
+        dst = (b"\xff" * 6 if i % 2 == 0
+               else bytes([0x02, *(rng.randrange(256) for _ in range(5))]))
         src = bytes([0x02, 0xf1, *(rng.randrange(256) for _ in range(4))]) \
             if random_src else own_mac
         payload = struct.pack("!I", i) + bytes(42)

@@ -34,7 +34,7 @@ def main():
     wanted = sorted({p for group in args.ports for p in group})
     with concurrent.futures.ThreadPoolExecutor(max_workers=64) as pool:
         results = pool.map(lambda p: connects(args.address, p, args.timeout), wanted)
-        print(json.dumps(dict(zip(map(str, wanted), results))))
+        print(json.dumps(dict(zip(map(str, wanted), results, strict=True))))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ h1..hN with 10.0.0.N/24 in the order they are added; switches s1..sM.
 This folder must never become a Python package: a mininet/__init__.py here
 would shadow the real Mininet library.
 """
+from typing import ClassVar
+
 from mininet.topo import Topo
 
 
@@ -101,8 +103,8 @@ class IspTopo(Topo):
     Internet. The service addresses match the shipped policy's [assets].
     """
 
-    SERVICES = {"dns": "10.0.0.250", "portal": "10.0.0.251", "mail": "10.0.0.252",
-                "inet": "10.0.0.200"}
+    SERVICES: ClassVar[dict[str, str]] = {"dns": "10.0.0.250", "portal": "10.0.0.251",
+                                          "mail": "10.0.0.252", "inet": "10.0.0.200"}
 
     def build(self, access=2, subscribers_per_switch=2):
         aggregation = self.addSwitch("s1")

@@ -10,8 +10,16 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 
-from enforcement.flows import (VLAN_PRESENT, ApplyMeter, FlowRule, GotoTable, Output,
-                               PopVlan, PushVlan, ToController)
+from enforcement.flows import (
+    VLAN_PRESENT,
+    ApplyMeter,
+    FlowRule,
+    GotoTable,
+    Output,
+    PopVlan,
+    PushVlan,
+    ToController,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +112,8 @@ def hosts_reached(view, start: int, host_port: int) -> dict[int, int]:
     from enforcement.routing import switch_graph
     from enforcement.topology import accepts_broadcast, flood_ports, spanning_tree
     tree = spanning_tree(switch_graph(view))
-    peer = {(l.src_dpid, l.src_port): (l.dst_dpid, l.dst_port) for l in view.links}
+    peer = {(link.src_dpid, link.src_port): (link.dst_dpid, link.dst_port)
+            for link in view.links}
     ports = {s.dpid: {p for p, _ in s.ports} for s in view.switches}
     copies: dict[int, int] = {}
     queue, steps = [(start, host_port)], 0

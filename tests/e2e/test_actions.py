@@ -10,7 +10,6 @@ import re
 import time
 
 import grpc
-
 import pytest
 
 import lab as harness

@@ -155,7 +155,7 @@ def test_a_newer_master_fences_the_old_one_at_the_switch(bridge):
 
 def test_a_slave_still_hears_packet_ins_it_asked_for(bridge):
     """compiler.async_config: a follower keeps learning hosts and links."""
-    name, port = bridge
+    _, port = bridge
     with contextlib.ExitStack() as stack:
         slave = Connection(port)
         stack.callback(slave.close)
@@ -172,7 +172,7 @@ def test_a_slave_still_hears_packet_ins_it_asked_for(bridge):
                                         [parser.OFPActionOutput(OFP.OFPP_CONTROLLER,
                                                                 OFP.OFPCML_NO_BUFFER)])])
         assert master.ask(send_up) is None
-        frame = bytes.fromhex("ffffffffffff" "020000000001" "88b5") + b"hello" * 10
+        frame = bytes.fromhex("ffffffffffff 020000000001 88b5") + b"hello" * 10
         master.send(parser.OFPPacketOut(DESC, buffer_id=OFP.OFP_NO_BUFFER,
                                         in_port=OFP.OFPP_CONTROLLER,
                                         actions=[parser.OFPActionOutput(OFP.OFPP_TABLE)],

@@ -8,13 +8,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from enforcement import policy
 from enforcement.api import SERVICE_NAME, create_server
 from enforcement.desired import SwitchState, apply_change, diff, diff_part
-from enforcement.store import Store
 from enforcement.errors import SwitchError
 from enforcement.model import HostView, LinkView, Location, SwitchView, TopologyView
 from enforcement.service import EnforcementService
+from enforcement.store import Store
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
-
 
 NOTHING = diff(SwitchState.empty(), SwitchState.empty())
 

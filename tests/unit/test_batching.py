@@ -109,7 +109,7 @@ def test_many_jobs_interleave_with_single_calls_of_other_threads():
         seen.append(list(jobs))
         if len(seen) == 1:
             gate.wait(5)
-        return [j for j in jobs]
+        return list(jobs)
 
     commit = GroupCommit(run, max_batch=8)
     first = threading.Thread(target=commit.submit, args=("first",))

@@ -8,10 +8,9 @@ import threading
 import time
 
 import grpc
-import lab as harness
 import pytest
-from test_api import RecordingNetwork
 
+import lab as harness
 from enforcement import access, certs, policy
 from enforcement.api import SERVICE_NAME, create_server, serve
 from enforcement.client import ClientError, EnforcementClient, TlsFiles
@@ -20,6 +19,7 @@ from enforcement.service import EnforcementService
 from enforcement.store import Store
 from enforcement.tlsgate import server_context
 from enforcement.v1 import enforcement_pb2 as pb
+from test_api import RecordingNetwork
 
 
 @pytest.fixture

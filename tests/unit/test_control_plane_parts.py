@@ -4,7 +4,7 @@ the fabric's hold on a switch it finds holding flows."""
 import threading
 import time
 
-from os_ken.lib.packet import arp, ethernet, ether_types, ipv4, packet
+from os_ken.lib.packet import arp, ether_types, ethernet, ipv4, packet
 
 from controller.dataplane import Budgets, Ports, host_rules, switch_rules
 from controller.fabric import Fabric, Snapshot

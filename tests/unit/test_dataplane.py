@@ -3,9 +3,17 @@ their own, copy to the controller only what it must learn from, and keep
 closed ports closed at egress."""
 import pytest
 
-from controller.dataplane import (Budgets, Ports, egress_closures, host_rules,
-                                  hosts_from_rules, learn_meter, meter_port, storm_meter,
-                                  switch_rules)
+from controller.dataplane import (
+    Budgets,
+    Ports,
+    egress_closures,
+    host_rules,
+    hosts_from_rules,
+    learn_meter,
+    meter_port,
+    storm_meter,
+    switch_rules,
+)
 from enforcement import pipeline
 from enforcement.model import HostView
 from flowsim import simulate

@@ -66,7 +66,8 @@ def test_the_index_agrees_with_recomputing_the_whole_state_after_any_sequence():
         else:
             serial = step + 1
             cookie = pipeline.enforcement_cookie(serial)
-            rules = [FlowRule(1, 0, 3000, cookie, (("in_port", 1), ("tcp_dst", rng.randint(1, 30))))]
+            match = (("in_port", 1), ("tcp_dst", rng.randint(1, 30)))
+            rules = [FlowRule(1, 0, 3000, cookie, match)]
             meters = []
             if rng.random() < 0.3:
                 meters = [MeterSpec(1, serial, "kbps", rng.choice((100, 200)), 10)]

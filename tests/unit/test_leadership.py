@@ -11,13 +11,13 @@ import time
 
 import pytest
 import sqlalchemy as sa
-from test_lifecycle import POLICY, Switches, decision
 
 from enforcement.errors import NotLeader
 from enforcement.leadership import Leadership
 from enforcement.model import State
 from enforcement.service import EnforcementService
 from enforcement.store import ENFORCEMENTS, EVENTS, Deposed, Store
+from test_lifecycle import POLICY, Switches, decision
 
 LEASE = 0.6
 

@@ -10,8 +10,17 @@ import pytest
 from enforcement import codec, policy
 from enforcement.desired import SwitchState, diff
 from enforcement.errors import AlreadyExists, SwitchUnreachable
-from enforcement.model import (HostView, LinkView, Location, State, Subscriber, SwitchView,
-                               TopologyView, Violation, Decision)
+from enforcement.model import (
+    Decision,
+    HostView,
+    LinkView,
+    Location,
+    State,
+    Subscriber,
+    SwitchView,
+    TopologyView,
+    Violation,
+)
 from enforcement.service import EnforcementService
 from enforcement.store import Store
 from test_api import NOTHING, take_part
@@ -85,7 +94,7 @@ def decision(request_id="r1", ip="10.0.0.1", violation=Violation.SPAM, **kw):
 
 
 def test_records_survive_a_restart_exactly(world):
-    switches, clock, start = world
+    _, _, start = world
     first = start()
     applied = first.apply(decision(violation=Violation.MALWARE, duration=60.0), actor="me")
     again = start()
@@ -97,7 +106,7 @@ def test_records_survive_a_restart_exactly(world):
 
 
 def test_codec_round_trips_every_action(world):
-    switches, clock, start = world
+    _, _, start = world
     service = start()
     for i, violation in enumerate(Violation):
         record = service.apply(decision(f"r{i}", violation=violation))
@@ -129,7 +138,7 @@ def test_expiry_lifts_the_rules_and_says_so_also_after_a_restart(world):
 
 
 def test_pending_while_the_switch_is_down_then_applied_when_it_connects(world):
-    switches, clock, start = world
+    switches, _, start = world
     service = start()
     switches.connected.discard(1)
     pending = service.apply(decision())
@@ -140,7 +149,7 @@ def test_pending_while_the_switch_is_down_then_applied_when_it_connects(world):
 
 
 def test_lift_while_disconnected_is_stored_and_reconciled_on_reconnect(world):
-    switches, clock, start = world
+    switches, _, start = world
     service = start()
     active = service.apply(decision())
     switches.connected.discard(1)
@@ -153,7 +162,7 @@ def test_lift_while_disconnected_is_stored_and_reconciled_on_reconnect(world):
 
 
 def test_drift_is_repaired_and_reported(world):
-    switches, clock, start = world
+    switches, _, start = world
     service = start()
     active = service.apply(decision())
     switches.held[1] = SwitchState.empty()  # someone ran ovs-ofctl del-flows
@@ -165,14 +174,14 @@ def test_drift_is_repaired_and_reported(world):
 
 
 def test_an_unanswered_switch_is_retried(world):
-    switches, clock, start = world
+    switches, _, start = world
     service = start()
     switches.unreachable_once = True
     assert service.apply(decision()).state is State.ACTIVE
 
 
 def test_watch_resumes_after_a_sequence_and_filters(world):
-    switches, clock, start = world
+    _, _, start = world
     service = start()
     a = service.apply(decision("r1", ip="10.0.0.1"))
     service.apply(decision("r2", ip="10.0.0.2"))
@@ -189,7 +198,7 @@ def test_watch_resumes_after_a_sequence_and_filters(world):
 
 
 def test_audit_records_who_did_what_with_the_rules(world):
-    switches, clock, start = world
+    _, _, start = world
     service = start()
     record = service.apply(decision(), actor="ipv4:127.0.0.1:5000")
     service.lift(record.id, "closed", actor="ipv4:127.0.0.1:5001")

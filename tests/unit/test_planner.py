@@ -8,8 +8,15 @@ from controller.dataplane import Budgets, Ports, host_rules, switch_rules
 from enforcement import pipeline
 from enforcement.desired import SwitchState, diff
 from enforcement.flows import VLAN_PRESENT
-from enforcement.model import (ActionKind, HostView, LinkView, Location, SwitchView,
-                               TopologyView, Violation)
+from enforcement.model import (
+    ActionKind,
+    HostView,
+    LinkView,
+    Location,
+    SwitchView,
+    TopologyView,
+    Violation,
+)
 from enforcement.planner import Context, Target, plan
 from enforcement.policy import ActionSpec, load
 from enforcement.routing import route

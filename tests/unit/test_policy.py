@@ -81,9 +81,9 @@ def test_request_actions_are_held_to_the_policy_bounds():
     spec = policy.action_spec({"action": "rate_limit", "rate": 500, "unit": "kbps"},
                               "action", rules.assets, rules.limits, "request")
     assert (spec.rate, spec.burst) == (500, 250)
-    with pytest.raises(policy.PolicyError, match="action.rate is 1"):
+    with pytest.raises(policy.PolicyError, match=r"action\.rate is 1"):
         policy.action_spec({"action": "rate_limit", "rate": 1, "unit": "kbps"},
                            "action", rules.assets, rules.limits, "request")
-    with pytest.raises(policy.PolicyError, match="action.ports lists 17"):
+    with pytest.raises(policy.PolicyError, match=r"action\.ports lists 17"):
         policy.action_spec({"action": "block", "protocol": "tcp", "ports": list(range(1, 18))},
                            "action", rules.assets, rules.limits, "request")

@@ -18,10 +18,9 @@ from enforcement.api import EnforcementServicer, create_server
 from enforcement.flows import VLAN_PRESENT
 from enforcement.service import EnforcementService
 from enforcement.store import Store
-from enforcement.validation import parse_ip, parse_prefix
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
-
+from enforcement.validation import parse_ip, parse_prefix
 from test_api import RecordingNetwork
 
 settings.register_profile("ci", max_examples=300, derandomize=True, deadline=None,
@@ -84,7 +83,7 @@ def apply_requests(draw):
                                       "00:00:00:00:00:01\n"]) | junk)),
         violation=draw(enum_numbers),
         reason=draw(st.text(max_size=3000)),
-        scope=draw(st.sampled_from(["", "10.0.0.1/32"] + PREFIXES) | junk))
+        scope=draw(st.sampled_from(["", "10.0.0.1/32", *PREFIXES]) | junk))
     if draw(st.booleans()):
         request.action.CopyFrom(draw(actions()))
     choice = draw(st.integers(min_value=0, max_value=3))
@@ -154,7 +153,7 @@ def rig(tmp_path_factory):
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(request=apply_requests())
 def test_the_validator_never_crashes_and_only_says_what_to_fix(rig, request):
-    _, service, servicer = rig
+    _, _, servicer = rig
     try:
         decision = servicer._decision(request)
     except errors.InvalidArgument as exc:
@@ -200,7 +199,7 @@ def _touches_only(rule, ip: str, mac: str, port: int, dpid: int, vlan: int) -> b
        plan_first=st.booleans())
 def test_no_request_crashes_the_server_and_no_refused_request_reaches_a_switch(
         rig, server, request, plan_first):
-    network, service, _ = rig
+    network, _, _ = rig
     before = set(network.flows)
     planned = None
     if plan_first:

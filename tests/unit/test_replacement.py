@@ -5,7 +5,6 @@ from enforcement.model import LinkView, Location, TopologyView, Violation
 from enforcement.service import EnforcementService
 from enforcement.store import Store
 from enforcement.validation import validate_apply
-
 from test_api import RecordingNetwork
 
 

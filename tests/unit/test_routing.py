@@ -5,8 +5,9 @@ from enforcement.routing import Hop, NoRoute, route
 
 
 def view(links, hosts):
-    dpids = {l[0] for l in links} | {l[2] for l in links} | {h[2] for h in hosts}
-    both_ways = [LinkView(*l) for l in links] + [LinkView(l[2], l[3], l[0], l[1]) for l in links]
+    dpids = {a for a, _, _, _ in links} | {c for _, _, c, _ in links} | {h[2] for h in hosts}
+    both_ways = [LinkView(a, b, c, d) for a, b, c, d in links] + [LinkView(c, d, a, b)
+                                                                for a, b, c, d in links]
     return TopologyView(tuple(SwitchView(d, ()) for d in sorted(dpids)), tuple(both_ways),
                         tuple(HostView(f"00:00:00:00:00:{i:02x}", ip, d, p)
                               for i, (ip, _, d, p) in enumerate(hosts)))
@@ -43,6 +44,7 @@ def test_a_link_reported_in_one_direction_only_carries_no_path():
     ring = view([(1, 1, 2, 1), (2, 2, 4, 1), (1, 2, 3, 1), (3, 2, 4, 2)],
                 [("10.0.0.251", None, 4, 9)])
     one_way = TopologyView(ring.switches,
-                           tuple(l for l in ring.links if (l.src_dpid, l.dst_dpid) != (1, 2)),
+                           tuple(link for link in ring.links
+                                 if (link.src_dpid, link.dst_dpid) != (1, 2)),
                            ring.hosts)
     assert [h.dpid for h in route(one_way, 1, "10.0.0.251")] == [1, 3, 4]

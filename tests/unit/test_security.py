@@ -17,7 +17,6 @@ from enforcement.store import Store
 from enforcement.tlsgate import server_context
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
-
 from test_api import RecordingNetwork, spam
 
 ACCESS = """
@@ -153,9 +152,9 @@ def test_health_answers_any_verified_client(api, pki):
 def test_the_internal_port_refuses_calls_that_bypass_the_gate(api, pki):
     serving, service = api
     backend = serving.gate._backend_port
-    with grpc.insecure_channel(f"127.0.0.1:{backend}") as ch:
-        with pytest.raises(grpc.RpcError) as caught:
-            pb_grpc.EnforcementServiceStub(ch).Apply(spam("sneak"), timeout=5)
+    with (grpc.insecure_channel(f"127.0.0.1:{backend}") as ch,
+          pytest.raises(grpc.RpcError) as caught):
+        pb_grpc.EnforcementServiceStub(ch).Apply(spam("sneak"), timeout=5)
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert service.list() == []
     assert audit(service)[-1][1:3] == ("Apply", "UNAUTHENTICATED")

@@ -1,10 +1,10 @@
 """Forwarding decisions on networkx graphs: spanning tree, flooding, paths."""
 import itertools
 
-from flowsim import hosts_reached
 from enforcement.model import HostView, LinkView, SwitchView, TopologyView
 from enforcement.routing import switch_graph
 from enforcement.topology import accepts_broadcast, flood_ports, next_hop, spanning_tree
+from flowsim import hosts_reached
 
 
 def ring(n):
@@ -62,7 +62,8 @@ def test_unicast_takes_a_shortest_path_and_never_loops():
                 if here == host.dpid:
                     assert port == host.port
                     break
-                link = next(l for l in view.links if (l.src_dpid, l.src_port) == (here, port))
+                link = next(link for link in view.links
+                            if (link.src_dpid, link.src_port) == (here, port))
                 here, hops = link.dst_dpid, hops + 1
                 assert hops <= 3, "longer than the shortest path on a 6-ring"
             distance = min(abs(start - host.dpid), 6 - abs(start - host.dpid))
@@ -73,8 +74,8 @@ def test_a_cut_link_reroutes_the_long_way_round():
     view = ring(4)
     dst = view.hosts[1]  # on s2
     assert next_hop(view, 1, dst) == 1  # s1 -> s2 directly
-    cut = TopologyView(view.switches, tuple(l for l in view.links
-                                            if {l.src_dpid, l.dst_dpid} != {1, 2}),
+    cut = TopologyView(view.switches, tuple(link for link in view.links
+                                            if {link.src_dpid, link.dst_dpid} != {1, 2}),
                        view.hosts)
     assert next_hop(cut, 1, dst) == 2  # s1 -> s4 -> s3 -> s2
     assert flood(cut, 1) == {2: 1, 3: 1, 4: 1}

@@ -15,7 +15,7 @@ HOST_PORT = 1
 
 def mesh(n: int, cut: set[frozenset] = frozenset()) -> TopologyView:
     """Port 1 of switch i is its host; ports 2.. lead to the other switches."""
-    next_port = {i: HOST_PORT + 1 for i in range(1, n + 1)}
+    next_port = dict.fromkeys(range(1, n + 1), HOST_PORT + 1)
     links = []
     for i, j in itertools.combinations(range(1, n + 1), 2):
         pi, pj = next_port[i], next_port[j]
@@ -35,19 +35,22 @@ def test_a_broadcast_in_a_full_mesh_reaches_every_host_exactly_once(n):
     view = mesh(n)
     assert spanning_tree(switch_graph(view)).number_of_edges() == n - 1
     for start in range(1, n + 1):
-        assert hosts_reached(view, start, HOST_PORT) == {i: 1 for i in range(1, n + 1) if i != start}
+        others = {i: 1 for i in range(1, n + 1) if i != start}
+        assert hosts_reached(view, start, HOST_PORT) == others
 
 
 def test_unicast_in_a_mesh_takes_the_direct_link_and_detours_after_cuts():
     view = mesh(4)
     h4 = view.hosts[3]
-    direct = next(l.src_port for l in view.links if (l.src_dpid, l.dst_dpid) == (1, 4))
+    direct = next(link.src_port for link in view.links
+                  if (link.src_dpid, link.dst_dpid) == (1, 4))
     assert next_hop(view, 1, h4) == direct
     cut = mesh(4, cut={frozenset({1, 4})})
     via = next_hop(cut, 1, h4)
     assert via != direct
     # The detour is through s2 (the lowest dpid among the equal ones).
-    assert next((l.dst_dpid for l in cut.links if (l.src_dpid, l.src_port) == (1, via))) == 2
+    assert next(link.dst_dpid for link in cut.links
+                if (link.src_dpid, link.src_port) == (1, via)) == 2
     # Two more cuts leave s1 reaching s4 only through s3.
     cuts = {frozenset({1, 4}), frozenset({2, 4}), frozenset({1, 3})}
     narrow = mesh(4, cut=cuts)

@@ -27,14 +27,14 @@ def test_valid_request_becomes_a_decision():
     "255.255.255.255", "169.254.1.1", "::1", "2001:db8::1",
 ])
 def test_malformed_or_non_host_ip_is_refused_naming_the_field(ip):
-    with pytest.raises(InvalidArgument, match="subscriber.ip"):
+    with pytest.raises(InvalidArgument, match=r"subscriber\.ip"):
         apply(ip=ip)
 
 
 @pytest.mark.parametrize("mac", ["aa:bb:cc", "aa-bb-cc-dd-ee-ff", "01:00:5e:00:00:01",
                                  "zz:bb:cc:dd:ee:ff"])
 def test_bad_mac_is_refused(mac):
-    with pytest.raises(InvalidArgument, match="subscriber.mac"):
+    with pytest.raises(InvalidArgument, match=r"subscriber\.mac"):
         apply(mac=mac)
 
 

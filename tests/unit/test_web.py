@@ -9,11 +9,10 @@ import pytest
 
 from controller.web import TopologyWeb, ViewModel
 from enforcement import policy
+from enforcement.model import Violation
 from enforcement.service import EnforcementService
 from enforcement.store import Store
 from enforcement.validation import validate_apply
-from enforcement.model import Violation
-
 from test_api import RecordingNetwork
 
 TOKEN = "s3cret-token-0123456789"

@@ -1,0 +1,138 @@
+"""A follower forwards changing calls to the leader, over real gRPC with
+mutual TLS on real sockets, on one real PostgreSQL store: the caller is
+checked where it called, the follower where it forwards, and the audit log
+names both. (The switch side is test_api's recording double; the whole with
+real switches is tests/e2e/test_high_availability.py.)"""
+from __future__ import annotations
+
+import itertools
+import os
+import time
+import tomllib
+
+import grpc
+import pytest
+from test_api import RecordingNetwork, spam
+from test_security import channel
+
+from enforcement import access, certs, policy
+from enforcement.api import serve
+from enforcement.forwarding import Forwarder
+from enforcement.leadership import Leadership
+from enforcement.service import EnforcementService
+from enforcement.store import Store
+from enforcement.tlsgate import server_context
+from enforcement.v1 import enforcement_pb2 as pb
+from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
+
+ACCESS = """
+[clients.case-system]
+role = "case_system"
+
+[clients.engineer]
+role = "engineer"
+
+[clients.instance-b]
+role = "case_system"
+"""
+LEASE = 0.6
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    base = tmp_path_factory.mktemp("pki")
+    certs.generate(base / "ours", clients=["case-system", "engineer", "instance-b",
+                                           "instance-c"],
+                   server_hosts=["localhost", "127.0.0.1"])
+    return base
+
+
+def _instance(pki, url: str, name: str, peer: str):
+    ours = pki / "ours"
+    store = Store(url)
+    leadership = Leadership(store, name, "", lease=LEASE)
+    service = EnforcementService(RecordingNetwork(), policy.load(), store,
+                                 leadership=leadership)
+    leadership.on_elected = service.take_over
+    credentials = grpc.ssl_channel_credentials(
+        (ours / "ca.pem").read_bytes(), (ours / f"{peer}.key").read_bytes(),
+        (ours / f"{peer}.pem").read_bytes())
+    forwarder = Forwarder(leadership, service.leading, credentials=credentials)
+    serving = serve("127.0.0.1:0", service, access=access.parse(tomllib.loads(ACCESS)),
+                    tls_context=server_context(str(ours / "server.pem"),
+                                               str(ours / "server.key"),
+                                               str(ours / "ca.pem")),
+                    forwarder=forwarder)
+    leadership.address = f"127.0.0.1:{serving.port}"
+    return service, leadership, serving
+
+
+@pytest.fixture
+def pair(pki, postgres_server):
+    url = postgres_server.create_database(f"forwarding_{os.getpid()}_{next(_names)}")
+    leader = _instance(pki, url, "a", "instance-b")
+    leader[1].start()
+    deadline = time.monotonic() + 5
+    while not leader[0].leading():
+        assert time.monotonic() < deadline, "the first instance never led"
+        time.sleep(0.01)
+    follower = _instance(pki, url, "b", "instance-b")
+    yield leader, follower
+    for _, leadership, serving in (follower, leader):
+        leadership.stop()
+        serving.stop(None)
+
+
+def _stub(pki, serving, who):
+    return pb_grpc.EnforcementServiceStub(channel(pki, serving.port, who))
+
+
+def test_a_follower_forwards_an_apply_and_the_audit_names_both(pki, pair):
+    (leader, leading, lead_serving), (follower, following, follow_serving) = pair
+    following.start()
+    record = _stub(pki, follow_serving, "case-system").Apply(spam("fw-1"), timeout=10)
+    assert record.state == pb.STATE_ACTIVE
+    assert leader.get(record.id).decision.request_id == "fw-1"
+    entry = next(e for e in leader.audit_log(enforcement_id=record.id) if e.call == "Apply")
+    assert entry.actor.startswith("cert:case-system from ")
+    assert " via cert:instance-b from 127.0.0.1" in entry.actor
+    # Any instance answers reads, the follower from its own memory.
+    got = _stub(pki, follow_serving, "engineer").Get(pb.GetRequest(id=record.id))
+    assert got.state == pb.STATE_ACTIVE
+    # A retry through the leader is the same decision.
+    again = _stub(pki, lead_serving, "case-system").Apply(spam("fw-1"), timeout=10)
+    assert again.id == record.id
+
+
+def test_the_caller_is_checked_where_it_called(pki, pair):
+    """An engineer may read, not apply: refused by the follower itself,
+    never forwarded, and nothing reaches the leader."""
+    (leader, leading, lead_serving), (follower, following, follow_serving) = pair
+    following.start()
+    with pytest.raises(grpc.RpcError) as refused:
+        _stub(pki, follow_serving, "engineer").Apply(spam("fw-2"), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert leader.list() == []
+
+
+def test_a_follower_without_a_role_at_the_leader_cannot_forward(pki, postgres_server):
+    url = postgres_server.create_database(f"forwarding_{os.getpid()}_{next(_names)}")
+    leader, leading, lead_serving = _instance(pki, url, "a", "instance-b")
+    leading.start()
+    follower, following, follow_serving = _instance(pki, url, "c", "instance-c")
+    try:
+        deadline = time.monotonic() + 5
+        while not leader.leading():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        following.start()
+        with pytest.raises(grpc.RpcError) as refused:
+            _stub(pki, follow_serving, "case-system").Apply(spam("fw-3"), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "instance-c" in refused.value.details()
+        assert leader.list() == []
+    finally:
+        for leadership, serving in ((following, follow_serving), (leading, lead_serving)):
+            leadership.stop()
+            serving.stop(None)
