@@ -27,6 +27,7 @@ import dataclasses
 import pathlib
 import threading
 import time
+from typing import Any
 
 from enforcement import tomlfile
 from enforcement.v1 import enforcement_pb2 as pb
@@ -94,7 +95,7 @@ DEFAULT = Access(roles=dict(DEFAULT_ROLES), clients={}, limits=Limits())
 
 
 def _limits(table: dict, where: str, base: Limits) -> Limits:
-    values = {}
+    values: dict[str, Any] = {}
     for field in dataclasses.fields(Limits):
         if field.name not in table:
             continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -32,6 +33,9 @@ from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
 from enforcement.validation import validate_apply, validate_id
 from enforcement.workers import Workers
+
+if TYPE_CHECKING:  # imported when serving with TLS only
+    from enforcement.tlsgate import TlsGate
 
 LOG = logging.getLogger(__name__)
 
@@ -103,8 +107,10 @@ def _meters(meters) -> list[pb.Meter]:
 
 
 def _action(action) -> pb.Action:
-    return pb.Action(kind=_enum_to_proto(action.kind, "ActionKind"),
-                     description=action.description)
+    return pb.Action(
+        # protoc's .pyi types enum fields as their class; protobuf takes the numbers
+        kind=_enum_to_proto(action.kind, "ActionKind"),  # type: ignore[arg-type]
+        description=action.description)
 
 
 def proposal_to_proto(proposal: Proposal) -> pb.Plan:
@@ -120,10 +126,12 @@ def enforcement_to_proto(record: Enforcement) -> pb.Enforcement:
         case_id=record.decision.case_id,
         subscriber=pb.Subscriber(ip=str(record.decision.subscriber.ip),
                                  mac=record.decision.subscriber.mac or ""),
-        violation=_enum_to_proto(record.decision.violation, "Violation"),
+        # protoc's .pyi types enum fields as their class; protobuf takes the numbers
+        violation=_enum_to_proto(  # type: ignore[arg-type]
+            record.decision.violation, "Violation"),
         reason=record.decision.reason,
         action=_action(record.action),
-        state=_enum_to_proto(record.state, "State"),
+        state=_enum_to_proto(record.state, "State"),  # type: ignore[arg-type]  # as above
         state_reason=record.state_reason,
         location=_location(record.location),
         rules=_rules(record.rules),
@@ -386,25 +394,25 @@ _DIRECTIONS = {pb.DIRECTION_FROM_SUBSCRIBER: "from_subscriber",
 _UNITS = {pb.RATE_UNIT_KBPS: "kbps", pb.RATE_UNIT_PKTPS: "pktps"}
 
 
-_ACTION_CACHE: dict[tuple[bytes, int], object] = {}
+_ACTION_CACHE: dict[tuple[bytes, int], tuple[policy.Policy, policy.ActionSpec]] = {}
 
 
-def requested_action(message: pb.ActionRequest, rules: policy.Policy):
+def requested_action(message: pb.ActionRequest, rules: policy.Policy) -> policy.ActionSpec:
     """The request's own action, checked against the policy's bounds. A case
     system sends the same few actions over and over: each distinct one is
     checked once (per policy), its spec reused (specs are immutable)."""
     key = (message.SerializeToString(deterministic=True), id(rules))
     cached = _ACTION_CACHE.get(key)
     if cached is None:
-        cached = _requested_action(message, rules)
+        spec = _requested_action(message, rules)
         if len(_ACTION_CACHE) > 1024:
             _ACTION_CACHE.clear()
-        _ACTION_CACHE[key] = (rules, cached)
-        return cached
+        _ACTION_CACHE[key] = (rules, spec)
+        return spec
     return cached[1]
 
 
-def _requested_action(message: pb.ActionRequest, rules: policy.Policy):
+def _requested_action(message: pb.ActionRequest, rules: policy.Policy) -> policy.ActionSpec:
     kind = _enum_from_proto(ActionKind, "ActionKind", message.kind)
     if kind is None:
         raise errors.InvalidArgument("action.kind is required when action is given")
@@ -540,7 +548,7 @@ def create_server(address: str, service: EnforcementService, *,
 class Serving:
     server: grpc.Server
     port: int
-    gate: object | None = None   # the TlsGate when mutual TLS is on
+    gate: TlsGate | None = None   # when mutual TLS is on
 
     def stop(self, grace: float | None = None) -> None:
         if self.gate is not None:
@@ -572,8 +580,8 @@ def serve(address: str, service: EnforcementService, *,
                                          max_workers=max_workers, metrics=metrics,
                                          forwarder=forwarder)
     server.start()
-    host, _, port = address.rpartition(":")
-    gates.append(TlsGate(host.strip("[]"), int(port), backend_port, tls_context,
+    host, _, listen_port = address.rpartition(":")
+    gates.append(TlsGate(host.strip("[]"), int(listen_port), backend_port, tls_context,
                          on_refusal=guard.record_connection_refusal))
     try:
         bound = gates[0].start()

@@ -15,6 +15,7 @@ import os
 import pathlib
 import re
 import sys
+from collections.abc import Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -71,7 +72,7 @@ def make_ca(name: str, days: int):
 
 
 def issue(ca_key, ca_cert, name: str, *, server: bool, days: int,
-          hosts: list[str] = ()):
+          hosts: Sequence[str] = ()):
     """A leaf certificate for a server (with its DNS names and addresses) or
     a client (its common name is the identity roles are given to)."""
     key = _key()

@@ -41,6 +41,7 @@ instance from a quiet one, so only a broken stream moves it.
 """
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import pathlib
 import threading
@@ -183,7 +184,9 @@ class EnforcementClient:
               timeout: float | None = None) -> pb.Enforcement:
         request = pb.ApplyRequest(
             request_id=request_id or f"py-{uuid.uuid4().hex}", case_id=case_id,
-            subscriber=pb.Subscriber(ip=ip, mac=mac), violation=_violation(violation),
+            subscriber=pb.Subscriber(ip=ip, mac=mac),
+            # protoc's .pyi types enum fields as their class; protobuf takes the numbers
+            violation=_violation(violation),  # type: ignore[arg-type]
             reason=reason, scope=scope)
         if duration is not None:
             request.duration.FromNanoseconds(int(duration * 1e9))
@@ -219,7 +222,9 @@ class EnforcementClient:
              timeout: float | None = None, **fields) -> pb.Plan:
         request = pb.ApplyRequest(request_id="plan", case_id=case_id,
                                   subscriber=pb.Subscriber(ip=ip, mac=fields.pop("mac", "")),
-                                  violation=_violation(violation), **fields)
+                                  # as in apply(): protobuf takes the number
+                                  violation=_violation(violation),  # type: ignore[arg-type]
+                                  **fields)
         return self._call("Plan", request, timeout)
 
     def lift(self, enforcement_id: str, reason: str = "", *,
@@ -250,7 +255,7 @@ class EnforcementClient:
         return self._call("GetTopology", pb.GetTopologyRequest(), timeout)
 
     def audit(self, *, enforcement_id: str = "", case_id: str = "", limit: int = 100,
-              timeout: float | None = None) -> list[pb.AuditEntry]:
+              timeout: float | None = None) -> builtins.list[pb.AuditEntry]:
         return list(self._call("ListAudit", pb.ListAuditRequest(
             enforcement_id=enforcement_id, case_id=case_id, limit=limit), timeout).entries)
 
@@ -339,6 +344,7 @@ class EnforcementClient:
 
         def worth_another(retry_state: tenacity.RetryCallState) -> bool:
             nonlocal pause
+            assert retry_state.outcome is not None  # an attempt ended before retry= is asked
             error = retry_state.outcome.exception()
             # DEADLINE_EXCEEDED with time left means the attempt's share ran
             # out (a frozen instance), not the caller's deadline.

@@ -6,11 +6,14 @@ store gives back after a restart is the very record that was acknowledged.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
+from typing import Any
 
 from enforcement.flows import (
     ApplyMeter,
     FlowRule,
     GotoTable,
+    Instruction,
     MeterSpec,
     Output,
     PopVlan,
@@ -30,7 +33,7 @@ from enforcement.model import (
 )
 from enforcement.policy import ActionSpec
 
-_INSTRUCTIONS = {
+_INSTRUCTIONS: dict[type, tuple[str, Callable[[Any], int], Callable[[int], Instruction]]] = {
     GotoTable: ("goto", lambda i: i.table_id, GotoTable),
     Output: ("output", lambda i: i.port, Output),
     ToController: ("controller", lambda i: 1, lambda _: ToController()),

@@ -89,7 +89,7 @@ class Decider:
         if spec.kind is not ActionKind.QUARANTINE:
             return {}
         view = self._network.topology()
-        servers = [*self.policy.assets.dns, *self.policy.assets.named(spec.portal)]
+        servers = [*self.policy.assets.dns, *self.policy.assets.listed(spec.portal)]
         routes = {}
         for server in servers:
             address = str(server.network_address)

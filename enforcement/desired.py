@@ -77,7 +77,7 @@ def diff_part(actual: SwitchState, rules: dict, meters: dict) -> Change:
                               if r is None and k in actual.rules),
         rules_to_add=tuple(r for k, r in rules.items()
                            if r is not None and actual.rules.get(k) != r),
-        meters_to_delete=tuple(held_meters[i] for i, m in sorted(meters.items())
+        meters_to_delete=tuple(actual.meters[i] for i, m in sorted(meters.items())
                                if m is None and held_meters[i] is not None),
     )
 

@@ -67,6 +67,9 @@ class PopVlan:
         return "pop_vlan"
 
 
+# A match field's value: a number, a text form (addresses), or (value, mask).
+MatchValue = int | str | tuple[int | str, ...]
+
 # Actions (PushVlan, PopVlan, Output, ToController) run in the order listed.
 Instruction = GotoTable | Output | ToController | ApplyMeter | PushVlan | PopVlan
 
@@ -97,7 +100,7 @@ class FlowRule:
     table_id: int
     priority: int
     cookie: int
-    match: tuple[tuple[str, int | str], ...]
+    match: tuple[tuple[str, MatchValue], ...]
     instructions: tuple[Instruction, ...] = ()
     hard_timeout: int = dataclasses.field(default=0, compare=False)
 

@@ -13,10 +13,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, NoReturn
 
 import grpc
 
 from enforcement import access as access_rules
+
+if TYPE_CHECKING:  # the gate is imported only when TLS is on
+    from enforcement.tlsgate import Peer
 
 LOG = logging.getLogger(__name__)
 
@@ -63,7 +67,7 @@ def _peer_host_port(peer: str) -> tuple[str, int]:
 
 class Guard(grpc.ServerInterceptor):
     def __init__(self, service_name: str, access: access_rules.Access, *,
-                 identify: Callable[[int], object] | None,
+                 identify: Callable[[int], Peer | None] | None,
                  record_refusal: Callable[..., None],
                  limiter: access_rules.ClientLimiter | None = None):
         """identify(relay_port) -> a tlsgate.Peer or None; None as identify
@@ -148,7 +152,7 @@ class Guard(grpc.ServerInterceptor):
             except Exception:
                 LOG.exception("could not audit a refused connection")
 
-    def _refuse(self, context, call, request, actor, code, message):
+    def _refuse(self, context, call, request, actor, code, message) -> NoReturn:
         audited = (call in access_rules.CHANGING
                    or code in (grpc.StatusCode.UNAUTHENTICATED,
                                grpc.StatusCode.PERMISSION_DENIED))
@@ -160,6 +164,7 @@ class Guard(grpc.ServerInterceptor):
                 LOG.exception("could not audit a refused %s", call)
         LOG.warning("refused %s from %s: %s %s", call, actor, code.name, message)
         context.abort(code, message)
+        raise AssertionError("grpc's context.abort returned")  # it raises, by contract
 
     # ---- wrappers ------------------------------------------------------------------------
 

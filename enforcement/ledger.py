@@ -163,22 +163,23 @@ class Ledger:
         self._index(old, record)
 
     def _index(self, old: Enforcement | None, new: Enforcement | None) -> None:
-        was_live = old is not None and old.state in LIVE
-        live = new is not None and new.state in LIVE
-        if was_live and live and old.rules == new.rules and old.meters == new.meters:
+        was = old if old is not None and old.state in LIVE else None
+        now = new if new is not None and new.state in LIVE else None
+        if (was is not None and now is not None
+                and was.rules == now.rules and was.meters == now.meters):
             return
-        if was_live:
-            self.desired.remove(order(old), old.rules, old.meters)
-            self.touch(old)
-            ip = str(old.decision.subscriber.ip)
+        if was is not None:
+            self.desired.remove(order(was), was.rules, was.meters)
+            self.touch(was)
+            ip = str(was.decision.subscriber.ip)
             ids = self.live_by_ip[ip]
-            ids.discard(old.id)
+            ids.discard(was.id)
             if not ids:
                 del self.live_by_ip[ip]
-        if live:
-            self.desired.add(order(new), new.rules, new.meters)
-            self.touch(new)
-            self.live_by_ip.setdefault(str(new.decision.subscriber.ip), set()).add(new.id)
+        if now is not None:
+            self.desired.add(order(now), now.rules, now.meters)
+            self.touch(now)
+            self.live_by_ip.setdefault(str(now.decision.subscriber.ip), set()).add(now.id)
 
     def rollback(self, mark: tuple[int, int, int, int]) -> None:
         """Undoes every record change since mark (memory and desired state),

@@ -8,8 +8,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 import ipaddress
+from typing import TYPE_CHECKING
 
 from enforcement.flows import FlowRule, MeterSpec
+
+if TYPE_CHECKING:  # policy imports this module
+    from enforcement.policy import ActionSpec
 
 
 class Violation(enum.Enum):
@@ -62,6 +66,7 @@ class SubscriberAddress(ipaddress.IPv4Address):
     """An IPv4 address that renders its text once: a decision's address is
     written into its record, events, audit entries and answers."""
     __slots__ = ("_text",)
+    _text: str
 
     def __str__(self) -> str:
         try:
@@ -81,9 +86,9 @@ class Decision:
     reason: str
     # A prefix wider than the subscriber's /32, where the policy allows one.
     scope: ipaddress.IPv4Network | None = None
-    # The action the request asked for instead of the policy's (an
-    # enforcement.policy.ActionSpec, already checked against the policy).
-    requested_action: object | None = None
+    # The action the request asked for instead of the policy's, already
+    # checked against the policy.
+    requested_action: ActionSpec | None = None
     # How long it lasts (seconds), or when it ends (epoch seconds); at most one.
     duration: float | None = None
     until: float | None = None

@@ -99,7 +99,7 @@ class _Rules:
 def _l4(protocol: str, port: int | None, side: str = "dst") -> tuple:
     if protocol == "any":
         return ()
-    fields = (("ip_proto", IP_PROTO[protocol]),)
+    fields: tuple[tuple[str, int], ...] = (("ip_proto", IP_PROTO[protocol]),)
     if port is not None:
         fields += ((f"{protocol}_{side}", port),)
     return fields
@@ -160,7 +160,7 @@ def _quarantine(spec: ActionSpec, t: Target, context: Context, r: _Rules, meter_
     tagged = ("vlan_vid", VLAN_PRESENT | context.quarantine_vlan)
     rules = [r.allow(allow, port, ("eth_type", ETH_TYPE_ARP), ("arp_spa", t.ip_match))]
     services = [(dns, proto, DNS_PORT) for dns in assets.dns for proto in ("udp", "tcp")]
-    services += [(portal, "tcp", p) for portal in assets.named(spec.portal)
+    services += [(portal, "tcp", p) for portal in assets.listed(spec.portal)
                  for p in assets.portal_ports]
     for server, proto, service_port in services:
         address = str(server.network_address)

@@ -9,6 +9,7 @@ import importlib.resources
 import ipaddress
 import pathlib
 import tomllib
+from typing import NoReturn
 
 from enforcement.errors import InvalidArgument
 from enforcement.model import ActionKind, Violation
@@ -106,6 +107,13 @@ class Assets:
 
     def named(self, name: str) -> tuple[Network, ...] | None:
         return getattr(self, name) if name in ASSET_LISTS else None
+
+    def listed(self, name: str) -> tuple[Network, ...]:
+        """named() for a name the policy checked already (an ActionSpec's portal)."""
+        found = self.named(name)
+        if found is None:
+            raise KeyError(f"no asset list {name!r}")
+        return found
 
     def protecting(self, address: ipaddress.IPv4Address) -> str | None:
         """The asset list that protects an address, if any."""
@@ -208,7 +216,7 @@ def action_spec(step: dict, where: str, assets: Assets, limits: Limits,
     if not isinstance(step, dict):
         raise PolicyError(f"{source}: {where} must be a table like {{ action = \"block\" }}")
     kinds = {k.value: k for k in ActionKind}
-    kind = kinds.get(step.get("action"))
+    kind = kinds.get(step.get("action", ""))
     if kind is None:
         raise PolicyError(f"{source}: {where}.action must be one of {', '.join(kinds)}")
     allowed = {
@@ -286,7 +294,7 @@ def _destinations(values, where: str, assets: Assets, source: str) -> tuple[Netw
     return tuple(dict.fromkeys(result))
 
 
-def _not_text():
+def _not_text() -> NoReturn:
     raise InvalidArgument("entries must be strings")
 
 
@@ -301,7 +309,7 @@ class _Reader:
     def __init__(self, source: str):
         self.source = source
 
-    def fail(self, where: str, what: str):
+    def fail(self, where: str, what: str) -> NoReturn:
         raise PolicyError(f"{self.source}: {where} {what}")
 
     def table(self, data: dict, key: str) -> dict:

@@ -24,11 +24,11 @@ from enforcement.model import Enforcement, Location, State, TopologyView
 
 LOG = logging.getLogger(__name__)
 
-_RETRY = dict(retry=tenacity.retry_if_exception_type(SwitchUnreachable),
-              stop=tenacity.stop_after_attempt(3),
-              wait=tenacity.wait_random_exponential(multiplier=0.05, max=0.5),
-              before_sleep=tenacity.before_sleep_log(LOG, logging.WARNING),
-              reraise=True)
+_RETRY = tenacity.retry(retry=tenacity.retry_if_exception_type(SwitchUnreachable),
+                        stop=tenacity.stop_after_attempt(3),
+                        wait=tenacity.wait_random_exponential(multiplier=0.05, max=0.5),
+                        before_sleep=tenacity.before_sleep_log(LOG, logging.WARNING),
+                        reraise=True)
 
 
 class Network(Protocol):
@@ -71,11 +71,11 @@ class Reconciler:
                     raise
                 LOG.error("switch %016x: could not restore its enforcements: %s", dpid, exc)
 
-    @tenacity.retry(**_RETRY)
+    @_RETRY
     def _sync_part(self, dpid: int, rules: dict, meters: dict) -> Change:
         return self._network.sync_part(dpid, rules, meters, self.switch_timeout)
 
-    @tenacity.retry(**_RETRY)
+    @_RETRY
     def _sync_full(self, dpid: int) -> Change:
         """The whole desired state of a switch against what it holds."""
         self._ledger.work.touched.pop(dpid, None)

@@ -26,6 +26,7 @@ memory brought up to the store's revision.
 """
 from __future__ import annotations
 
+import builtins
 import functools
 import logging
 import threading
@@ -327,7 +328,7 @@ class EnforcementService:
                 and (not case_id or r.decision.case_id == case_id)
                 and (not wanted or r.state in wanted)]
 
-    def topology(self) -> tuple[TopologyView, dict[str, list[str]]]:
+    def topology(self) -> tuple[TopologyView, dict[str, builtins.list[str]]]:
         """The network, plus active enforcement ids per subscriber IP."""
         view = self._network.topology()
         per_ip: dict[str, list[str]] = {}
@@ -394,7 +395,7 @@ class EnforcementService:
 
     # ---- events --------------------------------------------------------------
 
-    def _announce(self, events: list) -> None:
+    def _announce(self, events: builtins.list) -> None:
         """Wakes Watch streams and tells the listeners about stored events."""
         if events:
             with self._new_event:

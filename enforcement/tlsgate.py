@@ -124,14 +124,18 @@ class TlsGate:
         if failure:
             raise OSError(f"cannot listen for TLS on {self._host}:{self._port}: "
                           f"{failure[0]}") from None
+        if self.port is None:
+            raise OSError(f"cannot listen for TLS on {self._host}:{self._port}: "
+                          "not listening after 10 s")
         return self.port
 
     def stop(self) -> None:
-        if self._loop is None or self._server is None:
+        server = self._server
+        if self._loop is None or server is None:
             return
 
         async def close():
-            self._server.close()
+            server.close()
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for task in tasks:
                 task.cancel()
