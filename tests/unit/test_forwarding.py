@@ -12,8 +12,6 @@ import tomllib
 
 import grpc
 import pytest
-from test_api import RecordingNetwork, spam
-from test_security import channel
 
 from enforcement import access, certs, policy
 from enforcement.api import serve
@@ -24,6 +22,8 @@ from enforcement.store import Store
 from enforcement.tlsgate import server_context
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
+from test_api import RecordingNetwork, spam
+from test_security import channel
 
 ACCESS = """
 [clients.case-system]
@@ -89,7 +89,7 @@ def _stub(pki, serving, who):
 
 
 def test_a_follower_forwards_an_apply_and_the_audit_names_both(pki, pair):
-    (leader, leading, lead_serving), (follower, following, follow_serving) = pair
+    (leader, _leading, lead_serving), (_follower, following, follow_serving) = pair
     following.start()
     record = _stub(pki, follow_serving, "case-system").Apply(spam("fw-1"), timeout=10)
     assert record.state == pb.STATE_ACTIVE
@@ -108,7 +108,7 @@ def test_a_follower_forwards_an_apply_and_the_audit_names_both(pki, pair):
 def test_the_caller_is_checked_where_it_called(pki, pair):
     """An engineer may read, not apply: refused by the follower itself,
     never forwarded, and nothing reaches the leader."""
-    (leader, leading, lead_serving), (follower, following, follow_serving) = pair
+    (leader, _leading, _lead_serving), (_follower, following, follow_serving) = pair
     following.start()
     with pytest.raises(grpc.RpcError) as refused:
         _stub(pki, follow_serving, "engineer").Apply(spam("fw-2"), timeout=10)
@@ -120,7 +120,7 @@ def test_a_follower_without_a_role_at_the_leader_cannot_forward(pki, postgres_se
     url = postgres_server.create_database(f"forwarding_{os.getpid()}_{next(_names)}")
     leader, leading, lead_serving = _instance(pki, url, "a", "instance-b")
     leading.start()
-    follower, following, follow_serving = _instance(pki, url, "c", "instance-c")
+    _follower, following, follow_serving = _instance(pki, url, "c", "instance-c")
     try:
         deadline = time.monotonic() + 5
         while not leader.leading():
