@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Installs what is needed, then runs every test: unit tests and the Mininet
-# tests against real Open vSwitch and the real controller process.
+# Installs what is needed, checks the code with ruff and mypy, then runs every
+# test: unit tests and the Mininet tests against real Open vSwitch and the
+# real controller process.
 # Extra arguments go to pytest (for example: -k skeleton, -m "not mininet").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The code's shape before its behaviour: lint and import order over the whole
+# tree, types of the pure core (both configured in pyproject.toml). Either
+# failing fails the run (set -e).
+.venv/bin/ruff check .
+.venv/bin/mypy
 # setup.sh has just installed and started everything: a test that finds a
 # prerequisite missing must fail here, not skip (tests/*/conftest.py).
 export ENFORCEMENT_NO_SKIP=1
