@@ -135,19 +135,13 @@ def _client_process(address: str, clients: list[tuple[int, str]], start_at: floa
     subscriber, Apply then Lift in a loop from start_at for `seconds`; with
     batch, ApplyBatch of that many decisions (one TCP port each) then
     LiftBatch of them."""
-    import grpc
-
-    from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
     counts = [0] * len(clients)
     failures: list[str] = []
 
     def run(slot: int, i: int, ip: str) -> None:
-        with EnforcementClient(address, timeout=60) as ctl:
-            # Its own TCP connection, as separate case-system workers would have.
-            ctl._channel.close()
-            ctl._channel = grpc.insecure_channel(
-                address, options=[("grpc.use_local_subchannel_pool", 1)])
-            ctl._stub = pb_grpc.EnforcementServiceStub(ctl._channel)
+        # Its own TCP connection, as separate case-system workers would have.
+        with EnforcementClient(address, timeout=60,
+                               channel_options=[("grpc.use_local_subchannel_pool", 1)]) as ctl:
             ctl.topology()  # connected before the clock starts
             time.sleep(max(0.0, start_at - time.time()))
             n = 0

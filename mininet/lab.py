@@ -65,7 +65,8 @@ class ControllerProcess:
         if exe is None:
             raise FileNotFoundError("enforcement-controller is not installed "
                                     "(pip install -e . in the virtualenv)")
-        self._log = open(log_path, "w") if log_path else subprocess.DEVNULL
+        # Kept open for the process's life: its stderr writes there; stop() closes it.
+        self._log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
             [*_die_with_parent_prefix(), exe,
              "--grpc-listen", grpc_listen, "--ofp-port", str(ofp_port),
@@ -191,7 +192,7 @@ def disable_tx_checksum(pid: int, ifname: str) -> None:
     failure: list[BaseException] = []
 
     def work():
-        home = os.open("/proc/self/task/%d/ns/net" % threading.get_native_id(), os.O_RDONLY)
+        home = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY)
         target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
         try:
             netns.setns(target)

@@ -36,7 +36,6 @@ import time
 import lab
 import pgcluster
 import topologies
-
 from controller.settling import SETTLE_SECONDS
 
 
@@ -71,8 +70,8 @@ def parse_args() -> argparse.Namespace:
                         help="Prometheus metrics. Default: %(default)s")
     parser.add_argument("--db", default=None,
                         help="the controller's store (enforcements survive restarts). "
-                             "Default: the controller's own (an SQLite file in its state directory, "
-                             "/var/lib/sdn-enforcement as root); with --ha, a throwaway "
+                             "Default: the controller's own (an SQLite file in its state "
+                             "directory, /var/lib/sdn-enforcement as root); with --ha, a throwaway "
                              "PostgreSQL database (or a postgresql+psycopg:// URL given here)")
     parser.add_argument("--log", default="controller.log",
                         help="controller log file (with --ha: controller-1.log...). "
@@ -264,7 +263,7 @@ def _stop_network(net) -> None:
               if node.shell is not None]
     try:
         net.stop()
-    except Exception as exc:  # noqa: BLE001 (the rest is torn down all the same)
+    except Exception as exc:  # the rest is torn down all the same
         print(f"network teardown: {exc!r}; cleaning up what is left", file=sys.stderr,
               flush=True)
     # Mininet hangs up on the node shells and forgets them without reaping

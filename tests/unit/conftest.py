@@ -4,8 +4,9 @@ is mininet/pgcluster.py's (tests/conftest.py puts that folder on the path)."""
 import itertools
 import os
 
-import pgcluster
 import pytest
+
+import pgcluster
 
 
 @pytest.fixture(scope="session")
