@@ -59,10 +59,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "Default: the --grpc-listen address with its bound port")
     ha.add_argument("--instance-name", metavar="NAME",
                     help="this instance in logs and the store. Default: HOST:PID")
+    ha.add_argument("--peer-cert", metavar="PEM",
+                    help="with mutual TLS: the client certificate this instance presents "
+                         "when it forwards a call to the leader (the leader's --access "
+                         "must give it a role that may Apply and Lift). Default: --tls-cert")
+    ha.add_argument("--peer-key", metavar="PEM", help="its key. Default: --tls-key")
     ha.add_argument("--peer-ca", metavar="PEM",
                     help="with mutual TLS: the CA of the other instances' server "
-                         "certificates (this instance presents --tls-cert to them). "
-                         "Default: --tls-client-ca")
+                         "certificates. Default: --tls-client-ca")
     parser.add_argument("--inventory", metavar="FILE",
                         help="subscriber accounts pinned to switch ports (TOML; "
                              "see enforcement/inventory.py)")

@@ -419,6 +419,7 @@ class EnforcementService:
         by_action: dict[str, int] = {}
         rules: dict[int, int] = {}
         meters: dict[int, int] = {}
+        self._follow()
         with self.ledger.lock:
             for record in self.ledger.by_id.values():
                 if record.state in LIVE:
