@@ -99,6 +99,18 @@ def test_the_leader_killed_mid_stream_loses_no_decision(ha):
     lock = threading.Lock()
     pings = [ha.host("h4").popen(["ping", "-c", "300", "-i", "0.05", INET]),
              ha.host("dns").popen(["ping", "-c", "300", "-i", "0.05", "10.0.0.2"])]
+    watched: list[pb.Event] = []
+    watched_all = threading.Event()
+
+    def watch() -> None:
+        """A Watch opened on the leader, resumed by the client elsewhere."""
+        with ha.client(leader, *[i for i in ha.instances if i is not leader]) as ctl:
+            for event in ctl.watch(case_id="CASE-STREAM"):
+                watched.append(event)
+                if sum(e.kind == pb.EVENT_KIND_APPLIED for e in watched) >= STREAM:
+                    break
+        watched_all.set()
+    threading.Thread(target=watch, daemon=True).start()
 
     def client(k: int) -> None:
         order = ha.instances[k % INSTANCES:] + ha.instances[:k % INSTANCES]
@@ -141,6 +153,11 @@ def test_the_leader_killed_mid_stream_loses_no_decision(ha):
         mine = [BLOCKED_BASE + n for n in range(k, STREAM, 4)]
         seen = ha.probe(name, [*mine, *OPEN])
         assert seen == {**dict.fromkeys(mine, False), **dict.fromkeys(OPEN, True)}, name
+    assert watched_all.wait(30), f"{len(watched)} events watched"
+    sequences = [e.sequence for e in watched]
+    assert sequences == sorted(set(sequences))  # no repeat, none out of order
+    assert {e.enforcement_id for e in watched if e.kind == pb.EVENT_KIND_APPLIED} == {
+        r.id for r in acknowledged.values()}
     for ping in pings:
         out, _ = ping.communicate(timeout=60)
         assert " 0% packet loss" in out.decode(), out.decode()[-300:]
