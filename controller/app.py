@@ -130,6 +130,7 @@ class EnforcementApp(app_manager.OSKenApp):
         """Claims every connected switch as MASTER at epoch, then starts
         pushing. Returns the seconds the claims took."""
         started = time.monotonic()
+        self.switches.distrust_all()
         self.epoch, self.leading = epoch, True
         self._on_every_switch(self._claim)
         if self.leading and self.epoch == epoch:

@@ -54,6 +54,15 @@ class SwitchSync:
             self._actual[dpid] = SwitchState({}, enforcement_meters(held))
             self._unread[dpid] = self.flow_count(dpid, timeout)
 
+    def distrust_all(self) -> None:
+        """This instance just took the lead: what it believed the switches
+        held dates from before (another leader changed them since). Each is
+        read before the next change is computed against it (held count -1:
+        unknown), until its reconcile counts it afresh."""
+        for dpid in list(self._actual):
+            with self.sync_lock(dpid):
+                self._unread[dpid] = -1
+
     def forget(self, dpid: int) -> None:
         self._actual.pop(dpid, None)
         self._unread.pop(dpid, None)

@@ -202,6 +202,11 @@ class EnforcementService:
         except SwitchError as exc:
             if not staged:
                 raise
+            if not self.leading():
+                # Refused because another instance leads now (the switch
+                # said so): nothing of this batch is ours to finish.
+                self.ledger.rollback(mark)
+                raise NotLeader(f"lost the lead while pushing: {exc}") from None
             if len(staged) == 1:
                 i, call = staged[0]
                 outcomes[i] = call.failed(exc)
