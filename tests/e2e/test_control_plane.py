@@ -178,14 +178,18 @@ def test_a_flooding_subscriber_takes_down_nobody(lab):
     # flow_mod-and-barrier floor (measured alongside) slows down too, and
     # its tail with it: during the flood the typical call (median) is held
     # to that, the tail to well under what a backlog gave (the old failure:
-    # p50 81 ms, p99 148 ms, for 10 s after a 1 s flood); one second after
-    # the flood, p99 is held to 2x idle plus the switch's own slowdown.
+    # p50 81 ms, p99 148 ms, for 10 s after a 1 s flood). One second after
+    # the flood the same holds, with the tail held lower: a backlog raises
+    # every call, so the median shows it, while the p99 of 30 calls is their
+    # slowest one, which a single stall of the switch after the flood (its
+    # datapath cache revalidated) can take to 20 ms without any backlog.
     median = statistics.median
     slack_during = max(0.0, median(floor_during) - median(floor_idle))
-    slack_after = max(0.0, p99(floor_after) - p99(floor_idle))
+    slack_after = max(0.0, median(floor_after) - median(floor_idle))
     assert median(during) <= 2 * median(idle) + slack_during, report
     assert p99(during) <= 0.1, report
-    assert p99(after) <= 2 * p99(idle) + slack_after, report
+    assert median(after) <= 2 * median(idle) + slack_after, report
+    assert p99(after) <= 0.05, report
     # Storm control: what reached a neighbour is the budget, not the flood.
     assert len(storm_frames) <= STORM_PPS * (FLOOD_SECONDS + 2) + STORM_PPS, report
     assert any(e.budget == "storm" and e.datapath_id == 1 and e.port == 1
