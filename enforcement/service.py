@@ -98,7 +98,7 @@ class EnforcementService:
         return self.leading(), self._leadership.known_epoch
 
     def _fence(self):
-        if self._leadership is None:
+        if self._leadership is None or self._leadership.solo:
             return None
         fence = self._leadership.fence()
         if fence[1] != self._ready_epoch:

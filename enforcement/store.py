@@ -141,6 +141,12 @@ class Store:
         self._upsert_statement = _upsert_statement(self._engine.dialect.name)
         self._insert_event = EVENTS.insert()
         self._insert_audit = AUDIT.insert()
+        self._bump = (sa.update(LEADERSHIP)
+                      .where(LEADERSHIP.c.id == 1,
+                             LEADERSHIP.c.holder == sa.bindparam("fence_holder"),
+                             LEADERSHIP.c.epoch == sa.bindparam("fence_epoch"))
+                      .values(revision=LEADERSHIP.c.revision + 1)
+                      .returning(LEADERSHIP.c.revision))
 
     def close(self) -> None:
         self._engine.dispose()
@@ -151,21 +157,21 @@ class Store:
         """Enforcements (inserted or replaced), events (at, kind, record or
         PortAlarm, detail) and audit entries (dicts as append_audit takes),
         all in one transaction. fence (holder, epoch): written only if that
-        epoch still leads, else Deposed and nothing written. Returns the
-        revision the write was given.
+        epoch still leads, else Deposed and nothing written; returns the
+        revision the write was given. Without a fence (an instance alone on
+        its store, which no follower reads) there is no revision: 0.
 
         The revision is bumped first: that locks the leadership row until
         the commit, so writes commit in revision (and event sequence)
         order, and a follower that has seen revision R has seen all before."""
         with self._write_lock, self._engine.begin() as conn:
-            bump = (sa.update(LEADERSHIP).where(LEADERSHIP.c.id == 1)
-                    .values(revision=LEADERSHIP.c.revision + 1))
+            revision = 0
             if fence is not None:
-                bump = bump.where(LEADERSHIP.c.holder == fence[0],
-                                  LEADERSHIP.c.epoch == fence[1])
-            revision = conn.execute(bump.returning(LEADERSHIP.c.revision)).scalar()
-            if revision is None:
-                raise Deposed(f"epoch {fence[1] if fence else '?'} no longer leads")
+                bumped = conn.execute(self._bump, {"fence_holder": fence[0],
+                                                   "fence_epoch": fence[1]}).scalar()
+                if bumped is None:
+                    raise Deposed(f"epoch {fence[1]} no longer leads")
+                revision = bumped
             rows = [_row(r, revision) for r in records]
             event_rows = [_event_row(*e) for e in events]
             if rows:
