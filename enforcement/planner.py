@@ -5,6 +5,14 @@ access switch, and matches the subscriber's port or address, so no other
 subscriber is touched; each action matches only the traffic it is about. The
 one exception is a quarantine, whose tagged traffic also needs the switches on
 its path to the walled garden (and nothing else there).
+
+Both address families: a subscriber identified by its IPv4 address is, over
+IPv6, its access port and MAC (which cover every IPv6 address it uses,
+privacy addresses included), so a block or a meter is not sidestepped by
+changing family. Cutoff and quarantine match the port and the MAC, every
+ethertype. Anti-spoofing validates IPv4 sources and still drops all of the
+subscriber's IPv6 (its IPv6 addresses are not known here, so its sources
+cannot be validated, and letting them all through would make spoofing free).
 """
 from __future__ import annotations
 
@@ -29,7 +37,13 @@ from enforcement.routing import Hop
 
 ETH_TYPE_IPV4 = 0x0800
 ETH_TYPE_ARP = 0x0806
+ETH_TYPE_IPV6 = 0x86DD
 IP_PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
+ICMPV6 = 58
+# What "icmp" means over IPv6: echo request and reply only. Neighbour
+# discovery is ICMPv6 too, and blocking it would cut all of the
+# subscriber's IPv6.
+ICMPV6_ECHO = (128, 129)
 DNS_PORT = 53
 
 
@@ -105,6 +119,13 @@ def _l4(protocol: str, port: int | None, side: str = "dst") -> tuple:
     return fields
 
 
+def _l4_v6(protocol: str, port: int | None, side: str = "dst") -> list[tuple]:
+    """_l4 over IPv6: one match per alternative."""
+    if protocol == "icmp":
+        return [(("ip_proto", ICMPV6), ("icmpv6_type", kind)) for kind in ICMPV6_ECHO]
+    return [_l4(protocol, port, side)]
+
+
 def _ip(field: str, network: ipaddress.IPv4Network):
     if network.prefixlen == 32:
         return (field, str(network.network_address))
@@ -132,7 +153,27 @@ def _block(spec: ActionSpec, t: Target, context: Context, r: _Rules, meter_id: i
                 rules.append(r.drop(pipeline.PRIORITY_BLOCK, ipv4, ("ipv4_dst", t.ip_match),
                                     *((_ip("ipv4_src", dest),) if dest else ()),
                                     *_l4(spec.protocol, port)))
-    return rules, []
+    return rules + _block_v6(spec, t, r), []
+
+
+def _block_v6(spec: ActionSpec, t: Target, r: _Rules) -> list[FlowRule]:
+    """The same block over IPv6, by port and MAC. Destinations and
+    exceptions are IPv4 addresses (the policy's): a block only toward some
+    of them has no IPv6 part, and an exception does not carry over (the
+    block holds toward every IPv6 destination)."""
+    if spec.to:
+        return []
+    ipv6 = ("eth_type", ETH_TYPE_IPV6)
+    rules = []
+    for port in spec.ports or (None,):
+        for l4 in _l4_v6(spec.protocol, port):
+            if spec.direction in ("from_subscriber", "both"):
+                rules.append(r.drop(pipeline.PRIORITY_BLOCK, ("in_port", t.location.port),
+                                    ("eth_src", t.location.mac), ipv6, *l4))
+            if spec.direction in ("to_subscriber", "both"):
+                rules.append(r.drop(pipeline.PRIORITY_BLOCK, ("eth_dst", t.location.mac),
+                                    ipv6, *l4))
+    return rules
 
 
 def _rate_limit(spec: ActionSpec, t: Target, context: Context, r: _Rules, meter_id: int):
@@ -146,6 +187,10 @@ def _rate_limit(spec: ActionSpec, t: Target, context: Context, r: _Rules, meter_
                      *((_ip("ipv4_dst", dest),) if dest else ()),
                      *_l4(spec.protocol, port))
              for port in (spec.ports or (None,)) for dest in (spec.to or (None,))]
+    if not spec.to:  # the same budget over IPv6 (destinations are IPv4 only)
+        v6 = (in_port, ("eth_src", t.location.mac), ("eth_type", ETH_TYPE_IPV6))
+        rules += [r.meter(pipeline.PRIORITY_METER_NARROW, meter_id, *v6, *l4)
+                  for port in (spec.ports or (None,)) for l4 in _l4_v6(spec.protocol, port)]
     return rules, [meter]
 
 
@@ -207,6 +252,13 @@ def _anti_spoofing(spec: ActionSpec, t: Target, context: Context, r: _Rules,
     port = ("in_port", t.location.port)
     mac = ("eth_src", t.location.mac)
     allow = pipeline.PRIORITY_ANTISPOOF_ALLOW
-    return [r.allow(allow, port, mac, ("eth_type", ETH_TYPE_IPV4), ("ipv4_src", t.ip_match)),
+    ipv4 = ("eth_type", ETH_TYPE_IPV4)
+    return [r.allow(allow, port, mac, ipv4, ("ipv4_src", t.ip_match)),
             r.allow(allow, port, mac, ("eth_type", ETH_TYPE_ARP), ("arp_spa", t.ip_match)),
+            # A DHCP client asks before it has an address (source 0.0.0.0).
+            r.allow(allow, port, mac, ipv4, ("ipv4_src", "0.0.0.0"), ("ip_proto", IP_PROTO["udp"]),
+                    ("udp_src", 68), ("udp_dst", 67)),
+            # Everything else from the port, IPv6 included: its IPv6 sources
+            # cannot be validated until its addresses are known, and
+            # letting them all through would make spoofing over IPv6 free.
             r.drop(pipeline.PRIORITY_ANTISPOOF_DENY, port)], []

@@ -422,16 +422,18 @@ def current_tables() -> None:
     subprocess.run(["ovs-appctl", "revalidator/purge"], capture_output=True, check=True)
 
 
-def start_listener(host, ports, udp_ports=()) -> None:
-    """Accepts TCP on ports and echoes UDP on udp_ports inside host (killed
-    with the host at net.stop())."""
+def start_listener(host, ports, udp_ports=(), v6: bool = False) -> None:
+    """Accepts TCP on ports (over IPv6 too with v6) and echoes UDP on
+    udp_ports inside host (killed with the host at net.stop())."""
     udp = f"--udp {' '.join(map(str, udp_ports))}" if udp_ports else ""
     host.cmd(f"{sys.executable} {LISTENER} {' '.join(map(str, ports))} {udp} "
-             f"> /dev/null 2>&1 &")
+             f"{'--v6' if v6 else ''} > /dev/null 2>&1 &")
+    wanted = [f"0.0.0.0:{p}" for p in (*ports, *udp_ports)]
+    wanted += [f"[::]:{p}" for p in ports] if v6 else []
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         listening = host.cmd("ss -Htln; ss -Huln").split()
-        if all(f"0.0.0.0:{p}" in listening for p in (*ports, *udp_ports)):
+        if all(w in listening for w in wanted):
             return
         time.sleep(0.1)
     raise TimeoutError(f"listener on {host.name} ports {ports} {udp_ports} did not start")

@@ -141,7 +141,7 @@ def test_kill_9_mid_stream_keeps_every_acknowledged_decision_and_nothing_half_do
     harness.wait_until(lambda: all(lab.stub.Get(pb.GetRequest(id=e.id)).state
                                    == pb.STATE_ACTIVE for e in live), 10, "all active")
     flows = enforcement_flows()
-    assert len(flows) == len(live)  # one rule each, no duplicates
+    assert len(flows) == 2 * len(live)  # one rule each per family, no duplicates
     assert {harness.flow_cookie(f) for f in flows} == {e.rules[0].cookie for e in live}
     for e in live:
         host = next(h for h in lab.net.hosts if h.IP() == e.subscriber.ip)
@@ -162,8 +162,8 @@ def test_wiped_switch_gets_its_enforcements_back_within_2_s_of_reconnecting(lab)
     harness.wait_until(lambda: 2 in {s.datapath_id for s in lab.stub.GetTopology(
         pb.GetTopologyRequest()).switches}, 15, "s2 to reconnect", interval=0.05)
     reconnected = time.monotonic()
-    harness.wait_until(lambda: len(harness.flows_with_cookie("s2", active.rules[0].cookie)) == 1,
-                       5, "the enforcement flow back on s2")
+    harness.wait_until(lambda: len(harness.flows_with_cookie("s2", active.rules[0].cookie)) == 2,
+                       5, "the enforcement flows (IPv4 and IPv6) back on s2")
     took = time.monotonic() - reconnected
     print(f"enforcement back {took:.2f} s after s2 reconnected")
     assert took <= 2.0
@@ -345,7 +345,7 @@ def test_an_enforcement_planned_on_an_undiscovered_uplink_goes_home_with_its_hos
     harness.wait_until(home, 10, "the enforcement to follow h4 to s2 port 1")
     moved = lab.stub.Get(pb.GetRequest(id=record.id))
     assert (moved.state, moved.location.port) == (pb.STATE_ACTIVE, 1)
-    assert enforcement_flows(("s1",)) == [] and len(enforcement_flows(("s2",))) == 1
+    assert enforcement_flows(("s1",)) == [] and len(enforcement_flows(("s2",))) == 2
     harness.wait_until(lambda: smtp_blocked(lab, "h4"), 5, "h4 blocked at its real port")
     assert harness.tcp_connects(h4, lab.host("h6").IP(), 80)
     assert not smtp_blocked(lab, "h5")

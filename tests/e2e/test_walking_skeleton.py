@@ -71,7 +71,7 @@ def test_spam_decision_blocks_port_25_for_h1_only(lab):
     enforcement = lab.stub.Apply(spam_request(h1.IP(), "skeleton-1"))
     assert enforcement.state == pb.STATE_ACTIVE
     assert enforcement.location.datapath_id == 1 and enforcement.location.port == 1
-    assert len(enforcement.rules) == 1
+    assert len(enforcement.rules) == 2  # over IPv4, and its IPv6 twin
     rule = enforcement.rules[0]
     assert rule.datapath_id == 1 and rule.table_id == pipeline.TABLE_ENFORCE
 
@@ -87,8 +87,8 @@ def test_spam_decision_blocks_port_25_for_h1_only(lab):
     assert connects(lab, "h4", "h3", 25)
     assert connects(lab, "h4", "h2", 25)
 
-    # Placement: exactly one enforcement flow, on h1's access switch.
-    assert len(harness.flows_with_cookie("s1", rule.cookie)) == 1
+    # Placement: one enforcement flow per family, on h1's access switch.
+    assert len(harness.flows_with_cookie("s1", rule.cookie)) == 2
     assert harness.flows_with_cookie("s2", rule.cookie) == []
     assert enforcement_flows() == {"s1": harness.flows_with_cookie("s1", rule.cookie), "s2": []}
 

@@ -117,7 +117,7 @@ def test_apply_returns_the_installed_rule_and_lift_removes_it(stub, network):
     rule = next(r for r in enforcement.rules if not r.actions)
     assert {m.field: m.value for m in rule.match}["tcp_dst"] == "25"
     assert "actions=drop" in rule.text
-    assert len(network.flows) == 1
+    assert len(network.flows) == 2  # TCP 25 over IPv4, and over IPv6
     assert enforcement.escalation.step == 1 and enforcement.escalation.of_steps == 3
     assert stub.Get(pb.GetRequest(id=enforcement.id)) == enforcement
     lifted = stub.Lift(pb.LiftRequest(id=enforcement.id, reason="case closed"))
@@ -182,7 +182,7 @@ def test_disconnected_switch_leaves_the_decision_pending_until_it_connects(
     network.connected.add(1)
     service.resync(1)
     assert stub.Get(pb.GetRequest(id=pending.id)).state == pb.STATE_ACTIVE
-    assert len(network.flows) == 1
+    assert len(network.flows) == 2
 
 
 def test_switch_refusal_is_reported_as_failed_with_the_reason(stub, network):
@@ -344,7 +344,7 @@ def test_a_batch_answers_each_decision_in_order_with_its_own_outcome(stub, netwo
     assert first.state == second.state == pb.STATE_ACTIVE
     assert results[5].enforcement.id == first.id, "a repeated request id replays"
     assert {r.datapath_id for r in second.rules} == {2}
-    assert len(network.flows) == 2
+    assert len(network.flows) == 4  # each over both families
     refusals = [e for e in stub.ListAudit(pb.ListAuditRequest()).entries
                 if e.outcome != "OK"]
     assert {e.outcome for e in refusals} >= {"INVALID_ARGUMENT", "FAILED_PRECONDITION",

@@ -145,7 +145,7 @@ def test_pending_while_the_switch_is_down_then_applied_when_it_connects(world):
     assert pending.state is State.PENDING and switches.rules() == []
     switches.connected.add(1)
     service.resync(1)
-    assert service.get(pending.id).state is State.ACTIVE and len(switches.rules()) == 1
+    assert service.get(pending.id).state is State.ACTIVE and len(switches.rules()) == 2
 
 
 def test_lift_while_disconnected_is_stored_and_reconciled_on_reconnect(world):
@@ -155,7 +155,7 @@ def test_lift_while_disconnected_is_stored_and_reconciled_on_reconnect(world):
     switches.connected.discard(1)
     lifted = service.lift(active.id, "case closed")
     assert lifted.state is State.LIFTED
-    assert len(switches.rules()) == 1  # the switch still holds it, unreachable
+    assert len(switches.rules()) == 2  # the switch still holds it, unreachable
     switches.connected.add(1)
     service.resync(1)
     assert switches.rules() == []

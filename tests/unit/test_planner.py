@@ -67,6 +67,23 @@ def ip_packet(src, dst, proto="tcp", dport=None, sport=40000, in_port=None, eth_
     return packet
 
 
+def ip6_packet(src, dst, proto="tcp", dport=None, sport=40000, in_port=None, eth_src=None,
+               icmpv6_type=None):
+    """An IPv6 packet between the hosts of the IPv4 addresses src and dst
+    (their MACs and ports); its IPv6 addresses do not matter to the rules."""
+    packet = {"in_port": in_port or MACS.get(src, (None, UPLINK))[1],
+              "eth_src": eth_src or MACS.get(src, ("00:00:00:00:00:99",))[0],
+              "eth_dst": MACS[dst][0], "eth_type": 0x86DD,
+              "ipv6_src": "2001:db8::1", "ipv6_dst": "2001:db8::3",
+              "ip_proto": {"tcp": 6, "udp": 17, "icmpv6": 58}[proto]}
+    if proto == "icmpv6":
+        packet["icmpv6_type"] = icmpv6_type
+    else:
+        packet[f"{proto}_dst"] = dport
+        packet[f"{proto}_src"] = sport
+    return packet
+
+
 def arp_packet(spa, tpa, in_port=None, eth_src=None):
     return {"in_port": in_port or MACS[spa][1], "eth_src": eth_src or MACS[spa][0],
             "eth_dst": "ff:ff:ff:ff:ff:ff", "eth_type": 0x0806, "arp_spa": spa, "arp_tpa": tpa}
@@ -118,9 +135,12 @@ SPAM_WITH_SMARTHOST = ActionSpec(ActionKind.BLOCK, "tcp", (25,),
 
 def test_spam_blocks_only_smtp_from_the_subscriber():
     result = planned(step(Violation.SPAM))
-    assert len(result.rules) == 1 and result.meters == ()
+    assert len(result.rules) == 2 and result.meters == ()
     assert dict(result.rules[0].match) == {"in_port": 1, "eth_type": 0x0800,
                                            "ipv4_src": "10.0.0.1", "ip_proto": 6, "tcp_dst": 25}
+    # Over IPv6 the subscriber is its port and MAC: every address it uses.
+    assert dict(result.rules[1].match) == {"in_port": 1, "eth_src": H1.mac, "eth_type": 0x86DD,
+                                           "ip_proto": 6, "tcp_dst": 25}
     rules = switch(result)
     assert fate(rules, ip_packet("10.0.0.1", "10.0.0.3", "tcp", 25)) == "dropped"
     assert fate(rules, ip_packet("10.0.0.1", "10.0.0.2", "tcp", 25)) == "dropped"
@@ -309,3 +329,53 @@ def test_enforcement_cookie_is_in_its_own_namespace():
     assert pipeline.namespace_of(pipeline.COOKIE_BASE) == pipeline.NS_BASE
     with pytest.raises(ValueError):
         pipeline.enforcement_cookie(0)
+
+
+# ---- the other address family ------------------------------------------------------
+
+def test_a_block_is_not_sidestepped_over_ipv6_and_touches_nobody_else():
+    rules = switch(planned(step(Violation.SPAM)))
+    assert fate(rules, ip6_packet("10.0.0.1", "10.0.0.3", "tcp", 25)) == "dropped"
+    assert fate(rules, ip6_packet("10.0.0.1", "10.0.0.3", "tcp", 80)) == "passes"
+    assert fate(rules, ip6_packet("10.0.0.1", "10.0.0.3", "tcp", 587)) == "passes"
+    assert fate(rules, ip6_packet("10.0.0.2", "10.0.0.3", "tcp", 25)) == "passes"
+    assert fate(rules, ip6_packet("10.0.0.3", "10.0.0.1", "tcp", 25)) == "passes"
+
+
+def test_an_icmp_block_over_ipv6_stops_echo_and_keeps_neighbour_discovery():
+    rules = switch(planned(ActionSpec(ActionKind.BLOCK, "icmp")))
+    for echo in (128, 129):
+        assert fate(rules, ip6_packet("10.0.0.1", "10.0.0.3", "icmpv6",
+                                      icmpv6_type=echo)) == "dropped"
+    for discovery in (133, 135, 136):
+        assert fate(rules, ip6_packet("10.0.0.1", "10.0.0.3", "icmpv6",
+                                      icmpv6_type=discovery)) == "passes"
+
+
+def test_a_narrow_meter_covers_ipv6_too():
+    spec = ActionSpec(ActionKind.RATE_LIMIT, "tcp", (443,), rate=1000, unit="kbps", burst=500)
+    rules = switch(planned(spec))
+    assert fate(rules, ip6_packet("10.0.0.1", "10.0.0.3", "tcp", 443)) == "metered"
+    assert fate(rules, ip6_packet("10.0.0.1", "10.0.0.3", "tcp", 80)) == "passes"
+    assert fate(rules, ip6_packet("10.0.0.2", "10.0.0.3", "tcp", 443)) == "passes"
+
+
+def test_cutoff_and_quarantine_stop_ipv6_both_ways():
+    for spec in (step(Violation.MALWARE), step(Violation.MALWARE, 2)):
+        rules = switch(planned(spec))
+        assert fate(rules, ip6_packet("10.0.0.1", "10.0.0.3", "tcp", 80)) == "dropped"
+        assert fate(rules, ip6_packet("10.0.0.3", "10.0.0.1", "tcp", 80)) == "dropped"
+        assert fate(rules, ip6_packet("10.0.0.2", "10.0.0.3", "tcp", 80)) == "passes"
+
+
+def test_anti_spoofing_lets_a_dhcp_client_ask_and_leaves_no_ipv6_way_around():
+    rules = switch(planned(step(Violation.SPOOFING)))
+    # A DHCP client asks before it has an address; a forged source does not pass.
+    dhcp = {**ip_packet("10.0.0.1", "10.0.0.3", "udp", 67, sport=68), "ipv4_src": "0.0.0.0"}
+    assert fate(rules, dhcp) == "passes"
+    assert fate(rules, {**dhcp, "udp_dst": 53}) == "dropped"
+    # Its IPv6 sources cannot be validated yet: none leaves (no spoofing by
+    # the other family); its neighbours' IPv6 is untouched.
+    assert fate(rules, ip6_packet("10.0.0.1", "10.0.0.3", "tcp", 80)) == "dropped"
+    assert fate(rules, ip6_packet("10.0.0.1", "10.0.0.3", "icmpv6", icmpv6_type=134)) == "dropped"
+    assert fate(rules, ip6_packet("10.0.0.2", "10.0.0.3", "tcp", 80)) == "passes"
