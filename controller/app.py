@@ -92,6 +92,8 @@ class EnforcementApp(app_manager.OSKenApp):
         self.on_links_changed: Callable[[], None] = lambda: None
         self.on_port_alarm: Callable = lambda alarm: None
         self.known_epoch: Callable[[], int] = lambda: 0
+        # Leads on above a generation a switch has seen; the new epoch, or 0.
+        self.raise_epoch: Callable[[int], int] = lambda seen: 0
         self.on_deposed: Callable[[str], None] = lambda why: None
         # Whether anything is enforced on an address: a host learned afresh
         # is handed to on_host_moved only then, so learning thousands of
@@ -139,6 +141,21 @@ class EnforcementApp(app_manager.OSKenApp):
             Discovery.sending = True
         return time.monotonic() - started
 
+    def newest_generation(self) -> int:
+        """The newest generation id any connected switch has seen. Higher
+        than the store's epoch when the store is younger than the switches
+        (a fresh database, one restored from a backup): a claim at the
+        store's epoch would then be refused as stale."""
+        seen: dict[int, int] = {}
+
+        def ask(dpid: int) -> None:
+            try:
+                seen[dpid] = self._generation(dpid)
+            except SwitchError as exc:
+                LOG.warning("switch %016x: role not read: %s", dpid, exc)
+        self._on_every_switch(ask)
+        return max(seen.values(), default=0)
+
     def prepare_all(self) -> None:
         """After a takeover: every switch read back and reconciled, as if it
         had just connected (adopted, not flushed)."""
@@ -161,10 +178,20 @@ class EnforcementApp(app_manager.OSKenApp):
 
     def _claim(self, dpid: int) -> bool:
         """This connection's role on a switch: MASTER at our epoch, or SLAVE
-        at the newest epoch known (a stale one is refused)."""
+        at the newest generation known, the store's or the switch's own (a
+        SLAVE claim demotes nobody, and a stale one would be refused)."""
         master = self.leading
-        epoch = self.epoch if master else self.known_epoch()
         try:
+            if not master:
+                epoch = max(self.known_epoch(), self._generation(dpid))
+            elif self._generation(dpid) >= self.epoch:
+                # The switch saw a newer generation than our epoch: the
+                # store is younger than the switches (fresh, or restored).
+                epoch = self.raise_epoch(self._generation(dpid))
+                if not epoch:
+                    return False
+            else:
+                epoch = self.epoch
             self.sessions.transact(dpid, [compiler.async_config(),
                                           compiler.role_request(master, epoch)],
                                    self.switch_timeout)
@@ -172,9 +199,15 @@ class EnforcementApp(app_manager.OSKenApp):
         except SwitchError as exc:
             if "STALE" in str(exc) and master:
                 self._fenced(dpid)
-            LOG.warning("switch %016x: role %s at generation %d not taken: %s", dpid,
-                        "master" if master else "slave", epoch, exc)
+            LOG.warning("switch %016x: role %s not taken: %s", dpid,
+                        "master" if master else "slave", exc)
             return False
+
+    def _generation(self, dpid: int) -> int:
+        request = compiler.role_query()
+        replies = self.sessions.transact(dpid, [request], self.switch_timeout)
+        return max((compiler.generation_of(r) for r in replies.get(request.xid, [])),
+                   default=0)
 
     def _fenced(self, dpid: int) -> None:
         if self.leading:

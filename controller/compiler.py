@@ -277,6 +277,18 @@ def role_request(master: bool, generation_id: int) -> parser.OFPRoleRequest:
                                  generation_id=generation_id & 0xFFFF_FFFF_FFFF_FFFF)
 
 
+def role_query() -> parser.OFPRoleRequest:
+    """This connection's role, and the newest generation id the switch has
+    seen, changing nothing (OFPCR_ROLE_NOCHANGE)."""
+    return parser.OFPRoleRequest(datapath=None, role=ofp.OFPCR_ROLE_NOCHANGE, generation_id=0)
+
+
+def generation_of(reply) -> int:
+    """The generation id in a role reply; 0 when the switch has none yet
+    (Open vSwitch then says 2^64-1, which is no generation anybody claimed)."""
+    return 0 if reply.generation_id == 0xFFFF_FFFF_FFFF_FFFF else reply.generation_id
+
+
 def async_config() -> parser.OFPSetAsync:
     """What a connection hears in each role: as a master everything; as a
     slave the packet-in copies (to learn hosts and links from the leader's

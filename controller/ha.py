@@ -23,10 +23,29 @@ def instance_name(given: str | None) -> str:
 
 
 def wire(app, service, leadership) -> None:
+    def raise_to(seen: int) -> int:
+        """A switch has seen generation seen, newer than the epoch: the
+        store is younger than the switches (fresh, or restored from a
+        backup). Leads on above it, writes held meanwhile."""
+        with service.ledger.lock:
+            old = leadership.epoch
+            raised = leadership.raise_epoch(seen + 1)
+            if raised:
+                service.epoch_raised(old, raised)
+                app.epoch = raised
+        if raised:
+            LOG.warning("a switch has seen generation %d, newer than the store's epoch %d "
+                        "(a younger store): leading at epoch %d", seen, old, raised)
+        return raised
+
     def elected(epoch: int) -> None:
         started = time.monotonic()
-        claimed = app.lead(epoch)
-        if leadership.epoch != epoch:
+        seen = app.newest_generation()
+        if seen >= epoch and not raise_to(seen):
+            return  # lost meanwhile: the deposition follows
+        claimed = app.lead(leadership.epoch)
+        epoch = leadership.epoch  # raised again if a switch came meanwhile
+        if not epoch or app.epoch != epoch:
             return  # lost again while claiming: the deposition follows
         service.take_over(epoch)
         app.prepare_all()
@@ -42,6 +61,7 @@ def wire(app, service, leadership) -> None:
     leadership.on_elected = elected
     leadership.on_deposed = deposed
     app.on_deposed = leadership.step_down
+    app.raise_epoch = raise_to
     # The store's, read at each claim: a restarted follower knows no epoch
     # yet, and the switches refuse a SLAVE claim with a stale one.
     app.known_epoch = leadership.newest_epoch

@@ -59,6 +59,7 @@ class Leadership:
         self.on_elected: Callable[[int], None] = lambda epoch: None
         self.on_deposed: Callable[[int, str], None] = lambda epoch, why: None
         self._transitions: queue.Queue = queue.Queue()
+        self._raising = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.elections = 0
@@ -120,6 +121,22 @@ class Leadership:
             except Exception as exc:  # the lease runs out by itself anyway
                 LOG.warning("could not release the lease: %s", exc)
 
+    def raise_epoch(self, at_least: int) -> int:
+        """Leads on at an epoch of at least at_least (the switches have
+        seen a newer generation than the store's epoch); returns it, or 0
+        when this instance no longer leads."""
+        with self._raising:
+            epoch = self._epoch
+            if not epoch or epoch >= at_least:
+                return epoch
+            raised = self._store.raise_epoch(self.holder, epoch, at_least)
+            if not raised:
+                self._lose("another instance took the lead while the epoch was raised")
+                return 0
+            if self._epoch == epoch:
+                self._epoch = self.known_epoch = raised
+            return self._epoch
+
     def step_down(self, why: str) -> None:
         """Something proved another instance leads (a switch or the store
         refused this one's epoch): stop at once, without waiting for the
@@ -153,7 +170,7 @@ class Leadership:
         if self._store.renew(self.holder, epoch, self.lease):
             if self._epoch == epoch:
                 self._valid_until = sent + self.lease - self._margin
-        else:
+        elif self._epoch == epoch:  # (not raised meanwhile: raise_epoch)
             self._lose("another instance holds the lease")
 
     def _try_to_lead(self) -> None:

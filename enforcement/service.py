@@ -119,6 +119,12 @@ class EnforcementService:
         LOG.info("took over %d enforcement(s) from the store at epoch %d",
                  len(self.ledger.by_id), epoch)
 
+    def epoch_raised(self, old: int, new: int) -> None:
+        """The lead goes on at a higher epoch (controller/ha.py): still
+        ready, if it was. Caller holds the ledger's lock."""
+        if self._ready_epoch == old:
+            self._ready_epoch = new
+
     def _follow(self) -> None:
         """Before a read on a follower: its memory brought to the store's."""
         if not self.leading():

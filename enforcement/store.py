@@ -242,6 +242,19 @@ class Store:
                        LEADERSHIP.c.epoch == epoch)
                 .values(expires_at=self._now() + lease)).rowcount == 1
 
+    def raise_epoch(self, holder: str, epoch: int, at_least: int) -> int | None:
+        """The holder of epoch goes on leading at a new epoch of at least
+        at_least; returns it, or None if epoch no longer leads."""
+        with self._engine.begin() as conn:
+            return conn.execute(
+                sa.update(LEADERSHIP)
+                .where(LEADERSHIP.c.id == 1, LEADERSHIP.c.holder == holder,
+                       LEADERSHIP.c.epoch == epoch)
+                .values(epoch=sa.func.max(LEADERSHIP.c.epoch + 1, at_least)
+                        if self._engine.dialect.name == "sqlite"
+                        else sa.func.greatest(LEADERSHIP.c.epoch + 1, at_least))
+                .returning(LEADERSHIP.c.epoch)).scalar()
+
     def release(self, holder: str, epoch: int) -> None:
         """Ends a lease at once (a clean stop): a follower need not wait it out."""
         with self._engine.begin() as conn:

@@ -162,3 +162,18 @@ def _until(predicate, what, timeout=5.0):
 def _once():
     calls = iter([True, False])
     return lambda: next(calls, False)
+
+
+def test_the_epoch_is_raised_above_what_the_switches_saw_only_by_its_holder(database_url):
+    """A store younger than the switches (a fresh or restored database):
+    the leader goes on at an epoch above the switches' generation."""
+    store = Store(database_url)
+    assert store.acquire("a", "", LEASE) == 1
+    assert store.raise_epoch("b", 1, 8) is None      # not its lease
+    assert store.raise_epoch("a", 1, 8) == 8         # above the switches' 7
+    assert store.raise_epoch("a", 1, 20) is None     # an epoch it no longer holds
+    assert store.raise_epoch("a", 8, 3) == 9         # never backwards
+    assert store.renew("a", 9, LEASE) and not store.renew("a", 8, LEASE)
+    leadership = Leadership(store, "a", "", lease=LEASE)
+    leadership._epoch, leadership._valid_until = 9, time.monotonic() + LEASE
+    assert leadership.raise_epoch(12) == 12 and leadership.epoch == 12
