@@ -33,7 +33,7 @@ def wire(app, service, leadership) -> None:
             if raised:
                 service.epoch_raised(old, raised)
                 app.epoch = raised
-        if raised:
+        if raised and raised != old:
             LOG.warning("a switch has seen generation %d, newer than the store's epoch %d "
                         "(a younger store): leading at epoch %d", seen, old, raised)
         return raised
