@@ -33,11 +33,12 @@ from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3
 from os_ken.topology import event as topo_event
 
-from controller import compiler, discovery
+from controller import discovery
 from controller.dataplane import Budgets
 from controller.fabric import STARTUP_GRACE, Fabric
 from controller.lldp import Discovery
 from controller.packetin import DEFAULT_DEPTH, PacketInQueue
+from controller.roles import Roles
 from controller.sessions import Sessions
 from controller.switchsync import SwitchSync
 from controller.topostate import TopologyState
@@ -70,7 +71,8 @@ class EnforcementApp(app_manager.OSKenApp):
         self.inventory = inventory.load(INVENTORY_PATH[0])
         settings = SETTINGS[0]
         self.sessions = Sessions()
-        self.sessions.on_fenced = self._fenced
+        self.roles = Roles(self.sessions.transact, lambda: self.switch_timeout)
+        self.sessions.on_fenced = self.roles.fenced
         self.net = TopologyState(self.inventory, settings.budgets)
         self.fabric = Fabric(self.sessions.transact, self.net.snapshot, settings.budgets,
                              on_budget=self._budget_alarm,
@@ -80,21 +82,15 @@ class EnforcementApp(app_manager.OSKenApp):
         self.packet_ins = PacketInQueue(self._learn, settings.packet_in_queue)
         self.alarms_raised = 0
         self.switch_timeout = 5.0
-        self.leading = False
-        self.epoch = 0
         # Wired by the process entry (controller/main.py), all called off the
         # event thread: a (re)connected switch has its base pipeline; a
         # subscriber's host was seen on another access port; a link went
-        # down or came up; an access port went over a budget; the generation
-        # id a follower claims SLAVE with; a switch proved another leads.
+        # down or came up; an access port went over a budget. (The roles'
+        # own are controller/roles.py's, wired by controller/ha.py.)
         self.on_switch_ready: Callable[[int], None] = lambda dpid: None
         self.on_host_moved: Callable[[str], None] = lambda ip: None
         self.on_links_changed: Callable[[], None] = lambda: None
         self.on_port_alarm: Callable = lambda alarm: None
-        self.known_epoch: Callable[[], int] = lambda: 0
-        # Leads on above a generation a switch has seen; the new epoch, or 0.
-        self.raise_epoch: Callable[[int], int] = lambda seen: 0
-        self.on_deposed: Callable[[str], None] = lambda why: None
         # Whether anything is enforced on an address: a host learned afresh
         # is handed to on_host_moved only then, so learning thousands of
         # hosts after a restart starts no thread for the unenforced ones.
@@ -133,24 +129,22 @@ class EnforcementApp(app_manager.OSKenApp):
         pushing. Returns the seconds the claims took."""
         started = time.monotonic()
         self.switches.distrust_all()
-        self.epoch, self.leading = epoch, True
-        self._on_every_switch(self._claim)
-        if self.leading and self.epoch == epoch:
+        self.roles.epoch, self.roles.leading = epoch, True
+        self._on_every_switch(self.roles.claim)
+        if self.roles.leading and self.roles.epoch >= epoch:
             self.fabric.forget_all()
             self.fabric.active = True
             Discovery.sending = True
         return time.monotonic() - started
 
     def newest_generation(self) -> int:
-        """The newest generation id any connected switch has seen. Higher
-        than the store's epoch when the store is younger than the switches
-        (a fresh database, one restored from a backup): a claim at the
-        store's epoch would then be refused as stale."""
+        """The newest generation id any connected switch has seen (above
+        the store's epoch when the store is younger: controller/roles.py)."""
         seen: dict[int, int] = {}
 
         def ask(dpid: int) -> None:
             try:
-                seen[dpid] = self._generation(dpid)
+                seen[dpid] = self.roles.generation(dpid)
             except SwitchError as exc:
                 LOG.warning("switch %016x: role not read: %s", dpid, exc)
         self._on_every_switch(ask)
@@ -163,10 +157,10 @@ class EnforcementApp(app_manager.OSKenApp):
 
     def follow(self) -> None:
         """Stops changing anything, and tells the switches so."""
-        self.leading = False
+        self.roles.leading = False
         self.fabric.active = False
         Discovery.sending = False
-        self._on_every_switch(self._claim)
+        self._on_every_switch(self.roles.claim)
 
     def _on_every_switch(self, work: Callable[[int], object]) -> None:
         threads = [threading.Thread(target=work, args=(dpid,), daemon=True)
@@ -175,43 +169,6 @@ class EnforcementApp(app_manager.OSKenApp):
             thread.start()
         for thread in threads:
             thread.join(self.switch_timeout * 3)
-
-    def _claim(self, dpid: int) -> bool:
-        """This connection's role on a switch: MASTER at our epoch, or SLAVE
-        at the newest generation known, the store's or the switch's own (a
-        SLAVE claim demotes nobody, and a stale one would be refused)."""
-        master = self.leading
-        try:
-            if not master:
-                epoch = max(self.known_epoch(), self._generation(dpid))
-            elif self._generation(dpid) >= self.epoch:
-                # The switch saw a newer generation than our epoch: the
-                # store is younger than the switches (fresh, or restored).
-                epoch = self.raise_epoch(self._generation(dpid))
-                if not epoch:
-                    return False
-            else:
-                epoch = self.epoch
-            self.sessions.transact(dpid, [compiler.async_config(),
-                                          compiler.role_request(master, epoch)],
-                                   self.switch_timeout)
-            return True
-        except SwitchError as exc:
-            if "STALE" in str(exc) and master:
-                self._fenced(dpid)
-            LOG.warning("switch %016x: role %s not taken: %s", dpid,
-                        "master" if master else "slave", exc)
-            return False
-
-    def _generation(self, dpid: int) -> int:
-        request = compiler.role_query()
-        replies = self.sessions.transact(dpid, [request], self.switch_timeout)
-        return max((compiler.generation_of(r) for r in replies.get(request.xid, [])),
-                   default=0)
-
-    def _fenced(self, dpid: int) -> None:
-        if self.leading:
-            self.on_deposed(f"switch {dpid:016x} answers another controller as master")
 
     # ---- switch sessions ---------------------------------------------------
 
@@ -257,7 +214,7 @@ class EnforcementApp(app_manager.OSKenApp):
         switch knows) and changes nothing.
         """
         if claim:
-            self._claim(dpid)
+            self.roles.claim(dpid)
 
         def adopt(meters):
             self.fabric.mark_hosts(self.net.adopt(
@@ -267,8 +224,8 @@ class EnforcementApp(app_manager.OSKenApp):
         except SwitchError as exc:
             LOG.error("switch %016x could not be prepared: %s", dpid, exc)
             return
-        LOG.info("switch %016x ready (%s)", dpid, "master" if self.leading else "slave")
-        if self.leading:
+        LOG.info("switch %016x ready (%s)", dpid, "master" if self.roles.leading else "slave")
+        if self.roles.leading:
             self.on_switch_ready(dpid)
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
@@ -339,7 +296,7 @@ class EnforcementApp(app_manager.OSKenApp):
 
     def _budget_alarm(self, dpid: int, port: int, budget: str, rate: float,
                       limit: float) -> None:
-        if not self.leading:
+        if not self.roles.leading:
             return  # the followers see the same ports: one report is enough
         ip = self.net.subscriber_at(dpid, port)
         detail = {"learn": "copies to the controller over the port's learning budget",

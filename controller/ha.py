@@ -32,7 +32,7 @@ def wire(app, service, leadership) -> None:
             raised = leadership.raise_epoch(seen + 1)
             if raised:
                 service.epoch_raised(old, raised)
-                app.epoch = raised
+                app.roles.epoch = raised
         if raised and raised != old:
             LOG.warning("a switch has seen generation %d, newer than the store's epoch %d "
                         "(a younger store): leading at epoch %d", seen, old, raised)
@@ -45,7 +45,7 @@ def wire(app, service, leadership) -> None:
             return  # lost meanwhile: the deposition follows
         claimed = app.lead(leadership.epoch)
         epoch = leadership.epoch  # raised again if a switch came meanwhile
-        if not epoch or app.epoch != epoch:
+        if not epoch or app.roles.epoch != epoch:
             return  # lost again while claiming: the deposition follows
         service.take_over(epoch)
         app.prepare_all()
@@ -60,11 +60,11 @@ def wire(app, service, leadership) -> None:
 
     leadership.on_elected = elected
     leadership.on_deposed = deposed
-    app.on_deposed = leadership.step_down
-    app.raise_epoch = raise_to
+    app.roles.on_deposed = leadership.step_down
+    app.roles.raise_epoch = raise_to
     # The store's, read at each claim: a restarted follower knows no epoch
     # yet, and the switches refuse a SLAVE claim with a stale one.
-    app.known_epoch = leadership.newest_epoch
+    app.roles.known_epoch = leadership.newest_epoch
     # Switches that connected before this wiring claimed with no epoch.
     app.follow()
 
