@@ -38,14 +38,14 @@ class Roles:
         self.raise_epoch: Callable[[int], int] = lambda seen: 0
         self.on_deposed: Callable[[str], None] = lambda why: None
 
-    def claim(self, dpid: int) -> bool:
+    def claim(self, dpid: int, retry: bool = True) -> bool:
         """This connection's role on a switch, as this instance stands now."""
         master = self.leading
         try:
             seen = self.generation(dpid)
             if not master:
                 epoch = max(self.known_epoch(), seen)
-            elif seen >= self.epoch:
+            elif seen > self.epoch:  # equal: its own claim, from before a reconnection
                 epoch = self.raise_epoch(seen)
                 if not epoch:
                     return False
@@ -55,6 +55,10 @@ class Roles:
                                   compiler.role_request(master, epoch)], self._timeout())
             return True
         except SwitchError as exc:
+            if "STALE" in str(exc) and not master and retry:
+                # The leader claimed a newer generation between our read
+                # and our claim: read again.
+                return self.claim(dpid, retry=False)
             if "STALE" in str(exc) and master:
                 self.fenced(dpid)
             LOG.warning("switch %016x: role %s not taken: %s", dpid,
