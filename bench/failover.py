@@ -66,6 +66,14 @@ def lab(instances: int, workdir: pathlib.Path, name: str):
         yield running
 
 
+def lift_all(ha, tag: str) -> None:
+    """Lifts every active decision of a series, 256 to a batch."""
+    with ha.client() as ctl:
+        ids = [r.id for r in ctl.list(case_id=f"BENCH-{tag}", states=("active",))]
+        for start in range(0, len(ids), 256):
+            ctl.lift_batch(ids[start:start + 256], "bench")
+
+
 def throughput(ha, targets, decisions: int, clients: int, tag: str) -> float:
     """Apply calls per second, clients at once, each given targets (in a
     rotated order, so that spread targets share the calls)."""
@@ -90,10 +98,7 @@ def throughput(ha, targets, decisions: int, clients: int, tag: str) -> float:
     took = time.monotonic() - started
     if errors:
         raise RuntimeError(f"{len(errors)} decisions failed, first: {errors[0]}")
-    with ha.client() as ctl:  # lifted again, so the next series starts alike
-        ids = [r.id for r in ctl.list(case_id=f"BENCH-{tag}", states=("active",))]
-        for start in range(0, len(ids), 256):
-            ctl.lift_batch(ids[start:start + 256], "bench")
+    lift_all(ha, tag)  # so that the next series starts alike
     return sum(done) / took
 
 
@@ -153,10 +158,7 @@ def failover(ha, kills: int) -> tuple[list[float], list[float]]:
         leader.start()
         leader.process.wait_ready()
         ha.wait_roles(successor)
-        with ha.client() as ctl:
-            ids = [r.id for r in ctl.list(case_id=f"BENCH-kill{kill}", states=("active",))]
-            for start in range(0, len(ids), 256):
-                ctl.lift_batch(ids[start:start + 256], "bench")
+        lift_all(ha, f"kill{kill}")
     return takeovers, gaps
 
 

@@ -46,7 +46,6 @@ class Forwarder:
         self._credentials = credentials
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
-        self.forwarded = 0
 
     def forward(self, method: str, request, context, actor: str):
         """The leader's answer to the call, or None when this instance
@@ -69,9 +68,7 @@ class Forwarder:
             if (leader.holder and leader.holder != self._leadership.holder
                     and leader.expires_in > 0 and leader.address and left > 0):
                 try:
-                    answer = self._call(leader.address, method, request, left, actor)
-                    self.forwarded += 1
-                    return answer
+                    return self._call(leader.address, method, request, left, actor)
                 except grpc.RpcError as exc:
                     if exc.code() not in (grpc.StatusCode.UNAVAILABLE,
                                           grpc.StatusCode.DEADLINE_EXCEEDED):

@@ -62,7 +62,6 @@ class Leadership:
         self._raising = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.elections = 0
 
     # ---- asking ------------------------------------------------------------
 
@@ -186,7 +185,6 @@ class Leadership:
     def _won(self, epoch: int, sent: float) -> None:
         self._valid_until = sent + self.lease - self._margin
         self._epoch = self.known_epoch = epoch
-        self.elections += 1
         LOG.warning("leading at epoch %d (%s)", epoch, self.holder)
         self._transitions.put(("elected", epoch, ""))
 

@@ -52,7 +52,6 @@ from enforcement.store import Event, Store
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ["EnforcementService", "Network", "LIVE"]
 
 
 class EnforcementService:

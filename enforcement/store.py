@@ -211,11 +211,6 @@ class Store:
                                           ENFORCEMENTS.c.serial)).scalars()
             return [codec.from_dict(json.loads(body)) for body in rows], latest
 
-    def revision(self) -> int:
-        with self._engine.connect() as conn:
-            return conn.execute(sa.select(LEADERSHIP.c.revision)
-                                .where(LEADERSHIP.c.id == 1)).scalar() or 0
-
     # ---- leadership ------------------------------------------------------------
 
     def acquire(self, holder: str, address: str, lease: float,
