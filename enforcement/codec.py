@@ -72,8 +72,8 @@ def _spec_from_dict(d: dict | None) -> ActionSpec | None:
         return None
     return ActionSpec(kind=ActionKind(d["kind"]), protocol=d["protocol"],
                       ports=tuple(d["ports"]), direction=d["direction"],
-                      to=tuple(ipaddress.IPv4Network(n) for n in d["to"]),
-                      except_to=tuple(ipaddress.IPv4Network(n) for n in d["except_to"]),
+                      to=tuple(ipaddress.ip_network(n) for n in d["to"]),
+                      except_to=tuple(ipaddress.ip_network(n) for n in d["except_to"]),
                       rate=d["rate"], unit=d["unit"], burst=d["burst"], portal=d["portal"])
 
 
@@ -98,6 +98,7 @@ def to_dict(e: Enforcement) -> dict:
                     "burst": m.burst} for m in e.meters],
         "state": e.state.value, "state_reason": e.state_reason,
         "created_at": e.created_at, "updated_at": e.updated_at, "expires_at": e.expires_at,
+        "addresses": list(e.addresses),
     }
 
 
@@ -105,7 +106,7 @@ def from_dict(x: dict) -> Enforcement:
     d = x["decision"]
     decision = Decision(
         request_id=d["request_id"], case_id=d["case_id"],
-        subscriber=Subscriber(ipaddress.IPv4Address(d["ip"]), d["mac"]),
+        subscriber=Subscriber(ipaddress.ip_address(d["ip"]), d["mac"]),
         violation=Violation(d["violation"]), reason=d["reason"],
         scope=ipaddress.IPv4Network(d["scope"]) if d["scope"] else None,
         requested_action=_spec_from_dict(d["requested_action"]),
@@ -120,4 +121,6 @@ def from_dict(x: dict) -> Enforcement:
         meters=tuple(MeterSpec(m["dpid"], m["id"], m["unit"], m["rate"], m["burst"])
                      for m in x["meters"]),
         state=State(x["state"]), state_reason=x["state_reason"],
-        created_at=x["created_at"], updated_at=x["updated_at"], expires_at=x["expires_at"])
+        created_at=x["created_at"], updated_at=x["updated_at"], expires_at=x["expires_at"],
+        # Records written before dual stack have none.
+        addresses=tuple(x.get("addresses", ())))

@@ -54,11 +54,14 @@ class State(enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class Subscriber:
-    ip: ipaddress.IPv4Address
+    """Who a decision names: one of the subscriber's addresses (either
+    family); the service finds the rest of its identity (its attachment and
+    its other addresses) in the topology."""
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address
     mac: str | None = None  # lower-case colon form when given
 
     def __post_init__(self):
-        if not isinstance(self.ip, SubscriberAddress):
+        if self.ip.version == 4 and not isinstance(self.ip, SubscriberAddress):
             object.__setattr__(self, "ip", SubscriberAddress(int(self.ip)))
 
 
@@ -84,7 +87,8 @@ class Decision:
     subscriber: Subscriber
     violation: Violation
     reason: str
-    # A prefix wider than the subscriber's /32, where the policy allows one.
+    # A prefix wider than the subscriber's /32, where the policy allows one
+    # (IPv4 subscribers only).
     scope: ipaddress.IPv4Network | None = None
     # The action the request asked for instead of the policy's, already
     # checked against the policy.
@@ -126,6 +130,9 @@ class Proposal:
     cookie: int
     rules: tuple[FlowRule, ...]
     meters: tuple[MeterSpec, ...]
+    # The subscriber's addresses it was planned for, both families (the one
+    # the decision named among them).
+    addresses: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +150,8 @@ class Enforcement:
     created_at: float
     updated_at: float
     expires_at: float | None = None
+    # The subscriber's addresses it was planned for, both families.
+    addresses: tuple[str, ...] = ()
 
     @property
     def serial(self) -> int:
@@ -161,6 +170,9 @@ class HostView:
     port: int
     account: str = ""   # from the inventory, when it names this subscriber
     pinned: bool = False
+    # Its IPv6 addresses (link-local included) learned from neighbour
+    # discovery or given by the inventory, and the inventory's prefixes.
+    ipv6: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

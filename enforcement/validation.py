@@ -65,35 +65,38 @@ def parse_ip(text: str, field: str) -> ipaddress.IPv4Address | ipaddress.IPv6Add
     raise InvalidArgument(f"{field} {shown(text)} is not an IP address; {example}")
 
 
-def parse_subscriber_ip(text: str, field: str = "subscriber.ip") -> ipaddress.IPv4Address:
+def parse_subscriber_ip(text: str, field: str = "subscriber.ip"
+                        ) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """A subscriber's unicast address, either family. A link-local IPv6
+    address is refused: it names a host only on one link, and a decision
+    must name the subscriber anywhere (give its global address)."""
     address = parse_ip(text, field)
     if (address.is_unspecified or address.is_loopback or address.is_multicast
             or address.is_reserved or address.is_link_local
             or address == ipaddress.IPv4Address("255.255.255.255")):
-        raise InvalidArgument(f"{field} {address} is not a unicast host address")
-    if address.version != 4:
-        raise InvalidArgument(
-            f"{field} {address} is IPv6; only IPv4 subscribers are supported so far")
+        raise InvalidArgument(f"{field} {address} is not a unicast host address"
+                              + ("; give its global IPv6 address"
+                                 if address.version == 6 and address.is_link_local else ""))
     return address
 
 
-def parse_prefix(text: str, field: str) -> ipaddress.IPv4Network:
-    """An IPv4 address or ADDRESS/LENGTH with no host bits set; no netmask
-    forms (10.0.0.0/255.0.0.0) and no padded lengths (/08)."""
+def parse_prefix(text: str, field: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An address or ADDRESS/LENGTH of either family with no host bits set;
+    no netmask forms (10.0.0.0/255.0.0.0) and no padded lengths (/08)."""
     if len(text) > MAX_ADDRESS_LENGTH:
         raise InvalidArgument(f"{field} is {len(text)} characters long; "
-                              "no IPv4 prefix is longer than 18")
+                              "no prefix is longer than 49")
     address_text, slash, length = text.partition("/")
     address = parse_ip(address_text, field)
-    if address.version != 4:
-        raise InvalidArgument(f"{field} {shown(text)} is IPv6; only IPv4 is supported so far")
+    network_type = ipaddress.IPv4Network if address.version == 4 else ipaddress.IPv6Network
     if not slash:
-        return ipaddress.IPv4Network(address)
-    if not _PREFIX_LENGTH.fullmatch(length) or int(length) > 32:
+        return network_type(address)
+    top = address.max_prefixlen
+    if not _PREFIX_LENGTH.fullmatch(length) or int(length) > top:
         raise InvalidArgument(f"{field} {shown(text)}: the prefix length must be "
-                              "a number from 0 to 32 without leading zeros")
+                              f"a number from 0 to {top} without leading zeros")
     try:
-        return ipaddress.IPv4Network(text, strict=True)
+        return network_type(f"{address}/{length}", strict=True)
     except ValueError as exc:
         raise InvalidArgument(f"{field} {shown(text)} has host bits set ({exc})") from None
 
@@ -150,14 +153,21 @@ def _identifier(name: str, value: str) -> str:
     return value
 
 
-def parse_scope(text: str, ip: ipaddress.IPv4Address) -> ipaddress.IPv4Network | None:
-    """An optional prefix around the subscriber; whether the policy allows it
-    is the service's call."""
+def parse_scope(text: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address
+                ) -> ipaddress.IPv4Network | None:
+    """An optional prefix around an IPv4 subscriber; whether the policy
+    allows it is the service's call."""
     if not text:
         return None
     scope = parse_prefix(text, "scope")
+    if ip.version == 6 or scope.version == 6:
+        raise InvalidArgument(
+            f"scope {shown(text)}: scopes are IPv4 prefixes around an IPv4 subscriber; "
+            "a decision on an IPv6 address covers the subscriber's whole identity "
+            "(all its addresses) already, leave scope empty")
     if ip not in scope:
         raise InvalidArgument(f"scope {scope} does not contain subscriber.ip {ip}")
+    assert isinstance(scope, ipaddress.IPv4Network)
     return None if scope.prefixlen == 32 else scope
 
 

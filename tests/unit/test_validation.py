@@ -4,7 +4,7 @@ import pytest
 
 from enforcement.errors import InvalidArgument
 from enforcement.model import Violation
-from enforcement.validation import validate_apply
+from enforcement.validation import parse_prefix, validate_apply
 
 
 def apply(**overrides):
@@ -24,7 +24,7 @@ def test_valid_request_becomes_a_decision():
 @pytest.mark.parametrize("ip", [
     "", "10.0.0", "10.0.0.256", "010.0.0.1", "10.0.0.1/32", "10.0.0.0-10.0.0.9",
     " 10.0.0.1", "host.example", "0.0.0.0", "127.0.0.1", "224.0.0.1",
-    "255.255.255.255", "169.254.1.1", "::1", "2001:db8::1",
+    "255.255.255.255", "169.254.1.1", "::1", "::", "ff02::1", "fe80::1",
 ])
 def test_malformed_or_non_host_ip_is_refused_naming_the_field(ip):
     with pytest.raises(InvalidArgument, match=r"subscriber\.ip"):
@@ -65,7 +65,7 @@ def test_overlong_reason_is_refused():
     ("::ffff:10.0.0.1", "IPv4 address inside IPv6"),
     ("::ffff:a00:1", "IPv4-mapped"),
     ("1::2::3", "not an IPv6 address"),
-    ("2001:db8::1", "only IPv4 subscribers are supported"),
+    ("fe80::1", "give its global IPv6 address"),
     ("x" * 100, "100 characters long"),
 ])
 def test_odd_address_forms_are_refused_with_the_reason(text, why):
@@ -103,3 +103,23 @@ def test_error_messages_never_echo_a_huge_value():
     with pytest.raises(InvalidArgument) as caught:
         apply(mac="m" * 10000)
     assert len(str(caught.value)) < 200
+
+
+def test_an_ipv6_subscriber_is_accepted_in_canonical_form_without_a_scope():
+    decision = apply(ip="2001:DB8:0::7")
+    assert str(decision.subscriber.ip) == "2001:db8::7"
+    with pytest.raises(InvalidArgument, match="scopes are IPv4 prefixes"):
+        apply(ip="2001:db8::7", scope="2001:db8::/64")
+
+
+@pytest.mark.parametrize("text, why", [
+    ("2001:db8::/64", None), ("2001:db8::1", None), ("2001:db8::1/64", "host bits"),
+    ("2001:db8::/129", "from 0 to 128"), ("2001:db8::/064", "without leading zeros"),
+    ("fe80::1%eth0/64", "zone index"),
+])
+def test_ipv6_prefixes_follow_the_ipv4_rules(text, why):
+    if why is None:
+        assert str(parse_prefix(text, "to")) == (text if "/" in text else text + "/128")
+    else:
+        with pytest.raises(InvalidArgument, match=why):
+            parse_prefix(text, "to")
