@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Sends one UDP datagram and waits for the echo: exit 0 if it came back.
     python3 udp_probe.py 10.0.0.250 53
+    python3 udp_probe.py 2001:db8::250 53
 """
 import socket
 import sys
 
 
 def main(host, port, timeout=2.0):
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
         sock.sendto(b"probe", (host, int(port)))
         try:

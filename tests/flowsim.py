@@ -43,9 +43,11 @@ class Verdict:
 
 
 def _field_matches(value, wanted) -> bool:
-    if isinstance(wanted, tuple):  # (address, mask) for IPv4 fields
-        address, mask = (ipaddress.IPv4Address(x) for x in wanted)
-        return int(ipaddress.IPv4Address(value)) & int(mask) == int(address)
+    if isinstance(wanted, tuple):  # (address, mask) for address fields, either family
+        address, mask = (ipaddress.ip_address(x) for x in wanted)
+        return int(ipaddress.ip_address(value)) & int(mask) == int(address)
+    if isinstance(wanted, str) and ":" in wanted and wanted.count(":") != 5:
+        return ipaddress.ip_address(value) == ipaddress.ip_address(wanted)  # IPv6 text forms
     return value == wanted
 
 
