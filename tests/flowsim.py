@@ -42,17 +42,17 @@ class Verdict:
         return tuple(m for m in self.meters if is_enforcement_meter(m))
 
 
-def _field_matches(value, wanted) -> bool:
+def _field_matches(field: str, value, wanted) -> bool:
     if isinstance(wanted, tuple):  # (address, mask) for address fields, either family
         address, mask = (ipaddress.ip_address(x) for x in wanted)
         return int(ipaddress.ip_address(value)) & int(mask) == int(address)
-    if isinstance(wanted, str) and ":" in wanted and wanted.count(":") != 5:
+    if field.startswith("ipv6_"):
         return ipaddress.ip_address(value) == ipaddress.ip_address(wanted)  # IPv6 text forms
     return value == wanted
 
 
 def _matches(rule: FlowRule, packet: dict) -> bool:
-    return all(field in packet and _field_matches(packet[field], value)
+    return all(field in packet and _field_matches(field, packet[field], value)
                for field, value in rule.match)
 
 
