@@ -43,7 +43,7 @@ from controller.sessions import Sessions
 from controller.switchsync import SwitchSync
 from controller.topostate import TopologyState
 from enforcement.errors import SwitchError
-from enforcement.model import LinkView, Location, PortAlarm, TopologyView
+from enforcement.model import HostView, LinkView, Location, PortAlarm, TopologyView
 
 LOG = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class EnforcementApp(app_manager.OSKenApp):
         # down or came up; an access port went over a budget. (The roles'
         # own are controller/roles.py's, wired by controller/ha.py.)
         self.on_switch_ready: Callable[[int], None] = lambda dpid: None
-        self.on_host_moved: Callable[[str], None] = lambda ip: None
+        self.on_host_moved: Callable[[tuple[str, ...]], None] = lambda addresses: None
         self.on_links_changed: Callable[[], None] = lambda: None
         self.on_port_alarm: Callable = lambda alarm: None
         # Whether anything is enforced on an address: a host learned afresh
@@ -100,6 +100,9 @@ class EnforcementApp(app_manager.OSKenApp):
 
     def locate(self, ip: str) -> Location | None:
         return self.net.locate(ip)
+
+    def host(self, ip: str) -> HostView | None:
+        return self.net.host(ip)
 
     def is_connected(self, dpid: int) -> bool:
         return self.sessions.is_connected(dpid)

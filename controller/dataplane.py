@@ -13,13 +13,16 @@ only its own budgets.
 Tables (enforcement/pipeline.py):
 
   2 learn      (port, MAC) known: on. ARP from a known port and MAC claiming
-               another address, or a source never seen on the port: a copy
-               to the controller through the port's learning meter, and on.
-               Addresses are learned from ARP only: an IPv4 source address
-               is whatever the sender writes (a spoofer would move its
-               victim's address, and its enforcements, onto itself). A
-               port under a learning ban or at its host limit drops unknown
-               sources instead (known hosts keep working).
+               another address, a neighbour solicitation from an IPv6
+               source or an advertisement for a target not known as the
+               host's, or a source never seen on the port: a copy to the
+               controller through the port's learning meter, and on.
+               Addresses are learned from ARP and neighbour discovery only:
+               an IP source address is whatever the sender writes (a
+               spoofer would move its victim's address, and its
+               enforcements, onto itself). A port under a learning ban or
+               at its host limit drops unknown sources instead (known hosts
+               keep working).
   3 forward    eth_dst of a located host: out of the port toward it.
   4 flood      who may flood: settled access ports, through their
                storm-control meter; links on the spanning tree. Nothing
@@ -43,10 +46,13 @@ from enforcement.model import HostView
 
 ETH_TYPE_IPV4 = 0x0800
 ETH_TYPE_ARP = 0x0806
+ETH_TYPE_IPV6 = 0x86DD
+ICMPV6 = 58
+ND_SOLICIT, ND_ADVERT = 135, 136
 
 # Table 2 (learn)
-PRIORITY_HOST_KNOWN = 300     # ARP from a known port, MAC and address
-PRIORITY_HOST_NEW_IP = 200    # ARP from a known port and MAC, another address: copy
+PRIORITY_HOST_KNOWN = 300     # ARP or ND from a known port, MAC and address
+PRIORITY_HOST_NEW_IP = 200    # ARP or ND from a known port and MAC, another address: copy
 PRIORITY_HOST_OTHER = 100     # anything else from a known port and MAC
 PRIORITY_PORT_LEARN = 20      # an unknown source on an access port
 # Table 4 (flood)
@@ -192,28 +198,46 @@ def host_rules(dpid: int, host: HostView, out_port: int | None,
             rules.append(FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_KNOWN, cookie,
                                   (*src, ("eth_type", ETH_TYPE_ARP), ("arp_spa", host.ip)),
                                   on))
+        nd = (*src, ("eth_type", ETH_TYPE_IPV6), ("ip_proto", ICMPV6))
+        for address in host.ipv6:
+            if "/" in address:
+                continue  # an inventory prefix: its addresses are learned one by one
+            rules += [
+                FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_KNOWN, cookie,
+                         (*nd, ("icmpv6_type", ND_SOLICIT), ("ipv6_src", address)), on),
+                FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_KNOWN, cookie,
+                         (*nd, ("icmpv6_type", ND_ADVERT), ("ipv6_nd_target", address)),
+                         on)]
         rules += [
             FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_NEW_IP, cookie,
                      (*src, ("eth_type", ETH_TYPE_ARP)), copy),
+            *(FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_NEW_IP, cookie,
+                       (*nd, ("icmpv6_type", kind)), copy)
+              for kind in (ND_SOLICIT, ND_ADVERT)),
             FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_OTHER, cookie, src, on)]
     return tuple(rules)
 
 
 def hosts_from_rules(dpid: int, rules: Iterable[FlowRule]) -> list[HostView]:
     """The hosts a switch's known-source flows describe (what a restarted
-    controller reads back): MAC and port from the match, address from the
-    cookie."""
+    controller reads back): MAC and port from the match, IPv4 address from
+    the cookie, IPv6 addresses from the known advertisements' targets."""
     found: dict[str, HostView] = {}
+    ipv6: dict[str, list[str]] = {}
     for rule in rules:
-        if (pipeline.namespace_of(rule.cookie) != pipeline.NS_HOST
-                or rule.priority != PRIORITY_HOST_OTHER):
+        if pipeline.namespace_of(rule.cookie) != pipeline.NS_HOST:
             continue
         match = dict(rule.match)
+        if rule.priority == PRIORITY_HOST_KNOWN and "ipv6_nd_target" in match:
+            ipv6.setdefault(str(match["eth_src"]), []).append(str(match["ipv6_nd_target"]))
+        if rule.priority != PRIORITY_HOST_OTHER:
+            continue
         serial = rule.cookie & pipeline.COOKIE_SERIAL_MASK
         ip = str(ipaddress.IPv4Address(serial)) if serial else None
         mac = str(match["eth_src"])
         found[mac] = HostView(mac, ip, dpid, int(match["in_port"]))
-    return sorted(found.values(), key=lambda h: (h.port, h.mac))
+    return sorted((dataclasses.replace(h, ipv6=tuple(sorted(ipv6.get(h.mac, ()))))
+                   for h in found.values()), key=lambda h: (h.port, h.mac))
 
 
 def host_of_rule(rule: FlowRule) -> str | None:

@@ -10,8 +10,9 @@ Learning rules:
 - a port under a learning ban, or holding its maximum of hosts, learns no
   new MAC (controller/portguard.py); the alarm names it;
 - an inventory-pinned address stays where the inventory says;
-- addresses are learned from ARP, never from an IPv4 source address (which
-  a spoofer writes as it likes).
+- addresses are learned from ARP and from IPv6 neighbour discovery (a
+  solicitation's source, an advertisement's target), never from an IP
+  source address alone (which a spoofer writes as it likes).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import logging
 import threading
 
 import networkx as nx
-from os_ken.lib.packet import arp, ether_types, ethernet, packet
+from os_ken.lib.packet import arp, ether_types, ethernet, icmpv6, ipv6, packet
 
 from controller.dataplane import Budgets, Ports
 from controller.fabric import Snapshot
@@ -41,7 +42,7 @@ class Learned:
     """What one packet-in taught: hosts whose flows must change, an address
     whose enforcements must follow its host, alarms to raise."""
     macs: set[str] = dataclasses.field(default_factory=set)
-    follow: str | None = None
+    follow: tuple[str, ...] = ()  # the host's addresses, both families
     alarms: list[tuple[int, int, str, float, float]] = dataclasses.field(default_factory=list)
 
 
@@ -127,6 +128,12 @@ class TopologyState:
         return None if host is None or not host.mac else Location(host.dpid, host.port,
                                                                   host.mac)
 
+    def host(self, ip: str) -> HostView | None:
+        """The host an address of either family belongs to, with all its
+        addresses."""
+        with self._lock:
+            return self.hosts.by_ip(ip)
+
     def view(self) -> TopologyView:
         with self._lock:
             switches = tuple(SwitchView(dpid, tuple(sorted(
@@ -191,6 +198,8 @@ class TopologyState:
                 if self.hosts.by_mac(host.mac) is None and self.hosts.learn(
                         host.dpid, host.port, host.mac, host.ip):
                     learned.add(host.mac)
+                    for address in host.ipv6:
+                        self.hosts.learn(host.dpid, host.port, host.mac, None, address)
             self._hosts_version += 1
         if learned:
             LOG.info("%d host(s) read back from the switches' flows", len(learned))
@@ -203,17 +212,20 @@ class TopologyState:
         eth = pkt.get_protocol(ethernet.ethernet)
         if eth is None or eth.ethertype == ether_types.ETH_TYPE_LLDP or _is_group(eth.src):
             return out
-        # Addresses come from ARP only (controller/dataplane.py says why).
+        # Addresses come from ARP and neighbour discovery only
+        # (controller/dataplane.py says why).
         sender_ip = None
         if (arp_pkt := pkt.get_protocol(arp.arp)) is not None:
             sender_ip = arp_pkt.src_ip
         if sender_ip is not None and not _is_unicast(sender_ip):
             sender_ip = None  # an ARP probe's 0.0.0.0 teaches nothing
+        sender_ipv6 = _nd_address(pkt)
         with self._lock:
             if not self._is_access(dpid, in_port, self._graphs()):
                 return out
             before = self.hosts.by_mac(eth.src)
-            was = self.hosts.by_ip(sender_ip) if sender_ip else None
+            claimed = sender_ip or sender_ipv6
+            was = self.hosts.by_ip(claimed) if claimed else None
             new_here = before is None or (before.dpid, before.port) != (dpid, in_port)
             if new_here and self.guard.banned(dpid, in_port):
                 return out
@@ -224,16 +236,16 @@ class TopologyState:
                                        float(self.hosts.count_at(dpid, in_port)),
                                        float(self._budgets.max_hosts)))
                 return out
-            if (pin := self.hosts.pinned_elsewhere(sender_ip, dpid, in_port)):
+            if (pin := self.hosts.pinned_elsewhere(claimed, dpid, in_port)):
                 LOG.warning("%s (%s) seen at %016x port %d, but the inventory pins "
                             "account %s to %016x port %d; location unchanged",
-                            sender_ip, eth.src, dpid, in_port, pin.account, pin.dpid,
+                            claimed, eth.src, dpid, in_port, pin.account, pin.dpid,
                             pin.port)
                 return out
-            if not self.hosts.learn(dpid, in_port, eth.src, sender_ip):
+            if not self.hosts.learn(dpid, in_port, eth.src, sender_ip, sender_ipv6):
                 return out
             self._hosts_version += 1
-            LOG.info("host %s (%s) at %016x port %d", eth.src, sender_ip or "no IP yet",
+            LOG.info("host %s (%s) at %016x port %d", eth.src, claimed or "no IP yet",
                      dpid, in_port)
             now = self.hosts.by_mac(eth.src)
             assert now is not None  # just learned
@@ -250,15 +262,17 @@ class TopologyState:
                     out.alarms.append((dpid, in_port, "learning_ban", rate,
                                        self._budgets.churn_macs
                                        / self._budgets.churn_seconds))
+            addresses = tuple(a for a in (now.ip, *now.ipv6) if a and "/" not in a)
             if before is not None and (before.dpid, before.port) != (dpid, in_port):
                 LOG.info("host %s moved to %016x port %d", eth.src, dpid, in_port)
-                out.follow = now.ip
-            elif now.ip and _place(was) != _place(now) and is_enforced(now.ip):
-                # The address is known here afresh while enforced: it may have
+                out.follow = addresses
+            elif (claimed and _place(was) != _place(now)
+                  and any(is_enforced(a) for a in addresses)):
+                # An address is known here afresh while enforced: it may have
                 # been planned where it was wrongly seen (an uplink not
                 # discovered yet, forgotten since); the service re-places only
                 # what is not at this port.
-                out.follow = now.ip
+                out.follow = addresses
         return out
 
     def subscriber_at(self, dpid: int, port: int) -> str | None:
@@ -283,6 +297,30 @@ def _place(host: HostView | None) -> tuple[int, int] | None:
 
 def _is_group(mac: str) -> bool:
     return int(mac[:2], 16) & 1 == 1
+
+
+def _nd_address(pkt: packet.Packet) -> str | None:
+    """The IPv6 address a neighbour discovery message shows its sender
+    owns: a solicitation's source (not the unspecified source of duplicate
+    address detection, whose target is only tentative), an advertisement's
+    target."""
+    message = pkt.get_protocol(icmpv6.icmpv6)
+    header = pkt.get_protocol(ipv6.ipv6)
+    if message is None or header is None:
+        return None
+    if message.type_ == icmpv6.ND_NEIGHBOR_SOLICIT:
+        address = header.src
+    elif message.type_ == icmpv6.ND_NEIGHBOR_ADVERT and message.data is not None:
+        address = message.data.dst
+    else:
+        return None
+    try:
+        parsed = ipaddress.IPv6Address(address)
+    except ValueError:
+        return None
+    if parsed.is_unspecified or parsed.is_multicast or parsed.is_loopback:
+        return None
+    return str(parsed)
 
 
 def _is_unicast(ip: str) -> bool:

@@ -11,7 +11,8 @@ the access file).
 
     GET /                       the page
     GET /api/topology           switches, links (up or down), hosts with their
-                                active enforcements, layout coordinates
+                                IPv4 and IPv6 addresses and active enforcements
+                                (named by any of those), layout coordinates
     GET /api/enforcements/ID    one enforcement with its rules and the live
                                 packet/byte counters of its flows
 """
@@ -30,6 +31,7 @@ from collections.abc import Callable
 
 import networkx as nx
 
+from enforcement.hostaddresses import AddressIndex
 from enforcement.model import State
 from enforcement.routing import switch_graph
 
@@ -51,9 +53,14 @@ class ViewModel:
     def topology(self) -> dict:
         view, _ = self._service.topology()
         live = {r.id: r for r in self._service.list(states=[_ACTIVE, _PENDING])}
-        by_ip: dict[str, list] = {}
+        by_address: dict[str, list[str]] = {}
         for record in live.values():
-            by_ip.setdefault(str(record.decision.subscriber.ip), []).append(record)
+            for address in dict.fromkeys((str(record.decision.subscriber.ip),
+                                          *record.addresses)):
+                by_address.setdefault(address, []).append(record.id)
+        owned = AddressIndex(by_address)
+        # A host's enforcements oldest first, whichever of its addresses named them.
+        rank = {enforcement_id: n for n, enforcement_id in enumerate(live)}
         with self._lock:
             current = {}
             for link in view.links:
@@ -71,9 +78,10 @@ class ViewModel:
                     for s in view.switches]
         hosts = []
         for h in view.hosts:
-            records = by_ip.get(h.ip or "", [])
+            records = [live[i] for i in sorted(owned.of(h.ip, h.ipv6), key=rank.__getitem__)]
             hosts.append({
-                "mac": h.mac, "ip": h.ip or "", "switch": f"{h.dpid:016x}", "port": h.port,
+                "mac": h.mac, "ip": h.ip or "", "ipv6": list(h.ipv6),
+                "switch": f"{h.dpid:016x}", "port": h.port,
                 "account": h.account, "pinned": h.pinned,
                 **positions.get(h.mac, {"x": 0.5, "y": 0.5}),
                 "enforcements": [_summary(r) for r in records]})
@@ -130,6 +138,8 @@ class ViewModel:
 
 def _summary(record) -> dict:
     return {"id": record.id, "case": record.decision.case_id,
+            "subscriber": str(record.decision.subscriber.ip),
+            "addresses": list(record.addresses),
             "violation": record.decision.violation.value,
             "action": record.action.kind.value, "description": record.action.description,
             "state": record.state.value}

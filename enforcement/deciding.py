@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from enforcement import pipeline, planner, routing
 from enforcement.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from enforcement.ledger import Ledger, history_key
+from enforcement.ledger import Ledger, history_key, order
 from enforcement.model import (
     Action,
     ActionKind,
@@ -46,32 +46,44 @@ class Decider:
     def propose(self, decision: Decision) -> Proposal:
         self.guard(decision)
         where = self._locate(decision)
-        escalation, spec = self._escalate(decision)
-        ip = decision.subscriber.ip
-        target = planner.Target(where, ip, decision.scope or ipaddress.IPv4Network(ip))
+        addresses = self._identity(decision)
+        self._guard_identity(addresses)
+        escalation, spec = self._escalate(decision, addresses)
+        target = _target(decision, where, addresses)
         context = planner.Context(self.policy.assets, self.policy.quarantine_vlan,
                                   self._walled_garden_routes(spec, where))
         serial = self._ledger.next_serial
         cookie = pipeline.enforcement_cookie(serial)
         planned = planner.plan(spec, target, context, cookie, meter_id=serial)
-        action = Action(spec.kind, spec.describe(str(decision.scope or ip)))
-        return Proposal(action, where, escalation, cookie, planned.rules, planned.meters)
+        action = Action(spec.kind, spec.describe(str(decision.scope or decision.subscriber.ip)))
+        return Proposal(action, where, escalation, cookie, planned.rules, planned.meters,
+                        addresses)
 
     def replan(self, record: Enforcement, where: Location) -> Enforcement:
         """The same enforcement (step, cookie, meter) planned at another
-        place or on the current paths."""
+        place or on the current paths, for the addresses it was planned for
+        and any the subscriber showed since."""
         decision = record.decision
         spec = (decision.requested_action
                 or self.policy.rung(decision.violation).ladder[record.escalation.step - 1])
-        ip = decision.subscriber.ip
-        target = planner.Target(where, ip, decision.scope or ipaddress.IPv4Network(ip))
+        addresses = tuple(dict.fromkeys((*record.addresses, *self._identity(decision))))
+        target = _target(decision, where, addresses)
         context = planner.Context(self.policy.assets, self.policy.quarantine_vlan,
                                   self._walled_garden_routes(spec, where))
         planned = planner.plan(spec, target, context, record.cookie, meter_id=record.serial)
         now = self._clock()
         return dataclasses.replace(
             record, location=where, rules=with_backstop(planned.rules, record.expires_at, now),
-            meters=planned.meters, updated_at=now)
+            meters=planned.meters, updated_at=now, addresses=addresses)
+
+    def _identity(self, decision: Decision) -> tuple[str, ...]:
+        """Every address of the subscriber a decision names, both families:
+        the one named first, then its IPv4 address, then its IPv6 addresses
+        and prefixes as the topology (learning, inventory) knows them."""
+        named = str(decision.subscriber.ip)
+        host = self._network.host(named)
+        known = (host.ip, *host.ipv6) if host is not None else ()
+        return tuple(dict.fromkeys(a for a in (named, *known) if a))
 
     def replay(self, decision: Decision) -> Enforcement | None:
         """The enforcement a repeated request id already made, if any."""
@@ -104,7 +116,7 @@ class Decider:
     def guard(self, decision: Decision) -> None:
         """Protected assets can never be enforced against, and a scope wider
         than one subscriber needs the policy's leave."""
-        scope = decision.scope or ipaddress.IPv4Network(decision.subscriber.ip)
+        scope = decision.scope or ipaddress.ip_network(decision.subscriber.ip)
         limits = self.policy.limits
         if scope.prefixlen < 32 and not limits.allow_wider_scope:
             raise FailedPrecondition(
@@ -123,6 +135,17 @@ class Decider:
                 f"{scope} covers {network}, a protected asset "
                 f"(assets.{name} in the policy); nothing was changed")
 
+    def _guard_identity(self, addresses: tuple[str, ...]) -> None:
+        """A subscriber any of whose addresses is a protected asset is one:
+        naming it by its other family changes nothing."""
+        for address in addresses:
+            clash = self._protected_overlap(ipaddress.ip_network(address))
+            if clash is not None:
+                network, name = clash
+                raise FailedPrecondition(
+                    f"the subscriber's address {address} is {network}, a protected asset "
+                    f"(assets.{name} in the policy); nothing was changed")
+
     # The cache holds the service alive; there is one per process, for its life.
     @functools.lru_cache(maxsize=65536)  # noqa: B019
     def _protected_overlap(self, scope):
@@ -136,14 +159,20 @@ class Decider:
                     return network, name
         return None
 
-    def _escalate(self, decision: Decision):
+    def _escalate(self, decision: Decision, addresses: tuple[str, ...] = ()):
         rung = self.policy.rung(decision.violation)
         since = self._clock() - self.policy.window_seconds
         by_id = self._ledger.by_id
-        ids = self._ledger.history.get(history_key(decision), [])
+        # The history is the subscriber's, whichever of its addresses each
+        # earlier decision named: a repeat over the other family climbs the
+        # same ladder.
+        keys = [history_key(decision, a) for a in addresses or (str(decision.subscriber.ip),)]
+        histories = [h for k in keys if (h := self._ledger.history.get(k))]
+        ids = histories[0] if len(histories) == 1 else sorted(
+            (i for h in histories for i in h), key=lambda i: order(by_id[i]))
         # History is in creation order: the window is a tail of it.
         first = bisect.bisect_left(ids, since, key=lambda i: by_id[i].created_at)
-        failed = self._ledger.failed.get(history_key(decision), set())
+        failed = set().union(*(self._ledger.failed.get(k, ()) for k in keys))
         within = len(ids) - first
         if failed:
             within -= sum(1 for i in failed if by_id[i].created_at >= since)
@@ -185,6 +214,28 @@ class Decider:
                 f"subscriber {ip} was seen with MAC {where.mac}, not "
                 f"{decision.subscriber.mac}; check the case or leave mac empty")
         return where
+
+
+def _target(decision: Decision, where: Location, addresses: tuple[str, ...]) -> planner.Target:
+    """The planner's view of the subscriber: its IPv4 address (the named
+    one or its own), the scope around it, and its IPv6 addresses and
+    prefixes, with the link-local address its MAC gives it (a host has it
+    before it is ever seen using it)."""
+    named = decision.subscriber.ip
+    ipv4 = named if named.version == 4 else next(
+        (ipaddress.IPv4Address(a) for a in addresses if ":" not in a), None)
+    ipv6 = tuple(dict.fromkeys((*(ipaddress.IPv6Network(a) for a in addresses if ":" in a),
+                                ipaddress.IPv6Network(eui64_link_local(where.mac)))))
+    scope = decision.scope or (ipaddress.IPv4Network(ipv4) if ipv4 is not None else None)
+    return planner.Target(where, ipv4, scope, ipv6)
+
+
+def eui64_link_local(mac: str) -> ipaddress.IPv6Address:
+    """fe80:: with the modified EUI-64 interface id of a MAC (RFC 4291)."""
+    octets = bytearray.fromhex(mac.replace(":", ""))
+    octets[0] ^= 0x02
+    interface = bytes(octets[:3]) + b"\xff\xfe" + bytes(octets[3:])
+    return ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + interface)
 
 
 def expiry(decision: Decision, now: float) -> float | None:

@@ -244,8 +244,10 @@ def order(record: Enforcement) -> tuple[float, int]:
     return (record.created_at, record.serial)
 
 
-def history_key(decision: Decision) -> tuple:
-    return (str(decision.subscriber.ip), decision.violation)
+def history_key(decision: Decision, address: str | None = None) -> tuple:
+    """Where a decision's history is kept: by the address it named (the
+    decider reads the histories of every address of the subscriber)."""
+    return (address or str(decision.subscriber.ip), decision.violation)
 
 
 def switches(record: Enforcement) -> list[int]:

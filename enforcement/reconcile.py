@@ -20,7 +20,7 @@ from enforcement.deciding import Decider
 from enforcement.desired import Change, SwitchState
 from enforcement.errors import EnforcementError, SwitchError, SwitchUnreachable
 from enforcement.ledger import LIVE, Ledger, switches
-from enforcement.model import Enforcement, Location, State, TopologyView
+from enforcement.model import Enforcement, HostView, Location, State, TopologyView
 
 LOG = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ _RETRY = tenacity.retry(retry=tenacity.retry_if_exception_type(SwitchUnreachable
 
 class Network(Protocol):
     def locate(self, ip: str) -> Location | None: ...
+    def host(self, ip: str) -> HostView | None: ...
     def is_connected(self, dpid: int) -> bool: ...
     def sync(self, dpid: int, desired: SwitchState, timeout: float,
              verify: bool = False) -> Change: ...

@@ -250,7 +250,7 @@ class EnforcementService:
             rules=with_backstop(proposal.rules, expires_at, now),
             meters=proposal.meters, state=State.PENDING,
             state_reason="waiting for the switch", created_at=now,
-            updated_at=now, expires_at=expires_at)
+            updated_at=now, expires_at=expires_at, addresses=proposal.addresses)
         ledger.next_serial += 1
         offline = [d for d in switches(record) if not self._network.is_connected(d)]
         if offline:
@@ -334,16 +334,20 @@ class EnforcementService:
         with self.ledger.lock:
             records = list(self.ledger.by_id.values())
         return [r for r in sorted(records, key=lambda r: (r.created_at, r.serial))
-                if (not subscriber_ip or str(r.decision.subscriber.ip) == subscriber_ip)
+                if (not subscriber_ip or str(r.decision.subscriber.ip) == subscriber_ip
+                    or subscriber_ip in r.addresses)
                 and (not case_id or r.decision.case_id == case_id)
                 and (not wanted or r.state in wanted)]
 
     def topology(self) -> tuple[TopologyView, dict[str, builtins.list[str]]]:
-        """The network, plus active enforcement ids per subscriber IP."""
+        """The network, plus active enforcement ids per subscriber address
+        (each of its addresses, both families)."""
         view = self._network.topology()
         per_ip: dict[str, list[str]] = {}
         for record in self.list(states=[State.ACTIVE]):
-            per_ip.setdefault(str(record.decision.subscriber.ip), []).append(record.id)
+            for address in dict.fromkeys((str(record.decision.subscriber.ip),
+                                          *record.addresses)):
+                per_ip.setdefault(address, []).append(record.id)
         return view, per_ip
 
     def watch(self, *, after: int = 0, subscriber_ip: str = "", case_id: str = "",
@@ -392,9 +396,12 @@ class EnforcementService:
         if self.leading():
             self.reconciler.resync(dpid)
 
-    def host_moved(self, ip: str) -> None:
+    def host_moved(self, addresses: str | tuple[str, ...]) -> None:
+        """A host was seen at another port: the enforcements named by any of
+        its addresses (both families) follow it."""
         if self.leading():
-            self.reconciler.host_moved(ip)
+            for ip in (addresses,) if isinstance(addresses, str) else addresses:
+                self.reconciler.host_moved(ip)
 
     def links_changed(self) -> None:
         if self.leading():

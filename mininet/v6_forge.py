@@ -11,11 +11,16 @@ tests (stdlib only, run inside a Mininet host as root):
 Each exits 0 once the packet is handed to the kernel; whether it got
 anywhere is for the receiver's capture to say.
 """
+import pathlib
 import socket
 import struct
 import sys
 
 IPV6_FREEBIND = 78  # Linux: bind to an address the host does not hold
+
+
+def _mac(ifname: str) -> str:
+    return pathlib.Path(f"/sys/class/net/{ifname}/address").read_text().strip()
 
 
 def udp(src: str, dst: str, port: str) -> None:
@@ -26,7 +31,7 @@ def udp(src: str, dst: str, port: str) -> None:
 
 
 def na(ifname: str, target: str) -> None:
-    mac = open(f"/sys/class/net/{ifname}/address").read().strip()
+    mac = _mac(ifname)
     sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
@@ -57,8 +62,7 @@ def dhcp4(ifname: str) -> None:
     """A client without an address: source 0.0.0.0, to broadcast. Built by
     hand on a packet socket, since the kernel would write the interface's
     address as the source."""
-    mac = bytes.fromhex(open(f"/sys/class/net/{ifname}/address").read().strip()
-                        .replace(":", ""))
+    mac = bytes.fromhex(_mac(ifname).replace(":", ""))
     # op 1, htype 1, hlen 6, hops 0, xid, secs, flags, 4 addresses, chaddr
     # padded to 16, sname and file empty, the magic cookie, option 53
     # (message type) = 1 (discover), end.

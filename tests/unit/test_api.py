@@ -40,6 +40,10 @@ class RecordingNetwork:
     def locate(self, ip):
         return self.hosts.get(ip)
 
+    def host(self, ip):
+        where = self.locate(ip)
+        return None if where is None else HostView(where.mac, ip, where.dpid, where.port)
+
     def is_connected(self, dpid):
         return dpid in self.connected
 

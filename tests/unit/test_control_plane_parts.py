@@ -4,7 +4,7 @@ the fabric's hold on a switch it finds holding flows."""
 import threading
 import time
 
-from os_ken.lib.packet import arp, ether_types, ethernet, ipv4, packet
+from os_ken.lib.packet import arp, ether_types, ethernet, icmpv6, ipv4, ipv6, packet
 
 from controller.dataplane import Budgets, Ports, host_rules, switch_rules
 from controller.fabric import Fabric, Snapshot
@@ -34,6 +34,16 @@ def ip_frame(mac, src):
     pkt = packet.Packet()
     pkt.add_protocol(ethernet.ethernet("ff:ff:ff:ff:ff:ff", mac, ether_types.ETH_TYPE_IP))
     pkt.add_protocol(ipv4.ipv4(src=src, dst="255.255.255.255", proto=17))
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+def nd_frame(mac, kind, src, target):
+    """A neighbour solicitation (135) or advertisement (136) as a host sends it."""
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet("33:33:ff:00:00:01", mac, ether_types.ETH_TYPE_IPV6))
+    pkt.add_protocol(ipv6.ipv6(src=src, dst="ff02::1:ff00:1", nxt=58, hop_limit=255))
+    pkt.add_protocol(icmpv6.icmpv6(type_=kind, data=icmpv6.nd_neighbor(dst=target)))
     pkt.serialize()
     return bytes(pkt.data)
 
@@ -276,3 +286,41 @@ def test_only_lldp_frames_reach_the_discovery_parser():
     except Exception:
         pass
     assert is_lldp(LLDPPacket.lldp_packet(1, 2, "00:00:00:00:00:01", 120))
+
+
+def test_ipv6_addresses_are_learned_from_neighbour_discovery_only():
+    state = settled_state()
+    mac = "00:00:00:00:00:01"
+    state.learn(1, 1, arp_frame(mac, "10.0.0.1"))
+    # a solicitation teaches its source, an advertisement its target
+    assert state.learn(1, 1, nd_frame(mac, 135, "2001:db8::1", "2001:db8::9")).macs == {mac}
+    assert state.learn(1, 1, nd_frame(mac, 136, "fe80::1", "fe80::1")).macs == {mac}
+    host = state.host("2001:db8::1")
+    assert (host.ip, host.ipv6, host.port) == ("10.0.0.1", ("2001:db8::1", "fe80::1"), 1)
+    assert state.locate("fe80::1").mac == mac
+    # duplicate address detection (source ::) claims nothing: its target is
+    # only tentative; the solicited target is the neighbour's, not its own
+    assert not state.learn(1, 1, nd_frame(mac, 135, "::", "2001:db8::5")).macs
+    assert state.host("2001:db8::5") is None and state.host("2001:db8::9") is None
+    # any other IPv6 source teaches no address
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet("33:33:00:00:00:01", mac, ether_types.ETH_TYPE_IPV6))
+    pkt.add_protocol(ipv6.ipv6(src="2001:db8::77", dst="ff02::1", nxt=17))
+    pkt.serialize()
+    assert not state.learn(1, 1, bytes(pkt.data)).macs
+    assert state.host("2001:db8::77") is None
+
+
+def test_a_moved_host_takes_the_enforcements_of_all_its_addresses_along():
+    state = settled_state()
+    mac = "00:00:00:00:00:01"
+    state.learn(1, 1, arp_frame(mac, "10.0.0.1"))
+    state.learn(1, 1, nd_frame(mac, 135, "2001:db8::1", "2001:db8::9"))
+    moved = state.learn(1, 2, nd_frame(mac, 135, "2001:db8::1", "2001:db8::9"))
+    assert moved.follow == ("10.0.0.1", "2001:db8::1")
+    # an address learned afresh while enforced is followed too
+    other = "00:00:00:00:00:02"
+    state.learn(2, 1, arp_frame(other, "10.0.0.2"))
+    seen = state.learn(2, 1, nd_frame(other, 136, "2001:db8::2", "2001:db8::2"),
+                       is_enforced=lambda ip: ip == "2001:db8::2")
+    assert seen.follow == ("10.0.0.2", "2001:db8::2")

@@ -156,3 +156,40 @@ def test_meters_per_access_port_and_the_switch_wide_cap():
 def test_budgets_refuse_nonsense():
     with pytest.raises(ValueError, match="learn_pps"):
         Budgets(learn_pps=0)
+
+
+# ---- IPv6: addresses learned from neighbour discovery --------------------------
+
+DUAL = HostView("00:00:00:00:00:06", "10.0.0.6", 1, 3,
+                ipv6=("2001:db8::6", "fe80::200:ff:fe00:6"))
+
+
+def nd(in_port, src, kind, ipv6_src, target, dst="33:33:ff:00:00:09"):
+    return {"in_port": in_port, "eth_src": src, "eth_dst": dst, "eth_type": 0x86DD,
+            "ip_proto": 58, "icmpv6_type": kind, "ipv6_src": ipv6_src,
+            "ipv6_nd_target": target}
+
+
+def test_neighbour_discovery_of_a_known_address_is_not_copied_a_new_one_is():
+    rules, _ = switch(hosts=(H1, H2, H3, DUAL))
+    for kind, src, target in ((135, "2001:db8::6", "2001:db8::9"),
+                              (136, "2001:db8::6", "2001:db8::6"),
+                              (135, "fe80::200:ff:fe00:6", "fe80::1")):
+        verdict = simulate(rules, 1, nd(3, DUAL.mac, kind, src, target))
+        assert verdict.forwarded and not verdict.copied, (kind, src)
+    for kind, src, target in ((135, "2001:db8::77", "2001:db8::9"),   # a new source
+                              (136, "2001:db8::6", "2001:db8::2"),    # claims another
+                              (135, "::", "2001:db8::6")):            # duplicate detection
+        verdict = simulate(rules, 1, nd(3, DUAL.mac, kind, src, target))
+        assert verdict.forwarded and verdict.copied, (kind, src, target)
+        assert verdict.meters == (learn_meter(3), storm_meter(3))
+    # Other IPv6 from a known host is never copied.
+    plain = {**frame(3, DUAL.mac, H1.mac), "eth_type": 0x86DD, "ipv6_src": "2001:db8::66"}
+    assert not simulate(rules, 1, plain).copied
+
+
+def test_a_hosts_ipv6_addresses_are_read_back_from_its_flows():
+    rules, _ = switch(hosts=(H1, H2, H3, DUAL))
+    found = {h.mac: h for h in hosts_from_rules(1, rules)}
+    assert found[DUAL.mac].ipv6 == tuple(sorted(DUAL.ipv6))
+    assert found[H1.mac] == H1

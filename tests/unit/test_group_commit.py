@@ -9,7 +9,15 @@ import time
 from enforcement import policy
 from enforcement.desired import SwitchState, apply_change, diff, diff_part
 from enforcement.errors import SwitchError
-from enforcement.model import Decision, Location, State, Subscriber, TopologyView, Violation
+from enforcement.model import (
+    Decision,
+    HostView,
+    Location,
+    State,
+    Subscriber,
+    TopologyView,
+    Violation,
+)
 from enforcement.service import EnforcementService
 from enforcement.store import Store
 
@@ -26,6 +34,10 @@ class SlowSwitch:
     def locate(self, ip):
         n = int(ip.rsplit(".", 1)[1])
         return Location(1, n, f"00:00:00:00:00:{n:02x}")
+
+    def host(self, ip):
+        where = self.locate(ip)
+        return None if where is None else HostView(where.mac, ip, where.dpid, where.port)
 
     def is_connected(self, dpid):
         return True
