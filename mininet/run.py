@@ -209,6 +209,7 @@ def _serve(args, topo, net, controllers: list[lab.ControllerProcess]) -> None:
     time.sleep(SETTLE_SECONDS)  # access ports flood nothing before (controller/settling.py)
     loss = net.pingAll(timeout=2)
     print(f"reachability check: {loss:.0f}% loss", flush=True)
+    _dual_stack(net)
     _start_services(net)
     subscribers = [h for h in net.hosts if h.name.startswith("h")]
     first = subscribers[0] if subscribers else net.hosts[0]
@@ -216,9 +217,10 @@ def _serve(args, topo, net, controllers: list[lab.ControllerProcess]) -> None:
     ha = (f"\n{len(controllers)} controllers; give enforcementctl all their gRPC addresses, "
           f"comma-separated: --server {server}\n") if len(controllers) > 1 else ""
     print(f"""
-Ready. Hosts: {', '.join(f'{h.name}={h.IP()}' for h in net.hosts)}{ha}
-Send a first decision (block port 25 for {first.name}):
+Ready. Hosts: {', '.join(f'{h.name}={h.IP()},{ipv6_of(h)}' for h in net.hosts)}{ha}
+Send a first decision (block port 25 for {first.name}, both families):
   {ctl} apply --ip {first.IP()} --violation spam --case CASE-1
+  (or by its IPv6 address: --ip {ipv6_of(first)})
 See it: {ctl} topology   (or the view: http://{controllers[0].http_address}/)
 Follow: {ctl} watch
 Lift it: {ctl} lift <id>
@@ -231,6 +233,24 @@ Lift it: {ctl} lift <id>
         threading.Event().wait()
 
 
+def ipv6_of(host) -> str:
+    """The global IPv6 address each host gets next to its 10.0.0.N."""
+    return f"2001:db8::{host.IP().rsplit('.', 1)[1]}"
+
+
+def _dual_stack(net) -> None:
+    """Gives every host its IPv6 address and has it solicit a neighbour
+    once, so the controller knows the address (learned from neighbour
+    discovery) before the first decision names it."""
+    for host in net.hosts:
+        host.cmd(f"ip -6 addr add {ipv6_of(host)}/64 dev {host.defaultIntf()} nodad")
+    first = net.hosts[0]
+    for host in net.hosts:
+        peer = first if host is not first else net.hosts[-1]
+        host.cmd(f"ping -6 -c 1 -W 1 {ipv6_of(peer)} > /dev/null")
+    print("IPv6: every host has 2001:db8::N/64 next to its 10.0.0.N", flush=True)
+
+
 def _start_services(net) -> None:
     """Stand-ins for the provider's services, so decisions can be tried with
     real connections (nc -z, the udp probe) from the Mininet CLI."""
@@ -238,7 +258,7 @@ def _start_services(net) -> None:
     for name, tcp, udp in (("dns", (53,), (53,)), ("portal", (80, 443), ()),
                            ("mail", (25, 110, 995), ()), ("inet", (25, 80, 443, 587), ())):
         if name in names:
-            lab.start_listener(net.get(name), tcp, udp)
+            lab.start_listener(net.get(name), tcp, udp, v6=True)
             print(f"{name} answers on TCP {tcp}" + (f", UDP {udp}" if udp else ""), flush=True)
 
 
