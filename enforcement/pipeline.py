@@ -43,6 +43,14 @@ PRIORITY_QUARANTINE_ALLOW = 3500
 PRIORITY_QUARANTINE_DENY = 3400
 PRIORITY_BLOCK_EXCEPTION = 3100
 PRIORITY_BLOCK = 3000
+# Anti-spoofing, from the subscriber's port. Over IPv6 a genuine source is not
+# enough: a neighbour advertisement must also name one of its own addresses
+# (above the guard), and router advertisements, redirects, other
+# advertisements and DHCPv6 server messages are dropped whatever their source
+# (the guard, above the source allow-list). The rest of the port falls to
+# the deny.
+PRIORITY_ANTISPOOF_ND_ALLOW = 2200
+PRIORITY_ANTISPOOF_GUARD = 2100
 PRIORITY_ANTISPOOF_ALLOW = 2000
 PRIORITY_ANTISPOOF_DENY = 1900
 

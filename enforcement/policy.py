@@ -19,7 +19,7 @@ PROTOCOLS = ("tcp", "udp", "icmp", "any")
 DIRECTIONS = ("from_subscriber", "to_subscriber", "both")
 RATE_UNITS = ("kbps", "pktps")
 ASSET_LISTS = ("dns", "portal", "billing_portal", "mail_servers", "smarthosts", "protected")
-Network = ipaddress.IPv4Network
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class PolicyError(ValueError):
@@ -61,7 +61,8 @@ class ActionSpec:
             return f"quarantine {ip}: only DNS and the {self.portal.replace('_', ' ')} answer"
         if self.kind is ActionKind.CUTOFF:
             return f"cut {ip} off: nothing in or out"
-        return f"only packets carrying {ip}'s own IPv4 and MAC addresses leave its port"
+        return (f"only packets carrying {ip}'s own addresses (IPv4, IPv6) and MAC leave "
+                "its port; no router advertisements or DHCPv6 server messages")
 
     def _traffic(self) -> str:
         if self.protocol == "any":
@@ -73,7 +74,7 @@ class ActionSpec:
 
 
 def _addresses(networks) -> str:
-    return ", ".join(str(n.network_address) if n.prefixlen == 32 else str(n)
+    return ", ".join(str(n.network_address) if n.prefixlen == n.max_prefixlen else str(n)
                      for n in networks)
 
 
@@ -115,8 +116,10 @@ class Assets:
             raise KeyError(f"no asset list {name!r}")
         return found
 
-    def protecting(self, address: ipaddress.IPv4Address) -> str | None:
-        """The asset list that protects an address, if any."""
+    def protecting(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address
+                   ) -> str | None:
+        """The asset list that protects an address, if any (a network of the
+        other family never contains it: ipaddress says False, not an error)."""
         for name in ASSET_LISTS:
             if any(address in net for net in getattr(self, name)):
                 return name
@@ -178,7 +181,7 @@ def parse(data: dict, source: str = "policy") -> Policy:
         portal_ports=reader.ports(assets_data, "assets.portal_ports"))
     for name in ("dns", "portal", "billing_portal"):
         # Quarantined traffic is steered to each of these hosts.
-        if any(net.prefixlen != 32 for net in getattr(assets, name)):
+        if any(net.prefixlen != net.max_prefixlen for net in getattr(assets, name)):
             reader.fail(f"assets.{name}", "must list single addresses (no prefixes): "
                         "quarantined traffic is steered to each of them")
     quarantine = reader.table(data, "quarantine")
@@ -289,7 +292,7 @@ def _destinations(values, where: str, assets: Assets, source: str) -> tuple[Netw
             result.append(parse_prefix(value, f"{where} entry"))
         except InvalidArgument as exc:
             raise PolicyError(f"{source}: {where} entry {value!r} is neither an asset name "
-                              f"({', '.join(ASSET_LISTS)}) nor an IPv4 address/prefix "
+                              f"({', '.join(ASSET_LISTS)}) nor an IPv4 or IPv6 address/prefix "
                               f"({exc})") from None
     return tuple(dict.fromkeys(result))
 
@@ -343,9 +346,10 @@ class _Reader:
     def networks(self, data: dict, where: str) -> tuple[Network, ...]:
         value = data.get(where.rsplit(".", 1)[-1], [])
         if not isinstance(value, list):
-            self.fail(where, "must be a list of IPv4 addresses or prefixes")
+            self.fail(where, "must be a list of IPv4 or IPv6 addresses or prefixes")
         try:
             return tuple(parse_prefix(v, "entry") if isinstance(v, str) else _not_text()
                          for v in value)
         except InvalidArgument as exc:
-            self.fail(where, f"has an entry that is not an IPv4 address/prefix ({exc})")
+            self.fail(where, f"has an entry that is not an IPv4 or IPv6 address/prefix "
+                             f"({exc})")

@@ -6,6 +6,7 @@ networkx doing the graph work.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import itertools
 
 import networkx as nx
@@ -39,9 +40,24 @@ def switch_graph(view: TopologyView) -> nx.Graph:
     return graph
 
 
+def _ipv6_text(text: str) -> str | None:
+    """An IPv6 address as ipaddress writes it; None for anything else (an
+    IPv4 address, a prefix: a prefix is no host's address)."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return str(address) if address.version == 6 else None
+
+
 def route(view: TopologyView, from_dpid: int, to_ip: str) -> tuple[Hop, ...]:
-    """The hops from a switch to the port a host (by IP) is attached to."""
-    host = next((h for h in view.hosts if h.ip == to_ip), None)
+    """The hops from a switch to the port a host (by its IPv4 or one of its
+    IPv6 addresses) is attached to."""
+    # IPv6 has several spellings of one address (2001:DB8::1, 2001:db8:0::1).
+    wanted = _ipv6_text(to_ip)
+    host = next((h for h in view.hosts if h.ip == to_ip
+                 or (wanted is not None and any(_ipv6_text(a) == wanted for a in h.ipv6))),
+                None)
     if host is None:
         raise NoRoute(f"{to_ip} has not been seen on any switch")
     graph = switch_graph(view)

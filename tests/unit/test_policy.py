@@ -1,4 +1,5 @@
 import copy
+import ipaddress
 import tomllib
 
 import pytest
@@ -59,6 +60,21 @@ def broken(mutate):
     (lambda d: d["escalation"].update(window_days="ninety"), "escalation.window_days"),
     (lambda d: d["violations"]["spam"]["ladder"][0].update(protocol="any", ports=[]),
      "that is a cutoff"),
+    # IPv6, held to the same canonical forms.
+    (lambda d: d["assets"].update(dns=["2001:db8::35/64"]), "assets.dns"),
+    (lambda d: d["assets"].update(dns=["fe80::35%eth0"]), "assets.dns"),
+    (lambda d: d["assets"].update(smarthosts=["::ffff:10.0.0.252"]), "assets.smarthosts"),
+    (lambda d: d["assets"].update(protected=["2001:db8::/129"]), "assets.protected"),
+    (lambda d: d["assets"].update(protected=["2001:db8::/032"]), "assets.protected"),
+    (lambda d: d["assets"].update(protected=["2001:db8::/ffff::"]), "assets.protected"),
+    (lambda d: d["assets"].update(mail_servers=["2001:db8:::1"]), "assets.mail_servers"),
+    (lambda d: d["assets"].update(portal=["2001:db8:1::/64"]), "assets.portal must list single"),
+    (lambda d: d["assets"].update(billing_portal=["10.0.0.251", "2001:db8::/127"]),
+     "assets.billing_portal must list single"),
+    (lambda d: d["violations"]["spam"]["ladder"][0].update(to=["2001:db8::1/48"]),
+     "violations.spam.ladder[0].to entry '2001:db8::1/48'"),
+    (lambda d: d["violations"]["spam"]["ladder"][0].update(except_to=["2001:db8::/0048"]),
+     "violations.spam.ladder[0].except_to entry '2001:db8::/0048'"),
 ])
 def test_mistakes_are_reported_with_their_field(mutate, field):
     assert field in broken(mutate)
@@ -87,3 +103,26 @@ def test_request_actions_are_held_to_the_policy_bounds():
     with pytest.raises(policy.PolicyError, match=r"action\.ports lists 17"):
         policy.action_spec({"action": "block", "protocol": "tcp", "ports": list(range(1, 18))},
                            "action", rules.assets, rules.limits, "request")
+
+
+def test_ipv6_assets_and_destinations_parse_to_their_family():
+    data = copy.deepcopy(DEFAULT)
+    data["assets"].update(dns=["10.0.0.250", "2001:DB8::35"], portal=["2001:db8::80"],
+                          smarthosts=["10.0.0.252", "2001:db8::fc"],
+                          protected=["2001:db8:ff::/48", "192.0.2.0/24"])
+    data["violations"]["spam"]["ladder"][0].update(
+        to=["2001:db8:5::/48", "10.0.9.0/24", "2001:db8::3"], except_to=["smarthosts"])
+    rules = policy.parse(data, "test.toml")
+    assert rules.assets.dns == (ipaddress.IPv4Network("10.0.0.250/32"),
+                                ipaddress.IPv6Network("2001:db8::35/128"))
+    spam = rules.rung(policy.Violation.SPAM).ladder[0]
+    assert [str(n) for n in spam.to] == ["2001:db8:5::/48", "10.0.9.0/24", "2001:db8::3/128"]
+    assert [str(n) for n in spam.except_to] == ["10.0.0.252/32", "2001:db8::fc/128"]
+    assert spam.describe("10.0.0.1") == (
+        "drop TCP to port 25 from 10.0.0.1 toward 2001:db8:5::/48, 10.0.9.0/24, 2001:db8::3 "
+        "except toward 10.0.0.252, 2001:db8::fc")
+    # An address is protected by its own family's entries only.
+    assert rules.assets.protecting(ipaddress.IPv6Address("2001:db8:ff::9")) == "protected"
+    assert rules.assets.protecting(ipaddress.IPv6Address("::c000:201")) is None
+    assert rules.assets.protecting(ipaddress.IPv4Address("192.0.2.1")) == "protected"
+    assert rules.assets.protecting(ipaddress.IPv6Address("2001:db8::35")) == "dns"

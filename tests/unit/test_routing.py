@@ -48,3 +48,20 @@ def test_a_link_reported_in_one_direction_only_carries_no_path():
                                  if (link.src_dpid, link.dst_dpid) != (1, 2)),
                            ring.hosts)
     assert [h.dpid for h in route(one_way, 1, "10.0.0.251")] == [1, 3, 4]
+
+
+def test_a_server_is_found_by_any_spelling_of_its_ipv6_address():
+    server = HostView("00:00:00:00:00:fb", "10.0.0.251", 9, 2,
+                      ipv6=("fe80::fb", "2001:db8::fb", "2001:db8:1::/64"))
+    dual = TopologyView(ISP.switches, ISP.links, (server,))
+    by_ipv4 = route(dual, 2, "10.0.0.251")
+    for spelling in ("2001:db8::fb", "2001:DB8:0::FB", "2001:0db8:0000::00fb", "fe80::fb"):
+        assert route(dual, 2, spelling) == by_ipv4, spelling
+
+
+def test_an_inventory_prefix_or_an_unknown_ipv6_address_is_no_host():
+    server = HostView("00:00:00:00:00:fb", None, 9, 2, ipv6=("2001:db8:1::/64",))
+    v6_only = TopologyView(ISP.switches, ISP.links, (server,))
+    for address in ("2001:db8:1::", "2001:db8:1::/64", "2001:db8::99"):
+        with pytest.raises(NoRoute, match="has not been seen"):
+            route(v6_only, 2, address)
