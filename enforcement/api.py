@@ -17,17 +17,16 @@ from grpc_reflection.v1alpha import reflection
 
 from enforcement import access as access_rules
 from enforcement import errors, policy, validation
-from enforcement.guard import Guard, current_actor
-from enforcement.model import (
-    ActionKind,
-    Enforcement,
-    Escalation,
-    Location,
-    Proposal,
-    State,
-    TopologyView,
-    Violation,
+from enforcement.convert import (  # event_to_proto is also imported from here (test_port_alarms)
+    audit_to_proto,
+    enforcement_to_proto,
+    event_to_proto,
+    proposal_to_proto,
+    topology_to_proto,
 )
+from enforcement.convert import enum_from_proto as _enum_from_proto
+from enforcement.guard import Guard, current_actor
+from enforcement.model import ActionKind, State, Violation
 from enforcement.service import EnforcementService
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
@@ -49,146 +48,6 @@ _STATUS = {
     errors.SwitchError: grpc.StatusCode.UNAVAILABLE,
     errors.NotLeader: grpc.StatusCode.UNAVAILABLE,
 }
-
-
-def _enum_to_proto(value, prefix: str) -> int:
-    return pb.DESCRIPTOR.enum_types_by_name[prefix].values_by_name[
-        _PROTO_PREFIX[prefix] + value.name].number
-
-
-def _enum_from_proto(enum_cls, prefix: str, number: int):
-    """Domain member for a proto enum number, None for UNSPECIFIED or unknown."""
-    proto_value = pb.DESCRIPTOR.enum_types_by_name[prefix].values_by_number.get(number)
-    if proto_value is None:
-        return None
-    return enum_cls.__members__.get(proto_value.name[len(_PROTO_PREFIX[prefix]):])
-
-
-_PROTO_PREFIX = {"Violation": "VIOLATION_", "ActionKind": "ACTION_KIND_",
-                 "State": "STATE_"}
-
-
-def _location(where: Location) -> pb.Location:
-    return pb.Location(datapath_id=where.dpid, port=where.port, mac=where.mac)
-
-
-def _escalation(e: Escalation) -> pb.Escalation:
-    return pb.Escalation(step=e.step, of_steps=e.of_steps, reason=e.reason,
-                         clause=e.clause, next_action=e.next_action)
-
-
-_RULES_CACHE: dict[int, tuple] = {}
-
-
-def _rules(rules) -> list[pb.Rule]:
-    """The same rules tuple travels with every version of a record (Apply's
-    answer, then Lift's): its messages are built once."""
-    cached = _RULES_CACHE.get(id(rules))
-    if cached is not None and cached[0] is rules:
-        return cached[1]
-    if len(_RULES_CACHE) > 8192:
-        _RULES_CACHE.clear()
-    built = _build_rules(rules)
-    _RULES_CACHE[id(rules)] = (rules, built)
-    return built
-
-
-def _build_rules(rules) -> list[pb.Rule]:
-    return [pb.Rule(datapath_id=rule.dpid, table_id=rule.table_id,
-                    priority=rule.priority, cookie=rule.cookie,
-                    match=[pb.MatchField(field=k, value=v) for k, v in rule.match_text()],
-                    actions=rule.action_texts(), text=rule.text())
-            for rule in rules]
-
-
-def _meters(meters) -> list[pb.Meter]:
-    return [pb.Meter(datapath_id=m.dpid, meter_id=m.meter_id, unit=m.unit, rate=m.rate,
-                     burst=m.burst, text=m.text()) for m in meters]
-
-
-def _action(action) -> pb.Action:
-    return pb.Action(
-        # protoc's .pyi types enum fields as their class; protobuf takes the numbers
-        kind=_enum_to_proto(action.kind, "ActionKind"),  # type: ignore[arg-type]
-        description=action.description)
-
-
-def proposal_to_proto(proposal: Proposal) -> pb.Plan:
-    return pb.Plan(action=_action(proposal.action), location=_location(proposal.location),
-                   escalation=_escalation(proposal.escalation),
-                   rules=_rules(proposal.rules), meters=_meters(proposal.meters))
-
-
-def enforcement_to_proto(record: Enforcement) -> pb.Enforcement:
-    message = pb.Enforcement(
-        id=record.id,
-        request_id=record.decision.request_id,
-        case_id=record.decision.case_id,
-        subscriber=pb.Subscriber(ip=str(record.decision.subscriber.ip),
-                                 mac=record.decision.subscriber.mac or ""),
-        # protoc's .pyi types enum fields as their class; protobuf takes the numbers
-        violation=_enum_to_proto(  # type: ignore[arg-type]
-            record.decision.violation, "Violation"),
-        reason=record.decision.reason,
-        action=_action(record.action),
-        state=_enum_to_proto(record.state, "State"),  # type: ignore[arg-type]  # as above
-        state_reason=record.state_reason,
-        location=_location(record.location),
-        rules=_rules(record.rules),
-        escalation=_escalation(record.escalation),
-        meters=_meters(record.meters),
-    )
-    message.created_at.FromNanoseconds(int(record.created_at * 1e9))
-    message.updated_at.FromNanoseconds(int(record.updated_at * 1e9))
-    if record.expires_at is not None:
-        message.expires_at.FromNanoseconds(int(record.expires_at * 1e9))
-    return message
-
-
-def event_to_proto(event) -> pb.Event:
-    message = pb.Event(
-        sequence=event.sequence,
-        kind=pb.EventKind.Value("EVENT_KIND_" + event.kind.upper()),
-        enforcement_id=event.enforcement_id, case_id=event.case_id,
-        subscriber_ip=event.subscriber_ip,
-        # A port alarm belongs to no enforcement, so it has no state.
-        state=(pb.State.Value("STATE_" + event.state.upper()) if event.state
-               else pb.STATE_UNSPECIFIED),
-        detail=event.detail)
-    if event.budget is not None:  # a port alarm: which port, which budget, how far over
-        message.datapath_id = event.datapath_id
-        message.port = event.port
-        message.budget = event.budget
-        message.rate = event.rate
-        message.limit = event.budget_limit
-    message.at.FromNanoseconds(int(event.at * 1e9))
-    return message
-
-
-def audit_to_proto(entry) -> pb.AuditEntry:
-    message = pb.AuditEntry(
-        sequence=entry.sequence, actor=entry.actor, call=entry.call,
-        outcome=entry.outcome, enforcement_id=entry.enforcement_id,
-        case_id=entry.case_id, clause=entry.clause, detail=entry.detail)
-    message.at.FromNanoseconds(int(entry.at * 1e9))
-    return message
-
-
-def topology_to_proto(view: TopologyView,
-                      enforcements_by_ip: dict[str, list[str]]) -> pb.Topology:
-    return pb.Topology(
-        switches=[pb.Switch(datapath_id=s.dpid,
-                            ports=[pb.Port(number=n, name=name) for n, name in s.ports])
-                  for s in view.switches],
-        links=[pb.Link(src_datapath_id=link.src_dpid, src_port=link.src_port,
-                       dst_datapath_id=link.dst_dpid, dst_port=link.dst_port)
-               for link in view.links],
-        hosts=[pb.Host(mac=h.mac, ip=h.ip or "", datapath_id=h.dpid, port=h.port,
-                       enforcement_ids=enforcements_by_ip.get(h.ip or "", []),
-                       account=h.account, pinned=h.pinned)
-               for h in view.hosts],
-    )
-
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100

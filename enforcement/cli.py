@@ -28,6 +28,8 @@ def _print_enforcement(e: pb.Enforcement) -> None:
     print(f"subscriber {e.subscriber.ip}"
           f"{' (' + e.location.mac + ')' if e.location.mac else ''}"
           f" at switch {e.location.datapath_id:016x} port {e.location.port}")
+    if e.subscriber.addresses:
+        print(f"addresses: {', '.join(e.subscriber.addresses)}")
     print(f"violation: {_name(pb.Violation, e.violation, 'VIOLATION_')}")
     print(f"state:     {_name(pb.State, e.state, 'STATE_')} ({e.state_reason})")
     _print_outcome(e)
@@ -98,11 +100,20 @@ def _topology(ctl: EnforcementClient, args):
     for link in topo.links:
         print(f"link   {link.src_datapath_id:016x}:{link.src_port} -> "
               f"{link.dst_datapath_id:016x}:{link.dst_port}")
-    _table([[h.ip or "-", h.mac or "-", f"{h.datapath_id:016x}", str(h.port),
-             h.account + (" (pinned)" if h.pinned else "") or "-",
-             ",".join(h.enforcement_ids) or "-"] for h in topo.hosts],
-           ["HOST IP", "MAC", "SWITCH", "PORT", "ACCOUNT", "ENFORCEMENTS"])
+    _hosts_table(topo)
     return 0
+
+
+def _hosts(ctl: EnforcementClient, args):
+    _hosts_table(ctl.topology())
+    return 0
+
+
+def _hosts_table(topo: pb.Topology) -> None:
+    _table([[h.ip or "-", ",".join(h.ipv6) or "-", h.mac or "-", f"{h.datapath_id:016x}",
+             str(h.port), h.account + (" (pinned)" if h.pinned else "") or "-",
+             ",".join(h.enforcement_ids) or "-"] for h in topo.hosts],
+           ["HOST IP", "IPV6", "MAC", "SWITCH", "PORT", "ACCOUNT", "ENFORCEMENTS"])
 
 
 def _audit(ctl: EnforcementClient, args):
@@ -175,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, run, text in (("apply", _apply, "enforce a decision"),
                             ("plan", _plan, "what apply would do, changing nothing")):
         command = commands.add_parser(name, help=text)
-        command.add_argument("--ip", required=True, help="subscriber IPv4 address")
+        command.add_argument("--ip", required=True,
+                             help="any one of the subscriber's addresses, IPv4 or "
+                                  "(global) IPv6: the decision covers all of them")
         command.add_argument("--violation", required=True, choices=sorted(_VIOLATIONS))
         command.add_argument("--case", required=True, help="case id")
         command.add_argument("--reason", default="")
@@ -193,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(run=_show)
 
     listing = commands.add_parser("list", help="enforcements, optionally filtered")
-    listing.add_argument("--ip")
+    listing.add_argument("--ip", help="only this subscriber, by any of its addresses "
+                                      "(IPv4 or IPv6)")
     listing.add_argument("--case")
     listing.add_argument("--state", action="append", default=[],
                          choices=["pending", "active", "failed", "lifted", "expired"])
@@ -202,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch = commands.add_parser(
         "watch", help="follow enforcement events live (applied, lifted, expired, "
                       "repaired...) and port alarms (port_over_budget)")
-    watch.add_argument("--ip", help="only this subscriber")
+    watch.add_argument("--ip", help="only this subscriber (IPv4 or IPv6 address)")
     watch.add_argument("--case", help="only this case")
     watch.add_argument("--after", type=int, default=0, metavar="SEQ",
                        help="replay events after this sequence number first (0: all)")
@@ -218,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     topology = commands.add_parser("topology", help="switches, links, hosts")
     topology.set_defaults(run=_topology)
+
+    hosts = commands.add_parser("hosts", help="hosts only: addresses of both families, "
+                                              "where, account, enforcements")
+    hosts.set_defaults(run=_hosts)
     return parser
 
 

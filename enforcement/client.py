@@ -182,6 +182,8 @@ class EnforcementClient:
               mac: str = "", request_id: str | None = None, scope: str = "",
               duration: float | None = None, action: pb.ActionRequest | None = None,
               timeout: float | None = None) -> pb.Enforcement:
+        """ip: any one of the subscriber's addresses, IPv4 or IPv6; the answer's
+        subscriber.addresses lists every address it was enforced on."""
         request = pb.ApplyRequest(
             request_id=request_id or f"py-{uuid.uuid4().hex}", case_id=case_id,
             subscriber=pb.Subscriber(ip=ip, mac=mac),

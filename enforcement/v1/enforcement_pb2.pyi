@@ -116,12 +116,14 @@ EVENT_KIND_MOVED: EventKind
 EVENT_KIND_PORT_OVER_BUDGET: EventKind
 
 class Subscriber(_message.Message):
-    __slots__ = ("ip", "mac")
+    __slots__ = ("ip", "mac", "addresses")
     IP_FIELD_NUMBER: _ClassVar[int]
     MAC_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     ip: str
     mac: str
-    def __init__(self, ip: _Optional[str] = ..., mac: _Optional[str] = ...) -> None: ...
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ip: _Optional[str] = ..., mac: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ApplyRequest(_message.Message):
     __slots__ = ("request_id", "case_id", "subscriber", "violation", "reason", "action", "scope", "duration", "expires_at")
@@ -468,7 +470,7 @@ class Link(_message.Message):
     def __init__(self, src_datapath_id: _Optional[int] = ..., src_port: _Optional[int] = ..., dst_datapath_id: _Optional[int] = ..., dst_port: _Optional[int] = ...) -> None: ...
 
 class Host(_message.Message):
-    __slots__ = ("mac", "ip", "datapath_id", "port", "enforcement_ids", "account", "pinned")
+    __slots__ = ("mac", "ip", "datapath_id", "port", "enforcement_ids", "account", "pinned", "ipv6")
     MAC_FIELD_NUMBER: _ClassVar[int]
     IP_FIELD_NUMBER: _ClassVar[int]
     DATAPATH_ID_FIELD_NUMBER: _ClassVar[int]
@@ -476,6 +478,7 @@ class Host(_message.Message):
     ENFORCEMENT_IDS_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     PINNED_FIELD_NUMBER: _ClassVar[int]
+    IPV6_FIELD_NUMBER: _ClassVar[int]
     mac: str
     ip: str
     datapath_id: int
@@ -483,7 +486,8 @@ class Host(_message.Message):
     enforcement_ids: _containers.RepeatedScalarFieldContainer[str]
     account: str
     pinned: bool
-    def __init__(self, mac: _Optional[str] = ..., ip: _Optional[str] = ..., datapath_id: _Optional[int] = ..., port: _Optional[int] = ..., enforcement_ids: _Optional[_Iterable[str]] = ..., account: _Optional[str] = ..., pinned: _Optional[bool] = ...) -> None: ...
+    ipv6: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, mac: _Optional[str] = ..., ip: _Optional[str] = ..., datapath_id: _Optional[int] = ..., port: _Optional[int] = ..., enforcement_ids: _Optional[_Iterable[str]] = ..., account: _Optional[str] = ..., pinned: _Optional[bool] = ..., ipv6: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Topology(_message.Message):
     __slots__ = ("switches", "links", "hosts")

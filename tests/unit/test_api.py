@@ -369,3 +369,169 @@ def test_a_batch_too_big_or_empty_is_refused_whole(stub, network):
     code, _ = code_of(lambda: stub.ApplyBatch(pb.ApplyBatchRequest()))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert network.flows == set()
+
+
+# ---- dual stack ---------------------------------------------------------------------
+
+V6 = "2001:db8:1::1"
+
+
+class DualStackNetwork(RecordingNetwork):
+    """10.0.0.1 is also 2001:db8:1::1 in its /64, with a link-local address."""
+    IPV6 = ("fe80::200:ff:fe00:1", V6, "2001:db8:1::/64")
+
+    def locate(self, ip):
+        return super().locate("10.0.0.1" if ip in self.IPV6 else ip)
+
+    def host(self, ip):
+        where = self.locate(ip)
+        if where is None:
+            return None
+        if where == self.hosts["10.0.0.1"]:
+            return HostView(where.mac, "10.0.0.1", where.dpid, where.port, ipv6=self.IPV6)
+        return HostView(where.mac, ip, where.dpid, where.port)
+
+    def topology(self):
+        view = super().topology()
+        return TopologyView(view.switches, view.links,
+                            (*view.hosts, self.host("10.0.0.1"), self.host("10.0.0.3")))
+
+
+@pytest.fixture
+def dual_stub(tmp_path):
+    service = EnforcementService(DualStackNetwork(), policy.load(),
+                                 Store(f"sqlite:///{tmp_path}/dual.db"))
+    server, port = create_server("127.0.0.1:0", service)
+    server.start()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield pb_grpc.EnforcementServiceStub(channel)
+    server.stop(None)
+
+
+def test_a_subscriber_named_by_ipv6_is_answered_with_all_its_addresses(dual_stub):
+    by_v6 = dual_stub.Apply(spam("r1", ip=V6))
+    assert by_v6.state == pb.STATE_ACTIVE and by_v6.subscriber.ip == V6
+    assert {V6, "10.0.0.1", "2001:db8:1::/64"} <= set(by_v6.subscriber.addresses)
+    assert dual_stub.Get(pb.GetRequest(id=by_v6.id)).subscriber.addresses == \
+        by_v6.subscriber.addresses
+    by_v4 = dual_stub.Apply(spam("r2", ip="10.0.0.1"))
+    assert by_v4.subscriber.ip == "10.0.0.1" and V6 in by_v4.subscriber.addresses
+    # Either address finds both: one subscriber, whichever address named it.
+    for address in (V6, "10.0.0.1"):
+        found = dual_stub.List(pb.ListRequest(subscriber_ip=address)).enforcements
+        assert [e.id for e in found] == [by_v6.id, by_v4.id], address
+    assert dual_stub.List(pb.ListRequest(subscriber_ip="10.0.0.3")).enforcements == []
+    host = next(h for h in dual_stub.GetTopology(pb.GetTopologyRequest()).hosts
+                if h.ip == "10.0.0.1")
+    assert list(host.ipv6) == list(DualStackNetwork.IPV6)
+    assert sorted(host.enforcement_ids) == sorted([by_v6.id, by_v4.id])
+
+
+def test_ipv6_filters_are_checked_like_addresses(dual_stub):
+    code, details = code_of(lambda: dual_stub.List(pb.ListRequest(subscriber_ip="2001:db8::g")))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "subscriber_ip" in details
+    code, details = code_of(lambda: dual_stub.Apply(spam(ip="fe80::200:ff:fe00:1")))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "global IPv6" in details
+
+
+class FixedService:
+    """The answers a service would give, fixed: the conversion under test,
+    not the decider's or the service's state."""
+
+    def __init__(self, record, view, by_ip):
+        self.record, self.view, self.by_ip = record, view, by_ip
+
+    def get(self, enforcement_id):
+        return self.record
+
+    def topology(self):
+        return self.view, self.by_ip
+
+    def record_refusal(self, *args):
+        pass
+
+
+def test_addresses_and_ipv6_travel_in_the_answers(service):
+    import dataclasses
+
+    from enforcement.model import Violation
+    from enforcement.validation import validate_apply
+    record = service.apply(validate_apply(request_id="c1", case_id="C", ip="10.0.0.1",
+                                          mac="", violation=Violation.SPAM, reason=""))
+    record = dataclasses.replace(record, addresses=("10.0.0.1", V6, "2001:db8:1::/64"))
+    subscriber = HostView("00:00:00:00:00:01", "10.0.0.1", 1, 1, account="ACME",
+                          pinned=True, ipv6=("fe80::1", V6, "2001:db8:1::/64"))
+    neighbour = HostView("00:00:00:00:00:03", "10.0.0.3", 2, 1, ipv6=("fe80::1",))
+    v6_only = HostView("00:00:00:00:00:04", None, 2, 2, ipv6=("2001:db8:2::4",))
+    by_ip = {"10.0.0.1": ["e-v4"], V6: ["e-v4", "e-v6"], "2001:db8:1::77": ["e-prefix"],
+             "fe80::1": ["e-link-local"], "2001:db8:2::4": ["e-other"],
+             "2001:db8:3::1": ["e-outside"]}
+    view = TopologyView((SwitchView(1, ()),), (), (subscriber, neighbour, v6_only))
+    server, port = create_server("127.0.0.1:0", FixedService(record, view, by_ip))
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.EnforcementServiceStub(channel)
+            answer = stub.Get(pb.GetRequest(id=record.id))
+            hosts = stub.GetTopology(pb.GetTopologyRequest()).hosts
+    finally:
+        server.stop(None)
+    assert answer.subscriber.ip == "10.0.0.1"
+    assert list(answer.subscriber.addresses) == ["10.0.0.1", V6, "2001:db8:1::/64"]
+    assert list(hosts[0].ipv6) == ["fe80::1", V6, "2001:db8:1::/64"]
+    # Its IPv4 address, its IPv6 address, an address in its prefix; each id
+    # once; a link-local address names no one host.
+    assert list(hosts[0].enforcement_ids) == ["e-v4", "e-v6", "e-prefix"]
+    assert (hosts[0].account, hosts[0].pinned) == ("ACME", True)
+    assert list(hosts[1].enforcement_ids) == []
+    assert hosts[2].ip == "" and list(hosts[2].enforcement_ids) == ["e-other"]
+
+
+def test_a_request_with_addresses_is_read_by_its_ip_alone(stub):
+    request = spam()
+    request.subscriber.addresses.extend(["10.0.0.3", V6])
+    answer = stub.Apply(request)
+    assert answer.subscriber.ip == "10.0.0.1"
+    assert "10.0.0.3" not in answer.subscriber.addresses
+    assert {r.datapath_id for r in answer.rules} == {1}
+
+
+def test_old_readers_still_read_the_new_messages():
+    """Wire compatibility: the existing fields keep their numbers, and a
+    reader built from the old Subscriber skips the new field."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    assert {f.name: f.number for f in pb.Subscriber.DESCRIPTOR.fields} == {
+        "ip": 1, "mac": 2, "addresses": 3}
+    assert {f.name: f.number for f in pb.Host.DESCRIPTOR.fields} == {
+        "mac": 1, "ip": 2, "datapath_id": 3, "port": 4, "enforcement_ids": 5, "account": 6,
+        "pinned": 7, "ipv6": 8}
+    old_file = descriptor_pb2.FileDescriptorProto(name="old.proto", package="old",
+                                                  syntax="proto3")
+    old_subscriber = old_file.message_type.add(name="Subscriber")
+    for name, number in (("ip", 1), ("mac", 2)):
+        old_subscriber.field.add(name=name, number=number,
+                                 type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+                                 label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(old_file)
+    old = message_factory.GetMessageClass(pool.FindMessageTypeByName("old.Subscriber"))
+    new = pb.Subscriber(ip=V6, mac="00:00:00:00:00:01", addresses=["10.0.0.1", V6])
+    read = old.FromString(new.SerializeToString())
+    assert (read.ip, read.mac) == (V6, "00:00:00:00:00:01")
+
+
+@pytest.mark.parametrize("host_ipv6, owned", [
+    (("2001:db8:1::5",), ["in-64", "in-56"]),                 # inside filed prefixes
+    (("2001:db8:1::/64",), ["in-64", "in-56", "addr"]),       # nested both ways
+    (("2001:db8:1::/48",), ["in-64", "in-56", "addr"]),
+    (("2001:db8:1:80::/60",), ["in-56"]),                     # beside the /64
+    (("2001:db8:2::5", "fe80::5"), []),                       # elsewhere; link-local
+    (("not an address", "2001:db8:1::9"), ["addr", "in-64", "in-56"]),
+])
+def test_a_host_owns_what_any_of_its_ipv6_addresses_overlaps(host_ipv6, owned):
+    from enforcement.hostaddresses import AddressIndex
+    index = AddressIndex({"2001:db8:1::/64": ["in-64"], "2001:db8:1::/56": ["in-56"],
+                          "2001:db8:1::9": ["addr"], "fe80::5": ["link-local"],
+                          "10.0.0.1": ["v4"]})
+    assert sorted(index.of(None, host_ipv6)) == sorted(owned)
+    assert index.of("10.0.0.1", host_ipv6)[0] == "v4"

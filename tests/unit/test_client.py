@@ -220,3 +220,49 @@ def test_cli_watch_prints_events_as_they_happen(served, service):
     lines = out.splitlines()
     assert len(lines) == 1 and first.id in lines[0] and "lifted" in lines[0]
     assert "OTHER" not in out
+
+
+@pytest.fixture
+def dual_served(tmp_path):
+    from test_api import DualStackNetwork
+    serving = serve("127.0.0.1:0", EnforcementService(
+        DualStackNetwork(), policy.load(), Store(f"sqlite:///{tmp_path}/dual.db")))
+    yield serving
+    serving.stop(None)
+
+
+def test_cli_takes_ipv6_addresses_and_shows_both_families(dual_served, capsys):
+    from enforcement import cli
+    from test_api import V6, DualStackNetwork
+
+    def ctl(*args):
+        code = cli.main(["--server", f"127.0.0.1:{dual_served.port}", *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = ctl("plan", "--ip", V6, "--violation", "spam", "--case", "C-6")
+    assert code == 0 and "where:" in out and "eth_type=0x86dd" in out
+    code, out, _ = ctl("apply", "--ip", V6, "--violation", "spam", "--case", "C-6")
+    assert code == 0 and f"subscriber {V6} (00:00:00:00:00:01)" in out
+    [addresses] = [line for line in out.splitlines() if line.startswith("addresses:")]
+    assert {V6, "10.0.0.1"} <= set(addresses.split(None, 1)[1].split(", "))
+    [enforcement_id] = [line.split()[1] for line in out.splitlines() if line.startswith("id:")]
+    for address in (V6, "10.0.0.1"):
+        code, out, _ = ctl("list", "--ip", address)
+        assert code == 0 and enforcement_id in out and V6 in out, address
+    code, out, _ = ctl("watch", "--ip", V6, "--count", "1")
+    assert code == 0 and enforcement_id in out and V6 in out
+    code, _, err = ctl("list", "--ip", "fe80::1%eth0")
+    assert code == 1 and "INVALID_ARGUMENT" in err and "zone" in err
+
+    for command in ("hosts", "topology"):
+        code, out, _ = ctl(command)
+        assert code == 0
+        lines = out.splitlines()
+        header = next(line for line in lines if line.startswith("HOST IP"))
+        assert header.split()[:4] == ["HOST", "IP", "IPV6", "MAC"]
+        [subscriber] = [line for line in lines if line.startswith("10.0.0.1 ")]
+        assert subscriber.split()[1] == ",".join(DualStackNetwork.IPV6)
+        assert subscriber.split()[-1] == enforcement_id
+        [dns] = [line for line in lines if line.startswith("10.0.0.250 ")]
+        assert dns.split()[1] == "-"

@@ -1,6 +1,7 @@
 """The topology view's HTTP server over a real socket: read-only, token when
 configured, JSON that matches the service (the browser tests in
 tests/e2e/test_view.py drive the page itself)."""
+import ipaddress
 import json
 import urllib.error
 import urllib.request
@@ -16,6 +17,7 @@ from enforcement.validation import validate_apply
 from test_api import RecordingNetwork
 
 TOKEN = "s3cret-token-0123456789"
+V6_ONLY = "2001:db8:7::1"
 
 
 @pytest.fixture
@@ -102,3 +104,60 @@ def test_with_a_token_every_request_needs_it(service):
         assert fetch(web, "/api/topology", token=TOKEN)[0] == 200
     finally:
         web.stop()
+
+
+def test_a_host_shows_its_ipv6_addresses_and_the_enforcements_they_named(tmp_path):
+    from test_api import V6, DualStackNetwork
+    dual = EnforcementService(DualStackNetwork(), policy.load(),
+                              Store(f"sqlite:///{tmp_path}/dual.db"))
+    record = dual.apply(validate_apply(request_id="w6", case_id="C-6", ip=V6, mac="",
+                                       violation=Violation.SPAM, reason="r"))
+    web = start(dual)
+    try:
+        topo = json.loads(fetch(web, "/api/topology")[1])
+        page = fetch(web, "/")[1]
+    finally:
+        web.stop()
+    host = next(h for h in topo["hosts"] if h["ip"] == "10.0.0.1")
+    assert host["ipv6"] == list(DualStackNetwork.IPV6)
+    [shown] = host["enforcements"]
+    assert shown["id"] == record.id and shown["subscriber"] == V6
+    assert {V6, "10.0.0.1"} <= set(shown["addresses"])
+    neighbour = next(h for h in topo["hosts"] if h["ip"] == "10.0.0.3")
+    assert neighbour["ipv6"] == [] and neighbour["enforcements"] == []
+    # The page lists them (tooltip, details) and marks each host's addresses.
+    assert b'"data-ipv6"' in page and b'class="ipv6"' in page and b'el("title"' in page
+
+
+class _Live:
+    """A service whose only live enforcement was planned before addresses
+    were recorded: named by an IPv6 address, nothing else known."""
+
+    def __init__(self, record, view):
+        self.record, self.view = record, view
+
+    def topology(self):
+        return self.view, {}
+
+    def list(self, states=()):
+        return [self.record]
+
+
+def test_a_host_known_by_ipv6_only_is_found_by_the_address_its_enforcement_named(service):
+    import dataclasses
+
+    from enforcement.model import HostView, Subscriber, TopologyView
+    record = service.apply(validate_apply(request_id="w7", case_id="C-7", ip="10.0.0.1",
+                                          mac="", violation=Violation.SPAM, reason="r"))
+    decision = dataclasses.replace(record.decision,
+                                   subscriber=Subscriber(ip=ipaddress.ip_address(V6_ONLY)))
+    record = dataclasses.replace(record, decision=decision, addresses=())
+    hosts = (HostView("00:00:00:00:00:07", None, 1, 7,
+                      ipv6=("fe80::7", "2001:db8:7::/64")),
+             HostView("00:00:00:00:00:08", None, 1, 8, ipv6=("fe80::7",)))
+    view = TopologyView(service._network.topology().switches, (), hosts)
+    topo = ViewModel(_Live(record, view), service._network).topology()
+    owner, other = topo["hosts"]
+    assert [e["id"] for e in owner["enforcements"]] == [record.id]
+    assert owner["ip"] == "" and owner["ipv6"] == ["fe80::7", "2001:db8:7::/64"]
+    assert other["enforcements"] == []
