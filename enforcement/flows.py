@@ -12,8 +12,8 @@ import dataclasses
 # Field order used when rendering a match, so that text is stable.
 _FIELD_ORDER = (
     "in_port", "eth_src", "eth_dst", "eth_type", "vlan_vid", "arp_spa",
-    "arp_tpa", "ipv4_src", "ipv4_dst", "ip_proto", "tcp_src", "tcp_dst",
-    "udp_src", "udp_dst", "icmpv4_type", "icmpv6_type",
+    "arp_tpa", "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst", "ip_proto", "tcp_src",
+    "tcp_dst", "udp_src", "udp_dst", "icmpv4_type", "icmpv6_type", "ipv6_nd_target",
 )
 _RANK = {name: i for i, name in enumerate(_FIELD_ORDER)}
 # Values are kept as OS-Ken takes them: ints, dotted strings, and

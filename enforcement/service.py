@@ -355,11 +355,15 @@ class EnforcementService:
               poll: float = 0.25) -> Iterator[Event]:
         """Events after a sequence number, then live ones as they happen. The
         store numbers them, so the sequence is the same on every instance;
-        a follower, which hears of no commit, finds them by polling."""
+        a follower, which hears of no commit, finds them by polling.
+        subscriber_ip matches the subscriber's events under any of its
+        addresses, both families, as the topology knows them at each poll."""
         last = after
         while still_wanted():
-            events = self._store.events_after(last, subscriber_ip=subscriber_ip,
-                                              case_id=case_id)
+            who: str | list[str] = subscriber_ip
+            if subscriber_ip and (host := self._network.host(subscriber_ip)) is not None:
+                who = [subscriber_ip, *(a for a in (host.ip, *host.ipv6) if a and "/" not in a)]
+            events = self._store.events_after(last, subscriber_ip=who, case_id=case_id)
             for event in events:
                 last = event.sequence
                 yield event

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import pathlib
 import threading
+from collections.abc import Iterable
 
 import sqlalchemy as sa
 import sqlalchemy.dialects.postgresql
@@ -275,11 +276,16 @@ class Store:
 
     # ---- events --------------------------------------------------------------
 
-    def events_after(self, sequence: int, *, subscriber_ip: str = "", case_id: str = "",
-                     limit: int = 500) -> list[Event]:
+    def events_after(self, sequence: int, *, subscriber_ip: str | Iterable[str] = "",
+                     case_id: str = "", limit: int = 500) -> list[Event]:
+        """subscriber_ip: one address, or any of several (a subscriber's
+        addresses of both families)."""
         query = sa.select(EVENTS).where(EVENTS.c.sequence > sequence)
-        if subscriber_ip:
-            query = query.where(EVENTS.c.subscriber_ip == subscriber_ip)
+        if isinstance(subscriber_ip, str):
+            if subscriber_ip:
+                query = query.where(EVENTS.c.subscriber_ip == subscriber_ip)
+        elif wanted := sorted(set(subscriber_ip)):
+            query = query.where(EVENTS.c.subscriber_ip.in_(wanted))
         if case_id:
             query = query.where(EVENTS.c.case_id == case_id)
         with self._engine.connect() as conn:

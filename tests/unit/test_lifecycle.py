@@ -2,6 +2,7 @@
 durability across restarts, idempotency, expiry, pending decisions, drift
 repair, events and audit. The switch side is a recording double; the Mininet
 fault tests use real ones."""
+import dataclasses
 import ipaddress
 import json
 
@@ -9,7 +10,7 @@ import pytest
 
 from enforcement import codec, policy
 from enforcement.desired import SwitchState, diff
-from enforcement.errors import AlreadyExists, SwitchUnreachable
+from enforcement.errors import AlreadyExists, FailedPrecondition, SwitchUnreachable
 from enforcement.model import (
     Decision,
     HostView,
@@ -34,16 +35,23 @@ class Switches:
     def __init__(self):
         self.hosts = {"10.0.0.1": Location(1, 1, "00:00:00:00:00:01"),
                       "10.0.0.2": Location(1, 2, "00:00:00:00:00:02")}
+        self.ipv6 = {"00:00:00:00:00:01": ("2001:db8::1", "fe80::200:ff:fe00:1")}
         self.connected = {1, 2}
         self.held: dict[int, SwitchState] = {}
         self.unreachable_once = False
 
     def locate(self, ip):
-        return self.hosts.get(ip)
+        host = self.host(ip)
+        return None if host is None else Location(host.dpid, host.port, host.mac)
 
     def host(self, ip):
-        where = self.locate(ip)
-        return None if where is None else HostView(where.mac, ip, where.dpid, where.port)
+        """The identity of either family's address (hosts by IPv4, with the
+        IPv6 addresses of their MAC)."""
+        for v4, where in self.hosts.items():
+            v6 = self.ipv6.get(where.mac, ())
+            if ip == v4 or ip in v6:
+                return HostView(where.mac, v4, where.dpid, where.port, ipv6=v6)
+        return None
 
     def is_connected(self, dpid):
         return dpid in self.connected
@@ -93,7 +101,7 @@ def world(database_url):
 
 
 def decision(request_id="r1", ip="10.0.0.1", violation=Violation.SPAM, **kw):
-    return Decision(request_id, "CASE-1", Subscriber(ipaddress.IPv4Address(ip)),
+    return Decision(request_id, "CASE-1", Subscriber(ipaddress.ip_address(ip)),
                     violation, "test", **kw)
 
 
@@ -215,3 +223,48 @@ def test_audit_records_who_did_what_with_the_rules(world):
         ("ipv4:127.0.0.1:5000", "Apply", "OK")]
     assert "tcp_dst=25" in entries[2].detail and entries[2].clause.startswith("Courriels")
     assert "removed:" in entries[1].detail
+
+
+# ---- one subscriber, two families -------------------------------------------------
+
+def test_a_decision_by_either_address_enforces_the_whole_identity(world):
+    _, _, start = world
+    service = start()
+    by_v6 = service.apply(decision("r1", ip="2001:db8::1", violation=Violation.SPOOFING))
+    assert by_v6.state is State.ACTIVE and by_v6.location.port == 1
+    assert by_v6.addresses == ("2001:db8::1", "10.0.0.1", "fe80::200:ff:fe00:1")
+    texts = " ".join(r.text() for r in by_v6.rules)
+    assert "ipv4_src=10.0.0.1" in texts and "ipv6_src=2001:db8::1" in texts
+    # its record survives a restart with its addresses
+    assert start().get(by_v6.id) == by_v6
+    # List and Watch find it by its other address; the view files it under each
+    assert [r.id for r in service.list(subscriber_ip="10.0.0.1")] == [by_v6.id]
+    events = list(service.watch(subscriber_ip="10.0.0.1",
+                                still_wanted=iter([True, False]).__next__))
+    assert [(e.kind, e.subscriber_ip) for e in events] == [("applied", "2001:db8::1")]
+    _, per_ip = service.topology()
+    assert per_ip["10.0.0.1"] == per_ip["2001:db8::1"] == [by_v6.id]
+
+
+def test_a_repeat_by_the_other_family_is_the_same_subscribers_history(world):
+    _, _, start = world
+    service = start()
+    first = service.apply(decision("r1", ip="10.0.0.1", violation=Violation.PORT_SCAN))
+    service.lift(first.id, "next")
+    second = service.apply(decision("r2", ip="2001:db8::1", violation=Violation.PORT_SCAN))
+    assert (first.escalation.step, second.escalation.step) == (1, 2)
+    assert first.id in second.escalation.reason
+    # another subscriber starts its own ladder
+    other = service.apply(decision("r3", ip="10.0.0.2", violation=Violation.PORT_SCAN))
+    assert other.escalation.step == 1
+
+
+def test_a_subscriber_whose_other_address_is_protected_is_refused(world, database_url):
+    switches, _, _ = world
+    switches.ipv6["00:00:00:00:00:01"] = ("2001:db8::1",)
+    policy = dataclasses.replace(POLICY, assets=dataclasses.replace(
+        POLICY.assets, protected=(ipaddress.IPv6Network("2001:db8::1/128"),)))
+    service = EnforcementService(switches, policy, Store(database_url), clock=Clock())
+    with pytest.raises(FailedPrecondition, match="protected asset"):
+        service.apply(decision("r1", ip="10.0.0.1"))
+    assert switches.rules() == []
