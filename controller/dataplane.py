@@ -29,7 +29,9 @@ Tables (enforcement/pipeline.py):
                else floods (off-tree links, ports still settling).
   5 flood out  the flood set, less the ports an enforcement closes at egress
                (a cutoff: everything; a quarantine: all but ARP asking for
-               the subscriber's own address).
+               the subscriber's own IPv4 address and neighbour
+               solicitations for its own IPv6 addresses, so the walled
+               garden can find it in both families).
 
 Open vSwitch never sends a packet back out of its in_port with a plain
 output action, so one flood list serves every in_port.
@@ -41,7 +43,15 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 
 from enforcement import pipeline
-from enforcement.flows import ApplyMeter, FlowRule, GotoTable, MeterSpec, Output, ToController
+from enforcement.flows import (
+    ApplyMeter,
+    FlowRule,
+    GotoTable,
+    MatchValue,
+    MeterSpec,
+    Output,
+    ToController,
+)
 from enforcement.model import HostView
 
 ETH_TYPE_IPV4 = 0x0800
@@ -96,13 +106,15 @@ class Ports:
              settling, an old uplink whose link is not seen now) neither;
     closed_learning: access ports under a learning ban or at their host
              limit: unknown sources there are dropped, not copied;
-    egress:  access ports an enforcement closes: None for nothing at all,
-             an address for "only ARP asking for it" (a quarantine).
+    egress:  access ports an enforcement closes, each with the addresses
+             that may still be asked for on it (a quarantine: ARP for its
+             IPv4 address, solicitations for its IPv6 ones); none for
+             nothing at all (a cutoff).
     """
     access: frozenset[int] = frozenset()
     tree: frozenset[int] = frozenset()
     closed_learning: frozenset[int] = frozenset()
-    egress: Mapping[int, str | None] = dataclasses.field(default_factory=dict)
+    egress: Mapping[int, tuple[MatchValue, ...]] = dataclasses.field(default_factory=dict)
 
     def key(self) -> tuple:
         return (self.access, self.tree, self.closed_learning,
@@ -168,11 +180,17 @@ def switch_rules(dpid: int, ports: Ports,
     targets = (ports.access | ports.tree) - set(ports.egress)
     rules.append(FlowRule(dpid, pipeline.TABLE_FLOOD_OUT, PRIORITY_FLOOD_ALL, fwd, (),
                           tuple(Output(p) for p in sorted(targets))))
-    for port, ip in sorted(ports.egress.items()):
-        if ip is not None and port in ports.access:
+    for port, addresses in sorted(ports.egress.items()):
+        if port not in ports.access:
+            continue
+        for address in addresses:
+            text = address[0] if isinstance(address, tuple) else address
+            asked = ((("eth_type", ETH_TYPE_IPV6), ("ip_proto", ICMPV6),
+                      ("icmpv6_type", ND_SOLICIT), ("ipv6_nd_target", address))
+                     if ":" in str(text) else
+                     (("eth_type", ETH_TYPE_ARP), ("arp_tpa", address)))
             rules.append(FlowRule(
-                dpid, pipeline.TABLE_FLOOD_OUT, PRIORITY_FLOOD_ARP_EXCEPTION, fwd,
-                (("eth_type", ETH_TYPE_ARP), ("arp_tpa", ip)),
+                dpid, pipeline.TABLE_FLOOD_OUT, PRIORITY_FLOOD_ARP_EXCEPTION, fwd, asked,
                 tuple(Output(p) for p in sorted(targets | {port}))))
     return tuple(rules), tuple(meters)
 
@@ -248,12 +266,14 @@ def host_of_rule(rule: FlowRule) -> str | None:
     return None
 
 
-def egress_closures(rules: Iterable[FlowRule]) -> dict[int, str | None]:
+def egress_closures(rules: Iterable[FlowRule]) -> dict[int, tuple[MatchValue, ...]]:
     """Access ports an enforcement closes at egress, read from its rules
     (enforcement/planner.py): a cutoff's or a quarantine's drop of the whole
-    port; a quarantine leaves ARP for the subscriber's own address open."""
-    closed: dict[int, str | None] = {}
-    arp_open: dict[int, str] = {}
+    port; a quarantine leaves open the asking for the addresses it lets the
+    subscriber answer for (its ARP, its own neighbour advertisements)."""
+    cut: set[int] = set()
+    quarantined: set[int] = set()
+    answers: dict[int, set[MatchValue]] = {}
     for rule in rules:
         if rule.table_id != pipeline.TABLE_ENFORCE:
             continue
@@ -261,16 +281,14 @@ def egress_closures(rules: Iterable[FlowRule]) -> dict[int, str | None]:
         port = int(match.get("in_port", 0))
         if (rule.priority in (pipeline.PRIORITY_CUTOFF, pipeline.PRIORITY_QUARANTINE_DENY)
                 and not rule.instructions and set(match) == {"in_port"}):
-            if rule.priority == pipeline.PRIORITY_CUTOFF:
-                closed[port] = None
-            else:
-                closed.setdefault(port, "")
-        elif (rule.priority == pipeline.PRIORITY_QUARANTINE_ALLOW
-              and match.get("eth_type") == ETH_TYPE_ARP and "arp_spa" in match
-              and "in_port" in match and isinstance(match["arp_spa"], str)):
-            arp_open[port] = match["arp_spa"]
-    return {port: (arp_open.get(port) if kind == "" else None)
-            for port, kind in closed.items()}
+            (cut if rule.priority == pipeline.PRIORITY_CUTOFF else quarantined).add(port)
+        elif rule.priority == pipeline.PRIORITY_QUARANTINE_ALLOW and "in_port" in match:
+            if match.get("eth_type") == ETH_TYPE_ARP and isinstance(match.get("arp_spa"), str):
+                answers.setdefault(port, set()).add(match["arp_spa"])
+            elif match.get("icmpv6_type") == ND_ADVERT and "ipv6_nd_target" in match:
+                answers.setdefault(port, set()).add(match["ipv6_nd_target"])
+    return {port: () if port in cut else tuple(sorted(answers.get(port, ()), key=str))
+            for port in cut | quarantined}
 
 
 def is_closing_rule(rule: FlowRule) -> bool:

@@ -210,7 +210,7 @@ class Fabric:
         base = snap.ports[dpid]
         return dataclasses.replace(
             base, closed_learning=snap.closed_learning.get(dpid, frozenset()) & base.access,
-            egress={p: ip for p, ip in state.closures.items() if p in base.access})
+            egress={p: open_to for p, open_to in state.closures.items() if p in base.access})
 
     @staticmethod
     def _host_part(dpid: int, host: HostView, ports: Ports, hops: dict) -> dict:

@@ -429,7 +429,7 @@ def start_listener(host, ports, udp_ports=(), v6: bool = False) -> None:
     host.cmd(f"{sys.executable} {LISTENER} {' '.join(map(str, ports))} {udp} "
              f"{'--v6' if v6 else ''} > /dev/null 2>&1 &")
     wanted = [f"0.0.0.0:{p}" for p in (*ports, *udp_ports)]
-    wanted += [f"[::]:{p}" for p in ports] if v6 else []
+    wanted += [f"[::]:{p}" for p in (*ports, *udp_ports)] if v6 else []
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         listening = host.cmd("ss -Htln; ss -Huln").split()

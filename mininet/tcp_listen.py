@@ -8,6 +8,7 @@ answers every UDP datagram on the --udp ports with the same bytes; with
 Stdlib only, so it runs under any python3 a Mininet host has.
 """
 import argparse
+import contextlib
 import selectors
 import socket
 
@@ -30,9 +31,12 @@ def main():
             sock.listen(64)
             selector.register(sock, selectors.EVENT_READ, "tcp")
     for port in args.udp:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("0.0.0.0", port))
-        selector.register(sock, selectors.EVENT_READ, "udp")
+        for family, anywhere in families:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((anywhere, port))
+            selector.register(sock, selectors.EVENT_READ, "udp")
     print("listening", flush=True)
     while True:
         for key, _ in selector.select():
@@ -41,7 +45,10 @@ def main():
                 conn.close()
             else:
                 data, peer = key.fileobj.recvfrom(2048)
-                key.fileobj.sendto(data, peer)
+                # A forged source may be unreachable: that must not stop
+                # the service for everybody else.
+                with contextlib.suppress(OSError):
+                    key.fileobj.sendto(data, peer)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,11 @@ from enforcement.v1 import enforcement_pb2 as pb
 pytestmark = pytest.mark.mininet
 
 FORGE = f"{sys.executable} {harness.HERE / 'v6_forge.py'}"
+# Who is enforced against when the decision names which family, and its
+# neighbour on the same access switch. Two subscribers, so that the tests by
+# IPv6 are not repeats of those by IPv4 (a repeat climbs the ladder: one
+# subscriber, one history, whichever address is named).
+SUBJECTS = {4: ("h1", "h2"), 6: ("h2", "h1")}
 
 
 def v6(host) -> str:
@@ -107,18 +112,20 @@ def enforced(lab, src, violation, request_id, family=4):
 
 @pytest.mark.parametrize("family", [4, 6])
 def test_a_port_25_block_holds_in_both_families_and_nothing_else_is_touched(lab, family):
-    assert connects(lab, "h1", "inet", 25, family=6)
-    with enforced(lab, "h1", pb.VIOLATION_SPAM, f"spam-by-v{family}", family) as record:
+    me, neighbour = SUBJECTS[family]
+    assert connects(lab, me, "inet", 25, family=6)
+    with enforced(lab, me, pb.VIOLATION_SPAM, f"spam-by-v{family}", family) as record:
+        assert record.escalation.step == 1
         assert any("eth_type=0x86dd" in r.text for r in record.rules)
-        assert not connects(lab, "h1", "inet", 25, family=4)
-        assert not connects(lab, "h1", "inet", 25, family=6)    # not sidestepped
+        assert not connects(lab, me, "inet", 25, family=4)
+        assert not connects(lab, me, "inet", 25, family=6)      # not sidestepped
         for port in (80, 587):
             for other in (4, 6):
-                assert connects(lab, "h1", "inet", port, family=other)  # its other traffic
-        assert connects(lab, "h2", "inet", 25, family=6)        # its neighbour
-        assert connects(lab, "h2", "inet", 25, family=4)
+                assert connects(lab, me, "inet", port, family=other)  # its other traffic
+        assert connects(lab, neighbour, "inet", 25, family=6)   # its neighbour
+        assert connects(lab, neighbour, "inet", 25, family=4)
     for other in (4, 6):
-        assert connects(lab, "h1", "inet", 25, family=other)    # lifted in both families
+        assert connects(lab, me, "inet", 25, family=other)      # lifted in both families
 
 
 def test_a_repeat_by_the_other_family_climbs_the_same_ladder(lab):
@@ -139,46 +146,50 @@ def test_a_repeat_by_the_other_family_climbs_the_same_ladder(lab):
 
 @pytest.mark.parametrize("family", [4, 6])
 def test_a_ping_flood_meter_holds_in_both_families(lab, family):
-    def delivered(dst_family: int, src: str = "h1") -> int:
+    me, neighbour = SUBJECTS[family]
+
+    def delivered(dst_family: int, src: str = me) -> int:
         dst = lab.host("inet")
         address = v6(dst) if dst_family == 6 else dst.IP()
         out = lab.host(src).cmd(f"ping -c 100 -i 0.01 -W 1 -q {address}")
         return int(out.split(" received")[0].rsplit(" ", 1)[-1])
 
     assert delivered(6) >= 95
-    with enforced(lab, "h1", pb.VIOLATION_PING_FLOOD, f"ping-by-v{family}", family):
+    with enforced(lab, me, pb.VIOLATION_PING_FLOOD, f"ping-by-v{family}", family):
         # 10 packets/s and a burst of 10 over about one second of pings.
         for dst_family in (4, 6):
             assert delivered(dst_family) <= 40, dst_family
-        assert delivered(6, src="h2") >= 95                       # its neighbour
-        assert connects(lab, "h1", "inet", 80, family=6)          # its other traffic
+        assert delivered(6, src=neighbour) >= 95                  # its neighbour
+        assert connects(lab, me, "inet", 80, family=6)            # its other traffic
     assert delivered(6) >= 95
 
 
 @pytest.mark.parametrize("family", [4, 6])
 def test_cutoff_stops_both_families_and_only_the_subscriber(lab, family):
-    with enforced(lab, "h1", pb.VIOLATION_ILLEGAL_USE, f"cutoff-by-v{family}", family):
+    me, neighbour = SUBJECTS[family]
+    with enforced(lab, me, pb.VIOLATION_ILLEGAL_USE, f"cutoff-by-v{family}", family):
         for other in (4, 6):
-            assert not connects(lab, "h1", "inet", 80, family=other)
-            assert not pings(lab, "h2", "h1", family=other)
-            assert pings(lab, "h2", "inet", family=other)
-    assert pings(lab, "h2", "h1", family=6) and connects(lab, "h1", "inet", 80, family=6)
+            assert not connects(lab, me, "inet", 80, family=other)
+            assert not pings(lab, neighbour, me, family=other)
+            assert pings(lab, neighbour, "inet", family=other)
+    assert pings(lab, neighbour, me, family=6) and connects(lab, me, "inet", 80, family=6)
 
 
 @pytest.mark.parametrize("family", [4, 6])
 def test_quarantine_answers_dns_and_the_portal_in_both_families_and_nothing_else(lab,
                                                                               family):
-    with enforced(lab, "h1", pb.VIOLATION_MALWARE, f"quarantine-by-v{family}", family):
+    me, neighbour = SUBJECTS[family]
+    with enforced(lab, me, pb.VIOLATION_MALWARE, f"quarantine-by-v{family}", family):
         for other in (4, 6):
-            assert answers(lab, "h1", "dns", 53, family=other), other
-            assert connects(lab, "h1", "dns", 53, family=other), other
-            assert connects(lab, "h1", "portal", 80, family=other), other
-            assert not connects(lab, "h1", "inet", 80, family=other), other
-            assert not pings(lab, "h1", "h2", family=other), other
-            assert not pings(lab, "h2", "h1", family=other), other
-            assert connects(lab, "h2", "inet", 80, family=other), other  # the others
+            assert answers(lab, me, "dns", 53, family=other), other
+            assert connects(lab, me, "dns", 53, family=other), other
+            assert connects(lab, me, "portal", 80, family=other), other
+            assert not connects(lab, me, "inet", 80, family=other), other
+            assert not pings(lab, me, neighbour, family=other), other
+            assert not pings(lab, neighbour, me, family=other), other
+            assert connects(lab, neighbour, "inet", 80, family=other), other  # the others
     for other in (4, 6):
-        assert connects(lab, "h1", "inet", 80, family=other)
+        assert connects(lab, me, "inet", 80, family=other)
 
 
 def arrived(receiver, expression: str, send, name: str) -> int:
@@ -194,55 +205,58 @@ def arrived(receiver, expression: str, send, name: str) -> int:
 
 @pytest.mark.parametrize("family", [4, 6])
 def test_anti_spoofing_validates_ipv6_sources_and_neighbour_discovery(lab, family):
-    h1, h2, inet = lab.host("h1"), lab.host("h2"), lab.host("inet")
-    intf = h1.defaultIntf()
+    me, neighbour = SUBJECTS[family]
+    spoofer, victim, inet = lab.host(me), lab.host(neighbour), lab.host("inet")
+    intf = spoofer.defaultIntf()
 
     def udp_from(src: str) -> int:
         return arrived(inet, f"ip6 src {src} and udp dst port 9",
-                       lambda: h1.cmd(f"{FORGE} udp {src} {v6(inet)} 9"), f"spoof-{family}")
+                       lambda: spoofer.cmd(f"{FORGE} udp {src} {v6(inet)} 9"),
+                       f"spoof-{family}")
 
     def advertised(target: str) -> int:
-        return arrived(inet, f"icmp6 and ip6[40] == 136 and ether src {h1.MAC()}",
-                       lambda: h1.cmd(f"{FORGE} na {intf} {target}"), f"na-{family}")
+        return arrived(inet, f"icmp6 and ip6[40] == 136 and ether src {spoofer.MAC()}",
+                       lambda: spoofer.cmd(f"{FORGE} na {intf} {target}"), f"na-{family}")
 
-    def rogue_route_on_h2() -> bool:
-        h2.cmd(f"ip -6 route flush default dev {h2.defaultIntf()}")
-        h1.cmd(f"{sys.executable} {harness.HERE / 'ra_send.py'} {intf}")
+    def rogue_route_on_victim() -> bool:
+        victim.cmd(f"ip -6 route flush default dev {victim.defaultIntf()}")
+        spoofer.cmd(f"{sys.executable} {harness.HERE / 'ra_send.py'} {intf}")
         time.sleep(0.5)
-        return "via fe80" in h2.cmd("ip -6 route show default")
+        return "via fe80" in victim.cmd("ip -6 route show default")
 
     def dhcp6_reply() -> int:
-        h2_link_local = h2.cmd(f"ip -6 -o addr show dev {h2.defaultIntf()} scope link"
-                               ).split()[3].split("/")[0]
-        return arrived(h2, "udp dst port 546",
-                       lambda: h1.cmd(f"{FORGE} dhcp6 {intf} {h2_link_local}"),
+        link_local = victim.cmd(f"ip -6 -o addr show dev {victim.defaultIntf()} scope link"
+                                ).split()[3].split("/")[0]
+        return arrived(victim, "udp dst port 546",
+                       lambda: spoofer.cmd(f"{FORGE} dhcp6 {intf} {link_local}"),
                        f"dhcp6-{family}")
 
     def dhcp4_discover() -> int:
-        return arrived(h2, "udp dst port 67 and src host 0.0.0.0",
-                       lambda: h1.cmd(f"{FORGE} dhcp4 {intf}"), f"dhcp4-{family}")
+        return arrived(victim, "udp dst port 67 and src host 0.0.0.0",
+                       lambda: spoofer.cmd(f"{FORGE} dhcp4 {intf}"), f"dhcp4-{family}")
 
-    forged = [v6(h2), "2001:db8::99", "2001:db9::1"]  # a neighbour's, in the prefix, outside
+    # A neighbour's address, another in the prefix, one outside it.
+    forged = [v6(victim), "2001:db8::99", "2001:db9::1"]
     # Without enforcement every one of them gets out: the checks below can fail.
-    assert all(udp_from(src) == 1 for src in [v6(h1), *forged])
-    assert advertised(v6(h2)) == 1
-    assert rogue_route_on_h2()
+    assert all(udp_from(src) == 1 for src in [v6(spoofer), *forged])
+    assert advertised(v6(victim)) == 1
+    assert rogue_route_on_victim()
     assert dhcp6_reply() == 1
-    # Put h2's own address back where it belongs (the advertisement claimed it).
-    h2.cmd(f"{FORGE} na {h2.defaultIntf()} {v6(h2)}")
-    harness.wait_until(lambda: v6(h2) in learned(lab).get("h2", []), 10,
-                       "h2's address learned back")
-    with enforced(lab, "h1", pb.VIOLATION_SPOOFING, f"spoof-by-v{family}", family):
-        assert udp_from(v6(h1)) == 1                                 # genuine
-        assert connects(lab, "h1", "inet", 80, family=6)
-        assert connects(lab, "h1", "inet", 80, family=4)
+    # The advertisement claimed the victim's address: it takes it back.
+    victim.cmd(f"{FORGE} na {victim.defaultIntf()} {v6(victim)}")
+    harness.wait_until(lambda: v6(victim) in learned(lab).get(neighbour, []), 10,
+                       "the victim's address learned back")
+    with enforced(lab, me, pb.VIOLATION_SPOOFING, f"spoof-by-v{family}", family):
+        assert udp_from(v6(spoofer)) == 1                            # genuine
+        assert connects(lab, me, "inet", 80, family=6)
+        assert connects(lab, me, "inet", 80, family=4)
         assert [udp_from(src) for src in forged] == [0, 0, 0]
-        assert advertised(v6(h2)) == 0                               # a neighbour's address
-        assert advertised(v6(h1)) == 1                               # its own
-        assert not rogue_route_on_h2()                               # RA guard
+        assert advertised(v6(victim)) == 0                           # a neighbour's address
+        assert advertised(v6(spoofer)) == 1                          # its own
+        assert not rogue_route_on_victim()                           # RA guard
         assert dhcp6_reply() == 0
         assert dhcp4_discover() == 1                                 # a DHCP client asking
-        assert v6(h2) in learned(lab)["h2"]                          # h2 keeps its address
-        assert connects(lab, "h2", "inet", 80, family=6)             # the neighbour
-    h2.cmd(f"ip -6 route flush default dev {h2.defaultIntf()}")
+        assert v6(victim) in learned(lab)[neighbour]                 # nothing stolen
+        assert connects(lab, neighbour, "inet", 80, family=6)        # the neighbour
+    victim.cmd(f"ip -6 route flush default dev {victim.defaultIntf()}")
     assert udp_from("2001:db8::99") == 1                             # lifted

@@ -108,7 +108,7 @@ def test_a_port_closed_for_learning_drops_unknown_sources_and_keeps_known_hosts(
 
 def test_a_cut_off_port_receives_no_flood_and_a_quarantined_one_only_arp_for_itself():
     ports = Ports(access=frozenset({1, 2, 3}), tree=frozenset({UPLINK}),
-                  egress={1: None, 2: H2.ip})
+                  egress={1: (), 2: (H2.ip,)})
     rules, _ = switch(ports)
     broadcast = simulate(rules, 1, arp(UPLINK, H3.mac, H3.ip, "10.0.0.3"))
     assert broadcast.ports == (3,)
@@ -116,6 +116,18 @@ def test_a_cut_off_port_receives_no_flood_and_a_quarantined_one_only_arp_for_its
     assert for_h2.ports == (2, 3)
     for_h1 = simulate(rules, 1, arp(UPLINK, H3.mac, H3.ip, H1.ip))
     assert 1 not in for_h1.ports
+
+
+def test_a_quarantined_port_is_still_solicited_for_its_own_ipv6_addresses():
+    ports = Ports(access=frozenset({1, 2, 3}), tree=frozenset({UPLINK}),
+                  egress={2: (H2.ip, "2001:db8::2")})
+    rules, _ = switch(ports)
+    assert 2 in simulate(rules, 1, nd(UPLINK, H3.mac, 135, "2001:db8::3",
+                                      "2001:db8::2")).ports
+    assert 2 not in simulate(rules, 1, nd(UPLINK, H3.mac, 135, "2001:db8::3",
+                                          "2001:db8::5")).ports
+    assert 2 not in simulate(rules, 1, nd(UPLINK, H3.mac, 136, "2001:db8::3",
+                                          "2001:db8::2")).ports
 
 
 def test_egress_closures_are_read_from_cutoff_and_quarantine_rules():
@@ -128,8 +140,16 @@ def test_egress_closures_are_read_from_cutoff_and_quarantine_rules():
                       (("in_port", 2), ("eth_type", 0x0806), ("arp_spa", H2.ip)),
                       (GotoTable(1),))
     block = FlowRule(1, 0, pipeline.PRIORITY_BLOCK, cookie, (("in_port", 3),))
-    assert egress_closures([cutoff, deny, arp_ok, block]) == {1: None, 2: H2.ip}
-    assert egress_closures([deny]) == {2: None}  # no ARP allowance: nothing at all
+    assert egress_closures([cutoff, deny, arp_ok, block]) == {1: (), 2: (H2.ip,)}
+    assert egress_closures([deny]) == {2: ()}  # no ARP allowance: nothing at all
+    own_na = FlowRule(1, 0, pipeline.PRIORITY_QUARANTINE_ALLOW, cookie,
+                      (("in_port", 2), ("eth_type", 0x86DD), ("ip_proto", 58),
+                       ("icmpv6_type", 136), ("ipv6_nd_target", "2001:db8::2")),
+                      (GotoTable(1),))
+    assert egress_closures([deny, arp_ok, own_na]) == {2: ("10.0.0.2", "2001:db8::2")}
+    # cut off and quarantined at once: the cutoff wins
+    both = FlowRule(1, 0, pipeline.PRIORITY_CUTOFF, cookie, (("in_port", 2),))
+    assert egress_closures([deny, arp_ok, both]) == {2: ()}
     assert all(map(is_closing_rule, (cutoff, deny, arp_ok))) and not is_closing_rule(block)
 
 
