@@ -219,11 +219,13 @@ class TopologyState:
             sender_ip = arp_pkt.src_ip
         if sender_ip is not None and not _is_unicast(sender_ip):
             sender_ip = None  # an ARP probe's 0.0.0.0 teaches nothing
-        sender_ipv6 = _nd_address(pkt)
+        sender_ipv6, tentative = _nd_address(pkt)
         with self._lock:
             if not self._is_access(dpid, in_port, self._graphs()):
                 return out
             before = self.hosts.by_mac(eth.src)
+            if tentative and not self._may_claim(before, eth.src, sender_ipv6):
+                sender_ipv6 = None
             claimed = sender_ip or sender_ipv6
             was = self.hosts.by_ip(claimed) if claimed else None
             new_here = before is None or (before.dpid, before.port) != (dpid, in_port)
@@ -275,6 +277,26 @@ class TopologyState:
                 out.follow = addresses
         return out
 
+    def _may_claim(self, host: HostView | None, mac: str, address: str | None) -> bool:
+        """Whether a host checking an address for duplicates (a solicitation
+        from ::) takes it, first come first served (RFC 6620): only an
+        address nobody holds, and only its link-local or one in a /64 it
+        already uses, so that checking an address is no way to pick any
+        source (its anti-spoofing takes in what it learns). Caller holds
+        the lock."""
+        if host is None or address is None:
+            return False
+        owner = self.hosts.by_ip(address)
+        if owner is not None and owner.mac != mac:
+            return False
+        claimed = ipaddress.IPv6Address(address)
+        if claimed.is_link_local:
+            return True
+        return any(ipaddress.IPv6Network(f"{a}/64", strict=False).network_address
+                   == ipaddress.IPv6Network(f"{claimed}/64", strict=False).network_address
+                   for a in host.ipv6 if "/" not in a
+                   and not ipaddress.IPv6Address(a).is_link_local)
+
     def subscriber_at(self, dpid: int, port: int) -> str | None:
         with self._lock:
             ips = sorted(h.ip for h in self.hosts.located()
@@ -299,28 +321,31 @@ def _is_group(mac: str) -> bool:
     return int(mac[:2], 16) & 1 == 1
 
 
-def _nd_address(pkt: packet.Packet) -> str | None:
+def _nd_address(pkt: packet.Packet) -> tuple[str | None, bool]:
     """The IPv6 address a neighbour discovery message shows its sender
-    owns: a solicitation's source (not the unspecified source of duplicate
-    address detection, whose target is only tentative), an advertisement's
-    target."""
+    owns: a solicitation's source, an advertisement's target; and whether
+    it is only tentative (duplicate address detection: a solicitation from
+    :: for its target)."""
     message = pkt.get_protocol(icmpv6.icmpv6)
     header = pkt.get_protocol(ipv6.ipv6)
-    if message is None or header is None:
-        return None
+    if message is None or header is None or message.data is None:
+        return None, False
+    tentative = False
     if message.type_ == icmpv6.ND_NEIGHBOR_SOLICIT:
-        address = header.src
-    elif message.type_ == icmpv6.ND_NEIGHBOR_ADVERT and message.data is not None:
+        address, tentative = header.src, header.src == "::"
+        if tentative:
+            address = message.data.dst
+    elif message.type_ == icmpv6.ND_NEIGHBOR_ADVERT:
         address = message.data.dst
     else:
-        return None
+        return None, False
     try:
         parsed = ipaddress.IPv6Address(address)
     except ValueError:
-        return None
+        return None, False
     if parsed.is_unspecified or parsed.is_multicast or parsed.is_loopback:
-        return None
-    return str(parsed)
+        return None, False
+    return str(parsed), tentative
 
 
 def _is_unicast(ip: str) -> bool:

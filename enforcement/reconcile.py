@@ -107,28 +107,38 @@ class Reconciler:
             self.activate_pending()
 
     def host_moved(self, ip: str) -> None:
-        """A subscriber's host was seen on another access port: its live
-        enforcements are planned again at the new port (same step, same
-        cookie), installed there and removed from the old place, so the
-        narrowest placement follows the subscriber."""
+        """A subscriber's host was seen on another access port, or with an
+        address its enforcements were not planned for: its live enforcements
+        are planned again (same step, same cookie) at its port for all its
+        addresses, installed and the old rules removed, so the narrowest
+        placement follows the subscriber and its source validation takes in
+        an address it newly holds."""
         with self._ledger.changing():
-            where = self._network.locate(ip)
-            if where is None:
+            host = self._network.host(ip)
+            if host is None or not host.mac:
                 return
-            stale = [r for r in self._ledger.live(ip)
-                     if (r.location.dpid, r.location.port) != (where.dpid, where.port)]
-            for record in stale:
+            where = Location(host.dpid, host.port, host.mac)
+            now = {a for a in (host.ip, *host.ipv6) if a and "/" not in a}
+            for record in self._ledger.live(ip):
+                moved = (record.location.dpid, record.location.port) != (where.dpid, where.port)
+                new = sorted(now - set(record.addresses)) if record.addresses else []
+                if not moved and not new:
+                    continue
                 try:
-                    moved = self._decider.replan(record, where)
+                    replanned = self._decider.replan(record, where)
                 except EnforcementError as exc:
                     LOG.error("enforcement %s cannot follow %s to %016x port %d: %s",
                               record.id, ip, where.dpid, where.port, exc)
                     continue
-                self._replace(record, moved, "moved")
-                what = (f"followed {ip} from switch {record.location.dpid:016x} port "
-                        f"{record.location.port} to switch {where.dpid:016x} port {where.port}")
+                if moved:
+                    what = (f"followed {ip} from switch {record.location.dpid:016x} port "
+                            f"{record.location.port} to switch {where.dpid:016x} "
+                            f"port {where.port}")
+                else:
+                    what = "planned again for the subscriber's new address(es) " + ", ".join(new)
+                self._replace(record, replanned, "moved" if moved else "re-planned")
                 LOG.info("enforcement %s %s", record.id, what)
-                self._ledger.event("moved", moved, what)
+                self._ledger.event("moved" if moved else "reapplied", replanned, what)
 
     def links_changed(self) -> None:
         """A link went down or came up: enforcements that span switches (a

@@ -258,5 +258,18 @@ def test_anti_spoofing_validates_ipv6_sources_and_neighbour_discovery(lab, famil
         assert dhcp4_discover() == 1                                 # a DHCP client asking
         assert v6(victim) in learned(lab)[neighbour]                 # nothing stolen
         assert connects(lab, neighbour, "inet", 80, family=6)        # the neighbour
+        # A new (privacy) address in its /64, checked for duplicates as any
+        # host does, is its own from then on (first come, first served); one
+        # outside its /64 is not, checked or not.
+        fresh, outside = f"2001:db8::{family}:abcd", f"2001:db9::{family}:abcd"
+        for address in (fresh, outside):
+            spoofer.cmd(f"ip -6 addr add {address}/64 dev {intf}")
+        harness.wait_until(lambda: "tentative" not in spoofer.cmd(f"ip -6 addr show {intf}"),
+                           10, "duplicate address detection over")
+        harness.wait_until(lambda: udp_from(fresh) == 1, 10, "the new address validated")
+        assert udp_from(outside) == 0
+        assert [udp_from(src) for src in forged] == [0, 0, 0]
+        for address in (fresh, outside):
+            spoofer.cmd(f"ip -6 addr del {address}/64 dev {intf}")
     victim.cmd(f"ip -6 route flush default dev {victim.defaultIntf()}")
     assert udp_from("2001:db8::99") == 1                             # lifted

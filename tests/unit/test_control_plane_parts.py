@@ -298,10 +298,21 @@ def test_ipv6_addresses_are_learned_from_neighbour_discovery_only():
     host = state.host("2001:db8::1")
     assert (host.ip, host.ipv6, host.port) == ("10.0.0.1", ("2001:db8::1", "fe80::1"), 1)
     assert state.locate("fe80::1").mac == mac
-    # duplicate address detection (source ::) claims nothing: its target is
-    # only tentative; the solicited target is the neighbour's, not its own
-    assert not state.learn(1, 1, nd_frame(mac, 135, "::", "2001:db8::5")).macs
-    assert state.host("2001:db8::5") is None and state.host("2001:db8::9") is None
+    # the target of a solicitation is the neighbour's, not its own
+    assert state.host("2001:db8::9") is None
+    # duplicate address detection (source ::) claims its target first come,
+    # first served: an address nobody holds, in a /64 it already uses
+    assert state.learn(1, 1, nd_frame(mac, 135, "::", "2001:db8::5")).macs == {mac}
+    assert state.host("2001:db8::5").mac == mac
+    other = "00:00:00:00:00:02"
+    state.learn(1, 2, arp_frame(other, "10.0.0.2"))
+    state.learn(1, 2, nd_frame(other, 135, "2001:db8::2", "2001:db8::9"))
+    for taken in ("2001:db8::5",     # held by another host
+                  "2001:db9::5",     # outside any /64 it uses
+                  "2001:db8::1"):    # held by another host
+        assert not state.learn(1, 2, nd_frame(other, 135, "::", taken)).macs, taken
+        assert state.host(taken) is None or state.host(taken).mac != other
+    assert state.learn(1, 2, nd_frame(other, 135, "::", "fe80::2")).macs == {other}
     # any other IPv6 source teaches no address
     pkt = packet.Packet()
     pkt.add_protocol(ethernet.ethernet("33:33:00:00:00:01", mac, ether_types.ETH_TYPE_IPV6))

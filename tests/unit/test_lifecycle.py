@@ -268,3 +268,24 @@ def test_a_subscriber_whose_other_address_is_protected_is_refused(world, databas
     with pytest.raises(FailedPrecondition, match="protected asset"):
         service.apply(decision("r1", ip="10.0.0.1"))
     assert switches.rules() == []
+
+
+def test_source_validation_takes_in_an_address_the_subscriber_newly_holds(world):
+    switches, _, start = world
+    service = start()
+    record = service.apply(decision("r1", ip="10.0.0.1", violation=Violation.SPOOFING))
+    assert "2001:db8::1:2" not in " ".join(r.text() for r in record.rules)
+    # the host checks a new privacy address (learned by the controller), and
+    # the controller hands its addresses to the service
+    switches.ipv6["00:00:00:00:00:01"] += ("2001:db8::1:2",)
+    service.host_moved(("10.0.0.1", "2001:db8::1", "2001:db8::1:2"))
+    now = service.get(record.id)
+    assert "2001:db8::1:2" in now.addresses
+    assert "ipv6_src=2001:db8::1:2" in " ".join(r.text() for r in switches.rules())
+    assert (now.cookie, now.escalation, now.state) == (record.cookie, record.escalation,
+                                                      record.state)
+    events = list(service.watch(still_wanted=iter([True, False]).__next__))
+    assert events[-1].kind == "reapplied" and "2001:db8::1:2" in events[-1].detail
+    # nothing new: nothing re-planned
+    service.host_moved(("10.0.0.1",))
+    assert service.get(record.id).updated_at == now.updated_at
