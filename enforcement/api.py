@@ -167,9 +167,16 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
             if until - time.time() > MAX_DURATION_SECONDS:
                 raise errors.InvalidArgument(
                     f"expires_at is more than {MAX_DURATION_SECONDS} s from now")
+        ip = request.subscriber.ip
+        if request.subscriber.account:
+            if ip:
+                raise errors.InvalidArgument(
+                    "give subscriber.ip or subscriber.account, not both")
+            ip = self._service.account_address(
+                validation.bounded(request.subscriber.account, "subscriber.account", 128))
         return validate_apply(
             request_id=request.request_id, case_id=request.case_id,
-            ip=request.subscriber.ip, mac=request.subscriber.mac,
+            ip=ip, mac=request.subscriber.mac,
             violation=_enum_from_proto(Violation, "Violation", request.violation),
             reason=request.reason, scope=request.scope,
             requested_action=(requested_action(request.action, self._service.policy)

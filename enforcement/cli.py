@@ -55,7 +55,8 @@ def _table(rows: list[list[str]], header: list[str]) -> None:
 
 
 def _apply(ctl: EnforcementClient, args):
-    result = ctl.apply(ip=args.ip, violation=args.violation, case_id=args.case,
+    result = ctl.apply(ip=args.ip or "", account=args.account or "",
+                       violation=args.violation, case_id=args.case,
                        reason=args.reason, mac=args.mac or "",
                        request_id=args.request_id)
     _print_enforcement(result)
@@ -63,7 +64,8 @@ def _apply(ctl: EnforcementClient, args):
 
 
 def _plan(ctl: EnforcementClient, args):
-    plan = ctl.plan(ip=args.ip, violation=args.violation, case_id=args.case,
+    plan = ctl.plan(ip=args.ip or "", account=args.account or "",
+                    violation=args.violation, case_id=args.case,
                     reason=args.reason, mac=args.mac or "")
     print(f"where:     switch {plan.location.datapath_id:016x} port {plan.location.port}")
     _print_outcome(plan)
@@ -186,9 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, run, text in (("apply", _apply, "enforce a decision"),
                             ("plan", _plan, "what apply would do, changing nothing")):
         command = commands.add_parser(name, help=text)
-        command.add_argument("--ip", required=True,
-                             help="any one of the subscriber's addresses, IPv4 or "
-                                  "(global) IPv6: the decision covers all of them")
+        who = command.add_mutually_exclusive_group(required=True)
+        who.add_argument("--ip", help="any one of the subscriber's addresses, IPv4 or "
+                                      "(global) IPv6: the decision covers all of them")
+        who.add_argument("--account", help="instead of --ip: the subscriber's account in "
+                                           "the controller's inventory")
         command.add_argument("--violation", required=True, choices=sorted(_VIOLATIONS))
         command.add_argument("--case", required=True, help="case id")
         command.add_argument("--reason", default="")

@@ -178,15 +178,16 @@ class EnforcementClient:
 
     # ---- the calls ---------------------------------------------------------------
 
-    def apply(self, *, ip: str, violation: str | int, case_id: str, reason: str = "",
+    def apply(self, *, ip: str = "", violation: str | int, case_id: str, reason: str = "",
               mac: str = "", request_id: str | None = None, scope: str = "",
               duration: float | None = None, action: pb.ActionRequest | None = None,
-              timeout: float | None = None) -> pb.Enforcement:
-        """ip: any one of the subscriber's addresses, IPv4 or IPv6; the answer's
+              timeout: float | None = None, account: str = "") -> pb.Enforcement:
+        """ip: any one of the subscriber's addresses, IPv4 or IPv6 (or, instead,
+        account: its account in the controller's inventory); the answer's
         subscriber.addresses lists every address it was enforced on."""
         request = pb.ApplyRequest(
             request_id=request_id or f"py-{uuid.uuid4().hex}", case_id=case_id,
-            subscriber=pb.Subscriber(ip=ip, mac=mac),
+            subscriber=pb.Subscriber(ip=ip, mac=mac, account=account),
             # protoc's .pyi types enum fields as their class; protobuf takes the numbers
             violation=_violation(violation),  # type: ignore[arg-type]
             reason=reason, scope=scope)
@@ -220,10 +221,11 @@ class EnforcementClient:
                                                 for i in enforcement_ids])
         return list(self._call("LiftBatch", request, timeout).results)
 
-    def plan(self, *, ip: str, violation: str | int, case_id: str = "plan",
-             timeout: float | None = None, **fields) -> pb.Plan:
+    def plan(self, *, ip: str = "", violation: str | int, case_id: str = "plan",
+             timeout: float | None = None, account: str = "", **fields) -> pb.Plan:
         request = pb.ApplyRequest(request_id="plan", case_id=case_id,
-                                  subscriber=pb.Subscriber(ip=ip, mac=fields.pop("mac", "")),
+                                  subscriber=pb.Subscriber(ip=ip, mac=fields.pop("mac", ""),
+                                                           account=account),
                                   # as in apply(): protobuf takes the number
                                   violation=_violation(violation),  # type: ignore[arg-type]
                                   **fields)

@@ -389,6 +389,14 @@ class EnforcementService:
                                  outcome=outcome, enforcement_id=enforcement_id,
                                  case_id=case_id, clause="", detail=message)
 
+    def account_address(self, account: str) -> str:
+        """The address a decision names for an inventory account: its
+        pinned IPv4 address."""
+        for host in self._network.topology().hosts:
+            if host.pinned and host.account == account and host.ip:
+                return host.ip
+        raise NotFound(f"no subscriber account {account!r} in the inventory (--inventory)")
+
     def is_enforced(self, ip: str) -> bool:
         """Whether any enforcement on ip is live. Lock-free (one dict read),
         so the OpenFlow event thread may ask it."""

@@ -116,14 +116,16 @@ EVENT_KIND_MOVED: EventKind
 EVENT_KIND_PORT_OVER_BUDGET: EventKind
 
 class Subscriber(_message.Message):
-    __slots__ = ("ip", "mac", "addresses")
+    __slots__ = ("ip", "mac", "addresses", "account")
     IP_FIELD_NUMBER: _ClassVar[int]
     MAC_FIELD_NUMBER: _ClassVar[int]
     ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     ip: str
     mac: str
     addresses: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, ip: _Optional[str] = ..., mac: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ...) -> None: ...
+    account: str
+    def __init__(self, ip: _Optional[str] = ..., mac: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ..., account: _Optional[str] = ...) -> None: ...
 
 class ApplyRequest(_message.Message):
     __slots__ = ("request_id", "case_id", "subscriber", "violation", "reason", "action", "scope", "duration", "expires_at")

@@ -388,7 +388,8 @@ class DualStackNetwork(RecordingNetwork):
         if where is None:
             return None
         if where == self.hosts["10.0.0.1"]:
-            return HostView(where.mac, "10.0.0.1", where.dpid, where.port, ipv6=self.IPV6)
+            return HostView(where.mac, "10.0.0.1", where.dpid, where.port, account="ACME-1",
+                            pinned=True, ipv6=self.IPV6)
         return HostView(where.mac, ip, where.dpid, where.port)
 
     def topology(self):
@@ -425,6 +426,22 @@ def test_a_subscriber_named_by_ipv6_is_answered_with_all_its_addresses(dual_stub
                 if h.ip == "10.0.0.1")
     assert list(host.ipv6) == list(DualStackNetwork.IPV6)
     assert sorted(host.enforcement_ids) == sorted([by_v6.id, by_v4.id])
+
+
+def test_a_decision_may_name_the_subscribers_inventory_account(dual_stub):
+    by_account = dual_stub.Apply(pb.ApplyRequest(
+        request_id="acct-1", case_id="C-1", subscriber=pb.Subscriber(account="ACME-1"),
+        violation=pb.VIOLATION_SPAM, reason="bulk mail"))
+    assert by_account.state == pb.STATE_ACTIVE and by_account.subscriber.ip == "10.0.0.1"
+    assert V6 in by_account.subscriber.addresses
+    code, details = code_of(lambda: dual_stub.Apply(pb.ApplyRequest(
+        request_id="acct-2", case_id="C-1", violation=pb.VIOLATION_SPAM,
+        subscriber=pb.Subscriber(account="NOBODY"))))
+    assert code == grpc.StatusCode.NOT_FOUND and "NOBODY" in details
+    code, details = code_of(lambda: dual_stub.Apply(pb.ApplyRequest(
+        request_id="acct-3", case_id="C-1", violation=pb.VIOLATION_SPAM,
+        subscriber=pb.Subscriber(account="ACME-1", ip="10.0.0.1"))))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "not both" in details
 
 
 def test_ipv6_filters_are_checked_like_addresses(dual_stub):
@@ -501,7 +518,7 @@ def test_old_readers_still_read_the_new_messages():
     reader built from the old Subscriber skips the new field."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
     assert {f.name: f.number for f in pb.Subscriber.DESCRIPTOR.fields} == {
-        "ip": 1, "mac": 2, "addresses": 3}
+        "ip": 1, "mac": 2, "addresses": 3, "account": 4}
     assert {f.name: f.number for f in pb.Host.DESCRIPTOR.fields} == {
         "mac": 1, "ip": 2, "datapath_id": 3, "port": 4, "enforcement_ids": 5, "account": 6,
         "pinned": 7, "ipv6": 8}

@@ -266,3 +266,20 @@ def test_cli_takes_ipv6_addresses_and_shows_both_families(dual_served, capsys):
         assert subscriber.split()[-1] == enforcement_id
         [dns] = [line for line in lines if line.startswith("10.0.0.250 ")]
         assert dns.split()[1] == "-"
+
+
+def test_cli_applies_by_inventory_account(dual_served, capsys):
+    from enforcement import cli
+
+    def ctl(*args):
+        code = cli.main(["--server", f"127.0.0.1:{dual_served.port}", *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = ctl("apply", "--account", "ACME-1", "--violation", "spam", "--case", "C-7")
+    assert code == 0 and "subscriber 10.0.0.1 " in out
+    code, _, err = ctl("apply", "--account", "NOBODY", "--violation", "spam", "--case", "C-7")
+    assert code == 1 and "NOT_FOUND" in err and "NOBODY" in err
+    with pytest.raises(SystemExit):  # one of the two, not both
+        ctl("apply", "--account", "ACME-1", "--ip", "10.0.0.1", "--violation", "spam",
+            "--case", "C-7")
