@@ -317,6 +317,7 @@ class LatencyBench:
         self.notes: list[str] = []
         self.children: list = []  # processes to kill whatever happens
         self.client = self.net = self.controller = None
+        self.code = _out(["git", "-C", str(ROOT), "describe", "--always", "--dirty"])  # at start
 
     def start(self) -> None:
         args, work = self.args, self.workdir
@@ -523,13 +524,12 @@ class LatencyBench:
     def report(self) -> str:
         cpu = _out(["sed", "-n", "s/^model name\\s*: //p;T;q", "/proc/cpuinfo"])
         grpc_js = _out([self.node, "-p", "require('@grpc/grpc-js/package.json').version"], JS)
-        code = _out(["git", "-C", str(ROOT), "describe", "--always", "--dirty"])
         lines = [
             (f"Machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
             f"grpcio {grpc.__version__}, Node {_out([self.node, '--version'])} with "
             f"@grpc/grpc-js {grpc_js}; 1-minute load average at start and end: "
             f"{', '.join(f'{x:.2f}' for x in self.loads)}; "
-            f"code {code}; {time.strftime('%Y-%m-%d %H:%M %Z')}."), "",
+            f"code {self.code}; {time.strftime('%Y-%m-%d %H:%M %Z')}."), "",
             (f"Controller on its defaults (discovery, drift audit every 10 s, SQLite store on "
             f"{self.fs}, metrics and view on), rate limits raised; {self.where}. One "
             f"decision: {self.decision}. Milliseconds; the first {WARMUP} calls of each "
