@@ -82,10 +82,11 @@ def _py_calls(address: str, mode: str, count: int, ip: str, results, stop=None) 
     timings: dict[str, list[float]] = {"list": [], "apply": [], "lift": []}
     failures: list[str] = []
     results.put("ready")  # imports done
+    parent = multiprocessing.parent_process()  # a loader stops if the bench was killed
     with EnforcementClient(address, timeout=30,  # a connection of its own
                            channel_options=[("grpc.use_local_subchannel_pool", 1)]) as ctl:
         started, n = time.perf_counter(), 0
-        while (n < WARMUP + count) if stop is None else not stop.is_set():
+        while (n < WARMUP + count) if stop is None else not stop.is_set() and parent.is_alive():
             try:
                 begin = time.perf_counter()
                 if mode == "list":
@@ -276,7 +277,6 @@ def measure_ofp_floor(count: int, flows: int, children: list) -> dict:
         return result
     finally:
         floor.kill()
-        floor.wait()
         with contextlib.suppress(subprocess.CalledProcessError):
             vsctl("--if-exists", "del-br", FLOOR_BRIDGE)
 
