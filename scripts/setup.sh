@@ -19,6 +19,12 @@ packages=(
   postgresql           # the store tests run on PostgreSQL as well as SQLite
   chromium             # browser tests of the topology view (headless)
 )
+# Node and npm, for the latency bench's grpc-js client (a client in another
+# language than ours): Debian's, unless a Node is there already (some
+# machines ship their own, which Debian's npm would conflict with).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  packages+=(nodejs npm)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -42,6 +48,12 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[test,dev]'
   touch "$stamp"
+fi
+
+# The grpc-js client's packages, pinned by its lockfile.
+if [ ! -d bench/js/node_modules ]; then
+  echo "setup: installing the bench's grpc-js client (npm ci)"
+  npm ci --prefix bench/js --silent --no-audit --no-fund
 fi
 
 # The kernel may lack the openvswitch module: ovs-ctl then warns and the
