@@ -17,7 +17,15 @@ from collections.abc import Callable
 
 from controller import compiler
 from enforcement import pipeline
-from enforcement.desired import Change, SwitchState, apply_change, audit_parts, diff, diff_part
+from enforcement.desired import (
+    Change,
+    SwitchState,
+    apply_change,
+    audit_parts,
+    diff,
+    diff_part,
+    without_in_flight,
+)
 from enforcement.errors import SwitchError
 
 LOG = logging.getLogger(__name__)
@@ -143,10 +151,26 @@ class SwitchSync:
                 return None  # not reconciled yet: its reconnect does that
             wanted = len(self._actual[dpid].rules)
         self.fabric.audit(dpid)
-        parts = audit_parts(wanted, self.flow_count(dpid, timeout), AUDIT_FLOWS)
+        held = self.flow_count(dpid, timeout)
+        with self.sync_lock(dpid):
+            actual = self._actual.get(dpid)
+            if actual is not None and len(actual.rules) != wanted:
+                # Decisions changed the switch meanwhile: the count says
+                # nothing. The rotating part read below still finds deleted
+                # or altered flows, a few audits later.
+                held = wanted
+        parts = audit_parts(wanted, held, AUDIT_FLOWS)
         turn = self._audit_turns.get(dpid, 0)
         self._audit_turns[dpid] = turn + 1
         part = turn % parts
+        with self.sync_lock(dpid):
+            actual = self._actual.get(dpid)
+            if actual is None:
+                return _NO_CHANGE
+            # What the switch held, by what it confirmed, when the read began.
+            before = SwitchState(
+                {k: r for k, r in actual.rules.items() if r.cookie % parts == part},
+                dict(actual.meters))
         flows = compiler.flow_stats_request(pipeline.NS_ENFORCE, part, parts)
         meters = compiler.meter_config_request()
         replies = self._transact(dpid, [flows, meters], timeout)
@@ -162,7 +186,10 @@ class SwitchSync:
             expected = SwitchState(
                 {k: r for k, r in actual.rules.items() if r.cookie % parts == part},
                 actual.meters)
-            change = diff(seen, expected)
+            # The read ran beside decisions: a flow it saw as the switch held
+            # it before or after them is no drift; only one that matches
+            # neither was changed by someone else.
+            change = without_in_flight(diff(seen, expected), seen, before)
             self._push(dpid, change, timeout)
             return change
 

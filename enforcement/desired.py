@@ -62,6 +62,25 @@ def diff(actual: SwitchState, desired: SwitchState) -> Change:
     )
 
 
+def without_in_flight(change: Change, seen: SwitchState, before: SwitchState) -> Change:
+    """A drift audit's change less what decisions did while the switch was
+    read: where the read saw what the switch was confirmed holding when the
+    read began, the difference from now is their doing, not drift."""
+    def drifted(rule: FlowRule) -> bool:
+        return seen.rules.get(rule.key) != before.rules.get(rule.key)
+
+    def meter_drifted(meter: MeterSpec) -> bool:
+        return seen.meters.get(meter.meter_id) != before.meters.get(meter.meter_id)
+
+    return Change(
+        meters_to_add=tuple(filter(meter_drifted, change.meters_to_add)),
+        meters_to_modify=tuple(filter(meter_drifted, change.meters_to_modify)),
+        rules_to_delete=tuple(filter(drifted, change.rules_to_delete)),
+        rules_to_add=tuple(filter(drifted, change.rules_to_add)),
+        meters_to_delete=tuple(filter(meter_drifted, change.meters_to_delete)),
+    )
+
+
 def diff_part(actual: SwitchState, rules: dict, meters: dict) -> Change:
     """diff() restricted to some rule keys and meter ids: `rules` maps each
     key to the rule the switch must hold under it (None: none), `meters` the

@@ -108,3 +108,18 @@ def test_cookie_parts_select_what_their_requests_select():
     import pytest
     with pytest.raises(ValueError):
         compiler.flow_stats_request(pipeline.NS_ENFORCE, 0, 3)
+
+
+def test_an_audit_read_beside_decisions_reports_only_real_drift():
+    from enforcement.desired import without_in_flight
+    a, b, c, d = (FlowRule(1, 0, 3000, n, (("in_port", n),)) for n in (1, 2, 3, 4))
+    before = SwitchState({r.key: r for r in (a, b, d)}, {})
+    # Read while a decision removed b and added c; by hand, someone deleted
+    # a and altered d before the read.
+    altered = FlowRule(1, 0, 3000, 4, (("in_port", 4),), (GotoTable(1),))
+    seen = SwitchState({b.key: b, d.key: altered}, {})
+    now = SwitchState({r.key: r for r in (a, c, d)}, {})
+    change = without_in_flight(diff(seen, now), seen, before)
+    assert set(change.rules_to_add) == {a, d}      # the drift, repaired
+    assert change.rules_to_delete == ()            # b: the decision's own delete
+    assert c not in change.rules_to_add            # c: the decision's own add
