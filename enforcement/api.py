@@ -209,9 +209,8 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
             if len(token) > 12 or not token.isascii() or not token.isdigit():
                 raise errors.InvalidArgument("page_token is not one this server gave")
             start = int(token)
-            records = self._service.list(**_filters(request), states=states)
-            page = records[start:start + size]
-            more = start + size < len(records)
+            page, more = self._service.page(**_filters(request), states=states,
+                                            start=start, size=size)
             return pb.ListResponse(enforcements=[enforcement_to_proto(r) for r in page],
                                    next_page_token=str(start + size) if more else "")
         return _answer(context, run)

@@ -44,7 +44,7 @@ from enforcement.errors import (
     NotLeader,
     SwitchError,
 )
-from enforcement.ledger import LIVE, Ledger, switches
+from enforcement.ledger import LIVE, Ledger, order, switches
 from enforcement.model import Decision, Enforcement, PortAlarm, Proposal, State, TopologyView
 from enforcement.policy import Policy
 from enforcement.reconcile import Network, Reconciler
@@ -329,22 +329,49 @@ class EnforcementService:
 
     def list(self, *, subscriber_ip: str = "", case_id: str = "",
              states: Iterable[State] = ()) -> list[Enforcement]:
+        return self.page(subscriber_ip=subscriber_ip, case_id=case_id, states=states)[0]
+
+    def page(self, *, subscriber_ip: str = "", case_id: str = "",
+             states: Iterable[State] = (), start: int = 0,
+             size: int | None = None) -> tuple[builtins.list[Enforcement], bool]:
+        """Enforcements in creation order, filtered, from the start-th match
+        on: at most size of them, and whether more follow. Walks the ledger's
+        creation order and stops at the page's end, so a small page costs the
+        same with ten enforcements or a hundred thousand."""
         wanted = set(states)
         self._follow()
+        found: list[Enforcement] = []
+        skip = start
         with self.ledger.lock:
-            records = list(self.ledger.by_id.values())
-        return [r for r in sorted(records, key=lambda r: (r.created_at, r.serial))
-                if (not subscriber_ip or str(r.decision.subscriber.ip) == subscriber_ip
-                    or subscriber_ip in r.addresses)
-                and (not case_id or r.decision.case_id == case_id)
-                and (not wanted or r.state in wanted)]
+            by_id = self.ledger.by_id
+            for _, record_id in self.ledger.ordered:
+                r = by_id[record_id]
+                if ((subscriber_ip and str(r.decision.subscriber.ip) != subscriber_ip
+                     and subscriber_ip not in r.addresses)
+                        or (case_id and r.decision.case_id != case_id)
+                        or (wanted and r.state not in wanted)):
+                    continue
+                if skip:
+                    skip -= 1
+                    continue
+                if size is not None and len(found) == size:
+                    return found, True
+                found.append(r)
+        return found, False
 
     def topology(self) -> tuple[TopologyView, dict[str, builtins.list[str]]]:
         """The network, plus active enforcement ids per subscriber address
-        (each of its addresses, both families)."""
+        (each of its addresses, both families), from the live index."""
         view = self._network.topology()
+        self._follow()
         per_ip: dict[str, list[str]] = {}
-        for record in self.list(states=[State.ACTIVE]):
+        with self.ledger.lock:
+            by_id = self.ledger.by_id
+            live = sorted((by_id[i] for ids in self.ledger.live_by_ip.values() for i in ids),
+                          key=order)
+        for record in live:
+            if record.state is not State.ACTIVE:
+                continue
             for address in dict.fromkeys((str(record.decision.subscriber.ip),
                                           *record.addresses)):
                 per_ip.setdefault(address, []).append(record.id)
