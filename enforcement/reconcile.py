@@ -49,6 +49,10 @@ class Reconciler:
         self._ledger = ledger
         self._decider = decider
         self.switch_timeout = switch_timeout
+        # Switches a push failed on since their last full comparison: only
+        # there can what the switch confirmed and what the ledger wants
+        # part, so only there does the drift audit compare them whole.
+        self._suspect: set[int] = set()
 
     # ---- pushing -----------------------------------------------------------
 
@@ -68,6 +72,7 @@ class Reconciler:
             try:
                 self._sync_part(dpid, *self._ledger.desired.part(dpid, keys, meter_ids))
             except SwitchError as exc:
+                self._suspect.add(dpid)
                 if not best_effort:
                     raise
                 LOG.error("switch %016x: could not restore its enforcements: %s", dpid, exc)
@@ -189,9 +194,14 @@ class Reconciler:
                     continue  # reconnecting: its reconcile is under way
                 changes = [audited]
                 with self._ledger.changing():
-                    # What the switch confirmed against what the ledger wants
-                    # (they part only when a push failed half-way).
-                    changes.append(self._sync_full(dpid))
+                    # What the switch confirmed against what the ledger wants:
+                    # they part only when a push failed half-way, and the
+                    # comparison costs the whole switch's state under the
+                    # lifecycle lock (a pause for every decision at 100,000
+                    # live), so only then, or after drift was repaired.
+                    if dpid in self._suspect or not audited.empty:
+                        self._suspect.discard(dpid)
+                        changes.append(self._sync_full(dpid))
                     self._report_drift(dpid, changes)
             except SwitchError as exc:
                 # A switch going away mid-check is what reconnects are for.

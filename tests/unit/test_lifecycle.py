@@ -38,6 +38,7 @@ class Switches:
         self.ipv6 = {"00:00:00:00:00:01": ("2001:db8::1", "fe80::200:ff:fe00:1")}
         self.connected = {1, 2}
         self.held: dict[int, SwitchState] = {}
+        self.confirmed: dict[int, SwitchState] = {}  # what each switch confirmed holding
         self.unreachable_once = False
 
     def locate(self, ip):
@@ -61,17 +62,26 @@ class Switches:
             self.unreachable_once = False
             raise SwitchUnreachable("no answer")
         change = diff(self.held.get(dpid, SwitchState.empty()), desired)
-        self.held[dpid] = desired
+        self.held[dpid] = self.confirmed[dpid] = desired
         return change
 
     def audit(self, dpid, timeout):
-        return NOTHING  # drift shows in the service's full sync (see test_api)
+        """Like SwitchSync.audit: what the switch holds against what it
+        confirmed (a state put in held by hand is drift), repaired."""
+        confirmed = self.confirmed.get(dpid)
+        if confirmed is None or self.held.get(dpid) is confirmed:
+            return NOTHING
+        change = diff(self.held.get(dpid, SwitchState.empty()), confirmed)
+        self.held[dpid] = confirmed
+        return change
 
     def sync_part(self, dpid, rules, meters, timeout):
         if self.unreachable_once:
             self.unreachable_once = False
             raise SwitchUnreachable("no answer")
-        return take_part(self.held, dpid, rules, meters)
+        change = take_part(self.held, dpid, rules, meters)
+        self.confirmed[dpid] = self.held[dpid]
+        return change
 
     def topology(self):
         return TopologyView((SwitchView(1, ()), SwitchView(2, ())),
@@ -289,3 +299,27 @@ def test_source_validation_takes_in_an_address_the_subscriber_newly_holds(world)
     # nothing new: nothing re-planned
     service.host_moved(("10.0.0.1",))
     assert service.get(record.id).updated_at == now.updated_at
+
+
+def test_the_audit_compares_a_switch_whole_only_where_a_push_failed(world):
+    from enforcement.errors import SwitchError
+    switches, _, start = world
+    service = start()
+    whole = []
+    full = service.reconciler._sync_full
+    service.reconciler._sync_full = lambda dpid: whole.append(dpid) or full(dpid)
+    service.apply(decision("r1"))
+    service.repair_drift()
+    assert whole == []  # nothing failed, nothing drifted: no whole comparison
+    real = switches.sync_part
+
+    def refusing(*args):
+        raise SwitchError("refused")
+    switches.sync_part = refusing
+    failed = service.apply(decision("r2", ip="10.0.0.2"))
+    assert failed.state is State.FAILED
+    switches.sync_part = real
+    service.repair_drift()
+    assert whole == [1]
+    service.repair_drift()
+    assert whole == [1]
