@@ -13,7 +13,9 @@ the same with ten hosts or ten thousand.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 
+from enforcement.inventory import Pinned
 from enforcement.model import HostView
 
 # A host keeps at most this many IPv6 addresses, the oldest forgotten first:
@@ -23,16 +25,17 @@ MAX_IPV6_PER_HOST = 8
 
 
 class HostTable:
-    def __init__(self, pinned=()) -> None:
+    def __init__(self, pinned: Iterable[Pinned] = ()) -> None:
         self._by_mac: dict[str, HostView] = {}
         self._by_address: dict[str, str] = {}  # either family -> MAC
         # The inventory's subscribers (enforcement/inventory.py), by address:
         # located at their pinned port before and whatever they are seen doing.
         self._pinned = {p.ip: p for p in pinned}
-        self._pinned_v6: dict[str, object] = {}
-        self._pinned_prefixes: list[tuple[ipaddress.IPv6Network, object]] = []
+        pinned = self._pinned.values()
+        self._pinned_v6: dict[str, Pinned] = {}
+        self._pinned_prefixes: list[tuple[ipaddress.IPv6Network, Pinned]] = []
         for p in pinned:
-            for text in getattr(p, "ipv6", ()):
+            for text in p.ipv6:
                 if "/" in text:
                     self._pinned_prefixes.append((ipaddress.IPv6Network(text), p))
                 else:
@@ -120,7 +123,7 @@ class HostTable:
             mac = self._by_address.get(pin.ip)
             seen = self._by_mac[mac] if mac is not None else None
         learned = seen.ipv6 if seen else ()
-        given = tuple(getattr(pin, "ipv6", ()))
+        given = pin.ipv6
         return HostView(seen.mac if seen else (pin.mac or ""), pin.ip, pin.dpid, pin.port,
                         pin.account, True,
                         ipv6=tuple(dict.fromkeys((*given, *learned))))

@@ -154,19 +154,17 @@ class SwitchSync:
         held = self.flow_count(dpid, timeout)
         with self.sync_lock(dpid):
             actual = self._actual.get(dpid)
-            if actual is not None and len(actual.rules) != wanted:
+            if actual is None:
+                return _NO_CHANGE
+            if len(actual.rules) != wanted:
                 # Decisions changed the switch meanwhile: the count says
                 # nothing. The rotating part read below still finds deleted
                 # or altered flows, a few audits later.
                 held = wanted
-        parts = audit_parts(wanted, held, AUDIT_FLOWS)
-        turn = self._audit_turns.get(dpid, 0)
-        self._audit_turns[dpid] = turn + 1
-        part = turn % parts
-        with self.sync_lock(dpid):
-            actual = self._actual.get(dpid)
-            if actual is None:
-                return _NO_CHANGE
+            parts = audit_parts(wanted, held, AUDIT_FLOWS)
+            turn = self._audit_turns.get(dpid, 0)
+            self._audit_turns[dpid] = turn + 1
+            part = turn % parts
             # What the switch held, by what it confirmed, when the read began.
             before = SwitchState(
                 {k: r for k, r in actual.rules.items() if r.cookie % parts == part},

@@ -128,23 +128,14 @@ class Decider:
                 f"(/{limits.max_scope_prefix_length} at most); nothing was changed")
         if decision.until is not None and decision.until <= self._clock():
             raise InvalidArgument("expires_at is in the past")
-        clash = self._protected_overlap(scope)
-        if clash is not None:
-            network, name = clash
-            raise FailedPrecondition(
-                f"{scope} covers {network}, a protected asset "
-                f"(assets.{name} in the policy); nothing was changed")
+        _refuse_protected(self._protected_overlap(scope), f"{scope} covers")
 
     def _guard_identity(self, addresses: tuple[str, ...]) -> None:
         """A subscriber any of whose addresses is a protected asset is one:
         naming it by its other family changes nothing."""
         for address in addresses:
-            clash = self._protected_address(address)
-            if clash is not None:
-                network, name = clash
-                raise FailedPrecondition(
-                    f"the subscriber's address {address} is {network}, a protected asset "
-                    f"(assets.{name} in the policy); nothing was changed")
+            _refuse_protected(self._protected_address(address),
+                              f"the subscriber's address {address} is")
 
     # The cache holds the service alive; there is one per process, for its life.
     @functools.lru_cache(maxsize=65536)  # noqa: B019
@@ -220,6 +211,14 @@ class Decider:
                 f"subscriber {ip} was seen with MAC {where.mac}, not "
                 f"{decision.subscriber.mac}; check the case or leave mac empty")
         return where
+
+
+def _refuse_protected(clash, what: str) -> None:
+    """FailedPrecondition naming the protected asset a check found, if any."""
+    if clash is not None:
+        network, name = clash
+        raise FailedPrecondition(f"{what} {network}, a protected asset "
+                                 f"(assets.{name} in the policy); nothing was changed")
 
 
 def _target(decision: Decision, where: Location, addresses: tuple[str, ...]) -> planner.Target:

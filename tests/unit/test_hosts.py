@@ -71,18 +71,8 @@ def test_an_ipv6_address_moves_to_the_newest_host_and_the_table_stays_bounded():
 
 
 def test_an_inventory_prefix_names_the_pinned_subscriber_by_any_address_in_it():
-    import dataclasses
-
-    @dataclasses.dataclass(frozen=True)
-    class Pin:
-        account: str
-        ip: str
-        mac: str | None
-        dpid: int
-        port: int
-        ipv6: tuple[str, ...] = ()
-
-    table = HostTable([Pin("ACME-1", "10.0.0.1", A, 1, 1, ("2001:db8:1::/64", "2001:db8::1"))])
+    from enforcement.inventory import Pinned
+    table = HostTable([Pinned("ACME-1", "10.0.0.1", A, 1, 1, ("2001:db8:1::/64", "2001:db8::1"))])
     for address in ("2001:db8:1::99", "2001:db8::1", "10.0.0.1"):
         host = table.by_ip(address)
         assert (host.account, host.dpid, host.port, host.pinned) == ("ACME-1", 1, 1, True)
