@@ -48,6 +48,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=missing))
 
 
+STAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+
+
 class Lab:
     """A running controller plus a started Mininet network."""
 
@@ -63,9 +66,21 @@ class Lab:
         return self.net.get(name)
 
     def log_problems(self) -> list[str]:
-        text = self.log_path.read_text(errors="replace")
-        return [line for line in text.splitlines()
-                if re.search(r" ERROR |Traceback|OFPET_", line)]
+        """Each error entry whole: its line and the traceback lines after it
+        (they carry no timestamp), so a failure says what went wrong."""
+        problems: list[str] = []
+        inside = False
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if STAMP.match(line):
+                inside = bool(re.search(r" ERROR |Traceback|OFPET_", line))
+                if inside:
+                    problems.append(line)
+            elif inside:
+                problems[-1] += "\n" + line
+            elif re.search(r"Traceback|OFPET_", line):
+                problems.append(line)
+                inside = True
+        return problems
 
 
 # Mininet names switches s1, s2... and starting one deletes any bridge of that

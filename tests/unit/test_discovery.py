@@ -61,3 +61,86 @@ def test_a_wait_on_the_real_event_returns_once_paced():
         assert time.monotonic() - started < 1.0
     finally:
         switches.is_active = False
+
+
+def discovery_app():
+    """os-ken's Switches, as this controller runs it (controller/lldp.py),
+    with the loops' events but without starting them."""
+    import os_ken.topology.switches  # noqa: F401  (registers its options)
+    from os_ken import cfg
+
+    from controller.lldp import Discovery
+    if not hasattr(cfg.CONF, "observe_links"):
+        cfg.CONF(args=[], project="os_ken")
+    app = Discovery()
+    app.lldp_event = hub.Event()
+    app.link_event = hub.Event()
+    return app
+
+
+def port(no):
+    from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
+    from os_ken.topology.switches import Port
+    desc = ofproto_v1_3_parser.OFPPort(port_no=no, hw_addr="00:00:00:00:00:01",
+                                       name=f"s1-eth{no}".encode(), config=0, state=0,
+                                       curr=0, advertised=0, supported=0, peer=0,
+                                       curr_speed=0, max_speed=0)
+    return Port(1, ofproto_v1_3, desc)
+
+
+def test_ports_coming_and_going_never_stop_the_lldp_sender(monkeypatch):
+    """A switch's ports are added and removed by the app's event handlers
+    while the sender walks them: the sender's thread must survive (it used
+    to die on a KeyError, and discovery went blind for good)."""
+    from controller.lldp import Discovery
+    monkeypatch.setattr(Discovery, "sending", True)  # walk the send path too
+    app = discovery_app()
+    failures = []
+
+    def sender():
+        try:
+            app.lldp_loop()
+        except Exception as exc:  # what the test looks for
+            failures.append(exc)
+
+    def churn(ev):
+        # What os-ken's handlers do to the ports on connect, status, leave.
+        for no in range(1, 40):
+            app.ports.add_port(port(no), b"lldp")
+        for no in range(1, 40, 3):
+            app.ports.move_front(port(no))
+        for no in range(1, 40):
+            app.ports.del_port(port(no))
+
+    handler = app._guarded(churn)
+    thread = threading.Thread(target=sender, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline and not failures:
+        handler(None)
+        app.lldp_event.set()
+    app.is_active = False
+    app.lldp_event.set()
+    thread.join(2.0)
+    assert failures == []
+    assert not thread.is_alive()
+
+
+def test_a_stale_link_is_reaped_and_announced_and_its_reverse_hurried():
+    from os_ken.topology.switches import Link
+    app = discovery_app()
+    a, b = port(1), port(2)
+    app.ports.add_port(a, b"lldp")
+    app.ports.add_port(b, b"lldp")
+    app.links.update_link(a, b)
+    app.links.update_link(b, a)
+    now = time.time()
+    app.links[Link(a, b)] = now - app.LINK_TIMEOUT - 1
+    app.ports.lldp_sent(b)
+    gone = app.reap_stale_links(now)
+    assert gone == [Link(a, b)]
+    assert Link(a, b) not in app.links
+    # The reverse is due for reaping next pass, and b is probed first.
+    assert app.links[Link(b, a)] == now - app.LINK_TIMEOUT
+    assert app.ports.get_port(b).timestamp is None
+    assert app.probe_due_ports(now) == 2
