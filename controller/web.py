@@ -1,6 +1,7 @@
-"""The engineers' topology view: one page and the JSON it polls, served by
-the controller (the standard library's ThreadingHTTPServer; nothing here
-needs more).
+"""The engineers' topology view: a page drawn with Cytoscape.js (shipped in
+controller/static/, never fetched at run time), the JSON it reads and a
+Server-Sent Events stream that pushes each change, served by aiohttp on its
+own thread and event loop.
 
 Read-only: GET and HEAD only, anything else 405. Loopback by default; the
 controller refuses a non-loopback address unless a bearer token is
@@ -9,243 +10,257 @@ otherwise) or an ssl.SSLContext that requires client certificates is given
 (the controller's own CA; `may_read(common_name)` decides, with the roles of
 the access file).
 
-    GET /                       the page
-    GET /api/topology           switches, links (up or down), hosts with their
-                                IPv4 and IPv6 addresses and active enforcements
-                                (named by any of those), layout coordinates
+    GET /                       the page (and /static/: its script, style, library)
+    GET /api/topology           switches (position, host counts), links (up or
+                                down), hosts with their IPv4 and IPv6 addresses
+                                and active enforcements, quarantine paths
+    GET /api/stream             text/event-stream: a `snapshot` (the same JSON,
+                                numbered), then a `diff` for each change
+    GET /api/search?q=          hosts by IPv4 or IPv6 address, MAC, case id,
+                                enforcement id or account
     GET /api/enforcements/ID    one enforcement with its rules and the live
                                 packet/byte counters of its flows
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import hmac
-import http.server
 import importlib.resources
 import json
 import logging
 import ssl
 import threading
-import time
-import urllib.parse
 from collections.abc import Callable
 
-import networkx as nx
+from aiohttp import web
 
-from enforcement.hostaddresses import AddressIndex
-from enforcement.model import State
-from enforcement.routing import switch_graph
+from controller.viewfeed import Feed
+from controller.viewmodel import ViewModel
+
+__all__ = ["TopologyWeb", "ViewModel", "MissingAsset"]
 
 LOG = logging.getLogger(__name__)
 
-
-class ViewModel:
-    """Turns what the controller knows into the JSON the page draws. Keeps
-    the links it has seen, so that a link that goes away shows as down
-    instead of vanishing."""
-
-    def __init__(self, service, network):
-        self._service = service
-        self._network = network
-        self._seen_links: dict[tuple, dict] = {}
-        self._layout: tuple[frozenset, dict] | None = None
-        self._lock = threading.Lock()
-
-    def topology(self) -> dict:
-        view, _ = self._service.topology()
-        live = {r.id: r for r in self._service.list(states=[_ACTIVE, _PENDING])}
-        by_address: dict[str, list[str]] = {}
-        for record in live.values():
-            for address in dict.fromkeys((str(record.decision.subscriber.ip),
-                                          *record.addresses)):
-                by_address.setdefault(address, []).append(record.id)
-        owned = AddressIndex(by_address)
-        # A host's enforcements oldest first, whichever of its addresses named them.
-        rank = {enforcement_id: n for n, enforcement_id in enumerate(live)}
-        with self._lock:
-            current = {}
-            for link in view.links:
-                key = tuple(sorted([(link.src_dpid, link.src_port),
-                                    (link.dst_dpid, link.dst_port)]))
-                current[key] = {"a": f"{key[0][0]:016x}", "a_port": key[0][1],
-                                "b": f"{key[1][0]:016x}", "b_port": key[1][1]}
-            self._seen_links.update(current)
-            links = [dict(data, up=key in current) for key, data in sorted(
-                self._seen_links.items())]
-            positions = self._positions(view)
-        switches = [{"id": f"{s.dpid:016x}", "name": f"s{s.dpid}",
-                     "ports": [{"number": n, "name": name} for n, name in s.ports],
-                     **positions.get(f"{s.dpid:016x}", {"x": 0.5, "y": 0.5})}
-                    for s in view.switches]
-        hosts = []
-        for h in view.hosts:
-            records = [live[i] for i in sorted(owned.of(h.ip, h.ipv6), key=rank.__getitem__)]
-            hosts.append({
-                "mac": h.mac, "ip": h.ip or "", "ipv6": list(h.ipv6),
-                "switch": f"{h.dpid:016x}", "port": h.port,
-                "account": h.account, "pinned": h.pinned,
-                **positions.get(h.mac, {"x": 0.5, "y": 0.5}),
-                "enforcements": [_summary(r) for r in records]})
-        return {"switches": switches, "links": links, "hosts": hosts,
-                "generated_at": time.time()}
-
-    def enforcement(self, enforcement_id: str) -> dict | None:
-        try:
-            record = self._service.get(enforcement_id)
-        except Exception:
-            return None
-        counters = {}
-        for dpid in sorted({r.dpid for r in record.rules}):
-            try:
-                counts = self._network.flow_counters(dpid, record.cookie)
-            except Exception as exc:  # switch away: say so, keep the rest
-                counters[f"{dpid:016x}"] = {"error": str(exc)}
-                continue
-            counters[f"{dpid:016x}"] = counts
-        packets = sum(c.get("packets", 0) for c in counters.values())
-        octets = sum(c.get("bytes", 0) for c in counters.values())
-        return {**_summary(record), "rules": [r.text() for r in record.rules],
-                "meters": [m.text() for m in record.meters],
-                "reason": record.decision.reason, "state_reason": record.state_reason,
-                "escalation": record.escalation.reason, "clause": record.escalation.clause,
-                "location": {"switch": f"{record.location.dpid:016x}",
-                             "port": record.location.port},
-                "counters": {"per_switch": counters, "packets": packets, "bytes": octets}}
-
-    def _positions(self, view) -> dict:
-        """Spring layout of switches and hosts (networkx), recomputed only
-        when the set of nodes changes, so the picture does not jump."""
-        graph = switch_graph(view)
-        nodes = nx.Graph()
-        for a, b in graph.edges:
-            nodes.add_edge(f"{a:016x}", f"{b:016x}")
-        for s in view.switches:
-            nodes.add_node(f"{s.dpid:016x}")
-        for data in self._seen_links.values():
-            nodes.add_edge(data["a"], data["b"])
-        for h in view.hosts:
-            nodes.add_edge(h.mac, f"{h.dpid:016x}")
-        key = frozenset(nodes.nodes) | frozenset(map(frozenset, nodes.edges))
-        if self._layout is None or self._layout[0] != key:
-            raw = nx.spring_layout(nodes, seed=7) if len(nodes) else {}
-            xs = [p[0] for p in raw.values()] or [0]
-            ys = [p[1] for p in raw.values()] or [0]
-            span_x, span_y = (max(xs) - min(xs)) or 1, (max(ys) - min(ys)) or 1
-            self._layout = (key, {n: {"x": round(0.05 + 0.9 * (p[0] - min(xs)) / span_x, 4),
-                                      "y": round(0.05 + 0.9 * (p[1] - min(ys)) / span_y, 4)}
-                                  for n, p in raw.items()})
-        return self._layout[1]
+# The page's files: everything /static/ may serve. cytoscape.min.js is copied
+# from controller/viewsrc/node_modules by scripts/setup.sh (generated, not in git).
+STATIC = {"index.html": "text/html; charset=utf-8",
+          "view.js": "text/javascript; charset=utf-8",
+          "view.css": "text/css; charset=utf-8",
+          "cytoscape.min.js": "text/javascript; charset=utf-8"}
+LIBRARY = "cytoscape.min.js"
+# A quiet stream still says something now and then, so that proxies and the
+# browser keep it open and a dead client is noticed.
+KEEPALIVE_SECONDS = 15
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": ("default-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                "img-src 'self' data:; frame-ancestors 'none'"),
+    "Server": "enforcement-view",
+}
 
 
-def _summary(record) -> dict:
-    return {"id": record.id, "case": record.decision.case_id,
-            "subscriber": str(record.decision.subscriber.ip),
-            "addresses": list(record.addresses),
-            "violation": record.decision.violation.value,
-            "action": record.action.kind.value, "description": record.action.description,
-            "state": record.state.value}
+class MissingAsset(FileNotFoundError):
+    """The view's browser library was never copied in (an OSError, so the
+    controller reports it as a view it cannot serve)."""
 
 
-_ACTIVE, _PENDING = State.ACTIVE, State.PENDING
+def load_static() -> dict[str, bytes]:
+    folder = importlib.resources.files("controller").joinpath("static")
+    files = {}
+    for name in STATIC:
+        path = folder.joinpath(name)
+        if not path.is_file():
+            hint = ("run scripts/setup.sh (npm ci in controller/viewsrc copies it from "
+                    "the cytoscape package)" if name == LIBRARY else "the package is incomplete")
+            raise MissingAsset(f"the topology view's {name} is missing from "
+                               f"controller/static/: {hint}")
+        files[name] = path.read_bytes()
+    return files
 
 
 class TopologyWeb:
     def __init__(self, model: ViewModel, host: str, port: int, *,
                  token: str | None = None, ssl_context: ssl.SSLContext | None = None,
                  may_read: Callable[[str], bool] | None = None):
-        page = importlib.resources.files("controller").joinpath("view.html").read_bytes()
-        handler = _handler(model, page, token, may_read if ssl_context else None)
-        self._server = http.server.ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
-        if ssl_context is not None:
-            # The handshake then happens in the request's own thread, so a
-            # client that stalls in it cannot hold up everyone else's accept.
-            self._server.socket = ssl_context.wrap_socket(
-                self._server.socket, server_side=True, do_handshake_on_connect=False)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="topology-view", daemon=True)
+        self._files = load_static()
+        self._model = model
+        self._feed = Feed(model, model.service)
+        self._host, self.port = host, port
+        self._token = token
+        self._ssl = ssl_context
+        self._may_read = may_read if ssl_context else None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._streams: set[asyncio.Queue] = set()
+        self._closing = False
 
     def start(self) -> int:
+        """Binds and serves; returns the bound port. Raises what binding raised."""
+        ready: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._serve, args=(ready,),
+                                        name="topology-view", daemon=True)
         self._thread.start()
+        self.port = ready.result(timeout=30)
+        self._feed.start(self._publish)
         return self.port
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._feed.stop()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._end_streams)
+            loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    # ---- the event loop's thread ------------------------------------------
+
+    def _serve(self, ready: concurrent.futures.Future) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        runner = web.AppRunner(self._application(), access_log=None, shutdown_timeout=1)
+        try:
+            loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, self._host, self.port, ssl_context=self._ssl)
+            loop.run_until_complete(site.start())
+        except BaseException as exc:
+            ready.set_exception(exc)
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+            return
+        ready.set_result(runner.addresses[0][1])
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+
+    def _application(self) -> web.Application:
+        app = web.Application(middlewares=[self._guard])
+        app.router.add_get("/", self._page)
+        app.router.add_get("/index.html", self._page)
+        app.router.add_get("/static/{name}", self._static)
+        app.router.add_get("/api/topology", self._topology)
+        app.router.add_get("/api/stream", self._stream)
+        app.router.add_get("/api/search", self._search)
+        app.router.add_get("/api/enforcements/{id}", self._enforcement)
+        app.on_response_prepare.append(_headers)
+        return app
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler):
+        if request.method not in ("GET", "HEAD"):
+            return web.Response(status=405, headers={"Allow": "GET, HEAD"})
+        if self._may_read is not None:
+            from enforcement.tlsgate import common_name
+            transport = request.transport
+            certificate = transport.get_extra_info("peercert") if transport else None
+            name = common_name(certificate or {})
+            if not name or not self._may_read(name):
+                return _error(403, "this certificate may not read")
+        if self._token is not None:
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self._token}".encode()):
+                return web.Response(status=401, headers={"WWW-Authenticate": "Bearer"})
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status == 404:
+                return _error(404, "not found")
+            raise
+        except Exception:
+            LOG.exception("topology view failed on %s", request.path)
+            return _error(500, "internal error; see the controller log")
+
+    async def _page(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._files["index.html"], content_type="text/html",
+                            charset="utf-8")
+
+    async def _static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in STATIC:
+            return _error(404, "not found")
+        return web.Response(body=self._files[name], headers={"Content-Type": STATIC[name]})
+
+    async def _topology(self, request: web.Request) -> web.Response:
+        return _json(await _off_loop(self._model.topology))
+
+    async def _search(self, request: web.Request) -> web.Response:
+        query = request.query.get("q", "")
+        return _json({"query": query, "hosts": await _off_loop(self._feed.search, query)})
+
+    async def _enforcement(self, request: web.Request) -> web.Response:
+        found = await _off_loop(self._model.enforcement, request.match_info["id"])
+        if found is None:
+            return _error(404, "no such enforcement")
+        return _json(found)
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                               "X-Accel-Buffering": "no"})
+        await response.prepare(request)
+        if request.method == "HEAD":
+            return response
+        queue: asyncio.Queue = asyncio.Queue()
+        # Subscribed before the snapshot is read: a diff published meanwhile
+        # is queued, and the page skips any it already has (by version).
+        self._streams.add(queue)
+        try:
+            _, text = self._feed.current()
+            await response.write(_event("snapshot", text))
+            while not self._closing:
+                try:
+                    item = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    await response.write(b": still here\n\n")
+                    continue
+                if item is None:
+                    break
+                await response.write(_event("diff", item))
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the page went away
+        finally:
+            self._streams.discard(queue)
+        return response
+
+    def _publish(self, version: int, text: str) -> None:
+        """From the feed's thread: over to the loop, which owns the queues."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._broadcast, text)
+
+    def _broadcast(self, text: str) -> None:
+        for queue in self._streams:
+            queue.put_nowait(text)
+
+    def _end_streams(self) -> None:
+        self._closing = True
+        for queue in self._streams:
+            queue.put_nowait(None)
 
 
-def _handler(model: ViewModel, page: bytes, token: str | None,
-             may_read: Callable[[str], bool] | None):
-    class Handler(http.server.BaseHTTPRequestHandler):
-        server_version = "enforcement-view"
+async def _off_loop(function, *args):
+    """The service's and the model's calls take locks and may take a while
+    on a big network: never on the loop that serves every page."""
+    return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
-        def log_message(self, fmt, *args):  # the controller log, not stderr
-            # fmt is http.server's own %-format: extended, not formatted, it stays lazy.
-            LOG.debug("%s " + fmt, self.address_string(), *args)  # noqa: G003
 
-        def _refuse_writes(self):
-            self.send_response(405)
-            self.send_header("Allow", "GET, HEAD")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+async def _headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(SECURITY_HEADERS)
 
-        do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse_writes
 
-        def do_HEAD(self):
-            self._serve(body=False)
+def _event(kind: str, text: str) -> bytes:
+    # json.dumps writes no newline, so the data fits on one data: line.
+    return f"event: {kind}\ndata: {text}\n\n".encode()
 
-        def do_GET(self):
-            self._serve(body=True)
 
-        def _allowed(self) -> bool:
-            if may_read is not None:
-                from enforcement.tlsgate import common_name
-                name = common_name(self.connection.getpeercert() or {})
-                if not name or not may_read(name):
-                    self._send(403, b'{"error": "this certificate may not read"}',
-                               "application/json", True)
-                    return False
-            if token is not None:
-                given = self.headers.get("Authorization", "")
-                if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                    self.send_response(401)
-                    self.send_header("WWW-Authenticate", "Bearer")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return False
-            return True
+def _json(data) -> web.Response:
+    return web.Response(body=json.dumps(data).encode(), content_type="application/json")
 
-        def _serve(self, body: bool):
-            if not self._allowed():
-                return
-            path = urllib.parse.urlparse(self.path).path
-            try:
-                if path in ("/", "/index.html"):
-                    return self._send(200, page, "text/html; charset=utf-8", body)
-                if path == "/api/topology":
-                    return self._json(model.topology(), body)
-                if path.startswith("/api/enforcements/"):
-                    found = model.enforcement(path.rsplit("/", 1)[1])
-                    if found is None:
-                        return self._send(404, b'{"error": "no such enforcement"}',
-                                          "application/json", body)
-                    return self._json(found, body)
-            except Exception:
-                LOG.exception("topology view failed on %s", path)
-                return self._send(500, b'{"error": "internal error; see the controller log"}',
-                                  "application/json", body)
-            self._send(404, b'{"error": "not found"}', "application/json", body)
 
-        def _json(self, data, body: bool):
-            self._send(200, json.dumps(data).encode(), "application/json", body)
-
-        def _send(self, status: int, data: bytes, kind: str, body: bool):
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            if body:
-                self.wfile.write(data)
-
-    return Handler
+def _error(status: int, message: str) -> web.Response:
+    return web.Response(status=status, body=json.dumps({"error": message}).encode(),
+                        content_type="application/json")

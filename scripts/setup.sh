@@ -56,6 +56,15 @@ if [ ! -d bench/js/node_modules ]; then
   npm ci --prefix bench/js --silent --no-audit --no-fund
 fi
 
+# The topology view's Cytoscape.js, pinned by its lockfile and shipped inside
+# the controller package (controller/static/, package data; the page never
+# fetches anything from elsewhere). The copy is generated: not in git.
+if [ ! -d controller/viewsrc/node_modules ]; then
+  echo "setup: installing the topology view's Cytoscape.js (npm ci)"
+  npm ci --prefix controller/viewsrc --silent --no-audit --no-fund
+fi
+cp controller/viewsrc/node_modules/cytoscape/dist/cytoscape.min.js controller/static/
+
 # The kernel may lack the openvswitch module: ovs-ctl then warns and the
 # switches run in userspace (datapath_type=netdev), which is what we use.
 if ! ovs-vsctl --timeout=2 show >/dev/null 2>&1; then

@@ -1,14 +1,21 @@
-"""The topology view's HTTP server over a real socket: read-only, token when
-configured, JSON that matches the service (the browser tests in
-tests/e2e/test_view.py drive the page itself)."""
+"""The topology view's HTTP server over a real socket (aiohttp on its own
+thread): read-only, token when configured, client certificates when given,
+JSON that matches the service, a stream that pushes each change; and its
+pure parts (layout, host slots, search, diffs, quarantine paths). The
+browser tests in tests/e2e/test_view*.py drive the page itself."""
+import http.client
 import ipaddress
 import json
+import ssl
 import urllib.error
 import urllib.request
 
 import pytest
 
-from controller.web import TopologyWeb, ViewModel
+from controller import web as webmodule
+from controller.viewfeed import build_index, diff, normalise, search
+from controller.viewmodel import HostSlots, SwitchLayout
+from controller.web import MissingAsset, TopologyWeb, ViewModel
 from enforcement import policy
 from enforcement.model import Violation
 from enforcement.service import EnforcementService
@@ -18,11 +25,25 @@ from test_api import RecordingNetwork
 
 TOKEN = "s3cret-token-0123456789"
 V6_ONLY = "2001:db8:7::1"
+S1, S2 = f"{1:016x}", f"{2:016x}"
+
+
+class ViewNetwork(RecordingNetwork):
+    """The recording double whose topology also shows the subscribers it
+    locates (10.0.0.1 on switch 1, 10.0.0.3 on switch 2), next to the
+    walled garden's servers."""
+
+    def topology(self):
+        from enforcement.model import HostView, TopologyView
+        view = super().topology()
+        located = tuple(HostView(where.mac, ip, where.dpid, where.port)
+                        for ip, where in sorted(self.hosts.items()))
+        return TopologyView(view.switches, view.links, (*located, *view.hosts))
 
 
 @pytest.fixture
 def service(tmp_path):
-    return EnforcementService(RecordingNetwork(), policy.load(),
+    return EnforcementService(ViewNetwork(), policy.load(),
                               Store(f"sqlite:///{tmp_path}/state.db"))
 
 
@@ -43,22 +64,30 @@ def fetch(web, path, method="GET", token=None):
         return exc.code, exc.read()
 
 
+def apply(service, request_id, ip="10.0.0.1", violation=Violation.SPAM, case="C-1"):
+    return service.apply(validate_apply(request_id=request_id, case_id=case, ip=ip, mac="",
+                                        violation=violation, reason="r"))
+
+
 def test_page_and_topology_json(service):
-    record = service.apply(validate_apply(
-        request_id="w1", case_id="C-<script>", ip="10.0.0.1", mac="",
-        violation=Violation.SPAM, reason="r"))
+    record = apply(service, "w1", case="C-<script>")
     web = start(service)
     try:
         status, page = fetch(web, "/")
-        assert status == 200 and b"<svg id=\"map\"" in page
+        assert status == 200 and b'<div id="map">' in page
+        assert b"static/cytoscape.min.js" in page and b"//cdn" not in page
+        status, library = fetch(web, "/static/cytoscape.min.js")
+        assert status == 200 and b"cytoscape" in library[:2000]
+        assert fetch(web, "/static/../web.py")[0] == 404
         status, body = fetch(web, "/api/topology")
         topo = json.loads(body)
         assert status == 200
-        assert {s["id"] for s in topo["switches"]} == {f"{1:016x}", f"{2:016x}"}
-        assert topo["links"] == [{"a": f"{1:016x}", "a_port": 3, "b": f"{2:016x}",
-                                  "b_port": 3, "up": True}]
-        assert all(0 <= n["x"] <= 1 and 0 <= n["y"] <= 1
-                   for n in topo["switches"] + topo["hosts"])
+        # Named as enforcementctl prints a datapath id, not s1.
+        assert [(s["id"], s["name"]) for s in topo["switches"]] == [(S1, S1), (S2, S2)]
+        assert [(s["hosts"], s["enforced"]) for s in topo["switches"]] == [(1, 1), (3, 0)]
+        assert topo["links"] == [{"a": S1, "a_port": 3, "b": S2, "b_port": 3, "up": True}]
+        assert all(0 <= s["x"] <= 1 and 0 <= s["y"] <= 1 for s in topo["switches"])
+        assert sorted(h["slot"] for h in topo["hosts"]) == [0, 0, 1, 2]
         status, body = fetch(web, f"/api/enforcements/{record.id}")
         detail = json.loads(body)
         assert status == 200 and detail["case"] == "C-<script>"
@@ -67,6 +96,17 @@ def test_page_and_topology_json(service):
         assert fetch(web, "/nothing")[0] == 404
     finally:
         web.stop()
+
+
+def test_the_page_may_load_nothing_from_elsewhere(service):
+    web = start(service)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{web.port}/", timeout=5) as response:
+            policy_header = response.headers["Content-Security-Policy"]
+            assert response.headers["Server"] == "enforcement-view"
+    finally:
+        web.stop()
+    assert "default-src 'self'" in policy_header
 
 
 def test_a_link_that_goes_away_stays_on_the_map_as_down(service):
@@ -82,16 +122,19 @@ def test_a_link_that_goes_away_stays_on_the_map_as_down(service):
 
 def _without_links():
     from enforcement.model import TopologyView
-    view = RecordingNetwork().topology()
+    view = ViewNetwork().topology()
     return TopologyView(view.switches, (), view.hosts)
 
 
-@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
 def test_the_view_is_read_only(service, method):
-    web = start(service)
+    web = start(service, token=TOKEN)
     try:
-        status, _ = fetch(web, "/api/topology", method=method)
-        assert status == 405
+        # Refused for what it is before anyone is asked who they are.
+        for path in ("/api/topology", "/api/stream", "/"):
+            status, _ = fetch(web, path, method=method, token=TOKEN)
+            assert status == 405
+        assert fetch(web, "/api/topology", method="HEAD", token=TOKEN)[0] == 200
     finally:
         web.stop()
 
@@ -99,23 +142,64 @@ def test_the_view_is_read_only(service, method):
 def test_with_a_token_every_request_needs_it(service):
     web = start(service, token=TOKEN)
     try:
-        assert fetch(web, "/")[0] == 401
-        assert fetch(web, "/api/topology", token="wrong-token-0123456789")[0] == 401
+        for path in ("/", "/static/view.js", "/api/topology", "/api/stream", "/api/search?q=x"):
+            assert fetch(web, path)[0] == 401
+            assert fetch(web, path, token="wrong-token-0123456789")[0] == 401
         assert fetch(web, "/api/topology", token=TOKEN)[0] == 200
     finally:
         web.stop()
+
+
+def test_with_client_certificates_the_access_file_decides(service, tmp_path):
+    from enforcement.certs import generate
+    from enforcement.tlsgate import server_context
+    generate(tmp_path, clients=["noc", "intruder"], server_hosts=["127.0.0.1"])
+    context = server_context(str(tmp_path / "server.pem"), str(tmp_path / "server.key"),
+                             str(tmp_path / "ca.pem"), alpn=("http/1.1",))
+    web = start(service, ssl_context=context, may_read=lambda name: name == "noc")
+
+    def get(client):
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        if client:
+            ctx.load_cert_chain(str(tmp_path / f"{client}.pem"), str(tmp_path / f"{client}.key"))
+        connection = http.client.HTTPSConnection("127.0.0.1", web.port, context=ctx, timeout=5)
+        try:
+            connection.request("GET", "/api/topology")
+            return connection.getresponse().status
+        except (ssl.SSLError, OSError):
+            return "refused"
+        finally:
+            connection.close()
+
+    try:
+        assert get("noc") == 200
+        assert get("intruder") == 403
+        assert get(None) == "refused"
+    finally:
+        web.stop()
+
+
+def test_without_its_browser_library_the_view_says_what_to_do(service, tmp_path, monkeypatch):
+    (tmp_path / "static").mkdir()
+    for name in ("index.html", "view.js", "view.css"):
+        (tmp_path / "static" / name).write_text("x")
+    monkeypatch.setattr(webmodule.importlib.resources, "files", lambda package: tmp_path)
+    with pytest.raises(MissingAsset, match=r"cytoscape.min.js.*scripts/setup.sh") as caught:
+        TopologyWeb(ViewModel(service, service._network), "127.0.0.1", 0)
+    assert isinstance(caught.value, OSError)  # main reports it as a view it cannot serve
 
 
 def test_a_host_shows_its_ipv6_addresses_and_the_enforcements_they_named(tmp_path):
     from test_api import V6, DualStackNetwork
     dual = EnforcementService(DualStackNetwork(), policy.load(),
                               Store(f"sqlite:///{tmp_path}/dual.db"))
-    record = dual.apply(validate_apply(request_id="w6", case_id="C-6", ip=V6, mac="",
-                                       violation=Violation.SPAM, reason="r"))
+    record = apply(dual, "w6", ip=V6, case="C-6")
     web = start(dual)
     try:
         topo = json.loads(fetch(web, "/api/topology")[1])
-        page = fetch(web, "/")[1]
+        script = fetch(web, "/static/view.js")[1]
+        # Any spelling of the address finds the host.
+        found = json.loads(fetch(web, "/api/search?q=" + V6.upper())[1])["hosts"]
     finally:
         web.stop()
     host = next(h for h in topo["hosts"] if h["ip"] == "10.0.0.1")
@@ -125,8 +209,9 @@ def test_a_host_shows_its_ipv6_addresses_and_the_enforcements_they_named(tmp_pat
     assert {V6, "10.0.0.1"} <= set(shown["addresses"])
     neighbour = next(h for h in topo["hosts"] if h["ip"] == "10.0.0.3")
     assert neighbour["ipv6"] == [] and neighbour["enforcements"] == []
-    # The page lists them (tooltip, details) and marks each host's addresses.
-    assert b'"data-ipv6"' in page and b'class="ipv6"' in page and b'el("title"' in page
+    assert {h["mac"] for h in found} == {host["mac"]}
+    # The page lists them in the details and keeps them on each host's node.
+    assert b'class="ipv6"' in script and b"ipv6: (h.ipv6" in script
 
 
 class _Live:
@@ -147,8 +232,7 @@ def test_a_host_known_by_ipv6_only_is_found_by_the_address_its_enforcement_named
     import dataclasses
 
     from enforcement.model import HostView, Subscriber, TopologyView
-    record = service.apply(validate_apply(request_id="w7", case_id="C-7", ip="10.0.0.1",
-                                          mac="", violation=Violation.SPAM, reason="r"))
+    record = apply(service, "w7", case="C-7")
     decision = dataclasses.replace(record.decision,
                                    subscriber=Subscriber(ip=ipaddress.ip_address(V6_ONLY)))
     record = dataclasses.replace(record, decision=decision, addresses=())
@@ -161,3 +245,143 @@ def test_a_host_known_by_ipv6_only_is_found_by_the_address_its_enforcement_named
     assert [e["id"] for e in owner["enforcements"]] == [record.id]
     assert owner["ip"] == "" and owner["ipv6"] == ["fe80::7", "2001:db8:7::/64"]
     assert other["enforcements"] == []
+    assert [m for m, _ in search(build_index(topo["hosts"]), V6_ONLY)] == [owner["mac"]]
+
+
+# ---- the pushed stream, over a real socket ------------------------------------
+
+class Stream:
+    """An SSE client as a browser's EventSource reads the stream."""
+
+    def __init__(self, web, token=None):
+        self.connection = http.client.HTTPConnection("127.0.0.1", web.port, timeout=10)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.connection.request("GET", "/api/stream", headers=headers)
+        self.response = self.connection.getresponse()
+
+    def next(self) -> tuple[str, dict]:
+        kind, data = "", ""
+        while True:
+            line = self.response.fp.readline().decode().rstrip("\n")
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                data = line[6:]
+            elif line == "" and kind:
+                return kind, json.loads(data)
+
+    def close(self):
+        self.connection.close()
+
+
+def test_the_stream_pushes_a_decision_and_a_lift_as_differences(service):
+    web = start(service)
+    stream = Stream(web)
+    try:
+        assert stream.response.headers["Content-Type"] == "text/event-stream"
+        kind, first = stream.next()
+        assert kind == "snapshot" and first["topology"]["hosts"]
+        record = apply(service, "s1")
+        kind, change = stream.next()
+        assert kind == "diff" and change["version"] == first["version"] + 1
+        [host] = change["hosts"]["changed"]
+        assert host["ip"] == "10.0.0.1" and [e["id"] for e in host["enforcements"]] == [record.id]
+        assert "links" not in change  # only what changed
+        service.lift(record.id, "done")
+        kind, change = stream.next()
+        assert kind == "diff" and change["hosts"]["changed"][0]["enforcements"] == []
+    finally:
+        stream.close()
+        web.stop()
+
+
+def test_the_stream_pushes_a_host_that_moved_without_any_event(service):
+    from enforcement.model import Location
+    web = start(service)
+    stream = Stream(web)
+    try:
+        stream.next()
+        service._network.hosts["10.0.0.9"] = Location(2, 9, "00:00:00:00:00:09")
+        kind, change = stream.next()
+        assert kind == "diff" and [h["mac"] for h in change["hosts"]["changed"]] == [
+            "00:00:00:00:00:09"]
+        assert change["switches"]["changed"][0]["hosts"] == 4
+    finally:
+        stream.close()
+        web.stop()
+
+
+def test_a_quarantine_shows_its_path_to_the_walled_garden(service):
+    record = apply(service, "q1", violation=Violation.MALWARE, case="C-Q")
+    assert record.action.kind.value == "quarantine"
+    topo = ViewModel(service, service._network).topology()
+    paths = {p["garden"]: p for p in topo["paths"]}
+    # dns and portal sit on switch 2, the subscriber on switch 1.
+    assert set(paths) == {"10.0.0.250", "10.0.0.251"}
+    assert all(p["switches"] == [S1, S2] and p["enforcement"] == record.id
+               and p["host"] == "00:00:00:00:00:01" for p in paths.values())
+    assert paths["10.0.0.250"]["garden_host"] == "00:00:00:00:00:fa"
+    # The switches the path crosses are the ones the enforcement's rules are on.
+    assert {f"{r.dpid:016x}" for r in record.rules} == {S1, S2}
+    service.lift(record.id, "done")
+    assert ViewModel(service, service._network).topology()["paths"] == []
+
+
+# ---- pure parts ------------------------------------------------------------------
+
+def test_switch_positions_never_move_once_given():
+    ring = [f"{n:016x}" for n in range(1, 9)]
+    edges = [(ring[i], ring[(i + 1) % 8]) for i in range(8)]
+    layout = SwitchLayout()
+    first = layout.positions(ring, edges)
+    assert first == SwitchLayout().positions(list(reversed(ring)), edges)  # deterministic
+    grown = layout.positions([*ring, f"{9:016x}"], [*edges, (ring[0], f"{9:016x}")])
+    assert {s: grown[s] for s in ring} == first
+    assert 0 < grown[f"{9:016x}"]["x"] < 1 and 0 < grown[f"{9:016x}"]["y"] < 1
+    # A switch that leaves and comes back returns where it was.
+    layout.positions(ring[1:], edges)
+    assert layout.positions(ring, edges) == first
+
+
+def test_a_host_keeps_its_slot_while_others_come_and_go():
+    slots = HostSlots()
+    assert slots.assign({"s": ["b", "a", "c"]}) == {("s", "a"): 0, ("s", "b"): 1, ("s", "c"): 2}
+    assert slots.assign({"s": ["c", "a", "d"]}) == {("s", "a"): 0, ("s", "c"): 2, ("s", "d"): 1}
+    assert slots.assign({"s": ["a", "c", "d", "e"]})[("s", "e")] == 3
+
+
+def _host(mac, ip="", ipv6=(), account="", cases=()):
+    return {"mac": mac, "ip": ip, "ipv6": list(ipv6), "account": account,
+            "enforcements": [{"case": c, "id": f"enf-{c}", "subscriber": ip or ipv6[0],
+                              "addresses": [ip]} for c in cases]}
+
+
+def test_search_finds_a_host_by_any_name_it_goes_by():
+    hosts = [_host("00:00:00:00:00:01", "10.0.0.1", ("2001:db8::1",), "ACME-1", ("CASE-9",)),
+             _host("00:00:00:00:00:02", "10.0.0.2", account="ACME-2"),
+             _host("00:00:00:00:00:12", "10.0.0.12")]
+    index = build_index(hosts)
+
+    def macs(query):
+        return [m for m, _ in search(index, query)]
+
+    assert macs("10.0.0.1") == ["00:00:00:00:00:01"]  # exact before partial (10.0.0.12)
+    assert macs("2001:DB8:0::1") == ["00:00:00:00:00:01"]
+    assert macs(" 00-00-00-00-00-02 ") == ["00:00:00:00:00:02"]
+    assert macs("case-9") == macs("enf-CASE-9") == ["00:00:00:00:00:01"]
+    assert macs("acme-2") == ["00:00:00:00:00:02"]
+    assert macs("ACME") == ["00:00:00:00:00:01", "00:00:00:00:00:02"]
+    assert macs("nothing") == [] and macs("  ") == []
+    assert search(index, "10.0.0.1")[0] == ("00:00:00:00:00:01", "ip")
+    assert normalise("2001:DB8::/32") == "2001:db8::/32"
+
+
+def test_a_difference_names_only_what_changed():
+    old = {"switches": [{"id": "a", "hosts": 1}], "hosts": [{"mac": "m1", "x": 1},
+                                                             {"mac": "m2", "x": 1}],
+           "links": [], "paths": []}
+    new = {"switches": [{"id": "a", "hosts": 1}], "hosts": [{"mac": "m1", "x": 2}],
+           "links": [], "paths": [{"enforcement": "e"}]}
+    assert diff(old, new) == {"hosts": {"changed": [{"mac": "m1", "x": 2}], "removed": ["m2"]},
+                              "paths": [{"enforcement": "e"}]}
+    assert diff(new, new) is None
