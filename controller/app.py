@@ -107,6 +107,13 @@ class EnforcementApp(app_manager.OSKenApp):
     def is_connected(self, dpid: int) -> bool:
         return self.sessions.is_connected(dpid)
 
+    def repin(self, pinned) -> None:
+        """A reloaded inventory (enforcement/reload.py): forwarding is
+        rebuilt for where its subscribers are now."""
+        self.inventory = list(pinned)
+        self.net.repin(self.inventory)
+        self.fabric.mark_all()
+
     def connected_switches(self) -> list[int]:
         return self.sessions.dpids()
 

@@ -28,18 +28,26 @@ class HostTable:
     def __init__(self, pinned: Iterable[Pinned] = ()) -> None:
         self._by_mac: dict[str, HostView] = {}
         self._by_address: dict[str, str] = {}  # either family -> MAC
-        # The inventory's subscribers (enforcement/inventory.py), by address:
-        # located at their pinned port before and whatever they are seen doing.
-        self._pinned = {p.ip: p for p in pinned}
-        pinned = self._pinned.values()
+        self._pinned: dict[str, Pinned] = {}
         self._pinned_v6: dict[str, Pinned] = {}
         self._pinned_prefixes: list[tuple[ipaddress.IPv6Network, Pinned]] = []
-        for p in pinned:
+        self.repin(pinned)
+
+    def repin(self, pinned: Iterable[Pinned]) -> None:
+        """The inventory's subscribers (enforcement/inventory.py), by address:
+        located at their pinned port before and whatever they are seen
+        doing. Called again when the inventory is reloaded; what was learned
+        from traffic stays."""
+        by_ip = {p.ip: p for p in pinned}
+        by_v6: dict[str, Pinned] = {}
+        prefixes: list[tuple[ipaddress.IPv6Network, Pinned]] = []
+        for p in by_ip.values():
             for text in p.ipv6:
                 if "/" in text:
-                    self._pinned_prefixes.append((ipaddress.IPv6Network(text), p))
+                    prefixes.append((ipaddress.IPv6Network(text), p))
                 else:
-                    self._pinned_v6[text] = p
+                    by_v6[text] = p
+        self._pinned, self._pinned_v6, self._pinned_prefixes = by_ip, by_v6, prefixes
 
     def learn(self, dpid: int, port: int, mac: str, ip: str | None,
               ipv6: str | None = None) -> bool:

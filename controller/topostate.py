@@ -118,6 +118,12 @@ class TopologyState:
             self._links.discard(link)
         return known
 
+    def repin(self, pinned) -> None:
+        """A reloaded inventory: where its subscribers are from now on."""
+        with self._lock:
+            self.hosts.repin(pinned)
+            self._hosts_version += 1
+
     # ---- reading -----------------------------------------------------------
 
     def locate(self, ip: str) -> Location | None:

@@ -166,6 +166,17 @@ class TokenBucket:
     def refill_seconds(self) -> float:
         return self._burst / self._rate
 
+    def follows(self, rate: float, burst: int) -> bool:
+        return (self._rate, self._burst) == (rate, burst)
+
+    def retuned(self, rate: float, burst: int) -> TokenBucket:
+        """The same bucket under new limits (a reloaded access file): what
+        was spent stays spent, so a reload is no way to a fresh burst."""
+        bucket = TokenBucket(rate, burst, self._clock)
+        bucket._tokens = min(float(burst), self._tokens)
+        bucket._last = self._last
+        return bucket
+
     def take(self, count: int = 1) -> float:
         """0 when `count` tokens were taken, else the seconds until they are
         due (a count above the burst is never due: it is refused outright)."""
@@ -210,6 +221,9 @@ class ClientLimiter:
             if bucket is None:
                 bucket = self._buckets[key] = TokenBucket(
                     limits.requests_per_second, limits.burst, self._clock)
+            elif not bucket.follows(limits.requests_per_second, limits.burst):
+                bucket = self._buckets[key] = bucket.retuned(
+                    limits.requests_per_second, limits.burst)
             if cost > limits.burst:
                 return (f"client {key!r} sent {cost} requests in one call; its burst "
                         f"allows {limits.burst}")

@@ -216,7 +216,8 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
         return _answer(context, run)
 
     def GetTopology(self, request, context):
-        return _answer(context, lambda: topology_to_proto(*self._service.topology()))
+        return _answer(context, lambda: topology_to_proto(*self._service.topology(),
+                                                          self._service.policy.version))
 
     def Watch(self, request, context):
         try:
@@ -414,6 +415,7 @@ class Serving:
     server: grpc.Server
     port: int
     gate: TlsGate | None = None   # when mutual TLS is on
+    guard: Guard | None = None    # whose access rules a reload replaces
 
     def stop(self, grace: float | None = None) -> None:
         if self.gate is not None:
@@ -436,7 +438,7 @@ def serve(address: str, service: EnforcementService, *,
                                      max_workers=max_workers, metrics=metrics,
                                      forwarder=forwarder)
         server.start()
-        return Serving(server, port)
+        return Serving(server, port, guard=guard)
     from enforcement.tlsgate import TlsGate
     gates: list[TlsGate] = []
     guard = Guard(SERVICE_NAME, access, identify=lambda port: gates[0].identity_of(port),
@@ -453,4 +455,4 @@ def serve(address: str, service: EnforcementService, *,
     except OSError:
         server.stop(None)
         raise
-    return Serving(server, bound, gates[0])
+    return Serving(server, bound, gates[0], guard)

@@ -99,6 +99,8 @@ def to_dict(e: Enforcement) -> dict:
         "state": e.state.value, "state_reason": e.state_reason,
         "created_at": e.created_at, "updated_at": e.updated_at, "expires_at": e.expires_at,
         "addresses": list(e.addresses),
+        "policy_version": e.policy_version,
+        "spec": _spec_to_dict(e.spec),
     }
 
 
@@ -123,4 +125,7 @@ def from_dict(x: dict) -> Enforcement:
         state=State(x["state"]), state_reason=x["state_reason"],
         created_at=x["created_at"], updated_at=x["updated_at"], expires_at=x["expires_at"],
         # Records written before dual stack have none.
-        addresses=tuple(x.get("addresses", ())))
+        addresses=tuple(x.get("addresses", ())),
+        # Records written before policy reloads have none.
+        policy_version=x.get("policy_version", ""),
+        spec=_spec_from_dict(x.get("spec")))

@@ -94,6 +94,7 @@ def enforcement_to_proto(record: Enforcement) -> pb.Enforcement:
         rules=_rules(record.rules),
         escalation=_escalation(record.escalation),
         meters=_meters(record.meters),
+        policy_version=record.policy_version,
     )
     message.created_at.FromNanoseconds(int(record.created_at * 1e9))
     message.updated_at.FromNanoseconds(int(record.updated_at * 1e9))
@@ -131,8 +132,8 @@ def audit_to_proto(entry) -> pb.AuditEntry:
     return message
 
 
-def topology_to_proto(view: TopologyView,
-                      enforcements_by_ip: dict[str, list[str]]) -> pb.Topology:
+def topology_to_proto(view: TopologyView, enforcements_by_ip: dict[str, list[str]],
+                      policy_version: str = "") -> pb.Topology:
     """enforcements_by_ip: active enforcement ids filed by address; a host
     lists those filed under any of its addresses (hostaddresses)."""
     owned = AddressIndex(enforcements_by_ip)
@@ -147,4 +148,5 @@ def topology_to_proto(view: TopologyView,
                        enforcement_ids=owned.of(h.ip, h.ipv6),
                        account=h.account, pinned=h.pinned, ipv6=h.ipv6)
                for h in view.hosts],
+        policy_version=policy_version,
     )

@@ -39,9 +39,27 @@ MAX_HARD_TIMEOUT = 65535
 class Decider:
     def __init__(self, policy: Policy, network, ledger: Ledger, clock: Callable[[], float]):
         self.policy = policy
+        # Every version this process ran, so that re-planning a live
+        # enforcement (a move, a new path) keeps the policy it was confirmed
+        # with after a reload. A handful of small objects per process life.
+        self._policies = {policy.version: policy}
         self._network = network
         self._ledger = ledger
         self._clock = clock
+
+    def use(self, policy: Policy) -> None:
+        """New decisions follow policy from now on. Caller holds the
+        ledger's lock, so no decision is planned half with each."""
+        self.policy = policy
+        self._policies.setdefault(policy.version, policy)
+        self._protected_address.cache_clear()
+        self._protected_overlap.cache_clear()
+
+    def policy_of(self, record: Enforcement) -> Policy:
+        """The policy a record was planned with, when this process knows it;
+        otherwise (planned before a restart under a policy since replaced)
+        the current one."""
+        return self._policies.get(record.policy_version, self.policy)
 
     def propose(self, decision: Decision) -> Proposal:
         self.guard(decision)
@@ -57,19 +75,21 @@ class Decider:
         planned = planner.plan(spec, target, context, cookie, meter_id=serial)
         action = Action(spec.kind, spec.describe(str(decision.scope or decision.subscriber.ip)))
         return Proposal(action, where, escalation, cookie, planned.rules, planned.meters,
-                        addresses)
+                        addresses, self.policy.version, spec)
 
     def replan(self, record: Enforcement, where: Location) -> Enforcement:
         """The same enforcement (step, cookie, meter) planned at another
         place or on the current paths, for the addresses it was planned for
         and any the subscriber showed since."""
         decision = record.decision
-        spec = (decision.requested_action
-                or self.policy.rung(decision.violation).ladder[record.escalation.step - 1])
+        policy = self.policy_of(record)
+        ladder = policy.rung(decision.violation).ladder
+        spec = (record.spec or decision.requested_action
+                or ladder[min(record.escalation.step, len(ladder)) - 1])
         addresses = tuple(dict.fromkeys((*record.addresses, *self._identity(decision))))
         target = _target(decision, where, addresses)
-        context = planner.Context(self.policy.assets, self.policy.quarantine_vlan,
-                                  self._walled_garden_routes(spec, where))
+        context = planner.Context(policy.assets, policy.quarantine_vlan,
+                                  self._walled_garden_routes(spec, where, policy))
         planned = planner.plan(spec, target, context, record.cookie, meter_id=record.serial)
         now = self._clock()
         return dataclasses.replace(
@@ -97,11 +117,13 @@ class Decider:
                 f"different decision ({record.id}); use a new request_id")
         return record
 
-    def _walled_garden_routes(self, spec, where: Location) -> dict:
+    def _walled_garden_routes(self, spec, where: Location, policy: Policy | None = None
+                              ) -> dict:
         if spec.kind is not ActionKind.QUARANTINE:
             return {}
+        assets = (policy or self.policy).assets
         view = self._network.topology()
-        servers = [*self.policy.assets.dns, *self.policy.assets.listed(spec.portal)]
+        servers = [*assets.dns, *assets.listed(spec.portal)]
         routes = {}
         for server in servers:
             address = str(server.network_address)
@@ -137,7 +159,8 @@ class Decider:
             _refuse_protected(self._protected_address(address),
                               f"the subscriber's address {address} is")
 
-    # The cache holds the service alive; there is one per process, for its life.
+    # The cache holds the service alive; there is one per process, for its life
+    # (use() empties it).
     @functools.lru_cache(maxsize=65536)  # noqa: B019
     def _protected_address(self, address: str):
         """_protected_overlap of one address's text (parsing it costs more
@@ -147,7 +170,7 @@ class Decider:
     @functools.lru_cache(maxsize=65536)  # noqa: B019
     def _protected_overlap(self, scope):
         """The first protected asset a scope overlaps, and its list's name
-        (the policy is fixed for the service's life, so scopes are cached)."""
+        (cached until the policy changes: use())."""
         assets = self.policy.assets
         for name in ("dns", "portal", "billing_portal", "mail_servers", "smarthosts",
                      "protected"):

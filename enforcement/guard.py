@@ -79,6 +79,16 @@ class Guard(grpc.ServerInterceptor):
         self._limiter = limiter or access_rules.ClientLimiter()
         self._audit_budget = _AuditBudget()
 
+    @property
+    def access(self) -> access_rules.Access:
+        return self._access
+
+    def replace_access(self, access: access_rules.Access) -> None:
+        """A reloaded access file: calls from now on are judged by it (one
+        reference swap: a call in progress keeps the rules it started with).
+        Token buckets are kept, so a reload is no way around a limit."""
+        self._access = access
+
     def intercept_service(self, continuation, details):
         handler = continuation(details)
         if handler is None:
@@ -117,13 +127,14 @@ class Guard(grpc.ServerInterceptor):
     def _admit(self, call: str, request, context, streaming: bool) -> Caller:
         """Returns the caller with a limiter slot taken, or aborts the call."""
         caller = self._caller(context)
+        access = self._access  # one set of rules for the whole call
         if caller is None:
             self._refuse(context, call, request, "unknown peer " + context.peer(),
                          grpc.StatusCode.UNAUTHENTICATED,
                          "this port takes calls only through the TLS gate "
                          "with a client certificate")
         if caller.authenticated:
-            why = self._access.refusal(caller.name, call)
+            why = access.refusal(caller.name, call)
             if why:
                 self._refuse(context, call, request, caller.actor(),
                              grpc.StatusCode.PERMISSION_DENIED, why)
@@ -133,7 +144,7 @@ class Guard(grpc.ServerInterceptor):
                          grpc.StatusCode.DEADLINE_EXCEEDED,
                          f"the call arrived with {max(left, 0) * 1000:.0f} ms left "
                          f"before its deadline; nothing was done")
-        limits = self._access.limits_of(caller.name)
+        limits = access.limits_of(caller.name)
         cost = (max(1, len(request.requests)) if call in access_rules.BATCHES
                 else 1)
         why = self._limiter.acquire(caller.name, limits, streaming, cost)

@@ -133,6 +133,10 @@ class Proposal:
     # The subscriber's addresses it was planned for, both families (the one
     # the decision named among them).
     addresses: tuple[str, ...] = ()
+    # The version of the policy it was planned with (enforcement.policy),
+    # and the action that policy gave it.
+    policy_version: str = ""
+    spec: ActionSpec | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +156,12 @@ class Enforcement:
     expires_at: float | None = None
     # The subscriber's addresses it was planned for, both families.
     addresses: tuple[str, ...] = ()
+    # The version of the policy it was planned with: a reload changes what
+    # new decisions get, never the rules a live one was confirmed with.
+    policy_version: str = ""
+    # The action it was planned with: re-planned after a restart under a
+    # changed ladder, it keeps the same action.
+    spec: ActionSpec | None = None
 
     @property
     def serial(self) -> int:
@@ -198,6 +208,9 @@ class TopologyView:
 
 # The event kind of a PortAlarm.
 PORT_OVER_BUDGET = "port_over_budget"
+# The controller's own events, no record named: a reload of its files.
+POLICY_RELOADED = "policy_reloaded"
+RELOAD_REFUSED = "reload_refused"
 
 # The control-plane budgets a switch meters, or the controller counts, per
 # access port, and the unit each one's rate and limit are in.

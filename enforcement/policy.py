@@ -5,6 +5,7 @@ start; every mistake names the field it is in.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.resources
 import ipaddress
 import pathlib
@@ -134,6 +135,9 @@ class Policy:
     violations: dict  # Violation -> Rung
     # VLAN id that quarantined traffic carries on its way to the walled garden.
     quarantine_vlan: int = 3999
+    # The policy's content hash (load() sets it): every enforcement records
+    # the version it was planned with, and a reload says which it runs.
+    version: str = ""
 
     def rung(self, violation: Violation) -> Rung:
         return self.violations[violation]
@@ -155,7 +159,13 @@ def load(path: str | pathlib.Path | None = None) -> Policy:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{source}: not valid TOML: {exc}") from None
-    return parse(data, source)
+    return dataclasses.replace(parse(data, source), version=version_of(text))
+
+
+def version_of(text: str) -> str:
+    """The version of a policy's text: the same file gives the same version
+    on every instance and after every restart."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def parse(data: dict, source: str = "policy") -> Policy:

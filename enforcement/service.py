@@ -45,7 +45,16 @@ from enforcement.errors import (
     SwitchError,
 )
 from enforcement.ledger import LIVE, Ledger, order, switches
-from enforcement.model import Decision, Enforcement, PortAlarm, Proposal, State, TopologyView
+from enforcement.model import (
+    POLICY_RELOADED,
+    RELOAD_REFUSED,
+    Decision,
+    Enforcement,
+    PortAlarm,
+    Proposal,
+    State,
+    TopologyView,
+)
 from enforcement.policy import Policy
 from enforcement.reconcile import Network, Reconciler
 from enforcement.store import Event, Store
@@ -250,7 +259,8 @@ class EnforcementService:
             rules=with_backstop(proposal.rules, expires_at, now),
             meters=proposal.meters, state=State.PENDING,
             state_reason="waiting for the switch", created_at=now,
-            updated_at=now, expires_at=expires_at, addresses=proposal.addresses)
+            updated_at=now, expires_at=expires_at, addresses=proposal.addresses,
+            policy_version=proposal.policy_version, spec=proposal.spec)
         ledger.next_serial += 1
         offline = [d for d in switches(record) if not self._network.is_connected(d)]
         if offline:
@@ -405,6 +415,31 @@ class EnforcementService:
         followers see the same ports."""
         if self.leading():
             self._alarms.report(alarm)
+
+    def use_policy(self, policy: Policy, actor: str, detail: str) -> None:
+        """New decisions follow policy from now on (a reload); live
+        enforcements keep their rules and the version they were planned
+        with. Between two batches: the lifecycle lock is taken."""
+        with self.ledger.lock:
+            self.decider.use(policy)
+            self.policy = policy
+        self._record_reload(POLICY_RELOADED, actor, "OK", detail)
+
+    def reload_refused(self, actor: str, detail: str) -> None:
+        self._record_reload(RELOAD_REFUSED, actor, "REFUSED", detail)
+
+    def _record_reload(self, kind: str, actor: str, outcome: str, detail: str) -> None:
+        """A reload on record: an event for Watch and an audit entry,
+        written by the leader (a follower's reload is in its log and its
+        answers' policy_version: the store is the leader's to write)."""
+        if not self.leading():
+            return
+        at = self._clock()
+        events = [(at, kind, None, detail)]
+        self._store.write((), events, [dict(
+            at=at, actor=actor, call="Reload", outcome=outcome, enforcement_id="",
+            case_id="", clause="", detail=detail)], fence=self._fence())
+        self._announce(events)
 
     def audit_log(self, **filters):
         return self._store.audit(**filters)

@@ -103,7 +103,7 @@ class Event:
     sequence: int
     at: float
     # pending, applied, failed, lifted, expired, reapplied, drift_repaired,
-    # moved, port_over_budget
+    # moved, port_over_budget, policy_reloaded, reload_refused
     kind: str
     enforcement_id: str
     case_id: str
@@ -330,9 +330,13 @@ def _row(record: Enforcement, revision: int) -> dict:
             "body": json.dumps(codec.to_dict(record)), "revision": revision}
 
 
-def _event_row(at: float, kind: str, record: Enforcement | PortAlarm, detail: str) -> dict:
+def _event_row(at: float, kind: str, record: Enforcement | PortAlarm | None,
+               detail: str) -> dict:
     if isinstance(record, PortAlarm):
         return _alarm_row(at, kind, record, detail)
+    if record is None:  # the controller's own (a reload): detail says it all
+        return {"at": at, "kind": kind, "enforcement_id": "", "case_id": "",
+                "subscriber_ip": "", "state": "", "detail": detail, **_NO_PORT}
     return {"at": at, "kind": kind, "enforcement_id": record.id,
             "case_id": record.decision.case_id,
             "subscriber_ip": str(record.decision.subscriber.ip),

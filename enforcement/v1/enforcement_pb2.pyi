@@ -71,6 +71,8 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_DRIFT_REPAIRED: _ClassVar[EventKind]
     EVENT_KIND_MOVED: _ClassVar[EventKind]
     EVENT_KIND_PORT_OVER_BUDGET: _ClassVar[EventKind]
+    EVENT_KIND_POLICY_RELOADED: _ClassVar[EventKind]
+    EVENT_KIND_RELOAD_REFUSED: _ClassVar[EventKind]
 VIOLATION_UNSPECIFIED: Violation
 VIOLATION_SPAM: Violation
 VIOLATION_OPEN_RELAY: Violation
@@ -114,6 +116,8 @@ EVENT_KIND_REAPPLIED: EventKind
 EVENT_KIND_DRIFT_REPAIRED: EventKind
 EVENT_KIND_MOVED: EventKind
 EVENT_KIND_PORT_OVER_BUDGET: EventKind
+EVENT_KIND_POLICY_RELOADED: EventKind
+EVENT_KIND_RELOAD_REFUSED: EventKind
 
 class Subscriber(_message.Message):
     __slots__ = ("ip", "mac", "addresses", "account")
@@ -360,7 +364,7 @@ class Rule(_message.Message):
     def __init__(self, datapath_id: _Optional[int] = ..., table_id: _Optional[int] = ..., priority: _Optional[int] = ..., cookie: _Optional[int] = ..., match: _Optional[_Iterable[_Union[MatchField, _Mapping]]] = ..., actions: _Optional[_Iterable[str]] = ..., text: _Optional[str] = ...) -> None: ...
 
 class Enforcement(_message.Message):
-    __slots__ = ("id", "request_id", "case_id", "subscriber", "violation", "reason", "action", "state", "state_reason", "location", "rules", "created_at", "updated_at", "escalation", "meters", "expires_at")
+    __slots__ = ("id", "request_id", "case_id", "subscriber", "violation", "reason", "action", "state", "state_reason", "location", "rules", "created_at", "updated_at", "escalation", "meters", "expires_at", "policy_version")
     ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CASE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -377,6 +381,7 @@ class Enforcement(_message.Message):
     ESCALATION_FIELD_NUMBER: _ClassVar[int]
     METERS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     id: str
     request_id: str
     case_id: str
@@ -393,7 +398,8 @@ class Enforcement(_message.Message):
     escalation: Escalation
     meters: _containers.RepeatedCompositeFieldContainer[Meter]
     expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber: _Optional[_Union[Subscriber, _Mapping]] = ..., violation: _Optional[_Union[Violation, str]] = ..., reason: _Optional[str] = ..., action: _Optional[_Union[Action, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., state_reason: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., escalation: _Optional[_Union[Escalation, _Mapping]] = ..., meters: _Optional[_Iterable[_Union[Meter, _Mapping]]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    policy_version: str
+    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber: _Optional[_Union[Subscriber, _Mapping]] = ..., violation: _Optional[_Union[Violation, str]] = ..., reason: _Optional[str] = ..., action: _Optional[_Union[Action, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., state_reason: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., escalation: _Optional[_Union[Escalation, _Mapping]] = ..., meters: _Optional[_Iterable[_Union[Meter, _Mapping]]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., policy_version: _Optional[str] = ...) -> None: ...
 
 class Escalation(_message.Message):
     __slots__ = ("step", "of_steps", "reason", "clause", "next_action")
@@ -492,11 +498,13 @@ class Host(_message.Message):
     def __init__(self, mac: _Optional[str] = ..., ip: _Optional[str] = ..., datapath_id: _Optional[int] = ..., port: _Optional[int] = ..., enforcement_ids: _Optional[_Iterable[str]] = ..., account: _Optional[str] = ..., pinned: _Optional[bool] = ..., ipv6: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Topology(_message.Message):
-    __slots__ = ("switches", "links", "hosts")
+    __slots__ = ("switches", "links", "hosts", "policy_version")
     SWITCHES_FIELD_NUMBER: _ClassVar[int]
     LINKS_FIELD_NUMBER: _ClassVar[int]
     HOSTS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     switches: _containers.RepeatedCompositeFieldContainer[Switch]
     links: _containers.RepeatedCompositeFieldContainer[Link]
     hosts: _containers.RepeatedCompositeFieldContainer[Host]
-    def __init__(self, switches: _Optional[_Iterable[_Union[Switch, _Mapping]]] = ..., links: _Optional[_Iterable[_Union[Link, _Mapping]]] = ..., hosts: _Optional[_Iterable[_Union[Host, _Mapping]]] = ...) -> None: ...
+    policy_version: str
+    def __init__(self, switches: _Optional[_Iterable[_Union[Switch, _Mapping]]] = ..., links: _Optional[_Iterable[_Union[Link, _Mapping]]] = ..., hosts: _Optional[_Iterable[_Union[Host, _Mapping]]] = ..., policy_version: _Optional[str] = ...) -> None: ...

@@ -457,6 +457,7 @@ class FixedService:
 
     def __init__(self, record, view, by_ip):
         self.record, self.view, self.by_ip = record, view, by_ip
+        self.policy = policy.load()
 
     def get(self, enforcement_id):
         return self.record
@@ -522,6 +523,11 @@ def test_old_readers_still_read_the_new_messages():
     assert {f.name: f.number for f in pb.Host.DESCRIPTOR.fields} == {
         "mac": 1, "ip": 2, "datapath_id": 3, "port": 4, "enforcement_ids": 5, "account": 6,
         "pinned": 7, "ipv6": 8}
+    # Policy reloads (issue 16): new numbers only.
+    assert pb.Enforcement.DESCRIPTOR.fields_by_name["policy_version"].number == 17
+    assert pb.Topology.DESCRIPTOR.fields_by_name["policy_version"].number == 4
+    assert [pb.EventKind.Value(k) for k in ("EVENT_KIND_PORT_OVER_BUDGET",
+            "EVENT_KIND_POLICY_RELOADED", "EVENT_KIND_RELOAD_REFUSED")] == [9, 10, 11]
     old_file = descriptor_pb2.FileDescriptorProto(name="old.proto", package="old",
                                                   syntax="proto3")
     old_subscriber = old_file.message_type.add(name="Subscriber")
