@@ -12,186 +12,17 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import pathlib
 import signal
 import socket
 import sys
 import threading
 
+from controller import config, logs
+from controller.notify import notify
+
 LOG = logging.getLogger("enforcement-controller")
 
 APPS = ["controller.lldp", "controller.app"]
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="enforcement-controller",
-        description="SDN enforcement controller: OpenFlow 1.3 (OS-Ken) plus "
-                    "the enforcement.v1 gRPC API.")
-    parser.add_argument("--grpc-listen", default="127.0.0.1:50051",
-                        help="gRPC address (host:port; port 0 picks a free one). "
-                             "Default: %(default)s")
-    parser.add_argument("--ofp-listen-host", default="127.0.0.1",
-                        help="address switches connect to. Default: %(default)s")
-    parser.add_argument("--ofp-port", type=int, default=6653,
-                        help="OpenFlow TCP port. Default: %(default)s")
-    parser.add_argument("--policy", metavar="FILE",
-                        help="enforcement policy (TOML); default: the shipped one "
-                             "(enforcement/default_policy.toml)")
-    parser.add_argument("--state-dir", metavar="DIR", default=default_state_dir(),
-                        help="where the controller keeps its state (the SQLite store "
-                             "unless --db says otherwise); $STATE_DIRECTORY when systemd "
-                             "gives one. Default: %(default)s")
-    parser.add_argument("--db", metavar="URL",
-                        help="where enforcements, events and the audit log live: "
-                             "an SQLAlchemy URL. sqlite:///FILE: one instance alone; "
-                             "postgresql+psycopg://USER@HOST/DB: several instances share "
-                             "it, one leads (high availability). Default: "
-                             "sqlite:///STATE_DIR/enforcement.db")
-    ha = parser.add_argument_group(
-        "high availability", "instances sharing one PostgreSQL --db elect a leader "
-        "through it; the others serve reads and forward changes to it")
-    ha.add_argument("--lease-seconds", type=float, default=2.0, metavar="S",
-                    help="the leader's lease: a dead or frozen leader is replaced within "
-                         "about this long. Default: %(default)s")
-    ha.add_argument("--advertise", metavar="HOST:PORT",
-                    help="where the other instances reach this one's gRPC API. "
-                         "Default: the --grpc-listen address with its bound port")
-    ha.add_argument("--instance-name", metavar="NAME",
-                    help="this instance in logs and the store. Default: HOST:PID")
-    ha.add_argument("--peer-cert", metavar="PEM",
-                    help="with mutual TLS: the client certificate this instance presents "
-                         "when it forwards a call to the leader (the leader's --access "
-                         "must give it a role that may Apply and Lift). Default: --tls-cert")
-    ha.add_argument("--peer-key", metavar="PEM", help="its key. Default: --tls-key")
-    ha.add_argument("--peer-ca", metavar="PEM",
-                    help="with mutual TLS: the CA of the other instances' server "
-                         "certificates. Default: --tls-client-ca")
-    parser.add_argument("--inventory", metavar="FILE",
-                        help="subscriber accounts pinned to switch ports (TOML; "
-                             "see enforcement/inventory.py)")
-    parser.add_argument("--audit-interval", type=float, default=10.0,
-                        help="seconds between reads of every switch to repair drift "
-                             "(0: never). Default: %(default)s")
-    parser.add_argument("--switch-timeout", type=float, default=5.0,
-                        help="seconds to wait for a switch to confirm a change. "
-                             "Default: %(default)s")
-    parser.add_argument("--metrics-listen", default="127.0.0.1:9108", metavar="HOST:PORT",
-                        help="Prometheus metrics at http://HOST:PORT/metrics ('off': none; "
-                             "port 0 picks a free one). Default: %(default)s")
-    parser.add_argument("--http-listen", default="127.0.0.1:8080", metavar="HOST:PORT",
-                        help="the topology view (read-only web page and JSON); 'off': none; "
-                             "a non-loopback address needs --http-token-file or mutual "
-                             "TLS. Default: %(default)s")
-    parser.add_argument("--http-token-file", metavar="FILE",
-                        help="a bearer token every view request must carry "
-                             "(Authorization: Bearer TOKEN)")
-    tls = parser.add_argument_group(
-        "mutual TLS", "all three or none; without them gRPC listens in plaintext, "
-                      "on loopback only")
-    tls.add_argument("--tls-cert", metavar="PEM", help="the server's certificate (chain)")
-    tls.add_argument("--tls-key", metavar="PEM", help="the server's private key")
-    tls.add_argument("--tls-client-ca", metavar="PEM",
-                     help="CA certificate(s) that sign the clients' certificates")
-    parser.add_argument("--access", metavar="FILE",
-                        help="roles of client certificates and per-client limits (TOML; "
-                             "see enforcement/access.py). Default: no client has a role, "
-                             "default limits")
-    plane = parser.add_argument_group(
-        "control-plane budgets", "what one port or one switch may cost the controller; "
-        "enforced in the switches (OpenFlow meters), reported as Watch events")
-    plane.add_argument("--learn-pps", type=int, default=50, metavar="PPS",
-                       help="copies per second one access port may send the controller "
-                            "(to learn hosts). Default: %(default)s")
-    plane.add_argument("--storm-pps", type=int, default=200, metavar="PPS",
-                       help="broadcast, multicast and unknown unicast per second one access "
-                            "port may flood (storm control). Default: %(default)s")
-    plane.add_argument("--controller-pps", type=int, default=1000, metavar="PPS",
-                       help="packet-ins per second one switch may send in all (the "
-                            "OpenFlow controller meter). Default: %(default)s")
-    plane.add_argument("--max-hosts-per-port", type=int, default=32, metavar="N",
-                       help="hosts learned on one access port at most. Default: %(default)s")
-    plane.add_argument("--learn-ban", type=int, default=10, metavar="MACS",
-                       help="more new MACs than this on one port within 10 s bans learning "
-                            "there for --learn-ban-seconds. Default: %(default)s")
-    plane.add_argument("--learn-ban-seconds", type=float, default=30.0, metavar="S",
-                       help="Default: %(default)s")
-    plane.add_argument("--packet-in-queue", type=int, default=1024, metavar="N",
-                       help="packet-ins waiting to be learned from, at most; the oldest "
-                            "are dropped beyond. Default: %(default)s")
-    plane.add_argument("--startup-grace", type=float, default=15.0, metavar="S",
-                       help="after a start, switches found holding forwarding flows get "
-                            "only additions this long, while the others reconnect. "
-                            "Default: %(default)s")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    args = parser.parse_args(argv)
-    if not 0 < args.ofp_port < 65536:
-        parser.error(f"--ofp-port {args.ofp_port} is not a TCP port")
-    if args.lease_seconds <= 0:
-        parser.error("--lease-seconds must be positive")
-    if args.db is None:
-        args.db = f"sqlite:///{pathlib.Path(args.state_dir).resolve() / 'enforcement.db'}"
-    if args.switch_timeout <= 0:
-        parser.error("--switch-timeout must be positive")
-    if args.audit_interval < 0:
-        parser.error("--audit-interval must not be negative")
-    given = [args.tls_cert, args.tls_key, args.tls_client_ca]
-    if any(given) and not all(given):
-        parser.error("mutual TLS needs --tls-cert, --tls-key and --tls-client-ca together")
-    args.tls = all(given)
-    from controller.dataplane import Budgets
-    try:
-        args.budgets = Budgets(
-            learn_pps=args.learn_pps, learn_burst=args.learn_pps,
-            storm_pps=args.storm_pps, storm_burst=args.storm_pps,
-            controller_pps=args.controller_pps, controller_burst=args.controller_pps,
-            max_hosts=args.max_hosts_per_port, churn_macs=args.learn_ban,
-            ban_seconds=args.learn_ban_seconds)
-    except ValueError as exc:
-        parser.error(f"control-plane budgets: {exc}")
-    if args.packet_in_queue < 1:
-        parser.error("--packet-in-queue must be at least 1")
-    if args.startup_grace < 0:
-        parser.error("--startup-grace must not be negative")
-    for flag, value in (("--metrics-listen", args.metrics_listen),
-                        ("--http-listen", args.http_listen)):
-        if value != "off":
-            host, _, port = value.rpartition(":")
-            if not host or not port.isdigit() or int(port) > 65535:
-                parser.error(f"{flag} {value}: give HOST:PORT or off")
-    if (args.http_listen != "off" and not _is_loopback(args.http_listen.rpartition(":")[0])
-            and not args.http_token_file and not args.tls):
-        parser.error(f"--http-listen {args.http_listen} is not a loopback address: the "
-                     "view shows every subscriber under enforcement; give --http-token-file "
-                     "or mutual TLS (--tls-*), or listen on 127.0.0.1")
-    if not args.tls and not _is_loopback(args.grpc_listen.rsplit(":", 1)[0]):
-        parser.error(f"--grpc-listen {args.grpc_listen} is not a loopback address: "
-                     "without TLS anyone who can reach it could cut subscribers off. "
-                     "Give --tls-cert, --tls-key and --tls-client-ca, or listen on 127.0.0.1")
-    return args
-
-
-def default_state_dir() -> str:
-    """systemd's StateDirectory=, else the usual place for root or a user."""
-    given = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    if given:
-        return given
-    if os.geteuid() == 0:
-        return "/var/lib/sdn-enforcement"
-    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return os.path.join(base, "sdn-enforcement")
-
-
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -271,7 +102,7 @@ def _start_view(args, service, app, access) -> str:
                              "characters")
     context = may_read = None
     host, _, port = args.http_listen.rpartition(":")
-    if args.tls and not _is_loopback(host):
+    if args.tls and not config.is_loopback(host):
         from enforcement.tlsgate import server_context
         context = server_context(args.tls_cert, args.tls_key, args.tls_client_ca,
                                  alpn=("http/1.1",))
@@ -306,12 +137,15 @@ SWITCH_INTERVAL_SECONDS = float(os.environ.get("ENFORCEMENT_SWITCH_INTERVAL", "0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = config.parse_args(argv)
+    logs.setup(args.log_level, args.log_format)
+    if args.check_config:
+        from controller import checkconfig
+        return checkconfig.run(args)
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
-    logging.basicConfig(
-        level=args.log_level, stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("grpc._common").addFilter(_QuietUndecodable())
+    if args.config:
+        LOG.info("configuration file %s", args.config)
 
     from enforcement import access as access_file
     from enforcement import inventory as inventory_file
@@ -360,10 +194,11 @@ def main(argv: list[str] | None = None) -> int:
                   args.state_dir, exc)
         return 2
     LOG.info("state directory %s", args.state_dir)
+    notify("STATUS=opening the store")
     try:
         store = Store(args.db)
     except Exception as exc:  # a bad URL, an unreadable file, a failed migration
-        LOG.error("cannot open the store %s: %s", args.db, exc)
+        LOG.error("cannot open the store %s: %s", config.printable_url(args.db), exc)
         return 2
     from controller import app as app_module
     app_module.INVENTORY_PATH[0] = args.inventory
@@ -371,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  args.startup_grace)
     if pinned:
         LOG.info("inventory: %d subscriber(s) pinned", len(pinned))
+    notify("STATUS=starting OpenFlow")
     manager, app = _start_os_ken(args)
     from controller import ha
     from enforcement.forwarding import Forwarder
@@ -421,20 +257,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         leadership.start()
     except Exception as exc:  # the store went away since it opened
-        LOG.error("cannot take part in leadership on %s: %s", args.db, exc)
+        LOG.error("cannot take part in leadership on %s: %s", config.printable_url(args.db),
+                  exc)
         return 2
     if solo and not ha.wait_until_leading(service, 30):
-        LOG.error("did not take the lead on %s within 30 s", args.db)
+        LOG.error("did not take the lead on %s within 30 s", config.printable_url(args.db))
     LOG.info("instance %s, %s", leadership.holder,
              "alone on its store" if solo else
              f"sharing {store.url.split('@')[-1]} (lease {args.lease_seconds:.1f} s)")
-    # One line on stdout that tools and tests wait for.
+    # One line on stdout that tools and tests wait for, and the same news
+    # for systemd (Type=notify): gRPC is serving from here on.
     print(f"READY grpc={host}:{port} openflow={args.ofp_listen_host}:{args.ofp_port}"
           f"{metrics_address}{http_address}", flush=True)
+    notify(f"READY=1\nSTATUS=serving gRPC on {host}:{port}, "
+           f"OpenFlow on {args.ofp_listen_host}:{args.ofp_port}")
     LOG.info("gRPC on %s:%d, OpenFlow 1.3 on %s:%d", host, port,
              args.ofp_listen_host, args.ofp_port)
 
+    # The main thread's one wait: everything after it is the stop.
     stop.wait()
+    notify("STOPPING=1\nSTATUS=shutting down")
     LOG.info("shutting down")
     serving.stop(grace=2)
     maintenance.stop()
