@@ -32,6 +32,8 @@ def _print_enforcement(e: pb.Enforcement) -> None:
         print(f"addresses: {', '.join(e.subscriber.addresses)}")
     print(f"violation: {_name(pb.Violation, e.violation, 'VIOLATION_')}")
     print(f"state:     {_name(pb.State, e.state, 'STATE_')} ({e.state_reason})")
+    if e.policy_version:
+        print(f"policy:    version {e.policy_version}")
     _print_outcome(e)
 
 
@@ -95,7 +97,7 @@ def _list(ctl: EnforcementClient, args):
 def _topology(ctl: EnforcementClient, args):
     topo = ctl.topology()
     print(f"{len(topo.switches)} switches, {len(topo.links)} links (one per direction), "
-          f"{len(topo.hosts)} hosts")
+          f"{len(topo.hosts)} hosts; policy version {topo.policy_version or '-'}")
     for switch in topo.switches:
         ports = ", ".join(f"{p.number}:{p.name}" for p in switch.ports)
         print(f"switch {switch.datapath_id:016x}  ports {ports}")
