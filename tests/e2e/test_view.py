@@ -1,8 +1,11 @@
 """The topology view in real headless Chromium (Debian's chromium, driven by
-Playwright), against the real controller and a Mininet network: switches and
-hosts appear, a decision marks its host within 2 s without a reload, the
-host's details show case, violation, rules and live counters, a lift unmarks
-it, a link brought down shows down. Each test saves a screenshot in
+Playwright), against the real controller and a Mininet network: switches
+(labelled by their datapath id in hex, as enforcementctl prints it) and
+hosts appear, a decision pushed by the controller marks its host without a
+reload, the host's details show case, violation, rules and live counters, a
+lift unmarks it, a link brought down shows down, search finds a host. The
+map is Cytoscape.js on a canvas: the tests read its model (window.view.cy)
+and click where it drew a node. Each test saves a screenshot in
 test-artifacts/.
 
 Topology (topologies.LinearTopo(3, 1)): h1-s1-s2-s3, h2 on s2, h3 on s3.
@@ -64,40 +67,64 @@ def shot(page, name):
     page.screenshot(path=str(ARTIFACTS / f"view-{name}.png"))
 
 
-def host(page, ip):
-    return page.locator(f'g.host[data-ip="{ip}"]')
+def count(page, selector, ip=None):
+    """How many of the map's elements match a Cytoscape selector (and,
+    for hosts, have that IPv4 address)."""
+    return page.evaluate("([s, ip]) => view.cy.$(s).filter(e => ip === null || "
+                         "e.data('ip') === ip).length", [selector, ip])
+
+
+def wait_count(page, selector, n, timeout, ip=None):
+    page.wait_for_function("([s, n, ip]) => window.view && view.cy.$(s).filter("
+                           "e => ip === null || e.data('ip') === ip).length === n",
+                           arg=[selector, n, ip], timeout=timeout)
+
+
+def click_host(page, ip):
+    """A real click where the map drew the host."""
+    x, y = page.evaluate("""ip => {
+        const node = view.cy.nodes('.host').filter(n => n.data('ip') === ip)[0];
+        const at = node.renderedPosition(), box = view.cy.container().getBoundingClientRect();
+        return [box.left + at.x, box.top + at.y]; }""", ip)
+    page.mouse.click(x, y)
 
 
 def test_every_switch_and_host_appears(lab, page):
-    page.wait_for_function("document.querySelectorAll('g.switch').length === 3", timeout=10000)
-    page.wait_for_function("document.querySelectorAll('g.host').length === 3", timeout=10000)
+    wait_count(page, "node.switch", 3, 10000)
+    wait_count(page, "node.host", 3, 10000)
     for h in ("h1", "h2", "h3"):
-        assert host(page, lab.host(h).IP()).count() == 1
-    assert page.locator("line.link.up").count() == 2  # s1-s2, s2-s3
+        assert count(page, "node.host", lab.host(h).IP()) == 1
+    assert count(page, "edge.link.up") == 2  # s1-s2, s2-s3
+    labels = page.evaluate("view.cy.nodes('.switch').map(n => n.data('label'))")
+    assert sorted(label.split("\n")[0] for label in labels) == [
+        "0000000000000001", "0000000000000002", "0000000000000003"]
     # The inventory names h2's account; the view and GetTopology show it.
     pinned = next(h for h in lab.stub.GetTopology(pb.GetTopologyRequest()).hosts
                   if h.ip == lab.host("h2").IP())
     assert (pinned.account, pinned.pinned, pinned.datapath_id, pinned.port) == (
         "ACME-0002", True, 2, 1)
-    host(page, lab.host("h2").IP()).click()
+    page.evaluate("view.cy.fit(undefined, 30)")
+    click_host(page, lab.host("h2").IP())
     page.wait_for_selector(".account", timeout=3000)
     assert page.inner_text(".account") == "ACME-0002"
     shot(page, "topology")
 
 
-def test_a_decision_marks_its_host_within_two_seconds_and_a_lift_unmarks_it(lab, page):
+def test_a_decision_is_pushed_to_its_host_and_a_lift_unmarks_it(lab, page):
     h1, h3 = lab.host("h1"), lab.host("h3")
     record = lab.stub.Apply(pb.ApplyRequest(
         request_id="view-1", case_id="CASE-VIEW", subscriber=pb.Subscriber(ip=h1.IP()),
         violation=pb.VIOLATION_SPAM, reason="view test"))
     applied = time.monotonic()
-    page.wait_for_selector(f'g.host.block[data-ip="{h1.IP()}"]', timeout=2000)
+    wait_count(page, "node.host.block", 1, 2000, ip=h1.IP())
     print(f"marked {time.monotonic() - applied:.2f} s after the answer")
-    assert page.locator("g.host.block").count() == 1  # h1 only
+    assert count(page, "node.host.block") == 1  # h1 only
+    assert page.evaluate("view.cy.$('node.switch.enforced').map(n => n.data('switch'))") == [
+        "0000000000000001"]
     shot(page, "marked")
 
     # Details: case, violation, rules, and counters that move with real traffic.
-    host(page, h1.IP()).click()
+    click_host(page, h1.IP())
     page.wait_for_selector(f'.enforcement[data-id="{record.id}"] .case', timeout=3000)
     assert page.inner_text(".enforcement .case") == "CASE-VIEW"
     assert page.inner_text(".enforcement .violation") == "spam"
@@ -111,20 +138,29 @@ def test_a_decision_marks_its_host_within_two_seconds_and_a_lift_unmarks_it(lab,
 
     lab.stub.Lift(pb.LiftRequest(id=record.id, reason="view test"))
     lifted = time.monotonic()
-    page.wait_for_selector("g.host.block", state="detached", timeout=2000)
+    wait_count(page, "node.host.block", 0, 2000)
     print(f"unmarked {time.monotonic() - lifted:.2f} s after the lift")
     page.wait_for_selector("#no-enforcement", timeout=3000)
     shot(page, "lifted")
 
 
+def test_search_centres_a_host(lab, page):
+    h3 = lab.host("h3")
+    page.fill("#search", h3.IP())
+    page.press("#search", "Enter")
+    wait_count(page, "node.host.found", 1, 3000, ip=h3.IP())
+    page.wait_for_selector("#host-title", timeout=3000)
+    assert h3.IP() in page.inner_text("#host-title")
+    shot(page, "search")
+
+
 def test_a_link_brought_down_shows_down(lab, page):
     lab.net.configLinkStatus("s2", "s3", "down")
     try:
-        page.wait_for_selector("line.link.down", timeout=15000)
-        assert page.locator("line.link.down").count() == 1
-        assert page.locator("line.link.up").count() == 1
+        wait_count(page, "edge.link.down", 1, 15000)
+        assert count(page, "edge.link.up") == 1
         shot(page, "link-down")
     finally:
         lab.net.configLinkStatus("s2", "s3", "up")
-    page.wait_for_selector("line.link.down", state="detached", timeout=20000)
+    wait_count(page, "edge.link.down", 0, 20000)
     shot(page, "link-up")

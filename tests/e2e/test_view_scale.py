@@ -1,0 +1,228 @@
+"""The topology view at an ISP's size, in real headless Chromium (Debian's
+chromium, driven by Playwright): 100 switches and 2,000 subscribers, served
+by the same aiohttp server, ViewModel and feed as the controller's, over a
+real EnforcementService and store whose network is synthetic (no Mininet
+runs 2,000 hosts; tests/e2e/test_view.py covers the live one).
+
+Search finds a host among 2,000 by IPv4, IPv6, MAC, case and account and
+shows its enforcement; switches start collapsed with their host counts and
+expand on a click; a quarantine's path to the walled garden is drawn over
+the switches its rules are on; a decision is pushed to the page without a
+reload, and nothing already on the map moves. Screenshots go to
+test-artifacts/view-scale-*.png.
+"""
+import pathlib
+import shutil
+
+import pytest
+
+from controller.web import TopologyWeb, ViewModel
+from enforcement import policy
+from enforcement.model import HostView, LinkView, Location, SwitchView, TopologyView, Violation
+from enforcement.service import EnforcementService
+from enforcement.store import Store
+from enforcement.validation import validate_apply
+from unit.test_api import RecordingNetwork
+
+ARTIFACTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+SWITCHES, HOSTS_PER_SWITCH = 100, 20
+CORE = 0xA000  # the walled garden's switch; the others hang off a ring around it
+
+
+def dpid(n: int) -> int:
+    return CORE + n
+
+
+def subscriber(n: int) -> dict:
+    return {"ip": f"10.1.{n // 200}.{n % 200 + 1}", "ipv6": f"2001:db8:1::{n + 1:x}",
+            "mac": f"02:00:00:00:{n >> 8:02x}:{n & 255:02x}", "account": f"ACCT-{n:05d}",
+            "dpid": dpid(n // HOSTS_PER_SWITCH), "port": 100 + n % HOSTS_PER_SWITCH}
+
+
+class SyntheticNetwork(RecordingNetwork):
+    """The recording switch double with an ISP-sized topology: a ring of
+    100 switches with every tenth one also wired to the core, 20
+    subscribers on each (inventory accounts, IPv6 addresses), and the
+    walled garden's DNS and portal on the core switch."""
+
+    def __init__(self):
+        super().__init__()
+        self.hosts = {}
+        views = []
+        for n in range(SWITCHES * HOSTS_PER_SWITCH):
+            s = subscriber(n)
+            self.hosts[s["ip"]] = Location(s["dpid"], s["port"], s["mac"])
+            views.append(HostView(s["mac"], s["ip"], s["dpid"], s["port"],
+                                  account=s["account"], pinned=True, ipv6=(s["ipv6"],)))
+        for n, ip in enumerate(("10.0.0.250", "10.0.0.251")):
+            mac = f"02:ff:00:00:00:{n:02x}"
+            self.hosts[ip] = Location(CORE, 90 + n, mac)
+            views.append(HostView(mac, ip, CORE, 90 + n))
+        self.connected = {dpid(n) for n in range(SWITCHES)}
+        links = []
+        for n in range(SWITCHES):
+            links.append((dpid(n), 1, dpid((n + 1) % SWITCHES), 2))
+            if n % 10 == 5:
+                links.append((dpid(n), 3, CORE, 10 + n))
+        self.view = TopologyView(
+            tuple(SwitchView(dpid(n), ()) for n in range(SWITCHES)),
+            tuple(LinkView(*link) for a, b, c, d in links for link in ((a, b, c, d),
+                                                                        (c, d, a, b))),
+            tuple(views))
+
+    def topology(self):
+        return self.view
+
+    def host(self, ip):
+        return next((h for h in self.view.hosts if h.ip == ip), None)
+
+    def flow_counters(self, dpid, cookie):
+        return {"packets": 0, "bytes": 0}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    network = SyntheticNetwork()
+    store = Store(f"sqlite:///{tmp_path_factory.mktemp('scale')}/state.db")
+    service = EnforcementService(network, policy.load(), store)
+    for n in (3, 777, 1500):
+        decide(service, n, Violation.SPAM, f"CASE-SPAM-{n}")
+    quarantine = decide(service, 1234, Violation.MALWARE, "CASE-Q-1234")
+    assert quarantine.action.kind.value == "quarantine"
+    web = TopologyWeb(ViewModel(service, network), "127.0.0.1", 0)
+    web.start()
+    yield service, web, quarantine
+    web.stop()
+
+
+def decide(service, n, violation, case):
+    return service.apply(validate_apply(request_id=case, case_id=case, ip=subscriber(n)["ip"],
+                                        mac="", violation=violation, reason="scale test"))
+
+
+@pytest.fixture(scope="module")
+def page(served):
+    if not shutil.which(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing (Debian package chromium; scripts/setup.sh)")
+    from playwright.sync_api import sync_playwright
+    _, web, _ = served
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"])  # launch() gives it a fresh, empty profile
+        page = browser.new_page(viewport={"width": 1400, "height": 800})
+        page.goto(f"http://127.0.0.1:{web.port}/")
+        page.wait_for_function("window.view && view.state.hosts.size === 2002", timeout=20000)
+        yield page
+        browser.close()
+
+
+def shot(page, name):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"view-scale-{name}.png"))
+
+
+def switch_id(n: int) -> str:
+    return f"{dpid(n):016x}"
+
+
+def test_switches_start_collapsed_with_their_host_counts(page):
+    assert page.evaluate("view.cy.nodes('.switch').length") == SWITCHES
+    assert page.evaluate("view.cy.nodes('.host').length") == 0  # 2,000 hosts: none drawn
+    assert page.evaluate("view.cy.nodes('.switch.collapsed').length") == SWITCHES
+    label = page.evaluate(f"view.cy.getElementById('sw:{switch_id(38)}').data('label')")
+    assert label.startswith(f"{switch_id(38)}\n20 hosts · 1 enforced")  # subscriber 777
+    enforced = page.evaluate("view.cy.nodes('.switch.enforced').map(n => n.data('switch'))")
+    assert sorted(enforced) == sorted(switch_id(n // HOSTS_PER_SWITCH)
+                                      for n in (3, 777, 1500, 1234))
+    assert page.evaluate("view.cy.edges('.link').length") == 110
+    shot(page, "collapsed")
+
+
+@pytest.mark.parametrize("field", ["ip", "ipv6", "mac", "case", "account"])
+def test_search_finds_and_centres_one_host_among_2000(page, field):
+    n = 777
+    s = subscriber(n)
+    query = {"ip": s["ip"], "ipv6": s["ipv6"].upper(), "mac": s["mac"].upper().replace(":", "-"),
+             "case": f"case-spam-{n}", "account": s["account"]}[field]
+    page.fill("#search", query)
+    page.press("#search", "Enter")
+    page.wait_for_function("mac => view.state.found === mac && "
+                           "view.cy.getElementById('h:' + mac).hasClass('found')",
+                           arg=s["mac"], timeout=5000)
+    page.wait_for_selector(".enforcement .case", timeout=5000)
+    assert page.inner_text(".enforcement .case") == f"CASE-SPAM-{n}"
+    assert s["ip"] in page.inner_text("#host-title")
+    # Centred: the host is drawn in the middle of the map.
+    x, y, width, height = page.evaluate("""mac => {
+        const at = view.cy.getElementById('h:' + mac).renderedPosition();
+        return [at.x, at.y, view.cy.width(), view.cy.height()]; }""", s["mac"])
+    assert abs(x - width / 2) < 5 and abs(y - height / 2) < 5
+    # Its switch opened; the other 99 stay collapsed.
+    assert page.evaluate("view.cy.nodes('.host').length") == HOSTS_PER_SWITCH
+    shot(page, f"search-{field}")
+
+
+def test_a_click_on_a_switch_shows_its_hosts(page):
+    page.evaluate("view.cy.fit(undefined, 30)")
+    n = 12
+    hosts_before = page.evaluate("view.cy.nodes('.host').length")
+    x, y = page.evaluate("""id => {
+        const at = view.cy.getElementById('sw:' + id).renderedPosition();
+        const box = view.cy.container().getBoundingClientRect();
+        return [box.left + at.x, box.top + at.y]; }""", switch_id(n))
+    page.mouse.click(x, y)
+    page.wait_for_function("id => view.cy.getElementById('sw:' + id).hasClass('expanded')",
+                           arg=switch_id(n), timeout=3000)
+    shown = page.evaluate("""id => view.cy.nodes('.host').filter(
+        h => h.connectedEdges('.hostlink').connectedNodes('#sw\\\\:' + id).length).length""",
+                          switch_id(n))
+    assert shown == HOSTS_PER_SWITCH
+    assert page.evaluate("view.cy.nodes('.host').length") == hosts_before + HOSTS_PER_SWITCH
+    shot(page, "expanded")
+
+
+def test_the_quarantine_path_to_the_walled_garden_is_drawn(page, served):
+    _, _, quarantine = served
+    drawn = page.evaluate("""() => view.cy.edges('.quarantine-path').map(
+        e => [e.data('garden'), e.source().id(), e.target().id()])""")
+    assert {garden for garden, _, _ in drawn} == {"10.0.0.250", "10.0.0.251"}
+    on_path = {end[3:] for _, a, b in drawn for end in (a, b) if end.startswith("sw:")}
+    # The switches drawn are those the service put the enforcement's rules on.
+    assert on_path == {f"{rule.dpid:016x}" for rule in quarantine.rules}
+    assert switch_id(1234 // HOSTS_PER_SWITCH) in on_path and f"{CORE:016x}" in on_path
+    assert len(on_path) > 2
+    page.fill("#search", "CASE-Q-1234")
+    page.press("#search", "Enter")
+    page.wait_for_selector(".garden-path", timeout=5000)
+    assert f"{CORE:016x}" in page.inner_text(".garden-path")
+    page.evaluate("view.cy.fit(undefined, 30)")
+    shot(page, "quarantine-path")
+
+
+def test_a_decision_is_pushed_without_reload_and_nothing_moves(page, served):
+    service, _, _ = served
+    positions = """() => Object.fromEntries(view.cy.nodes().map(
+        n => [n.id(), [n.position('x'), n.position('y')]]))"""
+    before = page.evaluate(positions)
+    page.evaluate("window.notReloaded = true")
+    n = 1999
+    target = subscriber(n)
+    decide(service, n, Violation.SPAM, "CASE-PUSHED")
+    # Pushed: the page shows it with no reload and no poll, within 1 s.
+    page.wait_for_function(
+        """([mac, sw]) => window.notReloaded &&
+             view.state.hosts.get(mac).enforcements.some(e => e.case === 'CASE-PUSHED') &&
+             view.cy.getElementById('sw:' + sw).hasClass('enforced')""",
+        arg=[target["mac"], switch_id(n // HOSTS_PER_SWITCH)], timeout=1500)
+    after = page.evaluate(positions)
+    assert {k: after[k] for k in before} == before
+    page.fill("#search", "case-pushed")
+    page.press("#search", "Enter")
+    page.wait_for_function("mac => view.cy.getElementById('h:' + mac).hasClass('block')",
+                           arg=target["mac"], timeout=5000)
+    assert {k: page.evaluate(positions)[k] for k in before} == before
+    shot(page, "pushed")
