@@ -10,6 +10,7 @@ nothing moved.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
@@ -72,9 +73,12 @@ class Feed:
                 LOG.exception("topology view: cannot take a snapshot")
 
     def _current_signature(self) -> object:
-        view, _ = self._service.topology()  # a follower catches up here
+        if hasattr(self._service, "page"):
+            # An empty page: no work on a leader, a follower's catch-up with
+            # the store (which announces no events to it) on one.
+            self._service.page(size=0)
         revision = getattr(getattr(self._service, "ledger", None), "revision", None)
-        return hash(view), revision, self._events
+        return hash(self._model.network.topology()), revision, self._events
 
     def refresh(self) -> bool:
         """A new snapshot if anything changed since the last one, its
@@ -134,6 +138,12 @@ def normalise(text: str) -> str:
     writes it (2001:DB8:0::1 is 2001:db8::1), a MAC with colons, the rest
     in lower case."""
     text = text.strip()
+    return _address(text) or _mac(text) or text.lower()
+
+
+# Addresses stay from one snapshot to the next: each is parsed once.
+@functools.lru_cache(maxsize=1 << 16)
+def _address(text: str) -> str:
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
@@ -143,36 +153,42 @@ def normalise(text: str) -> str:
             return str(ipaddress.ip_network(text, strict=False))
         except ValueError:
             pass
+    return ""
+
+
+def _mac(text: str) -> str:
     lowered = text.lower()
     if len(lowered) == 17 and lowered[2::3] in ("-----", ":::::"):
         return lowered.replace("-", ":")
-    return lowered
+    return ""
 
 
 def build_index(hosts: list[dict]) -> dict[str, list[tuple[str, str]]]:
     """Every name a host goes by (its addresses, MAC, account, and its
-    enforcements' cases, ids and addresses) to (MAC, which name it was)."""
+    enforcements' cases, ids and addresses) to (MAC, which name it was).
+    Each name is spelled the way normalise() spells a query, knowing what
+    it is (parsing every case id as an address would cost more than the
+    whole snapshot)."""
     index: dict[str, list[tuple[str, str]]] = {}
 
     def add(key: str, mac: str, field: str) -> None:
         if key:
-            found = index.setdefault(normalise(key), [])
+            found = index.setdefault(key, [])
             if (mac, field) not in found:
                 found.append((mac, field))
 
     for host in hosts:
         mac = host["mac"]
-        add(host["ip"], mac, "ip")
-        add(mac, mac, "mac")
-        add(host["account"], mac, "account")
+        add(_address(host["ip"]) if host["ip"] else "", mac, "ip")
+        add(_mac(mac) or mac.lower(), mac, "mac")
+        add(host["account"].strip().lower(), mac, "account")
         for address in host["ipv6"]:
-            add(address, mac, "ipv6")
+            add(_address(address) or address.lower(), mac, "ipv6")
         for enforcement in host["enforcements"]:
-            add(enforcement["case"], mac, "case")
-            add(enforcement["id"], mac, "enforcement")
-            add(enforcement["subscriber"], mac, "ip")
-            for address in enforcement["addresses"]:
-                add(address, mac, "ip")
+            add(enforcement["case"].strip().lower(), mac, "case")
+            add(enforcement["id"].lower(), mac, "enforcement")
+            for address in (enforcement["subscriber"], *enforcement["addresses"]):
+                add(_address(address) or address.lower(), mac, "ip")
     return index
 
 

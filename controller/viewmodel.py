@@ -88,7 +88,8 @@ class ViewModel:
     instead of vanishing."""
 
     def __init__(self, service, network):
-        self.service = service  # the feed watches it for change
+        # The feed watches both for change.
+        self.service, self.network = service, network
         self._service = service
         self._network = network
         self._seen_links: dict[tuple, dict] = {}
