@@ -52,6 +52,8 @@ LIBRARY = "cytoscape.min.js"
 # A quiet stream still says something now and then, so that proxies and the
 # browser keep it open and a dead client is noticed.
 KEEPALIVE_SECONDS = 15
+# Differences a stream may fall behind by before it is ended.
+BACKLOG = 64
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
@@ -201,10 +203,11 @@ class TopologyWeb:
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                                "X-Accel-Buffering": "no"})
+        response.force_close()  # a stream that ends ends its connection too
         await response.prepare(request)
         if request.method == "HEAD":
             return response
-        queue: asyncio.Queue = asyncio.Queue()
+        queue: asyncio.Queue = asyncio.Queue(maxsize=BACKLOG)
         # Subscribed before the snapshot is read: a diff published meanwhile
         # is queued, and the page skips any it already has (by version).
         self._streams.add(queue)
@@ -234,7 +237,14 @@ class TopologyWeb:
 
     def _broadcast(self, text: str) -> None:
         for queue in self._streams:
-            queue.put_nowait(text)
+            try:
+                queue.put_nowait(text)
+            except asyncio.QueueFull:
+                # A page that cannot keep up is cut off rather than buffered
+                # for without end; its EventSource reconnects to a snapshot.
+                while not queue.empty():
+                    queue.get_nowait()
+                queue.put_nowait(None)
 
     def _end_streams(self) -> None:
         self._closing = True

@@ -115,7 +115,8 @@ def page(served):
                   "--disable-sync"])  # launch() gives it a fresh, empty profile
         page = browser.new_page(viewport={"width": 1400, "height": 800})
         page.goto(f"http://127.0.0.1:{web.port}/")
-        page.wait_for_function("window.view && view.state.hosts.size === 2002", timeout=20000)
+        page.wait_for_function("() => window.view && view.state.hosts.size === 2002",
+                               timeout=20000)
         yield page
         browser.close()
 

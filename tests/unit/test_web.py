@@ -262,7 +262,10 @@ class Stream:
     def next(self) -> tuple[str, dict]:
         kind, data = "", ""
         while True:
-            line = self.response.fp.readline().decode().rstrip("\n")
+            raw = self.response.fp.readline()
+            if not raw:
+                raise EOFError("the server ended the stream")
+            line = raw.decode().rstrip("\n")
             if line.startswith("event: "):
                 kind = line[7:]
             elif line.startswith("data: "):
@@ -306,6 +309,23 @@ def test_the_stream_pushes_a_host_that_moved_without_any_event(service):
         assert kind == "diff" and [h["mac"] for h in change["hosts"]["changed"]] == [
             "00:00:00:00:00:09"]
         assert change["switches"]["changed"][0]["hosts"] == 4
+    finally:
+        stream.close()
+        web.stop()
+
+
+def test_a_page_that_falls_behind_is_cut_off_not_buffered_for(service, monkeypatch):
+    monkeypatch.setattr(webmodule, "BACKLOG", 2)
+    web = start(service)
+    stream = Stream(web)
+    try:
+        assert stream.next()[0] == "snapshot"
+        # Five differences in one turn of the loop: the stream cannot take
+        # them as they come, and is ended (its EventSource then reconnects).
+        web._loop.call_soon_threadsafe(lambda: [web._broadcast('{"version": 0}')
+                                                for _ in range(5)])
+        with pytest.raises(EOFError):
+            stream.next()
     finally:
         stream.close()
         web.stop()
