@@ -10,6 +10,7 @@ import logging
 import sys
 import threading
 from types import TracebackType
+from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -17,9 +18,9 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG = logging.getLogger("enforcement-controller")
 
 
-def setup(level: str, fmt: str = "text") -> None:
-    """Logs at `level` and above to stderr, as `fmt` (text or json)."""
-    handler = logging.StreamHandler(sys.stderr)
+def setup(level: str, fmt: str = "text", stream: TextIO | None = None) -> None:
+    """Logs at `level` and above to stderr (or `stream`), as `fmt` (text or json)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter(
             "{levelname}{name}{message}", style="{",

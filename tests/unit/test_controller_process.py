@@ -1,5 +1,6 @@
 """The real enforcement-controller process: start-up, health, clean stop.
 No switch needed; the Mininet tests cover what it does with switches."""
+import contextlib
 import signal
 import socket
 import subprocess
@@ -130,3 +131,65 @@ def test_a_short_view_token_stops_the_start(tmp_path):
                   "--db", f"sqlite:///{tmp_path}/db", "--metrics-listen", "off",
                   "--http-listen", "0.0.0.0:0", "--http-token-file", str(tmp_path / "token"))
     assert result.returncode == 2 and "shorter than 16" in result.stderr
+
+
+def test_json_logs_are_one_event_per_line(tmp_path):
+    """--log-format json: every line the real process writes on stderr, from
+    its start through a refused client and a clean stop, is one JSON object
+    with the time, level, logger and message."""
+    import json
+
+    controller = harness.ControllerProcess(
+        harness.free_port(), log_path=tmp_path / "controller.log",
+        extra_args=["--log-format", "json", "--log-level", "DEBUG",
+                    "--state-dir", str(tmp_path / "state")])
+    try:
+        address = controller.wait_ready()
+        with grpc.insecure_channel(address) as channel:
+            # Not protobuf: grpcio logs it (one event, no traceback lines).
+            garbage = channel.unary_unary("/enforcement.v1.EnforcementService/Get")
+            with contextlib.suppress(grpc.RpcError):
+                garbage(b"\xff\xff\xff", timeout=5)
+        controller.proc.send_signal(signal.SIGTERM)
+        assert controller.proc.wait(15) == 0
+    finally:
+        controller.stop()
+    lines = (tmp_path / "controller.log").read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert len(events) > 5 and all(isinstance(event, dict) for event in events)
+    for event in events:
+        assert {"time", "level", "logger", "message"} <= set(event), event
+        assert event["time"].endswith("+00:00")
+    messages = [event["message"] for event in events]
+    assert "stopped" in messages and any(m.startswith("state directory") for m in messages)
+
+
+def test_a_configuration_file_starts_the_controller_and_flags_override_it(tmp_path):
+    ofp_port = harness.free_port()
+    (tmp_path / "controller.toml").write_text(
+        f'state_dir = "state"\n[openflow]\nport = {ofp_port}\n'
+        '[metrics]\nlisten = "off"\n[log]\nformat = "json"\n')
+    controller = harness.ControllerProcess(
+        # The harness passes --ofp-port itself: the flag wins over the file.
+        ofp_port, log_path=tmp_path / "controller.log",
+        extra_args=["--config", str(tmp_path / "controller.toml"),
+                    "--metrics-listen", "127.0.0.1:0"])
+    try:
+        controller.wait_ready()
+        assert controller.metrics_address  # the flag, not the file's "off"
+    finally:
+        assert controller.stop() == 0
+    assert (tmp_path / "state" / "enforcement.db").exists()  # relative to the file
+    first = (tmp_path / "controller.log").read_text().splitlines()[0]
+    assert first.startswith("{") and "configuration file" in first
+
+
+def test_a_wrong_configuration_file_stops_the_start_naming_each_mistake(tmp_path):
+    (tmp_path / "controller.toml").write_text('[grpc]\nlisten = 50051\n[log]\nlevl = "INFO"\n')
+    result = _run("--config", str(tmp_path / "controller.toml"))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        (f"enforcement-controller: error: {tmp_path}/controller.toml:2: grpc.listen must be "
+         "text (in quotes), not 50051"),
+        (f"enforcement-controller: error: {tmp_path}/controller.toml:4: unknown key log.levl; "
+         "did you mean log.level?")]

@@ -1,0 +1,158 @@
+"""Running under systemd: the unit file in deploy/ is valid and hardened, and
+the real controller process speaks the readiness protocol (sd_notify) to a
+real AF_UNIX datagram socket, as systemd's would be. These machines do not
+run systemd as PID 1, so the unit is checked offline (systemd-analyze) and
+the protocol by a test that plays systemd's part."""
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+import lab as harness
+from controller import notify
+
+UNIT = pathlib.Path(__file__).parents[2] / "deploy" / "enforcement-controller.service"
+
+
+def _systemd_analyze() -> str:
+    found = shutil.which("systemd-analyze")
+    if found is None:
+        if os.environ.get("CI") or os.environ.get("ENFORCEMENT_NO_SKIP"):
+            pytest.fail("systemd-analyze is missing (Debian's systemd package)")
+        pytest.skip("systemd-analyze is missing (Debian's systemd package)")
+    return found
+
+
+def _directives(text: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            found.setdefault(key, []).append(value)
+    return found
+
+
+def _unit_with_local_script(tmp_path) -> pathlib.Path:
+    """The unit with ExecStart pointing at this virtualenv's console script:
+    verify checks that the binary exists, and the shipped path
+    (/usr/local/bin, where a system-wide pip install puts it) does not here."""
+    script = pathlib.Path(sys.executable).parent / "enforcement-controller"
+    assert script.exists(), "pip install -e . in the virtualenv"
+    text = UNIT.read_text().replace("ExecStart=/usr/local/bin/enforcement-controller",
+                                    f"ExecStart={script}")
+    copy = tmp_path / UNIT.name
+    copy.write_text(text)
+    return copy
+
+
+def test_the_unit_file_verifies(tmp_path):
+    result = subprocess.run([_systemd_analyze(), "verify", str(_unit_with_local_script(tmp_path))],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "" and result.stdout == ""
+
+
+def test_the_unit_is_hardened(tmp_path):
+    """systemd's own exposure score, offline: 'OK' is 3.0 or lower (30 here)."""
+    result = subprocess.run([_systemd_analyze(), "security", "--offline=true",
+                             "--threshold=30", str(_unit_with_local_script(tmp_path))],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+
+
+def test_the_unit_runs_the_script_itself_with_the_shipped_config_path():
+    unit = _directives(UNIT.read_text())
+    assert unit["Type"] == ["notify"] and unit["NotifyAccess"] == ["main"]
+    # No shell in between: the controller is the main process, gets SIGTERM
+    # and SIGHUP itself, and is the one allowed to notify.
+    assert unit["ExecStart"] == [("/usr/local/bin/enforcement-controller "
+                                  "--config /etc/sdn-enforcement/controller.toml")]
+    assert unit["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert unit["Restart"] == ["on-failure"]
+    assert unit["StateDirectory"] == ["sdn-enforcement"]
+    # The example configuration is the one the install copies.
+    assert "deploy/controller.example.toml /etc/sdn-enforcement/controller.toml" \
+        in UNIT.read_text()
+
+
+def _receive_until(sock: socket.socket, wanted: str, timeout: float) -> list[str]:
+    """Datagrams as systemd receives them, up to one holding `wanted`."""
+    got: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            datagram = sock.recv(4096).decode()
+        except TimeoutError:
+            break
+        got.append(datagram)
+        if wanted in datagram.split("\n"):
+            return got
+    raise AssertionError(f"no {wanted} within {timeout} s; got {got}")
+
+
+@pytest.mark.parametrize("abstract", [False, True], ids=["path", "abstract"])
+def test_ready_after_grpc_serves_and_stopping_on_sigterm(tmp_path, monkeypatch, abstract):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        if abstract:
+            # systemd's own choice nowadays: an abstract socket, '@' in the variable.
+            name = f"enforcement-test-{os.getpid()}-{time.monotonic_ns()}"
+            systemd.bind("\0" + name)
+            monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+        else:
+            systemd.bind(str(tmp_path / "notify"))
+            monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+        grpc_port = harness.free_port()
+        controller = harness.ControllerProcess(
+            harness.free_port(), grpc_listen=f"127.0.0.1:{grpc_port}",
+            log_path=tmp_path / "controller.log",
+            extra_args=["--state-dir", str(tmp_path / "state")])
+        try:
+            before = _receive_until(systemd, "READY=1", 30)
+            # At the moment READY=1 arrives, gRPC answers at once: no
+            # waiting for the channel, no retry.
+            with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=2, wait_for_ready=False)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            statuses = [line for datagram in before for line in datagram.split("\n")
+                        if line.startswith("STATUS=")]
+            assert statuses[:2] == ["STATUS=opening the store", "STATUS=starting OpenFlow"]
+            assert statuses[-1].startswith(f"STATUS=serving gRPC on 127.0.0.1:{grpc_port}")
+            # The READY line on stdout comes with it.
+            assert controller.wait_ready(10) == f"127.0.0.1:{grpc_port}"
+            controller.proc.send_signal(signal.SIGTERM)
+            after = _receive_until(systemd, "STOPPING=1", 15)
+            assert controller.proc.wait(15) == 0
+            assert all("READY=1" not in datagram for datagram in after)
+        finally:
+            controller.stop()
+
+
+def test_notify_does_nothing_outside_systemd(monkeypatch):
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert notify.notify("READY=1") is False
+
+
+def test_notify_to_a_socket_nobody_listens_on_is_logged_not_raised(tmp_path, monkeypatch,
+                                                                   caplog):
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone"))
+    assert notify.notify("RELOADING=1") is False
+    assert "cannot reach systemd's notification socket" in caplog.text
+
+
+def test_notify_sends_one_datagram(tmp_path, monkeypatch):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(str(tmp_path / "notify"))
+        monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+        assert notify.notify("RELOADING=1\nSTATUS=reloading the policy") is True
+        systemd.settimeout(2)
+        assert systemd.recv(4096) == b"RELOADING=1\nSTATUS=reloading the policy"
