@@ -133,7 +133,9 @@ class Reconciler:
                     replanned = self._decider.replan(record, where)
                 except EnforcementError as exc:
                     LOG.error("enforcement %s cannot follow %s to %016x port %d: %s",
-                              record.id, ip, where.dpid, where.port, exc)
+                              record.id, ip, where.dpid, where.port, exc,
+                              extra={"enforcement_id": record.id,
+                                     "case_id": record.decision.case_id})
                     continue
                 if moved:
                     what = (f"followed {ip} from switch {record.location.dpid:016x} port "
@@ -142,7 +144,8 @@ class Reconciler:
                 else:
                     what = "planned again for the subscriber's new address(es) " + ", ".join(new)
                 self._replace(record, replanned, "moved" if moved else "re-planned")
-                LOG.info("enforcement %s %s", record.id, what)
+                LOG.info("enforcement %s %s", record.id, what, extra={
+                    "enforcement_id": record.id, "case_id": record.decision.case_id})
                 self._ledger.event("moved" if moved else "reapplied", replanned, what)
 
     def links_changed(self) -> None:
@@ -157,14 +160,17 @@ class Reconciler:
                 try:
                     updated = self._decider.replan(record, record.location)
                 except EnforcementError as exc:
-                    LOG.warning("enforcement %s keeps its path for now: %s", record.id, exc)
+                    LOG.warning("enforcement %s keeps its path for now: %s", record.id, exc,
+                                extra={"enforcement_id": record.id,
+                                       "case_id": record.decision.case_id})
                     continue
                 if set(updated.rules) == set(record.rules):
                     continue
                 self._replace(record, updated, "re-routed")
                 what = "re-routed after a topology change: switches " + ", ".join(
                     f"{d:016x}" for d in switches(updated))
-                LOG.info("enforcement %s %s", record.id, what)
+                LOG.info("enforcement %s %s", record.id, what, extra={
+                    "enforcement_id": record.id, "case_id": record.decision.case_id})
                 self._ledger.event("reapplied", updated, what)
 
     def _replace(self, record, replacement, how: str) -> None:
@@ -174,7 +180,8 @@ class Reconciler:
         try:
             self.push()
         except SwitchError as exc:
-            LOG.error("enforcement %s %s but not yet installed: %s", record.id, how, exc)
+            LOG.error("enforcement %s %s but not yet installed: %s", record.id, how, exc,
+                      extra={"enforcement_id": record.id, "case_id": record.decision.case_id})
 
     def repair_drift(self) -> int:
         """Audits every connected switch (Network.audit: flows deleted, added
@@ -235,7 +242,9 @@ class Reconciler:
             try:
                 self.push(where)
             except SwitchError as exc:
-                LOG.error("pending enforcement %s still pending: %s", record.id, exc)
+                LOG.error("pending enforcement %s still pending: %s", record.id, exc,
+                          extra={"enforcement_id": record.id,
+                                 "case_id": record.decision.case_id})
                 continue
             active = ledger.save(record.moved_to(State.ACTIVE, "confirmed by the switch",
                                                  ledger.clock()))

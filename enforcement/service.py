@@ -188,7 +188,9 @@ class EnforcementService:
             ended = []
             for record, outcome in zip(due, outcomes, strict=True):
                 if isinstance(outcome, Exception):
-                    LOG.error("enforcement %s did not expire yet: %s", record.id, outcome)
+                    LOG.error("enforcement %s did not expire yet: %s", record.id, outcome,
+                              extra={"enforcement_id": record.id,
+                                     "case_id": record.decision.case_id})
                     self.ledger.reschedule(record)
                 else:
                     ended.append(outcome)
@@ -278,14 +280,16 @@ class EnforcementService:
                                                  self._clock()))
             LOG.debug("enforcement %s active: %s on %016x port %d (%s)", active.id,
                       active.action.description, active.location.dpid,
-                      active.location.port, active.escalation.reason)
+                      active.location.port, active.escalation.reason,
+                      extra={"enforcement_id": active.id, "case_id": active.decision.case_id})
             ledger.event("applied", active, active.action.description)
             ledger.audit(actor, "Apply", "OK", active,
                          "installed: " + "; ".join(r.text() for r in active.rules))
             return active
 
         def failed(exc):
-            LOG.error("enforcement %s failed: %s", record.id, exc)
+            LOG.error("enforcement %s failed: %s", record.id, exc, extra={
+                "enforcement_id": record.id, "case_id": record.decision.case_id})
             failed = ledger.save(record.moved_to(State.FAILED, str(exc), self._clock()))
             self.reconciler.push(best_effort=True)
             ledger.event("failed", failed, str(exc))
@@ -311,7 +315,8 @@ class EnforcementService:
             later = set(switches(record)) - set(connected)
             detail = reason + ("" if not later else "; removed from switch " + ", ".join(
                 f"{d:016x}" for d in sorted(later)) + " when it reconnects")
-            LOG.debug("enforcement %s %s: %s", record.id, state.value, detail)
+            LOG.debug("enforcement %s %s: %s", record.id, state.value, detail, extra={
+                "enforcement_id": record.id, "case_id": record.decision.case_id})
             ledger.event(state.value, ended, detail)
             ledger.audit(actor, call, "OK", ended,
                          "removed: " + "; ".join(r.text() for r in record.rules))
