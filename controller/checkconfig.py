@@ -48,10 +48,8 @@ def _files(args: argparse.Namespace, errors: list[str], notes: list[str]) -> Non
     name = args.origins.name
     try:
         policy = policy_file.load(args.policy)
-        version = getattr(policy, "version", "")
-        notes.append(f"policy: {args.policy or 'the shipped default'}"
-                     + (f", version {version}" if version else "")
-                     + f", {len(policy.violations)} ladder(s), "
+        notes.append(f"policy: {args.policy or 'the shipped default'}, version "
+                     f"{policy.version}, {len(policy.violations)} ladder(s), "
                      f"{sum(len(r.ladder) for r in policy.violations.values())} step(s)")
     except policy_file.PolicyError as exc:
         errors.append(f"{name('policy')}: {exc}" if args.policy else str(exc))

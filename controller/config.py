@@ -82,9 +82,9 @@ SETTINGS: tuple[Setting, ...] = (
       "several instances share it, one leads (high availability). Default: "
       "sqlite:///STATE_DIR/enforcement.db", "URL", env="ENFORCEMENT_DB"),
     S("audit_interval", "audit_interval", float, 10.0, "seconds between reads of every "
-      "switch to repair drift (0: never)"),
+      "switch to repair drift (0: never)", "S"),
     S("switch_timeout", "switch_timeout", float, 5.0, "seconds to wait for a switch to "
-      "confirm a change"),
+      "confirm a change", "S"),
     S("grpc_listen", "grpc.listen", str, "127.0.0.1:50051", "gRPC address (host:port; "
       "port 0 picks a free one)", "HOST:PORT"),
     S("ofp_listen_host", "openflow.listen_host", str, "127.0.0.1",
