@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import sdnotify
 
@@ -39,3 +40,12 @@ def notify(state: str) -> bool:
     finally:
         notifier.socket.close()
     return True
+
+
+def reloading(status: str = "reloading") -> bool:
+    """RELOADING=1 before a reload (then notify("READY=1") after it). With
+    the time of the request on CLOCK_MONOTONIC, which systemd needs to match
+    the reload to its request (required by Type=notify-reload, harmless
+    before it)."""
+    return notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}\n"
+                  f"STATUS={status}")

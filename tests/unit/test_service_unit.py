@@ -156,3 +156,17 @@ def test_notify_sends_one_datagram(tmp_path, monkeypatch):
         assert notify.notify("RELOADING=1\nSTATUS=reloading the policy") is True
         systemd.settimeout(2)
         assert systemd.recv(4096) == b"RELOADING=1\nSTATUS=reloading the policy"
+
+
+def test_reloading_says_when_on_the_monotonic_clock(tmp_path, monkeypatch):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(str(tmp_path / "notify"))
+        monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+        before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        assert notify.reloading("reloading the policy") is True
+        after = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        systemd.settimeout(2)
+        lines = systemd.recv(4096).decode().split("\n")
+    assert lines[0] == "RELOADING=1" and lines[2] == "STATUS=reloading the policy"
+    assert lines[1].startswith("MONOTONIC_USEC=")
+    assert before <= int(lines[1].split("=")[1]) <= after
