@@ -16,9 +16,15 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from controller import config, logs
 from controller.notify import notify
+from controller.reloading import OnHangup
+
+if TYPE_CHECKING:
+    from enforcement.access import Access
 
 LOG = logging.getLogger("enforcement-controller")
 
@@ -88,7 +94,7 @@ def _start_os_ken(args: argparse.Namespace):
     return manager, app_manager.lookup_service_brick("EnforcementApp")
 
 
-def _start_view(args, service, app, access) -> str:
+def _start_view(args, service, app, access: Callable[[], Access]) -> str:
     """Starts the topology view; returns ' http=HOST:PORT' for the READY line."""
     if args.http_listen == "off":
         return ""
@@ -107,12 +113,27 @@ def _start_view(args, service, app, access) -> str:
         context = server_context(args.tls_cert, args.tls_key, args.tls_client_ca,
                                  alpn=("http/1.1",))
         # Whoever may read the topology over gRPC may read the view.
-        may_read = lambda name: access.refusal(name, "GetTopology") is None  # noqa: E731
+        # (as the access file in force says: a reload changes it).
+        may_read = lambda name: access().refusal(name, "GetTopology") is None  # noqa: E731
     view = TopologyWeb(ViewModel(service, app), host.strip("[]"), int(port),
                        token=token, ssl_context=context, may_read=may_read)
     bound = view.start()
     LOG.info("topology view on %s://%s:%d/", "https" if context else "http", host, bound)
     return f" http={host}:{bound}"
+
+
+def _reload_on_hangup(hangup, args, service, app, serving, in_force, files) -> None:
+    from enforcement.reload import Loaded, Reloader, Sources
+
+    def set_access(access: Access) -> None:
+        in_force[0] = access
+        if serving.guard is not None:
+            serving.guard.replace_access(access)
+    policy, access, pinned = files
+    reloader = Reloader(Sources(args.policy, args.access, args.inventory),
+                        Loaded(policy, access, tuple(pinned)), service,
+                        set_access=set_access, set_inventory=app.repin)
+    OnHangup(reloader, hangup, notify).start()
 
 
 class _QuietUndecodable(logging.Filter):
@@ -181,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    # SIGHUP reloads the files (controller/reloading.py). Caught from here
+    # on, since by default it would end the process: one that arrives
+    # during the start is done once everything runs.
+    hangup = threading.Event()
+    OnHangup.install_handler(hangup)
+    in_force = [access]  # the access rules now, for the view (a reload swaps them)
 
     try:
         _check_port_free(args.ofp_listen_host, args.ofp_port)
@@ -237,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         metrics_address = f" metrics={host}:{bound}"
     try:
-        http_address = _start_view(args, service, app, access)
+        http_address = _start_view(args, service, app, lambda: in_force[0])
     except (OSError, ValueError) as exc:
         LOG.error("cannot serve the topology view on %s: %s", args.http_listen, exc)
         return 2
@@ -252,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     maintenance = Maintenance(service, audit_interval=args.audit_interval)
     maintenance.start()
+    _reload_on_hangup(hangup, args, service, app, serving, in_force, (policy, access, pinned))
     host, port = args.grpc_listen.rsplit(":", 1)[0], serving.port
     leadership.address = args.advertise or f"{host}:{port}"
     try:

@@ -170,3 +170,65 @@ def test_reloading_says_when_on_the_monotonic_clock(tmp_path, monkeypatch):
     assert lines[0] == "RELOADING=1" and lines[2] == "STATUS=reloading the policy"
     assert lines[1].startswith("MONOTONIC_USEC=")
     assert before <= int(lines[1].split("=")[1]) <= after
+
+
+def test_sighup_reloads_the_policy_and_tells_systemd(tmp_path, monkeypatch):
+    """`systemctl reload` is a SIGHUP (ExecReload): the real process reads
+    the policy again, says RELOADING=1 then READY=1 with the version it now
+    runs, answers GetTopology with it; a broken file is refused, the version
+    in force stays, and the refusal is on Watch."""
+    import importlib.resources
+
+    from enforcement import policy
+    from enforcement.v1 import enforcement_pb2 as pb
+    from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
+    shipped = importlib.resources.files("enforcement").joinpath(
+        "default_policy.toml").read_text(encoding="utf-8")
+    changed = shipped.replace("[escalation]\n", "[escalation]\n# changed\n", 1)
+    assert changed != shipped
+    path = tmp_path / "policy.toml"
+    path.write_text(shipped)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(str(tmp_path / "notify"))
+        monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+        grpc_port = harness.free_port()
+        controller = harness.ControllerProcess(
+            harness.free_port(), grpc_listen=f"127.0.0.1:{grpc_port}",
+            log_path=tmp_path / "controller.log",
+            extra_args=["--state-dir", str(tmp_path / "state"), "--policy", str(path)])
+        try:
+            _receive_until(systemd, "READY=1", 30)
+            channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+            stub = pb_grpc.EnforcementServiceStub(channel)
+
+            def version():
+                return stub.GetTopology(pb.GetTopologyRequest(), timeout=5).policy_version
+            assert version() == policy.version_of(shipped)
+            path.write_text(changed)
+            controller.proc.send_signal(signal.SIGHUP)
+            said = _receive_until(systemd, "READY=1", 15)
+            lines = [line for datagram in said for line in datagram.split("\n")]
+            assert lines.index("RELOADING=1") < lines.index("READY=1")
+            assert any(line.startswith("MONOTONIC_USEC=") for line in lines)
+            assert f"STATUS=policy {policy.version_of(changed)}" in lines
+            assert version() == policy.version_of(changed)
+
+            path.write_text("this is not TOML [")
+            controller.proc.send_signal(signal.SIGHUP)
+            said = _receive_until(systemd, "READY=1", 15)
+            assert any("last reload refused" in d for d in said)
+            assert version() == policy.version_of(changed)
+            events = []
+            call = stub.Watch(pb.WatchRequest(), timeout=10)
+            for event in call:
+                events.append(event)
+                if event.kind == pb.EVENT_KIND_RELOAD_REFUSED:
+                    call.cancel()
+                    break
+            kinds = [e.kind for e in events]
+            assert kinds == [pb.EVENT_KIND_POLICY_RELOADED, pb.EVENT_KIND_RELOAD_REFUSED]
+            assert "not valid TOML" in events[-1].detail
+            channel.close()
+            assert controller.proc.poll() is None  # a reload never ends the process
+        finally:
+            controller.stop()
