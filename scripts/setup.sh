@@ -18,6 +18,7 @@ packages=(
   hping3 tcpdump       # forged packets and proof they never arrive
   postgresql           # the store tests run on PostgreSQL as well as SQLite
   chromium             # browser tests of the topology view (headless)
+  systemd              # systemd-analyze checks the unit file (deploy/)
 )
 # Node and npm, for the latency bench's grpc-js client (a client in another
 # language than ours): Debian's, unless a Node is there already (some
