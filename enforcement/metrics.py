@@ -27,6 +27,9 @@ so they can never drift from the truth.
         faster than they are learned from), and how many wait.
     enforcement_switch_rules{datapath_id}, enforcement_switch_meters{datapath_id}
         What the controller keeps on each switch for its enforcements.
+    enforcement_policy_info{version}
+        Always 1, labelled with the version (content hash) of the policy this
+        instance decides with: instances that differ after a reload show it.
 """
 from __future__ import annotations
 
@@ -116,6 +119,11 @@ class _StateCollector:
         yield GaugeMetricFamily("enforcement_leader",
                                 "1 on the instance that leads (changes switches and "
                                 "store), 0 on a follower", value=int(leading))
+        policy = GaugeMetricFamily("enforcement_policy_info",
+                                   "The version (content hash) of the policy in force "
+                                   "on this instance", labels=["version"])
+        policy.add_metric([self._service.policy.version], 1)
+        yield policy
         yield GaugeMetricFamily("enforcement_leader_epoch",
                                 "The newest leadership epoch this instance knows (the "
                                 "OpenFlow generation id of the master)", value=epoch)

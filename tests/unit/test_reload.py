@@ -163,3 +163,19 @@ def test_a_live_enforcement_keeps_its_state_across_reloads(running):
         assert reloader.reload()
     assert service.get(first.id).state is State.ACTIVE
     assert service.get(first.id).policy_version == policy.version_of(SHIPPED)
+
+
+def test_the_metrics_say_which_version_this_instance_runs(running):
+    from prometheus_client import generate_latest
+
+    from enforcement.metrics import Metrics
+    path, service, reloader, _ = running
+    metrics = Metrics(service)
+
+    def said():
+        return [line for line in generate_latest(metrics.registry).decode().splitlines()
+                if line.startswith("enforcement_policy_info")]
+    assert said() == [f'enforcement_policy_info{{version="{policy.version_of(SHIPPED)}"}} 1.0']
+    path.write_text(HARSHER)
+    assert reloader.reload()
+    assert said() == [f'enforcement_policy_info{{version="{policy.version_of(HARSHER)}"}} 1.0']
