@@ -190,7 +190,7 @@ class ViewModel:
             record = self._service.get(enforcement_id)
         except Exception:
             return None
-        counters = {}
+        counters: dict[str, dict] = {}
         for dpid in sorted({r.dpid for r in record.rules}):
             try:
                 counts = self._network.flow_counters(dpid, record.cookie)
