@@ -135,24 +135,36 @@ function wanted() {
 
 // Brings the map to what wanted() says; positions of what is already there
 // are never touched.
+// Only what differs is touched (restyling 2,000 unchanged hosts on every
+// change would be the page's whole cost).
+const drawn = new Map();  // id -> what it was last drawn with
 function sync() {
   const want = wanted();
   cy.batch(() => {
-    cy.elements().forEach(el => { if (!want.has(el.id())) el.remove(); });
+    cy.elements().forEach(el => {
+      if (!want.has(el.id())) { el.remove(); drawn.delete(el.id()); }
+    });
     for (const group of ["nodes", "edges"]) {
       for (const [id, e] of want) {
         if (e.group !== group) continue;
+        const look = JSON.stringify([e.data, e.classes]);
         const el = cy.getElementById(id);
         if (el.empty()) {
           cy.add(e);
-        } else {
+        } else if (drawn.get(id) !== look) {
           el.data(e.data);
           el.classes(e.classes);
         }
+        drawn.set(id, look);
       }
     }
   });
   summarise();
+}
+
+function showAll(shown) {
+  for (const id of state.switches.keys()) state.open.set(id, shown);
+  sync();
 }
 
 function summarise() {
@@ -313,11 +325,13 @@ async function search(query) {
   focus(found[0].mac);
 }
 
+document.getElementById("show-all").addEventListener("click", () => showAll(true));
+document.getElementById("hide-all").addEventListener("click", () => showAll(false));
 document.getElementById("search-form").addEventListener("submit", ev => {
   ev.preventDefault();
   search(document.getElementById("search").value);
 });
 
 // For the browser tests and the curious engineer's console.
-window.view = {cy, state, focus, toggle, select, isOpen};
+window.view = {cy, state, focus, toggle, select, isOpen, showAll};
 connect();

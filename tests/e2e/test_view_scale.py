@@ -210,6 +210,20 @@ def test_the_quarantine_path_to_the_walled_garden_is_drawn(page, served):
     shot(page, "quarantine-path")
 
 
+def test_every_host_can_be_drawn_at_once(page):
+    switches = """() => Object.fromEntries(view.cy.nodes('.switch').map(
+        n => [n.id(), [n.position('x'), n.position('y')]]))"""
+    before = page.evaluate(switches)
+    page.click("#show-all")
+    page.wait_for_function("() => view.cy.nodes('.host').length === 2002", timeout=10000)
+    assert page.evaluate("view.cy.edges('.hostlink').length") == 2002
+    assert page.evaluate(switches) == before
+    fit(page)
+    shot(page, "every-host")
+    page.click("#hide-all")
+    page.wait_for_function("() => view.cy.nodes('.host').length === 0", timeout=10000)
+
+
 def test_a_decision_is_pushed_without_reload_and_nothing_moves(page, served):
     service, _, _ = served
     positions = """() => Object.fromEntries(view.cy.nodes().map(
