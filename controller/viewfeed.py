@@ -34,7 +34,7 @@ class Feed:
         self._events = 0
         self._signature: object = None
         self._snapshot: dict | None = None
-        self._text = ""
+        self._latest = (0, "")
         self._index: dict[str, list[tuple[str, str]]] = {}
         self.version = 0
         self._publish: Callable[[int, str], None] = lambda version, diff: None
@@ -95,16 +95,18 @@ class Feed:
                 return False
             self.version += 1
             self._snapshot = new
-            self._text = json.dumps({"version": self.version, "topology": new})
+            self._latest = (self.version,
+                            json.dumps({"version": self.version, "topology": new}))
             self._index = build_index(new["hosts"])
             if changes is not None:
                 self._publish(self.version, json.dumps({"version": self.version, **changes}))
             return True
 
     def current(self) -> tuple[int, str]:
-        """The latest snapshot as the stream's first message."""
-        with self._lock:
-            return self.version, self._text
+        """The latest snapshot as the stream's first message. No lock: the
+        event loop asks, and must not wait for a snapshot being taken; the
+        pair is replaced whole."""
+        return self._latest
 
     def search(self, query: str) -> list[dict]:
         self.refresh()
