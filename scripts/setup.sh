@@ -60,7 +60,9 @@ fi
 # The topology view's Cytoscape.js, pinned by its lockfile and shipped inside
 # the controller package (controller/static/, package data; the page never
 # fetches anything from elsewhere). The copy is generated: not in git.
-if [ ! -d controller/viewsrc/node_modules ]; then
+# Again when the lockfile changed since (npm ci records what it installed).
+view_installed=controller/viewsrc/node_modules/.package-lock.json
+if [ ! -f "$view_installed" ] || [ controller/viewsrc/package-lock.json -nt "$view_installed" ]; then
   echo "setup: installing the topology view's Cytoscape.js (npm ci)"
   npm ci --prefix controller/viewsrc --silent --no-audit --no-fund
 fi
