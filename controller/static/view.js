@@ -79,7 +79,8 @@ function switchAt(s) { return {x: s.x * state.scale, y: s.y * state.scale}; }
 function hostAt(h) {
   const s = state.switches.get(h.switch);
   const centre = switchAt(s);
-  const r = 80 + 15 * Math.sqrt(h.slot) * 1.8, angle = h.slot * Math.PI * (3 - Math.sqrt(5));
+  // Clear of the switch's box; slot 0 straight below it.
+  const r = 95 + 24 * Math.sqrt(h.slot), angle = Math.PI / 2 + h.slot * Math.PI * (3 - Math.sqrt(5));
   return {x: centre.x + r * Math.cos(angle), y: centre.y + r * Math.sin(angle)};
 }
 
@@ -183,7 +184,7 @@ function load(topo) {
   state.links = topo.links;
   state.paths = topo.paths || [];
   const first = !state.scale;
-  if (first) state.scale = Math.max(900, 320 * Math.sqrt(state.switches.size));
+  if (first) state.scale = Math.max(600, 300 * Math.sqrt(state.switches.size));
   sync();
   if (first) cy.fit(undefined, 30);
 }
