@@ -2,19 +2,20 @@
 
 The controller on its defaults (SQLite store on disk; only the per-client rate limits
 raised, as bench/bench.py does) on a multi-switch Mininet network, dual stack, called by
-the typed Python client and by grpc-js (bench/js). Floors, measured while all idles: a
-bare grpcio server (a stub servicer of the same proto) through the same client code; an
-OS-Ken app sending one decision's flow_mods + a barrier to an OVS bridge of its own; the
-store's commit alone. Run as root, on demand (tests/e2e/test_latency_bench_smoke.py runs
-a tiny one): `bench/latency.py` (add `--live 100000` for 100,000 live enforcements at the
-end), or `bench/latency.py --pairs 20 --quick` for a quick look.
+the typed Python client and by grpc-js (bench/js). Floors (bench/floors.py), measured
+while all idles: a bare grpcio server (a stub servicer of the same proto) through the same
+client code; an OS-Ken app sending one decision's flow_mods + a barrier to an OVS bridge
+of its own; the store's commit alone; for throughput, the same worker fleet against the
+bare server just before the controller's run. Run as root, on demand
+(tests/e2e/test_latency_bench_smoke.py runs a tiny one): `bench/latency.py` (add `--live
+100000` for 100,000 live enforcements at the end), or `bench/latency.py --pairs 20
+--quick` for a quick look.
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import contextlib
-import dataclasses
 import fcntl
 import functools
 import json
@@ -24,15 +25,12 @@ import operator
 import os
 import pathlib
 import platform
-import queue
 import shutil
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from concurrent import futures
 from importlib.metadata import version
 
 import grpc
@@ -41,22 +39,21 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "mininet"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import floors  # noqa: E402  (bench/floors.py: the floors, two in processes of their own)
+
 import bench as issue7  # noqa: E402  (bench/bench.py: its workers, requests and helpers)
 import lab as harness  # noqa: E402
 import topologies  # noqa: E402
 from controller.settling import SETTLE_SECONDS  # noqa: E402
-from enforcement import codec  # noqa: E402
 from enforcement.client import EnforcementClient  # noqa: E402
-from enforcement.model import State  # noqa: E402
-from enforcement.store import Store  # noqa: E402
 from enforcement.v1 import enforcement_pb2 as pb  # noqa: E402
-from enforcement.v1 import enforcement_pb2_grpc as pb_grpc  # noqa: E402
 
 JS = ROOT / "bench" / "js"
 PROTO = ROOT / "protos" / "enforcement" / "v1" / "enforcement.proto"
-FLOOR_BRIDGE = "latfloor"
-FLOOR_COOKIE = 0x1A7E_0000_0000_0000
-WARMUP = 20
+WARMUP = floors.WARMUP  # one for every series, floors included
+# The bare server's pool for the throughput floor: more threads than clients, so that
+# 32 clients' calls never queue for a thread there (the controller's pool is 128).
+FLEET_THREADS = 64
 TARGETS = {"apply_p50_ms": 2.0, "apply_p99_ms": 5.0, "trivial_p99_ratio": 1.5,
            "unary_per_s": 5000.0, "batched_per_s": 20000.0}
 VERDICT = ("MISS", "pass")  # by whether the target is met
@@ -152,162 +149,6 @@ def js_calls(node: str, address: str, mode: str, count: int, ip: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def serve_floor(answers: str) -> int:
-    """The same proto on a plain grpcio server: List answers an empty page,
-    Apply and Lift a real controller answer, at once."""
-    blobs = {k: pb.Enforcement.FromString(bytes.fromhex(v))
-             for k, v in json.loads(pathlib.Path(answers).read_text()).items()}
-    trivial = type("Trivial", (pb_grpc.EnforcementServiceServicer,), {
-        "List": lambda self, request, context: pb.ListResponse(),
-        "Apply": lambda self, request, context: blobs["apply"],
-        "Lift": lambda self, request, context: blobs["lift"]})
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
-    pb_grpc.add_EnforcementServiceServicer_to_server(trivial(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    print(f"READY {port}", flush=True)
-    sys.stdin.read()  # until the bench closes the pipe
-    server.stop(0)
-    return 0
-
-
-def ofp_floor(port: int, count: int, flows: int) -> int:
-    """Once a switch connects, `count` times: `flows` drop rules + a barrier,
-    then their delete + a barrier, each waited for; prints the ms as JSON."""
-    # app_manager before the module that registers the --ofp-* options (circular otherwise)
-    from os_ken import cfg
-    from os_ken.base import app_manager
-    from os_ken.controller import controller as _registers_options  # noqa: F401
-    from os_ken.controller import ofp_event
-    from os_ken.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
-    from os_ken.ofproto import ofproto_v1_3
-
-    cfg.CONF(args=["--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port", str(port)],
-             project="os_ken")
-    finished: queue.Queue = queue.Queue()
-    waiting: dict[int, threading.Event] = {}
-    errors: list[str] = []  # the switch's refusals: any makes the floor void
-
-    def confirmed(dp, messages: list) -> float:
-        """ms to the barrier's reply, all in one write as controller/sessions.py sends."""
-        started = time.perf_counter()
-        wire = bytearray()
-        for message in [*messages, dp.ofproto_parser.OFPBarrierRequest(dp)]:
-            dp.set_xid(message)
-            message.serialize()
-            wire += message.buf
-        waiting[message.xid] = waiter = threading.Event()
-        dp.send(bytes(wire))
-        if not waiter.wait(10):
-            raise TimeoutError("no barrier reply in 10 s")
-        return (time.perf_counter() - started) * 1e3
-
-    def measure(dp) -> None:
-        time.sleep(0.5)  # the handshake ends (MAIN_DISPATCHER) after the handler
-        parser, ofp = dp.ofproto_parser, dp.ofproto
-        timings: dict = {"add": [], "delete": [], "errors": errors}
-        try:
-            for n in range(WARMUP + count):
-                add = confirmed(dp, [parser.OFPFlowMod(
-                    dp, cookie=FLOOR_COOKIE | n, table_id=0, priority=1000, instructions=[],
-                    match=parser.OFPMatch(eth_type=0x0800, ip_proto=6, tcp_dst=25 + k,
-                                          ipv4_src=f"10.9.{n >> 8 & 255}.{n & 255}"))
-                    for k in range(flows)])
-                delete = confirmed(dp, [parser.OFPFlowMod(
-                    dp, cookie=FLOOR_COOKIE | n, cookie_mask=2**64 - 1, table_id=ofp.OFPTT_ALL,
-                    command=ofp.OFPFC_DELETE, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY)])
-                if n >= WARMUP:
-                    timings["add"].append(add)
-                    timings["delete"].append(delete)
-        finally:
-            finished.put(timings)
-
-    class LatencyFloor(app_manager.OSKenApp):
-        OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]  # noqa: RUF012  (OS-Ken reads it so)
-
-        @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
-        def _features(self, ev):
-            # Barriers are waited for off the event thread, as in the controller.
-            threading.Thread(target=measure, args=(ev.msg.datapath,), daemon=True).start()
-
-        @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
-        def _barrier(self, ev):
-            waiting.pop(ev.msg.xid, threading.Event()).set()
-
-        @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
-        def _error(self, ev):
-            errors.append(f"type {ev.msg.type} code {ev.msg.code}")
-
-    manager = app_manager.AppManager.get_instance()
-    manager.load_apps(["os_ken.controller.ofp_handler"])
-    manager.applications_cls["latency_floor"] = LatencyFloor
-    threading.Thread(target=manager.instantiate_apps, kwargs=manager.create_contexts(),
-                     daemon=True).start()
-    time.sleep(1.0)  # listening by then; a switch that came too early retries anyway
-    print("READY", flush=True)
-    print(json.dumps(finished.get(timeout=600)), flush=True)
-    os._exit(0)  # OS-Ken's native threads cannot be stopped (DESIGN.md)
-
-
-def vsctl(*args: str) -> None:
-    subprocess.run(["ovs-vsctl", "--timeout=10", *args], check=True, capture_output=True)
-
-
-def _helper(children: list, *argv: str, stdin=None) -> tuple[subprocess.Popen, str]:
-    """This file in a process of its own (a floor), and its READY line."""
-    proc = subprocess.Popen([*harness._die_with_parent_prefix(), sys.executable, __file__,
-                             *argv], stdin=stdin, stdout=subprocess.PIPE, text=True)
-    children.append(proc)
-    if not (line := proc.stdout.readline()).startswith("READY"):
-        raise RuntimeError(f"{argv[0]} did not start")
-    return proc, line
-
-
-def measure_ofp_floor(count: int, flows: int, children: list) -> dict:
-    port = harness.free_port()
-    floor, _ = _helper(children, "--ofp-floor", f"{port},{count},{flows}")
-    try:
-        vsctl("--if-exists", "del-br", FLOOR_BRIDGE, "--", "add-br", FLOOR_BRIDGE, "--", "set",
-              "bridge", FLOOR_BRIDGE, "datapath_type=netdev", "fail_mode=secure",
-              "protocols=OpenFlow13", "other-config:datapath-id=00000000000f100f", "--",
-              "set-controller", FLOOR_BRIDGE, f"tcp:127.0.0.1:{port}")
-        result = json.loads(floor.stdout.readline())
-        if result["errors"] or len(result["add"]) < count:
-            raise RuntimeError(f"OS-Ken floor: {result['errors']}")
-        return result
-    finally:
-        floor.kill()
-        with contextlib.suppress(subprocess.CalledProcessError):
-            vsctl("--if-exists", "del-br", FLOOR_BRIDGE)
-
-
-def measure_store_floor(controller_db: pathlib.Path, path: pathlib.Path,
-                        count: int) -> list[float]:
-    """The controller's own record written anew, with its event and audit entry, per commit."""
-    with contextlib.closing(sqlite3.connect(f"file:{controller_db}?mode=ro", uri=True)) as db:
-        body = db.execute("SELECT body FROM enforcements LIMIT 1").fetchone()[0]
-    record = dataclasses.replace(codec.from_dict(json.loads(body)), state=State.ACTIVE)
-    store = Store(f"sqlite:///{path}")
-    timings = []
-    try:
-        for n in range(WARMUP + count):
-            # Unique as the store wants them: id, request id, serial (the cookie's low bits).
-            copy = dataclasses.replace(
-                record, id=f"enf-floor{n:011d}", cookie=(record.cookie >> 48 << 48) | 10**6 + n,
-                decision=dataclasses.replace(record.decision, request_id=f"floor-{n}"))
-            audit = dict(at=time.time(), actor="bench", call="Apply", outcome="OK",
-                         enforcement_id=copy.id, case_id=copy.decision.case_id, clause=copy.
-                         escalation.clause, detail="; ".join(r.text() for r in copy.rules))
-            started = time.perf_counter()
-            store.write([copy], [(time.time(), "applied", copy, copy.action.description)],
-                        [audit])
-            if n >= WARMUP:
-                timings.append((time.perf_counter() - started) * 1e3)
-    finally:
-        store.close()
-    return timings
-
-
 class LatencyBench:
     def __init__(self, args, workdir: pathlib.Path):
         self.args, self.workdir, self.floors, self.loads = args, workdir, {}, [os.getloadavg()[0]]
@@ -392,9 +233,10 @@ class LatencyBench:
 
     def measure_floors(self) -> None:
         args = self.args
-        server, ready = _helper(self.children, "--serve-floor",
-                                str(self.workdir / "answers.json"), stdin=subprocess.PIPE)
-        bare = f"grpcio {grpc.__version__} stub servicer, 16 threads, own process, loopback"
+        server, ready = floors._helper(self.children, "--serve-floor",
+                                       str(self.workdir / "answers.json"), stdin=subprocess.PIPE)
+        bare = (f"grpcio {grpc.__version__} stub servicer, {floors.SERVE_THREADS} threads, own "
+                "process, loopback")
         address = f"127.0.0.1:{ready.split()[1]}"
         try:
             for client in ("python", "grpc-js"):
@@ -408,7 +250,7 @@ class LatencyBench:
         finally:
             server.stdin.close()
             server.wait(10)
-        ofp = measure_ofp_floor(args.pairs, self.flows, self.children)
+        ofp = floors.measure_ofp_floor(args.pairs, self.flows, self.children)
         on = (f"OS-Ken {version('os-ken')} app, own process, one write + barrier; OVS "
               f"{_out(['ovs-vsctl', '--version']).split()[3]} bridge of its own (userspace)")
         self.floors["apply"] = self._floor(f"OS-Ken: {self.flows} flow_mod(s) (as one "
@@ -418,7 +260,7 @@ class LatencyBench:
         self.floors["store"] = self._floor(
             "store commit: 1 record + 1 event + 1 audit entry, one transaction",
             f"enforcement/store.py, SQLite WAL synchronous=FULL, file on {self.fs}",
-            measure_store_floor(self.workdir / "state" / "enforcement.db",
+            floors.measure_store_floor(self.workdir / "state" / "enforcement.db",
                                 self.workdir / "store-floor.db", args.pairs))
 
     def _floor(self, what: str, on: str, ms: list[float]) -> dict:
@@ -470,29 +312,52 @@ class LatencyBench:
                           + (f"; their failures: {failures[0]}" if failures else ""))
 
     def throughput(self, clients: int, batch: int = 0) -> None:
+        """The same worker fleet (clients, processes, seconds) against the bare grpcio
+        server, then against the controller: a floor of the same kind, in the same run."""
+        server, ready = floors._helper(
+            self.children, "--serve-floor", str(self.workdir / "answers.json"), "--threads",
+            str(FLEET_THREADS), stdin=subprocess.PIPE)
+        try:  # the controller idles meanwhile, as the bare server does after
+            floor, floor_cpu, floor_failures, _ = self._rate(
+                f"127.0.0.1:{ready.split()[1]}", clients, batch, {"bare server": server.pid})
+        finally:
+            server.stdin.close()
+            server.wait(10)
+        rate, cpu, failures, seconds = self._rate(self.controller.grpc_address, clients, batch)
+        target = TARGETS["batched_per_s" if batch else "unary_per_s"]
+        how = f"ApplyBatch+LiftBatch of {batch}" if batch else "Apply+Lift"
+        bare = (f"grpcio {grpc.__version__} stub servicer answering at once (canned real "
+                f"answers), {FLEET_THREADS} threads, own process, loopback")
+        self.rates.append((
+            f"decisions/s, {clients} clients ({how})", (
+                f"{self.where}; typed Python client, {min(clients, 4)} processes, {seconds:.0f} "
+                f"s; CPU (of {os.cpu_count()} cores): {cpu}. Floor: the same clients, processes "
+                f"and seconds just before, against a {bare}; CPU: {floor_cpu}"),
+            f"{rate:.0f}/s", f"{floor:.0f}/s", f"x{rate / floor:.2f}" if floor else "-",
+            f">= {target:g}/s", VERDICT[rate >= target]))
+        for failed, where in ((floor_failures, "the bare server"), (failures, "the controller")):
+            if failed:
+                self.notes.append(f"{clients} clients ({how}) on {where}: failed calls, "
+                                  f"first: {failed[0]}")
+
+    def _rate(self, address: str, clients: int, batch: int, pids: dict | None = None):
+        """bench.py's worker, each client its own connection and subscriber, in 4
+        processes at most: decisions/s, the CPU of `pids` (the controller's by
+        default) while they ran, their failures, the seconds they ran."""
         ips = [h.IP() for h in self.subscribers]
         processes = min(clients, 4)
         start_at = time.time() + 5.0  # time for the workers to start and connect
-        # bench.py's worker: each client its own connection and subscriber.
         gather = _fleet(functools.partial(issue7._client_process, batch=batch), [(
-            self.controller.grpc_address, [(i, ips[i]) for i in range(p, clients, processes)],
+            address, [(i, ips[i]) for i in range(p, clients, processes)],
             start_at, self.args.seconds) for p in range(processes)], self.children)
         time.sleep(max(0.0, start_at + 0.5 - time.time()))
-        span, watched = max(0.5, self.args.seconds - 1.5), self._cpu()
+        span, watched = max(0.5, self.args.seconds - 1.5), self._cpu(pids=pids)
         time.sleep(span)
-        cpu = self._cpu(watched, span)
+        cpu = self._cpu(watched, span, pids)
         done = gather(self.args.seconds + 300)
         seconds = max(d[2] for d in done)
-        rate = sum(d[0] for d in done) / seconds
-        failures = [f for d in done for f in d[1]]
-        target = TARGETS["batched_per_s" if batch else "unary_per_s"]
-        how = f"ApplyBatch+LiftBatch of {batch}" if batch else "Apply+Lift"
-        self.rates.append((
-            f"decisions/s, {clients} clients ({how})", (f"{self.where}; typed Python client, "
-            f"{processes} processes, {seconds:.0f} s; CPU (of {os.cpu_count()} cores): {cpu}"),
-            f"{rate:.0f}/s", f">= {target:g}/s", VERDICT[rate >= target]))
-        if failures:
-            self.notes.append(f"{clients} clients ({how}): failed calls, first: {failures[0]}")
+        return (sum(d[0] for d in done) / seconds, cpu, [f for d in done for f in d[1]],
+                seconds)
 
     def live(self, count: int) -> None:
         ips = [h.IP() for h in self.subscribers]
@@ -515,8 +380,9 @@ class LatencyBench:
                           + (f"; failures: {failures[0]}" if failures else ""))
         self.latency(f"{self.where}; {installed} live enforcements", with_list=True)
 
-    def _cpu(self, before: dict | None = None, span: float = 0.0):
-        pids = {"controller": self.controller.proc.pid, "ovs-vswitchd": issue7.vswitchd_pid()}
+    def _cpu(self, before: dict | None = None, span: float = 0.0, pids: dict | None = None):
+        pids = pids or {"controller": self.controller.proc.pid,
+                        "ovs-vswitchd": issue7.vswitchd_pid()}
         now = {k: issue7.cpu_seconds(p) for k, p in pids.items()}
         return now if before is None else ", ".join(
             f"{k} {100 * (now[k] - before[k]) / span:.0f}%" for k in now)
@@ -542,11 +408,14 @@ class LatencyBench:
             ratio = f"x{s['p50'] / floor[0]:.2f} / x{s['p99'] / floor[1]:.2f}" if s["n"] else "-"
             lines.append(f"| {call} | {client} | {on} | {_cells(s)} | {floor[0]:.2f} / "
                          f"{floor[1]:.2f} | {ratio} | {target} | {result} |")
-        lines += ["", "| throughput | measured on | measured | target | result |",
-                  "|---" * 5 + "|", *(f"| {' | '.join(r)} |" for r in self.rates), "",
+        lines += ["", "| throughput | measured on | measured | floor | ratio | target | result |",
+                  "|---" * 7 + "|", *(f"| {' | '.join(r)} |" for r in self.rates), "",
                   ("- An Apply's (Lift's) floor: the bare server's Apply (Lift) for the same "
                   "client + the OS-Ken flow_mods (delete) + the store commit, percentile by "
-                  "percentile."), *(f"- {note}" for note in self.notes)]
+                  "percentile."),
+                  ("- A throughput's floor: the same worker fleet against the bare grpcio "
+                   "server (no switch, no store), just before the controller's run."),
+                  *(f"- {note}" for note in self.notes)]
         return "\n".join(lines)
 
 
@@ -561,12 +430,7 @@ def main(argv=None) -> int:
     add("--seconds", type=float, default=10.0, help="each throughput run (10)")
     add("--live", type=int, default=10000, help="live enforcements at the end (10000)")
     add("--quick", action="store_true", help="2 loaders, 4 clients for 1 s, 100 live")
-    add("--serve-floor", help=argparse.SUPPRESS)
-    add("--ofp-floor", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve_floor or args.ofp_floor:  # this file as one of the floors
-        return (serve_floor(args.serve_floor) if args.serve_floor
-                else ofp_floor(*(int(x) for x in args.ofp_floor.split(","))))
     if args.quick:
         args.load_clients, args.clients, args.batch, args.seconds, args.live = 2, 4, 8, 1.0, 100
     args.calls = args.calls or (args.pairs if args.quick else 500)

@@ -1,7 +1,8 @@
 """The latency benchmark, tiny, so that it cannot rot: it must run end to end
 (the floors, the controller on its defaults, the typed Python client and the
 grpc-js client, which needs node and npm) and print every row. Its figures
-are not checked: speed lives in bench/results/, not in tests."""
+are not checked: speed lives in bench/results/, not in tests. bench/latency.py
+starts bench/floors.py for the bare server and the OS-Ken floor, so this runs both."""
 import pathlib
 import re
 import subprocess
@@ -38,10 +39,14 @@ def test_the_latency_benchmark_runs_and_prints_every_row():
                           "their own subscribers"), "100 live enforcements"):
             for call in ("Apply (block TCP 25)", "Lift"):
                 assert (call, client, condition) in calls, (call, client, condition, calls)
-    rates = [r[0] for r in rows if len(r) == 5]
-    assert any(r.startswith("decisions/s, 4 clients (Apply+Lift)") for r in rates), rates
-    assert any(r.startswith("decisions/s, 4 clients (ApplyBatch+LiftBatch of 8)")
-               for r in rates), rates
+    # Throughput: measured, its floor (the same fleet against the bare server) and the ratio.
+    rates = {r[0]: r for r in rows if len(r) == 7}
+    for how in ("Apply+Lift", "ApplyBatch+LiftBatch of 8"):
+        row = rates.get(f"decisions/s, 4 clients ({how})")
+        assert row is not None, (how, list(rates))
+        assert "Floor: the same clients, processes and seconds" in row[1], row
+        assert re.fullmatch(rf"{NUMBER}/s", row[2]) and re.fullmatch(rf"{NUMBER}/s", row[3]), row
+        assert re.fullmatch(rf"x{NUMBER}", row[4]), row
     assert re.search(rf"\| Apply \(block TCP 25\) \| grpc-js \| [^|]+; idle \| 20 \| "
                      rf"{NUMBER} \| {NUMBER} \| {NUMBER} \|", out), out
     assert "Machine:" in out and "failed calls" not in out, out
