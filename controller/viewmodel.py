@@ -6,6 +6,7 @@ is controller.web, the push side controller.viewfeed.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -22,9 +23,11 @@ def dpid_text(dpid: int) -> str:
 
 
 class SwitchLayout:
-    """Switch positions in [0, 1]², each fixed once given: the first switch
-    set gets a seeded spring layout, later switches are placed around the
-    ones already there (which stay put), and a switch that leaves and comes
+    """Switch positions in [0, 1]², each fixed once given: the first set of
+    two or more switches gets a seeded spring layout, later switches are
+    placed next to their neighbours already on the map, at a distance from
+    every other (switches connect one by one: a layout that let them pile
+    up would hide one behind another), and a switch that leaves and comes
     back returns to where it was. An engineer's mental map survives updates."""
 
     def __init__(self, seed: int = 7):
@@ -37,24 +40,56 @@ class SwitchLayout:
             graph = nx.Graph()
             graph.add_nodes_from(sorted(switches))
             graph.add_edges_from(sorted(e for e in edges if e[0] in graph and e[1] in graph))
-            placed = [s for s in sorted(switches) if s in self._at]
-            if placed:
-                raw = nx.spring_layout(graph, pos={s: self._at[s] for s in placed},
-                                       fixed=placed, seed=self._seed)
-                for s in new:  # fixed nodes are not rescaled: keep new ones on the map
-                    self._at[s] = (_clamp(raw[s][0]), _clamp(raw[s][1]))
+            if not self._at and len(new) > 1:
+                self._spring(graph)
             else:
-                raw = nx.spring_layout(graph, seed=self._seed)
-                xs, ys = [p[0] for p in raw.values()], [p[1] for p in raw.values()]
-                span_x, span_y = (max(xs) - min(xs)) or 1, (max(ys) - min(ys)) or 1
-                for s, p in raw.items():
-                    self._at[s] = (round(0.05 + 0.9 * (p[0] - min(xs)) / span_x, 4),
-                                   round(0.05 + 0.9 * (p[1] - min(ys)) / span_y, 4))
+                self._place(new, graph)
         return {s: {"x": self._at[s][0], "y": self._at[s][1]} for s in switches}
 
+    def _spring(self, graph: nx.Graph) -> None:
+        raw = nx.spring_layout(graph, seed=self._seed)
+        xs, ys = [p[0] for p in raw.values()], [p[1] for p in raw.values()]
+        span_x, span_y = (max(xs) - min(xs)) or 1, (max(ys) - min(ys)) or 1
+        for s, p in raw.items():
+            self._at[s] = (round(0.05 + 0.9 * (p[0] - min(xs)) / span_x, 4),
+                           round(0.05 + 0.9 * (p[1] - min(ys)) / span_y, 4))
 
-def _clamp(value: float) -> float:
-    return round(min(0.98, max(0.02, float(value))), 4)
+    def _place(self, new: list[str], graph: nx.Graph) -> None:
+        # The ones linked to the map first, so that a chain grows outward.
+        gap = min(0.25, 0.7 / math.sqrt(len(graph)))
+        waiting = list(new)
+        while waiting:
+            linked = [s for s in waiting if any(n in self._at for n in graph.neighbors(s))]
+            switch = (linked or waiting)[0]
+            waiting.remove(switch)
+            anchors = [self._at[n] for n in graph.neighbors(switch) if n in self._at]
+            if anchors:
+                centre = (sum(a[0] for a in anchors) / len(anchors),
+                          sum(a[1] for a in anchors) / len(anchors))
+            else:
+                centre = (0.5, 0.5)
+            self._at[switch] = self._free_spot(centre, gap)
+
+    def _free_spot(self, centre: tuple[float, float], gap: float) -> tuple[float, float]:
+        """The first point on a golden-angle spiral around centre that is
+        on the map and gap away from every switch (closest otherwise)."""
+        best, best_room = centre, -1.0
+        for k in range(1, 4000):
+            # Candidates about gap/2 apart: fine enough to find room.
+            radius, angle = gap * math.sqrt(k) * 0.25, k * GOLDEN_ANGLE
+            x = centre[0] + radius * math.cos(angle)
+            y = centre[1] + radius * math.sin(angle)
+            if not (0.02 <= x <= 0.98 and 0.02 <= y <= 0.98):
+                continue
+            room = min((math.dist((x, y), p) for p in self._at.values()), default=1.0)
+            if room >= gap:
+                return round(x, 4), round(y, 4)
+            if room > best_room:
+                best, best_room = (round(x, 4), round(y, 4)), room
+        return best
+
+
+GOLDEN_ANGLE = math.pi * (3 - math.sqrt(5))
 
 
 class HostSlots:

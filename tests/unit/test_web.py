@@ -6,6 +6,7 @@ browser tests in tests/e2e/test_view*.py drive the page itself."""
 import http.client
 import ipaddress
 import json
+import math
 import ssl
 import urllib.error
 import urllib.request
@@ -405,3 +406,21 @@ def test_a_difference_names_only_what_changed():
     assert diff(old, new) == {"hosts": {"changed": [{"mac": "m1", "x": 2}], "removed": ["m2"]},
                               "paths": [{"enforcement": "e"}]}
     assert diff(new, new) is None
+
+
+def test_switches_that_connect_one_by_one_never_hide_one_another():
+    """A line of switches coming up one at a time (as a live network does)
+    is placed with every switch well apart from the others and next to
+    the one it links to."""
+    line = [f"{n:016x}" for n in range(1, 13)]
+    edges = [(line[i], line[i + 1]) for i in range(len(line) - 1)]
+    layout = SwitchLayout()
+    for count in range(1, len(line) + 1):
+        at = layout.positions(line[:count], edges[:count - 1])
+    points = [(at[s]["x"], at[s]["y"]) for s in line]
+    closest = min(math.dist(a, b) for i, a in enumerate(points) for b in points[i + 1:])
+    assert closest >= min(0.25, 0.7 / math.sqrt(len(line))) * 0.99
+    assert all(0 < c < 1 for p in points for c in p)
+    # Each lies nearer its neighbour on the line than the map's mean spacing.
+    for a, b in edges:
+        assert math.dist((at[a]["x"], at[a]["y"]), (at[b]["x"], at[b]["y"])) < 0.5
