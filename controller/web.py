@@ -5,8 +5,10 @@ own thread and event loop.
 
 Read-only: GET and HEAD only, anything else 405. Loopback by default; the
 controller refuses a non-loopback address unless a bearer token is
-configured (every request then needs `Authorization: Bearer <token>`, 401
-otherwise) or an ssl.SSLContext that requires client certificates is given
+configured (every /api/ request then needs `Authorization: Bearer <token>`,
+401 otherwise; the page and its files hold no data and load without it, so
+a browser can open .../#token=TOKEN and the page sends the header from
+there) or an ssl.SSLContext that requires client certificates is given
 (the controller's own CA; `may_read(common_name)` decides, with the roles of
 the access file).
 
@@ -163,7 +165,7 @@ class TopologyWeb:
             name = common_name(certificate or {})
             if not name or not self._may_read(name):
                 return _error(403, "this certificate may not read")
-        if self._token is not None:
+        if self._token is not None and request.path.startswith("/api/"):
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {self._token}".encode()):
                 return web.Response(status=401, headers={"WWW-Authenticate": "Bearer"})

@@ -8,6 +8,22 @@
 // hosts than that, starts collapsed: thousands of hosts drawn at once are
 // no map.
 const EXPAND_UP_TO = 24, EXPAND_ALL_UP_TO = 300;
+
+// With a bearer token (a controller listening beyond loopback), the page is
+// opened as .../#token=TOKEN: a fragment never leaves the browser, so the
+// token is in no request line or proxy log. Kept for the tab's life only.
+const TOKEN = (() => {
+  const given = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (given) {
+    sessionStorage.setItem("view-token", given);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return sessionStorage.getItem("view-token");
+})();
+
+function api(path) {
+  return fetch(path, TOKEN ? {headers: {Authorization: "Bearer " + TOKEN}} : {});
+}
 const ACTIONS = ["block", "rate_limit", "quarantine", "cutoff", "anti_spoofing"];
 
 const state = {
@@ -200,8 +216,49 @@ function applyDiff(d) {
   sync();
 }
 
+// EventSource cannot send a header: with a token the stream is read with
+// fetch, which can, and parsed here (events are "event: NAME\ndata: JSON").
+class TokenStream {
+  constructor(url) {
+    this.handlers = {};
+    this.closed = false;
+    this.abort = new AbortController();
+    this.read(url);
+  }
+  addEventListener(name, handler) { this.handlers[name] = handler; }
+  close() { this.closed = true; this.abort.abort(); }
+  async read(url) {
+    try {
+      const response = await fetch(url, {headers: {Authorization: "Bearer " + TOKEN},
+                                         signal: this.abort.signal});
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const {value, done} = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const name = (block.match(/^event: (.*)$/m) || [])[1];
+          const data = block.split("\n").filter(l => l.startsWith("data: "))
+                            .map(l => l.slice(6)).join("\n");
+          if (name && this.handlers[name]) this.handlers[name]({data});
+        }
+      }
+    } catch (err) {
+      if (this.closed) return;
+    }
+    if (this.closed) return;
+    if (this.onerror) this.onerror();
+    setTimeout(() => { if (!this.closed) this.read(url); }, 1000);
+  }
+}
+
 function connect() {
-  const source = new EventSource("api/stream");
+  const source = TOKEN ? new TokenStream("api/stream") : new EventSource("api/stream");
   const status = document.getElementById("status");
   source.addEventListener("snapshot", ev => {
     const message = JSON.parse(ev.data);
@@ -269,7 +326,7 @@ async function showDetail() {
   if (!host.enforcements.length) parts.push("<p id='no-enforcement'>No active enforcement.</p>");
   for (const e of host.enforcements) {
     let d = null;
-    try { d = await (await fetch("api/enforcements/" + encodeURIComponent(e.id))).json(); }
+    try { d = await (await api("api/enforcements/" + encodeURIComponent(e.id))).json(); }
     catch (err) { d = null; }
     const path = state.paths.filter(p => p.enforcement === e.id);
     parts.push(`<div class="enforcement" data-id="${esc(e.id)}"><h1>${esc(e.action)}: ${esc(e.description)}</h1>` +
@@ -303,7 +360,7 @@ async function search(query) {
   if (!query.trim()) return;
   let found = [];
   try {
-    found = (await (await fetch("api/search?q=" + encodeURIComponent(query))).json()).hosts;
+    found = (await (await api("api/search?q=" + encodeURIComponent(query))).json()).hosts;
   } catch (err) {
     found = [];
   }

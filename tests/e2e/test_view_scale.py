@@ -11,6 +11,7 @@ the switches its rules are on; a decision is pushed to the page without a
 reload, and nothing already on the map moves. Screenshots go to
 test-artifacts/view-scale-*.png.
 """
+import contextlib
 import pathlib
 import shutil
 
@@ -247,3 +248,47 @@ def test_a_decision_is_pushed_without_reload_and_nothing_moves(page, served):
                            arg=target["mac"], timeout=5000)
     assert {k: page.evaluate(positions)[k] for k in before} == before
     shot(page, "pushed")
+
+
+def test_behind_a_token_the_page_opened_with_it_is_live_and_one_without_it_gets_nothing(
+        served, page):
+    """A controller beyond loopback serves the view behind a bearer token.
+    A browser cannot put a header on a navigation: the page loads, takes the
+    token from its URL's fragment (never sent to the server), sends it on
+    every API call and reads the pushed stream with it; a decision still
+    arrives without a reload. Without the token the page gets no data."""
+    service, _, _ = served
+    browser = page.context.browser  # the module's (one Playwright per thread)
+    token = "view-token-0123456789abcdef"
+    web = TopologyWeb(ViewModel(service, service._network), "127.0.0.1", 0, token=token)
+    web.start()
+    try:
+        with contextlib.closing(browser.new_page(viewport={"width": 1400, "height": 800})
+                                ) as viewer, contextlib.closing(browser.new_page()) as stranger:
+            asked = []
+            viewer.on("request", lambda r: asked.append((r.url, r.headers.get("authorization"))))
+            viewer.goto(f"http://127.0.0.1:{web.port}/#token={token}")
+            viewer.wait_for_function("() => window.view && view.state.hosts.size >= 2002",
+                                   timeout=20000)
+            assert "token" not in viewer.url  # taken out of the address bar
+            api_calls = [(url, auth) for url, auth in asked if "/api/" in url]
+            assert api_calls and all(auth == f"Bearer {token}" for _, auth in api_calls)
+            assert all(token not in url for url, _ in asked)
+            viewer.evaluate("window.notReloaded = true")
+            target = subscriber(1998)
+            decide(service, 1998, Violation.SPAM, "CASE-TOKEN")
+            viewer.wait_for_function(
+                """mac => window.notReloaded && view.state.hosts.get(mac).enforcements
+                     .some(e => e.case === 'CASE-TOKEN')""", arg=target["mac"], timeout=1500)
+            viewer.fill("#search", "CASE-TOKEN")
+            viewer.press("#search", "Enter")
+            viewer.wait_for_selector("#results li.result", timeout=5000)
+            shot(viewer, "token")
+
+            stranger.goto(f"http://127.0.0.1:{web.port}/")
+            stranger.wait_for_function(
+                "() => document.getElementById('status').textContent.includes('cannot reach')",
+                timeout=10000)
+            assert stranger.evaluate("() => view.state.hosts.size") == 0
+    finally:
+        web.stop()

@@ -140,13 +140,20 @@ def test_the_view_is_read_only(service, method):
         web.stop()
 
 
-def test_with_a_token_every_request_needs_it(service):
+def test_with_a_token_every_request_for_data_needs_it(service):
     web = start(service, token=TOKEN)
     try:
-        for path in ("/", "/static/view.js", "/api/topology", "/api/stream", "/api/search?q=x"):
+        for path in ("/api/topology", "/api/stream", "/api/search?q=x",
+                     "/api/enforcements/x", "/api/nothing-here"):
             assert fetch(web, path)[0] == 401
             assert fetch(web, path, token="wrong-token-0123456789")[0] == 401
         assert fetch(web, "/api/topology", token=TOKEN)[0] == 200
+        # The page and its files load without it (a browser cannot add the
+        # header to a navigation) and hold no subscriber's data.
+        for path in ("/", "/static/view.js", "/static/view.css"):
+            status, body = fetch(web, path)
+            assert status == 200
+            assert b"10.0.0." not in body and b"00:00:00:00:00:0" not in body
     finally:
         web.stop()
 
