@@ -3,7 +3,7 @@ the real lifecycle and a real store file: a changed ladder takes effect for
 the next decision only, every enforcement records the policy version it was
 planned with, a broken file changes nothing and is reported, each reload is
 an event and an audit entry. The real process and SIGHUP are in
-tests/unit/test_controller_process.py; traffic in tests/e2e/test_policy_reload.py."""
+tests/unit/test_service_unit.py; traffic in tests/e2e/test_policy_reload.py."""
 import importlib.resources
 import ipaddress
 
