@@ -109,10 +109,17 @@ class EnforcementApp(app_manager.OSKenApp):
 
     def repin(self, pinned) -> None:
         """A reloaded inventory (enforcement/reload.py): forwarding is
-        rebuilt for where its subscribers are now."""
+        rebuilt for where its subscribers are now, and the enforcements of
+        a subscriber it moved follow it, as for a host seen elsewhere.
+        Called on the reload thread."""
+        before = {p.ip: (p.dpid, p.port) for p in self.inventory}
         self.inventory = list(pinned)
         self.net.repin(self.inventory)
         self.fabric.mark_all()
+        for pin in self.inventory:
+            if before.get(pin.ip, (pin.dpid, pin.port)) != (pin.dpid, pin.port) \
+                    and self.is_enforced(pin.ip):
+                self.on_host_moved((pin.ip, *(a for a in pin.ipv6 if "/" not in a)))
 
     def connected_switches(self) -> list[int]:
         return self.sessions.dpids()

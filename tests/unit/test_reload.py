@@ -179,3 +179,35 @@ def test_the_metrics_say_which_version_this_instance_runs(running):
     path.write_text(HARSHER)
     assert reloader.reload()
     assert said() == [f'enforcement_policy_info{{version="{policy.version_of(HARSHER)}"}} 1.0']
+
+
+def test_a_reloaded_inventory_re_pins_and_moves_the_enforcements_it_moved():
+    """The OS-Ken app's part of an inventory reload, on its real topology
+    state: the new pins locate their subscribers, and a subscriber under
+    enforcement whose line the inventory moved has its enforcements follow
+    (as a host seen elsewhere does); an unmoved or unenforced one does not."""
+    import types
+
+    from controller.app import EnforcementApp
+    from controller.dataplane import Budgets
+    from controller.topostate import TopologyState
+    from enforcement.inventory import Pinned
+
+    old = [Pinned("A-1", "10.0.0.1", "00:00:00:00:00:01", 1, 1),
+           Pinned("A-2", "10.0.0.2", "00:00:00:00:00:02", 1, 2, ("2001:db8::2",))]
+    new = [Pinned("A-1", "10.0.0.1", "00:00:00:00:00:01", 1, 1),
+           Pinned("A-2", "10.0.0.2", "00:00:00:00:00:02", 2, 7, ("2001:db8::2",
+                                                                 "2001:db8:2::/64")),
+           Pinned("A-3", "10.0.0.3", None, 2, 8)]
+    moved, marked = [], []
+    app = types.SimpleNamespace(
+        inventory=old, net=TopologyState(old, Budgets()),
+        fabric=types.SimpleNamespace(mark_all=lambda: marked.append(True)),
+        is_enforced=lambda ip: ip in ("10.0.0.1", "10.0.0.2"),
+        on_host_moved=moved.append)
+    assert app.net.locate("10.0.0.2").dpid == 1
+    EnforcementApp.repin(app, tuple(new))
+    assert app.net.locate("10.0.0.2") == Location(2, 7, "00:00:00:00:00:02")
+    assert app.net.host("2001:db8:2::9").account == "A-2"  # the new prefix names it
+    assert app.net.host("10.0.0.3").account == "A-3"
+    assert moved == [("10.0.0.2", "2001:db8::2")] and marked == [True]
