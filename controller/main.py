@@ -293,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     LOG.info("instance %s, %s", leadership.holder,
              "alone on its store" if solo else
              f"sharing {store.url.split('@')[-1]} (lease {args.lease_seconds:.1f} s)")
+    # Everything loaded (the store's records above all) is long-lived: full
+    # collections stop walking it (controller/heap.py).
+    from controller import heap
+    heap.keep_full_collections_short()
     # One line on stdout that tools and tests wait for, and the same news
     # for systemd (Type=notify): gRPC is serving from here on.
     print(f"READY grpc={host}:{port} openflow={args.ofp_listen_host}:{args.ofp_port}"
