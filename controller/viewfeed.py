@@ -6,7 +6,9 @@ same announcement that wakes Watch streams, so a decision is pushed at
 once), the ledger's revision (a follower catches up on reading), and the
 network's own TopologyView (hosts, links, switches), compared by hash a few
 times a second. Nothing of the 2,000-host snapshot is built or sent while
-nothing moved.
+nothing moved, nor while no page watches (a page that connects gets a
+fresh one), and under a stream of decisions at most one every
+COALESCE_SECONDS: a snapshot costs the GIL the decisions need.
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ LOG = logging.getLogger(__name__)
 
 # How often the network is looked at for changes no event announces.
 CHECK_SECONDS = 0.25
+# The least time between two snapshots: a burst of decisions is one push.
+COALESCE_SECONDS = 0.2
 
 
 class Feed:
@@ -38,6 +42,8 @@ class Feed:
         self._index: dict[str, list[tuple[str, str]]] = {}
         self.version = 0
         self._publish: Callable[[int, str], None] = lambda version, diff: None
+        # How many pages watch the stream (the web server says).
+        self.watching: Callable[[], int] = lambda: 1
         self._thread: threading.Thread | None = None
         if hasattr(service, "add_event_listener"):
             # Listeners cannot be removed: a stopped feed's one stays a no-op.
@@ -67,10 +73,13 @@ class Feed:
             self._wake.clear()
             if self._stop.is_set():
                 return
+            if not self.watching():
+                continue  # the next page to connect refreshes first
             try:
                 self.refresh()
             except Exception:  # the controller's state mid-change: try again next tick
                 LOG.exception("topology view: cannot take a snapshot")
+            self._stop.wait(COALESCE_SECONDS)
 
     def _current_signature(self) -> object:
         if hasattr(self._service, "page"):

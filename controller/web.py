@@ -107,6 +107,7 @@ class TopologyWeb:
                                         name="topology-view", daemon=True)
         self._thread.start()
         self.port = ready.result(timeout=30)
+        self._feed.watching = lambda: len(self._streams)
         self._feed.start(self._publish)
         return self.port
 
@@ -214,6 +215,8 @@ class TopologyWeb:
         # is queued, and the page skips any it already has (by version).
         self._streams.add(queue)
         try:
+            # Nobody watched until now, maybe: the feed was idle.
+            await _off_loop(self._feed.refresh)
             _, text = self._feed.current()
             await response.write(_event("snapshot", text))
             while not self._closing:

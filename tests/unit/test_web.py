@@ -8,6 +8,7 @@ import ipaddress
 import json
 import math
 import ssl
+import time
 import urllib.error
 import urllib.request
 
@@ -317,6 +318,57 @@ def test_the_stream_pushes_a_host_that_moved_without_any_event(service):
         assert kind == "diff" and [h["mac"] for h in change["hosts"]["changed"]] == [
             "00:00:00:00:00:09"]
         assert change["switches"]["changed"][0]["hosts"] == 4
+    finally:
+        stream.close()
+        web.stop()
+
+
+def test_no_snapshot_is_taken_while_no_page_watches(service):
+    """Each snapshot of a big network costs the GIL that decisions need:
+    with no page open, decisions build none; the next page to connect gets
+    one that holds them."""
+    web = start(service)
+    try:
+        idle = web._feed.version
+        records = [apply(service, f"idle-{n}", ip=f"10.0.0.{n}") for n in (1, 3)]
+        time.sleep(1.0)  # several of the feed's ticks
+        assert web._feed.version == idle
+        stream = Stream(web)
+        try:
+            kind, first = stream.next()
+            marked = {h["ip"]: [e["id"] for e in h["enforcements"]]
+                      for h in first["topology"]["hosts"]}
+            assert kind == "snapshot" and first["version"] == idle + 1
+            assert marked["10.0.0.1"] == [records[0].id]
+            assert marked["10.0.0.3"] == [records[1].id]
+        finally:
+            stream.close()
+    finally:
+        web.stop()
+
+
+def test_a_burst_of_decisions_is_one_push(service, monkeypatch):
+    """After a push the feed waits before the next: decisions that come
+    meanwhile go out together, in the next one."""
+    from controller import viewfeed
+    from enforcement.model import Location
+    monkeypatch.setattr(viewfeed, "COALESCE_SECONDS", 5.0)
+    service._network.hosts["10.0.0.2"] = Location(1, 2, "00:00:00:00:00:02")
+    web = start(service)
+    stream = Stream(web)
+    try:
+        _, first = stream.next()
+        apply(service, "burst-0", ip="10.0.0.1")
+        _, pushed = stream.next()  # the first decision, at once
+        assert pushed["version"] == first["version"] + 1
+        records = [apply(service, "burst-2", ip="10.0.0.2")]
+        time.sleep(0.5)  # long enough for a feed that did not wait to push it alone
+        records.append(apply(service, "burst-3", ip="10.0.0.3"))
+        _, together = stream.next()  # both, in one push after the pause
+        assert together["version"] == pushed["version"] + 1
+        changed = {h["ip"]: [e["id"] for e in h["enforcements"]]
+                   for h in together["hosts"]["changed"]}
+        assert changed == {"10.0.0.2": [records[0].id], "10.0.0.3": [records[1].id]}
     finally:
         stream.close()
         web.stop()
