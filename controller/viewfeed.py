@@ -8,7 +8,10 @@ network's own TopologyView (hosts, links, switches), compared by hash a few
 times a second. Nothing of the 2,000-host snapshot is built or sent while
 nothing moved, nor while no page watches (a page that connects gets a
 fresh one), and under a stream of decisions at most one every
-COALESCE_SECONDS: a snapshot costs the GIL the decisions need.
+COALESCE_SECONDS, or every twice the time the last one took if longer (a
+snapshot lists every live enforcement: with a hundred thousand it takes a
+while, and the feed must not take more than a third of the GIL the
+decisions need).
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import ipaddress
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 LOG = logging.getLogger(__name__)
@@ -75,11 +79,12 @@ class Feed:
                 return
             if not self.watching():
                 continue  # the next page to connect refreshes first
+            started = time.monotonic()
             try:
                 self.refresh()
             except Exception:  # the controller's state mid-change: try again next tick
                 LOG.exception("topology view: cannot take a snapshot")
-            self._stop.wait(COALESCE_SECONDS)
+            self._stop.wait(max(COALESCE_SECONDS, 2 * (time.monotonic() - started)))
 
     def _current_signature(self) -> object:
         if hasattr(self._service, "page"):

@@ -483,3 +483,43 @@ def test_switches_that_connect_one_by_one_never_hide_one_another():
     # Each lies nearer its neighbour on the line than the map's mean spacing.
     for a, b in edges:
         assert math.dist((at[a]["x"], at[a]["y"]), (at[b]["x"], at[b]["y"])) < 0.5
+
+
+def test_a_slow_snapshot_spaces_the_next_ones_out():
+    """A snapshot lists every live enforcement: at a hundred thousand it
+    takes a while. The feed then waits twice as long as the last one took,
+    so a watched page never takes more than a third of the GIL from the
+    decisions, however busy the network."""
+    from controller import viewfeed
+
+    class SlowModel:
+        calls = 0
+
+        class network:  # the model's attribute, as ViewModel has it
+            @staticmethod
+            def topology():
+                return time.monotonic()  # always changed
+
+        def topology(self):
+            SlowModel.calls += 1
+            time.sleep(0.3)
+            return {"switches": [], "hosts": [_host(f"00:00:00:00:00:{SlowModel.calls:02x}")],
+                    "links": [],
+                    "paths": []}
+
+    class Service:
+        def add_event_listener(self, listener):
+            self.listener = listener
+
+    service = Service()
+    feed = viewfeed.Feed(SlowModel(), service, interval=0.05)
+    feed.start(lambda version, text: None)
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < 2.5:
+            service.listener("applied", None)  # a stream of decisions
+            time.sleep(0.02)
+    finally:
+        feed.stop()
+    # Each cycle: a 0.3 s snapshot, then at least 0.6 s apart; not 0.2 s.
+    assert SlowModel.calls <= 4
