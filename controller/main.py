@@ -133,7 +133,7 @@ def _reload_on_hangup(hangup, args, service, app, serving, in_force, files) -> N
     reloader = Reloader(Sources(args.policy, args.access, args.inventory),
                         Loaded(policy, access, tuple(pinned)), service,
                         set_access=set_access, set_inventory=app.repin)
-    OnHangup(reloader, hangup, notify).start()
+    OnHangup(reloader, hangup).start()
 
 
 class _QuietUndecodable(logging.Filter):

@@ -47,5 +47,9 @@ def reloading(status: str = "reloading") -> bool:
     the time of the request on CLOCK_MONOTONIC, which systemd needs to match
     the reload to its request (required by Type=notify-reload, harmless
     before it)."""
-    return notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}\n"
-                  f"STATUS={status}")
+    return notify(reloading_message(status))
+
+
+def reloading_message(status: str) -> str:
+    return (f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}\n"
+            f"STATUS={status}")

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from collections.abc import Callable
 
+from controller import notify as systemd
 from enforcement.reload import Reloader
 
 
 class OnHangup:
     def __init__(self, reloader: Reloader, wanted: threading.Event,
-                 notify: Callable[[str], object] = lambda s: None):
+                 notify: Callable[[str], object] = systemd.notify):
         """wanted: the event the SIGHUP handler sets (installed early by
         controller/main.py; install_handler() for anyone else)."""
         self._reloader = reloader
@@ -38,8 +38,7 @@ class OnHangup:
         while True:
             self._wanted.wait()
             self._wanted.clear()
-            # systemd's reload protocol wants the monotonic time with it.
-            self._notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+            self._notify(systemd.reloading_message("reloading the files"))
             taken = self._reloader.reload(actor="SIGHUP")
             self.reloads += 1
             version = self._reloader.current.policy.version

@@ -10,11 +10,11 @@ test-artifacts/.
 
 Topology (topologies.LinearTopo(3, 1)): h1-s1-s2-s3, h2 on s2, h3 on s3.
 """
-import pathlib
-import shutil
 import time
 
+import browser
 import pytest
+from browser import fit
 
 import lab as harness
 import topologies
@@ -22,8 +22,6 @@ from enforcement.v1 import enforcement_pb2 as pb
 
 pytestmark = pytest.mark.mininet
 
-ARTIFACTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
 
 
 INVENTORY = """
@@ -47,30 +45,14 @@ def lab(lab_factory, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(lab, tmp_path_factory):
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing (Debian package chromium; scripts/setup.sh)")
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"])  # launch() gives it a fresh, empty profile
-        page = browser.new_page(viewport={"width": 1400, "height": 800})
+    with browser.chromium() as chromium:
+        page = chromium.new_page(viewport={"width": 1400, "height": 800})
         page.goto(f"http://{lab.controller.http_address}/")
         yield page
-        browser.close()
-
-
-def fit(page):
-    # A statement, not cy.fit()'s value: Playwright would serialise the
-    # whole Cytoscape core it returns, which takes seconds.
-    page.evaluate("() => { view.cy.fit(undefined, 30); }")
 
 
 def shot(page, name):
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"view-{name}.png"))
+    browser.shot(page, "view-" + name)
 
 
 def count(page, selector, ip=None):

@@ -12,10 +12,10 @@ reload, and nothing already on the map moves. Screenshots go to
 test-artifacts/view-scale-*.png.
 """
 import contextlib
-import pathlib
-import shutil
 
+import browser
 import pytest
+from browser import fit
 
 from controller.web import TopologyWeb, ViewModel
 from enforcement import policy
@@ -25,8 +25,6 @@ from enforcement.store import Store
 from enforcement.validation import validate_apply
 from unit.test_api import RecordingNetwork
 
-ARTIFACTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
 SWITCHES, HOSTS_PER_SWITCH = 100, 20
 CORE = 0xA000  # the walled garden's switch; the others hang off a ring around it
 
@@ -104,33 +102,17 @@ def decide(service, n, violation, case):
 
 @pytest.fixture(scope="module")
 def page(served):
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing (Debian package chromium; scripts/setup.sh)")
-    from playwright.sync_api import sync_playwright
     _, web, _ = served
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"])  # launch() gives it a fresh, empty profile
-        page = browser.new_page(viewport={"width": 1400, "height": 800})
+    with browser.chromium() as chromium:
+        page = chromium.new_page(viewport={"width": 1400, "height": 800})
         page.goto(f"http://127.0.0.1:{web.port}/")
         page.wait_for_function("() => window.view && view.state.hosts.size === 2002",
                                timeout=20000)
         yield page
-        browser.close()
-
-
-def fit(page):
-    # A statement, not cy.fit()'s value: Playwright would serialise the
-    # whole Cytoscape core it returns, which takes seconds.
-    page.evaluate("() => { view.cy.fit(undefined, 30); }")
 
 
 def shot(page, name):
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"view-scale-{name}.png"))
+    browser.shot(page, "view-scale-" + name)
 
 
 def switch_id(n: int) -> str:
@@ -258,13 +240,13 @@ def test_behind_a_token_the_page_opened_with_it_is_live_and_one_without_it_gets_
     every API call and reads the pushed stream with it; a decision still
     arrives without a reload. Without the token the page gets no data."""
     service, _, _ = served
-    browser = page.context.browser  # the module's (one Playwright per thread)
+    chromium = page.context.browser  # the module's (one Playwright per thread)
     token = "view-token-0123456789abcdef"
     web = TopologyWeb(ViewModel(service, service._network), "127.0.0.1", 0, token=token)
     web.start()
     try:
-        with contextlib.closing(browser.new_page(viewport={"width": 1400, "height": 800})
-                                ) as viewer, contextlib.closing(browser.new_page()) as stranger:
+        with contextlib.closing(chromium.new_page(viewport={"width": 1400, "height": 800})
+                                ) as viewer, contextlib.closing(chromium.new_page()) as stranger:
             asked = []
             viewer.on("request", lambda r: asked.append((r.url, r.headers.get("authorization"))))
             viewer.goto(f"http://127.0.0.1:{web.port}/#token={token}")

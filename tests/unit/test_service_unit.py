@@ -3,6 +3,7 @@ the real controller process speaks the readiness protocol (sd_notify) to a
 real AF_UNIX datagram socket, as systemd's would be. These machines do not
 run systemd as PID 1, so the unit is checked offline (systemd-analyze) and
 the protocol by a test that plays systemd's part."""
+import contextlib
 import os
 import pathlib
 import shutil
@@ -99,11 +100,14 @@ def _receive_until(sock: socket.socket, wanted: str, timeout: float) -> list[str
     raise AssertionError(f"no {wanted} within {timeout} s; got {got}")
 
 
-@pytest.mark.parametrize("abstract", [False, True], ids=["path", "abstract"])
-def test_ready_after_grpc_serves_and_stopping_on_sigterm(tmp_path, monkeypatch, abstract):
+@contextlib.contextmanager
+def _under_systemd(tmp_path, monkeypatch, *extra_args, abstract=False):
+    """The real controller with $NOTIFY_SOCKET naming a datagram socket of
+    the test's, as systemd gives one (a path, or abstract: '@' in the
+    variable, systemd's own choice nowadays). Yields the socket, the
+    process and its gRPC port."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
         if abstract:
-            # systemd's own choice nowadays: an abstract socket, '@' in the variable.
             name = f"enforcement-test-{os.getpid()}-{time.monotonic_ns()}"
             systemd.bind("\0" + name)
             monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
@@ -114,27 +118,34 @@ def test_ready_after_grpc_serves_and_stopping_on_sigterm(tmp_path, monkeypatch, 
         controller = harness.ControllerProcess(
             harness.free_port(), grpc_listen=f"127.0.0.1:{grpc_port}",
             log_path=tmp_path / "controller.log",
-            extra_args=["--state-dir", str(tmp_path / "state")])
+            extra_args=["--state-dir", str(tmp_path / "state"), *extra_args])
         try:
-            before = _receive_until(systemd, "READY=1", 30)
-            # At the moment READY=1 arrives, gRPC answers at once: no
-            # waiting for the channel, no retry.
-            with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
-                reply = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=2, wait_for_ready=False)
-            assert reply.status == health_pb2.HealthCheckResponse.SERVING
-            statuses = [line for datagram in before for line in datagram.split("\n")
-                        if line.startswith("STATUS=")]
-            assert statuses[:2] == ["STATUS=opening the store", "STATUS=starting OpenFlow"]
-            assert statuses[-1].startswith(f"STATUS=serving gRPC on 127.0.0.1:{grpc_port}")
-            # The READY line on stdout comes with it.
-            assert controller.wait_ready(10) == f"127.0.0.1:{grpc_port}"
-            controller.proc.send_signal(signal.SIGTERM)
-            after = _receive_until(systemd, "STOPPING=1", 15)
-            assert controller.proc.wait(15) == 0
-            assert all("READY=1" not in datagram for datagram in after)
+            yield systemd, controller, grpc_port
         finally:
             controller.stop()
+
+
+@pytest.mark.parametrize("abstract", [False, True], ids=["path", "abstract"])
+def test_ready_after_grpc_serves_and_stopping_on_sigterm(tmp_path, monkeypatch, abstract):
+    with _under_systemd(tmp_path, monkeypatch, abstract=abstract) as (
+            systemd, controller, grpc_port):
+        before = _receive_until(systemd, "READY=1", 30)
+        # At the moment READY=1 arrives, gRPC answers at once: no
+        # waiting for the channel, no retry.
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=2, wait_for_ready=False)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        statuses = [line for datagram in before for line in datagram.split("\n")
+                    if line.startswith("STATUS=")]
+        assert statuses[:2] == ["STATUS=opening the store", "STATUS=starting OpenFlow"]
+        assert statuses[-1].startswith(f"STATUS=serving gRPC on 127.0.0.1:{grpc_port}")
+        # The READY line on stdout comes with it.
+        assert controller.wait_ready(10) == f"127.0.0.1:{grpc_port}"
+        controller.proc.send_signal(signal.SIGTERM)
+        after = _receive_until(systemd, "STOPPING=1", 15)
+        assert controller.proc.wait(15) == 0
+        assert all("READY=1" not in datagram for datagram in after)
 
 
 def test_notify_does_nothing_outside_systemd(monkeypatch):
@@ -188,47 +199,38 @@ def test_sighup_reloads_the_policy_and_tells_systemd(tmp_path, monkeypatch):
     assert changed != shipped
     path = tmp_path / "policy.toml"
     path.write_text(shipped)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
-        systemd.bind(str(tmp_path / "notify"))
-        monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
-        grpc_port = harness.free_port()
-        controller = harness.ControllerProcess(
-            harness.free_port(), grpc_listen=f"127.0.0.1:{grpc_port}",
-            log_path=tmp_path / "controller.log",
-            extra_args=["--state-dir", str(tmp_path / "state"), "--policy", str(path)])
-        try:
-            _receive_until(systemd, "READY=1", 30)
-            channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
-            stub = pb_grpc.EnforcementServiceStub(channel)
+    with _under_systemd(tmp_path, monkeypatch, "--policy", str(path)) as (
+            systemd, controller, grpc_port):
+        _receive_until(systemd, "READY=1", 30)
+        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+        stub = pb_grpc.EnforcementServiceStub(channel)
 
-            def version():
-                return stub.GetTopology(pb.GetTopologyRequest(), timeout=5).policy_version
-            assert version() == policy.version_of(shipped)
-            path.write_text(changed)
-            controller.proc.send_signal(signal.SIGHUP)
-            said = _receive_until(systemd, "READY=1", 15)
-            lines = [line for datagram in said for line in datagram.split("\n")]
-            assert lines.index("RELOADING=1") < lines.index("READY=1")
-            assert any(line.startswith("MONOTONIC_USEC=") for line in lines)
-            assert f"STATUS=policy {policy.version_of(changed)}" in lines
-            assert version() == policy.version_of(changed)
+        def version():
+            return stub.GetTopology(pb.GetTopologyRequest(), timeout=5).policy_version
+        assert version() == policy.version_of(shipped)
+        path.write_text(changed)
+        controller.proc.send_signal(signal.SIGHUP)
+        said = _receive_until(systemd, "READY=1", 15)
+        lines = [line for datagram in said for line in datagram.split("\n")]
+        assert lines.index("RELOADING=1") < lines.index("READY=1")
+        assert any(line.startswith("MONOTONIC_USEC=") for line in lines)
+        assert f"STATUS=policy {policy.version_of(changed)}" in lines
+        assert version() == policy.version_of(changed)
 
-            path.write_text("this is not TOML [")
-            controller.proc.send_signal(signal.SIGHUP)
-            said = _receive_until(systemd, "READY=1", 15)
-            assert any("last reload refused" in d for d in said)
-            assert version() == policy.version_of(changed)
-            events = []
-            call = stub.Watch(pb.WatchRequest(), timeout=10)
-            for event in call:
-                events.append(event)
-                if event.kind == pb.EVENT_KIND_RELOAD_REFUSED:
-                    call.cancel()
-                    break
-            kinds = [e.kind for e in events]
-            assert kinds == [pb.EVENT_KIND_POLICY_RELOADED, pb.EVENT_KIND_RELOAD_REFUSED]
-            assert "not valid TOML" in events[-1].detail
-            channel.close()
-            assert controller.proc.poll() is None  # a reload never ends the process
-        finally:
-            controller.stop()
+        path.write_text("this is not TOML [")
+        controller.proc.send_signal(signal.SIGHUP)
+        said = _receive_until(systemd, "READY=1", 15)
+        assert any("last reload refused" in d for d in said)
+        assert version() == policy.version_of(changed)
+        events = []
+        call = stub.Watch(pb.WatchRequest(), timeout=10)
+        for event in call:
+            events.append(event)
+            if event.kind == pb.EVENT_KIND_RELOAD_REFUSED:
+                call.cancel()
+                break
+        kinds = [e.kind for e in events]
+        assert kinds == [pb.EVENT_KIND_POLICY_RELOADED, pb.EVENT_KIND_RELOAD_REFUSED]
+        assert "not valid TOML" in events[-1].detail
+        channel.close()
+        assert controller.proc.poll() is None  # a reload never ends the process
