@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 
 from controller import compiler
+from enforcement import overlap
 from enforcement.errors import SwitchError, SwitchUnreachable
 
 LOG = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class Sessions:
             # of messages, and one queue hand-off and one send beat thousands.
             if not dp.send(bytes(wire)):
                 raise SwitchUnreachable(f"switch {dpid:016x} connection is closed")
+            overlap.waiting()  # this thread's work that needs no answer, meanwhile
             if not txn.done.wait(timeout):
                 raise SwitchUnreachable(
                     f"switch {dpid:016x} did not confirm within {timeout:.1f} s")

@@ -41,6 +41,9 @@ class _Work:
     audits: list = dataclasses.field(default_factory=list)
     journal: list = dataclasses.field(default_factory=list)  # (id, previous version)
     touched: dict = dataclasses.field(default_factory=dict)  # dpid -> (keys, meter ids)
+    # (how many records, their rows for the store) when encoded ahead of the
+    # commit (Ledger.encode); stale once more records come.
+    encoded: tuple[int, list] | None = None
 
     def mark(self) -> tuple[int, int, int, int]:
         return len(self.journal), len(self.records), len(self.events), len(self.audits)
@@ -125,9 +128,11 @@ class Ledger:
         if not (work.records or work.events or work.audits):
             return
         latest = {r.id: r for r in work.records}
+        rows = (work.encoded[1] if work.encoded is not None
+                and work.encoded[0] == len(work.records) else None)
         try:
             self.revision = self.store.write(latest.values(), work.events, work.audits,
-                                             fence=self._fence())
+                                             fence=self._fence(), rows=rows)
         except (Deposed, NotLeader) as exc:
             # Memory holds what the store refused: it is reloaded when this
             # instance leads again; until then it only follows.
@@ -142,6 +147,13 @@ class Ledger:
 
     def mark(self) -> tuple[int, int, int, int]:
         return self.work.mark()
+
+    def encode(self) -> None:
+        """The unit of work's records encoded for the store now (while a
+        switch confirms): the commit then only writes them."""
+        records = self.work.records
+        latest = {r.id: r for r in records}
+        self.work.encoded = (len(records), self.store.encode(latest.values()))
 
     # ---- records -------------------------------------------------------------
 
@@ -197,6 +209,7 @@ class Ledger:
         and forgets the writes; what the switches must now hold is touched."""
         journal, records, events, audits = mark
         undo = self.work.journal[journal:]
+        self.work.encoded = None
         del self.work.journal[journal:], self.work.records[records:]
         del self.work.events[events:], self.work.audits[audits:]
         for record_id, old in reversed(undo):

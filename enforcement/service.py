@@ -17,7 +17,10 @@ changes is tracked per rule key (DesiredIndex), so its cost does not grow
 with the number of live enforcements. A decision is written when the switch
 confirmed it: if the controller dies in between, the rules it installed are
 strays for the next reconcile to remove and the unanswered client retries
-with the same request id.
+with the same request id. What needs only the confirmation, not its
+content (the records' new versions, events, audit entries, their encoding
+for the store), is prepared while the barrier travels (enforcement.overlap)
+and thrown away if the switch refuses.
 
 Several instances (enforcement.leadership): only the leader changes
 anything; a follower's changing calls are refused here with NotLeader (the
@@ -34,6 +37,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 
+from enforcement import overlap
 from enforcement.alarms import PortAlarms
 from enforcement.batching import GroupCommit
 from enforcement.deciding import Decider, expiry, with_backstop
@@ -200,24 +204,41 @@ class EnforcementService:
 
     def _run(self, stagers: list) -> list:
         """Stages every call (memory and desired state change, nothing sent
-        yet), pushes what they changed to each switch once, then finishes
-        them (records, events, audit). If a switch refuses a batch of several,
+        yet), pushes what they changed to each switch once, and finishes
+        them (records, events, audit) while the switches confirm: undone if
+        one refuses, written when the unit of work ends, after every
+        confirmation. If a switch refuses a batch of several,
         the batch is rolled back and every call run alone, so a refusal is
         pinned on the decision that caused it. Caller is inside changing()."""
         outcomes: list = [None] * len(stagers)
-        mark = self.ledger.mark()
-        staged = []
+        mark = confirming = self.ledger.mark()
+        staged: list[tuple[int, _Staged]] = []
         push = self.reconciler.push
+
+        def finish() -> None:
+            for i, call in staged:
+                try:
+                    outcomes[i] = call.finish()
+                except EnforcementError as exc:
+                    outcomes[i] = exc
+            self.ledger.encode()
         try:
             for i, stage in enumerate(stagers):
                 try:
                     staged.append((i, stage()))
                 except EnforcementError as exc:
                     outcomes[i] = exc
-            push()
+            confirming = self.ledger.mark()
+            # What follows a confirmation is done while the switch confirms
+            # (enforcement.overlap); undone below if it refuses.
+            with overlap.meanwhile(finish) as finished:
+                push()
+            if not finished():
+                finish()
         except SwitchError as exc:
             if not staged:
                 raise
+            self.ledger.rollback(confirming)
             if not self.leading():
                 # Refused because another instance leads now (the switch
                 # said so): nothing of this batch is ours to finish.
@@ -239,11 +260,6 @@ class EnforcementService:
             self.ledger.rollback(mark)
             push(best_effort=True)
             raise
-        for i, call in staged:
-            try:
-                outcomes[i] = call.finish()
-            except EnforcementError as exc:
-                outcomes[i] = exc
         return outcomes
 
     def _stage_apply(self, decision: Decision, actor: str) -> _Staged:

@@ -9,6 +9,7 @@ one transaction, so a batch costs one commit.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import pathlib
@@ -138,23 +139,35 @@ class Store:
             sa.event.listen(self._engine, "connect", _sqlite_pragmas)
         self._write_lock = threading.Lock()
         migrate(self._engine)
-        # Built once: SQLAlchemy caches the compiled form per statement object.
-        self._upsert_statement = _upsert_statement(self._engine.dialect.name)
-        self._insert_event = EVENTS.insert()
-        self._insert_audit = AUDIT.insert()
-        self._bump = (sa.update(LEADERSHIP)
-                      .where(LEADERSHIP.c.id == 1,
-                             LEADERSHIP.c.holder == sa.bindparam("fence_holder"),
-                             LEADERSHIP.c.epoch == sa.bindparam("fence_epoch"))
-                      .values(revision=LEADERSHIP.c.revision + 1)
-                      .returning(LEADERSHIP.c.revision))
+        # The write every decision waits for runs on the driver's own cursor,
+        # its statements compiled once for this database: through SQLAlchemy's
+        # execution layer the same three statements cost three times the
+        # commit itself (bench/results/2026-12-02-latency.md).
+        dialect = self._engine.dialect
+        upsert = _upsert_statement(dialect.name)
+        self._upsert_statement = None if upsert is None else _Compiled(upsert, dialect)
+        self._insert_event = _Compiled(EVENTS.insert(), dialect,
+                                       [c.name for c in EVENTS.columns if c.name != "sequence"])
+        self._insert_audit = _Compiled(AUDIT.insert(), dialect,
+                                       [c.name for c in AUDIT.columns if c.name != "sequence"])
+        self._bump = _Compiled(sa.update(LEADERSHIP)
+                               .where(LEADERSHIP.c.id == 1,
+                                      LEADERSHIP.c.holder == sa.bindparam("fence_holder"),
+                                      LEADERSHIP.c.epoch == sa.bindparam("fence_epoch"))
+                               .values(revision=LEADERSHIP.c.revision + 1)
+                               .returning(LEADERSHIP.c.revision), dialect)
 
     def close(self) -> None:
         self._engine.dispose()
 
     # ---- enforcements ------------------------------------------------------
 
-    def write(self, records, events, audits, fence: tuple[str, int] | None = None) -> int:
+    def encode(self, records: Iterable[Enforcement]) -> list[dict]:
+        """Records as write() stores them, for a write to come (rows=)."""
+        return [_row(r, 0) for r in records]
+
+    def write(self, records, events, audits, fence: tuple[str, int] | None = None,
+              rows: list[dict] | None = None) -> int:
         """Enforcements (inserted or replaced), events (at, kind, record or
         PortAlarm, detail) and audit entries (dicts as append_audit takes),
         all in one transaction. fence (holder, epoch): written only if that
@@ -165,33 +178,67 @@ class Store:
         The revision is bumped first: that locks the leadership row until
         the commit, so writes commit in revision (and event sequence)
         order, and a follower that has seen revision R has seen all before."""
+        # Encoded before the lock (or before, by encode()): the revision is the
+        # one field known only inside.
+        rows = self.encode(records) if rows is None else rows
+        event_rows = [_event_row(*e) for e in events]
+        if self._upsert_statement is None:
+            return self._write_portable(rows, event_rows, audits, fence)
+        with self._write_lock:
+            connection = self._engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                revision = 0
+                if fence is not None:
+                    revision = self._bumped(cursor, fence)
+                    for row in rows:
+                        row["revision"] = revision
+                if rows:
+                    self._upsert_statement.many(cursor, rows)
+                if event_rows:
+                    self._insert_event.many(cursor, event_rows)
+                if audits:
+                    self._insert_audit.many(cursor, audits)
+                cursor.close()
+                connection.commit()
+            except BaseException:
+                with contextlib.suppress(Exception):  # a broken connection cannot
+                    connection.rollback()
+                raise
+            finally:
+                connection.close()  # back to the pool
+        return revision
+
+    def _bumped(self, cursor, fence: tuple[str, int]) -> int:
+        """The new revision, if fence's epoch still leads (see write)."""
+        self._bump.one(cursor, {"fence_holder": fence[0], "fence_epoch": fence[1]})
+        bumped = cursor.fetchone()
+        if bumped is None:
+            raise Deposed(f"epoch {fence[1]} no longer leads")
+        return bumped[0]
+
+    def _write_portable(self, rows, event_rows, audits, fence) -> int:
+        """write() on a database with no INSERT ... ON CONFLICT, through
+        SQLAlchemy alone."""
         with self._write_lock, self._engine.begin() as conn:
             revision = 0
             if fence is not None:
-                bumped = conn.execute(self._bump, {"fence_holder": fence[0],
-                                                   "fence_epoch": fence[1]}).scalar()
+                bumped = conn.execute(self._bump.statement, {
+                    "fence_holder": fence[0], "fence_epoch": fence[1]}).scalar()
                 if bumped is None:
                     raise Deposed(f"epoch {fence[1]} no longer leads")
                 revision = bumped
-            rows = [_row(r, revision) for r in records]
-            event_rows = [_event_row(*e) for e in events]
-            if rows:
-                self._upsert(conn, rows)
+            for row in rows:
+                row["revision"] = revision
+                updated = conn.execute(ENFORCEMENTS.update().where(
+                    ENFORCEMENTS.c.id == row["id"]).values(**row)).rowcount
+                if not updated:
+                    conn.execute(ENFORCEMENTS.insert().values(**row))
             if event_rows:
-                conn.execute(self._insert_event, event_rows)
+                conn.execute(EVENTS.insert(), event_rows)
             if audits:
-                conn.execute(self._insert_audit, list(audits))
+                conn.execute(AUDIT.insert(), list(audits))
         return revision
-
-    def _upsert(self, conn, rows: list[dict]) -> None:
-        if self._upsert_statement is not None:
-            conn.execute(self._upsert_statement, rows)
-            return
-        for row in rows:  # any other database: the portable way
-            updated = conn.execute(ENFORCEMENTS.update().where(
-                ENFORCEMENTS.c.id == row["id"]).values(**row)).rowcount
-            if not updated:
-                conn.execute(ENFORCEMENTS.insert().values(**row))
 
     def load_all(self) -> list[Enforcement]:
         return self.changed_since(-1)[0]
@@ -310,6 +357,37 @@ class Store:
             return [AuditEntry(**row) for row in rows]
 
 
+class _Compiled:
+    """A statement compiled once for a dialect, run on a DBAPI cursor with
+    rows given as dicts (in the statement's parameter order when the driver
+    takes positions, as SQLite's does)."""
+
+    def __init__(self, statement, dialect, keys: list[str] | None = None):
+        compiled = statement.compile(dialect=dialect, column_keys=keys)
+        self.statement = statement
+        self.sql = compiled.string
+        self._order = compiled.positiontup if compiled.positional else None
+        # Values the statement itself binds (WHERE id = 1, revision + 1).
+        self._fixed = {name: bind.value for name, bind in compiled.binds.items()
+                       if bind.value is not None}
+
+    def _params(self, row: dict):
+        if self._fixed:
+            row = {**self._fixed, **row}
+        return row if self._order is None else tuple(row[k] for k in self._order)
+
+    def one(self, cursor, row: dict) -> None:
+        cursor.execute(self.sql, self._params(row))
+
+    def many(self, cursor, rows) -> None:
+        cursor.executemany(self.sql, [self._params(row) for row in rows])
+
+
+def _signed64(value: int | None) -> int | None:
+    """What _Unsigned64 stores for a value, for writes that bypass it."""
+    return _Unsigned64().process_bind_param(value, None)
+
+
 def _upsert_statement(dialect: str):
     """INSERT ... ON CONFLICT (id) DO UPDATE, where the database has it."""
     if dialect not in ("sqlite", "postgresql"):
@@ -352,7 +430,7 @@ def _alarm_row(at: float, kind: str, alarm: PortAlarm, detail: str) -> dict:
     # also what the proto says for "none" (and what filters never match).
     return {"at": at, "kind": kind, "enforcement_id": "", "case_id": "",
             "subscriber_ip": alarm.subscriber_ip or "", "state": "", "detail": detail,
-            "datapath_id": alarm.dpid, "port": alarm.port, "budget": alarm.budget,
+            "datapath_id": _signed64(alarm.dpid), "port": alarm.port, "budget": alarm.budget,
             "rate": alarm.rate_pps, "budget_limit": alarm.limit}
 
 

@@ -286,3 +286,13 @@ def test_an_alarm_must_name_a_known_budget():
 def test_report_takes_only_port_alarms(service):
     with pytest.raises(TypeError):
         service.report_port_alarm({"dpid": 1, "port": 1, "budget": "storm"})
+
+
+def test_a_datapath_id_with_its_top_bit_set_is_stored_and_read_back(service):
+    # Stored in a signed BIGINT as its two's complement, by the write path
+    # that runs on the driver's own cursor as by SQLAlchemy's column type.
+    high = PortAlarm(dpid=0xF000_0000_0000_00AB, port=7, budget="storm", rate_pps=1.0,
+                     limit=0.5)
+    service.report_port_alarm(high)
+    events = list(service.watch(still_wanted=once()))
+    assert [(e.datapath_id, e.port) for e in events] == [(0xF000_0000_0000_00AB, 7)]

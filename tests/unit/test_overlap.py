@@ -1,0 +1,124 @@
+"""A decision's bookkeeping is done while the switch confirms (enforcement.overlap),
+and none of it reaches the store, the events or the answers before the
+confirmation, or at all when the switch refuses. Real SQLite and PostgreSQL
+stores; the switch is the lifecycle tests' recording double, which waits
+the way controller/sessions.py does (overlap.waiting() between sending and
+the answer)."""
+import pytest
+
+from enforcement import overlap
+from enforcement.errors import SwitchError
+from enforcement.model import State
+from enforcement.service import EnforcementService
+from enforcement.store import Store
+from test_lifecycle import POLICY, Clock, Switches, decision
+
+
+class Confirming(Switches):
+    """Calls overlap.waiting() where a real session waits for the barrier,
+    then runs `during` (what the test looks at while the answer travels),
+    then confirms, or refuses while refusals are left."""
+
+    def __init__(self):
+        super().__init__()
+        self.during = lambda: None
+        self.refusals = 0
+
+    def sync_part(self, dpid, rules, meters, timeout):
+        overlap.waiting()
+        self.during()
+        if self.refusals:
+            self.refusals -= 1
+            raise SwitchError("switch refused: OFPFMFC_TABLE_FULL")
+        return super().sync_part(dpid, rules, meters, timeout)
+
+
+@pytest.fixture
+def confirming(database_url):
+    switches = Confirming()
+    return switches, EnforcementService(switches, POLICY, Store(database_url), clock=Clock())
+
+
+def stored(service):
+    """(events, audit entries, records) the store holds."""
+    store = service.ledger.store
+    return (store.events_after(0), store.audit(limit=1000),
+            {r.id: r for r in store.load_all()})
+
+
+def test_the_confirmed_record_is_prepared_while_the_switch_confirms(confirming):
+    switches, service = confirming
+    seen = {}
+
+    def during():
+        # The barrier is on its way: the ACTIVE version and its event and
+        # audit entry are ready in memory (and encoded for the store), and
+        # nothing of them is written or announced.
+        work = service.ledger.work
+        seen["memory"] = [r.state for r in work.records]
+        seen["events"] = [kind for _, kind, _, _ in work.events]
+        seen["encoded"] = work.encoded is not None
+        seen["stored"] = stored(service)
+    switches.during = during
+    heard = []
+    service.ledger.listeners.append(lambda events: heard.extend(events))
+    record = service.apply(decision("r1"))
+    assert record.state is State.ACTIVE
+    assert seen["memory"] == [State.PENDING, State.ACTIVE]
+    assert seen["events"] == ["applied"] and seen["encoded"]
+    events, audits, records = seen["stored"]
+    assert events == [] and audits == [] and records == {}
+    # After the confirmation: written, then announced.
+    events, audits, records = stored(service)
+    assert [e.kind for e in events] == ["applied"]
+    assert [(a.call, a.outcome) for a in audits] == [("Apply", "OK")]
+    assert records[record.id].state is State.ACTIVE
+    assert [kind for _, kind, _, _ in heard] == ["applied"]
+
+
+def test_a_refusal_throws_the_prepared_bookkeeping_away(confirming):
+    switches, service = confirming
+    switches.refusals = 1
+    record = service.apply(decision("r1"))
+    assert record.state is State.FAILED and "TABLE_FULL" in record.state_reason
+    events, audits, records = stored(service)
+    assert [e.kind for e in events] == ["failed"]
+    assert [(a.call, a.outcome) for a in audits] == [("Apply", "FAILED")]
+    assert records[record.id].state is State.FAILED
+    assert service.ledger.desired.state(1).rules == {}
+    assert service.ledger.live_by_ip == {}
+    # The switch holds nothing of it, and the next decision goes through.
+    assert switches.rules() == []
+    again = service.apply(decision("r2"))
+    assert again.state is State.ACTIVE and len(switches.rules()) == len(again.rules)
+
+
+def test_a_refused_batch_is_run_again_one_by_one_without_its_first_bookkeeping(confirming):
+    switches, service = confirming
+    switches.refusals = 1  # the batch of two, then each alone goes through
+    outcomes = service.apply_many([decision("r1"), decision("r2", ip="10.0.0.2")])
+    assert [o.state for o in outcomes] == [State.ACTIVE, State.ACTIVE]
+    events, audits, records = stored(service)
+    assert sorted((e.kind, e.enforcement_id) for e in events) == sorted(
+        ("applied", o.id) for o in outcomes)
+    assert [(a.call, a.outcome) for a in audits] == [("Apply", "OK")] * 2
+    assert {i: r.state for i, r in records.items()} == {o.id: State.ACTIVE for o in outcomes}
+
+
+def test_work_runs_once_at_the_first_wait_and_its_error_after_the_block():
+    ran = []
+    with overlap.meanwhile(lambda: ran.append(1)) as finished:
+        assert not finished()
+        overlap.waiting()
+        overlap.waiting()  # a retry waits again: nothing more to do
+        assert finished()
+    assert ran == [1]
+    overlap.waiting()  # outside any block: nothing
+    assert ran == [1]
+
+    def broken():
+        raise RuntimeError("a bug in the bookkeeping")
+    with pytest.raises(RuntimeError, match="bookkeeping"), overlap.meanwhile(broken):
+        overlap.waiting()  # the wait itself goes on
+        ran.append(2)
+    assert ran == [1, 2]
