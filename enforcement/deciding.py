@@ -252,10 +252,18 @@ def _target(decision: Decision, where: Location, addresses: tuple[str, ...]) -> 
     named = decision.subscriber.ip
     ipv4 = named if named.version == 4 else next(
         (ipaddress.IPv4Address(a) for a in addresses if ":" not in a), None)
-    ipv6 = tuple(dict.fromkeys((*(ipaddress.IPv6Network(a) for a in addresses if ":" in a),
-                                ipaddress.IPv6Network(eui64_link_local(where.mac)))))
+    ipv6 = _ipv6_networks(tuple(a for a in addresses if ":" in a), where.mac)
     scope = decision.scope or (ipaddress.IPv4Network(ipv4) if ipv4 is not None else None)
     return planner.Target(where, ipv4, scope, ipv6)
+
+
+@functools.lru_cache(maxsize=65536)
+def _ipv6_networks(addresses: tuple[str, ...], mac: str) -> tuple[ipaddress.IPv6Network, ...]:
+    """A subscriber's IPv6 addresses and prefixes, then its link-local one:
+    the same few per subscriber, decision after decision, and parsing IPv6
+    text costs more than the rest of planning (immutable, so shared)."""
+    return tuple(dict.fromkeys((*(ipaddress.IPv6Network(a) for a in addresses),
+                                ipaddress.IPv6Network(eui64_link_local(mac)))))
 
 
 def eui64_link_local(mac: str) -> ipaddress.IPv6Address:

@@ -23,6 +23,8 @@ import logging
 import threading
 from collections.abc import Callable
 
+from sortedcontainers import SortedList
+
 from enforcement.desired import DesiredIndex
 from enforcement.errors import NotLeader
 from enforcement.model import Decision, Enforcement, State
@@ -83,6 +85,10 @@ class Ledger:
             self.expiries: list[tuple[float, str]] = []  # heap of (expires_at, id)
             self.desired = DesiredIndex()
             self.live_by_ip: dict[str, set[str]] = {}  # subscriber address -> live ids
+            # The live ones alone, in the same order: a List of what is in
+            # force (enforcementctl list, the view) pages through them without
+            # walking past every ended record first.
+            self.live_ordered: SortedList = SortedList()
             self.work = _Work()
             records, self.revision = self.store.changed_since(-1)
             for record in records:
@@ -192,6 +198,7 @@ class Ledger:
                 and was.rules == now.rules and was.meters == now.meters):
             return
         if was is not None:
+            self.live_ordered.discard((order(was), was.id))
             self.desired.remove(order(was), was.rules, was.meters)
             self.touch(was)
             ip = str(was.decision.subscriber.ip)
@@ -200,6 +207,7 @@ class Ledger:
             if not ids:
                 del self.live_by_ip[ip]
         if now is not None:
+            self.live_ordered.add((order(now), now.id))
             self.desired.add(order(now), now.rules, now.meters)
             self.touch(now)
             self.live_by_ip.setdefault(str(now.decision.subscriber.ip), set()).add(now.id)

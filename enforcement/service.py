@@ -48,7 +48,7 @@ from enforcement.errors import (
     NotLeader,
     SwitchError,
 )
-from enforcement.ledger import LIVE, Ledger, order, switches
+from enforcement.ledger import LIVE, Ledger, switches
 from enforcement.model import (
     POLICY_RELOADED,
     RELOAD_REFUSED,
@@ -373,9 +373,12 @@ class EnforcementService:
         self._follow()
         found: list[Enforcement] = []
         skip = start
+        # Only live ones wanted: their own order, not every record's.
+        walked = (self.ledger.live_ordered if wanted and wanted <= set(LIVE)
+                  else self.ledger.ordered)
         with self.ledger.lock:
             by_id = self.ledger.by_id
-            for _, record_id in self.ledger.ordered:
+            for _, record_id in walked:
                 r = by_id[record_id]
                 if ((subscriber_ip and str(r.decision.subscriber.ip) != subscriber_ip
                      and subscriber_ip not in r.addresses)
@@ -398,8 +401,7 @@ class EnforcementService:
         per_ip: dict[str, list[str]] = {}
         with self.ledger.lock:
             by_id = self.ledger.by_id
-            live = sorted((by_id[i] for ids in self.ledger.live_by_ip.values() for i in ids),
-                          key=order)
+            live = [by_id[i] for _, i in self.ledger.live_ordered]
         for record in live:
             if record.state is not State.ACTIVE:
                 continue

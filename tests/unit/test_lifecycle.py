@@ -323,3 +323,33 @@ def test_the_audit_compares_a_switch_whole_only_where_a_push_failed(world):
     assert whole == [1]
     service.repair_drift()
     assert whole == [1]
+
+
+class _Counting(dict):
+    """by_id that counts the records read through it."""
+    reads = 0
+
+    def __getitem__(self, key):
+        _Counting.reads += 1
+        return super().__getitem__(key)
+
+
+def test_a_list_of_what_is_in_force_reads_no_ended_record(world):
+    switches, _, start = world
+    service = start()
+    made = [service.apply(decision(f"r{n}")) for n in range(30)]
+    for record in made[:26]:
+        service.lift(record.id, "done")
+    switches.connected.discard(1)  # the next one waits for its switch
+    pending = service.apply(decision("r-pending"))
+    assert pending.state is State.PENDING
+    live = [r.id for r in made[26:]]
+    for run in (service, start()):  # and as loaded afresh from the store
+        _Counting.reads = 0
+        run.ledger.by_id = _Counting(run.ledger.by_id)
+        page, more = run.page(states=[State.ACTIVE], size=2)
+        assert [r.id for r in page] == live[:2] and more
+        assert _Counting.reads <= 3  # the page's two, and the one that says more follow
+        page, more = run.page(states=[State.ACTIVE, State.PENDING], start=3)
+        assert [r.id for r in page] == [live[3], pending.id] and not more
+        assert [r.id for r in run.page(states=[State.LIFTED], size=1)[0]] == [made[0].id]
