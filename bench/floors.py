@@ -46,7 +46,7 @@ WARMUP = 20
 SERVE_THREADS = 16
 
 
-def serve_floor(answers: str, threads: int = SERVE_THREADS) -> int:
+def serve_floor(answers: str, threads: int = SERVE_THREADS, delay_ms: float = 0.0) -> int:
     """The same proto on a plain grpcio server: List answers an empty page,
     Apply and Lift a real controller answer, at once. For the throughput floor
     (bench/bench.py's worker) also GetTopology, which the worker calls before
@@ -60,10 +60,18 @@ def serve_floor(answers: str, threads: int = SERVE_THREADS) -> int:
         # Built per call, as a server builds its reply; only the answers are canned.
         return lambda self, request, context: pb.BatchResponse(
             results=[results[kind]] * len(request.requests))
+
+    def answer(kind: str):
+        # delay_ms: the answer comes after a sleep as long as a decision takes,
+        # so that the client waits (and its thread sleeps) as long as it does
+        # for the controller: what that wait adds to a call is the machine's.
+        if not delay_ms:
+            return lambda self, request, context: blobs[kind]
+        return lambda self, request, context: time.sleep(delay_ms / 1e3) or blobs[kind]
     trivial = type("Trivial", (pb_grpc.EnforcementServiceServicer,), {
         "List": lambda self, request, context: pb.ListResponse(),
-        "Apply": lambda self, request, context: blobs["apply"],
-        "Lift": lambda self, request, context: blobs["lift"],
+        "Apply": answer("apply"),
+        "Lift": answer("lift"),
         "GetTopology": lambda self, request, context: pb.Topology(),
         "ApplyBatch": batch("apply"), "LiftBatch": batch("lift")})
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads))
@@ -219,10 +227,12 @@ def main(argv=None) -> int:
     add("--serve-floor", metavar="ANSWERS", help="serve the bare grpcio server (answers.json)")
     add("--threads", type=int, default=SERVE_THREADS,
         help=f"the bare server's thread pool ({SERVE_THREADS})")
+    add("--delay-ms", type=float, default=0.0,
+        help="the bare server answers Apply and Lift after sleeping this long (0)")
     add("--ofp-floor", metavar="PORT,COUNT,FLOWS", help="the OS-Ken app's flow_mod+barrier floor")
     args = parser.parse_args(argv)
     if args.serve_floor:
-        return serve_floor(args.serve_floor, args.threads)
+        return serve_floor(args.serve_floor, args.threads, args.delay_ms)
     if args.ofp_floor:
         return ofp_floor(*(int(x) for x in args.ofp_floor.split(",")))
     parser.error("--serve-floor or --ofp-floor")

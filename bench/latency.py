@@ -57,6 +57,7 @@ FLEET_THREADS = 64
 TARGETS = {"apply_p50_ms": 2.0, "apply_p99_ms": 5.0, "trivial_p99_ratio": 1.5,
            "unary_per_s": 5000.0, "batched_per_s": 20000.0}
 VERDICT = ("MISS", "pass")  # by whether the target is met
+WAIT_MS = 2.0  # about what the controller spends on an Apply between request and answer
 
 
 def summary(ms: list[float]) -> dict:
@@ -250,6 +251,7 @@ class LatencyBench:
         finally:
             server.stdin.close()
             server.wait(10)
+        self._waiting_floor(bare)
         ofp = floors.measure_ofp_floor(args.pairs, self.flows, self.children)
         on = (f"OS-Ken {version('os-ken')} app, own process, one write + barrier; OVS "
               f"{_out(['ovs-vsctl', '--version']).split()[3]} bridge of its own (userspace)")
@@ -262,6 +264,29 @@ class LatencyBench:
             f"enforcement/store.py, SQLite WAL synchronous=FULL, file on {self.fs}",
             floors.measure_store_floor(self.workdir / "state" / "enforcement.db",
                                 self.workdir / "store-floor.db", args.pairs))
+
+    def _waiting_floor(self, bare: str) -> None:
+        """The bare server answering Apply after a sleep as long as a decision: what a
+        call's transport costs when the client waits that long (on a VM, waking a
+        sleeping thread costs more than one that just went to sleep). Not part of the
+        composite floors, which add the parts' at-once figures; shown beside them."""
+        server, ready = floors._helper(
+            self.children, "--serve-floor", str(self.workdir / "answers.json"), "--delay-ms",
+            str(WAIT_MS), stdin=subprocess.PIPE)
+        try:
+            found = self.calls("python", f"127.0.0.1:{ready.split()[1]}", "apply",
+                               self.args.pairs)
+        finally:
+            server.stdin.close()
+            server.wait(10)
+        waited = self._floor(f"bare grpcio server: Apply answered after a {WAIT_MS:g} ms "
+                             "sleep, python", bare, found["apply"])
+        at_once = self.floors["apply", "python"]
+        self.notes.append(
+            f"waiting: an Apply the bare server answers after a {WAIT_MS:g} ms sleep takes "
+            f"{waited['p50'] - WAIT_MS:.2f} ms more than the sleep (p50), against "
+            f"{at_once['p50']:.2f} ms for one answered at once: on this machine a call "
+            "that waits as long as a decision pays that much for its transport")
 
     def _floor(self, what: str, on: str, ms: list[float]) -> dict:
         self.floor_rows.append((what, on, summary(ms)))

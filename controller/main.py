@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from controller import config, logs
 from controller.notify import notify
 from controller.reloading import OnHangup
+from controller.stopping import StopSignals
 
 if TYPE_CHECKING:
     from enforcement.access import Access
@@ -199,9 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                     "configure --tls-cert/--tls-key/--tls-client-ca for anything else",
                     args.grpc_listen)
 
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = StopSignals()
     # SIGHUP reloads the files (controller/reloading.py). Caught from here
     # on, since by default it would end the process: one that arrives
     # during the start is done once everything runs.
@@ -307,9 +306,9 @@ def main(argv: list[str] | None = None) -> int:
              args.ofp_listen_host, args.ofp_port)
 
     # The main thread's one wait: everything after it is the stop.
-    stop.wait()
+    signum = stop.wait()
     notify("STOPPING=1\nSTATUS=shutting down")
-    LOG.info("shutting down")
+    LOG.info("shutting down (%s)", signal.Signals(signum).name)
     serving.stop(grace=2)
     maintenance.stop()
     leadership.stop()
