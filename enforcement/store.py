@@ -201,12 +201,18 @@ class Store:
                     self._insert_audit.many(cursor, audits)
                 cursor.close()
                 connection.commit()
+            except Deposed:
+                connection.rollback()
+                raise
             except BaseException:
-                with contextlib.suppress(Exception):  # a broken connection cannot
-                    connection.rollback()
+                # Not knowing what broke (the database restarted, the link
+                # dropped), the pool gets a fresh connection next time rather
+                # than this one back, as SQLAlchemy does on a disconnect.
+                with contextlib.suppress(Exception):
+                    connection.invalidate()
                 raise
             finally:
-                connection.close()  # back to the pool
+                connection.close()  # back to the pool (a no-op once invalidated)
         return revision
 
     def _bumped(self, cursor, fence: tuple[str, int]) -> int:

@@ -122,3 +122,23 @@ def test_work_runs_once_at_the_first_wait_and_its_error_after_the_block():
         overlap.waiting()  # the wait itself goes on
         ran.append(2)
     assert ran == [1, 2]
+
+
+def test_a_write_after_the_database_dropped_its_connections_gets_a_fresh_one(postgres_server):
+    # The store's hot write runs on the driver's own connection: one the
+    # database closed must not come back from the pool for the next write.
+    # (An SQLite file has no server to drop connections.)
+    import sqlalchemy as sa
+    database_url = postgres_server.create_database("enforcement_dropped")
+    switches = Confirming()
+    service = EnforcementService(switches, POLICY, Store(database_url), clock=Clock())
+    first = service.apply(decision("r1"))
+    killer = sa.create_engine(database_url)
+    with killer.begin() as conn:
+        conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+    killer.dispose()
+    with pytest.raises(Exception, match="closed the connection"):
+        service.lift(first.id, "done")  # the write that finds it dropped
+    again = service.apply(decision("r2", ip="10.0.0.2"))
+    assert again.state is State.ACTIVE
