@@ -141,8 +141,8 @@ class Store:
         migrate(self._engine)
         # The write every decision waits for runs on the driver's own cursor,
         # its statements compiled once for this database: through SQLAlchemy's
-        # execution layer the same three statements cost three times the
-        # commit itself (bench/results/2026-12-02-latency.md).
+        # execution layer the whole write took three times as long as its own
+        # commit (bench/results/2026-12-02-latency.md).
         dialect = self._engine.dialect
         upsert = _upsert_statement(dialect.name)
         self._upsert_statement = None if upsert is None else _Compiled(upsert, dialect)
