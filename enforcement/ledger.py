@@ -50,6 +50,13 @@ class _Work:
     def mark(self) -> tuple[int, int, int, int]:
         return len(self.journal), len(self.records), len(self.events), len(self.audits)
 
+    def rows(self, store: Store) -> list[dict]:
+        """The latest version of each record, as the store writes it: the
+        rows encoded ahead (Ledger.encode) while no record came since."""
+        if self.encoded is not None and self.encoded[0] == len(self.records):
+            return self.encoded[1]
+        return store.encode({r.id: r for r in self.records}.values())
+
 
 class Ledger:
     def __init__(self, store: Store, clock: Callable[[], float], *,
@@ -133,12 +140,9 @@ class Ledger:
         work, self.work = self.work, _Work()
         if not (work.records or work.events or work.audits):
             return
-        latest = {r.id: r for r in work.records}
-        rows = (work.encoded[1] if work.encoded is not None
-                and work.encoded[0] == len(work.records) else None)
         try:
-            self.revision = self.store.write(latest.values(), work.events, work.audits,
-                                             fence=self._fence(), rows=rows)
+            self.revision = self.store.write((), work.events, work.audits,
+                                             fence=self._fence(), rows=work.rows(self.store))
         except (Deposed, NotLeader) as exc:
             # Memory holds what the store refused: it is reloaded when this
             # instance leads again; until then it only follows.
@@ -157,9 +161,8 @@ class Ledger:
     def encode(self) -> None:
         """The unit of work's records encoded for the store now (while a
         switch confirms): the commit then only writes them."""
-        records = self.work.records
-        latest = {r.id: r for r in records}
-        self.work.encoded = (len(records), self.store.encode(latest.values()))
+        work = self.work
+        work.encoded = (len(work.records), work.rows(self.store))
 
     # ---- records -------------------------------------------------------------
 
