@@ -5,8 +5,9 @@ app sending one decision's flow_mods + a barrier to an OVS bridge of its own, th
 store's commit alone. The two that must not share a process with the bench (a
 server, an OS-Ken app) run as this file in a process of their own, started by
 _helper: `bench/floors.py --serve-floor ANSWERS [--threads N]` prints `READY port`
-and serves until its stdin closes; `bench/floors.py --ofp-floor PORT,COUNT,FLOWS`
-prints `READY`, then the timings as JSON once a switch connected and was measured.
+and serves until its stdin closes; `bench/floors.py --ofp-floor PORT,COUNT,FLOWS[,BATCH]`
+prints `READY`, then the timings (with BATCH, the rate) as JSON once a switch connected
+and was measured.
 """
 from __future__ import annotations
 
@@ -84,7 +85,7 @@ def serve_floor(answers: str, threads: int = SERVE_THREADS, delay_ms: float = 0.
     return 0
 
 
-def ofp_floor(port: int, count: int, flows: int) -> int:
+def ofp_floor(port: int, count: int, flows: int, batch: int = 0) -> int:
     """Once a switch connects, `count` times: `flows` drop rules + a barrier,
     then their delete + a barrier, each waited for; prints the ms as JSON."""
     # app_manager before the module that registers the --ofp-* options (circular otherwise)
@@ -117,6 +118,8 @@ def ofp_floor(port: int, count: int, flows: int) -> int:
 
     def measure(dp) -> None:
         time.sleep(0.5)  # the handshake ends (MAIN_DISPATCHER) after the handler
+        if batch:
+            return measure_rate(dp)
         parser, ofp = dp.ofproto_parser, dp.ofproto
         timings: dict = {"add": [], "delete": [], "errors": errors}
         try:
@@ -134,6 +137,48 @@ def ofp_floor(port: int, count: int, flows: int) -> int:
                     timings["delete"].append(delete)
         finally:
             finished.put(timings)
+
+    def measure_rate(dp) -> None:
+        """`count` rounds: `batch` decisions of `flows` rules each, built and serialized
+        before the clock starts, in one write + a barrier; then their deletes (strict,
+        rule by rule, as a lift sends them) the same way. Prints decisions/s."""
+        parser, ofp = dp.ofproto_parser, dp.ofproto
+
+        def wire(messages: list) -> tuple[bytes, int]:
+            buf = bytearray()
+            for message in [*messages, parser.OFPBarrierRequest(dp)]:
+                dp.set_xid(message)
+                message.serialize()
+                buf += message.buf
+            return bytes(buf), message.xid
+
+        def matches(n: int):
+            return [parser.OFPMatch(eth_type=0x0800, ip_proto=6, tcp_dst=1000 + n % 60000,
+                                    ipv4_src=f"10.{8 + k}.{n >> 8 & 255}.{n & 255}")
+                    for k in range(flows)]
+
+        rounds = []
+        for r in range(count + 2):  # two warm-up rounds
+            decisions = range(r * batch, (r + 1) * batch)
+            rounds.append((wire([parser.OFPFlowMod(
+                dp, cookie=FLOOR_COOKIE | n, table_id=0, priority=1000, instructions=[],
+                match=m) for n in decisions for m in matches(n)]), wire([parser.OFPFlowMod(
+                    dp, cookie=FLOOR_COOKIE | n, cookie_mask=2**64 - 1, table_id=0,
+                    command=ofp.OFPFC_DELETE_STRICT, priority=1000, out_port=ofp.OFPP_ANY,
+                    out_group=ofp.OFPG_ANY, match=m) for n in decisions for m in matches(n)])))
+        result: dict = {"errors": errors}
+        try:
+            for r, pair in enumerate(rounds):
+                if r == 2:
+                    started = time.perf_counter()
+                for buf, xid in pair:
+                    waiting[xid] = waiter = threading.Event()
+                    dp.send(buf)
+                    if not waiter.wait(30):
+                        raise TimeoutError("no barrier reply in 30 s")
+            result["per_s"] = 2 * batch * count / (time.perf_counter() - started)
+        finally:
+            finished.put(result)
 
     class LatencyFloor(app_manager.OSKenApp):
         OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]  # noqa: RUF012  (OS-Ken reads it so)
@@ -176,16 +221,18 @@ def _helper(children: list, *argv: str, stdin=None) -> tuple[subprocess.Popen, s
     return proc, line
 
 
-def measure_ofp_floor(count: int, flows: int, children: list) -> dict:
+def measure_ofp_floor(count: int, flows: int, children: list, batch: int = 0) -> dict:
+    """The OS-Ken floor: one decision's timings, or with `batch` the switch's rate
+    in decisions/s ({"per_s": ...})."""
     port = harness.free_port()
-    floor, _ = _helper(children, "--ofp-floor", f"{port},{count},{flows}")
+    floor, _ = _helper(children, "--ofp-floor", f"{port},{count},{flows},{batch}")
     try:
         vsctl("--if-exists", "del-br", FLOOR_BRIDGE, "--", "add-br", FLOOR_BRIDGE, "--", "set",
               "bridge", FLOOR_BRIDGE, "datapath_type=netdev", "fail_mode=secure",
               "protocols=OpenFlow13", "other-config:datapath-id=00000000000f100f", "--",
               "set-controller", FLOOR_BRIDGE, f"tcp:127.0.0.1:{port}")
         result = json.loads(floor.stdout.readline())
-        if result["errors"] or len(result["add"]) < count:
+        if result["errors"] or (not batch and len(result["add"]) < count):
             raise RuntimeError(f"OS-Ken floor: {result['errors']}")
         return result
     finally:
@@ -229,7 +276,8 @@ def main(argv=None) -> int:
         help=f"the bare server's thread pool ({SERVE_THREADS})")
     add("--delay-ms", type=float, default=0.0,
         help="the bare server answers Apply and Lift after sleeping this long (0)")
-    add("--ofp-floor", metavar="PORT,COUNT,FLOWS", help="the OS-Ken app's flow_mod+barrier floor")
+    add("--ofp-floor", metavar="PORT,COUNT,FLOWS[,BATCH]",
+        help="the OS-Ken app's flow_mod+barrier floor (with BATCH: decisions/s)")
     args = parser.parse_args(argv)
     if args.serve_floor:
         return serve_floor(args.serve_floor, args.threads, args.delay_ms)

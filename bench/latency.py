@@ -6,10 +6,10 @@ the typed Python client and by grpc-js (bench/js). Floors (bench/floors.py), mea
 while all idles: a bare grpcio server (a stub servicer of the same proto) through the same
 client code; an OS-Ken app sending one decision's flow_mods + a barrier to an OVS bridge
 of its own; the store's commit alone; for throughput, the same worker fleet against the
-bare server just before the controller's run. Run as root, on demand
-(tests/e2e/test_latency_bench_smoke.py runs a tiny one): `bench/latency.py` (add `--live
-100000` for 100,000 live enforcements at the end), or `bench/latency.py --pairs 20
---quick` for a quick look.
+bare server just before the controller's run (and for batches, the switch's own rate).
+Run as root, on demand (tests/e2e/test_latency_bench_smoke.py runs a tiny one):
+`bench/latency.py` (add `--live 100000` for 100,000 live enforcements at the end), or
+`bench/latency.py --pairs 20 --quick` for a quick look.
 """
 from __future__ import annotations
 
@@ -57,6 +57,8 @@ FLEET_THREADS = 64
 TARGETS = {"apply_p50_ms": 2.0, "apply_p99_ms": 5.0, "trivial_p99_ratio": 1.5,
            "unary_per_s": 5000.0, "batched_per_s": 20000.0}
 VERDICT = ("MISS", "pass")  # by whether the target is met
+# Rounds (Apply batch + Lift batch) of the switch's own rate for the batched floor.
+SWITCH_ROUNDS = 200
 WAIT_MS = 2.0  # about what the controller spends on an Apply between request and answer
 
 
@@ -353,12 +355,23 @@ class LatencyBench:
         how = f"ApplyBatch+LiftBatch of {batch}" if batch else "Apply+Lift"
         bare = (f"grpcio {grpc.__version__} stub servicer answering at once (canned real "
                 f"answers), {FLEET_THREADS} threads, own process, loopback")
+        floor_text, switch_text = f"{floor:.0f}/s", ""
+        if batch:  # the other half of a batch's way: can the switch take that many?
+            switch = floors.measure_ofp_floor(SWITCH_ROUNDS, self.flows, self.children,
+                                              batch)["per_s"]
+            floor_text = f"{floor:.0f}/s (gRPC), {switch:.0f}/s (switch)"
+            floor = min(floor, switch)
+            switch_text = (
+                f". Switch floor: an OS-Ken {version('os-ken')} app of its own sending "
+                f"{batch} decisions' flow_mods ({self.flows} each, serialized before the "
+                f"clock starts) in one write + barrier, then their deletes the same way, "
+                f"{SWITCH_ROUNDS} rounds, to an OVS bridge of its own (userspace)")
         self.rates.append((
             f"decisions/s, {clients} clients ({how})", (
                 f"{self.where}; typed Python client, {min(clients, 4)} processes, {seconds:.0f} "
                 f"s; CPU (of {os.cpu_count()} cores): {cpu}. Floor: the same clients, processes "
-                f"and seconds just before, against a {bare}; CPU: {floor_cpu}"),
-            f"{rate:.0f}/s", f"{floor:.0f}/s", f"x{rate / floor:.2f}" if floor else "-",
+                f"and seconds just before, against a {bare}; CPU: {floor_cpu}{switch_text}"),
+            f"{rate:.0f}/s", floor_text, f"x{rate / floor:.2f}" if floor else "-",
             f">= {target:g}/s", VERDICT[rate >= target]))
         for failed, where in ((floor_failures, "the bare server"), (failures, "the controller")):
             if failed:
@@ -439,7 +452,9 @@ class LatencyBench:
                   "client + the OS-Ken flow_mods (delete) + the store commit, percentile by "
                   "percentile."),
                   ("- A throughput's floor: the same worker fleet against the bare grpcio "
-                   "server (no switch, no store), just before the controller's run."),
+                   "server (no switch, no store), just before the controller's run; for "
+                   "batches, also the switch's own rate for batches of that size (no gRPC, "
+                   "no store), and the ratio is to the lower of the two."),
                   *(f"- {note}" for note in self.notes)]
         return "\n".join(lines)
 
