@@ -126,39 +126,36 @@ _HEADER = struct.Struct(ofp.OFP_HEADER_PACK_STR)
 _FIXED = struct.Struct(ofp.OFP_FLOW_MOD_PACK_STR0)
 
 
+# The match is serialized once per rule, not once per message: a lift's strict
+# delete reuses the bytes its apply's add serialized.
 @functools.lru_cache(maxsize=1 << 18)
-def _tail(table_id: int, priority: int, match: tuple, instructions: tuple,
-          command: int) -> bytes:
-    message = parser.OFPFlowMod(
-        datapath=_Unbound, table_id=table_id, command=command, priority=priority,
-        match=parser.OFPMatch(**dict(match)),
-        instructions=(_instructions_of(instructions)
-                      if command == ofp.OFPFC_ADD else []))
-    message.set_xid(0)
-    message.serialize()
-    return bytes(message.buf[ofp.OFP_FLOW_MOD_SIZE - ofp.OFP_MATCH_SIZE:])
+def _match_wire(match: tuple) -> bytes:
+    buf = bytearray()
+    parser.OFPMatch(**dict(match)).serialize(buf, 0)  # padded to 8 bytes, as sent
+    return bytes(buf)
 
 
-class _Unbound:
-    """Stands in for a datapath while a message is serialized for the cache."""
-    ofproto = ofp
-    ofproto_parser = parser
+@functools.lru_cache(maxsize=1 << 12)  # few distinct ones: forward, meter, quarantine...
+def _instructions_wire(instructions: tuple) -> bytes:
+    buf = bytearray()
+    for instruction in _instructions_of(instructions):
+        instruction.serialize(buf, len(buf))
+    return bytes(buf)
 
 
 def flow_add_wire(rule: FlowRule) -> Wire:
     """flow_add(rule) in wire form (same bytes)."""
     return Wire((rule.cookie, 0, rule.table_id, ofp.OFPFC_ADD, 0, rule.hard_timeout,
                  rule.priority, ofp.OFP_NO_BUFFER, 0, 0, 0),
-                _tail(rule.table_id, rule.priority, rule.match, rule.instructions,
-                      ofp.OFPFC_ADD), ofp.OFPFC_ADD)
+                _match_wire(rule.match) + _instructions_wire(rule.instructions),
+                ofp.OFPFC_ADD)
 
 
 def flow_delete_wire(rule: FlowRule) -> Wire:
     """flow_delete(rule) in wire form (same bytes)."""
     return Wire((rule.cookie, 0xFFFF_FFFF_FFFF_FFFF, rule.table_id, ofp.OFPFC_DELETE_STRICT,
                  0, 0, rule.priority, ofp.OFP_NO_BUFFER, ofp.OFPP_ANY, ofp.OFPG_ANY, 0),
-                _tail(rule.table_id, rule.priority, rule.match, (),
-                      ofp.OFPFC_DELETE_STRICT), ofp.OFPFC_DELETE_STRICT)
+                _match_wire(rule.match), ofp.OFPFC_DELETE_STRICT)
 
 
 def flow_delete(rule: FlowRule) -> parser.OFPFlowMod:
