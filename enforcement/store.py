@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import pathlib
 import threading
 from collections.abc import Iterable
 
+import orjson
 import sqlalchemy as sa
 import sqlalchemy.dialects.postgresql
 import sqlalchemy.dialects.sqlite
@@ -263,7 +263,7 @@ class Store:
                                 .where(ENFORCEMENTS.c.revision > revision)
                                 .order_by(ENFORCEMENTS.c.created_at,
                                           ENFORCEMENTS.c.serial)).scalars()
-            return [codec.from_dict(json.loads(body)) for body in rows], latest
+            return [codec.from_dict(orjson.loads(body)) for body in rows], latest
 
     # ---- leadership ------------------------------------------------------------
 
@@ -411,7 +411,8 @@ def _row(record: Enforcement, revision: int) -> dict:
             "subscriber_ip": str(record.decision.subscriber.ip),
             "state": record.state.value, "serial": record.serial,
             "created_at": record.created_at, "expires_at": record.expires_at,
-            "body": json.dumps(codec.to_dict(record)), "revision": revision}
+            # orjson: a tenth of json's time for the record written with every decision.
+            "body": orjson.dumps(codec.to_dict(record)).decode(), "revision": revision}
 
 
 def _event_row(at: float, kind: str, record: Enforcement | PortAlarm | None,
