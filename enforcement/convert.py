@@ -8,8 +8,14 @@ from enforcement.v1 import enforcement_pb2 as pb
 
 
 def enum_to_proto(value, prefix: str) -> int:
-    return pb.DESCRIPTOR.enum_types_by_name[prefix].values_by_name[
-        _PROTO_PREFIX[prefix] + value.name].number
+    number = _NUMBERS.get((prefix, value))
+    if number is None:
+        number = _NUMBERS[prefix, value] = pb.DESCRIPTOR.enum_types_by_name[
+            prefix].values_by_name[_PROTO_PREFIX[prefix] + value.name].number
+    return number
+
+
+_NUMBERS: dict[tuple, int] = {}  # (prefix, member): its number, looked up once
 
 
 def enum_from_proto(enum_cls, prefix: str, number: int):
@@ -50,11 +56,18 @@ def _rules(rules) -> list[pb.Rule]:
 
 
 def _build_rules(rules) -> list[pb.Rule]:
-    return [pb.Rule(datapath_id=rule.dpid, table_id=rule.table_id,
-                    priority=rule.priority, cookie=rule.cookie,
-                    match=[pb.MatchField(field=k, value=v) for k, v in rule.match_text()],
-                    actions=rule.action_texts(), text=rule.text())
-            for rule in rules]
+    # Submessages filled in place: passing built ones as arguments copies
+    # each again (a third of the time).
+    built = []
+    for rule in rules:
+        message = pb.Rule(datapath_id=rule.dpid, table_id=rule.table_id,
+                          priority=rule.priority, cookie=rule.cookie,
+                          actions=rule.action_texts(), text=rule.text())
+        add = message.match.add
+        for field, value in rule.match_text():
+            add(field=field, value=value)
+        built.append(message)
+    return built
 
 
 def _meters(meters) -> list[pb.Meter]:
@@ -76,26 +89,32 @@ def proposal_to_proto(proposal: Proposal) -> pb.Plan:
 
 
 def enforcement_to_proto(record: Enforcement) -> pb.Enforcement:
+    """Every answer carries one: its submessages are filled in place rather
+    than built and then copied in (half the time)."""
+    decision = record.decision
     message = pb.Enforcement(
-        id=record.id,
-        request_id=record.decision.request_id,
-        case_id=record.decision.case_id,
-        subscriber=pb.Subscriber(ip=str(record.decision.subscriber.ip),
-                                 mac=record.decision.subscriber.mac or "",
-                                 addresses=record.addresses),
+        id=record.id, request_id=decision.request_id, case_id=decision.case_id,
         # protoc's .pyi types enum fields as their class; protobuf takes the numbers
-        violation=enum_to_proto(  # type: ignore[arg-type]
-            record.decision.violation, "Violation"),
-        reason=record.decision.reason,
-        action=_action(record.action),
+        violation=enum_to_proto(decision.violation, "Violation"),  # type: ignore[arg-type]
+        reason=decision.reason,
         state=enum_to_proto(record.state, "State"),  # type: ignore[arg-type]  # as above
-        state_reason=record.state_reason,
-        location=_location(record.location),
-        rules=_rules(record.rules),
-        escalation=_escalation(record.escalation),
-        meters=_meters(record.meters),
-        policy_version=record.policy_version,
-    )
+        state_reason=record.state_reason, policy_version=record.policy_version)
+    subscriber = message.subscriber
+    subscriber.ip = str(decision.subscriber.ip)
+    subscriber.mac = decision.subscriber.mac or ""
+    subscriber.addresses.extend(record.addresses)
+    action = message.action
+    action.kind = enum_to_proto(record.action.kind, "ActionKind")  # type: ignore[assignment]
+    action.description = record.action.description
+    location, where = message.location, record.location
+    location.datapath_id, location.port, location.mac = where.dpid, where.port, where.mac
+    escalation, step = message.escalation, record.escalation
+    escalation.step, escalation.of_steps = step.step, step.of_steps
+    escalation.reason, escalation.clause = step.reason, step.clause
+    escalation.next_action = step.next_action
+    message.rules.extend(_rules(record.rules))
+    if record.meters:
+        message.meters.extend(_meters(record.meters))
     message.created_at.FromNanoseconds(int(record.created_at * 1e9))
     message.updated_at.FromNanoseconds(int(record.updated_at * 1e9))
     if record.expires_at is not None:
