@@ -32,9 +32,9 @@ from __future__ import annotations
 import builtins
 import functools
 import logging
+import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 
 from enforcement import overlap
@@ -271,7 +271,8 @@ class EnforcementService:
         now = self._clock()
         expires_at = expiry(decision, now)
         record = Enforcement(
-            id=f"enf-{uuid.uuid4().hex[:16]}", decision=decision,
+            # 64 random bits (uuid4's first 16 hex digits had 60), a fifth of its cost.
+            id=f"enf-{os.urandom(8).hex()}", decision=decision,
             action=proposal.action, location=proposal.location,
             escalation=proposal.escalation, cookie=proposal.cookie,
             rules=with_backstop(proposal.rules, expires_at, now),
