@@ -138,7 +138,7 @@ class Decider:
     def guard(self, decision: Decision) -> None:
         """Protected assets can never be enforced against, and a scope wider
         than one subscriber needs the policy's leave."""
-        scope = decision.scope or ipaddress.ip_network(decision.subscriber.ip)
+        scope = decision.scope or _host_network(decision.subscriber.ip)
         limits = self.policy.limits
         if scope.prefixlen < 32 and not limits.allow_wider_scope:
             raise FailedPrecondition(
@@ -253,8 +253,15 @@ def _target(decision: Decision, where: Location, addresses: tuple[str, ...]) -> 
     ipv4 = named if named.version == 4 else next(
         (ipaddress.IPv4Address(a) for a in addresses if ":" not in a), None)
     ipv6 = _ipv6_networks(tuple(a for a in addresses if ":" in a), where.mac)
-    scope = decision.scope or (ipaddress.IPv4Network(ipv4) if ipv4 is not None else None)
+    scope = decision.scope or (_host_network(ipv4) if ipv4 is not None else None)
     return planner.Target(where, ipv4, scope, ipv6)
+
+
+@functools.lru_cache(maxsize=65536)
+def _host_network(address: ipaddress.IPv4Address | ipaddress.IPv6Address):
+    """The /32 (/128) of an address: built for every decision's guard and plan,
+    the same few thousand subscribers over and over."""
+    return ipaddress.ip_network(address)
 
 
 @functools.lru_cache(maxsize=65536)

@@ -168,8 +168,13 @@ class Enforcement:
         return self.cookie & ((1 << 48) - 1)
 
     def moved_to(self, state: State, reason: str, now: float) -> Enforcement:
-        return dataclasses.replace(
-            self, state=state, state_reason=reason, updated_at=now)
+        # What dataclasses.replace gives (Enforcement validates nothing on
+        # construction), at a fifth of its cost: every decision makes two.
+        moved = object.__new__(Enforcement)
+        fields = moved.__dict__
+        fields.update(self.__dict__)
+        fields["state"], fields["state_reason"], fields["updated_at"] = state, reason, now
+        return moved
 
 
 @dataclasses.dataclass(frozen=True)
