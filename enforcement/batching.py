@@ -44,6 +44,12 @@ class GroupCommit:
         self.batches = 0
         self.jobs = 0
 
+    @property
+    def busy(self) -> bool:
+        """Whether a batch is running or calls are queued (read without the
+        lock: a hint for work that means to let them go first)."""
+        return self._running
+
     def submit(self, job):
         slot = self._enqueue([job])[0]
         self._await(slot)

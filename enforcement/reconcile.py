@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import tenacity
@@ -24,6 +24,10 @@ from enforcement.ledger import LIVE, Ledger, switches
 from enforcement.model import Enforcement, HostView, Location, State, TopologyView
 
 LOG = logging.getLogger(__name__)
+
+# A moving subscriber's enforcements are re-placed this many at a time
+# (Reconciler.host_moved): about what a batch of decisions holds the lock for.
+FOLLOW_GROUP = 256
 
 _RETRY = tenacity.retry(retry=tenacity.retry_if_exception_type(SwitchUnreachable),
                         stop=tenacity.stop_after_attempt(3),
@@ -130,42 +134,62 @@ class Reconciler:
                                        "after it reconnected")
             self.activate_pending()
 
-    def host_moved(self, ip: str) -> None:
+    def host_moved(self, ip: str, between: Callable[[], None] = lambda: None) -> None:
         """A subscriber's host was seen on another access port, or with an
         address its enforcements were not planned for: its live enforcements
         are planned again (same step, same cookie) at its port for all its
         addresses, installed and the old rules removed, so the narrowest
         placement follows the subscriber and its source validation takes in
-        an address it newly holds."""
-        with self._ledger.changing():
-            host = self._network.host(ip)
-            if host is None or not host.mac:
-                return
-            where = Location(host.dpid, host.port, host.mac)
-            now = {a for a in (host.ip, *host.ipv6) if a and "/" not in a}
-            for record in self._ledger.live(ip):
-                moved = (record.location.dpid, record.location.port) != (where.dpid, where.port)
-                new = sorted(now - set(record.addresses)) if record.addresses else []
-                if not moved and not new:
-                    continue
-                try:
-                    replanned = self._decider.replan(record, where)
-                except EnforcementError as exc:
-                    LOG.error("enforcement %s cannot follow %s to %016x port %d: %s",
-                              record.id, ip, where.dpid, where.port, exc,
-                              extra={"enforcement_id": record.id,
-                                     "case_id": record.decision.case_id})
-                    continue
-                if moved:
-                    what = (f"followed {ip} from switch {record.location.dpid:016x} port "
-                            f"{record.location.port} to switch {where.dpid:016x} "
-                            f"port {where.port}")
-                else:
-                    what = "planned again for the subscriber's new address(es) " + ", ".join(new)
-                self._replace(record, replanned, "moved" if moved else "re-planned")
-                LOG.info("enforcement %s %s", record.id, what, extra={
-                    "enforcement_id": record.id, "case_id": record.decision.case_id})
-                self._ledger.event("moved" if moved else "reapplied", replanned, what)
+        an address it newly holds.
+
+        In groups of FOLLOW_GROUP, each pushed with one barrier per switch and
+        committed, the lifecycle lock let go in between (and between() called
+        there, which lets waiting decisions through): a subscriber with
+        thousands of live enforcements holds up other decisions for one
+        group at a time, not for all of them. Each is re-read under the
+        lock, so one lifted meanwhile stays lifted."""
+        with self._ledger.lock:
+            ids = [r.id for r in self._ledger.live(ip)]
+        for start in range(0, len(ids), FOLLOW_GROUP):
+            if start:
+                between()
+            with self._ledger.changing():
+                host = self._network.host(ip)
+                if host is None or not host.mac:
+                    return
+                self._follow(ip, host, ids[start:start + FOLLOW_GROUP])
+
+    def _follow(self, ip: str, host: HostView, ids: list[str]) -> None:
+        where = Location(host.dpid, host.port, host.mac)
+        now = {a for a in (host.ip, *host.ipv6) if a and "/" not in a}
+        replaced = []
+        for record in (self._ledger.by_id.get(i) for i in ids):
+            if record is None or record.state not in LIVE:
+                continue
+            moved = (record.location.dpid, record.location.port) != (where.dpid, where.port)
+            new = sorted(now - set(record.addresses)) if record.addresses else []
+            if not moved and not new:
+                continue
+            try:
+                replanned = self._decider.replan(record, where)
+            except EnforcementError as exc:
+                LOG.error("enforcement %s cannot follow %s to %016x port %d: %s",
+                          record.id, ip, where.dpid, where.port, exc,
+                          extra={"enforcement_id": record.id,
+                                 "case_id": record.decision.case_id})
+                continue
+            if moved:
+                what = (f"followed {ip} from switch {record.location.dpid:016x} port "
+                        f"{record.location.port} to switch {where.dpid:016x} "
+                        f"port {where.port}")
+            else:
+                what = "planned again for the subscriber's new address(es) " + ", ".join(new)
+            replaced.append((record, replanned, "moved" if moved else "re-planned", what))
+        self._replace_all(replaced)
+        for record, replanned, how, what in replaced:
+            LOG.info("enforcement %s %s", record.id, what, extra={
+                "enforcement_id": record.id, "case_id": record.decision.case_id})
+            self._ledger.event("moved" if how == "moved" else "reapplied", replanned, what)
 
     def links_changed(self) -> None:
         """A link went down or came up: enforcements that span switches (a
@@ -175,6 +199,7 @@ class Reconciler:
         with self._ledger.changing():
             spanning = [r for r in self._ledger.by_id.values()
                         if r.state in LIVE and len(switches(r)) > 1]
+            rerouted = []
             for record in spanning:
                 try:
                     updated = self._decider.replan(record, record.location)
@@ -185,22 +210,30 @@ class Reconciler:
                     continue
                 if set(updated.rules) == set(record.rules):
                     continue
-                self._replace(record, updated, "re-routed")
+                rerouted.append((record, updated, "re-routed"))
+            self._replace_all(rerouted)
+            for record, updated, _ in rerouted:
                 what = "re-routed after a topology change: switches " + ", ".join(
                     f"{d:016x}" for d in switches(updated))
                 LOG.info("enforcement %s %s", record.id, what, extra={
                     "enforcement_id": record.id, "case_id": record.decision.case_id})
                 self._ledger.event("reapplied", updated, what)
 
-    def _replace(self, record, replacement, how: str) -> None:
-        """Stores a re-planned enforcement and syncs the switches of both its
-        old and new rules. Caller is inside changing()."""
-        self._ledger.save(replacement)
+    def _replace_all(self, replaced: list) -> None:
+        """Stores re-planned enforcements ((record, replacement, how, ...)
+        each) and syncs the switches of their old and new rules, in one push.
+        Caller is inside changing()."""
+        for _, replacement, *_ in replaced:
+            self._ledger.save(replacement)
+        if not replaced:
+            return
         try:
             self.push()
         except SwitchError as exc:
-            LOG.error("enforcement %s %s but not yet installed: %s", record.id, how, exc,
-                      extra={"enforcement_id": record.id, "case_id": record.decision.case_id})
+            for record, _, how, *_ in replaced:
+                LOG.error("enforcement %s %s but not yet installed: %s", record.id, how, exc,
+                          extra={"enforcement_id": record.id,
+                                 "case_id": record.decision.case_id})
 
     def repair_drift(self) -> int:
         """Audits every connected switch (Network.audit: flows deleted, added

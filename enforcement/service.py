@@ -499,7 +499,16 @@ class EnforcementService:
         its addresses (both families) follow it."""
         if self.leading():
             for ip in (addresses,) if isinstance(addresses, str) else addresses:
-                self.reconciler.host_moved(ip)
+                self.reconciler.host_moved(ip, between=self._decisions_first)
+
+    def _decisions_first(self) -> None:
+        """Between two groups of a long re-placement: decisions queued
+        meanwhile go first (a lock has no queue: the re-placement would
+        otherwise take it back before a woken decision runs), for 50 ms at
+        most, so that a steady stream of them cannot stall it."""
+        deadline = time.monotonic() + 0.05
+        while self._commits.busy and time.monotonic() < deadline:
+            time.sleep(0.0005)
 
     def links_changed(self) -> None:
         if self.leading():

@@ -1,7 +1,10 @@
 """Re-placement: an enforcement follows its subscriber to another port, and
 a quarantine's path follows the links (service level, recording switches)."""
+import ipaddress
+import time
+
 from enforcement import policy
-from enforcement.model import LinkView, Location, TopologyView, Violation
+from enforcement.model import LinkView, Location, State, TopologyView, Violation
 from enforcement.service import EnforcementService
 from enforcement.store import Store
 from enforcement.validation import validate_apply
@@ -73,3 +76,65 @@ def test_a_quarantine_path_follows_the_links(tmp_path):
     assert [e.kind for e in service._store.events_after(0)][-1] == "reapplied"
     service.links_changed()  # nothing changed since: nothing re-placed
     assert [e.kind for e in service._store.events_after(0)].count("reapplied") == 1
+
+
+def test_many_enforcements_follow_in_groups_and_decisions_go_between(tmp_path, monkeypatch):
+    """A subscriber with 600 live enforcements moves: they follow in groups
+    of FOLLOW_GROUP (one push each, committed before the next), a decision
+    that arrived meanwhile goes between two groups rather than after all of
+    them, and one lifted meanwhile stays lifted."""
+    import sys
+    import threading
+
+    from enforcement import reconcile
+    from enforcement.model import ActionKind, Decision, Subscriber
+    from enforcement.policy import ActionSpec
+
+    monkeypatch.setattr(reconcile, "FOLLOW_GROUP", 200)
+    network = RecordingNetwork()
+    service = service_with(network, tmp_path)
+
+    def block(n):  # distinct ports: no two share a rule
+        return Decision(f"r{n}", "C", Subscriber(ipaddress.ip_address("10.0.0.1")),
+                        Violation.SPAM, "", requested_action=ActionSpec(
+                            ActionKind.BLOCK, "tcp", (1000 + n,)))
+    records = service.apply_many([block(n) for n in range(600)])
+    last = records[-1]
+    pushes, lifted, other = [], [], threading.Thread(target=lambda: lifted.append(
+        service.lift(last.id, "done while the others move")))
+    sync_part = network.sync_part
+
+    def recorded(dpid, rules, meters, timeout):
+        moving = threading.current_thread() is mover
+        pushes.append("follow" if moving else "lift")
+        if moving and len(pushes) == 1:
+            # The lift arrives while the first group holds the lock: wait
+            # until it is queued on it (its batch running, its thread in
+            # the unit of work's lock).
+            other.start()
+            while not (service._commits.busy and "changing" in _frames(other)):
+                time.sleep(0.001)
+        return sync_part(dpid, rules, meters, timeout)
+
+    def _frames(thread):
+        frame, names = sys._current_frames().get(thread.ident), []
+        while frame is not None:
+            names.append(frame.f_code.co_name)
+            frame = frame.f_back
+        return names
+
+    network.sync_part = recorded
+    network.hosts["10.0.0.1"] = Location(2, 7, "00:00:00:00:00:01")
+    mover = threading.Thread(target=service.host_moved, args=("10.0.0.1",))
+    mover.start()
+    mover.join(30)
+    other.join(30)
+    # Switch 1 loses the rules, switch 2 gains them: one push per switch, per group.
+    assert pushes == ["follow"] * 2 + ["lift"] + ["follow"] * 4, pushes
+    assert lifted and service.get(last.id).state is State.LIFTED
+    moved = [service.get(r.id) for r in records[:-1]]
+    assert {(r.location.dpid, r.location.port) for r in moved} == {(2, 7)}
+    assert {(r.dpid, dict(r.match)["in_port"]) for r in network.flows} == {(2, 7)}
+    assert not any(r.cookie == last.cookie for r in network.flows)
+    kinds = [e.kind for e in service._store.events_after(0, limit=2000)]
+    assert kinds.count("moved") == 599 and kinds.count("lifted") == 1
