@@ -8,7 +8,8 @@ client code; an OS-Ken app sending one decision's flow_mods + a barrier to an OV
 of its own; the store's commit alone; for throughput, the same worker fleet against the
 bare server just before the controller's run (and for batches, the switch's own rate).
 Run as root, on demand (tests/e2e/test_latency_bench_smoke.py runs a tiny one):
-`bench/latency.py` (add `--live 100000` for 100,000 live enforcements at the end), or
+`bench/latency.py` (add `--live 100000` for 100,000 live enforcements at the end; then
+`--follow N` of one subscriber follow it to a new address), or
 `bench/latency.py --pairs 20 --quick` for a quick look.
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from importlib.metadata import version
 
@@ -418,6 +420,48 @@ class LatencyBench:
                           + (f"; failures: {failures[0]}" if failures else ""))
         self.latency(f"{self.where}; {installed} live enforcements", with_list=True)
 
+    def follow(self, count: int) -> None:
+        """A subscriber with `count` more live enforcements shows a new IPv6 address, and
+        they all follow it (re-planned, pushed, stored) while the typed Python client
+        applies and lifts on another subscriber: how long a decision waits meanwhile."""
+        mover, ip = self.subscribers[-1], self.subscribers[0].IP()
+        jobs = [(mover.IP(), 40000 + n, 10**7 + n) for n in range(count)]  # ports of its own
+        _fleet(issue7._install_process, [(self.controller.grpc_address, jobs[p::4], 8)
+                                         for p in range(4)], self.children)(7200)
+        live = len(self.client.list(subscriber_ip=mover.IP(), states=("active",)))
+        log = self.workdir / "controller.log"
+        before, pairs, stop = log.read_text().count("planned again"), [], threading.Event()
+
+        def decide():
+            with EnforcementClient(self.controller.grpc_address, timeout=120) as ctl:
+                n = 0
+                while not stop.is_set():
+                    begin = time.perf_counter()
+                    record = ctl.apply_request(issue7.port_block(ip, 25, 2 * 10**7 + n))
+                    applied = time.perf_counter()
+                    ctl.lift(record.id, "bench")
+                    pairs.append((begin, applied, time.perf_counter()))
+                    n += 1
+        thread = threading.Thread(target=decide, daemon=True)
+        thread.start()
+        time.sleep(1.0)  # its first calls made
+        started = time.perf_counter()
+        mover.cmd(f"ip -6 addr add 2001:db8::f0:1/64 dev {mover.defaultIntf()} nodad; "
+                  f"ping -6 -c3 -i0.2 -I 2001:db8::f0:1 {self.v6(self.subscribers[0])} >/dev/null")
+        harness.wait_until(lambda: log.read_text().count("planned again") - before >= live,
+                           600, f"{live} enforcements following {mover.IP()}")
+        took = time.perf_counter() - started
+        stop.set()
+        thread.join(60)
+        during = [p for p in pairs if p[0] >= started and p[2] <= started + took]
+        conditions = (f"{self.where}; while another subscriber's {live} live enforcements "
+                      f"follow it to a new address ({took:.1f} s)")
+        for kind, part in (("apply", ((a, b) for a, b, _ in during)),
+                           ("lift", ((b, c) for _, b, c in during))):
+            self.rows.append((("Apply (block TCP 25)" if kind == "apply" else "Lift"), "python",
+                              conditions, summary([(e - b) * 1e3 for b, e in part]),
+                              self.composite(kind, "python"), "-", "-"))
+
     def _cpu(self, before: dict | None = None, span: float = 0.0, pids: dict | None = None):
         pids = pids or {"controller": self.controller.proc.pid,
                         "ovs-vswitchd": issue7.vswitchd_pid()}
@@ -469,10 +513,13 @@ def main(argv=None) -> int:
     add("--batch", type=int, default=64, help="decisions per ApplyBatch (64)")
     add("--seconds", type=float, default=10.0, help="each throughput run (10)")
     add("--live", type=int, default=10000, help="live enforcements at the end (10000)")
-    add("--quick", action="store_true", help="2 loaders, 4 clients for 1 s, 100 live")
+    add("--follow", type=int, default=10000,
+        help="live enforcements of a subscriber that shows a new address, at the end (10000)")
+    add("--quick", action="store_true", help="2 loaders, 4 clients for 1 s, 100 live and follow")
     args = parser.parse_args(argv)
     if args.quick:
-        args.load_clients, args.clients, args.batch, args.seconds, args.live = 2, 4, 8, 1.0, 100
+        args.load_clients, args.clients, args.batch, args.seconds = 2, 4, 8, 1.0
+        args.live = args.follow = 100
     args.calls = args.calls or (args.pairs if args.quick else 500)
     if os.geteuid() != 0:
         parser.error("run as root (Open vSwitch and Mininet)")
@@ -492,6 +539,8 @@ def main(argv=None) -> int:
             bench.throughput(args.clients, batch=args.batch)
             if args.live:
                 bench.live(args.live)
+            if args.follow:
+                bench.follow(args.follow)
             bench.loads.append(os.getloadavg()[0])
         finally:
             bench.stop()

@@ -39,6 +39,10 @@ def test_the_latency_benchmark_runs_and_prints_every_row():
                           "their own subscribers"), "100 live enforcements"):
             for call in ("Apply (block TCP 25)", "Lift"):
                 assert (call, client, condition) in calls, (call, client, condition, calls)
+    # A subscriber's enforcements following it to a new address: another's decisions meanwhile.
+    follow = [r for r in rows if len(r) == 11 and r[1] == "python" and re.search(
+        r"while another subscriber's \d+ live enforcements follow it to a new address", r[2])]
+    assert [r[0] for r in follow] == ["Apply (block TCP 25)", "Lift"], follow
     # Throughput: measured, its floor (the same fleet against the bare server) and the ratio.
     rates = {r[0]: r for r in rows if len(r) == 7}
     for how in ("Apply+Lift", "ApplyBatch+LiftBatch of 8"):
