@@ -8,8 +8,8 @@ client code; an OS-Ken app sending one decision's flow_mods + a barrier to an OV
 of its own; the store's commit alone; for throughput, the same worker fleet against the
 bare server just before the controller's run (and for batches, the switch's own rate).
 Run as root, on demand (tests/e2e/test_latency_bench_smoke.py runs a tiny one):
-`bench/latency.py` (add `--live 100000` for 100,000 live enforcements at the end; then
-`--follow N` of one subscriber follow it to a new address), or
+`bench/latency.py` (add `--live 100000` for 100,000 live enforcements at the end, after
+which `--follow N` more of one subscriber follow it to a new address), or
 `bench/latency.py --pairs 20 --quick` for a quick look.
 """
 from __future__ import annotations
