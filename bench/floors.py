@@ -102,18 +102,27 @@ def ofp_floor(port: int, count: int, flows: int, batch: int = 0) -> int:
     waiting: dict[int, threading.Event] = {}
     errors: list[str] = []  # the switch's refusals: any makes the floor void
 
-    def confirmed(dp, messages: list) -> float:
-        """ms to the barrier's reply, all in one write as controller/sessions.py sends."""
-        started = time.perf_counter()
-        wire = bytearray()
+    def wire(dp, messages: list) -> tuple[bytes, int]:
+        """The messages and a barrier, serialized for one write as controller/sessions.py
+        sends them, and the barrier's xid."""
+        buf = bytearray()
         for message in [*messages, dp.ofproto_parser.OFPBarrierRequest(dp)]:
             dp.set_xid(message)
             message.serialize()
-            wire += message.buf
-        waiting[message.xid] = waiter = threading.Event()
-        dp.send(bytes(wire))
-        if not waiter.wait(10):
-            raise TimeoutError("no barrier reply in 10 s")
+            buf += message.buf
+        return bytes(buf), message.xid
+
+    def sent(dp, buf: bytes, xid: int, timeout: float) -> None:
+        """Sends a wire() and waits for its barrier's reply."""
+        waiting[xid] = waiter = threading.Event()
+        dp.send(buf)
+        if not waiter.wait(timeout):
+            raise TimeoutError(f"no barrier reply in {timeout:g} s")
+
+    def confirmed(dp, messages: list) -> float:
+        """ms to the barrier's reply, serializing included."""
+        started = time.perf_counter()
+        sent(dp, *wire(dp, messages), 10)
         return (time.perf_counter() - started) * 1e3
 
     def measure(dp) -> None:
@@ -144,14 +153,6 @@ def ofp_floor(port: int, count: int, flows: int, batch: int = 0) -> int:
         rule by rule, as a lift sends them) the same way. Prints decisions/s."""
         parser, ofp = dp.ofproto_parser, dp.ofproto
 
-        def wire(messages: list) -> tuple[bytes, int]:
-            buf = bytearray()
-            for message in [*messages, parser.OFPBarrierRequest(dp)]:
-                dp.set_xid(message)
-                message.serialize()
-                buf += message.buf
-            return bytes(buf), message.xid
-
         def matches(n: int):
             return [parser.OFPMatch(eth_type=0x0800, ip_proto=6, tcp_dst=1000 + n % 60000,
                                     ipv4_src=f"10.{8 + k}.{n >> 8 & 255}.{n & 255}")
@@ -160,9 +161,9 @@ def ofp_floor(port: int, count: int, flows: int, batch: int = 0) -> int:
         rounds = []
         for r in range(count + 2):  # two warm-up rounds
             decisions = range(r * batch, (r + 1) * batch)
-            rounds.append((wire([parser.OFPFlowMod(
+            rounds.append((wire(dp, [parser.OFPFlowMod(
                 dp, cookie=FLOOR_COOKIE | n, table_id=0, priority=1000, instructions=[],
-                match=m) for n in decisions for m in matches(n)]), wire([parser.OFPFlowMod(
+                match=m) for n in decisions for m in matches(n)]), wire(dp, [parser.OFPFlowMod(
                     dp, cookie=FLOOR_COOKIE | n, cookie_mask=2**64 - 1, table_id=0,
                     command=ofp.OFPFC_DELETE_STRICT, priority=1000, out_port=ofp.OFPP_ANY,
                     out_group=ofp.OFPG_ANY, match=m) for n in decisions for m in matches(n)])))
@@ -172,10 +173,7 @@ def ofp_floor(port: int, count: int, flows: int, batch: int = 0) -> int:
                 if r == 2:
                     started = time.perf_counter()
                 for buf, xid in pair:
-                    waiting[xid] = waiter = threading.Event()
-                    dp.send(buf)
-                    if not waiter.wait(30):
-                        raise TimeoutError("no barrier reply in 30 s")
+                    sent(dp, buf, xid, 30)
             result["per_s"] = 2 * batch * count / (time.perf_counter() - started)
         finally:
             finished.put(result)

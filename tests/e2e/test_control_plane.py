@@ -79,14 +79,17 @@ def switch_latencies(switch: str, count: int) -> list[float]:
     connection.settimeout(10)
     connection.connect(f"/var/run/openvswitch/{switch}.mgmt")
 
-    def receive() -> tuple[int, int]:
+    def read(size: int) -> bytes:
         data = b""
-        while len(data) < header.size:
-            data += connection.recv(header.size - len(data))
-        _, kind, length, xid = header.unpack(data)
-        body = b""
-        while len(body) < length - header.size:
-            body += connection.recv(length - header.size - len(body))
+        while len(data) < size:
+            chunk = connection.recv(size - len(data))
+            assert chunk, f"{switch} closed the floor's connection"
+            data += chunk
+        return data
+
+    def receive() -> tuple[int, int]:
+        _, kind, length, xid = header.unpack(read(header.size))
+        body = read(length - header.size)
         if kind == ofp.OFPT_ECHO_REQUEST:
             connection.sendall(header.pack(ofp.OFP_VERSION, ofp.OFPT_ECHO_REPLY, length, xid)
                                + body)
