@@ -57,3 +57,27 @@ def test_an_event_set_by_the_handler_deadlocks_where_the_wait_holds_its_lock():
 def test_the_stop_signals_wake_the_wait_whenever_they_come():
     done = run(NEW.format(root=str(ROOT)), then_signal=True)
     assert done.returncode == 0 and done.stdout == "stopped again\n"
+
+
+# The SIGTERM lands on another thread (the controller has dozens): the main
+# thread, blocked reading the pipe, must wake all the same. A SIGHUP first
+# wakes it too, and must not count as a stop.
+OTHER_THREAD = """
+import os, signal, sys, threading, time
+sys.path.insert(0, {root!r})
+from controller.stopping import StopSignals
+stop = StopSignals()
+signal.signal(signal.SIGHUP, lambda *_: print("hangup", flush=True))
+def deliver():
+    time.sleep(0.5)
+    signal.pthread_kill(threading.get_ident(), signal.SIGHUP)
+    time.sleep(0.5)
+    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+threading.Thread(target=deliver).start()
+print("stopped", signal.Signals(stop.wait()).name, flush=True)
+"""
+
+
+def test_a_stop_signal_delivered_to_another_thread_wakes_the_wait():
+    done = run(OTHER_THREAD.format(root=str(ROOT)))
+    assert done.returncode == 0 and done.stdout == "hangup\nstopped SIGTERM\n", done
