@@ -91,6 +91,9 @@ class EnforcementApp(app_manager.OSKenApp):
         self.on_host_moved: Callable[[tuple[str, ...]], None] = lambda addresses: None
         self.on_links_changed: Callable[[], None] = lambda: None
         self.on_port_alarm: Callable = lambda alarm: None
+        # A refused claim on who is where (enforcement.model.IdentityEvent),
+        # from whichever thread refused it.
+        self.on_identity_event: Callable = lambda event: None
         # Whether anything is enforced on an address: a host learned afresh
         # is handed to on_host_moved only then, so learning thousands of
         # hosts after a restart starts no thread for the unenforced ones.

@@ -213,6 +213,8 @@ class TopologyView:
 
 # The event kind of a PortAlarm.
 PORT_OVER_BUDGET = "port_over_budget"
+# The event kind of an IdentityEvent.
+IDENTITY_REFUSED = "identity_refused"
 # The controller's own events, no record named: a reload of its files.
 POLICY_RELOADED = "policy_reloaded"
 RELOAD_REFUSED = "reload_refused"
@@ -271,3 +273,57 @@ class PortAlarm:
         who = f" ({self.subscriber_ip})" if self.subscriber_ip else ""
         return (f"switch {self.dpid:016x} port {self.port}{who} over its {self.budget} "
                 f"budget: {self.rate_pps:g} {self.unit}, limit {self.limit:g}")
+
+
+# What a subscriber claimed that the controller refused (IdentityEvent.kind),
+# and what each means.
+IDENTITY_KINDS = {
+    # an ARP or neighbour advertisement claiming an address another
+    # subscriber holds (by DHCP binding or first come, first served)
+    "address_claim": "claimed an address another subscriber holds",
+    # a MAC known at a live access port, seen at another port
+    "mac_claim": "sent with a MAC that belongs to a subscriber on another port",
+    # an LLDP frame that failed authentication (or came from an access port)
+    "lldp_forged": "sent an LLDP frame that failed authentication",
+    # a DHCP server reply from a port not declared trusted
+    "dhcp_untrusted": "answered as a DHCP server from an untrusted port",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class IdentityEvent:
+    """A subscriber tried to rewrite who is where, and the controller
+    refused: the switch dropped it (or the controller ignored it) and
+    nothing moved. Raised by the controller, not by a decision; like a
+    PortAlarm, what to do about the claimant is the case system's decision.
+
+    dpid, port: where the claim came from; mac: the claimant's source MAC;
+    claimed: what it claimed (an address, a MAC, "switch X port Y");
+    owner: whose it is ("MAC at switch X port Y"), empty when nobody's;
+    subscriber_ip: the claimant port's subscriber, when known.
+    """
+    kind: str
+    dpid: int
+    port: int
+    mac: str
+    claimed: str
+    owner: str = ""
+    subscriber_ip: str | None = None
+    detail: str = ""
+
+    def __post_init__(self):
+        if self.kind not in IDENTITY_KINDS:
+            raise ValueError(f"unknown identity event {self.kind!r}; one of "
+                             + ", ".join(IDENTITY_KINDS))
+        if not (0 <= self.dpid < 1 << 64 and 0 <= self.port < 1 << 32):
+            raise ValueError(f"no such switch port: dpid {self.dpid}, port {self.port}")
+        if self.subscriber_ip:
+            object.__setattr__(self, "subscriber_ip",
+                               str(ipaddress.ip_address(self.subscriber_ip)))
+
+    def text(self) -> str:
+        if self.detail:
+            return self.detail
+        owner = f" (held by {self.owner})" if self.owner else ""
+        return (f"switch {self.dpid:016x} port {self.port}: {self.mac} "
+                f"{IDENTITY_KINDS[self.kind]}: {self.claimed}{owner}; refused")
