@@ -12,7 +12,12 @@ only its own budgets.
 
 Tables (enforcement/pipeline.py):
 
-  2 learn      (port, MAC) known: on. ARP from a known port and MAC claiming
+  2 learn      LLDP, from any port: to the controller and no further
+               (link discovery: controller/lldp.py), from an access port
+               through its learning meter. Here, not in table 0, so that
+               what a cutoff or quarantine drops never reaches discovery,
+               and a subscriber's LLDP costs only its port's copy budget.
+               (port, MAC) known: on. ARP from a known port and MAC claiming
                another address, a neighbour solicitation from an IPv6
                source or an advertisement for a target not known as the
                host's, or a source never seen on the port: a copy to the
@@ -57,10 +62,13 @@ from enforcement.model import HostView
 ETH_TYPE_IPV4 = 0x0800
 ETH_TYPE_ARP = 0x0806
 ETH_TYPE_IPV6 = 0x86DD
+ETH_TYPE_LLDP = 0x88CC
 ICMPV6 = 58
 ND_SOLICIT, ND_ADVERT = 135, 136
 
 # Table 2 (learn)
+PRIORITY_LLDP_ACCESS = 410    # LLDP from an access port: metered copy, no further
+PRIORITY_LLDP = 400           # LLDP from any other port: to the controller, no further
 PRIORITY_HOST_KNOWN = 300     # ARP or ND from a known port, MAC and address
 PRIORITY_HOST_NEW_IP = 200    # ARP or ND from a known port and MAC, another address: copy
 PRIORITY_HOST_OTHER = 100     # anything else from a known port and MAC
@@ -152,6 +160,10 @@ def switch_rules(dpid: int, ports: Ports,
         # Links, old uplinks, settling ports: no learning there.
         FlowRule(dpid, pipeline.TABLE_LEARN, miss, fwd, (),
                  (GotoTable(pipeline.TABLE_FORWARD),)),
+        # Links and settling ports (the controller meter caps the switch).
+        # LLDP is never forwarded: it describes one cable.
+        FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_LLDP, fwd,
+                 (("eth_type", ETH_TYPE_LLDP),), (ToController(),)),
         FlowRule(dpid, pipeline.TABLE_FORWARD, miss, fwd, (),
                  (GotoTable(pipeline.TABLE_FLOOD),)),
         # Table 4's miss: no flow, so OpenFlow 1.3 drops (nothing goes to
@@ -161,6 +173,10 @@ def switch_rules(dpid: int, ports: Ports,
                         budgets.controller_burst)]
     for port in sorted(ports.access):
         match = (("in_port", port),)
+        # Counted and refused there when forged; never a link on its own.
+        rules.append(FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_LLDP_ACCESS, fwd,
+                              (*match, ("eth_type", ETH_TYPE_LLDP)),
+                              (ApplyMeter(learn_meter(port)), ToController())))
         if port in ports.closed_learning:
             rules.append(FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_PORT_LEARN, fwd, match))
         else:
@@ -193,6 +209,13 @@ def switch_rules(dpid: int, ports: Ports,
                 dpid, pipeline.TABLE_FLOOD_OUT, PRIORITY_FLOOD_ARP_EXCEPTION, fwd, asked,
                 tuple(Output(p) for p in sorted(targets | {port}))))
     return tuple(rules), tuple(meters)
+
+
+def legacy_rules(dpid: int) -> tuple[FlowRule, ...]:
+    """Flows earlier versions left on a switch that must go: OS-Ken's LLDP
+    rule (table 0, above every enforcement, cookie 0)."""
+    return (FlowRule(dpid, pipeline.TABLE_ENFORCE, 0xFFFF, 0,
+                     (("eth_type", ETH_TYPE_LLDP), ("eth_dst", "01:80:c2:00:00:0e"))),)
 
 
 def host_rules(dpid: int, host: HostView, out_port: int | None,

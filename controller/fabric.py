@@ -125,8 +125,20 @@ class Fabric:
                      "for %.1f s", dpid, len(flows), state.hold_until - now)
         with self._lock:
             self._switches[dpid] = state
+        self._remove_legacy(dpid)
         self.sync_switch(dpid)
         return dataplane.hosts_from_rules(dpid, flows)
+
+    def _remove_legacy(self, dpid: int) -> None:
+        """OS-Ken's LLDP rule, from a controller before the data plane
+        copied LLDP itself, would keep LLDP out of enforcement's reach."""
+        if not self.active:
+            return
+        try:
+            self._transact(dpid, [compiler.flow_delete_wire(rule)
+                                  for rule in dataplane.legacy_rules(dpid)], self.timeout)
+        except SwitchError as exc:
+            LOG.warning("switch %016x: OS-Ken's old LLDP rule not removed: %s", dpid, exc)
 
     def forget(self, dpid: int) -> None:
         with self._lock:

@@ -21,18 +21,34 @@ A switch that left while the sender walked its ports ended the sender with a
 KeyError, discovery went blind, links were reaped, and hosts were no longer
 located anywhere. Here one lock covers the event handlers and each pass of
 the two loops, which are this app's own.
+
+Only switches write the topology. Every probe carries an authenticator
+(controller/lldpauth.py) and a frame that fails it changes nothing: it is
+counted, logged and reported (controller/refusedlldp.py). An authentic
+direction is recorded, and a link is announced once both directions are
+heard (controller/linkpairs.py). OS-Ken's own table-0 rule, which sent every
+LLDP frame to the controller above every enforcement, is not installed:
+the data plane's table 2 copies LLDP to the controller after enforcement
+and through each access port's learning meter (controller/dataplane.py).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
 import threading
 import time
+from collections.abc import Callable
 
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import MAIN_DISPATCHER, set_ev_cls
 from os_ken.topology import event as topology_event
 from os_ken.topology.switches import Link, Switches
+
+from controller.linkpairs import TwoWayLinks
+from controller.lldpauth import UNREADABLE, Authenticator
+from controller.refusedlldp import RefusedFrames
 
 LOG = logging.getLogger(__name__)
 
@@ -45,22 +61,37 @@ ETH_TYPE_LLDP = b"\x88\xcc"
 
 
 def is_lldp(frame: bytes) -> bool:
-    # Untagged frames only: OS-Ken sends and expects its LLDP untagged.
+    # Untagged frames only: the controller sends and expects its LLDP untagged.
     return frame[12:14] == ETH_TYPE_LLDP
 
 
 class Discovery(Switches):
-    unreadable = 0
     # Only the leading instance probes links: a slave's packet-outs are
     # refused. Followers hear the leader's probes (their connections ask for
     # packet-ins as slaves: controller/compiler.py async_config) and so know
     # the links when they take over. Set by controller/app.py.
     sending = False
+    # The deployment's LLDP key (controller/lldpkey.py), set by the process
+    # entry before OS-Ken builds this app; without one (a test), a key of
+    # this process's own, which no other instance can verify.
+    key: bytes | None = None
 
     def __init__(self, *args, **kwargs):
-        # Before the parent starts the two loops that take it.
+        # Before the parent starts the two loops that take it, and held
+        # until they may run on what this adds.
         self.guard = threading.RLock()
-        super().__init__(*args, **kwargs)
+        with self.guard:
+            super().__init__(*args, **kwargs)
+            self.links = TwoWayLinks()
+            # The data plane copies LLDP to the controller (table 2), after
+            # enforcement: OS-Ken's rule above every enforcement stays out.
+            self.install_flow = False
+            self.auth = Authenticator(Discovery.key or os.urandom(32))
+            self.refusals = RefusedFrames()
+            # A refused frame's event (enforcement.model.IdentityEvent),
+            # called on the event thread: it must not block (controller/app.py
+            # hands it off).
+            self.on_refused: Callable = lambda event: None
 
     def get_handlers(self, ev, state=None):
         return [self._guarded(handler) for handler in super().get_handlers(ev, state)]
@@ -121,18 +152,64 @@ class Discovery(Switches):
         return gone
 
     def send_lldp_packet(self, port):
-        if Discovery.sending:
-            super().send_lldp_packet(port)
+        """A fresh probe each time (its time is what the receiver checks),
+        where OS-Ken sends one frame built when the port came up."""
+        if not Discovery.sending:
+            return
+        try:
+            data = self.ports.lldp_sent(port)
+        except KeyError:
+            return  # the port went while the sender walked the ports
+        dp = self.dps.get(port.dpid)
+        if data.is_down or dp is None:
+            return
+        parser, ofp = dp.ofproto_parser, dp.ofproto
+        dp.send_msg(parser.OFPPacketOut(
+            datapath=dp, in_port=ofp.OFPP_CONTROLLER, buffer_id=ofp.OFP_NO_BUFFER,
+            actions=[parser.OFPActionOutput(port.port_no)],
+            data=self.auth.frame(port.dpid, port.port_no, port.hw_addr)))
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def lldp_packet_in_handler(self, ev):
-        if not is_lldp(ev.msg.data):
+        msg = ev.msg
+        if not is_lldp(msg.data):
             return
-        try:
-            super().lldp_packet_in_handler(ev)
-        except Exception as exc:  # a forged or broken LLDP frame
-            Discovery.unreadable += 1
-            if Discovery.unreadable & (Discovery.unreadable - 1) == 0:  # 1, 2, 4, 8...
-                LOG.warning("unreadable LLDP frame from %016x port %s (%s: %s); %d so far",
-                            ev.msg.datapath.id, ev.msg.match.get("in_port"),
-                            type(exc).__name__, exc, Discovery.unreadable)
+        dpid, in_port = msg.datapath.id, msg.match.get("in_port")
+        verdict = self.auth.check(msg.data)
+        if verdict.refusal is not None:
+            self._refused(dpid, in_port, msg.data, verdict)
+            return
+        self.heard(verdict.dpid, verdict.port, dpid, in_port)
+
+    def heard(self, src_dpid: int, src_port_no: int, dst_dpid: int, dst_port_no: int) -> None:
+        """An authentic probe sent out of src came in at dst. Caller holds
+        the guard."""
+        src = self._get_port(src_dpid, src_port_no)
+        if not src or src.dpid == dst_dpid:
+            return
+        # KeyError: the packet-in overtook the port's arrival.
+        with contextlib.suppress(KeyError):
+            self.ports.lldp_received(src)
+        dst = self._get_port(dst_dpid, dst_port_no)
+        if not dst:
+            return
+        counting, reverse_unheard = self.links.heard(src, dst)
+        if reverse_unheard:
+            self.ports.move_front(dst)
+            self.lldp_event.set()
+        for link in counting:
+            self.send_event_to_observers(topology_event.EventLinkAdd(link))
+
+    def _refused(self, dpid: int, port: int, data: bytes, verdict) -> None:
+        mac = ":".join(f"{b:02x}" for b in data[6:12])
+        refusal = self.refusals.refused(dpid, port, mac, verdict)
+        if refusal.log:
+            what = ("unreadable LLDP frame" if verdict.refusal == UNREADABLE
+                    else f"forged LLDP frame claiming {verdict.claimed}")
+            LOG.warning("%s from %016x port %s (%s), refused: %d so far", what, dpid, port,
+                        mac, refusal.count)
+        if refusal.event is not None:
+            try:
+                self.on_refused(refusal.event)
+            except Exception:
+                LOG.exception("LLDP refusal not reported")

@@ -99,11 +99,12 @@ class TopologyState:
     # ---- links -------------------------------------------------------------
 
     def link_added(self, link: LinkView) -> tuple[bool, list[str]]:
-        """Returns whether it is new, and the hosts forgotten because their
-        port turned out to be an uplink."""
+        """A link heard both ways (controller/linkpairs.py): both its
+        directions. Returns whether it is new, and the hosts forgotten
+        because their port turned out to be an uplink."""
         with self._lock:
             new = link not in self._links
-            self._links.add(link)
+            self._links |= {link, _reverse(link)}
             gone = []
             self._hosts_version += 1
             for dpid, port in ((link.src_dpid, link.src_port), (link.dst_dpid, link.dst_port)):
@@ -113,9 +114,10 @@ class TopologyState:
         return new, gone
 
     def link_deleted(self, link: LinkView) -> bool:
+        """One direction gone: the link no longer counts, either way."""
         with self._lock:
             known = link in self._links
-            self._links.discard(link)
+            self._links -= {link, _reverse(link)}
         return known
 
     def repin(self, pinned) -> None:
@@ -317,6 +319,10 @@ class _Graphs:
     links: dict[int, set[int]]   # switch -> its link ports
     tree: dict[int, set[int]]    # switch -> its ports on the spanning tree
     hops: dict[int, dict[int, int]]
+
+
+def _reverse(link: LinkView) -> LinkView:
+    return LinkView(link.dst_dpid, link.dst_port, link.src_dpid, link.src_port)
 
 
 def _place(host: HostView | None) -> tuple[int, int] | None:

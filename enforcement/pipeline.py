@@ -8,7 +8,9 @@ flooding, so broadcast and unknown-unicast traffic obey it too:
   table 1 (meter)    rate limits, for what table 0 let through;
   table 2 (learn)    known sources pass; a copy of what the controller must
                      learn from (a new source, a new address) goes to it
-                     through the port's learning meter;
+                     through the port's learning meter; LLDP goes to it
+                     (through that meter from an access port) and no
+                     further;
   table 3 (forward)  toward located hosts, installed ahead of traffic;
   table 4 (flood)    which ports may flood (tree links, settled access
                      ports through their storm-control meter);

@@ -147,6 +147,19 @@ def test_hosts_are_learned_on_access_ports_only_and_addresses_follow_arp():
     assert set(snap.hosts) == {"00:00:00:00:00:01", "00:00:00:00:00:02"}
 
 
+def test_a_link_counts_both_ways_or_not_at_all():
+    """Only links heard both ways reach here (controller/linkpairs.py): both
+    directions are in the view at once, and one lost takes out both."""
+    state = settled_state()
+    assert state.link_added(LinkView(1, 3, 2, 3))[0]
+    assert set(state.view().links) == {LinkView(1, 3, 2, 3), LinkView(2, 3, 1, 3)}
+    assert not state.link_added(LinkView(2, 3, 1, 3))[0]  # its own event: nothing new
+    assert state.link_deleted(LinkView(2, 3, 1, 3))
+    assert state.view().links == ()
+    assert not state.link_deleted(LinkView(1, 3, 2, 3))  # gone already
+    assert state.snapshot().ports[1].tree == set()
+
+
 def test_a_port_at_its_host_limit_learns_no_more_and_closes_to_unknown_sources():
     state = settled_state(Budgets(max_hosts=2))
     for i in (1, 2):

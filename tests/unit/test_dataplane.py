@@ -10,6 +10,7 @@ from controller.dataplane import (
     host_rules,
     hosts_from_rules,
     learn_meter,
+    legacy_rules,
     meter_port,
     storm_meter,
     switch_rules,
@@ -94,6 +95,38 @@ def test_only_what_must_be_learned_is_copied_through_the_ports_learning_meter():
     # nothing is learned on an uplink
     assert not simulate(rules, 1, arp(UPLINK, "00:00:00:00:00:66", "10.0.0.6",
                                       H1.ip)).copied
+
+
+def lldp(in_port, src):
+    return {"in_port": in_port, "eth_src": src, "eth_dst": "01:80:c2:00:00:0e",
+            "eth_type": 0x88CC}
+
+
+def test_lldp_reaches_the_controller_from_every_port_and_is_never_forwarded():
+    ports = Ports(access=frozenset({1, 2, 3}), tree=frozenset({UPLINK}),
+                  closed_learning=frozenset({3}))
+    rules, _ = switch(ports)
+    # from an access port, a known host or not, banned from learning or
+    # not: a copy through the port's learning meter (its copy budget), and
+    # nothing leaves the switch
+    for port, src in ((1, H1.mac), (2, "02:00:00:00:00:77"), (3, "02:00:00:00:00:78")):
+        verdict = simulate(rules, 1, lldp(port, src))
+        assert (verdict.outcome, verdict.ports, verdict.meters) == (
+            "controller", (), (learn_meter(port),)), port
+    # from a link, off-tree link or settling port: to the controller,
+    # whose meter caps the switch
+    for port in (UPLINK, OFF_TREE, SETTLING):
+        verdict = simulate(rules, 1, lldp(port, "02:00:00:00:00:99"))
+        assert (verdict.outcome, verdict.ports, verdict.meters) == ("controller", (), ()), port
+    # after enforcement (table 0) and its meters (table 1)
+    assert all(r.table_id == pipeline.TABLE_LEARN for r in rules
+               if dict(r.match).get("eth_type") == 0x88CC)
+
+
+def test_os_kens_old_lldp_rule_is_named_for_removal():
+    (legacy,) = legacy_rules(1)
+    assert (legacy.table_id, legacy.priority, legacy.cookie) == (0, 0xFFFF, 0)
+    assert dict(legacy.match)["eth_type"] == 0x88CC
 
 
 def test_a_port_closed_for_learning_drops_unknown_sources_and_keeps_known_hosts():

@@ -144,3 +144,78 @@ def test_a_stale_link_is_reaped_and_announced_and_its_reverse_hurried():
     assert app.links[Link(b, a)] == now - app.LINK_TIMEOUT
     assert app.ports.get_port(b).timestamp is None
     assert app.probe_due_ports(now) == 2
+
+
+# ---- only switches write links -------------------------------------------------
+
+class FakeDatapath:
+    def __init__(self, dpid, ports):
+        from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
+        self.id = dpid
+        self.ofproto, self.ofproto_parser = ofproto_v1_3, ofproto_v1_3_parser
+        self.ports = {no: ofproto_v1_3_parser.OFPPort(
+            port_no=no, hw_addr=f"00:00:00:00:{dpid:02x}:{no:02x}",
+            name=f"s{dpid}-eth{no}".encode(), config=0, state=0, curr=0, advertised=0,
+            supported=0, peer=0, curr_speed=0, max_speed=0) for no in ports}
+        self.sent = []
+
+    def send_msg(self, msg):
+        self.sent.append(msg)
+
+
+class PacketIn:
+    def __init__(self, dp, in_port, data):
+        self.msg = type("Msg", (), {"datapath": dp, "data": data,
+                                    "match": {"in_port": in_port}})()
+
+
+def two_switches(monkeypatch):
+    """s1 port 1 -- s2 port 1, each with an access port 2; what discovery
+    announces is collected."""
+    app = discovery_app()
+    s1, s2 = FakeDatapath(1, (1, 2)), FakeDatapath(2, (1, 2))
+    for dp in (s1, s2):
+        app._register(dp)
+    announced, refused = [], []
+    monkeypatch.setattr(app, "send_event_to_observers", announced.append)
+    app.on_refused = refused.append
+    return app, s1, s2, announced, refused
+
+
+def test_a_link_is_announced_once_authentic_probes_crossed_it_both_ways(monkeypatch):
+    from os_ken.topology import event as topology_event
+    app, s1, s2, announced, refused = two_switches(monkeypatch)
+    app.lldp_packet_in_handler(PacketIn(s2, 1, app.auth.frame(1, 1, "00:00:00:00:01:01")))
+    assert announced == []  # one way: nothing yet
+    app.lldp_packet_in_handler(PacketIn(s1, 1, app.auth.frame(2, 1, "00:00:00:00:02:01")))
+    assert all(isinstance(e, topology_event.EventLinkAdd) for e in announced)
+    assert sorted((e.link.src.dpid, e.link.dst.dpid) for e in announced) == [(1, 2), (2, 1)]
+    assert refused == [] and app.refusals.total() == 0
+
+
+def test_forged_probes_change_nothing_and_are_counted_and_reported(monkeypatch):
+    from controller.lldpauth import Authenticator
+    app, s1, s2, announced, refused = two_switches(monkeypatch)
+    forger = Authenticator(b"not the deployment's key!", clock=time.time)
+    # a subscriber on s1 port 2 and one on s2 port 2 claim each other's switch
+    for _ in range(5):
+        app.lldp_packet_in_handler(PacketIn(s1, 2, forger.frame(2, 2, "02:00:00:00:00:01")))
+        app.lldp_packet_in_handler(PacketIn(s2, 2, forger.frame(1, 2, "02:00:00:00:00:02")))
+    assert announced == [] and len(app.links) == 0
+    assert app.refusals.total() == 10
+    assert sorted((e.dpid, e.port, e.mac, e.claimed) for e in refused) == [
+        (1, 2, "02:00:00:00:00:01", "switch 0000000000000002 port 2"),
+        (2, 2, "02:00:00:00:00:02", "switch 0000000000000001 port 2")]
+
+
+def test_each_probe_sent_is_fresh_and_verifies(monkeypatch):
+    from controller.lldp import Discovery
+    monkeypatch.setattr(Discovery, "sending", True)
+    app, s1, _, _, _ = two_switches(monkeypatch)
+    app._port_added(app._get_port(1, 1))
+    app.send_lldp_packet(app._get_port(1, 1))
+    app.send_lldp_packet(app._get_port(1, 1))
+    first, second = (out.data for out in s1.sent)
+    assert first != second
+    assert [app.auth.check(f).refusal for f in (first, second)] == [None, None]
+    assert app.auth.check(first).port == 1

@@ -268,6 +268,20 @@ def test_cutoff_stops_everything_in_and_out_and_nothing_else():
     assert fate(rules, ip_packet("10.0.0.2", "10.0.0.3", "tcp", 80)) == "passes"
 
 
+def test_a_cut_off_or_quarantined_subscribers_lldp_never_reaches_the_controller():
+    """LLDP is copied to discovery in table 2, after enforcement: what table
+    0 drops never reaches it (OS-Ken's own rule sat above every enforcement)."""
+    lldp = {"in_port": 1, "eth_src": MACS["10.0.0.1"][0], "eth_dst": "01:80:c2:00:00:0e",
+            "eth_type": 0x88CC}
+    assert simulate(switch(), 1, lldp).copied
+    for violation in (Violation.ILLEGAL_USE, Violation.MALWARE, Violation.SPOOFING):
+        verdict = simulate(switch(planned(step(violation))), 1, lldp)
+        assert (verdict.outcome, verdict.copied) == ("dropped", False), violation
+    # a neighbour's LLDP still reaches it
+    assert simulate(switch(planned(step(Violation.ILLEGAL_USE))), 1,
+                    {**lldp, "in_port": 2, "eth_src": MACS["10.0.0.2"][0]}).copied
+
+
 def test_anti_spoofing_lets_only_the_genuine_source_leave():
     rules = switch(planned(step(Violation.SPOOFING)))
     assert fate(rules, ip_packet("10.0.0.1", "10.0.0.3", "tcp", 80)) == "passes"
