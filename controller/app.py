@@ -36,6 +36,7 @@ from os_ken.topology import event as topo_event
 from controller import discovery
 from controller.dataplane import Budgets
 from controller.fabric import STARTUP_GRACE, Fabric
+from controller.handoff import Coalesced, Mailbox
 from controller.lldp import Discovery
 from controller.packetin import DEFAULT_DEPTH, PacketInQueue
 from controller.roles import Roles
@@ -43,7 +44,14 @@ from controller.sessions import Sessions
 from controller.switchsync import SwitchSync
 from controller.topostate import TopologyState
 from enforcement.errors import SwitchError
-from enforcement.model import HostView, LinkView, Location, PortAlarm, TopologyView
+from enforcement.model import (
+    HostView,
+    IdentityEvent,
+    LinkView,
+    Location,
+    PortAlarm,
+    TopologyView,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -94,6 +102,11 @@ class EnforcementApp(app_manager.OSKenApp):
         # A refused claim on who is where (enforcement.model.IdentityEvent),
         # from whichever thread refused it.
         self.on_identity_event: Callable = lambda event: None
+        # One thread at most for each: a burst of link changes or refused
+        # frames must not start a thread each (controller/handoff.py).
+        self._links_changed = Coalesced(lambda: self.on_links_changed(), "links-changed")
+        self._identity_events = Mailbox(self._deliver_identity, "identity-events")
+        self._discovery: Discovery | None = None
         # Whether anything is enforced on an address: a host learned afresh
         # is handed to on_host_moved only then, so learning thousands of
         # hosts after a restart starts no thread for the unenforced ones.
@@ -197,6 +210,9 @@ class EnforcementApp(app_manager.OSKenApp):
         switches = app_manager.lookup_service_brick("switches")
         if switches is not None and getattr(switches, "link_discovery", False):
             self.threads.append(hub.spawn(discovery.pace, switches))
+        if isinstance(switches, Discovery):
+            self._discovery = switches
+            switches.on_refused = self.report_identity
         self.packet_ins.start()
         threading.Thread(target=self.fabric.run, name="data-plane", daemon=True).start()
         return started
@@ -272,18 +288,18 @@ class EnforcementApp(app_manager.OSKenApp):
         if gone:
             self.fabric.mark_hosts(gone)
         if new:
-            LOG.info("link up %016x:%d -> %016x:%d", *dataclasses.astuple(link))
+            LOG.info("link up %016x:%d <-> %016x:%d", *dataclasses.astuple(link))
             self.fabric.mark_all()
-            threading.Thread(target=self.on_links_changed, daemon=True).start()
+            self._links_changed.request()
 
     @set_ev_cls(topo_event.EventLinkDelete)
     def _link_delete(self, ev):
         src, dst = ev.link.src, ev.link.dst
         link = LinkView(src.dpid, src.port_no, dst.dpid, dst.port_no)
         if self.net.link_deleted(link):
-            LOG.info("link down %016x:%d -> %016x:%d", *dataclasses.astuple(link))
+            LOG.info("link down %016x:%d <-> %016x:%d", *dataclasses.astuple(link))
             self.fabric.mark_all()
-            threading.Thread(target=self.on_links_changed, daemon=True).start()
+            self._links_changed.request()
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def _port_status(self, ev):
@@ -313,6 +329,27 @@ class EnforcementApp(app_manager.OSKenApp):
         if learned.follow:
             threading.Thread(target=self.on_host_moved, args=(learned.follow,),
                              daemon=True).start()
+
+    def report_identity(self, event: IdentityEvent) -> None:
+        """A refused claim, from any thread: delivered to on_identity_event
+        off it."""
+        self._identity_events.put(event)
+
+    def _deliver_identity(self, event: IdentityEvent) -> None:
+        if not self.roles.leading:
+            return  # the followers hear the same frames: one report is enough
+        if event.subscriber_ip is None:
+            ip = self.net.subscriber_at(event.dpid, event.port)
+            if ip:
+                event = dataclasses.replace(event, subscriber_ip=ip)
+        LOG.info("identity event: %s", event.text())
+        self.on_identity_event(event)
+
+    def lldp_refused(self) -> dict[str, int]:
+        """LLDP frames refused so far, by reason (every one, reported or not)."""
+        if self._discovery is None:
+            return {}
+        return dict(self._discovery.refusals.counts)
 
     def _budget_alarm(self, dpid: int, port: int, budget: str, rate: float,
                       limit: float) -> None:
