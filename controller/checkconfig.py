@@ -2,7 +2,7 @@
 start with? (Faucet's check_faucet_config, for this controller.)
 
 Reads the settings, the policy, access and inventory files they name, the
-TLS and token files; prints the settings that would be used and what the
+TLS, token and LLDP key files; prints the settings that would be used and what the
 files hold; exits 0 when all is good, 1 naming every mistake otherwise.
 It starts nothing and changes nothing: no port is bound, no switch reached,
 no store opened (or created), not even the state directory is made.
@@ -87,6 +87,17 @@ def _files(args: argparse.Namespace, errors: list[str], notes: list[str]) -> Non
         except OSError as exc:
             errors.append(f"{name('http_token_file')} {args.http_token_file}: "
                           f"{exc.strerror}")
+    if args.lldp_key_file:
+        from controller import lldpkey
+        try:
+            lldpkey.read_file(args.lldp_key_file)
+            notes.append(f"LLDP key: {args.lldp_key_file}")
+        except OSError as exc:
+            errors.append(f"{name('lldp_key_file')} {args.lldp_key_file}: {exc.strerror}")
+        except ValueError as exc:
+            errors.append(f"{name('lldp_key_file')}: {exc}")
+    else:
+        notes.append("LLDP key: the one kept in the store (made at the first start)")
     _store(args, errors, notes)
 
 

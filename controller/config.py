@@ -137,6 +137,10 @@ SETTINGS: tuple[Setting, ...] = (
     S("startup_grace", "control_plane.startup_grace", float, 15.0, "after a start, "
       "switches found holding forwarding flows get only additions this long, while the "
       "others reconnect", "S", group=PLANE),
+    S("lldp_key_file", "identity.lldp_key_file", str, None, "a file holding the secret "
+      "(16 bytes or more) that authenticates the controller's LLDP probes, the same for "
+      "every instance of a deployment. Default: one kept in the store (--db), made by the "
+      "first instance to start", "FILE", path=True, env="ENFORCEMENT_LLDP_KEY"),
     S("log_level", "log.level", str, "INFO", "the least important messages logged",
       choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     S("log_format", "log.format", str, "text", "text: one readable line each; json: one "

@@ -226,6 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bad URL, an unreadable file, a failed migration
         LOG.error("cannot open the store %s: %s", config.printable_url(args.db), exc)
         return 2
+    from controller import lldpkey
+    from controller.lldp import Discovery
+    try:
+        Discovery.key, key_source = lldpkey.load(args.lldp_key_file, store)
+    except (OSError, ValueError) as exc:
+        LOG.error("no LLDP key (see --lldp-key-file): %s", exc)
+        return 2
+    LOG.info("LLDP probes authenticated with the key from %s", key_source)
     from controller import app as app_module
     app_module.INVENTORY_PATH[0] = args.inventory
     app_module.SETTINGS[0] = app_module.Settings(args.budgets, args.packet_in_queue,

@@ -1,4 +1,5 @@
-"""Durable state: enforcements, lifecycle events and the audit log.
+"""Durable state: enforcements, lifecycle events, the audit log, and the
+secrets the instances of a deployment share.
 
 SQLAlchemy Core over any database it speaks: an SQLite file by default,
 PostgreSQL by URL (postgresql+psycopg://...). The schema is owned by Alembic
@@ -13,7 +14,8 @@ import contextlib
 import dataclasses
 import pathlib
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 import orjson
 import sqlalchemy as sa
@@ -78,6 +80,11 @@ LEADERSHIP = sa.Table(
     sa.Column("holder", sa.String(256)), sa.Column("address", sa.String(256)),
     sa.Column("epoch", sa.BigInteger), sa.Column("expires_at", sa.Float),
     sa.Column("revision", sa.BigInteger))
+
+SECRETS = sa.Table(
+    "secrets", _META,  # migration 0005
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text), sa.Column("created_at", sa.Float))
 
 MIGRATIONS = pathlib.Path(__file__).resolve().parent / "migrations"
 
@@ -326,6 +333,26 @@ class Store:
         if self._engine.dialect.name == "postgresql":
             return sa.func.extract("epoch", sa.func.clock_timestamp())
         return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)")
+
+    # ---- shared secrets ---------------------------------------------------------
+
+    def shared_secret(self, name: str, make: Callable[[], bytes]) -> bytes:
+        """The deployment's secret of that name: the one stored, or, when
+        none is, make()'s, stored for the other instances. Instances
+        starting at once agree: one insert wins, the others read it."""
+        query = sa.select(SECRETS.c.value).where(SECRETS.c.name == name)
+        with self._engine.connect() as conn:
+            found = conn.execute(query).scalar()
+        if found is None:
+            try:
+                with self._write_lock, self._engine.begin() as conn:
+                    conn.execute(SECRETS.insert().values(name=name, value=make().hex(),
+                                                         created_at=time.time()))
+            except sa.exc.IntegrityError:
+                pass  # another instance stored one first: that one it is
+            with self._engine.connect() as conn:
+                found = conn.execute(query).scalar_one()
+        return bytes.fromhex(found)
 
     # ---- events --------------------------------------------------------------
 
