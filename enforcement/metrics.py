@@ -25,6 +25,10 @@ so they can never drift from the truth.
     openflow_packet_ins_total{outcome}, openflow_packet_in_queue
         Packet-in copies learned from or dropped (oldest first, when they come
         faster than they are learned from), and how many wait.
+    openflow_lldp_refused_total{reason}
+        LLDP frames that failed authentication (unreadable, no authenticator,
+        bad authenticator, stale, from the future, replayed): every one,
+        changing nothing; the identity events about them are throttled.
     enforcement_switch_rules{datapath_id}, enforcement_switch_meters{datapath_id}
         What the controller keeps on each switch for its enforcements.
     enforcement_policy_info{version}
@@ -143,6 +147,14 @@ class _StateCollector:
                 yield GaugeMetricFamily("openflow_packet_in_queue",
                                         "Packet-ins waiting to be learned from",
                                         value=queue.depth())
+            lldp_refused = getattr(self._network, "lldp_refused", None)
+            if lldp_refused is not None:
+                refused = CounterMetricFamily(
+                    "openflow_lldp_refused", "LLDP frames refused by discovery (failed "
+                    "authentication), by reason", labels=["reason"])
+                for reason, count in sorted(lldp_refused().items()):
+                    refused.add_metric([reason], count)
+                yield refused
 
 
 LiveSummary = collections.namedtuple("LiveSummary",
