@@ -14,8 +14,11 @@ import lab as harness
 
 
 def test_starts_answers_health_and_stops_cleanly_on_sigterm(tmp_path):
+    # A state directory of its own: the machine's default is shared by
+    # every checkout on it, whose schemas may differ.
     controller = harness.ControllerProcess(harness.free_port(),
-                                           log_path=tmp_path / "controller.log")
+                                           log_path=tmp_path / "controller.log",
+                                           extra_args=["--state-dir", str(tmp_path)])
     try:
         address = controller.wait_ready()
         with grpc.insecure_channel(address) as channel:
