@@ -262,6 +262,8 @@ class EnforcementApp(app_manager.OSKenApp):
             return
         LOG.info("switch %016x ready (%s)", dpid, "master" if self.roles.leading else "slave")
         if self.roles.leading:
+            if self._discovery is not None:
+                self._discovery.probe_switch(dpid)
             self.on_switch_ready(dpid)
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)

@@ -135,6 +135,17 @@ class Discovery(Switches):
             self.send_lldp_packet(port)
         return len(due)
 
+    def probe_switch(self, dpid: int) -> None:
+        """Probes every port of a switch now: its data plane (which copies
+        LLDP to the controller) was just pushed, and the probes sent when it
+        connected, before that, were lost. Its ports settle 0.8 s after the
+        connection (controller/settling.py): links found by then never carry
+        a host location."""
+        with self.guard:
+            for port in [p for p in self.ports if p.dpid == dpid]:
+                self.ports.move_front(port)
+        self.lldp_event.set()
+
     def reap_stale_links(self, now: float) -> list:
         """Forgets links not refreshed within LINK_TIMEOUT and hurries the
         probe of their reverse direction, likely dead too. Caller holds the

@@ -16,6 +16,7 @@ from google.protobuf import duration_pb2
 
 import lab as harness
 import topologies
+from controller import dataplane
 from controller.settling import SETTLE_SECONDS
 from enforcement import pipeline
 from enforcement.v1 import enforcement_pb2 as pb
@@ -27,6 +28,7 @@ AUDIT_INTERVAL = 2.0
 UPLINK_PORT = 4  # on s1 and s2 alike: hosts take ports 1-3
 NOBODY = "10.0.0.250"  # in the lab's subnet, no host has it
 NS = pipeline.NS_ENFORCE << pipeline.COOKIE_NAMESPACE_SHIFT
+BLINDING_COOKIE = 0x7E57  # no namespace of the controller's: it leaves the flow alone
 
 
 @pytest.fixture(scope="module")
@@ -303,10 +305,14 @@ def test_an_enforcement_planned_on_an_undiscovered_uplink_goes_home_with_its_hos
     not blocked)."""
     h4 = lab.host("h4")
     located(lab, ["h4"])
-    # os-ken's LLDP-to-controller flow made to drop: discovery goes blind.
-    lldp = "cookie=0/-1,dl_type=0x88cc"
+    # A flow of someone else's above the data plane's copies of LLDP to the
+    # controller (table 2), dropping them: discovery goes blind. (The copies
+    # are the controller's own flows: it would put them back, and the port
+    # bounced below gets new ones on both ends of the cable.)
+    lldp = (f"table=2,cookie={BLINDING_COOKIE:#x},priority={dataplane.PRIORITY_LLDP_ACCESS + 1},"
+            "dl_type=0x88cc")
     for switch in ("s1", "s2"):
-        harness.ofctl("mod-flows", switch, f"{lldp},actions=drop")
+        harness.ofctl("add-flow", switch, f"{lldp},actions=drop")
     try:
         harness.wait_until(lambda: not lab.stub.GetTopology(pb.GetTopologyRequest()).links,
                            20, "the s1-s2 link to be reaped")
@@ -334,7 +340,7 @@ def test_an_enforcement_planned_on_an_undiscovered_uplink_goes_home_with_its_hos
     finally:
         harness.ofctl("mod-port", "s1", f"s1-eth{UPLINK_PORT}", "up")
         for switch in ("s1", "s2"):
-            harness.ofctl("mod-flows", switch, f"{lldp},actions=CONTROLLER:65535")
+            harness.ofctl("del-flows", switch, f"table=2,cookie={BLINDING_COOKIE:#x}/-1")
     harness.wait_until(lambda: len(lab.stub.GetTopology(pb.GetTopologyRequest()).links) == 2,
                        20, "the s1-s2 link to be discovered again")
 

@@ -219,3 +219,17 @@ def test_each_probe_sent_is_fresh_and_verifies(monkeypatch):
     assert first != second
     assert [app.auth.check(f).refusal for f in (first, second)] == [None, None]
     assert app.auth.check(first).port == 1
+
+
+def test_a_switch_whose_data_plane_was_just_pushed_is_probed_at_once(monkeypatch):
+    from controller.lldp import Discovery
+    monkeypatch.setattr(Discovery, "sending", True)
+    app, s1, s2, _, _ = two_switches(monkeypatch)
+    for dpid, no in ((1, 1), (1, 2), (2, 1)):
+        app._port_added(app._get_port(dpid, no))
+    now = time.time()
+    app.probe_due_ports(now)  # as when the switches connected (lost: no copy rule yet)
+    assert app.probe_due_ports(now) == 0
+    app.probe_switch(1)
+    assert app.probe_due_ports(now) == 2  # s1's two ports, not s2's
+    assert len(s1.sent) == 4 and len(s2.sent) == 1
