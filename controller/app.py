@@ -77,6 +77,7 @@ class EnforcementApp(app_manager.OSKenApp):
         from enforcement import inventory
         # The process entry validated the file already (--inventory).
         self.inventory = inventory.load(INVENTORY_PATH[0])
+        self._lines = _lines_of(self.inventory)
         settings = SETTINGS[0]
         self.sessions = Sessions()
         self.roles = Roles(self.sessions.transact, lambda: self.switch_timeout)
@@ -130,12 +131,17 @@ class EnforcementApp(app_manager.OSKenApp):
         Called on the reload thread."""
         before = {p.ip: (p.dpid, p.port) for p in self.inventory}
         self.inventory = list(pinned)
+        self._lines = _lines_of(self.inventory)
         self.net.repin(self.inventory)
         self.fabric.mark_all()
         for pin in self.inventory:
             if before.get(pin.ip, (pin.dpid, pin.port)) != (pin.dpid, pin.port) \
                     and self.is_enforced(pin.ip):
                 self.on_host_moved((pin.ip, *(a for a in pin.ipv6 if "/" not in a)))
+
+    def is_subscriber_line(self, dpid: int, port: int) -> bool:
+        """Whether the inventory pins a subscriber to this switch port."""
+        return (dpid, port) in self._lines
 
     def connected_switches(self) -> list[int]:
         return self.sessions.dpids()
@@ -213,6 +219,7 @@ class EnforcementApp(app_manager.OSKenApp):
         if isinstance(switches, Discovery):
             self._discovery = switches
             switches.on_refused = self.report_identity
+            switches.is_subscriber_line = self.is_subscriber_line
         self.packet_ins.start()
         threading.Thread(target=self.fabric.run, name="data-plane", daemon=True).start()
         return started
@@ -371,6 +378,10 @@ class EnforcementApp(app_manager.OSKenApp):
                                          limit=limit, subscriber_ip=ip, detail=detail))
         except Exception:
             LOG.exception("port alarm not delivered")
+
+
+def _lines_of(pinned) -> frozenset[tuple[int, int]]:
+    return frozenset((p.dpid, p.port) for p in pinned)
 
 
 def _is_live(ofp, desc) -> bool:

@@ -8,7 +8,11 @@ cannot tell) to another port it reaches. Here a direction heard is only
 recorded; the link counts, and both its directions are announced together,
 once the reverse is heard as well: a switch-to-switch cable answers both
 ways by itself, a subscriber would have to carry probes both ways between
-two lines of its own, all the time. It stops counting when either
+two lines of its own, all the time. That it can do (mininet/lldp_relay.py
+does), and only the inventory stops it: no link ends on a declared
+subscriber line (controller/lldp.py). Lines the inventory does not name
+stay open to it; telling such a relay from a cable needs more than LLDP
+(the latency of the probe, port counters that match). It stops counting when either
 direction is reaped or its port goes (the controller's view then drops
 both: controller/topostate.py).
 

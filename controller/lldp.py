@@ -25,8 +25,10 @@ the two loops, which are this app's own.
 Only switches write the topology. Every probe carries an authenticator
 (controller/lldpauth.py) and a frame that fails it changes nothing: it is
 counted, logged and reported (controller/refusedlldp.py). An authentic
-direction is recorded, and a link is announced once both directions are
-heard (controller/linkpairs.py). OS-Ken's own table-0 rule, which sent every
+probe heard on, or sent out of, a port the inventory declares a
+subscriber's line was carried there by the subscriber and is refused the
+same way. An authentic direction is recorded, and a link is announced once
+both directions are heard (controller/linkpairs.py). OS-Ken's own table-0 rule, which sent every
 LLDP frame to the controller above every enforcement, is not installed:
 the data plane's table 2 copies LLDP to the controller after enforcement
 and through each access port's learning meter (controller/dataplane.py).
@@ -34,6 +36,7 @@ and through each access port's learning meter (controller/dataplane.py).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -47,7 +50,7 @@ from os_ken.topology import event as topology_event
 from os_ken.topology.switches import Link, Switches
 
 from controller.linkpairs import TwoWayLinks
-from controller.lldpauth import UNREADABLE, Authenticator
+from controller.lldpauth import SUBSCRIBER_LINE, UNREADABLE, Authenticator
 from controller.refusedlldp import RefusedFrames
 
 LOG = logging.getLogger(__name__)
@@ -92,6 +95,9 @@ class Discovery(Switches):
             # called on the event thread: it must not block (controller/app.py
             # hands it off).
             self.on_refused: Callable = lambda event: None
+            # Whether the inventory declares a switch port a subscriber's
+            # line (set by controller/app.py): no link ends there.
+            self.is_subscriber_line: Callable[[int, int], bool] = lambda dpid, port: False
 
     def get_handlers(self, ev, state=None):
         return [self._guarded(handler) for handler in super().get_handlers(ev, state)]
@@ -187,6 +193,11 @@ class Discovery(Switches):
             return
         dpid, in_port = msg.datapath.id, msg.match.get("in_port")
         verdict = self.auth.check(msg.data)
+        if verdict.refusal is None and (self.is_subscriber_line(dpid, in_port)
+                                        or self.is_subscriber_line(verdict.dpid, verdict.port)):
+            # The controller's own probe, but a subscriber's line is no end
+            # of a cable between switches: a subscriber carried it here.
+            verdict = dataclasses.replace(verdict, refusal=SUBSCRIBER_LINE)
         if verdict.refusal is not None:
             self._refused(dpid, in_port, msg.data, verdict)
             return
@@ -216,6 +227,8 @@ class Discovery(Switches):
         refusal = self.refusals.refused(dpid, port, mac, verdict)
         if refusal.log:
             what = ("unreadable LLDP frame" if verdict.refusal == UNREADABLE
+                    else f"LLDP probe of {verdict.claimed} carried by a subscriber"
+                    if verdict.refusal == SUBSCRIBER_LINE
                     else f"forged LLDP frame claiming {verdict.claimed}")
             LOG.warning("%s from %016x port %s (%s), refused: %d so far", what, dpid, port,
                         mac, refusal.count)

@@ -59,7 +59,12 @@ BAD_AUTHENTICATOR = "bad authenticator"
 STALE = "stale"
 FUTURE = "from the future"
 REPLAYED = "replayed"
-REASONS = (UNREADABLE, NO_AUTHENTICATOR, BAD_AUTHENTICATOR, STALE, FUTURE, REPLAYED)
+# Authentic, but heard on (or claiming) a port the inventory declares a
+# subscriber's line: a probe that reached the subscriber, carried to
+# another port (controller/lldp.py refuses it).
+SUBSCRIBER_LINE = "subscriber line"
+REASONS = (UNREADABLE, NO_AUTHENTICATOR, BAD_AUTHENTICATOR, STALE, FUTURE, REPLAYED,
+           SUBSCRIBER_LINE)
 
 
 @dataclasses.dataclass(frozen=True)

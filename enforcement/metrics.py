@@ -27,8 +27,10 @@ so they can never drift from the truth.
         faster than they are learned from), and how many wait.
     openflow_lldp_refused_total{reason}
         LLDP frames that failed authentication (unreadable, no authenticator,
-        bad authenticator, stale, from the future, replayed): every one,
-        changing nothing; the identity events about them are throttled.
+        bad authenticator, stale, from the future, replayed) or were carried
+        by a subscriber (subscriber line: the controller's own probe, on an
+        inventory line): every one, changing nothing; the identity events
+        about them are throttled.
     enforcement_switch_rules{datapath_id}, enforcement_switch_meters{datapath_id}
         What the controller keeps on each switch for its enforcements.
     enforcement_policy_info{version}

@@ -24,6 +24,7 @@ from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
 pytestmark = pytest.mark.mininet
 
 FORGE = harness.HERE / "lldp_forge.py"
+RELAY = harness.HERE / "lldp_relay.py"
 REAL_LINKS = {(1, 3, 2, 3), (2, 3, 1, 3), (2, 4, 3, 3), (3, 3, 2, 4)}
 HOME = {"h1": (1, 1), "h2": (1, 2), "h3": (2, 1), "h4": (2, 2), "h5": (3, 1), "h6": (3, 2)}
 
@@ -165,7 +166,7 @@ def test_a_cut_off_subscribers_lldp_never_reaches_the_controller(lab):
     assert_nothing_changed(lab)
 
 
-def restart_controller(lab):
+def restart_controller(lab, extra_args=()):
     """SIGKILL, then a new process on the same store and OpenFlow port."""
     old = lab.controller
     old.proc.kill()
@@ -173,7 +174,7 @@ def restart_controller(lab):
     old.stop()
     new = harness.ControllerProcess(
         lab.ofp_port, log_path=old.log_path.with_name(old.log_path.stem + "-restarted.log"),
-        extra_args=lab.controller_args)
+        extra_args=[*lab.controller_args, *extra_args])
     new.wait_ready()
     lab.controller = new
     lab.channel.close()
@@ -199,3 +200,30 @@ def test_after_a_restart_real_links_are_found_and_forged_ones_still_refused(lab)
     sent = forge(lab, "h5", [(1, 1), (2, 3)])
     assert_nothing_changed(lab)
     assert refused(lab) >= 0.95 * sent
+
+
+def test_probes_a_subscriber_carries_between_two_inventory_lines_make_no_link(lab, tmp_path):
+    """Authentic, fresh probes (the controller sends them out of every port,
+    a subscriber's too) carried both ways between h1's and h5's lines, as
+    if a cable joined s1:1 and s3:1: where the inventory declares the
+    lines, no link ends there. (Without the inventory this is the one way
+    left to write a link: see controller/linkpairs.py.)"""
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text("".join(
+        f'[[subscriber]]\naccount = "{name}"\nip = "{lab.host(name).IP()}"\n'
+        f"switch = {dpid}\nport = {port}\n" for name, (dpid, port) in HOME.items()
+        if name in ("h1", "h5")))
+    restart_controller(lab, ["--inventory", str(inventory)])
+    harness.wait_until(lambda: links(lab) == REAL_LINKS, 30, "the real links found again")
+    time.sleep(SETTLE_SECONDS)
+    before = refused(lab)
+    h1, h5 = lab.host("h1"), lab.host("h5")
+    relays = [a.popen([sys.executable, str(RELAY), a.defaultIntf().name, b.IP(), "5999", "8"])
+              for a, b in ((h1, h5), (h5, h1))]
+    results = [relay.communicate(timeout=30)[0].decode() for relay in relays]
+    for out in results:  # both lines received probes and sent the other's
+        carried, injected = map(int, re.search(r"carried=(\d+) injected=(\d+)", out).groups())
+        assert carried >= 5 and injected >= 5, results
+    assert_nothing_changed(lab)
+    assert refused(lab) - before >= 10
+    assert "carried by a subscriber" in lab.log_path.read_text()

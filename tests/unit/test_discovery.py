@@ -233,3 +233,27 @@ def test_a_switch_whose_data_plane_was_just_pushed_is_probed_at_once(monkeypatch
     app.probe_switch(1)
     assert app.probe_due_ports(now) == 2  # s1's two ports, not s2's
     assert len(s1.sent) == 4 and len(s2.sent) == 1
+
+
+def test_probes_carried_by_a_subscriber_on_its_inventory_lines_make_no_link(monkeypatch):
+    """A probe sent out of a subscriber's line reaches the subscriber, which
+    may carry it, authentic and fresh, to another port: where the inventory
+    declares the lines, no link ends on one."""
+    from controller import lldpauth
+    app, s1, s2, announced, refused = two_switches(monkeypatch)
+    app.is_subscriber_line = lambda dpid, port: (dpid, port) in {(1, 2), (2, 2)}
+    probe_of_line_1 = app.auth.frame(1, 2, "00:00:00:00:01:02")  # sent out of s1:2
+    probe_of_line_2 = app.auth.frame(2, 2, "00:00:00:00:02:02")
+    app.lldp_packet_in_handler(PacketIn(s2, 2, probe_of_line_1))  # carried to s2:2
+    app.lldp_packet_in_handler(PacketIn(s1, 2, probe_of_line_2))  # and back
+    # carried to a port that is no declared line: refused all the same
+    app.lldp_packet_in_handler(PacketIn(s2, 1, app.auth.frame(1, 2, "00:00:00:00:01:02")))
+    assert announced == [] and len(app.links) == 0
+    assert app.refusals.counts[lldpauth.SUBSCRIBER_LINE] == 3
+    assert {(e.dpid, e.port, e.claimed) for e in refused} == {
+        (2, 2, "switch 0000000000000001 port 2"), (1, 2, "switch 0000000000000002 port 2"),
+        (2, 1, "switch 0000000000000001 port 2")}
+    # the real cable between them is found as ever
+    app.lldp_packet_in_handler(PacketIn(s2, 1, app.auth.frame(1, 1, "00:00:00:00:01:01")))
+    app.lldp_packet_in_handler(PacketIn(s1, 1, app.auth.frame(2, 1, "00:00:00:00:02:01")))
+    assert len(announced) == 2
