@@ -40,6 +40,7 @@ from controller.lldp import Discovery
 from controller.packetin import DEFAULT_DEPTH, PacketInQueue
 from controller.roles import Roles
 from controller.sessions import Sessions
+from controller.snooping import Snooping
 from controller.switchsync import SwitchSync
 from controller.topostate import TopologyState
 from enforcement.errors import SwitchError
@@ -53,6 +54,7 @@ class Settings:
     budgets: Budgets = Budgets()
     packet_in_queue: int = DEFAULT_DEPTH
     startup_grace: float = STARTUP_GRACE
+    dhcp_trusted: frozenset[tuple[int, int]] = frozenset()  # (dpid, port) of DHCP servers
 
 
 # Set by the process entry before OS-Ken instantiates the app (OS-Ken builds
@@ -76,7 +78,8 @@ class EnforcementApp(app_manager.OSKenApp):
         self.net = TopologyState(self.inventory, settings.budgets)
         self.fabric = Fabric(self.sessions.transact, self.net.snapshot, settings.budgets,
                              on_budget=self._budget_alarm,
-                             startup_grace=settings.startup_grace)
+                             startup_grace=settings.startup_grace,
+                             dhcp_trusted=settings.dhcp_trusted)
         self.fabric.active = False
         self.switches = SwitchSync(self.sessions.transact, self.fabric)
         self.packet_ins = PacketInQueue(self._learn, settings.packet_in_queue)
@@ -98,6 +101,14 @@ class EnforcementApp(app_manager.OSKenApp):
         # is handed to on_host_moved only then, so learning thousands of
         # hosts after a restart starts no thread for the unenforced ones.
         self.is_enforced: Callable[[str], bool] = lambda ip: False
+        # DHCP snooping (controller/snooping.py): a binding made or renewed
+        # (controller.bindings.Binding) or ended (controller.bindings.Release),
+        # in order, on the packet-in worker or the lease-expiry thread.
+        self.on_binding: Callable = lambda change: None
+        self.snooping = Snooping(settings.dhcp_trusted,
+                                 on_change=lambda change: self.on_binding(change),
+                                 on_untrusted=lambda event: self.on_identity_event(event),
+                                 leading=lambda: self.roles.leading)
 
     # ---- the Network protocol used by the service -------------------------
 
@@ -199,6 +210,7 @@ class EnforcementApp(app_manager.OSKenApp):
             self.threads.append(hub.spawn(discovery.pace, switches))
         self.packet_ins.start()
         threading.Thread(target=self.fabric.run, name="data-plane", daemon=True).start()
+        threading.Thread(target=self.snooping.run, name="dhcp-leases", daemon=True).start()
         return started
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
@@ -313,6 +325,7 @@ class EnforcementApp(app_manager.OSKenApp):
         if learned.follow:
             threading.Thread(target=self.on_host_moved, args=(learned.follow,),
                              daemon=True).start()
+        self.snooping.handle(dpid, in_port, data)
 
     def _budget_alarm(self, dpid: int, port: int, budget: str, rate: float,
                       limit: float) -> None:

@@ -22,7 +22,8 @@ Tables (enforcement/pipeline.py):
                spoofer would move its victim's address, and its
                enforcements, onto itself). A port under a learning ban or
                at its host limit drops unknown sources instead (known hosts
-               keep working).
+               keep working). DHCP server replies: copied from the trusted
+               ports, dropped on every other access port (dhcpguard.py).
   3 forward    eth_dst of a located host: out of the port toward it.
   4 flood      who may flood: settled access ports, through their
                storm-control meter; links on the spanning tree. Nothing
@@ -42,6 +43,7 @@ import dataclasses
 import ipaddress
 from collections.abc import Iterable, Mapping
 
+from controller import dhcpguard
 from enforcement import pipeline
 from enforcement.flows import (
     ApplyMeter,
@@ -138,9 +140,11 @@ def meter_port(meter_id: int) -> tuple[str, int] | None:
     return None
 
 
-def switch_rules(dpid: int, ports: Ports,
-                 budgets: Budgets) -> tuple[tuple[FlowRule, ...], tuple[MeterSpec, ...]]:
-    """Everything on the switch that is not about one host."""
+def switch_rules(dpid: int, ports: Ports, budgets: Budgets,
+                 dhcp_trusted: frozenset[int] = frozenset(),
+                 ) -> tuple[tuple[FlowRule, ...], tuple[MeterSpec, ...]]:
+    """Everything on the switch that is not about one host. dhcp_trusted:
+    its ports with a DHCP server behind them (controller/dhcpguard.py)."""
     base = pipeline.COOKIE_BASE
     fwd = pipeline.COOKIE_FORWARD
     miss = pipeline.PRIORITY_TABLE_MISS
@@ -177,6 +181,7 @@ def switch_rules(dpid: int, ports: Ports,
     for port in sorted(ports.tree):
         rules.append(FlowRule(dpid, pipeline.TABLE_FLOOD, PRIORITY_FLOOD_IN, fwd,
                               (("in_port", port),), (GotoTable(pipeline.TABLE_FLOOD_OUT),)))
+    rules += dhcpguard.dhcp_rules(dpid, ports.access, dhcp_trusted)
     targets = (ports.access | ports.tree) - set(ports.egress)
     rules.append(FlowRule(dpid, pipeline.TABLE_FLOOD_OUT, PRIORITY_FLOOD_ALL, fwd, (),
                           tuple(Output(p) for p in sorted(targets))))

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from controller import compiler, dataplane
+from controller import compiler, dataplane, dhcpguard
 from controller.dataplane import Budgets, Ports
 from enforcement import pipeline
 from enforcement.desired import Change, SwitchState, diff
@@ -70,7 +70,8 @@ class Fabric:
                  on_budget: Callable[[int, int, str, float, float], None] = lambda *a: None,
                  clock: Callable[[], float] = time.monotonic,
                  startup_grace: float = STARTUP_GRACE, reconnect_hold: float = RECONNECT_HOLD,
-                 timeout: float = 5.0):
+                 timeout: float = 5.0,
+                 dhcp_trusted: frozenset[tuple[int, int]] = frozenset()):
         self._transact = transact
         self._snapshot = snapshot
         self.budgets = budgets
@@ -80,6 +81,7 @@ class Fabric:
         self._startup_grace = startup_grace
         self._reconnect_hold = reconnect_hold
         self.timeout = timeout
+        self.dhcp_trusted = dhcp_trusted      # (dpid, port) of DHCP servers
         self._lock = threading.Lock()          # the bookkeeping below
         self._push_lock = threading.Lock()     # one sync at a time
         self._switches: dict[int, _Switch] = {}
@@ -175,7 +177,8 @@ class Fabric:
                     return
                 ports = self._ports(dpid, state, snap)
                 hops = snap.hops.get(dpid, {})
-                rules, meters = dataplane.switch_rules(dpid, ports, self.budgets)
+                rules, meters = dataplane.switch_rules(
+                    dpid, ports, self.budgets, dhcpguard.on_switch(self.dhcp_trusted, dpid))
                 wanted = {_SWITCH_PART: {r.key: r for r in rules}}
                 for host in snap.hosts.values():
                     flows = self._host_part(dpid, host, ports, hops)

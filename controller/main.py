@@ -229,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     from controller import app as app_module
     app_module.INVENTORY_PATH[0] = args.inventory
     app_module.SETTINGS[0] = app_module.Settings(args.budgets, args.packet_in_queue,
-                                                 args.startup_grace)
+                                                 args.startup_grace,
+                                                 dhcp_trusted=args.dhcp_trusted_ports)
     if pinned:
         LOG.info("inventory: %d subscriber(s) pinned", len(pinned))
     notify("STATUS=starting OpenFlow")

@@ -104,7 +104,7 @@ def test_every_mistake_is_named_with_its_file_key_and_line(tmp_path):
         f"{path}:7: log.format must be one of text, json, not \"xml\"",
         f"{path}:9: control_plane.learn_pps must be a whole number, not true",
         (f"{path}:11: unknown table [nope] (known: grpc, openflow, tls, ha, metrics, http, "
-         "control_plane, log)"),
+         "control_plane, identity, log)"),
         f"{path}:5: openflow.port 70000 is not a TCP port",
         f"{path}:10: control_plane.storm_pps must be positive (a control-plane budget)",
     ]
