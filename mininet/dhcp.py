@@ -190,10 +190,11 @@ class DhcpClient:
             self.host.dhcp_client = None
 
 
-def dhcp_client(host, timeout: float = 20.0) -> str:
+def dhcp_client(host, timeout: float = 20.0, wait: bool = True) -> str:
     """Has host take its IPv4 address from DHCP with busybox's udhcpc, which
-    goes on running to renew it; returns the address. Its static address
-    goes as soon as the client starts."""
+    goes on running to renew it; returns the address (without wait, ""
+    at once: host.dhcp_client.wait_address(0, timeout) waits). Its static
+    address goes as soon as the client starts."""
     client = getattr(host, "dhcp_client", None)
     if client is not None and client.job.alive():
         return client.address() or client.wait_address(0, timeout)
@@ -209,7 +210,7 @@ def dhcp_client(host, timeout: float = 20.0) -> str:
     client = DhcpClient(host, job, folder)
     host.dhcp_client = client
     _on_stop(host, client)
-    return client.wait_address(0, timeout)
+    return client.wait_address(0, timeout) if wait else ""
 
 
 def renew(host, timeout: float = 10.0) -> str:
