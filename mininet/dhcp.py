@@ -38,6 +38,23 @@ case "$1" in
 esac
 echo "$1 ${ip:-} ${lease:-}" >> "$DHCP_STATE"
 """
+# dhclient hands its script only its own variables: the state file is
+# written in. The address goes on with its /64: no router advertisement in
+# the lab says the prefix is on the link, as one would in a real network.
+CLIENT6_SCRIPT = """#!/bin/sh
+case "$reason" in
+  BOUND6|RENEW6|REBIND6|REBOOT6)
+    if [ -n "$old_ip6_address" ] && [ "$old_ip6_address" != "$new_ip6_address" ]; then
+      ip -6 addr del "$old_ip6_address/64" dev "$interface"
+    fi
+    ip -6 addr replace "$new_ip6_address/64" dev "$interface" nodad
+    echo "bound $new_ip6_address" >> STATE ;;
+  EXPIRE6|RELEASE6|STOP6)
+    [ -n "$old_ip6_address" ] && ip -6 addr del "$old_ip6_address/64" dev "$interface"
+    echo "deconfig" >> STATE ;;
+  *) echo "$reason" >> STATE ;;
+esac
+"""
 
 
 def trusted_port(topo, switch: str, host: str) -> str:
@@ -112,14 +129,16 @@ class DhcpServer:
 
 def start_dhcp_server(host, address_range: tuple[str, str], lease_seconds: int = 120, *,
                       static: dict[str, str] | None = None, netmask: str = "255.255.255.0",
-                      ping: bool = True, timeout: float = 10.0) -> DhcpServer:
+                      ping: bool = True, v6_range: tuple[str, str] | None = None,
+                      timeout: float = 10.0) -> DhcpServer:
     """dnsmasq serving DHCP (no DNS) on host's interface: addresses from
     address_range, leases of lease_seconds (dnsmasq's least is 120), the
     reservations static (MAC -> address). It asks nobody else and knows no
     lease from before (authoritative: a client asking for an address it
     does not hold is refused at once, as after a real server's reset).
     Without ping, it offers at once instead of first pinging the address
-    (a server in a hurry: the fastest answer a client can get)."""
+    (a server in a hurry: the fastest answer a client can get). v6_range:
+    DHCPv6 too, from a /64 the host has an address in."""
     folder = pathlib.Path(tempfile.mkdtemp(prefix=f"sdn-dhcp-{host.name}-"))
     intf = host.defaultIntf().name
     _write_hosts(folder, static or {})
@@ -127,6 +146,8 @@ def start_dhcp_server(host, address_range: tuple[str, str], lease_seconds: int =
         "port=0",                      # no DNS: only DHCP
         f"interface={intf}", "bind-interfaces",
         f"dhcp-range={address_range[0]},{address_range[1]},{netmask},{lease_seconds}s",
+        *((f"dhcp-range={v6_range[0]},{v6_range[1]},64,{lease_seconds}s",) if v6_range
+          else ()),
         f"dhcp-hostsfile={folder / 'hosts'}",
         f"dhcp-leasefile={folder / 'leases'}",
         f"pid-file={folder / 'dnsmasq.pid'}",
@@ -152,6 +173,11 @@ class DhcpClient:
     host: object
     job: _Job
     folder: pathlib.Path
+    family: int = 4
+
+    @property
+    def attribute(self) -> str:
+        return "dhcp_client" if self.family == 4 else "dhcp6_client"
 
     def events(self) -> list[tuple[str, str]]:
         """(what, address) as the script was told, in order: deconfig,
@@ -174,10 +200,11 @@ class DhcpClient:
         while time.monotonic() < deadline:
             for what, ip in self.events()[after:]:
                 if what in ("bound", "renew") and ip:
-                    _adopt(self.host, ip)
+                    if self.family == 4:
+                        _adopt(self.host, ip)
                     return ip
             if not self.job.alive():
-                raise RuntimeError(f"udhcpc on {self.host.name} exited: "
+                raise RuntimeError(f"the DHCP client of {self.host.name} exited: "
                                    f"{_read(self.folder / 'stderr')}")
             time.sleep(0.1)
         raise TimeoutError(f"{self.host.name}: no DHCP lease within {timeout} s "
@@ -186,8 +213,8 @@ class DhcpClient:
     def stop(self) -> None:
         self.job.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
-        if getattr(self.host, "dhcp_client", None) is self:
-            self.host.dhcp_client = None
+        if getattr(self.host, self.attribute, None) is self:
+            setattr(self.host, self.attribute, None)
 
 
 def dhcp_client(host, timeout: float = 20.0, wait: bool = True) -> str:
@@ -211,6 +238,27 @@ def dhcp_client(host, timeout: float = 20.0, wait: bool = True) -> str:
     host.dhcp_client = client
     _on_stop(host, client)
     return client.wait_address(0, timeout) if wait else ""
+
+
+def dhcp6_client(host, timeout: float = 30.0) -> str:
+    """Has host take an IPv6 address from DHCPv6 with ISC dhclient (busybox
+    has no DHCPv6 client), which goes on running to renew it; returns the
+    address. Its DUID is link-layer (its MAC)."""
+    client = getattr(host, "dhcp6_client", None)
+    if client is not None and client.job.alive():
+        return client.address() or client.wait_address(0, timeout)
+    folder = pathlib.Path(tempfile.mkdtemp(prefix=f"sdn-dhcpc6-{host.name}-"))
+    script = folder / "script"
+    script.write_text(CLIENT6_SCRIPT.replace("STATE", str(folder / "state")))
+    script.chmod(0o700)
+    (folder / "dhclient.conf").write_text("")
+    job = _start(host, f"dhclient -6 -d -D LL -sf {script} -lf {folder / 'leases'} "
+                       f"-pf {folder / 'dhclient.pid'} -cf {folder / 'dhclient.conf'} "
+                       f"{host.defaultIntf().name} > {folder / 'stderr'} 2>&1")
+    client = DhcpClient(host, job, folder, family=6)
+    host.dhcp6_client = client
+    _on_stop(host, client)
+    return client.wait_address(0, timeout)
 
 
 def renew(host, timeout: float = 10.0) -> str:

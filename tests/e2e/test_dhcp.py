@@ -19,6 +19,7 @@ import topologies
 pytestmark = pytest.mark.mininet
 
 RANGE = ("10.0.0.100", "10.0.0.149")
+V6_RANGE = ("2001:db8::1000", "2001:db8::10ff")
 ROGUE_RANGE = ("10.0.0.60", "10.0.0.69")
 TOPO = topologies.IspTopo(access=2, subscribers_per_switch=2, dhcp=True)
 
@@ -32,8 +33,15 @@ def in_range(ip, bounds) -> bool:
 def lab(lab_factory):
     lab = lab_factory(TOPO, expected_links=6,
                       controller_args=["--dhcp-trusted", dhcp.trusted_port(TOPO, "s9", "dhcp")])
-    lab.server = dhcp.start_dhcp_server(lab.host("dhcp"), RANGE, lease_seconds=120)
+    # DHCPv6 serves a /64 the server has an address in.
+    lab.host("dhcp").cmd("ip -6 addr add 2001:db8::253/64 dev dhcp-eth0 nodad")
+    lab.server = start_server(lab)
     return lab
+
+
+def start_server(lab):
+    return dhcp.start_dhcp_server(lab.host("dhcp"), RANGE, lease_seconds=120,
+                                  v6_range=V6_RANGE)
 
 
 @pytest.fixture(autouse=True)
@@ -146,7 +154,7 @@ def test_a_rogue_server_on_a_subscriber_line_leases_nothing_to_its_neighbour(lab
     finally:
         rogue.stop()
         dhcp.stop_client(h1)
-        lab.server = dhcp.start_dhcp_server(lab.host("dhcp"), RANGE, lease_seconds=120)
+        lab.server = start_server(lab)
     assert not any(in_range(ip, ROGUE_RANGE) for ip, _ in bindings_logged(lab).values())
     # The drop kept the copies away: nothing untrusted reached the controller.
     assert "not declared trusted" not in lab.log_path.read_text()
@@ -158,3 +166,15 @@ def test_a_static_subscriber_keeps_working_beside_dhcp_ones(lab):
     assert h4.IP() == "10.0.0.4"
     assert harness.ping(h4, "10.0.0.250")
     assert harness.ping(h4, h1.IP())
+
+
+def test_a_dhcpv6_lease_is_bound_to_the_clients_mac(lab):
+    h3 = lab.host("h3")
+    address = dhcp.dhcp6_client(h3)
+    assert V6_RANGE[0] <= address <= V6_RANGE[1] and len(address) == len(V6_RANGE[0])
+    harness.wait_until(lambda: bindings_logged(lab).get(h3.MAC()) is not None
+                       and any(m.group(1) == address for m in re.finditer(
+                           rf"dhcp binding: {h3.MAC()} (\S+),", lab.log_path.read_text())),
+                       10, f"the binding of {address} to {h3.MAC()} in the controller's log")
+    # The address works: the server answers it.
+    assert "rc=0" in h3.cmd("ping -6 -c 1 -W 2 2001:db8::253 > /dev/null; echo rc=$?")
