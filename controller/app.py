@@ -108,7 +108,9 @@ class EnforcementApp(app_manager.OSKenApp):
         self.snooping = Snooping(settings.dhcp_trusted,
                                  on_change=lambda change: self.on_binding(change),
                                  on_untrusted=lambda event: self.on_identity_event(event),
-                                 leading=lambda: self.roles.leading)
+                                 leading=lambda: self.roles.leading,
+                                 subscriber_at=lambda dpid, port: self.net.subscriber_at(
+                                     dpid, port))
 
     # ---- the Network protocol used by the service -------------------------
 

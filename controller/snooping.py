@@ -35,6 +35,7 @@ class Snooping:
                  on_change: Callable[[Change], None],
                  on_untrusted: Callable[[IdentityEvent], None],
                  leading: Callable[[], bool] = lambda: True,
+                 subscriber_at: Callable[[int, int], str | None] = lambda dpid, port: None,
                  table: BindingTable | None = None,
                  monotonic: Callable[[], float] = time.monotonic):
         self.trusted = trusted
@@ -42,6 +43,7 @@ class Snooping:
         self._on_change = on_change
         self._on_untrusted = on_untrusted
         self._leading = leading
+        self._subscriber_at = subscriber_at
         self._monotonic = monotonic
         self._reported: dict[tuple[int, int], float] = {}
         self._stopped = threading.Event()
@@ -105,6 +107,7 @@ class Snooping:
         try:
             self._on_untrusted(IdentityEvent(
                 kind="dhcp_untrusted", dpid=dpid, port=port, mac=reply.eth_src,
-                claimed=reply.offered or "DHCP server", detail=detail))
+                claimed=reply.offered or "DHCP server",
+                subscriber_ip=self._subscriber_at(dpid, port), detail=detail))
         except Exception:
             LOG.exception("identity event not delivered")

@@ -3,6 +3,7 @@ configured (controller/config.py), their server replies copied and every
 other access port's dropped (controller/dhcpguard.py, through a simulated
 switch), and the copies become bindings (controller/snooping.py)."""
 import logging
+import types
 
 import pytest
 
@@ -96,9 +97,18 @@ def test_a_trusted_port_still_settling_is_snooped():
 
 
 def test_the_rules_compile_and_read_back_as_themselves():
+    """A restarted controller reads them back (controller/fabric.py adopts
+    what a switch holds): the match through its wire form, as a switch
+    reports it."""
+    from os_ken.ofproto import ofproto_v1_3_parser as parser
     for rule in dhcpguard.dhcp_rules(1, frozenset({1, 2}), frozenset({2})):
         mod = compiler.flow_add(rule)
-        assert dict(mod.match.items()) == dict(rule.match)
+        wire = bytearray()
+        mod.match.serialize(wire, 0)
+        stats = types.SimpleNamespace(table_id=mod.table_id, priority=mod.priority,
+                                      cookie=mod.cookie, match=parser.OFPMatch.parser(wire, 0),
+                                      instructions=mod.instructions)
+        assert compiler.rule_from_stats(1, stats) == rule
 
 
 # ---- configuration -------------------------------------------------------------
@@ -141,7 +151,8 @@ class Recorder:
         self.table = BindingTable(lambda: 5000.0)
         self.snooping = Snooping(trusted, on_change=self.changes.append,
                                  on_untrusted=self.events.append, leading=lambda: leading,
-                                 table=self.table, monotonic=lambda: self.now)
+                                 subscriber_at=lambda dpid, port: "10.0.0.2" if port == 2
+                                 else None, table=self.table, monotonic=lambda: self.now)
 
 
 def test_a_reply_from_a_trusted_port_makes_a_binding_and_tells_it(caplog):
@@ -169,6 +180,7 @@ def test_a_reply_from_an_untrusted_port_binds_nothing_and_is_reported_once_a_whi
     [event] = seen.events
     assert (event.kind, event.dpid, event.port, event.mac, event.claimed) == (
         "dhcp_untrusted", 2, 2, "02:00:00:00:00:fd", "10.0.0.101")
+    assert event.subscriber_ip == "10.0.0.2"
     assert "not declared trusted" in event.text()
     seen.snooping.handle(2, 2, v4_frame())
     seen.now += 11
@@ -197,3 +209,16 @@ def test_ended_leases_are_told_and_a_failing_hook_stops_nothing():
     clock[0] = 30.0
     assert snooping.expire() == [Release(Binding(CLIENT, "10.0.0.101", 30.0), "expired")]
     assert [type(c).__name__ for c in changes] == ["Binding", "Release"]
+
+
+def test_the_packet_in_worker_hands_every_copy_to_snooping_after_learning():
+    from controller.app import EnforcementApp
+    order = []
+    learned = types.SimpleNamespace(macs=(), alarms=(), follow=())
+    snooping = Snooping(frozenset({(9, 6)}), on_change=lambda c: order.append(("bound", c)),
+                        on_untrusted=lambda e: None, table=BindingTable(lambda: 0.0))
+    app = types.SimpleNamespace(
+        is_connected=lambda dpid: True, is_enforced=lambda ip: False, snooping=snooping,
+        net=types.SimpleNamespace(learn=lambda *args: order.append("learned") or learned))
+    EnforcementApp._learn(app, 9, 6, v4_frame())
+    assert order == ["learned", ("bound", Binding(CLIENT, "10.0.0.101", 120.0))]
