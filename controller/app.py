@@ -316,7 +316,8 @@ class EnforcementApp(app_manager.OSKenApp):
         self.packet_ins.put(msg.datapath.id, msg.match["in_port"], msg.data)
 
     def _learn(self, dpid: int, in_port: int, data: bytes) -> None:
-        """The packet-in worker: learns hosts from a copy."""
+        """The packet-in worker: learns hosts, and DHCP bindings
+        (controller/snooping.py), from a copy."""
         if not self.is_connected(dpid):
             return
         learned = self.net.learn(dpid, in_port, data, self.is_enforced)
