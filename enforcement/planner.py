@@ -174,10 +174,11 @@ def _toward(field: str, network: Network | None) -> tuple:
     return () if network is None else (_ip(field, network),)
 
 
-def _wide(t: Target) -> bool:
-    """Whether the scope is wider than the subscriber's own address (a
+def _wide(t: Target) -> ipaddress.IPv4Network | None:
+    """The scope when it is wider than the subscriber's own address (a
     prefix the policy allowed): only then do drops match IPv4 addresses."""
-    return t.scope is not None and t.scope.prefixlen < t.scope.max_prefixlen
+    scope = t.scope
+    return scope if scope is not None and scope.prefixlen < scope.max_prefixlen else None
 
 
 def _v4_from(t: Target) -> tuple:
@@ -191,12 +192,14 @@ def _v4_from(t: Target) -> tuple:
 def _v4_drop_from(t: Target) -> tuple:
     """The same, for what is dropped or metered: its MAC (with the port the
     callers match), whatever address it uses; a wider scope by address."""
-    return (_ip("ipv4_src", t.scope),) if _wide(t) else (("eth_src", t.location.mac),)
+    wide = _wide(t)
+    return (_ip("ipv4_src", wide),) if wide else (("eth_src", t.location.mac),)
 
 
 def _v4_to(t: Target) -> tuple:
     """Toward the subscriber: its MAC, or the addresses of a wider scope."""
-    return (_ip("ipv4_dst", t.scope),) if _wide(t) else (("eth_dst", t.location.mac),)
+    wide = _wide(t)
+    return (_ip("ipv4_dst", wide),) if wide else (("eth_dst", t.location.mac),)
 
 
 def _by_family(networks: Sequence[Network]) -> tuple[tuple[Network | None, ...],
@@ -391,9 +394,9 @@ def _quarantine_discovery(t: Target, r: _Rules) -> list[FlowRule]:
 def _cutoff(spec: ActionSpec, t: Target, context: Context, r: _Rules, meter_id: int):
     p = pipeline.PRIORITY_CUTOFF
     rules = [r.drop(p, ("in_port", t.location.port)), r.drop(p, ("eth_dst", t.location.mac))]
-    if _wide(t):
-        rules += [r.drop(p, ("eth_type", ETH_TYPE_IPV4), _ip("ipv4_dst", t.scope)),
-                  r.drop(p, ("eth_type", ETH_TYPE_ARP), _ip("arp_tpa", t.scope))]
+    if (wide := _wide(t)) is not None:
+        rules += [r.drop(p, ("eth_type", ETH_TYPE_IPV4), _ip("ipv4_dst", wide)),
+                  r.drop(p, ("eth_type", ETH_TYPE_ARP), _ip("arp_tpa", wide))]
     return rules, []
 
 

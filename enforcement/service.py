@@ -483,10 +483,10 @@ class EnforcementService:
                 return host.ip
         raise NotFound(f"no subscriber account {account!r} in the inventory (--inventory)")
 
-    def is_enforced(self, ip: str) -> bool:
-        """Whether any enforcement on ip is live. Lock-free (one dict read),
-        so the OpenFlow event thread may ask it."""
-        return ip in self.ledger.live_by_ip
+    def is_enforced(self, mac: str) -> bool:
+        """Whether the subscriber with this MAC has a live enforcement.
+        Lock-free (one dict read), so the OpenFlow event thread may ask it."""
+        return mac in self.ledger.live_by_mac
 
     # ---- keeping switches true (enforcement.reconcile), on the leader only ------
 
@@ -494,12 +494,12 @@ class EnforcementService:
         if self.leading():
             self.reconciler.resync(dpid)
 
-    def host_moved(self, addresses: str | tuple[str, ...]) -> None:
-        """A host was seen at another port: the enforcements named by any of
-        its addresses (both families) follow it."""
+    def host_moved(self, macs: str | tuple[str, ...]) -> None:
+        """Subscribers (by MAC) seen at another port or holding other
+        addresses: their enforcements follow them."""
         if self.leading():
-            for ip in (addresses,) if isinstance(addresses, str) else addresses:
-                self.reconciler.host_moved(ip, between=self._decisions_first)
+            for mac in (macs,) if isinstance(macs, str) else macs:
+                self.reconciler.host_moved(mac, between=self._decisions_first)
 
     def _decisions_first(self) -> None:
         """Between two groups of a long re-placement: decisions queued
