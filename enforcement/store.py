@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import pathlib
 import threading
 from collections.abc import Iterable
@@ -177,8 +178,8 @@ class Store:
     def write(self, records, events, audits, fence: tuple[str, int] | None = None,
               rows: list[dict] | None = None) -> int:
         """Enforcements (inserted or replaced), events (at, kind, record,
-        PortAlarm or IdentityEvent, detail) and audit entries (dicts as append_audit takes),
-        all in one transaction. fence (holder, epoch): written only if that
+        PortAlarm or IdentityEvent, detail) and audit entries (dicts as
+        append_audit takes), all in one transaction. fence (holder, epoch): written only if that
         epoch still leads, else Deposed and nothing written; returns the
         revision the write was given. Without a fence (an instance alone on
         its store, which no follower reads) there is no revision: 0.
@@ -462,8 +463,17 @@ def _identity_row(at: float, kind: str, event: IdentityEvent, detail: str) -> di
             "subscriber_ip": event.subscriber_ip or "", "state": "", "detail": detail,
             **_NO_PORT,
             "datapath_id": _signed64(event.dpid), "port": event.port,
-            "identity": event.kind, "claimant_mac": event.mac, "claimed": event.claimed,
-            "owner": event.owner}
+            "identity": event.kind, "claimant_mac": event.mac,
+            "claimed": _as_filtered(event.claimed), "owner": event.owner}
+
+
+def _as_filtered(claimed: str) -> str:
+    """A claimed address spelled as Watch's subscriber filter spells it, so
+    that the subscriber whose address it is finds the claim."""
+    try:
+        return str(ipaddress.ip_address(claimed))
+    except ValueError:  # a MAC, a switch port
+        return claimed
 
 
 # Any constant: the key of the advisory lock instances migrate under.

@@ -112,7 +112,12 @@ def test_watch_filters_refused_claims_by_subscriber(service, stub):
     assert watched(stub, subscriber_ip="10.0.0.9") == []
     # A claim belongs to no case.
     assert [e.kind for e in watched(stub, case_id="C-1")] == [pb.EVENT_KIND_APPLIED]
-    lldp = watched(stub)[-1]
+    # An address claimed in any spelling is found by the filter's.
+    spelled = IdentityEvent("address_claim", 2, 1, "00:00:00:00:00:03", "2001:DB8:0:0::1")
+    reported(service, spelled)
+    (found,) = watched(stub, subscriber_ip="2001:db8::1")
+    assert found.claimed == "2001:db8::1"
+    lldp = watched(stub)[-2]
     assert (lldp.identity, lldp.datapath_id, lldp.port, lldp.subscriber_ip, lldp.owner) == (
         "lldp_forged", 0xF000_0000_0000_00AB, 4, "", "")
     assert lldp.detail == LLDP.text()
