@@ -91,16 +91,17 @@ class EnforcementApp(app_manager.OSKenApp):
         # down or came up; an access port went over a budget. (The roles'
         # own are controller/roles.py's, wired by controller/ha.py.)
         self.on_switch_ready: Callable[[int], None] = lambda dpid: None
-        self.on_host_moved: Callable[[tuple[str, ...]], None] = lambda addresses: None
+        self.on_host_moved: Callable[[tuple[str, ...]], None] = lambda macs: None
         self.on_links_changed: Callable[[], None] = lambda: None
         self.on_port_alarm: Callable = lambda alarm: None
         # A refused claim on who is where (enforcement.model.IdentityEvent),
         # from whichever thread refused it.
         self.on_identity_event: Callable = lambda event: None
-        # Whether anything is enforced on an address: a host learned afresh
-        # is handed to on_host_moved only then, so learning thousands of
-        # hosts after a restart starts no thread for the unenforced ones.
-        self.is_enforced: Callable[[str], bool] = lambda ip: False
+        # Whether anything is enforced on a subscriber (by MAC): a host
+        # learned afresh is handed to on_host_moved only then, so learning
+        # thousands of hosts after a restart starts no thread for the
+        # unenforced ones.
+        self.is_enforced: Callable[[str], bool] = lambda mac: False
         # DHCP snooping (controller/snooping.py): a binding made or renewed
         # (controller.bindings.Binding) or ended (controller.bindings.Release),
         # in order, on the packet-in worker or the lease-expiry thread.
@@ -120,6 +121,9 @@ class EnforcementApp(app_manager.OSKenApp):
     def host(self, ip: str) -> HostView | None:
         return self.net.host(ip)
 
+    def subscriber(self, mac: str) -> HostView | None:
+        return self.net.subscriber(mac)
+
     def is_connected(self, dpid: int) -> bool:
         return self.sessions.is_connected(dpid)
 
@@ -133,9 +137,10 @@ class EnforcementApp(app_manager.OSKenApp):
         self.net.repin(self.inventory)
         self.fabric.mark_all()
         for pin in self.inventory:
+            host = self.net.host(pin.ip)
             if before.get(pin.ip, (pin.dpid, pin.port)) != (pin.dpid, pin.port) \
-                    and self.is_enforced(pin.ip):
-                self.on_host_moved((pin.ip, *(a for a in pin.ipv6 if "/" not in a)))
+                    and host is not None and host.mac and self.is_enforced(host.mac):
+                self.on_host_moved((host.mac,))
 
     def connected_switches(self) -> list[int]:
         return self.sessions.dpids()
@@ -323,12 +328,34 @@ class EnforcementApp(app_manager.OSKenApp):
         learned = self.net.learn(dpid, in_port, data, self.is_enforced)
         if learned.macs:
             self.fabric.mark_hosts(learned.macs)
+        if learned.release and self.roles.leading:
+            self.fabric.release(_source_mac(data), dpid, in_port, data)
         for alarm in learned.alarms:
             self._budget_alarm(*alarm)
+        self._identity_refused(learned.refused)
+        self._follow(learned)
+        self.snooping.handle(dpid, in_port, data)
+
+    def _follow(self, learned) -> None:
         if learned.follow:
             threading.Thread(target=self.on_host_moved, args=(learned.follow,),
                              daemon=True).start()
-        self.snooping.handle(dpid, in_port, data)
+
+    def _identity_refused(self, events) -> None:
+        if not self.roles.leading:
+            return  # the followers see the same frames: one report is enough
+        for event in events:
+            try:
+                self.on_identity_event(event)
+            except Exception:
+                LOG.exception("identity event not delivered")
+
+    def bind(self, mac: str, ip: str) -> None:
+        """A DHCP server's answer gave ip to mac (controller/dhcpsnoop.py)."""
+        learned = self.net.bind(mac, ip)
+        if learned.macs:
+            self.fabric.mark_hosts(learned.macs)
+        self._follow(learned)
 
     def _budget_alarm(self, dpid: int, port: int, budget: str, rate: float,
                       limit: float) -> None:
@@ -348,6 +375,10 @@ class EnforcementApp(app_manager.OSKenApp):
                                          limit=limit, subscriber_ip=ip, detail=detail))
         except Exception:
             LOG.exception("port alarm not delivered")
+
+
+def _source_mac(frame: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in frame[6:12])
 
 
 def _is_live(ofp, desc) -> bool:

@@ -12,11 +12,19 @@ only its own budgets.
 
 Tables (enforcement/pipeline.py):
 
-  2 learn      (port, MAC) known: on. ARP from a known port and MAC claiming
-               another address, a neighbour solicitation from an IPv6
-               source or an advertisement for a target not known as the
-               host's, or a source never seen on the port: a copy to the
-               controller through the port's learning meter, and on.
+  2 learn      (port, MAC) known: on. A source never seen on the port: a
+               copy to the controller through the port's learning meter,
+               and on. A claim (ARP naming a sender address, a neighbour
+               advertisement, a solicitation from an IPv6 source) that is
+               not the known host's own is **held**: copied to the
+               controller and not forwarded, until the controller judges it
+               (controller/claims.py). Accepted, its flows are installed
+               and the frame sent on (a packet-out through the pipeline,
+               controller/fabric.py); refused, it went nowhere: a
+               subscriber cannot poison a neighbour's ARP or neighbour
+               cache with an address someone else holds. ARP probes
+               (sender 0.0.0.0) and duplicate address detection (from ::)
+               claim nothing and go on at once.
                Addresses are learned from ARP and neighbour discovery only:
                an IP source address is whatever the sender writes (a
                spoofer would move its victim's address, and its
@@ -64,14 +72,43 @@ ND_SOLICIT, ND_ADVERT = 135, 136
 
 # Table 2 (learn)
 PRIORITY_HOST_KNOWN = 300     # ARP or ND from a known port, MAC and address
-PRIORITY_HOST_NEW_IP = 200    # ARP or ND from a known port and MAC, another address: copy
+PRIORITY_HOST_PROBE = 250     # ARP probe, duplicate address detection: on
+PRIORITY_HOST_NEW_IP = 200    # ARP or ND from a known port and MAC, another address: held
 PRIORITY_HOST_OTHER = 100     # anything else from a known port and MAC
+PRIORITY_PORT_PROBE = 31      # an unknown source's ARP probe or DAD: copy, and on
+PRIORITY_PORT_HOLD = 30       # an unknown source's ARP or ND: held
 PRIORITY_PORT_LEARN = 20      # an unknown source on an access port
 # Table 4 (flood)
 PRIORITY_FLOOD_IN = 20
 # Table 5 (flood out)
 PRIORITY_FLOOD_ARP_EXCEPTION = 100
 PRIORITY_FLOOD_ALL = 10
+
+
+# What claims an address (held until judged), and what claims nothing
+# although it looks alike (an ARP probe, duplicate address detection).
+_ND = (("eth_type", ETH_TYPE_IPV6), ("ip_proto", ICMPV6))
+_CLAIMS: tuple[tuple[tuple[str, MatchValue], ...], ...] = (
+    (("eth_type", ETH_TYPE_ARP),),
+    (*_ND, ("icmpv6_type", ND_SOLICIT)),
+    (*_ND, ("icmpv6_type", ND_ADVERT)))
+_PROBES: tuple[tuple[tuple[str, MatchValue], ...], ...] = (
+    (("eth_type", ETH_TYPE_ARP), ("arp_spa", "0.0.0.0")),
+    (("eth_type", ETH_TYPE_IPV6), ("ipv6_src", "::"), ("ip_proto", ICMPV6),
+     ("icmpv6_type", ND_SOLICIT)))
+
+
+def is_held(is_arp: bool, arp_sender: str | None, nd_type: int | None,
+            nd_source: str | None) -> bool:
+    """Whether the switch held a copied frame until its claim is judged
+    (the rules above): ARP naming a unicast sender address (arp_sender:
+    None for 0.0.0.0 and other non-unicast ones), any neighbour
+    advertisement, a neighbour solicitation from an address."""
+    if is_arp:
+        return arp_sender is not None
+    if nd_type == ND_ADVERT:
+        return True
+    return nd_type == ND_SOLICIT and nd_source not in (None, "::")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,9 +205,14 @@ def switch_rules(dpid: int, ports: Ports, budgets: Budgets,
         if port in ports.closed_learning:
             rules.append(FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_PORT_LEARN, fwd, match))
         else:
+            copy = (ApplyMeter(learn_meter(port)), ToController())
+            on = (*copy, GotoTable(pipeline.TABLE_FORWARD))
             rules.append(FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_PORT_LEARN, fwd, match,
-                                  (ApplyMeter(learn_meter(port)), ToController(),
-                                   GotoTable(pipeline.TABLE_FORWARD))))
+                                  on))
+            rules += [FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_PORT_HOLD, fwd,
+                               (*match, *claim), copy) for claim in _CLAIMS]
+            rules += [FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_PORT_PROBE, fwd,
+                               (*match, *probe), on) for probe in _PROBES]
         rules.append(FlowRule(dpid, pipeline.TABLE_FLOOD, PRIORITY_FLOOD_IN, fwd, match,
                               (ApplyMeter(storm_meter(port)),
                                GotoTable(pipeline.TABLE_FLOOD_OUT))))
@@ -231,12 +273,17 @@ def host_rules(dpid: int, host: HostView, out_port: int | None,
                 FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_KNOWN, cookie,
                          (*nd, ("icmpv6_type", ND_ADVERT), ("ipv6_nd_target", address)),
                          on)]
+        held = (ApplyMeter(learn_meter(host.port)), ToController())
         rules += [
-            FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_NEW_IP, cookie,
-                     (*src, ("eth_type", ETH_TYPE_ARP)), copy),
+            # Claims nothing: an ARP probe goes on; duplicate address
+            # detection goes on, copied (the address it checks is learned
+            # first come, first served: controller/topostate.py).
+            FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_PROBE, cookie,
+                     (*src, *_PROBES[0]), on),
+            FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_PROBE, cookie,
+                     (*src, *_PROBES[1]), copy),
             *(FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_NEW_IP, cookie,
-                       (*nd, ("icmpv6_type", kind)), copy)
-              for kind in (ND_SOLICIT, ND_ADVERT)),
+                       (*src, *claim), held) for claim in _CLAIMS),
             FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_OTHER, cookie, src, on)]
     return tuple(rules)
 
