@@ -1,5 +1,6 @@
 """A real DHCP server and real DHCP clients in the lab's hosts: Debian's
-dnsmasq and busybox's udhcpc (scripts/setup.sh installs both).
+dnsmasq, busybox's udhcpc, and ISC dhclient for DHCPv6 (scripts/setup.sh
+installs them).
 
 Each runs in the background of its host's shell, never as a daemon: it stays
 in that shell's session and in the host's network namespace, where
