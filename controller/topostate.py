@@ -265,6 +265,8 @@ class TopologyState:
             refusal = claims.judge_mac(eth.src, dpid, in_port, before, self._live)
             if refusal is not None:
                 out.refused.append(self._refused(refusal, dpid, in_port, eth.src))
+                LOG.warning("a frame at %016x port %d claimed MAC %s, held by %s: refused",
+                            dpid, in_port, eth.src, refusal.owner)
                 return out
             if tentative and not self._may_claim(before, eth.src, sender_ipv6):
                 sender_ipv6 = None

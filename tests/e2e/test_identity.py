@@ -63,13 +63,34 @@ def neighbour(host, address: str) -> str:
 
 def refusals(lab) -> list[str]:
     return [line for line in lab.log_path.read_text(errors="replace").splitlines()
-            if "refused" in line and "claimed" in line]
+            if line.endswith(": refused") and " claimed " in line]
+
+
+def identity_events(lab, **wanted) -> list:
+    """Refused identity claims on Watch so far, those with every field
+    wanted."""
+    found = []
+    stream = lab.stub.Watch(pb.WatchRequest(), timeout=3)
+    try:
+        for event in stream:
+            if event.kind == pb.EVENT_KIND_IDENTITY_REFUSED and all(
+                    getattr(event, k) == v for k, v in wanted.items()):
+                found.append(event)
+    except Exception as exc:  # the deadline ends the replay
+        if "DEADLINE_EXCEEDED" not in str(exc):
+            raise
+    return found
 
 
 def apply(lab, host, violation, request_id):
+    """A decision; a spam decision asks for the port-25 block whatever step
+    of the ladder the subscriber is on (each test repeats one)."""
+    action = (pb.ActionRequest(kind=pb.ACTION_KIND_BLOCK, protocol="tcp", ports=[25])
+              if violation == pb.VIOLATION_SPAM else None)
     record = lab.stub.Apply(pb.ApplyRequest(
         request_id=request_id, case_id=f"ID-{request_id}",
-        subscriber=pb.Subscriber(ip=host.IP()), violation=violation, reason="identity"))
+        subscriber=pb.Subscriber(ip=host.IP()), violation=violation, reason="identity",
+        action=action))
     assert record.state == pb.STATE_ACTIVE, record.state_reason
     return record
 
@@ -112,6 +133,12 @@ def test_a_neighbour_claiming_an_enforced_subscribers_addresses_changes_nothing(
     located = {h.mac: h for h in topology.hosts}
     assert located[h1.MAC()].ip == h1.IP() and v6(h1) in located[h1.MAC()].ipv6
     assert located[h2.MAC()].ip == h2.IP()
+    # The case system hears of each claim: who claimed what, from where,
+    # whose it is.
+    for claimed in (h1.IP(), v6(h1)):
+        event, *_ = identity_events(lab, claimed=claimed, claimant_mac=h2.MAC())
+        assert (event.identity, event.datapath_id, event.port) == ("address_claim", 2, 3)
+        assert h1.MAC() in event.owner and event.subscriber_ip == h2.IP()
 
 
 def test_a_mac_copied_from_another_port_moves_nothing(lab):
@@ -130,8 +157,10 @@ def test_a_mac_copied_from_another_port_moves_nothing(lab):
     assert harness.tcp_connects(inet, h1.IP(), 80)
     assert not harness.tcp_connects(h1, INET, 25)
     assert harness.tcp_connects(h3, INET, 25)
-    assert any("mac_claim" in line or h1.MAC() in line for line in refusals(lab)) or any(
-        "MAC" in line for line in refusals(lab))
+    assert any(f"at 0000000000000003 port 2 claimed MAC {h1.MAC()}" in line
+               for line in refusals(lab))
+    event, *_ = identity_events(lab, identity="mac_claim", claimed=h1.MAC())
+    assert (event.datapath_id, event.port) == (3, 2) and "port 2" in event.owner
 
 
 def test_the_dns_servers_address_claimed_during_a_quarantine(lab):
@@ -143,6 +172,7 @@ def test_the_dns_servers_address_claimed_during_a_quarantine(lab):
     time.sleep(1)
     located = {h.ip: h for h in lab.stub.GetTopology(pb.GetTopologyRequest()).hosts}
     assert located[DNS].mac == lab.host("dns").MAC()
+    assert identity_events(lab, identity="address_claim", claimed=DNS, claimant_mac=h3.MAC())
     # The quarantined subscriber's DNS still reaches the real server.
     assert harness.udp_answers(h4, DNS, 53)
     assert harness.udp_answers(h3, DNS, 53)  # and the claimant keeps its own service
