@@ -34,6 +34,7 @@ from os_ken.ofproto import ofproto_v1_3
 from os_ken.topology import event as topo_event
 
 from controller import discovery
+from controller.bindings import Binding
 from controller.dataplane import Budgets
 from controller.fabric import STARTUP_GRACE, Fabric
 from controller.lldp import Discovery
@@ -105,7 +106,9 @@ class EnforcementApp(app_manager.OSKenApp):
         # DHCP snooping (controller/snooping.py): a binding made or renewed
         # (controller.bindings.Binding) or ended (controller.bindings.Release),
         # in order, on the packet-in worker or the lease-expiry thread.
-        self.on_binding: Callable = lambda change: None
+        # The host table takes them in (self._binding_changed); a test may
+        # listen as well.
+        self.on_binding: Callable = self._binding_changed
         self.snooping = Snooping(settings.dhcp_trusted,
                                  on_change=lambda change: self.on_binding(change),
                                  on_untrusted=lambda event: self.on_identity_event(event),
@@ -350,12 +353,17 @@ class EnforcementApp(app_manager.OSKenApp):
             except Exception:
                 LOG.exception("identity event not delivered")
 
-    def bind(self, mac: str, ip: str) -> None:
-        """A DHCP server's answer gave ip to mac (controller/dhcpsnoop.py)."""
-        learned = self.net.bind(mac, ip)
-        if learned.macs:
-            self.fabric.mark_hosts(learned.macs)
-        self._follow(learned)
+    def _binding_changed(self, change) -> None:
+        """A DHCP binding made or renewed: the address is its MAC's (taken
+        from whoever held it, claims by anyone else refused); ended: no
+        longer reserved (controller/topostate.py bind, unbind)."""
+        if isinstance(change, Binding):
+            learned = self.net.bind(change.mac, change.ip)
+            if learned.macs:
+                self.fabric.mark_hosts(learned.macs)
+            self._follow(learned)
+        else:
+            self.net.unbind(change.binding.mac, change.binding.ip)
 
     def _budget_alarm(self, dpid: int, port: int, budget: str, rate: float,
                       limit: float) -> None:

@@ -346,7 +346,8 @@ class TopologyState:
             if taken is not None:
                 out.macs.add(taken)
                 LOG.info("DHCP gave %s to %s: taken from %s", ip, mac, taken)
-            if me is not None and self.hosts.learn(me.dpid, me.port, mac, ip):
+            v4, v6 = (None, ip) if ":" in ip else (ip, None)
+            if me is not None and self.hosts.learn(me.dpid, me.port, mac, v4, v6):
                 out.macs.add(mac)
             if out.macs:
                 self._hosts_version += 1

@@ -178,3 +178,40 @@ def test_a_dhcpv6_lease_is_bound_to_the_clients_mac(lab):
                        10, f"the binding of {address} to {h3.MAC()} in the controller's log")
     # The address works: the server answers it.
     assert "rc=0" in h3.cmd("ping -6 -c 1 -W 2 2001:db8::253 > /dev/null; echo rc=$?")
+
+
+def test_a_blocked_subscriber_renews_onto_a_new_address_and_its_heir_is_not_blocked(lab):
+    """The enforcement belongs to the subscriber, not to its lease: h1,
+    under a port-25 block, is given a new address by the server (a
+    renewal refused, a new lease); it is still blocked there, and 80 still
+    works. Its old address is then leased to its neighbour h2, who connects
+    to port 25 at once."""
+    from enforcement.v1 import enforcement_pb2 as pb
+    h1, h2, inet = lab.host("h1"), lab.host("h2"), lab.host("inet")
+    harness.start_listener(inet, (25, 80))
+    old = h1.IP()
+    if not in_range(old, RANGE):
+        old = dhcp.dhcp_client(h1)
+    record = lab.stub.Apply(pb.ApplyRequest(
+        request_id="dhcp-block-1", case_id="DHCP-1", subscriber=pb.Subscriber(ip=old),
+        violation=pb.VIOLATION_SPAM, reason="renewal test"))
+    assert record.state == pb.STATE_ACTIVE, record.state_reason
+    assert not harness.tcp_connects(h1, "10.0.0.200", 25)
+    assert harness.tcp_connects(h1, "10.0.0.200", 80)
+    new = next(f"10.0.0.{n}" for n in range(120, 149) if f"10.0.0.{n}" != old)
+    lab.server.set_static({h1.MAC(): new, h2.MAC(): old})
+    assert dhcp.renew(h1, timeout=20) == new
+    assert not harness.tcp_connects(h1, "10.0.0.200", 25), "the new lease walked out"
+    assert harness.tcp_connects(h1, "10.0.0.200", 80)
+    harness.wait_until(lambda: new in lab.stub.Get(pb.GetRequest(id=record.id))
+                       .subscriber.addresses, 10, "the enforcement planned for the new lease")
+    # The old address goes to the neighbour: it is not enforced against.
+    assert dhcp.dhcp_client(h2) == old
+    assert harness.tcp_connects(h2, "10.0.0.200", 25), "the heir of the old lease was blocked"
+    assert harness.tcp_connects(h2, "10.0.0.200", 80)
+    now = lab.stub.Get(pb.GetRequest(id=record.id))
+    assert (now.state, now.location.mac, now.location.port) == (
+        pb.STATE_ACTIVE, h1.MAC(), record.location.port)
+    assert old not in now.subscriber.addresses
+    assert not harness.tcp_connects(h1, "10.0.0.200", 25)
+    lab.stub.Lift(pb.LiftRequest(id=record.id, reason="test over"))
