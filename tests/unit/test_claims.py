@@ -96,3 +96,44 @@ def test_what_claims_nothing_is_not_held_and_a_retry_is_released():
     assert not state.learn(1, 1, nd_frame(A, 135, "::", "2001:db8::5")).release
     # a held claim that is already known (a retry) is sent on as well
     assert state.learn(1, 1, arp_frame(A, "10.0.0.1")).release
+
+
+def test_an_accepted_claim_is_sent_on_once_its_hosts_flows_are_in():
+    """Fabric.release: the held frame goes out through the pipeline
+    (packet-out to OFPP_TABLE from its port) after the host's flows were
+    pushed, never before, and once."""
+    from os_ken.ofproto import ofproto_v1_3 as ofp
+
+    from controller.dataplane import Ports, host_rules
+    from controller.fabric import Fabric, Snapshot
+    from enforcement.model import HostView
+
+    host = HostView(A, "10.0.0.1", 1, 1)
+    log: list = []
+
+    class Recording(Fabric):
+        def send_change(self, dpid, change):
+            log.append(("flows", {r.key for r in change.rules_to_add}))
+
+    ports = {1: Ports(frozenset({1, 2}), frozenset())}
+    snaps = [Snapshot(ports, {}, {1: {}}, {})]
+    fabric = Recording(lambda dpid, messages, timeout: log.append(("out", messages)) or {},
+                       lambda: snaps[-1], Budgets(), startup_grace=0.0, reconnect_hold=0.0)
+    fabric.adopt(1, [], [])
+    log.clear()
+    snaps.append(Snapshot(ports, {A: host}, {1: {}}, {}))  # the claim accepted
+    frame = arp_frame(A, "10.0.0.1")
+    fabric.mark_hosts({A})
+    fabric.release(A, 1, 1, frame)
+    fabric.tick()
+    kinds = [kind for kind, _ in log]
+    assert kinds == ["flows", "out"], kinds
+    assert {r.key for r in host_rules(1, host, 1, True)} <= log[0][1]
+    (message,) = log[1][1]
+    assert message.in_port == 1 and message.data == frame
+    assert [a.port for a in message.actions] == [ofp.OFPP_TABLE]
+    # the same frame copied back again (say its flows were missing after all):
+    # not sent on a second time
+    fabric.release(A, 1, 1, frame)
+    fabric.tick()
+    assert [kind for kind, _ in log].count("out") == 1
