@@ -34,13 +34,15 @@ from os_ken.ofproto import ofproto_v1_3
 from os_ken.topology import event as topo_event
 
 from controller import discovery
+from controller.bindings import Binding
 from controller.dataplane import Budgets
 from controller.fabric import STARTUP_GRACE, Fabric
-from controller.handoff import Coalesced, Mailbox
+from controller.handoff import Coalesced
 from controller.lldp import Discovery
 from controller.packetin import DEFAULT_DEPTH, PacketInQueue
 from controller.roles import Roles
 from controller.sessions import Sessions
+from controller.snooping import Snooping
 from controller.switchsync import SwitchSync
 from controller.topostate import TopologyState
 from enforcement.errors import SwitchError
@@ -61,6 +63,7 @@ class Settings:
     budgets: Budgets = Budgets()
     packet_in_queue: int = DEFAULT_DEPTH
     startup_grace: float = STARTUP_GRACE
+    dhcp_trusted: frozenset[tuple[int, int]] = frozenset()  # (dpid, port) of DHCP servers
 
 
 # Set by the process entry before OS-Ken instantiates the app (OS-Ken builds
@@ -85,7 +88,8 @@ class EnforcementApp(app_manager.OSKenApp):
         self.net = TopologyState(self.inventory, settings.budgets)
         self.fabric = Fabric(self.sessions.transact, self.net.snapshot, settings.budgets,
                              on_budget=self._budget_alarm,
-                             startup_grace=settings.startup_grace)
+                             startup_grace=settings.startup_grace,
+                             dhcp_trusted=settings.dhcp_trusted)
         self.fabric.active = False
         self.switches = SwitchSync(self.sessions.transact, self.fabric)
         self.packet_ins = PacketInQueue(self._learn, settings.packet_in_queue)
@@ -97,21 +101,33 @@ class EnforcementApp(app_manager.OSKenApp):
         # down or came up; an access port went over a budget. (The roles'
         # own are controller/roles.py's, wired by controller/ha.py.)
         self.on_switch_ready: Callable[[int], None] = lambda dpid: None
-        self.on_host_moved: Callable[[tuple[str, ...]], None] = lambda addresses: None
+        self.on_host_moved: Callable[[tuple[str, ...]], None] = lambda macs: None
         self.on_links_changed: Callable[[], None] = lambda: None
         self.on_port_alarm: Callable = lambda alarm: None
         # A refused claim on who is where (enforcement.model.IdentityEvent),
         # from whichever thread refused it.
         self.on_identity_event: Callable = lambda event: None
-        # One thread at most for each: a burst of link changes or refused
-        # frames must not start a thread each (controller/handoff.py).
+        # One thread at most: a burst of link changes must not start a
+        # thread each (controller/handoff.py).
         self._links_changed = Coalesced(lambda: self.on_links_changed(), "links-changed")
-        self._identity_events = Mailbox(self._deliver_identity, "identity-events")
         self._discovery: Discovery | None = None
-        # Whether anything is enforced on an address: a host learned afresh
-        # is handed to on_host_moved only then, so learning thousands of
-        # hosts after a restart starts no thread for the unenforced ones.
-        self.is_enforced: Callable[[str], bool] = lambda ip: False
+        # Whether anything is enforced on a subscriber (by MAC): a host
+        # learned afresh is handed to on_host_moved only then, so learning
+        # thousands of hosts after a restart starts no thread for the
+        # unenforced ones.
+        self.is_enforced: Callable[[str], bool] = lambda mac: False
+        # DHCP snooping (controller/snooping.py): a binding made or renewed
+        # (controller.bindings.Binding) or ended (controller.bindings.Release),
+        # in order, on the packet-in worker or the lease-expiry thread.
+        # The host table takes them in (self._binding_changed); a test may
+        # listen as well.
+        self.on_binding: Callable = self._binding_changed
+        self.snooping = Snooping(settings.dhcp_trusted,
+                                 on_change=lambda change: self.on_binding(change),
+                                 on_untrusted=lambda event: self.on_identity_event(event),
+                                 leading=lambda: self.roles.leading,
+                                 subscriber_at=lambda dpid, port: self.net.subscriber_at(
+                                     dpid, port))
 
     # ---- the Network protocol used by the service -------------------------
 
@@ -120,6 +136,9 @@ class EnforcementApp(app_manager.OSKenApp):
 
     def host(self, ip: str) -> HostView | None:
         return self.net.host(ip)
+
+    def subscriber(self, mac: str) -> HostView | None:
+        return self.net.subscriber(mac)
 
     def is_connected(self, dpid: int) -> bool:
         return self.sessions.is_connected(dpid)
@@ -135,9 +154,10 @@ class EnforcementApp(app_manager.OSKenApp):
         self.net.repin(self.inventory)
         self.fabric.mark_all()
         for pin in self.inventory:
+            host = self.net.host(pin.ip)
             if before.get(pin.ip, (pin.dpid, pin.port)) != (pin.dpid, pin.port) \
-                    and self.is_enforced(pin.ip):
-                self.on_host_moved((pin.ip, *(a for a in pin.ipv6 if "/" not in a)))
+                    and host is not None and host.mac and self.is_enforced(host.mac):
+                self.on_host_moved((host.mac,))
 
     def is_subscriber_line(self, dpid: int, port: int) -> bool:
         """Whether the inventory pins a subscriber to this switch port."""
@@ -222,6 +242,7 @@ class EnforcementApp(app_manager.OSKenApp):
             switches.is_subscriber_line = self.is_subscriber_line
         self.packet_ins.start()
         threading.Thread(target=self.fabric.run, name="data-plane", daemon=True).start()
+        threading.Thread(target=self.snooping.run, name="dhcp-leases", daemon=True).start()
         return started
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
@@ -327,38 +348,62 @@ class EnforcementApp(app_manager.OSKenApp):
         self.packet_ins.put(msg.datapath.id, msg.match["in_port"], msg.data)
 
     def _learn(self, dpid: int, in_port: int, data: bytes) -> None:
-        """The packet-in worker: learns hosts from a copy."""
+        """The packet-in worker: learns hosts, and DHCP bindings
+        (controller/snooping.py), from a copy."""
         if not self.is_connected(dpid):
             return
         learned = self.net.learn(dpid, in_port, data, self.is_enforced)
         if learned.macs:
             self.fabric.mark_hosts(learned.macs)
+        if learned.release and self.roles.leading:
+            self.fabric.release(_source_mac(data), dpid, in_port, data)
         for alarm in learned.alarms:
             self._budget_alarm(*alarm)
+        self._identity_refused(learned.refused)
+        self._follow(learned)
+        self.snooping.handle(dpid, in_port, data)
+
+    def _follow(self, learned) -> None:
         if learned.follow:
             threading.Thread(target=self.on_host_moved, args=(learned.follow,),
                              daemon=True).start()
 
     def report_identity(self, event: IdentityEvent) -> None:
-        """A refused claim, from any thread: delivered to on_identity_event
-        off it."""
-        self._identity_events.put(event)
-
-    def _deliver_identity(self, event: IdentityEvent) -> None:
-        if not self.roles.leading:
-            return  # the followers hear the same frames: one report is enough
+        """A refused LLDP frame (controller/lldp.py), on the discovery
+        event thread: on_identity_event returns at once (the service's
+        writer stores it)."""
         if event.subscriber_ip is None:
             ip = self.net.subscriber_at(event.dpid, event.port)
             if ip:
                 event = dataclasses.replace(event, subscriber_ip=ip)
-        LOG.info("identity event: %s", event.text())
-        self.on_identity_event(event)
+        self._identity_refused([event])
 
     def lldp_refused(self) -> dict[str, int]:
         """LLDP frames refused so far, by reason (every one, reported or not)."""
         if self._discovery is None:
             return {}
         return dict(self._discovery.refusals.counts)
+
+    def _identity_refused(self, events) -> None:
+        if not self.roles.leading:
+            return  # the followers see the same frames: one report is enough
+        for event in events:
+            try:
+                self.on_identity_event(event)
+            except Exception:
+                LOG.exception("identity event not delivered")
+
+    def _binding_changed(self, change) -> None:
+        """A DHCP binding made or renewed: the address is its MAC's (taken
+        from whoever held it, claims by anyone else refused); ended: no
+        longer reserved (controller/topostate.py bind, unbind)."""
+        if isinstance(change, Binding):
+            learned = self.net.bind(change.mac, change.ip)
+            if learned.macs:
+                self.fabric.mark_hosts(learned.macs)
+            self._follow(learned)
+        else:
+            self.net.unbind(change.binding.mac, change.binding.ip)
 
     def _budget_alarm(self, dpid: int, port: int, budget: str, rate: float,
                       limit: float) -> None:
@@ -382,6 +427,10 @@ class EnforcementApp(app_manager.OSKenApp):
 
 def _lines_of(pinned) -> frozenset[tuple[int, int]]:
     return frozenset((p.dpid, p.port) for p in pinned)
+
+
+def _source_mac(frame: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in frame[6:12])
 
 
 def _is_live(ofp, desc) -> bool:

@@ -261,6 +261,14 @@ def meter_stats_request() -> parser.OFPMeterStatsRequest:
     return parser.OFPMeterStatsRequest(datapath=None, meter_id=ofp.OFPM_ALL)
 
 
+def packet_out(in_port: int, data: bytes) -> parser.OFPPacketOut:
+    """A frame run through the switch's pipeline from table 0 as if it had
+    just arrived on in_port (OpenFlow 1.3, 5.12: output to OFPP_TABLE)."""
+    return parser.OFPPacketOut(datapath=None, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
+                               actions=[parser.OFPActionOutput(ofp.OFPP_TABLE, 0)],
+                               data=data)
+
+
 def barrier() -> parser.OFPBarrierRequest:
     return parser.OFPBarrierRequest(datapath=None)
 

@@ -137,6 +137,11 @@ SETTINGS: tuple[Setting, ...] = (
     S("startup_grace", "control_plane.startup_grace", float, 15.0, "after a start, "
       "switches found holding forwarding flows get only additions this long, while the "
       "others reconnect", "S", group=PLANE),
+    S("dhcp_trusted", "identity.dhcp_trusted", str, None, "the switch ports with an "
+      "operator's DHCP server behind them, DPID:PORT,... (the datapath id in hex, as the "
+      "logs print it): their replies are learned as bindings (DHCP snooping). DHCP server "
+      "replies from every other access port are dropped in the switch. Not set: none "
+      "trusted", "DPID:PORT,..."),
     S("lldp_key_file", "identity.lldp_key_file", str, None, "a file holding the secret "
       "(16 bytes or more) that authenticates the controller's LLDP probes, the same for "
       "every instance of a deployment. Default: one kept in the store (--db), made by the "
@@ -386,7 +391,7 @@ def load(argv: list[str] | None = None,
 
 def check(args: argparse.Namespace, origins: Origins) -> list[str]:
     """Every mistake in the merged settings; fills in what follows from them
-    (args.db's default, args.tls, args.budgets)."""
+    (args.db's default, args.tls, args.budgets, args.dhcp_trusted_ports)."""
     errors: list[str] = []
     name, short = origins.name, origins.short
 
@@ -434,6 +439,9 @@ def check(args: argparse.Namespace, origins: Origins) -> list[str]:
             ban_seconds=args.learn_ban_seconds)
     if args.packet_in_queue < 1:
         errors.append(f"{name('packet_in_queue')} must be at least 1")
+    from controller.dhcpguard import parse_trusted
+    args.dhcp_trusted_ports, problems = parse_trusted(args.dhcp_trusted)
+    errors.extend(f"{name('dhcp_trusted')} {problem}" for problem in problems)
     listen_ok = {}
     for dest in ("metrics_listen", "http_listen"):
         value = getattr(args, dest)

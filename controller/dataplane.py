@@ -17,17 +17,26 @@ Tables (enforcement/pipeline.py):
                through its learning meter. Here, not in table 0, so that
                what a cutoff or quarantine drops never reaches discovery,
                and a subscriber's LLDP costs only its port's copy budget.
-               (port, MAC) known: on. ARP from a known port and MAC claiming
-               another address, a neighbour solicitation from an IPv6
-               source or an advertisement for a target not known as the
-               host's, or a source never seen on the port: a copy to the
-               controller through the port's learning meter, and on.
+               (port, MAC) known: on. A source never seen on the port: a
+               copy to the controller through the port's learning meter,
+               and on. A claim (ARP naming a sender address, a neighbour
+               advertisement, a solicitation from an IPv6 source) that is
+               not the known host's own is **held**: copied to the
+               controller and not forwarded, until the controller judges it
+               (controller/claims.py). Accepted, its flows are installed
+               and the frame sent on (a packet-out through the pipeline,
+               controller/fabric.py); refused, it went nowhere: a
+               subscriber cannot poison a neighbour's ARP or neighbour
+               cache with an address someone else holds. ARP probes
+               (sender 0.0.0.0) and duplicate address detection (from ::)
+               claim nothing and go on at once.
                Addresses are learned from ARP and neighbour discovery only:
                an IP source address is whatever the sender writes (a
                spoofer would move its victim's address, and its
                enforcements, onto itself). A port under a learning ban or
                at its host limit drops unknown sources instead (known hosts
-               keep working).
+               keep working). DHCP server replies: copied from the trusted
+               ports, dropped on every other access port (dhcpguard.py).
   3 forward    eth_dst of a located host: out of the port toward it.
   4 flood      who may flood: settled access ports, through their
                storm-control meter; links on the spanning tree. Nothing
@@ -47,6 +56,7 @@ import dataclasses
 import ipaddress
 from collections.abc import Iterable, Mapping
 
+from controller import dhcpguard
 from enforcement import pipeline
 from enforcement.flows import (
     ApplyMeter,
@@ -70,14 +80,43 @@ ND_SOLICIT, ND_ADVERT = 135, 136
 PRIORITY_LLDP_ACCESS = 410    # LLDP from an access port: metered copy, no further
 PRIORITY_LLDP = 400           # LLDP from any other port: to the controller, no further
 PRIORITY_HOST_KNOWN = 300     # ARP or ND from a known port, MAC and address
-PRIORITY_HOST_NEW_IP = 200    # ARP or ND from a known port and MAC, another address: copy
+PRIORITY_HOST_PROBE = 250     # ARP probe, duplicate address detection: on
+PRIORITY_HOST_NEW_IP = 200    # ARP or ND from a known port and MAC, another address: held
 PRIORITY_HOST_OTHER = 100     # anything else from a known port and MAC
+PRIORITY_PORT_PROBE = 31      # an unknown source's ARP probe or DAD: copy, and on
+PRIORITY_PORT_HOLD = 30       # an unknown source's ARP or ND: held
 PRIORITY_PORT_LEARN = 20      # an unknown source on an access port
 # Table 4 (flood)
 PRIORITY_FLOOD_IN = 20
 # Table 5 (flood out)
 PRIORITY_FLOOD_ARP_EXCEPTION = 100
 PRIORITY_FLOOD_ALL = 10
+
+
+# What claims an address (held until judged), and what claims nothing
+# although it looks alike (an ARP probe, duplicate address detection).
+_ND = (("eth_type", ETH_TYPE_IPV6), ("ip_proto", ICMPV6))
+_CLAIMS: tuple[tuple[tuple[str, MatchValue], ...], ...] = (
+    (("eth_type", ETH_TYPE_ARP),),
+    (*_ND, ("icmpv6_type", ND_SOLICIT)),
+    (*_ND, ("icmpv6_type", ND_ADVERT)))
+_PROBES: tuple[tuple[tuple[str, MatchValue], ...], ...] = (
+    (("eth_type", ETH_TYPE_ARP), ("arp_spa", "0.0.0.0")),
+    (("eth_type", ETH_TYPE_IPV6), ("ipv6_src", "::"), ("ip_proto", ICMPV6),
+     ("icmpv6_type", ND_SOLICIT)))
+
+
+def is_held(is_arp: bool, arp_sender: str | None, nd_type: int | None,
+            nd_source: str | None) -> bool:
+    """Whether the switch held a copied frame until its claim is judged
+    (the rules above): ARP naming a unicast sender address (arp_sender:
+    None for 0.0.0.0 and other non-unicast ones), any neighbour
+    advertisement, a neighbour solicitation from an address."""
+    if is_arp:
+        return arp_sender is not None
+    if nd_type == ND_ADVERT:
+        return True
+    return nd_type == ND_SOLICIT and nd_source not in (None, "::")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,9 +185,11 @@ def meter_port(meter_id: int) -> tuple[str, int] | None:
     return None
 
 
-def switch_rules(dpid: int, ports: Ports,
-                 budgets: Budgets) -> tuple[tuple[FlowRule, ...], tuple[MeterSpec, ...]]:
-    """Everything on the switch that is not about one host."""
+def switch_rules(dpid: int, ports: Ports, budgets: Budgets,
+                 dhcp_trusted: frozenset[int] = frozenset(),
+                 ) -> tuple[tuple[FlowRule, ...], tuple[MeterSpec, ...]]:
+    """Everything on the switch that is not about one host. dhcp_trusted:
+    its ports with a DHCP server behind them (controller/dhcpguard.py)."""
     base = pipeline.COOKIE_BASE
     fwd = pipeline.COOKIE_FORWARD
     miss = pipeline.PRIORITY_TABLE_MISS
@@ -180,9 +221,14 @@ def switch_rules(dpid: int, ports: Ports,
         if port in ports.closed_learning:
             rules.append(FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_PORT_LEARN, fwd, match))
         else:
+            copy = (ApplyMeter(learn_meter(port)), ToController())
+            on = (*copy, GotoTable(pipeline.TABLE_FORWARD))
             rules.append(FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_PORT_LEARN, fwd, match,
-                                  (ApplyMeter(learn_meter(port)), ToController(),
-                                   GotoTable(pipeline.TABLE_FORWARD))))
+                                  on))
+            rules += [FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_PORT_HOLD, fwd,
+                               (*match, *claim), copy) for claim in _CLAIMS]
+            rules += [FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_PORT_PROBE, fwd,
+                               (*match, *probe), on) for probe in _PROBES]
         rules.append(FlowRule(dpid, pipeline.TABLE_FLOOD, PRIORITY_FLOOD_IN, fwd, match,
                               (ApplyMeter(storm_meter(port)),
                                GotoTable(pipeline.TABLE_FLOOD_OUT))))
@@ -193,6 +239,7 @@ def switch_rules(dpid: int, ports: Ports,
     for port in sorted(ports.tree):
         rules.append(FlowRule(dpid, pipeline.TABLE_FLOOD, PRIORITY_FLOOD_IN, fwd,
                               (("in_port", port),), (GotoTable(pipeline.TABLE_FLOOD_OUT),)))
+    rules += dhcpguard.dhcp_rules(dpid, ports.access, dhcp_trusted)
     targets = (ports.access | ports.tree) - set(ports.egress)
     rules.append(FlowRule(dpid, pipeline.TABLE_FLOOD_OUT, PRIORITY_FLOOD_ALL, fwd, (),
                           tuple(Output(p) for p in sorted(targets))))
@@ -249,12 +296,17 @@ def host_rules(dpid: int, host: HostView, out_port: int | None,
                 FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_KNOWN, cookie,
                          (*nd, ("icmpv6_type", ND_ADVERT), ("ipv6_nd_target", address)),
                          on)]
+        held = (ApplyMeter(learn_meter(host.port)), ToController())
         rules += [
-            FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_NEW_IP, cookie,
-                     (*src, ("eth_type", ETH_TYPE_ARP)), copy),
+            # Claims nothing: an ARP probe goes on; duplicate address
+            # detection goes on, copied (the address it checks is learned
+            # first come, first served: controller/topostate.py).
+            FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_PROBE, cookie,
+                     (*src, *_PROBES[0]), on),
+            FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_PROBE, cookie,
+                     (*src, *_PROBES[1]), copy),
             *(FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_NEW_IP, cookie,
-                       (*nd, ("icmpv6_type", kind)), copy)
-              for kind in (ND_SOLICIT, ND_ADVERT)),
+                       (*src, *claim), held) for claim in _CLAIMS),
             FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_OTHER, cookie, src, on)]
     return tuple(rules)
 

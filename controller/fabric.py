@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from controller import compiler, dataplane
+from controller import compiler, dataplane, dhcpguard
 from controller.dataplane import Budgets, Ports
 from enforcement import pipeline
 from enforcement.desired import Change, SwitchState, diff
@@ -38,6 +38,7 @@ STARTUP_GRACE = 15.0     # OVS retries a lost controller every 8 s at most
 POLL_INTERVAL = 2.0      # seconds between reads of the port meters
 ALARM_REPEAT = 10.0      # a port still over budget is reported again after this
 TICK = 0.1               # how soon a settled port or an ended ban takes effect
+RELEASE_ONCE = 2.0       # the same held frame is sent on at most once this long
 _SWITCH_PART = ""        # the part of a switch's flows not about one host
 
 
@@ -70,7 +71,8 @@ class Fabric:
                  on_budget: Callable[[int, int, str, float, float], None] = lambda *a: None,
                  clock: Callable[[], float] = time.monotonic,
                  startup_grace: float = STARTUP_GRACE, reconnect_hold: float = RECONNECT_HOLD,
-                 timeout: float = 5.0):
+                 timeout: float = 5.0,
+                 dhcp_trusted: frozenset[tuple[int, int]] = frozenset()):
         self._transact = transact
         self._snapshot = snapshot
         self.budgets = budgets
@@ -80,6 +82,7 @@ class Fabric:
         self._startup_grace = startup_grace
         self._reconnect_hold = reconnect_hold
         self.timeout = timeout
+        self.dhcp_trusted = dhcp_trusted      # (dpid, port) of DHCP servers
         self._lock = threading.Lock()          # the bookkeeping below
         self._push_lock = threading.Lock()     # one sync at a time
         self._switches: dict[int, _Switch] = {}
@@ -88,6 +91,9 @@ class Fabric:
         self._stopped = False
         self._alarmed: dict[tuple[int, int, str], float] = {}
         self._last_poll = 0.0
+        # Held frames whose claim was accepted: (mac, dpid, in_port, frame).
+        self._releases: list[tuple[str, int, int, bytes]] = []
+        self._released: dict[tuple[int, int, int], float] = {}
         # Only the leading instance pushes; a follower keeps the books of
         # what it reads (the hosts its switches hold) and sends nothing.
         self.active = True
@@ -104,6 +110,36 @@ class Fabric:
             for state in self._switches.values():
                 state.synced = None
         self._wake.set()
+
+    def release(self, mac: str, dpid: int, in_port: int, frame: bytes) -> None:
+        """A frame the switch held until its claim was judged (ARP, neighbour
+        discovery: controller/dataplane.py) was accepted: it is sent through
+        the switch's pipeline once mac's flows are in, so the host is not
+        left waiting for its retry."""
+        with self._lock:
+            self._releases.append((mac, dpid, in_port, frame))
+        self._wake.set()
+
+    def _send_releases(self) -> None:
+        """After the host syncs: a release whose host's flows are still to
+        be pushed waits for them (else it would meet the hold again). A
+        frame is sent on once: a copy of one that comes back (its flows
+        missing after all) is not released again for a while."""
+        now = self._clock()
+        with self._lock:
+            ready = [r for r in self._releases if r[0] not in self._dirty_hosts]
+            self._releases = [r for r in self._releases if r[0] in self._dirty_hosts]
+            for key in [k for k, at in self._released.items() if at < now - RELEASE_ONCE]:
+                del self._released[key]
+        for _, dpid, in_port, frame in ready:
+            key = (dpid, in_port, hash(frame))
+            if key in self._released:
+                continue
+            self._released[key] = now
+            try:
+                self._transact(dpid, [compiler.packet_out(in_port, frame)], self.timeout)
+            except SwitchError as exc:
+                LOG.debug("switch %016x: held frame not sent on: %s", dpid, exc)
 
     # ---- switch sessions ---------------------------------------------------
 
@@ -187,7 +223,8 @@ class Fabric:
                     return
                 ports = self._ports(dpid, state, snap)
                 hops = snap.hops.get(dpid, {})
-                rules, meters = dataplane.switch_rules(dpid, ports, self.budgets)
+                rules, meters = dataplane.switch_rules(
+                    dpid, ports, self.budgets, dhcpguard.on_switch(self.dhcp_trusted, dpid))
                 wanted = {_SWITCH_PART: {r.key: r for r in rules}}
                 for host in snap.hosts.values():
                     flows = self._host_part(dpid, host, ports, hops)
@@ -313,6 +350,8 @@ class Fabric:
             self.sync_switch(dpid, snap)
         if macs:
             self.sync_hosts(macs, snap)
+        if self._releases:
+            self._send_releases()
 
     def audit(self, dpid: int) -> None:
         """Puts back data-plane flows deleted behind the controller's back

@@ -5,10 +5,13 @@ switch-to-switch link): a host's flooded packets also reach other switches
 through their uplinks, and must not move it there.
 
 A host is one identity with addresses of both families: its IPv4 address
-(from ARP) and its IPv6 addresses (from neighbour discovery, link-local
-included). An address belongs to one host at a time: the newest sighting
-wins. Every address is indexed, so finding a subscriber by any of them costs
-the same with ten hosts or ten thousand.
+(from ARP or a DHCP binding) and its IPv6 addresses (from neighbour
+discovery, link-local included). An address belongs to one host at a time:
+learn() hands it to the newest sighting, and its caller decides first
+whether that sighting may take it (controller/claims.py). DHCP bindings
+(address -> MAC, from the server's answers) are kept here for that
+judgement. Every address is indexed, so finding a subscriber by any of them
+costs the same with ten hosts or ten thousand.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ class HostTable:
         self._pinned: dict[str, Pinned] = {}
         self._pinned_v6: dict[str, Pinned] = {}
         self._pinned_prefixes: list[tuple[ipaddress.IPv6Network, Pinned]] = []
+        self._bindings: dict[str, str] = {}  # address -> MAC the DHCP server gave it to
         self.repin(pinned)
 
     def repin(self, pinned: Iterable[Pinned]) -> None:
@@ -80,6 +84,30 @@ class HostTable:
                 self._by_address[address] = mac
         return True
 
+    def bound_to(self, address: str | None) -> str | None:
+        """The MAC a DHCP binding gives the address to, if any."""
+        return self._bindings.get(address) if address else None
+
+    def bind(self, mac: str, address: str) -> str | None:
+        """A DHCP server gave address to mac: recorded, and taken from any
+        other host holding it. Returns that host's MAC, if any. (mac itself
+        takes the address when it is located: the caller's learn().)"""
+        self._bindings[address] = mac
+        holder = self._by_address.get(address)
+        if holder is not None and holder != mac:
+            self._drop_address(holder, address)
+            return holder
+        return None
+
+    def unbind(self, mac: str, address: str) -> bool:
+        """The lease ended (or was refused): the address is no longer
+        reserved for mac. Whoever holds it keeps it, first come, first
+        served, as for a static address."""
+        if self._bindings.get(address) == mac:
+            del self._bindings[address]
+            return True
+        return False
+
     def _drop_address(self, mac: str, address: str) -> None:
         other = self._by_mac[mac]
         self._by_mac[mac] = HostView(
@@ -100,6 +128,15 @@ class HostTable:
 
     def by_mac(self, mac: str) -> HostView | None:
         return self._by_mac.get(mac)
+
+    def subscriber(self, mac: str) -> HostView | None:
+        """The host with this MAC, as by_ip() shows it (the inventory's
+        view of a pinned line): what its enforcements are planned for."""
+        seen = self._by_mac.get(mac)
+        if seen is None:
+            return None
+        pin = self._pin_of(seen.ip)
+        return seen if pin is None else self._pinned_view(pin, seen)
 
     def _pin_of(self, address: str | None):
         if not address:

@@ -237,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     from controller import app as app_module
     app_module.INVENTORY_PATH[0] = args.inventory
     app_module.SETTINGS[0] = app_module.Settings(args.budgets, args.packet_in_queue,
-                                                 args.startup_grace)
+                                                 args.startup_grace,
+                                                 dhcp_trusted=args.dhcp_trusted_ports)
     if pinned:
         LOG.info("inventory: %d subscriber(s) pinned", len(pinned))
     notify("STATUS=starting OpenFlow")
@@ -256,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     app.is_enforced = service.is_enforced
     app.on_links_changed = service.links_changed
     app.on_port_alarm = service.report_port_alarm
+    app.on_identity_event = service.report_identity_event
     # Switches that connected while the store was loading are claimed and
     # reconciled when this instance is elected.
     ha.wire(app, service, leadership)
@@ -319,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     LOG.info("shutting down (%s)", signal.Signals(signum).name)
     serving.stop(grace=2)
     maintenance.stop()
+    # While this instance still leads: the refusals it held back are stored.
+    service.identity_reports.stop()
     leadership.stop()
     forwarder.close()
     store.close()

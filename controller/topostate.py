@@ -11,8 +11,10 @@ Learning rules:
   new MAC (controller/portguard.py); the alarm names it;
 - an inventory-pinned address stays where the inventory says;
 - addresses are learned from ARP and from IPv6 neighbour discovery (a
-  solicitation's source, an advertisement's target), never from an IP
-  source address alone (which a spoofer writes as it likes).
+  solicitation's source, an advertisement's target) and DHCP bindings, never
+  from an IP source address alone (which a spoofer writes as it likes);
+- a claim on a MAC or an address someone else holds is judged first
+  (controller/claims.py): refused, it changes nothing and is reported.
 """
 from __future__ import annotations
 
@@ -25,13 +27,21 @@ import threading
 import networkx as nx
 from os_ken.lib.packet import arp, ether_types, ethernet, icmpv6, ipv6, packet
 
-from controller.dataplane import Budgets, Ports
+from controller import claims
+from controller.dataplane import Budgets, Ports, is_held
 from controller.fabric import Snapshot
 from controller.hosts import HostTable
 from controller.portguard import PortGuard
 from controller.settling import Settling
 from enforcement import topology
-from enforcement.model import HostView, LinkView, Location, SwitchView, TopologyView
+from enforcement.model import (
+    HostView,
+    IdentityEvent,
+    LinkView,
+    Location,
+    SwitchView,
+    TopologyView,
+)
 from enforcement.routing import switch_graph
 
 LOG = logging.getLogger(__name__)
@@ -39,11 +49,15 @@ LOG = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class Learned:
-    """What one packet-in taught: hosts whose flows must change, an address
-    whose enforcements must follow its host, alarms to raise."""
+    """What one packet-in taught: hosts whose flows must change, subscribers
+    (by MAC) whose enforcements must follow them, alarms to raise, claims
+    refused, and whether the frame, held by the switch until its claim was
+    judged, may now go on its way (release)."""
     macs: set[str] = dataclasses.field(default_factory=set)
-    follow: tuple[str, ...] = ()  # the host's addresses, both families
+    follow: tuple[str, ...] = ()  # MACs
     alarms: list[tuple[int, int, str, float, float]] = dataclasses.field(default_factory=list)
+    refused: list[IdentityEvent] = dataclasses.field(default_factory=list)
+    release: bool = False
 
 
 class TopologyState:
@@ -142,6 +156,21 @@ class TopologyState:
         with self._lock:
             return self.hosts.by_ip(ip)
 
+    def subscriber(self, mac: str) -> HostView | None:
+        """The host with this MAC, with the addresses it holds now."""
+        with self._lock:
+            return self.hosts.subscriber(mac)
+
+    def _live(self, dpid: int, port: int) -> bool:
+        """Whether a port still holds what was learned on it: known and up,
+        or on a switch not connected now (its hosts are still there).
+        Caller holds the lock."""
+        known = self._ports.get(dpid)
+        if known is None:
+            return True
+        state = known.get(port)
+        return state is not None and state[1]
+
     def view(self) -> TopologyView:
         with self._lock:
             switches = tuple(SwitchView(dpid, tuple(sorted(
@@ -214,7 +243,9 @@ class TopologyState:
         return learned
 
     def learn(self, dpid: int, in_port: int, data: bytes,
-              is_enforced=lambda ip: False) -> Learned:
+              is_enforced=lambda mac: False) -> Learned:
+        """is_enforced(mac): whether that subscriber has live enforcements
+        (only those are handed back to follow)."""
         out = Learned()
         pkt = packet.Packet(data)
         eth = pkt.get_protocol(ethernet.ethernet)
@@ -228,14 +259,31 @@ class TopologyState:
         if sender_ip is not None and not _is_unicast(sender_ip):
             sender_ip = None  # an ARP probe's 0.0.0.0 teaches nothing
         sender_ipv6, tentative = _nd_address(pkt)
+        held = is_held(arp_pkt is not None, sender_ip, *_nd_kind(pkt))
         with self._lock:
             if not self._is_access(dpid, in_port, self._graphs()):
                 return out
             before = self.hosts.by_mac(eth.src)
+            refusal = claims.judge_mac(eth.src, dpid, in_port, before, self._live)
+            if refusal is not None:
+                out.refused.append(self._refused(refusal, dpid, in_port, eth.src))
+                LOG.warning("a frame at %016x port %d claimed MAC %s, held by %s: refused",
+                            dpid, in_port, eth.src, refusal.owner)
+                return out
             if tentative and not self._may_claim(before, eth.src, sender_ipv6):
                 sender_ipv6 = None
             claimed = sender_ip or sender_ipv6
             was = self.hosts.by_ip(claimed) if claimed else None
+            if claimed and (refusal := claims.judge_address(
+                    claimed, eth.src, dpid, in_port, was, self.hosts.bound_to(claimed),
+                    self._live)) is not None:
+                out.refused.append(self._refused(refusal, dpid, in_port, eth.src))
+                LOG.warning("%s at %016x port %d claimed %s, held by %s: refused",
+                            eth.src, dpid, in_port, claimed, refusal.owner)
+                # The MAC itself is still learned (its own traffic goes on);
+                # the claim and the frame that made it go no further.
+                sender_ip = sender_ipv6 = claimed = None
+                held = False
             new_here = before is None or (before.dpid, before.port) != (dpid, in_port)
             if new_here and self.guard.banned(dpid, in_port):
                 return out
@@ -246,25 +294,24 @@ class TopologyState:
                                        float(self.hosts.count_at(dpid, in_port)),
                                        float(self._budgets.max_hosts)))
                 return out
-            if (pin := self.hosts.pinned_elsewhere(claimed, dpid, in_port)):
-                LOG.warning("%s (%s) seen at %016x port %d, but the inventory pins "
-                            "account %s to %016x port %d; location unchanged",
-                            claimed, eth.src, dpid, in_port, pin.account, pin.dpid,
-                            pin.port)
-                return out
             if not self.hosts.learn(dpid, in_port, eth.src, sender_ip, sender_ipv6):
+                # Known already, claim and all: a retry the switch held
+                # before the first one's flows were in.
+                out.release = held
                 return out
             self._hosts_version += 1
             LOG.info("host %s (%s) at %016x port %d", eth.src, claimed or "no IP yet",
                      dpid, in_port)
-            now = self.hosts.by_mac(eth.src)
-            assert now is not None  # just learned
+            out.release = held
             out.macs.add(eth.src)
+            follow = [eth.src]
             if was is not None and was.mac and was.mac != eth.src:
                 out.macs.add(was.mac)  # the address moved to this MAC
+                follow.append(was.mac)
             if new_here:
                 if before is not None:
                     self._full_alarmed.discard((before.dpid, before.port))
+                    LOG.info("host %s moved to %016x port %d", eth.src, dpid, in_port)
                 rate = self.guard.new_mac(dpid, in_port)
                 if rate is not None:
                     LOG.warning("%016x port %d: %.1f new MACs/s; learning banned there "
@@ -272,18 +319,48 @@ class TopologyState:
                     out.alarms.append((dpid, in_port, "learning_ban", rate,
                                        self._budgets.churn_macs
                                        / self._budgets.churn_seconds))
-            addresses = tuple(a for a in (now.ip, *now.ipv6) if a and "/" not in a)
-            if before is not None and (before.dpid, before.port) != (dpid, in_port):
-                LOG.info("host %s moved to %016x port %d", eth.src, dpid, in_port)
-                out.follow = addresses
-            elif (claimed and _place(was) != _place(now)
-                  and any(is_enforced(a) for a in addresses)):
-                # An address is known here afresh while enforced: it may have
-                # been planned where it was wrongly seen (an uplink not
-                # discovered yet, forgotten since); the service re-places only
-                # what is not at this port.
-                out.follow = addresses
+            # A subscriber at another port, holding other addresses, or
+            # known afresh (it may have been planned where it was wrongly
+            # seen): its enforcements are re-placed; the service changes
+            # only what differs.
+            out.follow = tuple(mac for mac in follow if is_enforced(mac))
         return out
+
+    def _refused(self, refusal: claims.Refusal, dpid: int, port: int,
+                 mac: str) -> IdentityEvent:
+        """Caller holds the lock."""
+        ips = sorted(h.ip for h in self.hosts.located()
+                     if (h.dpid, h.port) == (dpid, port) and h.ip)
+        return IdentityEvent(refusal.kind, dpid, port, mac, refusal.claimed, refusal.owner,
+                             ips[0] if ips else None)
+
+    def bind(self, mac: str, ip: str) -> Learned:
+        """A DHCP server gave ip to mac (controller/dhcpsnoop.py): the
+        address is that subscriber's from now on, taken from whoever held
+        it, and claims on it by anyone else are refused."""
+        out = Learned()
+        with self._lock:
+            if self.hosts.pinned_elsewhere(ip, -1, -1) is not None:
+                LOG.warning("DHCP gave %s to %s, but the inventory pins it; ignored", ip, mac)
+                return out
+            taken = self.hosts.bind(mac, ip)
+            me = self.hosts.by_mac(mac)
+            if taken is not None:
+                out.macs.add(taken)
+                LOG.info("DHCP gave %s to %s: taken from %s", ip, mac, taken)
+            v4, v6 = (None, ip) if ":" in ip else (ip, None)
+            if me is not None and self.hosts.learn(me.dpid, me.port, mac, v4, v6):
+                out.macs.add(mac)
+            if out.macs:
+                self._hosts_version += 1
+            out.follow = tuple(sorted(out.macs))
+        return out
+
+    def unbind(self, mac: str, ip: str) -> None:
+        """The lease ended: the address is no longer reserved for mac (who
+        holds it keeps it; its enforcements never depended on it)."""
+        with self._lock:
+            self.hosts.unbind(mac, ip)
 
     def _may_claim(self, host: HostView | None, mac: str, address: str | None) -> bool:
         """Whether a host checking an address for duplicates (a solicitation
@@ -331,6 +408,16 @@ def _place(host: HostView | None) -> tuple[int, int] | None:
 
 def _is_group(mac: str) -> bool:
     return int(mac[:2], 16) & 1 == 1
+
+
+def _nd_kind(pkt: packet.Packet) -> tuple[int | None, str | None]:
+    """A neighbour discovery message's type and its IPv6 source, if it is
+    one."""
+    message = pkt.get_protocol(icmpv6.icmpv6)
+    header = pkt.get_protocol(ipv6.ipv6)
+    if message is None or header is None:
+        return None, None
+    return message.type_, header.src
 
 
 def _nd_address(pkt: packet.Packet) -> tuple[str | None, bool]:

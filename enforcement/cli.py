@@ -14,7 +14,7 @@ import sys
 
 from enforcement.client import VIOLATIONS as _VIOLATIONS
 from enforcement.client import ClientError, EnforcementClient, TlsFiles
-from enforcement.model import BUDGET_UNITS
+from enforcement.model import BUDGET_UNITS, IDENTITY_KINDS, IdentityEvent
 from enforcement.v1 import enforcement_pb2 as pb
 
 
@@ -140,10 +140,14 @@ def _watch(ctl: EnforcementClient, args):
                                case_id=args.case or ""):
             at = event.at.ToDatetime().isoformat(sep=" ", timespec="milliseconds")
             kind = _name(pb.EventKind, event.kind, "EVENT_KIND_")
-            rest = (_port_alarm(event) if event.kind == pb.EVENT_KIND_PORT_OVER_BUDGET
-                    else f"{event.enforcement_id:<20}  {event.case_id:<12}  "
-                         f"{event.subscriber_ip:<15}  "
-                         f"{_name(pb.State, event.state, 'STATE_'):<8}  {event.detail}")
+            if event.kind == pb.EVENT_KIND_PORT_OVER_BUDGET:
+                rest = _port_alarm(event)
+            elif event.kind == pb.EVENT_KIND_IDENTITY_REFUSED:
+                rest = _identity_refused(event)
+            else:
+                rest = (f"{event.enforcement_id:<20}  {event.case_id:<12}  "
+                        f"{event.subscriber_ip:<15}  "
+                        f"{_name(pb.State, event.state, 'STATE_'):<8}  {event.detail}")
             print(f"{at:<23}  {event.sequence:>6}  {kind:<14}  {rest}", flush=True)
             seen += 1
             if args.count and seen >= args.count:
@@ -160,6 +164,26 @@ def _port_alarm(event: pb.Event) -> str:
     return (f"switch {event.datapath_id:016x} port {event.port}  "
             f"subscriber {event.subscriber_ip or 'unknown'}  "
             f"{event.budget} {event.rate:g} {unit} (limit {event.limit:g})  {event.detail}")
+
+
+def _identity_refused(event: pb.Event) -> str:
+    """A refused claim has no enforcement, case or state either: where, who,
+    what it claimed and whose it is take their place, then what the detail
+    adds (what was held back since the last one, the reporter's words)."""
+    words = IDENTITY_KINDS.get(event.identity, event.identity)
+    owner = f" (held by {event.owner})" if event.owner else ""
+    detail = event.detail
+    try:  # the detail starts with the same sentence unless the reporter wrote its own
+        sentence = IdentityEvent(event.identity, event.datapath_id, event.port,
+                                 event.claimant_mac, event.claimed, event.owner).text()
+    except ValueError:  # a kind newer than this client
+        sentence = ""
+    if sentence and detail.startswith(sentence):
+        detail = detail[len(sentence):].lstrip("; ")
+    return (f"switch {event.datapath_id:016x} port {event.port}  "
+            f"subscriber {event.subscriber_ip or 'unknown'}  "
+            f"{event.claimant_mac} {words}: {event.claimed}{owner}, refused"
+            f"{'  ' + detail if detail else ''}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     watch = commands.add_parser(
         "watch", help="follow enforcement events live (applied, lifted, expired, "
-                      "repaired...) and port alarms (port_over_budget)")
+                      "repaired...), port alarms (port_over_budget) and refused "
+                      "identity claims (identity_refused)")
     watch.add_argument("--ip", help="only this subscriber (IPv4 or IPv6 address)")
     watch.add_argument("--case", help="only this case")
     watch.add_argument("--after", type=int, default=0, metavar="SEQ",

@@ -128,7 +128,8 @@ def event_to_proto(event) -> pb.Event:
         kind=pb.EventKind.Value("EVENT_KIND_" + event.kind.upper()),
         enforcement_id=event.enforcement_id, case_id=event.case_id,
         subscriber_ip=event.subscriber_ip,
-        # A port alarm belongs to no enforcement, so it has no state.
+        # A port alarm or an identity event belongs to no enforcement, so it
+        # has no state.
         state=(pb.State.Value("STATE_" + event.state.upper()) if event.state
                else pb.STATE_UNSPECIFIED),
         detail=event.detail)
@@ -138,6 +139,13 @@ def event_to_proto(event) -> pb.Event:
         message.budget = event.budget
         message.rate = event.rate
         message.limit = event.budget_limit
+    if event.identity is not None:  # a refused claim: where from, who, on what, whose
+        message.datapath_id = event.datapath_id
+        message.port = event.port
+        message.identity = event.identity
+        message.claimant_mac = event.claimant_mac
+        message.claimed = event.claimed
+        message.owner = event.owner
     message.at.FromNanoseconds(int(event.at * 1e9))
     return message
 

@@ -24,6 +24,7 @@ from enforcement.model import (
     Decision,
     Enforcement,
     Escalation,
+    HostView,
     Location,
     Proposal,
 )
@@ -77,17 +78,22 @@ class Decider:
         return Proposal(action, where, escalation, cookie, planned.rules, planned.meters,
                         addresses, self.policy.version, spec)
 
-    def replan(self, record: Enforcement, where: Location) -> Enforcement:
+    def replan(self, record: Enforcement, where: Location,
+               host: HostView | None = None) -> Enforcement:
         """The same enforcement (step, cookie, meter) planned at another
-        place or on the current paths, for the addresses it was planned for
-        and any the subscriber showed since."""
+        place or on the current paths, for the addresses its subscriber
+        holds now: host, the subscriber as the topology knows it by its MAC
+        (looked up when not given). Never by the address the decision named:
+        that address may be someone else's by now (a lease handed on)."""
         decision = record.decision
         policy = self.policy_of(record)
         ladder = policy.rung(decision.violation).ladder
         spec = (record.spec or decision.requested_action
                 or ladder[min(record.escalation.step, len(ladder)) - 1])
-        addresses = tuple(dict.fromkeys((*record.addresses, *self._identity(decision))))
-        target = _target(decision, where, addresses)
+        if host is None:
+            host = self._network.subscriber(record.location.mac)
+        addresses = holds(host) if host is not None else record.addresses
+        target = _target(decision, where, addresses, named_first=False)
         context = planner.Context(policy.assets, policy.quarantine_vlan,
                                   self._walled_garden_routes(spec, where, policy))
         planned = planner.plan(spec, target, context, record.cookie, meter_id=record.serial)
@@ -244,13 +250,21 @@ def _refuse_protected(clash, what: str) -> None:
                                  f"(assets.{name} in the policy); nothing was changed")
 
 
-def _target(decision: Decision, where: Location, addresses: tuple[str, ...]) -> planner.Target:
+def holds(host: HostView) -> tuple[str, ...]:
+    """The addresses a subscriber holds now, both families, IPv4 first."""
+    return tuple(dict.fromkeys(a for a in (host.ip, *host.ipv6) if a))
+
+
+def _target(decision: Decision, where: Location, addresses: tuple[str, ...],
+            named_first: bool = True) -> planner.Target:
     """The planner's view of the subscriber: its IPv4 address (the named
-    one or its own), the scope around it, and its IPv6 addresses and
-    prefixes, with the link-local address its MAC gives it (a host has it
-    before it is ever seen using it)."""
+    one when deciding, the one it holds when re-planning; the named one
+    always under a wider scope, which the request gave around it), the
+    scope around it, and its IPv6 addresses and prefixes, with the
+    link-local address its MAC gives it (a host has it before it is ever
+    seen using it)."""
     named = decision.subscriber.ip
-    ipv4 = named if named.version == 4 else next(
+    ipv4 = named if named.version == 4 and (named_first or decision.scope) else next(
         (ipaddress.IPv4Address(a) for a in addresses if ":" not in a), None)
     ipv6 = _ipv6_networks(tuple(a for a in addresses if ":" in a), where.mac)
     scope = decision.scope or (_host_network(ipv4) if ipv4 is not None else None)

@@ -92,6 +92,10 @@ class Ledger:
             self.expiries: list[tuple[float, str]] = []  # heap of (expires_at, id)
             self.desired = DesiredIndex()
             self.live_by_ip: dict[str, set[str]] = {}  # subscriber address -> live ids
+            # The subscriber's MAC (where it was planned) -> live ids: an
+            # enforcement belongs to the subscriber, and follows it by MAC
+            # (a new address, another port), never by address.
+            self.live_by_mac: dict[str, set[str]] = {}
             # The live ones alone, in the same order: a List of what is in
             # force (enforcementctl list, the view) pages through them without
             # walking past every ended record first.
@@ -205,15 +209,14 @@ class Ledger:
             self.desired.remove(order(was), was.rules, was.meters)
             self.touch(was)
             ip = str(was.decision.subscriber.ip)
-            ids = self.live_by_ip[ip]
-            ids.discard(was.id)
-            if not ids:
-                del self.live_by_ip[ip]
+            _unfile(self.live_by_ip, ip, was.id)
+            _unfile(self.live_by_mac, was.location.mac, was.id)
         if now is not None:
             self.live_ordered.add((order(now), now.id))
             self.desired.add(order(now), now.rules, now.meters)
             self.touch(now)
             self.live_by_ip.setdefault(str(now.decision.subscriber.ip), set()).add(now.id)
+            self.live_by_mac.setdefault(now.location.mac, set()).add(now.id)
 
     def rollback(self, mark: tuple[int, int, int, int]) -> None:
         """Undoes every record change since mark (memory and desired state),
@@ -277,6 +280,19 @@ class Ledger:
     def live(self, ip: str) -> list[Enforcement]:
         return sorted((self.by_id[i] for i in self.live_by_ip.get(ip, ())),
                       key=lambda r: (r.created_at, r.id))
+
+    def live_of(self, mac: str) -> list[Enforcement]:
+        """The live enforcements of the subscriber with this MAC."""
+        return sorted((self.by_id[i] for i in self.live_by_mac.get(mac, ())),
+                      key=lambda r: (r.created_at, r.id))
+
+
+def _unfile(index: dict[str, set[str]], key: str, record_id: str) -> None:
+    ids = index.get(key)
+    if ids is not None:
+        ids.discard(record_id)
+        if not ids:
+            del index[key]
 
 
 def order(record: Enforcement) -> tuple[float, int]:

@@ -2,7 +2,8 @@
 own so that nothing else in the process leaks into the scrape).
 
 Counters and the latency histogram are fed as things happen (the API layer
-for decisions, the service's event hook for drift repairs and port alarms);
+for decisions, the service's event hook for drift repairs and port alarms,
+its identity hook for refused claims);
 gauges are computed at scrape time from the service and the switch sessions,
 so they can never drift from the truth.
 
@@ -12,13 +13,19 @@ so they can never drift from the truth.
     enforcement_apply_latency_seconds
         From Apply received to answered, switch confirmation included.
     enforcement_events_total{kind}
-        applied, lifted, expired, reapplied, drift_repaired, port_over_budget...
+        applied, lifted, expired, reapplied, drift_repaired, port_over_budget,
+        identity_refused... (events stored: refused claims after the throttle)
     enforcement_drift_repairs_total
         Enforcements whose rules were found altered or missing and put back.
     enforcement_port_over_budget_total{budget}
         Port alarms the controller reported: an access port over its learn or
         storm budget (packets/s), banned from learning for MAC churn
         (learning_ban) or refusing hosts beyond its maximum (max_hosts).
+    enforcement_identity_refused_total{kind}
+        Claims on who is where the controller refused, every one, before the
+        throttle that stores one event per claim and interval: address_claim,
+        mac_claim, lldp_forged, dhcp_untrusted. Who claimed is in the events,
+        never in a label: a series per subscriber would grow without bound.
     enforcement_active{action}
         Live (active or pending) enforcements.
     openflow_connected_switches
@@ -44,7 +51,7 @@ import collections
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from enforcement.model import BUDGET_UNITS, PORT_OVER_BUDGET
+from enforcement.model import BUDGET_UNITS, IDENTITY_KINDS, PORT_OVER_BUDGET
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                    5.0, 10.0)
@@ -72,9 +79,17 @@ class Metrics:
             ["budget"], registry=self.registry)
         for budget in BUDGET_UNITS:  # at 0 from the start, so rate() sees the first
             self.port_over_budget.labels(budget)
+        identity_refused = Counter(
+            "enforcement_identity_refused",
+            "Refused claims on who is where (every one, stored or throttled), by kind",
+            ["kind"], registry=self.registry)
+        # Children looked up once: a flood of forged frames calls on_identity per frame.
+        self._identity_refused = {kind: identity_refused.labels(kind)
+                                  for kind in IDENTITY_KINDS}
         if service is not None:
             self.registry.register(_StateCollector(service, network))
             service.add_event_listener(self.on_event)
+            service.add_identity_listener(self.on_identity)
 
     def observe_apply(self, violation: str, action: str, outcome: str,
                       seconds: float) -> None:
@@ -87,6 +102,9 @@ class Metrics:
             self.drift_repairs.inc()
         elif kind == PORT_OVER_BUDGET:
             self.port_over_budget.labels(record.budget).inc()
+
+    def on_identity(self, event) -> None:
+        self._identity_refused[event.kind].inc()
 
     def serve(self, host: str, port: int) -> tuple[object, int]:
         """Starts the /metrics HTTP endpoint; returns the server and its port."""

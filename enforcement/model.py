@@ -252,15 +252,7 @@ class PortAlarm:
     def __post_init__(self):
         # A bad alarm is the controller's bug: refuse it here rather than
         # store something Watch cannot describe.
-        if self.budget not in BUDGET_UNITS:
-            raise ValueError(f"unknown budget {self.budget!r}; one of "
-                             + ", ".join(BUDGET_UNITS))
-        if not (0 <= self.dpid < 1 << 64 and 0 <= self.port < 1 << 32):
-            raise ValueError(f"no such switch port: dpid {self.dpid}, port {self.port}")
-        if self.subscriber_ip:
-            # The text Watch filters compare with (validation.parse_filter_ip).
-            object.__setattr__(self, "subscriber_ip",
-                               str(ipaddress.ip_address(self.subscriber_ip)))
+        _check_report(self, "budget", self.budget, BUDGET_UNITS)
 
     @property
     def unit(self) -> str:
@@ -312,14 +304,7 @@ class IdentityEvent:
     detail: str = ""
 
     def __post_init__(self):
-        if self.kind not in IDENTITY_KINDS:
-            raise ValueError(f"unknown identity event {self.kind!r}; one of "
-                             + ", ".join(IDENTITY_KINDS))
-        if not (0 <= self.dpid < 1 << 64 and 0 <= self.port < 1 << 32):
-            raise ValueError(f"no such switch port: dpid {self.dpid}, port {self.port}")
-        if self.subscriber_ip:
-            object.__setattr__(self, "subscriber_ip",
-                               str(ipaddress.ip_address(self.subscriber_ip)))
+        _check_report(self, "identity event", self.kind, IDENTITY_KINDS)
 
     def text(self) -> str:
         if self.detail:
@@ -327,3 +312,17 @@ class IdentityEvent:
         owner = f" (held by {self.owner})" if self.owner else ""
         return (f"switch {self.dpid:016x} port {self.port}: {self.mac} "
                 f"{IDENTITY_KINDS[self.kind]}: {self.claimed}{owner}; refused")
+
+
+def _check_report(report, what: str, kind: str, kinds) -> None:
+    """A controller's report (PortAlarm, IdentityEvent) that Watch can
+    describe: a known kind, a real switch port, the subscriber's address as
+    Watch filters compare it (validation.parse_filter_ip). A bad one is the
+    controller's bug: refused here rather than stored."""
+    if kind not in kinds:
+        raise ValueError(f"unknown {what} {kind!r}; one of " + ", ".join(kinds))
+    if not (0 <= report.dpid < 1 << 64 and 0 <= report.port < 1 << 32):
+        raise ValueError(f"no such switch port: dpid {report.dpid}, port {report.port}")
+    if report.subscriber_ip:
+        object.__setattr__(report, "subscriber_ip",
+                           str(ipaddress.ip_address(report.subscriber_ip)))

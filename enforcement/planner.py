@@ -9,9 +9,17 @@ switches on its path to the walled garden (and nothing else there).
 Both address families, one subscriber (Target): its port and MAC, its IPv4
 address (or a wider allowed scope), and its IPv6 addresses and prefixes.
 
-- Blocks and meters match IPv4 by the subscriber's address and IPv6 by its
-  port and MAC (which cover every IPv6 address it uses, privacy addresses
-  included), so they are not sidestepped by changing family. A destination
+- An enforcement belongs to the subscriber, not to an address: what it
+  drops or meters matches the subscriber's port and MAC in both families
+  (which cover every address it uses: a new DHCP lease, privacy addresses),
+  so it is sidestepped neither by changing address nor by changing family,
+  and the neighbour later given its old address is not touched. Only a
+  scope wider than the subscriber's own address, which the policy allowed
+  and the request asked for, matches IPv4 addresses.
+- What an allow-list lets through ahead of anti-spoofing (block exceptions,
+  a quarantine's requests, ARP answers) names the subscriber's own current
+  addresses, so composing two actions never loosens source validation; a
+  subscriber that takes a new address has them planned again. A destination
   (`to`) belongs to its family: a rule toward IPv4 destinations only has no
   IPv6 part, and the other way round; an exception (`except_to`) holds in
   its own family.
@@ -166,18 +174,32 @@ def _toward(field: str, network: Network | None) -> tuple:
     return () if network is None else (_ip(field, network),)
 
 
+def _wide(t: Target) -> ipaddress.IPv4Network | None:
+    """The scope when it is wider than the subscriber's own address (a
+    prefix the policy allowed): only then do drops match IPv4 addresses."""
+    scope = t.scope
+    return scope if scope is not None and scope.prefixlen < scope.max_prefixlen else None
+
+
 def _v4_from(t: Target) -> tuple:
-    """What makes an IPv4 packet from its port the subscriber's: its
-    address, or its MAC when it has no IPv4 address to match."""
+    """What makes an IPv4 packet from its port the subscriber's, for an
+    allow: its address, or its MAC when it has no IPv4 address to match."""
     if t.scope is None:
         return (("eth_src", t.location.mac),)
     return (_ip("ipv4_src", t.scope),)
 
 
+def _v4_drop_from(t: Target) -> tuple:
+    """The same, for what is dropped or metered: its MAC (with the port the
+    callers match), whatever address it uses; a wider scope by address."""
+    wide = _wide(t)
+    return (_ip("ipv4_src", wide),) if wide else (("eth_src", t.location.mac),)
+
+
 def _v4_to(t: Target) -> tuple:
-    if t.scope is None:
-        return (("eth_dst", t.location.mac),)
-    return (_ip("ipv4_dst", t.scope),)
+    """Toward the subscriber: its MAC, or the addresses of a wider scope."""
+    wide = _wide(t)
+    return (_ip("ipv4_dst", wide),) if wide else (("eth_dst", t.location.mac),)
 
 
 def _by_family(networks: Sequence[Network]) -> tuple[tuple[Network | None, ...],
@@ -222,13 +244,15 @@ def _block(spec: ActionSpec, t: Target, context: Context, r: _Rules, meter_id: i
     # An exception only makes sense where the family has a block to except from.
     exceptions = [e for e in spec.except_to if e.version == 4] if dests else []
     if spec.direction in ("from_subscriber", "both"):
-        base = (("in_port", t.location.port), ipv4, *_v4_from(t))
+        port_of = ("in_port", t.location.port)
+        dropped = (port_of, ipv4, *_v4_drop_from(t))
+        allowed = (port_of, ipv4, *_v4_from(t))
         for port in ports:
             for dest in dests:
-                rules.append(r.drop(pipeline.PRIORITY_BLOCK, *base,
+                rules.append(r.drop(pipeline.PRIORITY_BLOCK, *dropped,
                                     *_toward("ipv4_dst", dest), *_l4(spec.protocol, port)))
             for exception in exceptions:
-                rules.append(r.allow(pipeline.PRIORITY_BLOCK_EXCEPTION, *base,
+                rules.append(r.allow(pipeline.PRIORITY_BLOCK_EXCEPTION, *allowed,
                                      _ip("ipv4_dst", exception), *_l4(spec.protocol, port)))
     if spec.direction in ("to_subscriber", "both"):
         for port in ports:
@@ -271,7 +295,7 @@ def _rate_limit(spec: ActionSpec, t: Target, context: Context, r: _Rules, meter_
         return [r.meter(pipeline.PRIORITY_METER_ALL, meter_id, in_port)], [meter]
     ports = spec.ports or (None,)
     dests, dests_v6 = _by_family(spec.to)
-    base = (in_port, ("eth_type", ETH_TYPE_IPV4), *_v4_from(t))
+    base = (in_port, ("eth_type", ETH_TYPE_IPV4), *_v4_drop_from(t))
     rules = [r.meter(pipeline.PRIORITY_METER_NARROW, meter_id, *base,
                      *_toward("ipv4_dst", dest), *_l4(spec.protocol, port))
              for port in ports for dest in dests]
@@ -318,8 +342,8 @@ def _quarantine(spec: ActionSpec, t: Target, context: Context, r: _Rules, meter_
     # neighbour discovery pass (the flood set leaves its port out but for
     # ARP asking for it: controller/dataplane.py).
     rules += [r.allow(allow, mac, ("eth_type", ETH_TYPE_ARP)), r.drop(deny, port)]
-    if t.scope is not None:
-        rules.append(r.drop(deny, ipv4, _ip("ipv4_dst", t.scope)))
+    if _wide(t):
+        rules.append(r.drop(deny, ipv4, *_v4_to(t)))
     return [*rules, r.drop(deny, mac)], []
 
 
@@ -370,9 +394,9 @@ def _quarantine_discovery(t: Target, r: _Rules) -> list[FlowRule]:
 def _cutoff(spec: ActionSpec, t: Target, context: Context, r: _Rules, meter_id: int):
     p = pipeline.PRIORITY_CUTOFF
     rules = [r.drop(p, ("in_port", t.location.port)), r.drop(p, ("eth_dst", t.location.mac))]
-    if t.scope is not None:
-        rules += [r.drop(p, ("eth_type", ETH_TYPE_IPV4), _ip("ipv4_dst", t.scope)),
-                  r.drop(p, ("eth_type", ETH_TYPE_ARP), _ip("arp_tpa", t.scope))]
+    if (wide := _wide(t)) is not None:
+        rules += [r.drop(p, ("eth_type", ETH_TYPE_IPV4), _ip("ipv4_dst", wide)),
+                  r.drop(p, ("eth_type", ETH_TYPE_ARP), _ip("arp_tpa", wide))]
     return rules, []
 
 

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import tenacity
 
-from enforcement.deciding import Decider
+from enforcement.deciding import Decider, holds
 from enforcement.desired import Change, SwitchState
 from enforcement.errors import EnforcementError, SwitchError, SwitchUnreachable
 from enforcement.ledger import LIVE, Ledger, switches
@@ -47,6 +47,7 @@ _RETRY_AFTER_FIRST = tenacity.retry(
 class Network(Protocol):
     def locate(self, ip: str) -> Location | None: ...
     def host(self, ip: str) -> HostView | None: ...
+    def subscriber(self, mac: str) -> HostView | None: ...
     def is_connected(self, dpid: int) -> bool: ...
     def sync(self, dpid: int, desired: SwitchState, timeout: float,
              verify: bool = False) -> Change: ...
@@ -134,13 +135,16 @@ class Reconciler:
                                        "after it reconnected")
             self.activate_pending()
 
-    def host_moved(self, ip: str, between: Callable[[], None] = lambda: None) -> None:
-        """A subscriber's host was seen on another access port, or with an
-        address its enforcements were not planned for: its live enforcements
-        are planned again (same step, same cookie) at its port for all its
-        addresses, installed and the old rules removed, so the narrowest
-        placement follows the subscriber and its source validation takes in
-        an address it newly holds.
+    def host_moved(self, mac: str, between: Callable[[], None] = lambda: None) -> None:
+        """A subscriber (by its MAC: an enforcement belongs to the
+        subscriber, not to an address) was seen on another access port, or
+        holds other addresses than its enforcements were planned for (a
+        new lease, an address taken back): its live enforcements are
+        planned again (same step, same cookie) at its port for the
+        addresses it holds now, installed and the old rules removed, so the
+        narrowest placement follows the subscriber and its allow-lists name
+        only its own addresses. An address that moved to another subscriber
+        takes nothing of this one's enforcements along.
 
         In groups of FOLLOW_GROUP, each pushed with one barrier per switch and
         committed, the lifecycle lock let go in between (and between() called
@@ -149,41 +153,45 @@ class Reconciler:
         group at a time, not for all of them. Each is re-read under the
         lock, so one lifted meanwhile stays lifted."""
         with self._ledger.lock:
-            ids = [r.id for r in self._ledger.live(ip)]
+            ids = [r.id for r in self._ledger.live_of(mac)]
         for start in range(0, len(ids), FOLLOW_GROUP):
             if start:
                 between()
             with self._ledger.changing():
-                host = self._network.host(ip)
-                if host is None or not host.mac:
+                host = self._network.subscriber(mac)
+                if host is None or host.mac != mac:
                     return
-                self._follow(ip, host, ids[start:start + FOLLOW_GROUP])
+                self._follow(host, ids[start:start + FOLLOW_GROUP])
 
-    def _follow(self, ip: str, host: HostView, ids: list[str]) -> None:
+    def _follow(self, host: HostView, ids: list[str]) -> None:
         where = Location(host.dpid, host.port, host.mac)
-        now = {a for a in (host.ip, *host.ipv6) if a and "/" not in a}
+        now = holds(host)
         replaced = []
         for record in (self._ledger.by_id.get(i) for i in ids):
             if record is None or record.state not in LIVE:
                 continue
             moved = (record.location.dpid, record.location.port) != (where.dpid, where.port)
-            new = sorted(now - set(record.addresses)) if record.addresses else []
-            if not moved and not new:
+            new = [a for a in now if a not in record.addresses]
+            gone = [a for a in record.addresses if a not in now]
+            if not moved and not new and not gone:
                 continue
             try:
-                replanned = self._decider.replan(record, where)
+                replanned = self._decider.replan(record, where, host)
             except EnforcementError as exc:
                 LOG.error("enforcement %s cannot follow %s to %016x port %d: %s",
-                          record.id, ip, where.dpid, where.port, exc,
+                          record.id, host.mac, where.dpid, where.port, exc,
                           extra={"enforcement_id": record.id,
                                  "case_id": record.decision.case_id})
                 continue
             if moved:
-                what = (f"followed {ip} from switch {record.location.dpid:016x} port "
-                        f"{record.location.port} to switch {where.dpid:016x} "
-                        f"port {where.port}")
+                what = (f"followed {record.decision.subscriber.ip} ({host.mac}) from switch "
+                        f"{record.location.dpid:016x} port {record.location.port} to switch "
+                        f"{where.dpid:016x} port {where.port}")
             else:
-                what = "planned again for the subscriber's new address(es) " + ", ".join(new)
+                what = "planned again for the subscriber's addresses: " + "; ".join(
+                    part for part in (
+                        "now holds " + ", ".join(new) if new else "",
+                        "no longer holds " + ", ".join(gone) if gone else "") if part)
             replaced.append((record, replanned, "moved" if moved else "re-planned", what))
         self._replace_all(replaced)
         for record, replanned, how, what in replaced:

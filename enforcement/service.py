@@ -4,7 +4,8 @@ The face the API and the controller call. The parts, each with one owner:
 enforcement.ledger (the records in memory and their unit of work),
 enforcement.deciding (what a decision means: guardrails, place, step, rules),
 enforcement.reconcile (the switches made to hold what the ledger wants),
-enforcement.alarms (port alarms), enforcement.maintenance (the schedule).
+enforcement.alarms (port alarms), enforcement.identity (refused identity
+claims), enforcement.maintenance (the schedule).
 
 States: PENDING (a switch is not connected) -> ACTIVE (barrier-confirmed) or
 FAILED (the switch's error) -> LIFTED or EXPIRED. A PENDING enforcement is
@@ -48,12 +49,14 @@ from enforcement.errors import (
     NotLeader,
     SwitchError,
 )
+from enforcement.identity import IdentityReports
 from enforcement.ledger import LIVE, Ledger, switches
 from enforcement.model import (
     POLICY_RELOADED,
     RELOAD_REFUSED,
     Decision,
     Enforcement,
+    IdentityEvent,
     PortAlarm,
     Proposal,
     State,
@@ -90,6 +93,8 @@ class EnforcementService:
                                      switch_timeout=switch_timeout)
         self._commits = GroupCommit(self._run_jobs, max_batch=max_batch)
         self._alarms = PortAlarms(store, clock, self._announce, fence=self._fence)
+        self.identity_reports = IdentityReports(store, clock, self._announce,
+                                                fence=self._fence)
         live = sum(1 for r in self.ledger.by_id.values() if r.state in LIVE)
         LOG.info("store %s: %d enforcements, %d live", store.url, len(self.ledger.by_id),
                  live)
@@ -440,6 +445,19 @@ class EnforcementService:
         if self.leading():
             self._alarms.report(alarm)
 
+    def report_identity_event(self, event: IdentityEvent) -> None:
+        """From the controller, on any thread: a refused claim on who is
+        where becomes an identity_refused event, throttled per claim, stored
+        by a writer of its own (enforcement.identity): returns at once, no
+        lifecycle lock, no switch, no database. Only the leader reports."""
+        if self.leading():
+            self.identity_reports.report(event)
+
+    def add_identity_listener(self, listener: Callable[[IdentityEvent], None]) -> None:
+        """listener(event) on every refused claim reported, before the
+        throttle (the metrics count them all), on the reporting thread."""
+        self.identity_reports.listeners.append(listener)
+
     def use_policy(self, policy: Policy, actor: str, detail: str) -> None:
         """New decisions follow policy from now on (a reload); live
         enforcements keep their rules and the version they were planned
@@ -483,10 +501,10 @@ class EnforcementService:
                 return host.ip
         raise NotFound(f"no subscriber account {account!r} in the inventory (--inventory)")
 
-    def is_enforced(self, ip: str) -> bool:
-        """Whether any enforcement on ip is live. Lock-free (one dict read),
-        so the OpenFlow event thread may ask it."""
-        return ip in self.ledger.live_by_ip
+    def is_enforced(self, mac: str) -> bool:
+        """Whether the subscriber with this MAC has a live enforcement.
+        Lock-free (one dict read), so the OpenFlow event thread may ask it."""
+        return mac in self.ledger.live_by_mac
 
     # ---- keeping switches true (enforcement.reconcile), on the leader only ------
 
@@ -494,12 +512,12 @@ class EnforcementService:
         if self.leading():
             self.reconciler.resync(dpid)
 
-    def host_moved(self, addresses: str | tuple[str, ...]) -> None:
-        """A host was seen at another port: the enforcements named by any of
-        its addresses (both families) follow it."""
+    def host_moved(self, macs: str | tuple[str, ...]) -> None:
+        """Subscribers (by MAC) seen at another port or holding other
+        addresses: their enforcements follow them."""
         if self.leading():
-            for ip in (addresses,) if isinstance(addresses, str) else addresses:
-                self.reconciler.host_moved(ip, between=self._decisions_first)
+            for mac in (macs,) if isinstance(macs, str) else macs:
+                self.reconciler.host_moved(mac, between=self._decisions_first)
 
     def _decisions_first(self) -> None:
         """Between two groups of a long re-placement: decisions queued
@@ -533,7 +551,8 @@ class EnforcementService:
 
     def add_event_listener(self, listener: Callable[[str, object], None]) -> None:
         """listener(kind, record) after every event is stored (metrics); the
-        record is a PortAlarm for port_over_budget, on the reporting thread."""
+        record is a PortAlarm for port_over_budget, on the reporting thread,
+        an IdentityEvent for identity_refused, on the identity writer's."""
         self._event_listeners.append(listener)
 
     def live_summary(self):

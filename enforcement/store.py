@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import pathlib
 import threading
 import time
@@ -25,7 +26,7 @@ from alembic import command
 from alembic.config import Config
 
 from enforcement import codec
-from enforcement.model import Enforcement, PortAlarm
+from enforcement.model import IDENTITY_REFUSED, Enforcement, IdentityEvent, PortAlarm
 
 
 class _Unsigned64(sa.types.TypeDecorator):
@@ -65,7 +66,10 @@ EVENTS = sa.Table(
     # Port alarms only (migration 0002); NULL on enforcement events.
     sa.Column("datapath_id", _Unsigned64), sa.Column("port", sa.BigInteger),
     sa.Column("budget", sa.String(32)), sa.Column("rate", sa.Float),
-    sa.Column("budget_limit", sa.Float))
+    sa.Column("budget_limit", sa.Float),
+    # Refused identity claims only (migration 0004), with datapath_id and port.
+    sa.Column("identity", sa.String(32)), sa.Column("claimant_mac", sa.String(32)),
+    sa.Column("claimed", sa.Text), sa.Column("owner", sa.Text))
 AUDIT = sa.Table(
     "audit", _META,
     sa.Column("sequence", sa.Integer, primary_key=True, autoincrement=True),
@@ -105,13 +109,14 @@ class Leader:
 @dataclasses.dataclass(frozen=True)
 class Event:
     """A stored event. Enforcement events name their record; a port alarm
-    (kind port_over_budget) has none: its enforcement_id, case_id and state
-    are empty, subscriber_ip too when the port's subscriber is unknown, and
-    the port fields below are set."""
+    (kind port_over_budget) and a refused identity claim (identity_refused)
+    have none: their enforcement_id, case_id and state are empty,
+    subscriber_ip too when the port's subscriber is unknown, and the port
+    fields below are set (the alarm's, or the claim's)."""
     sequence: int
     at: float
     # pending, applied, failed, lifted, expired, reapplied, drift_repaired,
-    # moved, port_over_budget, policy_reloaded, reload_refused
+    # moved, port_over_budget, policy_reloaded, reload_refused, identity_refused
     kind: str
     enforcement_id: str
     case_id: str
@@ -123,6 +128,10 @@ class Event:
     budget: str | None = None
     rate: float | None = None
     budget_limit: float | None = None
+    identity: str | None = None  # an IdentityEvent's kind (model.IDENTITY_KINDS)
+    claimant_mac: str | None = None
+    claimed: str | None = None
+    owner: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,9 +184,9 @@ class Store:
 
     def write(self, records, events, audits, fence: tuple[str, int] | None = None,
               rows: list[dict] | None = None) -> int:
-        """Enforcements (inserted or replaced), events (at, kind, record or
-        PortAlarm, detail) and audit entries (dicts as append_audit takes),
-        all in one transaction. fence (holder, epoch): written only if that
+        """Enforcements (inserted or replaced), events (at, kind, record,
+        PortAlarm or IdentityEvent, detail) and audit entries (dicts as
+        append_audit takes), all in one transaction. fence (holder, epoch): written only if that
         epoch still leads, else Deposed and nothing written; returns the
         revision the write was given. Without a fence (an instance alone on
         its store, which no follower reads) there is no revision: 0.
@@ -359,13 +368,16 @@ class Store:
     def events_after(self, sequence: int, *, subscriber_ip: str | Iterable[str] = "",
                      case_id: str = "", limit: int = 500) -> list[Event]:
         """subscriber_ip: one address, or any of several (a subscriber's
-        addresses of both families)."""
+        addresses of both families): its events, and the refused claims
+        others made on one of those addresses."""
         query = sa.select(EVENTS).where(EVENTS.c.sequence > sequence)
         if isinstance(subscriber_ip, str):
-            if subscriber_ip:
-                query = query.where(EVENTS.c.subscriber_ip == subscriber_ip)
-        elif wanted := sorted(set(subscriber_ip)):
-            query = query.where(EVENTS.c.subscriber_ip.in_(wanted))
+            wanted = [subscriber_ip] if subscriber_ip else []
+        else:
+            wanted = sorted(set(subscriber_ip))
+        if wanted:
+            query = query.where(EVENTS.c.subscriber_ip.in_(wanted) | (
+                (EVENTS.c.kind == IDENTITY_REFUSED) & EVENTS.c.claimed.in_(wanted)))
         if case_id:
             query = query.where(EVENTS.c.case_id == case_id)
         with self._engine.connect() as conn:
@@ -442,10 +454,12 @@ def _row(record: Enforcement, revision: int) -> dict:
             "body": orjson.dumps(codec.to_dict(record)).decode(), "revision": revision}
 
 
-def _event_row(at: float, kind: str, record: Enforcement | PortAlarm | None,
-               detail: str) -> dict:
+def _event_row(at: float, kind: str,
+               record: Enforcement | PortAlarm | IdentityEvent | None, detail: str) -> dict:
     if isinstance(record, PortAlarm):
         return _alarm_row(at, kind, record, detail)
+    if isinstance(record, IdentityEvent):
+        return _identity_row(at, kind, record, detail)
     if record is None:  # the controller's own (a reload): detail says it all
         return {"at": at, "kind": kind, "enforcement_id": "", "case_id": "",
                 "subscriber_ip": "", "state": "", "detail": detail, **_NO_PORT}
@@ -456,7 +470,8 @@ def _event_row(at: float, kind: str, record: Enforcement | PortAlarm | None,
 
 
 # Every row of a batch has the same keys (one executemany, whatever it mixes).
-_NO_PORT = dict.fromkeys(("datapath_id", "port", "budget", "rate", "budget_limit"))
+_NO_PORT = dict.fromkeys(("datapath_id", "port", "budget", "rate", "budget_limit",
+                          "identity", "claimant_mac", "claimed", "owner"))
 
 
 def _alarm_row(at: float, kind: str, alarm: PortAlarm, detail: str) -> dict:
@@ -464,8 +479,28 @@ def _alarm_row(at: float, kind: str, alarm: PortAlarm, detail: str) -> dict:
     # also what the proto says for "none" (and what filters never match).
     return {"at": at, "kind": kind, "enforcement_id": "", "case_id": "",
             "subscriber_ip": alarm.subscriber_ip or "", "state": "", "detail": detail,
+            **_NO_PORT,
             "datapath_id": _signed64(alarm.dpid), "port": alarm.port, "budget": alarm.budget,
             "rate": alarm.rate_pps, "budget_limit": alarm.limit}
+
+
+def _identity_row(at: float, kind: str, event: IdentityEvent, detail: str) -> dict:
+    # No record, as for a port alarm.
+    return {"at": at, "kind": kind, "enforcement_id": "", "case_id": "",
+            "subscriber_ip": event.subscriber_ip or "", "state": "", "detail": detail,
+            **_NO_PORT,
+            "datapath_id": _signed64(event.dpid), "port": event.port,
+            "identity": event.kind, "claimant_mac": event.mac,
+            "claimed": _as_filtered(event.claimed), "owner": event.owner}
+
+
+def _as_filtered(claimed: str) -> str:
+    """A claimed address spelled as Watch's subscriber filter spells it, so
+    that the subscriber whose address it is finds the claim."""
+    try:
+        return str(ipaddress.ip_address(claimed))
+    except ValueError:  # a MAC, a switch port
+        return claimed
 
 
 # Any constant: the key of the advisory lock instances migrate under.

@@ -235,6 +235,15 @@ class _RecordedNet(Mininet):
     record_path: pathlib.Path | None = None
 
     def stop(self):
+        # What the harness started in a host and stops by pid (dhcp.py's
+        # servers and clients), before the hosts' shells go: one may take
+        # their SIGHUP for a reload and outlive them.
+        for host in self.hosts:
+            for thing in reversed(getattr(host, "lab_stops", ())):
+                try:
+                    thing.stop()
+                except Exception as exc:  # the rest still goes
+                    print(f"{host.name}: stopping {thing!r} failed: {exc!r}", file=sys.stderr)
         super().stop()
         if self.record_path is not None:
             leftovers.forget(self.record_path)

@@ -9,6 +9,11 @@ without one it runs until SIGINT/SIGTERM. Everything is torn down on exit.
 
     python mininet/run.py --topo linear --switches 3 --hosts-per-switch 2
 
+On the isp topology (the default) a DHCP server (dnsmasq, host dhcp,
+10.0.0.253) runs on the services switch, whose port the controllers trust,
+and the subscribers take their IPv4 addresses from it with a real DHCP
+client (udhcpc), from 10.0.0.100-199; --no-dhcp keeps them static.
+
 With --ha N (2 to 5) it starts N controllers instead, sharing one database:
 a throwaway PostgreSQL server (pgcluster.py) unless --db names one. The
 instance i (1..N) takes each listening port plus i-1 (gRPC 50051+i-1,
@@ -33,16 +38,21 @@ import time
 
 # Run as a script, this folder (the harness, which is no package) is
 # already first on sys.path.
+import dhcp
 import lab
 import pgcluster
 import topologies
 from controller.settling import SETTLE_SECONDS
 
+DHCP_RANGE = ("10.0.0.100", "10.0.0.199")
+DHCP_LEASE = 300
+
 
 def build_topo(args):
     if args.topo == "isp":
         return topologies.IspTopo(access=args.access,
-                                  subscribers_per_switch=args.hosts_per_switch)
+                                  subscribers_per_switch=args.hosts_per_switch,
+                                  dhcp=args.dhcp)
     if args.topo == "single":
         return topologies.SingleSwitchTopo(hosts=args.hosts)
     if args.topo == "linear":
@@ -81,12 +91,18 @@ def parse_args() -> argparse.Namespace:
                              "database, every switch connected to all of them")
     parser.add_argument("--no-cli", action="store_true",
                         help="never open the Mininet CLI; wait for Ctrl-C")
+    parser.add_argument("--no-dhcp", dest="dhcp", action="store_false",
+                        help="isp: no DHCP server; the subscribers keep static addresses")
     args = parser.parse_args()
+    args.dhcp = args.dhcp and args.topo == "isp"
     if min(args.hosts, args.switches, args.hosts_per_switch, args.depth, args.fanout,
            args.access) < 1:
         parser.error("topology sizes must be at least 1")
     if args.topo == "isp" and args.access * args.hosts_per_switch > 199:
         parser.error("isp: at most 199 subscribers (10.0.0.1-199)")
+    if args.dhcp and args.access * args.hosts_per_switch > 100:
+        parser.error("isp: at most 100 subscribers take DHCP leases (10.0.0.100-199); "
+                     "give --no-dhcp for more")
     if args.ha is not None:
         if not 2 <= args.ha <= 5:
             parser.error("--ha: 2 to 5 controllers")
@@ -104,6 +120,8 @@ def main() -> int:
     # SIGTERM unwinds like Ctrl-C, so the network is always torn down.
     signal.signal(signal.SIGTERM, _interrupt)
     topo = build_topo(args)
+    args.controller_extra = (["--dhcp-trusted", dhcp.trusted_port(topo, "s9", "dhcp")]
+                             if args.dhcp else [])
     lab.cleanup()
     try:
         # Torn down in reverse: the network, the controllers, PostgreSQL,
@@ -136,7 +154,8 @@ def _start_single(args, started: contextlib.ExitStack) -> lab.ControllerProcess:
                                        log_path=pathlib.Path(args.log),
                                        extra_args=[*(["--db", args.db] if args.db else []),
                                                    "--http-listen", args.http_listen,
-                                                   "--metrics-listen", args.metrics_listen])
+                                                   "--metrics-listen", args.metrics_listen,
+                                                   *args.controller_extra])
     started.callback(controller.stop)
     grpc_address = controller.wait_ready()
     print(f"controller ready: gRPC {grpc_address}, OpenFlow 127.0.0.1:{args.ofp_port}, "
@@ -166,7 +185,7 @@ def _start_ha(args, started: contextlib.ExitStack) -> list[lab.ControllerProcess
     started.callback(_stop_controllers, controllers)
     for i in range(args.ha):
         extra = ["--db", db, "--http-listen", _plus(args.http_listen, i),
-                 "--metrics-listen", _plus(args.metrics_listen, i)]
+                 "--metrics-listen", _plus(args.metrics_listen, i), *args.controller_extra]
         if state_dirs is not None:
             state = state_dirs / f"controller-{i + 1}"
             state.mkdir()
@@ -210,6 +229,8 @@ def _serve(args, topo, net, controllers: list[lab.ControllerProcess]) -> None:
     loss = net.pingAll(timeout=2)
     print(f"reachability check: {loss:.0f}% loss", flush=True)
     _dual_stack(net)
+    if args.dhcp:
+        _leases(net, addresses)
     _start_services(net)
     subscribers = [h for h in net.hosts if h.name.startswith("h")]
     first = subscribers[0] if subscribers else net.hosts[0]
@@ -234,8 +255,28 @@ Lift it: {ctl} lift <id>
 
 
 def ipv6_of(host) -> str:
-    """The global IPv6 address each host gets next to its 10.0.0.N."""
-    return f"2001:db8::{host.IP().rsplit('.', 1)[1]}"
+    """The global IPv6 address each host gets next to its 10.0.0.N (the
+    topology's, which stays its own when DHCP gives it another)."""
+    ip = host.params.get("ip", host.IP()).split("/")[0]
+    return f"2001:db8::{ip.rsplit('.', 1)[1]}"
+
+
+def _leases(net, grpc_addresses: list[str]) -> None:
+    """dnsmasq on the dhcp host; every subscriber takes its IPv4 address
+    from it with udhcpc, then speaks once so the controllers learn it."""
+    server = dhcp.start_dhcp_server(net.get("dhcp"), DHCP_RANGE, DHCP_LEASE)
+    print(f"DHCP: dnsmasq on dhcp ({net.get('dhcp').IP()}), {DHCP_RANGE[0]}-"
+          f"{DHCP_RANGE[1]}, leases of {DHCP_LEASE} s, files in {server.folder}", flush=True)
+    subscribers = [h for h in net.hosts if h.name.startswith("h")]
+    for host in subscribers:
+        dhcp.dhcp_client(host, wait=False)
+    for host in subscribers:
+        host.dhcp_client.wait_address(0, 30)
+        host.cmd(f"ping -c 1 -W 1 {topologies.IspTopo.SERVICES['dns']} > /dev/null")
+    wanted = {h.IP() for h in subscribers}
+    lab.wait_until(lambda: wanted <= _host_addresses(grpc_addresses), 15,
+                   "the controller to locate every subscriber at its leased address")
+    print("DHCP leases: " + ", ".join(f"{h.name}={h.IP()}" for h in subscribers), flush=True)
 
 
 def _dual_stack(net) -> None:
@@ -328,6 +369,21 @@ def _connected_targets(bridge: str) -> int:
     uuids = vsctl("get", "bridge", bridge, "controller").strip("[]").split(",")
     return sum(vsctl("get", "controller", uuid.strip(), "is_connected") == "true"
                for uuid in uuids if uuid.strip())
+
+
+def _host_addresses(grpc_addresses: list[str]) -> set[str]:
+    import grpc
+
+    from enforcement.v1 import enforcement_pb2 as pb
+    from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
+    found: set[str] = set()
+    for address in grpc_addresses:
+        with grpc.insecure_channel(address) as channel:
+            stub = pb_grpc.EnforcementServiceStub(channel)
+            with contextlib.suppress(grpc.RpcError):  # a follower may not answer
+                found |= {h.ip for h in stub.GetTopology(pb.GetTopologyRequest(),
+                                                         timeout=5).hosts}
+    return found
 
 
 def _links(grpc_addresses: list[str]) -> int:

@@ -101,12 +101,15 @@ class IspTopo(Topo):
     (10.0.0.250), portal, the walled-garden remediation portal (10.0.0.251),
     mail (10.0.0.252), and inet (10.0.0.200), a stand-in for the rest of the
     Internet. The service addresses match the shipped policy's [assets].
+    With dhcp, also a host for a DHCP server (dhcp, 10.0.0.253: mininet/dhcp.py).
     """
 
     SERVICES: ClassVar[dict[str, str]] = {"dns": "10.0.0.250", "portal": "10.0.0.251",
                                           "mail": "10.0.0.252", "inet": "10.0.0.200"}
 
-    def build(self, access=2, subscribers_per_switch=2):
+    DHCP: ClassVar[tuple[str, str]] = ("dhcp", "10.0.0.253")
+
+    def build(self, access=2, subscribers_per_switch=2, dhcp=False):
         aggregation = self.addSwitch("s1")
         number = 0
         for a in range(access):
@@ -119,6 +122,8 @@ class IspTopo(Topo):
         self.addLink(services, aggregation)
         for name, ip in self.SERVICES.items():
             self.addLink(self.addHost(name, ip=f"{ip}/24"), services)
+        if dhcp:  # the last port of s9: the others keep their numbers
+            self.addLink(self.addHost(self.DHCP[0], ip=f"{self.DHCP[1]}/24"), services)
 
 
 topos = {

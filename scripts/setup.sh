@@ -16,6 +16,9 @@ packages=(
   python3 python3-venv # Debian's Python: the one Mininet's library is built for
   iperf3 ethtool iputils-ping netcat-openbsd iproute2 psmisc procps
   hping3 tcpdump       # forged packets and proof they never arrive
+  dnsmasq-base busybox # a real DHCP server and client in the lab (the binary only:
+                       # the dnsmasq package would start a machine-wide service)
+  isc-dhcp-client      # dhclient: busybox has no DHCPv6 client
   postgresql           # the store tests run on PostgreSQL as well as SQLite
   chromium             # browser tests of the topology view (headless)
   systemd              # systemd-analyze checks the unit file (deploy/)

@@ -73,6 +73,7 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_PORT_OVER_BUDGET: _ClassVar[EventKind]
     EVENT_KIND_POLICY_RELOADED: _ClassVar[EventKind]
     EVENT_KIND_RELOAD_REFUSED: _ClassVar[EventKind]
+    EVENT_KIND_IDENTITY_REFUSED: _ClassVar[EventKind]
 VIOLATION_UNSPECIFIED: Violation
 VIOLATION_SPAM: Violation
 VIOLATION_OPEN_RELAY: Violation
@@ -118,6 +119,7 @@ EVENT_KIND_MOVED: EventKind
 EVENT_KIND_PORT_OVER_BUDGET: EventKind
 EVENT_KIND_POLICY_RELOADED: EventKind
 EVENT_KIND_RELOAD_REFUSED: EventKind
+EVENT_KIND_IDENTITY_REFUSED: EventKind
 
 class Subscriber(_message.Message):
     __slots__ = ("ip", "mac", "addresses", "account")
@@ -252,7 +254,7 @@ class WatchRequest(_message.Message):
     def __init__(self, subscriber_ip: _Optional[str] = ..., case_id: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("sequence", "kind", "enforcement_id", "case_id", "subscriber_ip", "state", "at", "detail", "datapath_id", "port", "budget", "rate", "limit")
+    __slots__ = ("sequence", "kind", "enforcement_id", "case_id", "subscriber_ip", "state", "at", "detail", "datapath_id", "port", "budget", "rate", "limit", "identity", "claimant_mac", "claimed", "owner")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ENFORCEMENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -266,6 +268,10 @@ class Event(_message.Message):
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     RATE_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    CLAIMANT_MAC_FIELD_NUMBER: _ClassVar[int]
+    CLAIMED_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     kind: EventKind
     enforcement_id: str
@@ -279,7 +285,11 @@ class Event(_message.Message):
     budget: str
     rate: float
     limit: float
-    def __init__(self, sequence: _Optional[int] = ..., kind: _Optional[_Union[EventKind, str]] = ..., enforcement_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber_ip: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detail: _Optional[str] = ..., datapath_id: _Optional[int] = ..., port: _Optional[int] = ..., budget: _Optional[str] = ..., rate: _Optional[float] = ..., limit: _Optional[float] = ...) -> None: ...
+    identity: str
+    claimant_mac: str
+    claimed: str
+    owner: str
+    def __init__(self, sequence: _Optional[int] = ..., kind: _Optional[_Union[EventKind, str]] = ..., enforcement_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber_ip: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detail: _Optional[str] = ..., datapath_id: _Optional[int] = ..., port: _Optional[int] = ..., budget: _Optional[str] = ..., rate: _Optional[float] = ..., limit: _Optional[float] = ..., identity: _Optional[str] = ..., claimant_mac: _Optional[str] = ..., claimed: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class ListAuditRequest(_message.Message):
     __slots__ = ("enforcement_id", "case_id", "limit")

@@ -136,8 +136,9 @@ class EnforcementServiceServicer:
 
     def Watch(self, request, context):
         """Lifecycle events (applied, failed, expired, lifted, re-applied, drift
-        repaired...) and port alarms, oldest first, then live. Resume after the
-        last sequence number seen to miss nothing across reconnects.
+        repaired...), port alarms and refused identity claims, oldest first,
+        then live. Resume after the last sequence number seen to miss nothing
+        across reconnects.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

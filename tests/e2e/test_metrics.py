@@ -45,6 +45,10 @@ def test_counters_and_gauges_follow_decisions_and_repairs(lab):
     before = scrape(lab)
     assert value(before, "openflow_connected_switches") == 2
     assert value(before, "enforcement_apply_latency_seconds_count") == 0
+    # Refused identity claims, by kind only, there at zero before the first.
+    assert {labels for name, labels in before if name == "enforcement_identity_refused_total"
+            } == {(("kind", kind),) for kind in ("address_claim", "mac_claim", "lldp_forged",
+                                                 "dhcp_untrusted")}
     h1 = lab.host("h1").IP()
 
     record = lab.stub.Apply(spam(h1, "m-1"))

@@ -44,6 +44,10 @@ class RecordingNetwork:
         where = self.locate(ip)
         return None if where is None else HostView(where.mac, ip, where.dpid, where.port)
 
+    def subscriber(self, mac):
+        return next((HostView(mac, ip, where.dpid, where.port)
+                     for ip, where in self.hosts.items() if where.mac == mac), None)
+
     def is_connected(self, dpid):
         return dpid in self.connected
 

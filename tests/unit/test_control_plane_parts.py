@@ -335,16 +335,21 @@ def test_ipv6_addresses_are_learned_from_neighbour_discovery_only():
     assert state.host("2001:db8::77") is None
 
 
-def test_a_moved_host_takes_the_enforcements_of_all_its_addresses_along():
+def test_a_moved_host_takes_its_enforcements_along_by_its_mac():
     state = settled_state()
     mac = "00:00:00:00:00:01"
+    enforced = {mac}
     state.learn(1, 1, arp_frame(mac, "10.0.0.1"))
     state.learn(1, 1, nd_frame(mac, 135, "2001:db8::1", "2001:db8::9"))
-    moved = state.learn(1, 2, nd_frame(mac, 135, "2001:db8::1", "2001:db8::9"))
-    assert moved.follow == ("10.0.0.1", "2001:db8::1")
-    # an address learned afresh while enforced is followed too
+    # unplugged from port 1 (down), plugged into port 2: a move
+    state.port_changed(1, 1, "s1-eth1", live=False, added=False, deleted=False)
+    moved = state.learn(1, 2, nd_frame(mac, 135, "2001:db8::1", "2001:db8::9"),
+                        is_enforced=enforced.__contains__)
+    assert moved.follow == (mac,)
+    assert state.subscriber(mac).port == 2
+    # a host learned afresh while enforced is followed too
     other = "00:00:00:00:00:02"
-    state.learn(2, 1, arp_frame(other, "10.0.0.2"))
-    seen = state.learn(2, 1, nd_frame(other, 136, "2001:db8::2", "2001:db8::2"),
-                       is_enforced=lambda ip: ip == "2001:db8::2")
-    assert seen.follow == ("10.0.0.2", "2001:db8::2")
+    seen = state.learn(2, 1, arp_frame(other, "10.0.0.2"), is_enforced={other}.__contains__)
+    assert seen.follow == (other,)
+    # nothing enforced: nothing to follow
+    assert state.learn(2, 1, nd_frame(other, 136, "2001:db8::2", "2001:db8::2")).follow == ()

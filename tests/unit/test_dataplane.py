@@ -85,11 +85,21 @@ def test_off_tree_links_and_settling_ports_neither_flood_nor_receive_floods():
 
 def test_only_what_must_be_learned_is_copied_through_the_ports_learning_meter():
     rules, _ = switch()
+    # A claim (an ARP naming its sender) is held: copied, not flooded, until
+    # the controller accepts it (and sends it on) or refuses it.
     stranger = simulate(rules, 1, arp(3, "00:00:00:00:00:77", "10.0.0.7", H1.ip))
     assert stranger.copied and learn_meter(3) in stranger.meters
-    assert stranger.ports == (1, 2, UPLINK)  # a copy: the switch floods it anyway
+    assert stranger.ports == ()
     new_address = simulate(rules, 1, arp(1, H1.mac, "10.0.0.99", H2.ip))
     assert new_address.copied and learn_meter(1) in new_address.meters
+    assert new_address.ports == ()
+    # what claims nothing goes on: a stranger's other traffic (copied, to
+    # learn its MAC), ARP probes from anyone
+    other = simulate(rules, 1, frame(3, "00:00:00:00:00:77", BROADCAST, ipv4_src="0.0.0.0"))
+    assert other.copied and other.ports == (1, 2, UPLINK)
+    for in_port, source in ((3, "00:00:00:00:00:77"), (1, H1.mac)):
+        probe = simulate(rules, 1, arp(in_port, source, "0.0.0.0", H2.ip))
+        assert probe.ports == tuple(p for p in (1, 2, 3, UPLINK) if p != in_port), source
     known = simulate(rules, 1, arp(1, H1.mac, H1.ip, H2.ip))
     assert not known.copied
     # nothing is learned on an uplink
@@ -231,11 +241,14 @@ def test_neighbour_discovery_of_a_known_address_is_not_copied_a_new_one_is():
         verdict = simulate(rules, 1, nd(3, DUAL.mac, kind, src, target))
         assert verdict.forwarded and not verdict.copied, (kind, src)
     for kind, src, target in ((135, "2001:db8::77", "2001:db8::9"),   # a new source
-                              (136, "2001:db8::6", "2001:db8::2"),    # claims another
-                              (135, "::", "2001:db8::6")):            # duplicate detection
+                              (136, "2001:db8::6", "2001:db8::2")):   # claims another
         verdict = simulate(rules, 1, nd(3, DUAL.mac, kind, src, target))
-        assert verdict.forwarded and verdict.copied, (kind, src, target)
-        assert verdict.meters == (learn_meter(3), storm_meter(3))
+        assert verdict.copied and not verdict.forwarded, (kind, src, target)  # held
+        assert verdict.meters == (learn_meter(3),)
+    # duplicate address detection claims nothing yet: on, and copied
+    verdict = simulate(rules, 1, nd(3, DUAL.mac, 135, "::", "2001:db8::6"))
+    assert verdict.forwarded and verdict.copied
+    assert verdict.meters == (learn_meter(3), storm_meter(3))
     # Other IPv6 from a known host is never copied.
     plain = {**frame(3, DUAL.mac, H1.mac), "eth_type": 0x86DD, "ipv6_src": "2001:db8::66"}
     assert not simulate(rules, 1, plain).copied

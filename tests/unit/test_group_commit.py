@@ -22,6 +22,7 @@ from enforcement.service import EnforcementService
 from enforcement.store import Store
 
 POISONED = "10.0.0.13"
+POISONED_MAC = "00:00:00:00:00:0d"  # its MAC: what its rules match
 
 
 class SlowSwitch:
@@ -53,7 +54,7 @@ class SlowSwitch:
     def sync_part(self, dpid, rules, meters, timeout):
         time.sleep(0.05)
         change = diff_part(self.held, rules, meters)
-        if any(f"'{POISONED}'" in repr(r.match) for r in change.rules_to_add):
+        if any(f"'{POISONED_MAC}'" in repr(r.match) for r in change.rules_to_add):
             raise SwitchError("OFPET_BAD_MATCH/OFPBMC_BAD_FIELD")
         self.pushes.append(len(change.rules_to_add) + len(change.rules_to_delete))
         apply_change(self.held, change)

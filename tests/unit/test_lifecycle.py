@@ -54,6 +54,10 @@ class Switches:
                 return HostView(where.mac, v4, where.dpid, where.port, ipv6=v6)
         return None
 
+    def subscriber(self, mac):
+        return next((self.host(ip) for ip, where in self.hosts.items() if where.mac == mac),
+                    None)
+
     def is_connected(self, dpid):
         return dpid in self.connected
 
@@ -288,7 +292,7 @@ def test_source_validation_takes_in_an_address_the_subscriber_newly_holds(world)
     # the host checks a new privacy address (learned by the controller), and
     # the controller hands its addresses to the service
     switches.ipv6["00:00:00:00:00:01"] += ("2001:db8::1:2",)
-    service.host_moved(("10.0.0.1", "2001:db8::1", "2001:db8::1:2"))
+    service.host_moved("00:00:00:00:00:01")
     now = service.get(record.id)
     assert "2001:db8::1:2" in now.addresses
     assert "ipv6_src=2001:db8::1:2" in " ".join(r.text() for r in switches.rules())
@@ -297,7 +301,7 @@ def test_source_validation_takes_in_an_address_the_subscriber_newly_holds(world)
     events = list(service.watch(still_wanted=iter([True, False]).__next__))
     assert events[-1].kind == "reapplied" and "2001:db8::1:2" in events[-1].detail
     # nothing new: nothing re-planned
-    service.host_moved(("10.0.0.1",))
+    service.host_moved(("00:00:00:00:00:01",))
     assert service.get(record.id).updated_at == now.updated_at
 
 

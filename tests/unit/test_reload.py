@@ -71,7 +71,7 @@ def test_a_changed_ladder_takes_effect_for_the_next_decision_only(running):
         r for r in rules_before if r.cookie == before.cookie]
     # Re-planned for a move, it keeps the action of the policy it had.
     switches.hosts["10.0.0.1"] = Location(1, 7, "00:00:00:00:00:01")
-    service.host_moved("10.0.0.1")
+    service.host_moved("00:00:00:00:00:01")
     moved = service.get(before.id)
     assert moved.location.port == 7
     assert moved.action == before.action and moved.policy_version == before.policy_version
@@ -203,11 +203,11 @@ def test_a_reloaded_inventory_re_pins_and_moves_the_enforcements_it_moved():
     app = types.SimpleNamespace(
         inventory=old, net=TopologyState(old, Budgets()),
         fabric=types.SimpleNamespace(mark_all=lambda: marked.append(True)),
-        is_enforced=lambda ip: ip in ("10.0.0.1", "10.0.0.2"),
+        is_enforced=lambda mac: mac in ("00:00:00:00:00:01", "00:00:00:00:00:02"),
         on_host_moved=moved.append)
     assert app.net.locate("10.0.0.2").dpid == 1
     EnforcementApp.repin(app, tuple(new))
     assert app.net.locate("10.0.0.2") == Location(2, 7, "00:00:00:00:00:02")
     assert app.net.host("2001:db8:2::9").account == "A-2"  # the new prefix names it
     assert app.net.host("10.0.0.3").account == "A-3"
-    assert moved == [("10.0.0.2", "2001:db8::2")] and marked == [True]
+    assert moved == [("00:00:00:00:00:02",)] and marked == [True]

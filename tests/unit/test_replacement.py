@@ -26,7 +26,7 @@ def test_a_moved_subscriber_takes_its_rules_along(tmp_path):
     record = decide(service, Violation.SPAM)
     assert {dict(r.match)["in_port"] for r in network.flows} == {1}
     network.hosts["10.0.0.1"] = Location(2, 7, "00:00:00:00:00:01")
-    service.host_moved("10.0.0.1")
+    service.host_moved("00:00:00:00:00:01")
     moved = service.get(record.id)
     assert (moved.location.dpid, moved.location.port) == (2, 7)
     assert moved.cookie == record.cookie and moved.escalation == record.escalation
@@ -34,27 +34,50 @@ def test_a_moved_subscriber_takes_its_rules_along(tmp_path):
     assert [e.kind for e in service._store.events_after(0)][-1] == "moved"
 
 
-def test_only_live_enforcements_of_the_moved_address_follow(tmp_path):
+def test_only_live_enforcements_of_the_moved_subscriber_follow(tmp_path):
     """is_enforced answers the OpenFlow thread without a lock; host_moved
-    looks at the moved address's live enforcements only."""
+    looks at the moved subscriber's live enforcements only (by MAC)."""
     network = RecordingNetwork()
     network.hosts["10.0.0.2"] = Location(1, 2, "00:00:00:00:00:02")
     service = service_with(network, tmp_path)
-    assert not service.is_enforced("10.0.0.1")
+    first_mac, other_mac = "00:00:00:00:00:01", "00:00:00:00:00:02"
+    assert not service.is_enforced(first_mac)
     first = decide(service, Violation.SPAM, "r1")
     other = service.apply(validate_apply(request_id="r2", case_id="C", ip="10.0.0.2", mac="",
                                          violation=Violation.SPAM, reason=""))
     lifted = decide(service, Violation.PORT_SCAN, "r3")
     service.lift(lifted.id, reason="done")
-    assert service.is_enforced("10.0.0.1") and service.is_enforced("10.0.0.2")
-    network.hosts["10.0.0.1"] = Location(2, 7, "00:00:00:00:00:01")
-    network.hosts["10.0.0.2"] = Location(2, 8, "00:00:00:00:00:02")
-    service.host_moved("10.0.0.1")
+    assert service.is_enforced(first_mac) and service.is_enforced(other_mac)
+    network.hosts["10.0.0.1"] = Location(2, 7, first_mac)
+    network.hosts["10.0.0.2"] = Location(2, 8, other_mac)
+    service.host_moved(first_mac)
     assert service.get(first.id).location.port == 7
     assert service.get(lifted.id).location.port == 1  # ended: left where it was
-    assert service.get(other.id).location.port == 2   # another address: not this move
+    assert service.get(other.id).location.port == 2   # another subscriber: not this move
     service.lift(first.id, reason="done")
-    assert not service.is_enforced("10.0.0.1") and service.is_enforced("10.0.0.2")
+    assert not service.is_enforced(first_mac) and service.is_enforced(other_mac)
+
+
+def test_an_address_handed_to_another_subscriber_takes_no_enforcement_along(tmp_path):
+    """The subscriber under a block takes a new address; its old one is
+    given to a neighbour. The block stays on the subscriber (its port and
+    MAC), re-planned for its new address; the neighbour gets nothing."""
+    network = RecordingNetwork()
+    offender, heir = "00:00:00:00:00:01", "00:00:00:00:00:02"
+    service = service_with(network, tmp_path)
+    record = service.apply(validate_apply(request_id="r1", case_id="C", ip="10.0.0.1",
+                                          mac="", violation=Violation.SPOOFING, reason=""))
+    network.hosts["10.0.0.9"] = network.hosts.pop("10.0.0.1")   # a new lease
+    network.hosts["10.0.0.1"] = Location(1, 2, heir)             # the old one, handed on
+    service.host_moved((offender, heir))
+    now = service.get(record.id)
+    assert (now.location.port, now.location.mac, now.state) == (1, offender, State.ACTIVE)
+    assert now.addresses == ("10.0.0.9",)
+    text = " ".join(r.text() for r in network.flows)
+    assert "ipv4_src=10.0.0.9" in text and "10.0.0.1," not in text + ","
+    assert not any(dict(r.match).get("in_port") == 2 or heir in repr(r.match)
+                   for r in network.flows)
+    assert not service.is_enforced(heir)
 
 
 def test_a_quarantine_path_follows_the_links(tmp_path):
@@ -125,7 +148,7 @@ def test_many_enforcements_follow_in_groups_and_decisions_go_between(tmp_path, m
 
     network.sync_part = recorded
     network.hosts["10.0.0.1"] = Location(2, 7, "00:00:00:00:00:01")
-    mover = threading.Thread(target=service.host_moved, args=("10.0.0.1",))
+    mover = threading.Thread(target=service.host_moved, args=("00:00:00:00:00:01",))
     mover.start()
     mover.join(30)
     other.join(30)
