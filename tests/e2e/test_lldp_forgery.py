@@ -73,6 +73,22 @@ def located(lab) -> dict[str, tuple[int, int]]:
     return {name: by_ip.get(lab.host(name).IP()) for name in HOME}
 
 
+def lldp_events(lab, **wanted) -> list:
+    """The lldp_forged identity events on Watch so far with every field
+    wanted."""
+    found = []
+    stream = lab.stub.Watch(pb.WatchRequest(), timeout=3)
+    try:
+        for event in stream:
+            if event.kind == pb.EVENT_KIND_IDENTITY_REFUSED and event.identity == "lldp_forged" \
+                    and all(getattr(event, k) == v for k, v in wanted.items()):
+                found.append(event)
+    except grpc.RpcError as exc:  # the deadline ends the replay
+        if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise
+    return found
+
+
 def assert_nothing_changed(lab):
     """Exactly the real links; every host where it is (none of their ports
     turned into an uplink, which would forget its hosts and stop their
@@ -110,13 +126,13 @@ def test_forged_lldp_one_way_from_one_line_changes_nothing_and_is_counted(lab):
     assert_nothing_changed(lab)
     counted = refused(lab) - before
     assert sent == 60 and counted >= 0.95 * sent, (sent, counted)
-    h1 = lab.host("h1")
-    # one event for the port (throttled), handed to the app's identity hook
-    text = lab.log_path.read_text()
-    assert (f"identity event: switch 0000000000000001 port 1: {h1.MAC()} sent an LLDP frame "
-            "claiming switch 0000000000000003 port 1") in text
-    assert len(re.findall(r"identity event: switch 0000000000000001 port 1:", text)) == 1
-    assert "forged LLDP frame claiming switch 0000000000000003 port 1" in text
+    # one event on Watch for the port (throttled: 60 frames in 2 s), naming
+    # the claimant and its first claim
+    (event,) = lldp_events(lab, datapath_id=1, port=1)
+    assert (event.claimant_mac, event.claimed, event.subscriber_ip) == (
+        lab.host("h1").MAC(), "switch 0000000000000003 port 1", lab.host("h1").IP())
+    assert "forged LLDP frame claiming switch 0000000000000003 port 1" in (
+        lab.log_path.read_text())
 
 
 def test_forged_lldp_both_ways_from_two_lines_on_different_switches_changes_nothing(lab):
@@ -127,6 +143,10 @@ def test_forged_lldp_both_ways_from_two_lines_on_different_switches_changes_noth
     sent += forge(lab, "h2", [(3, 2)], rounds=5) + forge(lab, "h6", [(1, 2)], rounds=5)
     assert_nothing_changed(lab)
     assert refused(lab) - before >= 0.95 * sent
+    for host, claimed in (("h2", "switch 0000000000000003 port 2"),
+                          ("h6", "switch 0000000000000001 port 2")):
+        dpid, port = HOME[host]
+        assert [e.claimed for e in lldp_events(lab, datapath_id=dpid, port=port)] == [claimed]
 
 
 def test_a_flood_of_forged_lldp_costs_only_its_ports_copy_budget(lab):
@@ -217,6 +237,8 @@ def test_probes_a_subscriber_carries_between_two_inventory_lines_make_no_link(la
     harness.wait_until(lambda: links(lab) == REAL_LINKS, 30, "the real links found again")
     time.sleep(SETTLE_SECONDS)
     before = refused(lab)
+    reported = {line: lldp_events(lab, datapath_id=line[0], port=line[1])
+                for line in ((1, 1), (3, 1))}
     h1, h5 = lab.host("h1"), lab.host("h5")
     relays = [a.popen([sys.executable, str(RELAY), a.defaultIntf().name, b.IP(), "5999", "8"])
               for a, b in ((h1, h5), (h5, h1))]
@@ -227,3 +249,9 @@ def test_probes_a_subscriber_carries_between_two_inventory_lines_make_no_link(la
     assert_nothing_changed(lab)
     assert refused(lab) - before >= 10
     assert "carried by a subscriber" in lab.log_path.read_text()
+    # reported where the carried probes came in, claiming the other line
+    # (once each: throttled)
+    for (dpid, port), claimed in (((3, 1), "switch 0000000000000001 port 1"),
+                                  ((1, 1), "switch 0000000000000003 port 1")):
+        events = lldp_events(lab, datapath_id=dpid, port=port)
+        assert [e.claimed for e in events[len(reported[(dpid, port)]):]] == [claimed]
