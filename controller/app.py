@@ -34,10 +34,10 @@ from os_ken.ofproto import ofproto_v1_3
 from os_ken.topology import event as topo_event
 
 from controller import discovery
-from controller.bindings import Binding
 from controller.dataplane import Budgets
 from controller.fabric import STARTUP_GRACE, Fabric
 from controller.handoff import Coalesced
+from controller.learning import Learning
 from controller.lldp import Discovery
 from controller.packetin import DEFAULT_DEPTH, PacketInQueue
 from controller.roles import Roles
@@ -48,10 +48,8 @@ from controller.topostate import TopologyState
 from enforcement.errors import SwitchError
 from enforcement.model import (
     HostView,
-    IdentityEvent,
     LinkView,
     Location,
-    PortAlarm,
     TopologyView,
 )
 
@@ -87,13 +85,14 @@ class EnforcementApp(app_manager.OSKenApp):
         self.sessions.on_fenced = self.roles.fenced
         self.net = TopologyState(self.inventory, settings.budgets)
         self.fabric = Fabric(self.sessions.transact, self.net.snapshot, settings.budgets,
-                             on_budget=self._budget_alarm,
+                             on_budget=lambda *alarm: self.learning.budget_alarm(*alarm),
                              startup_grace=settings.startup_grace,
                              dhcp_trusted=settings.dhcp_trusted)
         self.fabric.active = False
         self.switches = SwitchSync(self.sessions.transact, self.fabric)
-        self.packet_ins = PacketInQueue(self._learn, settings.packet_in_queue)
-        self.alarms_raised = 0
+        self.learning = Learning(self, self.net, self.fabric, lambda: self.roles.leading,
+                                 self.is_connected)
+        self.packet_ins = PacketInQueue(self.learning.learn, settings.packet_in_queue)
         self.switch_timeout = 5.0
         # Wired by the process entry (controller/main.py), all called off the
         # event thread: a (re)connected switch has its base pipeline; a
@@ -119,15 +118,14 @@ class EnforcementApp(app_manager.OSKenApp):
         # DHCP snooping (controller/snooping.py): a binding made or renewed
         # (controller.bindings.Binding) or ended (controller.bindings.Release),
         # in order, on the packet-in worker or the lease-expiry thread.
-        # The host table takes them in (self._binding_changed); a test may
+        # The host table takes them in (controller/learning.py); a test may
         # listen as well.
-        self.on_binding: Callable = self._binding_changed
-        self.snooping = Snooping(settings.dhcp_trusted,
-                                 on_change=lambda change: self.on_binding(change),
-                                 on_untrusted=lambda event: self.on_identity_event(event),
-                                 leading=lambda: self.roles.leading,
-                                 subscriber_at=lambda dpid, port: self.net.subscriber_at(
-                                     dpid, port))
+        self.on_binding: Callable = self.learning.binding_changed
+        self.snooping = self.learning.snooping = Snooping(
+            settings.dhcp_trusted, on_change=lambda change: self.on_binding(change),
+            on_untrusted=lambda event: self.on_identity_event(event),
+            leading=lambda: self.roles.leading,
+            subscriber_at=lambda dpid, port: self.net.subscriber_at(dpid, port))
 
     # ---- the Network protocol used by the service -------------------------
 
@@ -238,7 +236,7 @@ class EnforcementApp(app_manager.OSKenApp):
             self.threads.append(hub.spawn(discovery.pace, switches))
         if isinstance(switches, Discovery):
             self._discovery = switches
-            switches.on_refused = self.report_identity
+            switches.on_refused = self.learning.report_identity
             switches.is_subscriber_line = self.is_subscriber_line
         self.packet_ins.start()
         threading.Thread(target=self.fabric.run, name="data-plane", daemon=True).start()
@@ -347,90 +345,19 @@ class EnforcementApp(app_manager.OSKenApp):
         msg = ev.msg
         self.packet_ins.put(msg.datapath.id, msg.match["in_port"], msg.data)
 
-    def _learn(self, dpid: int, in_port: int, data: bytes) -> None:
-        """The packet-in worker: learns hosts, and DHCP bindings
-        (controller/snooping.py), from a copy."""
-        if not self.is_connected(dpid):
-            return
-        learned = self.net.learn(dpid, in_port, data, self.is_enforced)
-        if learned.macs:
-            self.fabric.mark_hosts(learned.macs)
-        if learned.release and self.roles.leading:
-            self.fabric.release(_source_mac(data), dpid, in_port, data)
-        for alarm in learned.alarms:
-            self._budget_alarm(*alarm)
-        self._identity_refused(learned.refused)
-        self._follow(learned)
-        self.snooping.handle(dpid, in_port, data)
-
-    def _follow(self, learned) -> None:
-        if learned.follow:
-            threading.Thread(target=self.on_host_moved, args=(learned.follow,),
-                             daemon=True).start()
-
-    def report_identity(self, event: IdentityEvent) -> None:
-        """A refused LLDP frame (controller/lldp.py), on the discovery
-        event thread: on_identity_event returns at once (the service's
-        writer stores it)."""
-        if event.subscriber_ip is None:
-            ip = self.net.subscriber_at(event.dpid, event.port)
-            if ip:
-                event = dataclasses.replace(event, subscriber_ip=ip)
-        self._identity_refused([event])
-
     def lldp_refused(self) -> dict[str, int]:
         """LLDP frames refused so far, by reason (every one, reported or not)."""
         if self._discovery is None:
             return {}
         return dict(self._discovery.refusals.counts)
 
-    def _identity_refused(self, events) -> None:
-        if not self.roles.leading:
-            return  # the followers see the same frames: one report is enough
-        for event in events:
-            try:
-                self.on_identity_event(event)
-            except Exception:
-                LOG.exception("identity event not delivered")
-
-    def _binding_changed(self, change) -> None:
-        """A DHCP binding made or renewed: the address is its MAC's (taken
-        from whoever held it, claims by anyone else refused); ended: no
-        longer reserved (controller/topostate.py bind, unbind)."""
-        if isinstance(change, Binding):
-            learned = self.net.bind(change.mac, change.ip)
-            if learned.macs:
-                self.fabric.mark_hosts(learned.macs)
-            self._follow(learned)
-        else:
-            self.net.unbind(change.binding.mac, change.binding.ip)
-
-    def _budget_alarm(self, dpid: int, port: int, budget: str, rate: float,
-                      limit: float) -> None:
-        if not self.roles.leading:
-            return  # the followers see the same ports: one report is enough
-        ip = self.net.subscriber_at(dpid, port)
-        detail = {"learn": "copies to the controller over the port's learning budget",
-                  "storm": "broadcast and unknown unicast over the storm-control budget",
-                  "learning_ban": "new MACs faster than allowed: learning banned for "
-                                  f"{self.fabric.budgets.ban_seconds:.0f} s",
-                  "max_hosts": "the port holds its maximum of hosts: no more learned"}[budget]
-        LOG.warning("%016x port %d (%s): %s (%.1f, limit %.1f)", dpid, port,
-                    ip or "no known subscriber", detail, rate, limit)
-        self.alarms_raised += 1
-        try:
-            self.on_port_alarm(PortAlarm(dpid=dpid, port=port, budget=budget, rate_pps=rate,
-                                         limit=limit, subscriber_ip=ip, detail=detail))
-        except Exception:
-            LOG.exception("port alarm not delivered")
+    @property
+    def alarms_raised(self) -> int:
+        return self.learning.alarms_raised
 
 
 def _lines_of(pinned) -> frozenset[tuple[int, int]]:
     return frozenset((p.dpid, p.port) for p in pinned)
-
-
-def _source_mac(frame: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in frame[6:12])
 
 
 def _is_live(ofp, desc) -> bool:

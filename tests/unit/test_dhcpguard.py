@@ -212,15 +212,14 @@ def test_ended_leases_are_told_and_a_failing_hook_stops_nothing():
 
 
 def test_the_packet_in_worker_hands_every_copy_to_snooping_after_learning():
-    from controller.app import EnforcementApp
+    from controller.learning import Learning
     order = []
     learned = types.SimpleNamespace(macs=(), alarms=(), follow=(), release=False, refused=())
     snooping = Snooping(frozenset({(9, 6)}), on_change=lambda c: order.append(("bound", c)),
                         on_untrusted=lambda e: None, table=BindingTable(lambda: 0.0))
-    app = types.SimpleNamespace(
-        is_connected=lambda dpid: True, is_enforced=lambda ip: False, snooping=snooping,
-        roles=types.SimpleNamespace(leading=True), _identity_refused=lambda events: None,
-        _follow=lambda learned: None,
-        net=types.SimpleNamespace(learn=lambda *args: order.append("learned") or learned))
-    EnforcementApp._learn(app, 9, 6, v4_frame())
+    net = types.SimpleNamespace(learn=lambda *args: order.append("learned") or learned)
+    learning = Learning(types.SimpleNamespace(is_enforced=lambda mac: False), net,
+                        fabric=None, leading=lambda: True, is_connected=lambda dpid: True)
+    learning.snooping = snooping
+    learning.learn(9, 6, v4_frame())
     assert order == ["learned", ("bound", Binding(CLIENT, "10.0.0.101", 120.0))]
