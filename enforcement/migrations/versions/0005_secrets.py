@@ -7,17 +7,14 @@ verify what the leader sends, so the key lives where they all read: the
 first instance to start finds none and writes a random one, the others
 read it (controller/lldpkey.py).
 
-Numbered 0005 and revising 0003: 0004 is being written beside it (identity
-events). Whichever lands second revises the other.
-
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
