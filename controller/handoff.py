@@ -2,20 +2,14 @@
 
 The event thread must never block (a store write, a switch's barrier), so
 what a topology event sets off runs elsewhere. A thread per event let a
-burst of events (links flapping, a subscriber's forged frames) start
-threads without limit. Here each kind of work has at most one thread, which
-exists only while there is work:
-
-- Coalesced: a call whose latest state is all that matters (the links
-  changed: re-place what the new paths affect). Requests made while it runs
-  make it run once more, not once each.
-- Mailbox: items each delivered once, in order, up to a depth; beyond it
-  the newest are dropped and counted (the sender is already bounded by its
-  own throttle: this is the backstop).
+burst of events (links flapping) start threads without limit. Coalesced is
+a call whose latest state is all that matters (the links changed: re-place
+what the new paths affect): it runs on one thread at most, which exists
+only while there is work, and requests made while it runs make it run once
+more, not once each.
 """
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 from collections.abc import Callable
@@ -52,38 +46,3 @@ class Coalesced:
                 self._call()
             except Exception:
                 LOG.exception("%s failed", self._name)
-
-
-class Mailbox:
-    def __init__(self, deliver: Callable[[object], object], name: str, depth: int = 256):
-        self._deliver = deliver
-        self._name = name
-        self._depth = depth
-        self._lock = threading.Lock()
-        self._items: collections.deque = collections.deque()
-        self._running = False
-        self.dropped = 0
-
-    def put(self, item: object) -> bool:
-        with self._lock:
-            if len(self._items) >= self._depth:
-                self.dropped += 1
-                return False
-            self._items.append(item)
-            if self._running:
-                return True
-            self._running = True
-        threading.Thread(target=self._run, name=self._name, daemon=True).start()
-        return True
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                if not self._items:
-                    self._running = False
-                    return
-                item = self._items.popleft()
-            try:
-                self._deliver(item)
-            except Exception:
-                LOG.exception("%s: not delivered", self._name)

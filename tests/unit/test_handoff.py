@@ -3,7 +3,7 @@ burst (controller/handoff.py): each new link used to start a thread."""
 import threading
 import time
 
-from controller.handoff import Coalesced, Mailbox
+from controller.handoff import Coalesced
 
 
 def wait_for(predicate, timeout=5.0):
@@ -52,26 +52,3 @@ def test_a_failing_call_does_not_stop_later_ones():
     wait_for(lambda: not call._running)
     call.request()
     wait_for(lambda: len(calls) == 2 and not call._running)
-
-
-def test_a_mailbox_delivers_in_order_on_one_thread_and_drops_beyond_its_depth():
-    release = threading.Event()
-    delivered, threads = [], set()
-
-    def deliver(item):
-        threads.add(threading.get_ident())
-        release.wait(5)
-        delivered.append(item)
-
-    box = Mailbox(deliver, "identity-events", depth=10)
-    box.put(0)
-    wait_for(lambda: threads)  # the first is being delivered
-    for n in range(1, 50):
-        box.put(n)
-    release.set()
-    wait_for(lambda: not box._running)
-    # ten waited behind the first; the rest were dropped
-    assert delivered == list(range(11)) and box.dropped == 39
-    assert len(threads) == 1
-    assert box.put("later")
-    wait_for(lambda: delivered[-1] == "later")

@@ -91,7 +91,7 @@ def _alembic(engine, action, revision) -> None:
 def test_migration_0005_adds_the_secrets_and_goes_back(database_url):
     engine = sa.create_engine(database_url)
     try:
-        _alembic(engine, command.upgrade, "0003")
+        _alembic(engine, command.upgrade, "0004")
         assert "secrets" not in sa.inspect(engine).get_table_names()
         store = Store(database_url)  # migrates to the head
         key = store.shared_secret("lldp", lambda: b"\x01" * 32)
@@ -100,7 +100,7 @@ def test_migration_0005_adds_the_secrets_and_goes_back(database_url):
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT version_num FROM alembic_version")
                                 ).scalar_one() == "0005"
-        _alembic(engine, command.downgrade, "0003")
+        _alembic(engine, command.downgrade, "0004")
         assert "secrets" not in sa.inspect(engine).get_table_names()
     finally:
         engine.dispose()
