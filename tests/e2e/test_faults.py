@@ -294,15 +294,15 @@ def where_is(lab, host):
         pb.GetTopologyRequest()).hosts if h.ip == ip), None)
 
 
-def test_an_enforcement_planned_on_an_undiscovered_uplink_goes_home_with_its_host(lab):
+def test_a_host_seen_through_an_undiscovered_uplink_stays_at_its_own_port(lab):
     """A port once found to be an uplink teaches no host location while its
     link is unknown (LLDP lost here; after an outage, the far switch not back
-    yet). Once it went down and up it may: a host seen through it is located
-    there, and a decision taken then is planned there. When the link is known
-    again the wrong sighting is forgotten; when the host is next seen at its
-    real port, as a host known afresh, its enforcement must follow it (it
-    used to stay on the uplink: flows equal to the store, and the subscriber
-    not blocked)."""
+    yet). Once it went down and up it counts as an access port, and the
+    flooded copies of a host's frames arrive on it: they are a claim on a MAC
+    that lives on another port that is up (controller/claims.py), refused,
+    so the host stays where it is and a decision taken meanwhile is planned
+    at its real port. (Before MACs were judged, the host moved onto the
+    uplink and its enforcement with it.)"""
     h4 = lab.host("h4")
     located(lab, ["h4"])
     # A flow of someone else's above the data plane's copies of LLDP to the
@@ -330,27 +330,23 @@ def test_an_enforcement_planned_on_an_undiscovered_uplink_goes_home_with_its_hos
             assert broadcast() == (2, 1), "learned on a known uplink"
         harness.ofctl("mod-port", "s1", f"s1-eth{UPLINK_PORT}", "down")
         harness.ofctl("mod-port", "s1", f"s1-eth{UPLINK_PORT}", "up")
-
-        def on_the_uplink():
-            return broadcast() == (1, UPLINK_PORT)
-
-        harness.wait_until(on_the_uplink, 15, "h4 to be seen on s1's uplink")
+        claim = f"at 0000000000000001 port {UPLINK_PORT} claimed MAC {h4.MAC()}"
+        harness.wait_until(lambda: broadcast() == (2, 1) and claim in lab.log_path.read_text(),
+                           15, "h4's copies on s1's uplink refused as a MAC claim")
+        for _ in range(3):
+            assert broadcast() == (2, 1), "moved onto the uplink"
         record = lab.stub.Apply(spam(lab, "h4", "uplink"))
-        assert (record.location.datapath_id, record.location.port) == (1, UPLINK_PORT)
+        assert (record.location.datapath_id, record.location.port) == (2, 1)
     finally:
         harness.ofctl("mod-port", "s1", f"s1-eth{UPLINK_PORT}", "up")
         for switch in ("s1", "s2"):
             harness.ofctl("del-flows", switch, f"table=2,cookie={BLINDING_COOKIE:#x}/-1")
     harness.wait_until(lambda: len(lab.stub.GetTopology(pb.GetTopologyRequest()).links) == 2,
                        20, "the s1-s2 link to be discovered again")
-
-    def home():
-        speak([h4], lab.host("h6").IP())
-        return lab.stub.Get(pb.GetRequest(id=record.id)).location.datapath_id == 2
-
-    harness.wait_until(home, 10, "the enforcement to follow h4 to s2 port 1")
-    moved = lab.stub.Get(pb.GetRequest(id=record.id))
-    assert (moved.state, moved.location.port) == (pb.STATE_ACTIVE, 1)
+    speak([h4], lab.host("h6").IP())
+    home = lab.stub.Get(pb.GetRequest(id=record.id))
+    assert (home.state, home.location.datapath_id, home.location.port) == (
+        pb.STATE_ACTIVE, 2, 1)
     assert enforcement_flows(("s1",)) == [] and len(enforcement_flows(("s2",))) == 2
     harness.wait_until(lambda: smtp_blocked(lab, "h4"), 5, "h4 blocked at its real port")
     assert harness.tcp_connects(h4, lab.host("h6").IP(), 80)
