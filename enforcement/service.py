@@ -96,8 +96,8 @@ class EnforcementService:
         self.identity_reports = IdentityReports(store, clock, self._announce,
                                                 fence=self._fence)
         live = sum(1 for r in self.ledger.by_id.values() if r.state in LIVE)
-        LOG.info("store %s: %d enforcements, %d live", store.url, len(self.ledger.by_id),
-                 live)
+        LOG.info("store %s: %d enforcements, %d live", store.printable_url,
+                 len(self.ledger.by_id), live)
 
     # ---- leading -------------------------------------------------------------
 

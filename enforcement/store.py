@@ -151,6 +151,8 @@ class Store:
     def __init__(self, url: str):
         self.url = url
         self._engine = sa.create_engine(url)
+        # What may be logged: the URL may carry a password ($ENFORCEMENT_DB).
+        self.printable_url = self._engine.url.render_as_string(hide_password=True)
         if self._engine.dialect.name == "sqlite":
             sa.event.listen(self._engine, "connect", _sqlite_pragmas)
         self._write_lock = threading.Lock()

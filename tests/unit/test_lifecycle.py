@@ -357,3 +357,17 @@ def test_a_list_of_what_is_in_force_reads_no_ended_record(world):
         page, more = run.page(states=[State.ACTIVE, State.PENDING], start=3)
         assert [r.id for r in page] == [live[3], pending.id] and not more
         assert [r.id for r in run.page(states=[State.LIFTED], size=1)[0]] == [made[0].id]
+
+
+def test_the_store_password_is_never_logged(postgres_server, caplog):
+    """$ENFORCEMENT_DB may carry a password: the service's start logs the
+    store's URL with it hidden (issue 24)."""
+    import logging
+    url = postgres_server.create_database("enforcement_password_check")
+    secret = "s3cret-Pa55word"
+    with_password = url.replace("@/", f":{secret}@/", 1)
+    assert secret in with_password
+    with caplog.at_level(logging.INFO):
+        EnforcementService(Switches(), POLICY, Store(with_password))
+    assert "store postgresql+psycopg://" in caplog.text
+    assert secret not in caplog.text and "***" in caplog.text
