@@ -44,6 +44,9 @@ class Caller:
         return f"unauthenticated {self.address}"
 
 
+ACTOR_LENGTH = 256  # the audit log's actor column (enforcement/store.py)
+
+
 def current_actor(context) -> str:
     """The identity to write in the audit log for the call being served
     (for a call another instance forwarded: the original caller, via that
@@ -52,7 +55,13 @@ def current_actor(context) -> str:
     caller = _CALLER.get()
     own = caller.actor() if caller else context.peer()
     forwarded = on_behalf_of(context)
-    return f"{forwarded} via {own}" if forwarded else own
+    if not forwarded:
+        return own[:ACTOR_LENGTH]
+    # Within the audit log's column (a longer actor failed the whole batch's
+    # insert on PostgreSQL); what is cut is the forwarded name, never who
+    # actually called.
+    room = max(0, ACTOR_LENGTH - len(own) - len(" via "))
+    return f"{forwarded[:room]} via {own}"[-ACTOR_LENGTH:]
 
 
 def _peer_host_port(peer: str) -> tuple[str, int]:

@@ -297,3 +297,23 @@ def test_a_host_cannot_hold_more_than_its_share_of_tls_connections(api, pki):
     assert refusals and refusals[0][1:3] == ("connect", "UNAUTHENTICATED")
     time.sleep(0.3)  # the idle ones are gone: a real client gets in again
     assert call(pki, serving.port, "engineer", "List", pb.ListRequest()) == "OK"
+
+
+def test_a_forwarded_caller_name_never_overflows_the_audit_column():
+    """An actor longer than the audit log's column failed the whole batch's
+    insert on PostgreSQL (issue 24): the forwarded name is cut, never the
+    caller that actually connected."""
+    import types
+
+    from enforcement import guard
+    from enforcement.forwarding import ON_BEHALF_OF
+
+    context = types.SimpleNamespace(
+        peer=lambda: "ipv4:127.0.0.1:52956",
+        invocation_metadata=lambda: ((ON_BEHALF_OF, "m" * 5000),))
+    actor = guard.current_actor(context)
+    assert len(actor) <= guard.ACTOR_LENGTH
+    assert actor.endswith(" via ipv4:127.0.0.1:52956") and actor.startswith("m")
+    plain = types.SimpleNamespace(peer=lambda: "ipv4:127.0.0.1:1",
+                                  invocation_metadata=lambda: ())
+    assert guard.current_actor(plain) == "ipv4:127.0.0.1:1"
