@@ -359,15 +359,27 @@ def test_a_list_of_what_is_in_force_reads_no_ended_record(world):
         assert [r.id for r in run.page(states=[State.LIFTED], size=1)[0]] == [made[0].id]
 
 
-def test_the_store_password_is_never_logged(postgres_server, caplog):
+def test_the_store_password_is_never_logged(postgres_server):
     """$ENFORCEMENT_DB may carry a password: the service's start logs the
-    store's URL with it hidden (issue 24)."""
+    store's URL with it hidden (issue 24). The records are taken at the
+    service's own logger: other tests configure the process's logging."""
     import logging
     url = postgres_server.create_database("enforcement_password_check")
     secret = "s3cret-Pa55word"
     with_password = url.replace("@/", f":{secret}@/", 1)
     assert secret in with_password
-    with caplog.at_level(logging.INFO):
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append  # type: ignore[method-assign]
+    log = logging.getLogger("enforcement.service")
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
         EnforcementService(Switches(), POLICY, Store(with_password))
-    assert "store postgresql+psycopg://" in caplog.text
-    assert secret not in caplog.text and "***" in caplog.text
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    text = "\n".join(record.getMessage() for record in records)
+    assert "store postgresql+psycopg://" in text
+    assert secret not in text and "***" in text
