@@ -402,10 +402,6 @@ def _reverse(link: LinkView) -> LinkView:
     return LinkView(link.dst_dpid, link.dst_port, link.src_dpid, link.src_port)
 
 
-def _place(host: HostView | None) -> tuple[int, int] | None:
-    return None if host is None else (host.dpid, host.port)
-
-
 def _is_group(mac: str) -> bool:
     return int(mac[:2], 16) & 1 == 1
 
