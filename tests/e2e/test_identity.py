@@ -159,8 +159,11 @@ def test_a_mac_copied_from_another_port_moves_nothing(lab):
     assert harness.tcp_connects(h3, INET, 25)
     assert any(f"at 0000000000000003 port 2 claimed MAC {h1.MAC()}" in line
                for line in refusals(lab))
-    event, *_ = identity_events(lab, identity="mac_claim", claimed=h1.MAC())
-    assert (event.datapath_id, event.port) == (3, 2) and "port 2" in event.owner
+    # (The forging port's own: a host seen on an uplink for a moment at start,
+    # before LLDP confirmed the link both ways, can leave one from its own port.)
+    event, *_ = identity_events(lab, identity="mac_claim", claimed=h1.MAC(),
+                                datapath_id=3, port=2)
+    assert "port 2" in event.owner
 
 
 def test_the_dns_servers_address_claimed_during_a_quarantine(lab):
