@@ -45,8 +45,8 @@ sys.path.insert(0, str(ROOT / "mininet"))
 
 import lab as harness  # noqa: E402
 import topologies  # noqa: E402
-from controller.settling import SETTLE_SECONDS  # noqa: E402
-from enforcement.client import EnforcementClient  # noqa: E402
+from controller.topology.settling import SETTLE_SECONDS  # noqa: E402
+from enforcement.clients.client import EnforcementClient  # noqa: E402
 from enforcement.v1 import enforcement_pb2 as pb  # noqa: E402
 
 LOCK_PATH = "/run/lock/sdn-enforcement-mininet.lock"
@@ -228,7 +228,7 @@ class Bench:
         ips = {h.IP() for h in self.net.hosts}
 
         def located() -> bool:
-            # Ports learn no host while they settle (controller/settling.py);
+            # Ports learn no host while they settle (controller/topology/settling.py);
             # ARP always reaches the controller, with the sender's address.
             first = self.net.hosts[0].IP()
             for host in self.net.hosts[1:]:

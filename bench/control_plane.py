@@ -42,8 +42,8 @@ sys.path.insert(0, str(ROOT / "mininet"))
 import lab as harness  # noqa: E402
 import topologies  # noqa: E402
 from capture import Capture  # noqa: E402
-from controller.dataplane import meter_port  # noqa: E402
-from controller.settling import SETTLE_SECONDS  # noqa: E402
+from controller.openflow.dataplane import meter_port  # noqa: E402
+from controller.topology.settling import SETTLE_SECONDS  # noqa: E402
 from enforcement.v1 import enforcement_pb2 as pb  # noqa: E402
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc  # noqa: E402
 

@@ -31,9 +31,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "mininet"))
 
 import lab as harness  # noqa: E402
-from enforcement import codec  # noqa: E402
-from enforcement.model import State  # noqa: E402
-from enforcement.store import Store  # noqa: E402
+from enforcement.domain.model import State  # noqa: E402
+from enforcement.store import codec  # noqa: E402
+from enforcement.store.database import Store  # noqa: E402
 from enforcement.v1 import enforcement_pb2 as pb  # noqa: E402
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc  # noqa: E402
 
@@ -103,7 +103,7 @@ def ofp_floor(port: int, count: int, flows: int, batch: int = 0) -> int:
     errors: list[str] = []  # the switch's refusals: any makes the floor void
 
     def wire(dp, messages: list) -> tuple[bytes, int]:
-        """The messages and a barrier, serialized for one write as controller/sessions.py
+        """The messages and a barrier, serialized for one write as controller/openflow/sessions.py
         sends them, and the barrier's xid."""
         buf = bytearray()
         for message in [*messages, dp.ofproto_parser.OFPBarrierRequest(dp)]:

@@ -46,8 +46,8 @@ import floors  # noqa: E402  (bench/floors.py: the floors, two in processes of t
 import bench as issue7  # noqa: E402  (bench/bench.py: its workers, requests and helpers)
 import lab as harness  # noqa: E402
 import topologies  # noqa: E402
-from controller.settling import SETTLE_SECONDS  # noqa: E402
-from enforcement.client import EnforcementClient  # noqa: E402
+from controller.topology.settling import SETTLE_SECONDS  # noqa: E402
+from enforcement.clients.client import EnforcementClient  # noqa: E402
 from enforcement.v1 import enforcement_pb2 as pb  # noqa: E402
 
 JS = ROOT / "bench" / "js"
@@ -265,7 +265,7 @@ class LatencyBench:
         self.fs = _out(["df", "--output=fstype,source", str(self.workdir)]).split("\n")[-1]
         self.floors["store"] = self._floor(
             "store commit: 1 record + 1 event + 1 audit entry, one transaction",
-            f"enforcement/store.py, SQLite WAL synchronous=FULL, file on {self.fs}",
+            f"enforcement/store/database.py, SQLite WAL synchronous=FULL, file on {self.fs}",
             floors.measure_store_floor(self.workdir / "state" / "enforcement.db",
                                 self.workdir / "store-floor.db", args.pairs))
 

@@ -19,17 +19,17 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from controller import config, logs
-from controller.notify import notify
-from controller.reloading import OnHangup
-from controller.stopping import StopSignals
+from controller.process import config, logs
+from controller.process.notify import notify
+from controller.process.sighup import OnHangup
+from controller.process.stopping import StopSignals
 
 if TYPE_CHECKING:
-    from enforcement.access import Access
+    from enforcement.api.access import Access
 
 LOG = logging.getLogger("enforcement-controller")
 
-APPS = ["controller.lldp", "controller.app"]
+APPS = ["controller.topology.lldp.discovery", "controller.osken.app"]
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -99,7 +99,7 @@ def _start_view(args, service, app, access: Callable[[], Access]) -> str:
     """Starts the topology view; returns ' http=HOST:PORT' for the READY line."""
     if args.http_listen == "off":
         return ""
-    from controller.web import TopologyWeb, ViewModel
+    from controller.view.server import TopologyWeb, ViewModel
     token = None
     if args.http_token_file:
         with open(args.http_token_file) as token_file:
@@ -110,7 +110,7 @@ def _start_view(args, service, app, access: Callable[[], Access]) -> str:
     context = may_read = None
     host, _, port = args.http_listen.rpartition(":")
     if args.tls and not config.is_loopback(host):
-        from enforcement.tlsgate import server_context
+        from enforcement.api.tlsgate import server_context
         context = server_context(args.tls_cert, args.tls_key, args.tls_client_ca,
                                  alpn=("http/1.1",))
         # Whoever may read the topology over gRPC may read the view.
@@ -124,7 +124,7 @@ def _start_view(args, service, app, access: Callable[[], Access]) -> str:
 
 
 def _reload_on_hangup(hangup, args, service, app, serving, in_force, files) -> None:
-    from enforcement.reload import Loaded, Reloader, Sources
+    from controller.process.reload import Loaded, Reloader, Sources
 
     def set_access(access: Access) -> None:
         in_force[0] = access
@@ -162,20 +162,20 @@ def main(argv: list[str] | None = None) -> int:
     args = config.parse_args(argv)
     logs.setup(args.log_level, args.log_format)
     if args.check_config:
-        from controller import checkconfig
+        from controller.process import checkconfig
         return checkconfig.run(args)
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     logging.getLogger("grpc._common").addFilter(_QuietUndecodable())
     if args.config:
         LOG.info("configuration file %s", args.config)
 
-    from enforcement import access as access_file
-    from enforcement import inventory as inventory_file
-    from enforcement import policy as policy_file
-    from enforcement.api import serve
-    from enforcement.maintenance import Maintenance
-    from enforcement.service import EnforcementService
-    from enforcement.store import Store
+    from enforcement.api import access as access_file
+    from enforcement.api.servicer import serve
+    from enforcement.domain import inventory as inventory_file
+    from enforcement.domain import policy as policy_file
+    from enforcement.lifecycle.maintenance import Maintenance
+    from enforcement.lifecycle.service import EnforcementService
+    from enforcement.store.database import Store
     try:
         policy = policy_file.load(args.policy)
         access = access_file.load(args.access)
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.tls:
         try:
-            from enforcement.tlsgate import server_context
+            from enforcement.api.tlsgate import server_context
             tls_context = server_context(args.tls_cert, args.tls_key, args.tls_client_ca)
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             LOG.error("cannot use the TLS files (%s, %s, %s): %s", args.tls_cert,
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.grpc_listen)
 
     stop = StopSignals()
-    # SIGHUP reloads the files (controller/reloading.py). Caught from here
+    # SIGHUP reloads the files (controller/process/sighup.py). Caught from here
     # on, since by default it would end the process: one that arrives
     # during the start is done once everything runs.
     hangup = threading.Event()
@@ -226,15 +226,15 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bad URL, an unreadable file, a failed migration
         LOG.error("cannot open the store %s: %s", config.printable_url(args.db), exc)
         return 2
-    from controller import lldpkey
-    from controller.lldp import Discovery
+    from controller.topology.lldp import key as lldpkey
+    from controller.topology.lldp.discovery import Discovery
     try:
         Discovery.key, key_source = lldpkey.load(args.lldp_key_file, store)
     except (OSError, ValueError) as exc:
         LOG.error("no LLDP key (see --lldp-key-file): %s", exc)
         return 2
     LOG.info("LLDP probes authenticated with the key from %s", key_source)
-    from controller import app as app_module
+    from controller.osken import app as app_module
     app_module.INVENTORY_PATH[0] = args.inventory
     app_module.SETTINGS[0] = app_module.Settings(args.budgets, args.packet_in_queue,
                                                  args.startup_grace,
@@ -243,9 +243,9 @@ def main(argv: list[str] | None = None) -> int:
         LOG.info("inventory: %d subscriber(s) pinned", len(pinned))
     notify("STATUS=starting OpenFlow")
     manager, app = _start_os_ken(args)
-    from controller import ha
-    from enforcement.forwarding import Forwarder
-    from enforcement.leadership import Leadership
+    from controller.process import ha
+    from enforcement.cluster.leaderproxy import Forwarder
+    from enforcement.cluster.leadership import Leadership
     solo = store.url.startswith("sqlite")
     leadership = Leadership(store, ha.instance_name(args.instance_name), "",
                             lease=args.lease_seconds, solo=solo)
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     # Switches that connected while the store was loading are claimed and
     # reconciled when this instance is elected.
     ha.wire(app, service, leadership)
-    from enforcement.metrics import Metrics
+    from enforcement.lifecycle.metrics import Metrics
     metrics = Metrics(service, app)
     metrics_address = ""
     if args.metrics_listen != "off":
@@ -303,8 +303,8 @@ def main(argv: list[str] | None = None) -> int:
              "alone on its store" if solo else
              f"sharing {store.url.split('@')[-1]} (lease {args.lease_seconds:.1f} s)")
     # Everything loaded (the store's records above all) is long-lived: full
-    # collections stop walking it (controller/heap.py).
-    from controller import heap
+    # collections stop walking it (controller/process/heap.py).
+    from controller.process import heap
     heap.keep_full_collections_short()
     # One line on stdout that tools and tests wait for, and the same news
     # for systemd (Type=notify): gRPC is serving from here on.

@@ -20,8 +20,8 @@ import urllib.request
 
 import lab as harness
 import pgcluster
-from controller.settling import SETTLE_SECONDS
-from enforcement.client import EnforcementClient
+from controller.topology.settling import SETTLE_SECONDS
+from enforcement.clients.client import EnforcementClient
 
 INET = "10.0.0.200"
 

@@ -320,7 +320,7 @@ def silence(ifname: str) -> None:
 def limit_controller_rate(net: Mininet, pps: int, burst: int | None = None) -> None:
     """Open vSwitch's own cap on packet-ins, per bridge (it queues them per
     in_port and shares the rate fairly): the last line behind the
-    controller's meters (controller/dataplane.py). Set on each bridge's
+    controller's meters (controller/openflow/dataplane.py). Set on each bridge's
     Controller record (one per controller it connects to), which a switch
     reads without dropping its flows."""
     burst = burst or max(25, pps // 4)
@@ -390,7 +390,7 @@ def packets_to_controller(switch: str) -> int:
 
 def packets_flooded(switch: str) -> int:
     """Packets a switch flooded so far (the counters of its flood-out
-    table, controller/dataplane.py): a frame going round a loop shows as a
+    table, controller/openflow/dataplane.py): a frame going round a loop shows as a
     count that keeps growing while the hosts are quiet."""
     out = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", switch, "table=5"],
                          capture_output=True, text=True, check=True).stdout

@@ -20,7 +20,7 @@ import sys
 import time
 
 NEAREST_BRIDGE = bytes.fromhex("0180c200000e")
-OUI = b"\x02\x5d\xb0"  # controller/lldpauth.py
+OUI = b"\x02\x5d\xb0"  # controller/topology/lldp/auth.py
 
 
 def tlv(kind: int, value: bytes) -> bytes:

@@ -42,7 +42,7 @@ import dhcp
 import lab
 import pgcluster
 import topologies
-from controller.settling import SETTLE_SECONDS
+from controller.topology.settling import SETTLE_SECONDS
 
 DHCP_RANGE = ("10.0.0.100", "10.0.0.199")
 DHCP_LEASE = 300
@@ -225,7 +225,8 @@ def _serve(args, topo, net, controllers: list[lab.ControllerProcess]) -> None:
     expected_links = 2 * (len(topo.links()) - len(net.hosts))  # both directions
     lab.wait_until(lambda: _links(addresses) >= expected_links, 30,
                    f"{expected_links} discovered links")
-    time.sleep(SETTLE_SECONDS)  # access ports flood nothing before (controller/settling.py)
+    # Access ports flood nothing before (controller/topology/settling.py).
+    time.sleep(SETTLE_SECONDS)
     loss = net.pingAll(timeout=2)
     print(f"reachability check: {loss:.0f}% loss", flush=True)
     _dual_stack(net)

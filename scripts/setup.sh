@@ -61,15 +61,15 @@ if [ ! -d bench/js/node_modules ]; then
 fi
 
 # The topology view's Cytoscape.js, pinned by its lockfile and shipped inside
-# the controller package (controller/static/, package data; the page never
+# the controller package (controller/view/static/, package data; the page never
 # fetches anything from elsewhere). The copy is generated: not in git.
 # Again when the lockfile changed since (npm ci records what it installed).
-view_installed=controller/viewsrc/node_modules/.package-lock.json
-if [ ! -f "$view_installed" ] || [ controller/viewsrc/package-lock.json -nt "$view_installed" ]; then
+view_installed=controller/view/viewsrc/node_modules/.package-lock.json
+if [ ! -f "$view_installed" ] || [ controller/view/viewsrc/package-lock.json -nt "$view_installed" ]; then
   echo "setup: installing the topology view's Cytoscape.js (npm ci)"
-  npm ci --prefix controller/viewsrc --silent --no-audit --no-fund
+  npm ci --prefix controller/view/viewsrc --silent --no-audit --no-fund
 fi
-cp controller/viewsrc/node_modules/cytoscape/dist/cytoscape.min.js controller/static/
+cp controller/view/viewsrc/node_modules/cytoscape/dist/cytoscape.min.js controller/view/static/
 
 # The kernel may lack the openvswitch module: ovs-ctl then warns and the
 # switches run in userspace (datapath_type=netdev), which is what we use.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 
-from enforcement.flows import (
+from enforcement.domain.flows import (
     VLAN_PRESENT,
     ApplyMeter,
     FlowRule,
@@ -38,7 +38,7 @@ class Verdict:
 
     @property
     def enforcement_meters(self) -> tuple[int, ...]:
-        from enforcement.pipeline import is_enforcement_meter
+        from enforcement.domain.pipeline import is_enforcement_meter
         return tuple(m for m in self.meters if is_enforcement_meter(m))
 
 
@@ -109,10 +109,10 @@ def simulate(rules, dpid: int, packet: dict) -> Verdict:
 def hosts_reached(view, start: int, host_port: int) -> dict[int, int]:
     """Follows one broadcast from the host on `start` (every host on its
     switch's port host_port) the way the controller floods it
-    (enforcement/topology.py); returns the copies each host got. Fails on a
+    (controller/topology/graph.py); returns the copies each host got. Fails on a
     storm."""
-    from enforcement.routing import switch_graph
-    from enforcement.topology import accepts_broadcast, flood_ports, spanning_tree
+    from controller.topology.graph import accepts_broadcast, flood_ports, spanning_tree
+    from enforcement.domain.routing import switch_graph
     tree = spanning_tree(switch_graph(view))
     peer = {(link.src_dpid, link.src_port): (link.dst_dpid, link.dst_port)
             for link in view.links}

@@ -19,7 +19,7 @@ import time
 import grpc
 import pytest
 
-from controller.settling import SETTLE_SECONDS
+from controller.topology.settling import SETTLE_SECONDS
 
 ARTIFACTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -139,7 +139,7 @@ def lab_factory(request, tmp_path_factory, mininet_lock):
         # Links first: hosts are located only on ports known not to be uplinks.
         harness.wait_until(lambda: len(lab.stub.GetTopology(pb.GetTopologyRequest()).links)
                    >= expected_links, 20, f"{expected_links} discovered links")
-        # Access ports flood nothing until they settled (controller/settling.py).
+        # Access ports flood nothing until they settled (controller/topology/settling.py).
         time.sleep(SETTLE_SECONDS)
         loss = net.pingAll(timeout=2)
         assert loss == 0, f"{loss}% loss before any enforcement"

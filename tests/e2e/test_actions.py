@@ -15,7 +15,7 @@ import pytest
 import lab as harness
 import topologies
 from capture import Capture
-from enforcement import pipeline
+from enforcement.domain import pipeline
 from enforcement.v1 import enforcement_pb2 as pb
 
 pytestmark = pytest.mark.mininet

@@ -256,7 +256,7 @@ def test_mac_flooding_and_frames_built_to_break_the_controller_change_nothing(la
     """A subscriber sends frames from random source MACs (each one a copy
     the controller would learn from), among them broadcasts whose payload is
     all zeros, and forged LLDP: once, one such frame stopped OS-Ken's link
-    discovery for good (controller/lldp.py)."""
+    discovery for good (controller/topology/lldp/discovery.py)."""
     h1, h2 = lab.host("h1"), lab.host("h2")
     events = []
     stream = lab.stub.Watch(pb.WatchRequest(subscriber_ip=h1.IP()), timeout=60)

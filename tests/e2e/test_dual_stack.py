@@ -38,7 +38,7 @@ def v6(host) -> str:
 
 @pytest.fixture(scope="module")
 def lab(lab_factory, tmp_path_factory):
-    shipped = (harness.HERE.parent / "enforcement" / "default_policy.toml").read_text()
+    shipped = (harness.HERE.parent / "enforcement" / "domain" / "default_policy.toml").read_text()
     assert 'dns = ["10.0.0.250"]' in shipped and 'portal = ["10.0.0.251"]' in shipped
     policy = tmp_path_factory.mktemp("policy") / "policy.toml"
     policy.write_text(shipped.replace('dns = ["10.0.0.250"]',
@@ -244,13 +244,13 @@ def test_anti_spoofing_validates_ipv6_sources_and_neighbour_discovery(lab, famil
     # Without enforcement every one of them gets out: the checks below can fail.
     assert all(udp_from(src) == 1 for src in [v6(spoofer), *forged])
     # A neighbour's address is never advertised, enforced or not: the switch
-    # holds the claim and the controller refuses it (controller/claims.py);
+    # holds the claim and the controller refuses it (controller/topology/claims.py);
     # its own goes out (so the capture can see one).
     assert advertised(v6(victim)) == 0
     assert advertised(v6(spoofer)) == 1
     assert rogue_route_on_victim()
     # DHCP server messages from a subscriber line are dropped enforced or
-    # not (controller/dhcpguard.py); the guard below repeats it in table 0.
+    # not (controller/openflow/dhcpguard.py); the guard below repeats it in table 0.
     assert dhcp6_reply() == 0
     # The advertisement claimed the victim's address: it takes it back.
     victim.cmd(f"{FORGE} na {victim.defaultIntf()} {v6(victim)}")

@@ -16,9 +16,9 @@ from google.protobuf import duration_pb2
 
 import lab as harness
 import topologies
-from controller import dataplane
-from controller.settling import SETTLE_SECONDS
-from enforcement import pipeline
+from controller.openflow import dataplane
+from controller.topology.settling import SETTLE_SECONDS
+from enforcement.domain import pipeline
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
 
@@ -102,7 +102,7 @@ def restart_controller(lab, kill=True):
                        == 2, 30, "both switches back")
     # A new controller knows hosts only once they speak (their ARP refreshes
     # would do it within a minute), and learns nothing on ports still
-    # settling (controller/settling.py); have them speak once settled.
+    # settling (controller/topology/settling.py); have them speak once settled.
     time.sleep(SETTLE_SECONDS)
     speak(lab.net.hosts, lab.host("h6").IP())
 
@@ -299,7 +299,7 @@ def test_a_host_seen_through_an_undiscovered_uplink_stays_at_its_own_port(lab):
     link is unknown (LLDP lost here; after an outage, the far switch not back
     yet). Once it went down and up it counts as an access port, and the
     flooded copies of a host's frames arrive on it: they are a claim on a MAC
-    that lives on another port that is up (controller/claims.py), refused,
+    that lives on another port that is up (controller/topology/claims.py), refused,
     so the host stays where it is and a decision taken meanwhile is planned
     at its real port. (Before MACs were judged, the host moved onto the
     uplink and its enforcement with it.)"""
@@ -397,7 +397,7 @@ def test_50_concurrent_clients_leave_the_switches_equal_to_the_store(lab):
 
 def test_a_reconnecting_switch_is_reconciled_without_reading_its_flows_unless_some_are_strays(lab):
     """On reconnect the controller counts the switch's enforcement flows,
-    re-adds every wanted one and counts again (controller/app.py
+    re-adds every wanted one and counts again (controller/osken/app.py
     _reinstall): reading 100,000 flow stats would take seconds. A switch
     that lost a flow and gained a stray of ours while away, the same number
     in all, is found out by the second count and read in full."""

@@ -1,7 +1,7 @@
 """The switch-side fence, message by message, against a real Open vSwitch.
 
 Two controller connections to one bridge speak raw OpenFlow 1.3 with the
-controller's own messages (controller/compiler.py role_request): the one
+controller's own messages (controller/openflow/compiler.py role_request): the one
 that claims MASTER with a newer generation id demotes the other, whose
 flow_mods the switch then refuses (OFPBRC_IS_SLAVE) and whose claim with
 its old generation id it refuses as stale (OFPRRFC_STALE). This is what
@@ -21,7 +21,7 @@ import pytest
 from os_ken.ofproto import ofproto_parser, ofproto_protocol, ofproto_v1_3
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from controller import compiler
+from controller.openflow import compiler
 
 pytestmark = pytest.mark.mininet  # needs root and Open vSwitch, like the Mininet tests
 

@@ -16,8 +16,8 @@ import pytest
 
 import lab as harness
 import topologies
-from controller import dataplane
-from controller.settling import SETTLE_SECONDS
+from controller.openflow import dataplane
+from controller.topology.settling import SETTLE_SECONDS
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
 

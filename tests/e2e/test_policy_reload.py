@@ -16,12 +16,12 @@ import pytest
 
 import lab as harness
 import topologies
-from enforcement import policy
+from enforcement.domain import policy
 from enforcement.v1 import enforcement_pb2 as pb
 
 pytestmark = pytest.mark.mininet
 
-SHIPPED = importlib.resources.files("enforcement").joinpath(
+SHIPPED = importlib.resources.files("enforcement.domain").joinpath(
     "default_policy.toml").read_text(encoding="utf-8")
 CUTOFF_FIRST = SHIPPED.replace(
     '{ action = "block", protocol = "tcp", ports = [25], direction = "from_subscriber" },',

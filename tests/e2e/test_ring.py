@@ -13,7 +13,7 @@ import pytest
 import lab as harness
 import topologies
 from capture import Capture
-from enforcement import pipeline
+from enforcement.domain import pipeline
 from enforcement.v1 import enforcement_pb2 as pb
 
 pytestmark = pytest.mark.mininet
@@ -108,7 +108,7 @@ def test_a_cut_link_reroutes_within_seconds_and_heals(lab):
 def test_a_link_that_fails_silently_is_timed_out_and_routed_round(lab):
     """Carrier stays up, frames stop: no port-status tells the controller.
     Only LLDP can (links not refreshed for 10 s go down), and only if it
-    keeps being sent (controller/discovery.py)."""
+    keeps being sent (controller/topology/lldp/schedule.py)."""
     h1, h2 = lab.host("h1"), lab.host("h2")
     assert harness.ping(h1, h2.IP())
     link = lab.net.linksBetween(lab.net.get("s1"), lab.net.get("s2"))[0]
@@ -124,7 +124,7 @@ def test_a_link_that_fails_silently_is_timed_out_and_routed_round(lab):
                            "h1 to reach h2 the long way round")
         print(f"silent failure detected and rerouted in {time.monotonic() - cut:.1f} s")
         # s1 -> s2 timed out; s2 -> s1 still answers, but a link counts both
-        # ways or not at all (controller/linkpairs.py)
+        # ways or not at all (controller/topology/lldp/linkpairs.py)
         assert links(lab) == 6
         assert lab.net.pingAll(timeout=2) == 0
     finally:
@@ -155,7 +155,7 @@ def test_an_enforcement_follows_its_host_to_another_switch(lab):
     h1.cmd(f"ip route replace 10.0.0.0/24 dev {link.intf1.name}")
 
     def seen_on_s4():
-        # The new port settles first (controller/settling.py): keep talking.
+        # The new port settles first (controller/topology/settling.py): keep talking.
         h1.cmd(f"ping -c 1 -W 1 {lab.host('h4').IP()}")
         return lab.stub.Get(pb.GetRequest(id=record.id)).location.datapath_id == 4
 

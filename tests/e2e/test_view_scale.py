@@ -17,12 +17,19 @@ import browser
 import pytest
 from browser import fit
 
-from controller.web import TopologyWeb, ViewModel
-from enforcement import policy
-from enforcement.model import HostView, LinkView, Location, SwitchView, TopologyView, Violation
-from enforcement.service import EnforcementService
-from enforcement.store import Store
-from enforcement.validation import validate_apply
+from controller.view.server import TopologyWeb, ViewModel
+from enforcement.domain import policy
+from enforcement.domain.model import (
+    HostView,
+    LinkView,
+    Location,
+    SwitchView,
+    TopologyView,
+    Violation,
+)
+from enforcement.domain.validation import validate_apply
+from enforcement.lifecycle.service import EnforcementService
+from enforcement.store.database import Store
 from unit.test_api import RecordingNetwork
 
 SWITCHES, HOSTS_PER_SWITCH = 100, 20

@@ -11,7 +11,7 @@ import pytest
 
 import lab as harness
 import topologies
-from enforcement import pipeline
+from enforcement.domain import pipeline
 from enforcement.v1 import enforcement_pb2 as pb
 
 pytestmark = pytest.mark.mininet
@@ -156,7 +156,7 @@ def test_cli_applies_lists_shows_and_lifts_with_trustworthy_exit_codes(lab):
     import sys
 
     def ctl(*args):
-        return subprocess.run([sys.executable, "-m", "enforcement.cli", "--server",
+        return subprocess.run([sys.executable, "-m", "enforcement.clients.cli", "--server",
                                lab.controller.grpc_address, *args],
                               capture_output=True, text=True, timeout=30)
 

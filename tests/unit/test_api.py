@@ -5,13 +5,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from enforcement import policy
-from enforcement.api import SERVICE_NAME, create_server
-from enforcement.desired import SwitchState, apply_change, diff, diff_part
-from enforcement.errors import SwitchError
-from enforcement.model import HostView, LinkView, Location, SwitchView, TopologyView
-from enforcement.service import EnforcementService
-from enforcement.store import Store
+from enforcement.api.servicer import SERVICE_NAME, create_server
+from enforcement.domain import policy
+from enforcement.domain.desired import SwitchState, apply_change, diff, diff_part
+from enforcement.domain.errors import SwitchError
+from enforcement.domain.model import HostView, LinkView, Location, SwitchView, TopologyView
+from enforcement.lifecycle.service import EnforcementService
+from enforcement.store.database import Store
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
 
@@ -476,8 +476,8 @@ class FixedService:
 def test_addresses_and_ipv6_travel_in_the_answers(service):
     import dataclasses
 
-    from enforcement.model import Violation
-    from enforcement.validation import validate_apply
+    from enforcement.domain.model import Violation
+    from enforcement.domain.validation import validate_apply
     record = service.apply(validate_apply(request_id="c1", case_id="C", ip="10.0.0.1",
                                           mac="", violation=Violation.SPAM, reason=""))
     record = dataclasses.replace(record, addresses=("10.0.0.1", V6, "2001:db8:1::/64"))
@@ -556,7 +556,7 @@ def test_old_readers_still_read_the_new_messages():
     (("not an address", "2001:db8:1::9"), ["addr", "in-64", "in-56"]),
 ])
 def test_a_host_owns_what_any_of_its_ipv6_addresses_overlaps(host_ipv6, owned):
-    from enforcement.hostaddresses import AddressIndex
+    from enforcement.domain.hostaddresses import AddressIndex
     index = AddressIndex({"2001:db8:1::/64": ["in-64"], "2001:db8:1::/56": ["in-56"],
                           "2001:db8:1::9": ["addr"], "fe80::5": ["link-local"],
                           "10.0.0.1": ["v4"]})

@@ -1,10 +1,10 @@
-"""Group commit (enforcement/batching.py) with real threads: calls that
+"""Group commit (enforcement/lifecycle/batching.py) with real threads: calls that
 arrive while a batch runs form the next batch, each caller gets its own
 outcome, and a failing batch fails only its own callers."""
 import threading
 import time
 
-from enforcement.batching import GroupCommit
+from enforcement.lifecycle.batching import GroupCommit
 
 
 def test_a_lone_call_runs_at_once_as_a_batch_of_one():

@@ -1,11 +1,11 @@
-"""DHCP snooping's binding table (controller/bindings.py): the server
+"""DHCP snooping's binding table (controller/topology/dhcp/bindings.py): the server
 decides, leases end on the table's clock, and every change is told."""
 import math
 
 import pytest
 
-from controller.bindings import Binding, BindingTable, Release
-from controller.dhcpsnoop import Lease, ServerReply
+from controller.topology.dhcp.bindings import Binding, BindingTable, Release
+from controller.topology.dhcp.replies import Lease, ServerReply
 
 A, B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
 

@@ -1,9 +1,9 @@
-"""Who may claim what (controller/claims.py through controller/topostate.py):
+"""Who may claim what (controller/topology/claims.py through controller/topology/state.py):
 a subscriber's frames cannot take a neighbour's address or MAC, a DHCP
 binding is the server's word, and a refusal is reported, not learned."""
-from controller.dataplane import Budgets
-from controller.topostate import TopologyState
-from enforcement.inventory import Pinned
+from controller.openflow.dataplane import Budgets
+from controller.topology.state import TopologyState
+from enforcement.domain.inventory import Pinned
 from test_control_plane_parts import arp_frame, ip_frame, nd_frame
 
 A, B, C = "00:00:00:00:00:0a", "00:00:00:00:00:0b", "00:00:00:00:00:0c"
@@ -104,9 +104,9 @@ def test_an_accepted_claim_is_sent_on_once_its_hosts_flows_are_in():
     pushed, never before, and once."""
     from os_ken.ofproto import ofproto_v1_3 as ofp
 
-    from controller.dataplane import Ports, host_rules
-    from controller.fabric import Fabric, Snapshot
-    from enforcement.model import HostView
+    from controller.openflow.dataplane import Ports, host_rules
+    from controller.openflow.fabric import Fabric, Snapshot
+    from enforcement.domain.model import HostView
 
     host = HostView(A, "10.0.0.1", 1, 1)
     log: list = []

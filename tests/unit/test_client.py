@@ -1,4 +1,4 @@
-"""The typed client (enforcement.client) and enforcementctl against a real
+"""The typed client (enforcement.clients.client) and enforcementctl against a real
 server socket, plaintext and mutual TLS; the switch side is test_api's
 recording double."""
 import os
@@ -11,13 +11,15 @@ import grpc
 import pytest
 
 import lab as harness
-from enforcement import access, certs, policy
-from enforcement.api import SERVICE_NAME, create_server, serve
-from enforcement.client import ClientError, EnforcementClient, TlsFiles
-from enforcement.guard import Guard
-from enforcement.service import EnforcementService
-from enforcement.store import Store
-from enforcement.tlsgate import server_context
+from enforcement.api import access
+from enforcement.api.guard import Guard
+from enforcement.api.servicer import SERVICE_NAME, create_server, serve
+from enforcement.api.tlsgate import server_context
+from enforcement.clients import certs
+from enforcement.clients.client import ClientError, EnforcementClient, TlsFiles
+from enforcement.domain import policy
+from enforcement.lifecycle.service import EnforcementService
+from enforcement.store.database import Store
 from enforcement.v1 import enforcement_pb2 as pb
 from test_api import RecordingNetwork
 
@@ -163,7 +165,7 @@ def test_tls_files_give_the_client_its_identity(tls_served, service):
 
 
 def _ctl(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "enforcement.cli", *args],
+    return subprocess.run([sys.executable, "-m", "enforcement.clients.cli", *args],
                           capture_output=True, text=True, timeout=60, check=False,
                           env={**os.environ, **(env or {})})
 
@@ -206,7 +208,8 @@ def test_cli_watch_prints_events_as_they_happen(served, service):
     with EnforcementClient(f"127.0.0.1:{served.port}") as ctl:
         first = ctl.apply(ip="10.0.0.1", violation="spam", case_id="C-W")
         watcher = subprocess.Popen(
-            [sys.executable, "-m", "enforcement.cli", "--server", f"127.0.0.1:{served.port}",
+            [sys.executable, "-m", "enforcement.clients.cli",
+             "--server", f"127.0.0.1:{served.port}",
              "watch", "--case", "C-W", "--count", "2"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         header = watcher.stdout.readline()
@@ -232,7 +235,7 @@ def dual_served(tmp_path):
 
 
 def test_cli_takes_ipv6_addresses_and_shows_both_families(dual_served, capsys):
-    from enforcement import cli
+    from enforcement.clients import cli
     from test_api import V6, DualStackNetwork
 
     def ctl(*args):
@@ -269,7 +272,7 @@ def test_cli_takes_ipv6_addresses_and_shows_both_families(dual_served, capsys):
 
 
 def test_cli_applies_by_inventory_account(dual_served, capsys):
-    from enforcement import cli
+    from enforcement.clients import cli
 
     def ctl(*args):
         code = cli.main(["--server", f"127.0.0.1:{dual_served.port}", *args])

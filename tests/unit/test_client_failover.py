@@ -14,8 +14,8 @@ from concurrent import futures
 import grpc
 import pytest
 
-from enforcement.cli import build_parser
-from enforcement.client import ClientError, EnforcementClient
+from enforcement.clients.cli import build_parser
+from enforcement.clients.client import ClientError, EnforcementClient
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
 
@@ -315,7 +315,7 @@ def test_watch_resumes_on_the_next_instance_after_the_last_event_seen(cluster):
 
 
 def test_watch_skips_a_dead_and_a_refusing_instance(cluster, monkeypatch):
-    import enforcement.client as client_module
+    import enforcement.clients.client as client_module
     slept: list[float] = []
 
     class Clock:
@@ -343,7 +343,7 @@ def test_watch_skips_a_dead_and_a_refusing_instance(cluster, monkeypatch):
 
 
 def _ctl(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "enforcement.cli", *args],
+    return subprocess.run([sys.executable, "-m", "enforcement.clients.cli", *args],
                           capture_output=True, text=True, timeout=60, check=False,
                           env={**os.environ, **(env or {})})
 

@@ -1,8 +1,8 @@
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
-from controller import compiler
-from enforcement import pipeline
-from enforcement.flows import ApplyMeter, FlowRule, GotoTable, Output, ToController
+from controller.openflow import compiler
+from enforcement.domain import pipeline
+from enforcement.domain.flows import ApplyMeter, FlowRule, GotoTable, Output, ToController
 
 RULE = FlowRule(1, 0, 2000, pipeline.enforcement_cookie(3),
                 (("in_port", 1), ("eth_type", 0x0800), ("ipv4_src", "10.0.0.1"),
@@ -57,7 +57,14 @@ def test_wire_form_is_byte_for_byte_what_os_ken_serializes():
     from os_ken.ofproto import ofproto_v1_3 as ofp13
     from os_ken.ofproto import ofproto_v1_3_parser as parser13
 
-    from enforcement.flows import ApplyMeter, GotoTable, Output, PopVlan, PushVlan, ToController
+    from enforcement.domain.flows import (
+        ApplyMeter,
+        GotoTable,
+        Output,
+        PopVlan,
+        PushVlan,
+        ToController,
+    )
 
     class Datapath:
         ofproto = ofp13

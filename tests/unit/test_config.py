@@ -1,5 +1,5 @@
-"""The configuration file, the environment and the flags (controller/config.py),
-and --check-config run as the real command (controller/checkconfig.py)."""
+"""The configuration file, the environment and the flags (controller/process/config.py),
+and --check-config run as the real command (controller/process/checkconfig.py)."""
 import pathlib
 import re
 import subprocess
@@ -8,7 +8,7 @@ import tomllib
 
 import pytest
 
-from controller import config
+from controller.process import config
 
 EXAMPLE = pathlib.Path(__file__).parents[2] / "deploy" / "controller.example.toml"
 

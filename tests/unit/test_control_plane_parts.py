@@ -6,12 +6,12 @@ import time
 
 from os_ken.lib.packet import arp, ether_types, ethernet, icmpv6, ipv4, ipv6, packet
 
-from controller.dataplane import Budgets, Ports, host_rules, switch_rules
-from controller.fabric import Fabric, Snapshot
-from controller.packetin import PacketInQueue
-from controller.portguard import PortGuard
-from controller.topostate import TopologyState
-from enforcement.model import HostView, LinkView
+from controller.openflow.dataplane import Budgets, Ports, host_rules, switch_rules
+from controller.openflow.fabric import Fabric, Snapshot
+from controller.openflow.packetin import PacketInQueue
+from controller.topology.portguard import PortGuard
+from controller.topology.state import TopologyState
+from enforcement.domain.model import HostView, LinkView
 
 
 class Clock:
@@ -148,7 +148,7 @@ def test_hosts_are_learned_on_access_ports_only_and_addresses_follow_arp():
 
 
 def test_a_link_counts_both_ways_or_not_at_all():
-    """Only links heard both ways reach here (controller/linkpairs.py): both
+    """Only links heard both ways reach here (controller/topology/lldp/linkpairs.py): both
     directions are in the view at once, and one lost takes out both."""
     state = settled_state()
     assert state.link_added(LinkView(1, 3, 2, 3))[0]
@@ -289,7 +289,7 @@ def test_an_exception_in_a_handler_no_longer_ends_the_apps_event_loop():
 def test_only_lldp_frames_reach_the_discovery_parser():
     from os_ken.topology.switches import LLDPPacket
 
-    from controller.lldp import is_lldp
+    from controller.topology.lldp.discovery import is_lldp
     zeros = b"\xff" * 6 + b"\x02\x00\x00\x00\x00\x01" + b"\x88\xb5" + bytes(46)
     assert not is_lldp(zeros)
     try:  # what the parser does with it (why it must not see it)

@@ -85,7 +85,7 @@ def test_a_wrong_access_file_stops_the_start(tmp_path):
 
 
 def test_mutual_tls_process_serves_certificate_holders_only(tmp_path):
-    from enforcement import certs
+    from enforcement.clients import certs
     from enforcement.v1 import enforcement_pb2 as pb
     from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
 

@@ -3,7 +3,7 @@ their own, copy to the controller only what it must learn from, and keep
 closed ports closed at egress."""
 import pytest
 
-from controller.dataplane import (
+from controller.openflow.dataplane import (
     Budgets,
     Ports,
     egress_closures,
@@ -15,8 +15,8 @@ from controller.dataplane import (
     storm_meter,
     switch_rules,
 )
-from enforcement import pipeline
-from enforcement.model import HostView
+from enforcement.domain import pipeline
+from enforcement.domain.model import HostView
 from flowsim import simulate
 
 BROADCAST = "ff:ff:ff:ff:ff:ff"
@@ -174,8 +174,8 @@ def test_a_quarantined_port_is_still_solicited_for_its_own_ipv6_addresses():
 
 
 def test_egress_closures_are_read_from_cutoff_and_quarantine_rules():
-    from controller.dataplane import is_closing_rule
-    from enforcement.flows import FlowRule, GotoTable
+    from controller.openflow.dataplane import is_closing_rule
+    from enforcement.domain.flows import FlowRule, GotoTable
     cookie = pipeline.enforcement_cookie(1)
     cutoff = FlowRule(1, 0, pipeline.PRIORITY_CUTOFF, cookie, (("in_port", 1),))
     deny = FlowRule(1, 0, pipeline.PRIORITY_QUARANTINE_DENY, cookie, (("in_port", 2),))

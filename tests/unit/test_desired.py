@@ -1,7 +1,7 @@
-from controller import compiler
-from enforcement import pipeline
-from enforcement.desired import SwitchState, diff
-from enforcement.flows import ApplyMeter, FlowRule, GotoTable, MeterSpec
+from controller.openflow import compiler
+from enforcement.domain import pipeline
+from enforcement.domain.desired import SwitchState, diff
+from enforcement.domain.flows import ApplyMeter, FlowRule, GotoTable, MeterSpec
 
 A = pipeline.enforcement_cookie(1)
 B = pipeline.enforcement_cookie(2)
@@ -55,7 +55,7 @@ def test_the_index_agrees_with_recomputing_the_whole_state_after_any_sequence():
     adds and removes of enforcements that share flows and meters."""
     import random
 
-    from enforcement.desired import DesiredIndex, apply_change, diff_part
+    from enforcement.domain.desired import DesiredIndex, apply_change, diff_part
     rng = random.Random(7)
     index, live, held = DesiredIndex(), {}, SwitchState.empty()
     for step in range(2000):
@@ -86,7 +86,7 @@ def test_the_index_agrees_with_recomputing_the_whole_state_after_any_sequence():
 
 
 def test_an_audit_reads_everything_unless_counts_agree_and_there_is_much():
-    from enforcement.desired import audit_parts
+    from enforcement.domain.desired import audit_parts
     assert audit_parts(100, 100, 8192) == 1
     assert audit_parts(8192, 8192, 8192) == 1
     assert audit_parts(8193, 8193, 8192) == 2
@@ -111,7 +111,7 @@ def test_cookie_parts_select_what_their_requests_select():
 
 
 def test_an_audit_read_beside_decisions_reports_only_real_drift():
-    from enforcement.desired import without_in_flight
+    from enforcement.domain.desired import without_in_flight
     a, b, c, d = (FlowRule(1, 0, 3000, n, (("in_port", n),)) for n in (1, 2, 3, 4))
     before = SwitchState({r.key: r for r in (a, b, d)}, {})
     # Read while a decision removed b and added c; by hand, someone deleted

@@ -1,17 +1,18 @@
 """DHCP snooping in the data plane and the controller: trusted ports are
-configured (controller/config.py), their server replies copied and every
-other access port's dropped (controller/dhcpguard.py, through a simulated
-switch), and the copies become bindings (controller/snooping.py)."""
+configured (controller/process/config.py), their server replies copied and every
+other access port's dropped (controller/openflow/dhcpguard.py, through a simulated
+switch), and the copies become bindings (controller/topology/dhcp/snooping.py)."""
 import logging
 import types
 
 import pytest
 
-from controller import compiler, config, dhcpguard
-from controller.bindings import Binding, BindingTable, Release
-from controller.dataplane import Budgets, Ports, host_rules, learn_meter, switch_rules
-from controller.snooping import Snooping
-from enforcement.model import HostView
+from controller.openflow import compiler, dhcpguard
+from controller.openflow.dataplane import Budgets, Ports, host_rules, learn_meter, switch_rules
+from controller.process import config
+from controller.topology.dhcp.bindings import Binding, BindingTable, Release
+from controller.topology.dhcp.snooping import Snooping
+from enforcement.domain.model import HostView
 from flowsim import simulate
 from test_dhcpsnoop import CLIENT, NAK, v4_frame
 
@@ -97,7 +98,7 @@ def test_a_trusted_port_still_settling_is_snooped():
 
 
 def test_the_rules_compile_and_read_back_as_themselves():
-    """A restarted controller reads them back (controller/fabric.py adopts
+    """A restarted controller reads them back (controller/openflow/fabric.py adopts
     what a switch holds): the match through its wire form, as a switch
     reports it."""
     from os_ken.ofproto import ofproto_v1_3_parser as parser
@@ -157,7 +158,7 @@ class Recorder:
 
 def test_a_reply_from_a_trusted_port_makes_a_binding_and_tells_it(caplog):
     seen = Recorder()
-    with caplog.at_level(logging.INFO, logger="controller.snooping"):
+    with caplog.at_level(logging.INFO, logger="controller.topology.dhcp.snooping"):
         assert seen.snooping.handle(9, 6, v4_frame())
     assert seen.changes == [Binding(CLIENT, "10.0.0.101", 5120.0)]
     assert "dhcp binding: 02:00:00:00:00:01 10.0.0.101, lease ends" in caplog.text
@@ -212,7 +213,7 @@ def test_ended_leases_are_told_and_a_failing_hook_stops_nothing():
 
 
 def test_the_packet_in_worker_hands_every_copy_to_snooping_after_learning():
-    from controller.learning import Learning
+    from controller.osken.learning import Learning
     order = []
     learned = types.SimpleNamespace(macs=(), alarms=(), follow=(), release=False, refused=())
     snooping = Snooping(frozenset({(9, 6)}), on_change=lambda c: order.append(("bound", c)),

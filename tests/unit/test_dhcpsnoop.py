@@ -1,4 +1,4 @@
-"""DHCP server replies read from copied frames (controller/dhcpsnoop.py).
+"""DHCP server replies read from copied frames (controller/topology/dhcp/replies.py).
 
 Frames are built with OS-Ken's packet library (another implementation than
 the parser's), and by hand where it cannot build them (DHCPv6's nested
@@ -9,8 +9,8 @@ import struct
 import pytest
 from os_ken.lib.packet import dhcp, dhcp6, ethernet, ipv4, ipv6, packet, udp, vlan
 
-from controller import dhcpsnoop
-from controller.dhcpsnoop import Lease
+from controller.topology.dhcp import replies as dhcpsnoop
+from controller.topology.dhcp.replies import Lease
 
 CLIENT = "02:00:00:00:00:01"
 SERVER = "02:00:00:00:00:fd"

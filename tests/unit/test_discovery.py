@@ -6,7 +6,7 @@ import time
 
 from os_ken.lib import hub
 
-from controller import discovery
+from controller.topology.lldp import schedule as discovery
 
 
 def test_the_native_hub_event_ignores_its_timeout():
@@ -64,12 +64,12 @@ def test_a_wait_on_the_real_event_returns_once_paced():
 
 
 def discovery_app():
-    """os-ken's Switches, as this controller runs it (controller/lldp.py),
+    """os-ken's Switches, as this controller runs it (controller/topology/lldp/discovery.py),
     with the loops' events but without starting them."""
     import os_ken.topology.switches  # noqa: F401  (registers its options)
     from os_ken import cfg
 
-    from controller.lldp import Discovery
+    from controller.topology.lldp.discovery import Discovery
     if not hasattr(cfg.CONF, "observe_links"):
         cfg.CONF(args=[], project="os_ken")
     app = Discovery()
@@ -92,7 +92,7 @@ def test_ports_coming_and_going_never_stop_the_lldp_sender(monkeypatch):
     """A switch's ports are added and removed by the app's event handlers
     while the sender walks them: the sender's thread must survive (it used
     to die on a KeyError, and discovery went blind for good)."""
-    from controller.lldp import Discovery
+    from controller.topology.lldp.discovery import Discovery
     monkeypatch.setattr(Discovery, "sending", True)  # walk the send path too
     app = discovery_app()
     failures = []
@@ -194,7 +194,7 @@ def test_a_link_is_announced_once_authentic_probes_crossed_it_both_ways(monkeypa
 
 
 def test_forged_probes_change_nothing_and_are_counted_and_reported(monkeypatch):
-    from controller.lldpauth import Authenticator
+    from controller.topology.lldp.auth import Authenticator
     app, s1, s2, announced, refused = two_switches(monkeypatch)
     forger = Authenticator(b"not the deployment's key!", clock=time.time)
     # a subscriber on s1 port 2 and one on s2 port 2 claim each other's switch
@@ -209,7 +209,7 @@ def test_forged_probes_change_nothing_and_are_counted_and_reported(monkeypatch):
 
 
 def test_each_probe_sent_is_fresh_and_verifies(monkeypatch):
-    from controller.lldp import Discovery
+    from controller.topology.lldp.discovery import Discovery
     monkeypatch.setattr(Discovery, "sending", True)
     app, s1, _, _, _ = two_switches(monkeypatch)
     app._port_added(app._get_port(1, 1))
@@ -222,7 +222,7 @@ def test_each_probe_sent_is_fresh_and_verifies(monkeypatch):
 
 
 def test_a_switch_whose_data_plane_was_just_pushed_is_probed_at_once(monkeypatch):
-    from controller.lldp import Discovery
+    from controller.topology.lldp.discovery import Discovery
     monkeypatch.setattr(Discovery, "sending", True)
     app, s1, s2, _, _ = two_switches(monkeypatch)
     for dpid, no in ((1, 1), (1, 2), (2, 1)):
@@ -239,7 +239,7 @@ def test_probes_carried_by_a_subscriber_on_its_inventory_lines_make_no_link(monk
     """A probe sent out of a subscriber's line reaches the subscriber, which
     may carry it, authentic and fresh, to another port: where the inventory
     declares the lines, no link ends on one."""
-    from controller import lldpauth
+    from controller.topology.lldp import auth as lldpauth
     app, s1, s2, announced, refused = two_switches(monkeypatch)
     app.is_subscriber_line = lambda dpid, port: (dpid, port) in {(1, 2), (2, 2)}
     probe_of_line_1 = app.auth.frame(1, 2, "00:00:00:00:01:02")  # sent out of s1:2

@@ -13,13 +13,15 @@ import tomllib
 import grpc
 import pytest
 
-from enforcement import access, certs, policy
-from enforcement.api import serve
-from enforcement.forwarding import Forwarder
-from enforcement.leadership import Leadership
-from enforcement.service import EnforcementService
-from enforcement.store import Store
-from enforcement.tlsgate import server_context
+from enforcement.api import access
+from enforcement.api.servicer import serve
+from enforcement.api.tlsgate import server_context
+from enforcement.clients import certs
+from enforcement.cluster.leaderproxy import Forwarder
+from enforcement.cluster.leadership import Leadership
+from enforcement.domain import policy
+from enforcement.lifecycle.service import EnforcementService
+from enforcement.store.database import Store
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
 from test_api import RecordingNetwork, spam

@@ -6,10 +6,10 @@ import ipaddress
 import threading
 import time
 
-from enforcement import policy
-from enforcement.desired import SwitchState, apply_change, diff, diff_part
-from enforcement.errors import SwitchError
-from enforcement.model import (
+from enforcement.domain import policy
+from enforcement.domain.desired import SwitchState, apply_change, diff, diff_part
+from enforcement.domain.errors import SwitchError
+from enforcement.domain.model import (
     Decision,
     HostView,
     Location,
@@ -18,8 +18,8 @@ from enforcement.model import (
     TopologyView,
     Violation,
 )
-from enforcement.service import EnforcementService
-from enforcement.store import Store
+from enforcement.lifecycle.service import EnforcementService
+from enforcement.store.database import Store
 
 POISONED = "10.0.0.13"
 POISONED_MAC = "00:00:00:00:00:0d"  # its MAC: what its rules match

@@ -1,9 +1,9 @@
 """Work handed off the event thread starts one thread at most, whatever the
-burst (controller/handoff.py): each new link used to start a thread."""
+burst (controller/openflow/handoff.py): each new link used to start a thread."""
 import threading
 import time
 
-from controller.handoff import Coalesced
+from controller.openflow.handoff import Coalesced
 
 
 def wait_for(predicate, timeout=5.0):

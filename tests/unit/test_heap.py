@@ -1,4 +1,4 @@
-"""controller/heap.py on the real lifecycle (the switch side a recording
+"""controller/process/heap.py on the real lifecycle (the switch side a recording
 double): once enabled, a full collection walks only what is newer than the
 last one, not every enforcement the controller knows, and a record that is
 replaced or forgotten is still freed (records are acyclic)."""
@@ -7,12 +7,12 @@ import weakref
 
 import pytest
 
-from controller import heap
-from enforcement import policy
-from enforcement.model import Location, Violation
-from enforcement.service import EnforcementService
-from enforcement.store import Store
-from enforcement.validation import validate_apply
+from controller.process import heap
+from enforcement.domain import policy
+from enforcement.domain.model import Location, Violation
+from enforcement.domain.validation import validate_apply
+from enforcement.lifecycle.service import EnforcementService
+from enforcement.store.database import Store
 from test_lifecycle import Clock, Switches
 
 

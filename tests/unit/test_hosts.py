@@ -1,4 +1,4 @@
-from controller.hosts import HostTable
+from controller.topology.hosts import HostTable
 
 
 def test_learns_and_locates_by_ip():
@@ -53,7 +53,7 @@ def test_a_host_is_one_identity_found_by_any_of_its_addresses():
 
 
 def test_an_ipv6_address_moves_to_the_newest_host_and_the_table_stays_bounded():
-    from controller.hosts import MAX_IPV6_PER_HOST
+    from controller.topology.hosts import MAX_IPV6_PER_HOST
     table = HostTable()
     table.learn(1, 1, A, "10.0.0.1", "2001:db8::1")
     table.learn(1, 2, B, None, "2001:db8::1")
@@ -71,7 +71,7 @@ def test_an_ipv6_address_moves_to_the_newest_host_and_the_table_stays_bounded():
 
 
 def test_an_inventory_prefix_names_the_pinned_subscriber_by_any_address_in_it():
-    from enforcement.inventory import Pinned
+    from enforcement.domain.inventory import Pinned
     table = HostTable([Pinned("ACME-1", "10.0.0.1", A, 1, 1, ("2001:db8:1::/64", "2001:db8::1"))])
     for address in ("2001:db8:1::99", "2001:db8::1", "10.0.0.1"):
         host = table.by_ip(address)

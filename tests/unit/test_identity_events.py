@@ -18,14 +18,14 @@ import sqlalchemy as sa
 from alembic import command
 from prometheus_client.parser import text_string_to_metric_families
 
-from enforcement import policy
-from enforcement.api import create_server, serve
-from enforcement.identity import CLAIMS_PER_PORT
-from enforcement.leadership import Leadership
-from enforcement.metrics import Metrics
-from enforcement.model import IdentityEvent, PortAlarm
-from enforcement.service import EnforcementService
-from enforcement.store import Store
+from enforcement.api.servicer import create_server, serve
+from enforcement.cluster.leadership import Leadership
+from enforcement.domain import policy
+from enforcement.domain.model import IdentityEvent, PortAlarm
+from enforcement.lifecycle.identity import CLAIMS_PER_PORT
+from enforcement.lifecycle.metrics import Metrics
+from enforcement.lifecycle.service import EnforcementService
+from enforcement.store.database import Store
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
 from test_api import RecordingNetwork, spam
@@ -289,7 +289,8 @@ def test_enforcementctl_watch_prints_a_refused_claim_readably(service):
     serving = serve("127.0.0.1:0", service)
     try:
         out = subprocess.run(
-            [sys.executable, "-m", "enforcement.cli", "--server", f"127.0.0.1:{serving.port}",
+            [sys.executable, "-m", "enforcement.clients.cli",
+             "--server", f"127.0.0.1:{serving.port}",
              "watch", "--count", "3"], capture_output=True, text=True, timeout=60,
             check=False)
     finally:

@@ -1,4 +1,4 @@
-"""The identity events' throttle (enforcement.identity.Throttle): one stored
+"""The identity events' throttle (enforcement.lifecycle.identity.Throttle): one stored
 event per claim and interval, the rest counted into the next one, a port's
 varied claims bounded, and nothing reported lost from the count. Times are
 passed in: the tests are the clock."""
@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from enforcement.identity import Throttle
-from enforcement.model import IdentityEvent
+from enforcement.domain.model import IdentityEvent
+from enforcement.lifecycle.identity import Throttle
 
 T0 = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
 

@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from controller.hosts import HostTable
-from enforcement import inventory
+from controller.topology.hosts import HostTable
+from enforcement.domain import inventory
 
 GOOD = {"subscriber": [
     {"account": "ACME-0001", "ip": "10.0.0.1", "switch": "0000000000000002", "port": 1},

@@ -12,11 +12,11 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from enforcement.errors import NotLeader
-from enforcement.leadership import Leadership
-from enforcement.model import State
-from enforcement.service import EnforcementService
-from enforcement.store import ENFORCEMENTS, EVENTS, Deposed, Store
+from enforcement.cluster.leadership import Leadership
+from enforcement.domain.errors import NotLeader
+from enforcement.domain.model import State
+from enforcement.lifecycle.service import EnforcementService
+from enforcement.store.database import ENFORCEMENTS, EVENTS, Deposed, Store
 from test_lifecycle import POLICY, Switches, decision
 
 LEASE = 0.6

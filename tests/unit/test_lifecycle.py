@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from enforcement import codec, policy
-from enforcement.desired import SwitchState, diff
-from enforcement.errors import AlreadyExists, FailedPrecondition, SwitchUnreachable
-from enforcement.model import (
+from enforcement.domain import policy
+from enforcement.domain.desired import SwitchState, diff
+from enforcement.domain.errors import AlreadyExists, FailedPrecondition, SwitchUnreachable
+from enforcement.domain.model import (
     Decision,
     HostView,
     LinkView,
@@ -22,8 +22,9 @@ from enforcement.model import (
     TopologyView,
     Violation,
 )
-from enforcement.service import EnforcementService
-from enforcement.store import Store
+from enforcement.lifecycle.service import EnforcementService
+from enforcement.store import codec
+from enforcement.store.database import Store
 from test_api import NOTHING, take_part
 
 POLICY = policy.load()
@@ -306,7 +307,7 @@ def test_source_validation_takes_in_an_address_the_subscriber_newly_holds(world)
 
 
 def test_the_audit_compares_a_switch_whole_only_where_a_push_failed(world):
-    from enforcement.errors import SwitchError
+    from enforcement.domain.errors import SwitchError
     switches, _, start = world
     service = start()
     whole = []
@@ -371,7 +372,7 @@ def test_the_store_password_is_never_logged(postgres_server):
     records: list[logging.LogRecord] = []
     handler = logging.Handler(logging.INFO)
     handler.emit = records.append  # type: ignore[method-assign]
-    log = logging.getLogger("enforcement.service")
+    log = logging.getLogger("enforcement.lifecycle.service")
     level = log.level
     log.addHandler(handler)
     log.setLevel(logging.INFO)

@@ -1,17 +1,17 @@
 """Only the controller's instances write LLDP the controller believes: the
-authenticator (controller/lldpauth.py), links that count once heard both
-ways (controller/linkpairs.py), and what a refused frame leaves behind
-(controller/refusedlldp.py)."""
+authenticator (controller/topology/lldp/auth.py), links that count once heard both
+ways (controller/topology/lldp/linkpairs.py), and what a refused frame leaves behind
+(controller/topology/lldp/refused.py)."""
 import struct
 
 import pytest
 from os_ken.lib.packet import ethernet, lldp, packet
 from os_ken.topology.switches import Link, LLDPPacket
 
-from controller import lldpauth
-from controller.linkpairs import TwoWayLinks
-from controller.lldpauth import Authenticator
-from controller.refusedlldp import RefusedFrames
+from controller.topology.lldp import auth as lldpauth
+from controller.topology.lldp.auth import Authenticator
+from controller.topology.lldp.linkpairs import TwoWayLinks
+from controller.topology.lldp.refused import RefusedFrames
 from test_discovery import port as os_ken_port
 
 KEY = b"k" * 32

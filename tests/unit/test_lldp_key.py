@@ -1,6 +1,6 @@
 """The deployment's LLDP key: every instance on one store uses the same
 (followers verify the leader's probes), from a file or kept in the store
-(controller/lldpkey.py, migration 0005)."""
+(controller/topology/lldp/key.py, migration 0005)."""
 import os
 import subprocess
 import sys
@@ -11,9 +11,10 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from controller import config, lldpkey
-from controller.lldpauth import Authenticator
-from enforcement.store import MIGRATIONS, Store
+from controller.process import config
+from controller.topology.lldp import key as lldpkey
+from controller.topology.lldp.auth import Authenticator
+from enforcement.store.database import MIGRATIONS, Store
 
 
 def test_instances_on_one_store_share_one_key_made_once(database_url):
@@ -107,9 +108,9 @@ def test_migration_0005_adds_the_secrets_and_goes_back(database_url):
 
 
 def test_refused_lldp_frames_are_a_counter_by_reason(tmp_path):
-    from enforcement import policy
-    from enforcement.metrics import Metrics
-    from enforcement.service import EnforcementService
+    from enforcement.domain import policy
+    from enforcement.lifecycle.metrics import Metrics
+    from enforcement.lifecycle.service import EnforcementService
     from test_port_alarms import RecordingNetwork
 
     class Network(RecordingNetwork):

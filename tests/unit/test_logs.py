@@ -1,4 +1,4 @@
-"""The log's two shapes (controller/logs.py): JSON lines carry the structured
+"""The log's two shapes (controller/process/logs.py): JSON lines carry the structured
 fields a log site attaches, and a traceback stays inside its event."""
 import io
 import json
@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from controller import logs
+from controller.process import logs
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def captured(monkeypatch):
 
 def test_json_lines_carry_enforcement_and_case_ids_and_tracebacks(captured):
     logs.setup("INFO", "json", captured)
-    log = logging.getLogger("enforcement.service")
+    log = logging.getLogger("enforcement.lifecycle.service")
     log.error("enforcement %s failed: %s", "e-1", "refused",
               extra={"enforcement_id": "e-1", "case_id": "CASE-7"})
     try:
@@ -36,7 +36,7 @@ def test_json_lines_carry_enforcement_and_case_ids_and_tracebacks(captured):
     log.debug("not at INFO")
     first, second = (json.loads(line) for line in captured.getvalue().splitlines())
     assert first["message"] == "enforcement e-1 failed: refused"
-    assert (first["level"], first["logger"]) == ("ERROR", "enforcement.service")
+    assert (first["level"], first["logger"]) == ("ERROR", "enforcement.lifecycle.service")
     assert (first["enforcement_id"], first["case_id"]) == ("e-1", "CASE-7")
     assert "time" in first
     assert second["message"] == "maintenance round failed"

@@ -1,16 +1,16 @@
-"""A decision's bookkeeping is done while the switch confirms (enforcement.overlap),
+"""A decision's bookkeeping is done while the switch confirms (enforcement.lifecycle.overlap),
 and none of it reaches the store, the events or the answers before the
 confirmation, or at all when the switch refuses. Real SQLite and PostgreSQL
 stores; the switch is the lifecycle tests' recording double, which waits
-the way controller/sessions.py does (overlap.waiting() between sending and
+the way controller/openflow/sessions.py does (overlap.waiting() between sending and
 the answer)."""
 import pytest
 
-from enforcement import overlap
-from enforcement.errors import SwitchError
-from enforcement.model import State
-from enforcement.service import EnforcementService
-from enforcement.store import Store
+from enforcement.domain.errors import SwitchError
+from enforcement.domain.model import State
+from enforcement.lifecycle import overlap
+from enforcement.lifecycle.service import EnforcementService
+from enforcement.store.database import Store
 from test_lifecycle import POLICY, Clock, Switches, decision
 
 

@@ -4,11 +4,11 @@ import ipaddress
 
 import pytest
 
-from controller.dataplane import Budgets, Ports, host_rules, switch_rules
-from enforcement import pipeline
-from enforcement.desired import SwitchState, diff
-from enforcement.flows import VLAN_PRESENT
-from enforcement.model import (
+from controller.openflow.dataplane import Budgets, Ports, host_rules, switch_rules
+from enforcement.domain import pipeline
+from enforcement.domain.desired import SwitchState, diff
+from enforcement.domain.flows import VLAN_PRESENT
+from enforcement.domain.model import (
     ActionKind,
     HostView,
     LinkView,
@@ -17,9 +17,9 @@ from enforcement.model import (
     TopologyView,
     Violation,
 )
-from enforcement.planner import Context, Target, plan
-from enforcement.policy import ActionSpec, load
-from enforcement.routing import route
+from enforcement.domain.planner import Context, Target, plan
+from enforcement.domain.policy import ActionSpec, load
+from enforcement.domain.routing import route
 from flowsim import simulate
 
 POLICY = load()

@@ -7,13 +7,13 @@ import ipaddress
 
 import pytest
 
-from controller import compiler
-from enforcement import pipeline
-from enforcement.flows import VLAN_PRESENT
-from enforcement.model import ActionKind, Violation
-from enforcement.planner import Context, Target, plan
-from enforcement.policy import ActionSpec
-from enforcement.routing import route
+from controller.openflow import compiler
+from enforcement.domain import pipeline
+from enforcement.domain.flows import VLAN_PRESENT
+from enforcement.domain.model import ActionKind, Violation
+from enforcement.domain.planner import Context, Target, plan
+from enforcement.domain.policy import ActionSpec
+from enforcement.domain.routing import route
 from flowsim import simulate
 from test_planner import H1, MACS, POLICY, UPLINK, VIEW, arp_packet, fate, ip_packet, step, switch
 

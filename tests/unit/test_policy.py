@@ -4,11 +4,11 @@ import tomllib
 
 import pytest
 
-from enforcement import policy
-from enforcement.model import ActionKind, Violation
+from enforcement.domain import policy
+from enforcement.domain.model import ActionKind, Violation
 
 DEFAULT = tomllib.loads(
-    (policy.importlib.resources.files("enforcement") / "default_policy.toml").read_text())
+    (policy.importlib.resources.files("enforcement.domain") / "default_policy.toml").read_text())
 
 
 def test_shipped_policy_covers_every_violation_with_the_design_defaults():

@@ -15,12 +15,12 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from enforcement import policy
-from enforcement.api import create_server, event_to_proto, serve
-from enforcement.metrics import Metrics
-from enforcement.model import PortAlarm
-from enforcement.service import EnforcementService
-from enforcement.store import MIGRATIONS, Store
+from enforcement.api.servicer import create_server, event_to_proto, serve
+from enforcement.domain import policy
+from enforcement.domain.model import PortAlarm
+from enforcement.lifecycle.metrics import Metrics
+from enforcement.lifecycle.service import EnforcementService
+from enforcement.store.database import MIGRATIONS, Store
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
 from test_api import RecordingNetwork, spam
@@ -255,7 +255,8 @@ def test_enforcementctl_watch_prints_an_alarm_readably(service):
     serving = serve("127.0.0.1:0", service)
     try:
         out = subprocess.run(
-            [sys.executable, "-m", "enforcement.cli", "--server", f"127.0.0.1:{serving.port}",
+            [sys.executable, "-m", "enforcement.clients.cli",
+             "--server", f"127.0.0.1:{serving.port}",
              "watch", "--count", "2"], capture_output=True, text=True, timeout=60,
             check=False)
     finally:

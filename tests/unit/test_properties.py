@@ -13,14 +13,14 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from enforcement import errors, policy
-from enforcement.api import EnforcementServicer, create_server
-from enforcement.flows import VLAN_PRESENT
-from enforcement.service import EnforcementService
-from enforcement.store import Store
+from enforcement.api.servicer import EnforcementServicer, create_server
+from enforcement.domain import errors, policy
+from enforcement.domain.flows import VLAN_PRESENT
+from enforcement.domain.validation import parse_ip, parse_prefix
+from enforcement.lifecycle.service import EnforcementService
+from enforcement.store.database import Store
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
-from enforcement.validation import parse_ip, parse_prefix
 from test_api import RecordingNetwork
 
 settings.register_profile("ci", max_examples=300, derandomize=True, deadline=None,

@@ -1,4 +1,4 @@
-"""Live reload of policy, access and inventory (enforcement/reload.py), on
+"""Live reload of policy, access and inventory (controller/process/reload.py), on
 the real lifecycle and a real store file: a changed ladder takes effect for
 the next decision only, every enforcement records the policy version it was
 planned with, a broken file changes nothing and is reported, each reload is
@@ -9,13 +9,15 @@ import ipaddress
 
 import pytest
 
-from enforcement import access, policy, reload
-from enforcement.model import Decision, Location, State, Subscriber, Violation
-from enforcement.service import EnforcementService
-from enforcement.store import Store
+from controller.process import reload
+from enforcement.api import access
+from enforcement.domain import policy
+from enforcement.domain.model import Decision, Location, State, Subscriber, Violation
+from enforcement.lifecycle.service import EnforcementService
+from enforcement.store.database import Store
 from test_lifecycle import Clock, Switches
 
-SHIPPED = importlib.resources.files("enforcement").joinpath(
+SHIPPED = importlib.resources.files("enforcement.domain").joinpath(
     "default_policy.toml").read_text(encoding="utf-8")
 # Spam's first step becomes a cutoff instead of a port-25 block.
 HARSHER = SHIPPED.replace(
@@ -168,7 +170,7 @@ def test_a_live_enforcement_keeps_its_state_across_reloads(running):
 def test_the_metrics_say_which_version_this_instance_runs(running):
     from prometheus_client import generate_latest
 
-    from enforcement.metrics import Metrics
+    from enforcement.lifecycle.metrics import Metrics
     path, service, reloader, _ = running
     metrics = Metrics(service)
 
@@ -188,10 +190,10 @@ def test_a_reloaded_inventory_re_pins_and_moves_the_enforcements_it_moved():
     (as a host seen elsewhere does); an unmoved or unenforced one does not."""
     import types
 
-    from controller.app import EnforcementApp
-    from controller.dataplane import Budgets
-    from controller.topostate import TopologyState
-    from enforcement.inventory import Pinned
+    from controller.openflow.dataplane import Budgets
+    from controller.osken.app import EnforcementApp
+    from controller.topology.state import TopologyState
+    from enforcement.domain.inventory import Pinned
 
     old = [Pinned("A-1", "10.0.0.1", "00:00:00:00:00:01", 1, 1),
            Pinned("A-2", "10.0.0.2", "00:00:00:00:00:02", 1, 2, ("2001:db8::2",))]

@@ -3,11 +3,11 @@ a quarantine's path follows the links (service level, recording switches)."""
 import ipaddress
 import time
 
-from enforcement import policy
-from enforcement.model import LinkView, Location, State, TopologyView, Violation
-from enforcement.service import EnforcementService
-from enforcement.store import Store
-from enforcement.validation import validate_apply
+from enforcement.domain import policy
+from enforcement.domain.model import LinkView, Location, State, TopologyView, Violation
+from enforcement.domain.validation import validate_apply
+from enforcement.lifecycle.service import EnforcementService
+from enforcement.store.database import Store
 from test_api import RecordingNetwork
 
 
@@ -109,9 +109,9 @@ def test_many_enforcements_follow_in_groups_and_decisions_go_between(tmp_path, m
     import sys
     import threading
 
-    from enforcement import reconcile
-    from enforcement.model import ActionKind, Decision, Subscriber
-    from enforcement.policy import ActionSpec
+    from enforcement.domain.model import ActionKind, Decision, Subscriber
+    from enforcement.domain.policy import ActionSpec
+    from enforcement.lifecycle import reconcile
 
     monkeypatch.setattr(reconcile, "FOLLOW_GROUP", 200)
     network = RecordingNetwork()

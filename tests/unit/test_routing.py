@@ -1,7 +1,7 @@
 import pytest
 
-from enforcement.model import HostView, LinkView, SwitchView, TopologyView
-from enforcement.routing import Hop, NoRoute, route
+from enforcement.domain.model import HostView, LinkView, SwitchView, TopologyView
+from enforcement.domain.routing import Hop, NoRoute, route
 
 
 def view(links, hosts):

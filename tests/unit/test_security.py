@@ -10,11 +10,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from enforcement import access, certs, policy
-from enforcement.api import serve
-from enforcement.service import EnforcementService
-from enforcement.store import Store
-from enforcement.tlsgate import server_context
+from enforcement.api import access
+from enforcement.api.servicer import serve
+from enforcement.api.tlsgate import server_context
+from enforcement.clients import certs
+from enforcement.domain import policy
+from enforcement.lifecycle.service import EnforcementService
+from enforcement.store.database import Store
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
 from test_api import RecordingNetwork, spam
@@ -305,8 +307,8 @@ def test_a_forwarded_caller_name_never_overflows_the_audit_column():
     caller that actually connected."""
     import types
 
-    from enforcement import guard
-    from enforcement.forwarding import ON_BEHALF_OF
+    from enforcement.api import guard
+    from enforcement.cluster.leaderproxy import ON_BEHALF_OF
 
     context = types.SimpleNamespace(
         peer=lambda: "ipv4:127.0.0.1:52956",

@@ -18,7 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import lab as harness
-from controller import notify
+from controller.process import notify
 
 UNIT = pathlib.Path(__file__).parents[2] / "deploy" / "enforcement-controller.service"
 
@@ -190,10 +190,10 @@ def test_sighup_reloads_the_policy_and_tells_systemd(tmp_path, monkeypatch):
     in force stays, and the refusal is on Watch."""
     import importlib.resources
 
-    from enforcement import policy
+    from enforcement.domain import policy
     from enforcement.v1 import enforcement_pb2 as pb
     from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
-    shipped = importlib.resources.files("enforcement").joinpath(
+    shipped = importlib.resources.files("enforcement.domain").joinpath(
         "default_policy.toml").read_text(encoding="utf-8")
     changed = shipped.replace("[escalation]\n", "[escalation]\n# changed\n", 1)
     assert changed != shipped

@@ -1,4 +1,4 @@
-from controller.settling import Settling
+from controller.topology.settling import Settling
 
 
 class Clock:

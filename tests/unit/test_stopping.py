@@ -1,4 +1,4 @@
-"""The controller's stop signals (controller/stopping.py), in real processes:
+"""The controller's stop signals (controller/process/stopping.py), in real processes:
 a SIGTERM stops the main thread's wait whenever it comes, even in the middle
 of the wait's own bookkeeping, where a handler that set a threading.Event
 deadlocked (a controller that ignored its SIGTERM until SIGKILL)."""
@@ -24,7 +24,7 @@ print("stopped", flush=True)
 NEW = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
-from controller.stopping import StopSignals
+from controller.process.stopping import StopSignals
 stop = StopSignals()
 os.kill(os.getpid(), signal.SIGTERM)  # before the wait: kept, not lost
 print("stopped", signal.Signals(stop.wait()).name, flush=True)
@@ -65,7 +65,7 @@ def test_the_stop_signals_wake_the_wait_whenever_they_come():
 OTHER_THREAD = """
 import os, signal, sys, threading, time
 sys.path.insert(0, {root!r})
-from controller.stopping import StopSignals
+from controller.process.stopping import StopSignals
 stop = StopSignals()
 signal.signal(signal.SIGHUP, lambda *_: print("hangup", flush=True))
 def deliver():

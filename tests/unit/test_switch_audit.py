@@ -1,4 +1,4 @@
-"""The drift audit's count of a switch's flows (controller/switchsync.py),
+"""The drift audit's count of a switch's flows (controller/openflow/switchsync.py),
 against a scripted switch: decisions that change the switch while it
 counts must not make it read every flow. At 100,000 live that read took
 seconds, and every decision's barrier waited behind the dump."""
@@ -7,9 +7,9 @@ import types
 
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from controller import switchsync
-from controller.switchsync import SwitchSync
-from enforcement.flows import FlowRule
+from controller.openflow import switchsync
+from controller.openflow.switchsync import SwitchSync
+from enforcement.domain.flows import FlowRule
 
 DPID = 5
 

@@ -1,9 +1,9 @@
 """Forwarding decisions on networkx graphs: spanning tree, flooding, paths."""
 import itertools
 
-from enforcement.model import HostView, LinkView, SwitchView, TopologyView
-from enforcement.routing import switch_graph
-from enforcement.topology import accepts_broadcast, flood_ports, next_hop, spanning_tree
+from controller.topology.graph import accepts_broadcast, flood_ports, next_hop, spanning_tree
+from enforcement.domain.model import HostView, LinkView, SwitchView, TopologyView
+from enforcement.domain.routing import switch_graph
 from flowsim import hosts_reached
 
 
@@ -91,7 +91,7 @@ def test_next_hops_take_the_first_step_of_the_least_shortest_path_everywhere():
     lexicographically least shortest path (so paths never loop)."""
     import networkx as nx
 
-    from enforcement.topology import next_hops
+    from controller.topology.graph import next_hops
     graph = nx.random_regular_graph(3, 12, seed=4)
     for a, b in graph.edges:
         graph.edges[a, b]["ports"] = {a: 100 + b, b: 100 + a}

@@ -5,9 +5,9 @@ import itertools
 
 import pytest
 
-from enforcement.model import HostView, LinkView, SwitchView, TopologyView
-from enforcement.routing import switch_graph
-from enforcement.topology import next_hop, spanning_tree
+from controller.topology.graph import next_hop, spanning_tree
+from enforcement.domain.model import HostView, LinkView, SwitchView, TopologyView
+from enforcement.domain.routing import switch_graph
 from flowsim import hosts_reached
 
 HOST_PORT = 1

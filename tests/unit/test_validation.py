@@ -2,9 +2,9 @@ import ipaddress
 
 import pytest
 
-from enforcement.errors import InvalidArgument
-from enforcement.model import Violation
-from enforcement.validation import parse_prefix, validate_apply
+from enforcement.domain.errors import InvalidArgument
+from enforcement.domain.model import Violation
+from enforcement.domain.validation import parse_prefix, validate_apply
 
 
 def apply(**overrides):
@@ -74,7 +74,7 @@ def test_odd_address_forms_are_refused_with_the_reason(text, why):
 
 
 def test_ipv6_filters_are_parsed_and_canonical():
-    from enforcement.validation import parse_filter_ip
+    from enforcement.domain.validation import parse_filter_ip
     assert parse_filter_ip("2001:DB8:0::1", "subscriber_ip") == "2001:db8::1"
     assert parse_filter_ip("", "subscriber_ip") == ""
 

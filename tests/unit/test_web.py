@@ -14,15 +14,15 @@ import urllib.request
 
 import pytest
 
-from controller import web as webmodule
-from controller.viewfeed import build_index, diff, normalise, search
-from controller.viewmodel import HostSlots, SwitchLayout
-from controller.web import MissingAsset, TopologyWeb, ViewModel
-from enforcement import policy
-from enforcement.model import Violation
-from enforcement.service import EnforcementService
-from enforcement.store import Store
-from enforcement.validation import validate_apply
+from controller.view import server as webmodule
+from controller.view.feed import build_index, diff, normalise, search
+from controller.view.scene import HostSlots, SwitchLayout
+from controller.view.server import MissingAsset, TopologyWeb, ViewModel
+from enforcement.domain import policy
+from enforcement.domain.model import Violation
+from enforcement.domain.validation import validate_apply
+from enforcement.lifecycle.service import EnforcementService
+from enforcement.store.database import Store
 from test_api import RecordingNetwork
 
 TOKEN = "s3cret-token-0123456789"
@@ -36,7 +36,7 @@ class ViewNetwork(RecordingNetwork):
     walled garden's servers."""
 
     def topology(self):
-        from enforcement.model import HostView, TopologyView
+        from enforcement.domain.model import HostView, TopologyView
         view = super().topology()
         located = tuple(HostView(where.mac, ip, where.dpid, where.port)
                         for ip, where in sorted(self.hosts.items()))
@@ -123,7 +123,7 @@ def test_a_link_that_goes_away_stays_on_the_map_as_down(service):
 
 
 def _without_links():
-    from enforcement.model import TopologyView
+    from enforcement.domain.model import TopologyView
     view = ViewNetwork().topology()
     return TopologyView(view.switches, (), view.hosts)
 
@@ -160,8 +160,8 @@ def test_with_a_token_every_request_for_data_needs_it(service):
 
 
 def test_with_client_certificates_the_access_file_decides(service, tmp_path):
-    from enforcement.certs import generate
-    from enforcement.tlsgate import server_context
+    from enforcement.api.tlsgate import server_context
+    from enforcement.clients.certs import generate
     generate(tmp_path, clients=["noc", "intruder"], server_hosts=["127.0.0.1"])
     context = server_context(str(tmp_path / "server.pem"), str(tmp_path / "server.key"),
                              str(tmp_path / "ca.pem"), alpn=("http/1.1",))
@@ -240,7 +240,7 @@ class _Live:
 def test_a_host_known_by_ipv6_only_is_found_by_the_address_its_enforcement_named(service):
     import dataclasses
 
-    from enforcement.model import HostView, Subscriber, TopologyView
+    from enforcement.domain.model import HostView, Subscriber, TopologyView
     record = apply(service, "w7", case="C-7")
     decision = dataclasses.replace(record.decision,
                                    subscriber=Subscriber(ip=ipaddress.ip_address(V6_ONLY)))
@@ -308,7 +308,7 @@ def test_the_stream_pushes_a_decision_and_a_lift_as_differences(service):
 
 
 def test_the_stream_pushes_a_host_that_moved_without_any_event(service):
-    from enforcement.model import Location
+    from enforcement.domain.model import Location
     web = start(service)
     stream = Stream(web)
     try:
@@ -350,8 +350,8 @@ def test_no_snapshot_is_taken_while_no_page_watches(service):
 def test_a_burst_of_decisions_is_one_push(service, monkeypatch):
     """After a push the feed waits before the next: decisions that come
     meanwhile go out together, in the next one."""
-    from controller import viewfeed
-    from enforcement.model import Location
+    from controller.view import feed as viewfeed
+    from enforcement.domain.model import Location
     monkeypatch.setattr(viewfeed, "COALESCE_SECONDS", 5.0)
     service._network.hosts["10.0.0.2"] = Location(1, 2, "00:00:00:00:00:02")
     web = start(service)
@@ -490,7 +490,7 @@ def test_a_slow_snapshot_spaces_the_next_ones_out():
     takes a while. The feed then waits twice as long as the last one took,
     so a watched page never takes more than a third of the GIL from the
     decisions, however busy the network."""
-    from controller import viewfeed
+    from controller.view import feed as viewfeed
 
     class SlowModel:
         calls = 0

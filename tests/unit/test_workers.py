@@ -1,9 +1,9 @@
-"""The gRPC worker pool (enforcement/workers.py): grpcio's contract (submit,
+"""The gRPC worker pool (enforcement/api/workers.py): grpcio's contract (submit,
 add_done_callback), threads only as needed, nothing lost under load."""
 import threading
 import time
 
-from enforcement.workers import Workers
+from enforcement.api.workers import Workers
 
 
 def test_every_call_runs_once_and_its_callbacks_follow():

@@ -1,0 +1,2 @@
+"""The controller process: settings, logs, signals, systemd readiness, leading and following,
+live reload."""

@@ -1,0 +1,1 @@
+"""DHCP snooping: the trusted servers' replies read, and the binding table they keep."""

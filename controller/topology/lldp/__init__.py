@@ -1,0 +1,2 @@
+"""Link discovery: OS-Ken's LLDP, authenticated, kept on schedule, counted only when both
+directions are heard."""

@@ -1,0 +1,1 @@
+"""The engineers' topology view: what it draws, its live feed and its HTTP server."""

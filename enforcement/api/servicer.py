@@ -1,0 +1,460 @@
+"""gRPC face of the service: protobuf in, domain calls, protobuf out.
+
+Every domain error becomes one status code with the error's message, so a
+client always learns what to fix. Reflection and the standard health service
+are on, so generic clients (grpcurl, grpc_health_probe) work out of the box.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from enforcement.api import access as access_rules
+
+# event_to_proto is also imported from here (test_port_alarms).
+from enforcement.api.convert import (
+    audit_to_proto,
+    enforcement_to_proto,
+    event_to_proto,
+    proposal_to_proto,
+    topology_to_proto,
+)
+from enforcement.api.convert import enum_from_proto as _enum_from_proto
+from enforcement.api.guard import Guard, current_actor
+from enforcement.api.workers import Workers
+from enforcement.domain import errors, policy, validation
+from enforcement.domain.model import ActionKind, State, Violation
+from enforcement.domain.validation import validate_apply, validate_id
+from enforcement.lifecycle.service import EnforcementService
+from enforcement.v1 import enforcement_pb2 as pb
+from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:  # imported when serving with TLS only
+    from enforcement.api.tlsgate import TlsGate
+
+LOG = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EnforcementService"].full_name
+
+_STATUS = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.SwitchError: grpc.StatusCode.UNAVAILABLE,
+    errors.NotLeader: grpc.StatusCode.UNAVAILABLE,
+}
+
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+MAX_DURATION_SECONDS = 10 * 365 * 86400
+
+
+class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
+    def __init__(self, service: EnforcementService, metrics=None, forwarder=None):
+        self._service = service
+        self._metrics = metrics
+        self._forwarder = forwarder  # enforcement.cluster.leaderproxy, when instances share a store
+
+    def _forwarded(self, method: str, request, context):
+        """The leader's answer when this instance does not lead, else None."""
+        if self._forwarder is None:
+            return None
+        try:
+            return self._forwarder.forward(method, request, context, current_actor(context))
+        except errors.NotLeader as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+
+    def Apply(self, request, context):
+        forwarded = self._forwarded("Apply", request, context)
+        if forwarded is not None:
+            return forwarded
+        started = time.monotonic()
+        outcome = {"action": "none", "outcome": "internal"}
+
+        def run():
+            record = self._service.apply(self._decision(request),
+                                         actor=current_actor(context))
+            outcome.update(action=record.action.kind.value, outcome=record.state.value)
+            return enforcement_to_proto(record)
+
+        try:
+            return _answer(context, run, audit=(self._service, "Apply", request.case_id, ""),
+                           on_refusal=lambda code: outcome.update(outcome=code.name.lower()))
+        finally:
+            if self._metrics is not None:
+                violation = _enum_from_proto(Violation, "Violation", request.violation)
+                self._metrics.observe_apply(violation.value if violation else "unknown",
+                                            outcome["action"], outcome["outcome"],
+                                            time.monotonic() - started)
+
+    def ApplyBatch(self, request, context):
+        """Apply for each decision, in as few switch pushes and commits as
+        group commit allows; each refusal answered (and audited) on its own."""
+        forwarded = self._forwarded("ApplyBatch", request, context)
+        if forwarded is not None:
+            return forwarded
+        started = time.monotonic()
+        actor = current_actor(context)
+
+        def run():
+            outcomes = _each(request, self._decision,
+                             lambda decisions: self._service.apply_many(decisions, actor=actor))
+            results = []
+            for item, outcome in zip(request.requests, outcomes, strict=True):
+                result = self._batch_result(outcome, actor, "Apply", item.case_id, "")
+                if self._metrics is not None:
+                    violation = _enum_from_proto(Violation, "Violation", item.violation)
+                    kind = ("none" if isinstance(outcome, Exception)
+                            else outcome.action.kind.value)
+                    self._metrics.observe_apply(
+                        violation.value if violation else "unknown", kind,
+                        outcome.state.value if not isinstance(outcome, Exception)
+                        else _code_name(result.code), time.monotonic() - started)
+                results.append(result)
+            return pb.BatchResponse(results=results)
+        return _answer(context, run)
+
+    def LiftBatch(self, request, context):
+        forwarded = self._forwarded("LiftBatch", request, context)
+        if forwarded is not None:
+            return forwarded
+        actor = current_actor(context)
+
+        def run():
+            outcomes = _each(request, lambda item: (validate_id("id", item.id),
+                                                    validation.parse_reason(item.reason)),
+                             lambda lifts: self._service.lift_many(lifts, actor=actor))
+            return pb.BatchResponse(results=[
+                self._batch_result(outcome, actor, "Lift", "", item.id)
+                for item, outcome in zip(request.requests, outcomes, strict=True)])
+        return _answer(context, run)
+
+    def _batch_result(self, outcome, actor, call, case_id, enforcement_id) -> pb.BatchResult:
+        if not isinstance(outcome, Exception):
+            return pb.BatchResult(enforcement=enforcement_to_proto(outcome))
+        if not isinstance(outcome, errors.EnforcementError):
+            LOG.error("internal error in a batch: %r", outcome)
+            return pb.BatchResult(code=grpc.StatusCode.INTERNAL.value[0],
+                                  message="internal error; the controller log has the details")
+        code = _status_of(outcome)
+        self._service.record_refusal(actor, call, case_id, enforcement_id, code.name,
+                                     str(outcome))
+        return pb.BatchResult(code=code.value[0], message=str(outcome))
+
+    def Plan(self, request, context):
+        return _answer(context, lambda: proposal_to_proto(
+            self._service.plan(self._decision(request))))
+
+    def _decision(self, request):
+        duration = until = None
+        if request.HasField("duration") and request.HasField("expires_at"):
+            raise errors.InvalidArgument("give duration or expires_at, not both")
+        if request.HasField("duration"):
+            duration = request.duration.ToNanoseconds() / 1e9
+            if not 0 < duration <= MAX_DURATION_SECONDS:
+                raise errors.InvalidArgument(
+                    f"duration must be positive and at most {MAX_DURATION_SECONDS} s")
+        if request.HasField("expires_at"):
+            stamp = request.expires_at
+            if not 0 <= stamp.nanos < 10**9 or not 0 < stamp.seconds < 253402300800:
+                raise errors.InvalidArgument("expires_at is not a valid timestamp")
+            until = stamp.ToNanoseconds() / 1e9
+            if until - time.time() > MAX_DURATION_SECONDS:
+                raise errors.InvalidArgument(
+                    f"expires_at is more than {MAX_DURATION_SECONDS} s from now")
+        ip = request.subscriber.ip
+        if request.subscriber.account:
+            if ip:
+                raise errors.InvalidArgument(
+                    "give subscriber.ip or subscriber.account, not both")
+            ip = self._service.account_address(
+                validation.bounded(request.subscriber.account, "subscriber.account", 128))
+        return validate_apply(
+            request_id=request.request_id, case_id=request.case_id,
+            ip=ip, mac=request.subscriber.mac,
+            violation=_enum_from_proto(Violation, "Violation", request.violation),
+            reason=request.reason, scope=request.scope,
+            requested_action=(requested_action(request.action, self._service.policy)
+                              if request.HasField("action") else None),
+            duration=duration, until=until)
+
+    def Lift(self, request, context):
+        forwarded = self._forwarded("Lift", request, context)
+        if forwarded is not None:
+            return forwarded
+        return _answer(context, lambda: enforcement_to_proto(self._service.lift(
+            validate_id("id", request.id), validation.parse_reason(request.reason),
+            actor=current_actor(context))),
+            audit=(self._service, "Lift", "", request.id))
+
+    def Get(self, request, context):
+        return _answer(context, lambda: enforcement_to_proto(
+            self._service.get(validate_id("id", request.id))))
+
+    def List(self, request, context):
+        def run():
+            states = [_enum_from_proto(State, "State", s) for s in request.states]
+            if None in states:
+                raise errors.InvalidArgument(
+                    "states holds STATE_UNSPECIFIED or an unknown value")
+            size = request.page_size or DEFAULT_PAGE
+            if size > MAX_PAGE:
+                raise errors.InvalidArgument(f"page_size is at most {MAX_PAGE}")
+            token = request.page_token or "0"
+            if len(token) > 12 or not token.isascii() or not token.isdigit():
+                raise errors.InvalidArgument("page_token is not one this server gave")
+            start = int(token)
+            page, more = self._service.page(**_filters(request), states=states,
+                                            start=start, size=size)
+            return pb.ListResponse(enforcements=[enforcement_to_proto(r) for r in page],
+                                   next_page_token=str(start + size) if more else "")
+        return _answer(context, run)
+
+    def GetTopology(self, request, context):
+        return _answer(context, lambda: topology_to_proto(*self._service.topology(),
+                                                          self._service.policy.version))
+
+    def Watch(self, request, context):
+        try:
+            filters = _filters(request)
+        except errors.InvalidArgument as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        events = self._service.watch(after=request.after_sequence, **filters,
+                                     still_wanted=context.is_active)
+        for event in events:
+            yield event_to_proto(event)
+
+    def ListAudit(self, request, context):
+        def run():
+            limit = request.limit or DEFAULT_PAGE
+            if limit > MAX_PAGE:
+                raise errors.InvalidArgument(f"limit is at most {MAX_PAGE}")
+            entries = self._service.audit_log(
+                enforcement_id=validation.bounded(request.enforcement_id, "enforcement_id",
+                                                  validation.MAX_ID_LENGTH),
+                case_id=validation.bounded(request.case_id, "case_id",
+                                           validation.MAX_ID_LENGTH),
+                limit=limit)
+            return pb.ListAuditResponse(entries=[audit_to_proto(e) for e in entries])
+        return _answer(context, run)
+
+
+def _filters(request) -> dict:
+    """The subscriber/case filters of List and Watch, checked like Apply's fields."""
+    return {"subscriber_ip": validation.parse_filter_ip(request.subscriber_ip,
+                                                        "subscriber_ip"),
+            "case_id": validation.bounded(request.case_id, "case_id",
+                                          validation.MAX_ID_LENGTH)}
+
+
+MAX_DESTINATIONS = 16
+MAX_REQUESTED_PORTS = 64
+
+_DIRECTIONS = {pb.DIRECTION_FROM_SUBSCRIBER: "from_subscriber",
+               pb.DIRECTION_TO_SUBSCRIBER: "to_subscriber", pb.DIRECTION_BOTH: "both"}
+_UNITS = {pb.RATE_UNIT_KBPS: "kbps", pb.RATE_UNIT_PKTPS: "pktps"}
+
+
+_ACTION_CACHE: dict[tuple[bytes, int], tuple[policy.Policy, policy.ActionSpec]] = {}
+
+
+def requested_action(message: pb.ActionRequest, rules: policy.Policy) -> policy.ActionSpec:
+    """The request's own action, checked against the policy's bounds. A case
+    system sends the same few actions over and over: each distinct one is
+    checked once (per policy), its spec reused (specs are immutable)."""
+    key = (message.SerializeToString(deterministic=True), id(rules))
+    cached = _ACTION_CACHE.get(key)
+    if cached is None:
+        spec = _requested_action(message, rules)
+        if len(_ACTION_CACHE) > 1024:
+            _ACTION_CACHE.clear()
+        _ACTION_CACHE[key] = (rules, spec)
+        return spec
+    return cached[1]
+
+
+def _requested_action(message: pb.ActionRequest, rules: policy.Policy) -> policy.ActionSpec:
+    kind = _enum_from_proto(ActionKind, "ActionKind", message.kind)
+    if kind is None:
+        raise errors.InvalidArgument("action.kind is required when action is given")
+    # Bounds first, so that no huge list is walked or echoed back.
+    if len(message.ports) > MAX_REQUESTED_PORTS:
+        raise errors.InvalidArgument(
+            f"action.ports lists {len(message.ports)} ports; at most {MAX_REQUESTED_PORTS}")
+    for name in ("to", "except_to"):
+        values = getattr(message, name)
+        if len(values) > MAX_DESTINATIONS:
+            raise errors.InvalidArgument(
+                f"action.{name} lists {len(values)} entries; at most {MAX_DESTINATIONS}")
+        for value in values:
+            if value not in policy.ASSET_LISTS:
+                validation.parse_prefix(value, f"action.{name} entry")
+    for name in ("protocol", "portal"):
+        validation.bounded(getattr(message, name), f"action.{name}", 32)
+    step: dict = {"action": kind.value}
+    for name, value in (("protocol", message.protocol), ("ports", list(message.ports)),
+                        ("direction", _DIRECTIONS.get(message.direction)),
+                        ("to", list(message.to)), ("except_to", list(message.except_to)),
+                        ("rate", message.rate), ("unit", _UNITS.get(message.unit)),
+                        ("burst", message.burst), ("portal", message.portal)):
+        if value:
+            step[name] = value
+    if message.direction and message.direction not in _DIRECTIONS:
+        raise errors.InvalidArgument("action.direction is not a known Direction")
+    if message.unit and message.unit not in _UNITS:
+        raise errors.InvalidArgument("action.unit is not a known RateUnit")
+    try:
+        return policy.action_spec(step, "action", rules.assets, rules.limits,
+                                  source="request")
+    except policy.PolicyError as exc:
+        raise errors.InvalidArgument(str(exc)) from None
+
+
+MAX_BATCH = 256
+
+
+def _check_batch(request) -> None:
+    if not request.requests:
+        raise errors.InvalidArgument("requests is empty")
+    if len(request.requests) > MAX_BATCH:
+        raise errors.InvalidArgument(
+            f"requests holds {len(request.requests)} decisions; at most {MAX_BATCH} per call")
+
+
+def _each(request, parse, run_many) -> list:
+    """A batch's outcomes in order: each item parsed (a refusal is its
+    outcome), the parsed ones run together; errors as values."""
+    _check_batch(request)
+    outcomes: list = [None] * len(request.requests)
+    parsed = []
+    for i, item in enumerate(request.requests):
+        try:
+            parsed.append((i, parse(item)))
+        except errors.EnforcementError as exc:
+            outcomes[i] = exc
+    for (i, _), outcome in zip(parsed, run_many([p for _, p in parsed]), strict=True):
+        outcomes[i] = outcome
+    return outcomes
+
+
+def _status_of(exc: errors.EnforcementError) -> grpc.StatusCode:
+    return next(code for cls, code in _STATUS.items() if isinstance(exc, cls))
+
+
+def _code_name(number: int) -> str:
+    return next((c.name.lower() for c in grpc.StatusCode if c.value[0] == number), "unknown")
+
+
+def _answer(context, run, audit=None, on_refusal=None):
+    """Runs a call; a domain error becomes its status code (and, for calls
+    that change things, an audit entry: refusals are on record too)."""
+    try:
+        return run()
+    except errors.EnforcementError as exc:
+        code = _status_of(exc)
+        if on_refusal is not None:
+            on_refusal(code)
+        if audit is not None:
+            service, call, case_id, enforcement_id = audit
+            service.record_refusal(current_actor(context), call, case_id, enforcement_id,
+                                   code.name, str(exc))
+        context.abort(code, str(exc))
+    except Exception:
+        LOG.exception("internal error while answering")
+        context.abort(grpc.StatusCode.INTERNAL,
+                      "internal error; the controller log has the details")
+
+
+# Requests are small (an Apply is a few hundred bytes); anything near this is
+# hostile or broken and is refused by gRPC before it is even parsed.
+MAX_REQUEST_BYTES = 64 * 1024
+# Past this many calls at once (all clients together) gRPC answers
+# RESOURCE_EXHAUSTED instead of queueing without bound.
+MAX_CONCURRENT_CALLS = 512
+
+
+def create_server(address: str, service: EnforcementService, *,
+                  max_workers: int = 128, guard: Guard | None = None, metrics=None,
+                  forwarder=None) -> tuple[grpc.Server, int]:
+    """Builds (not starts) the server. Returns it and the bound port, which
+    differs from the one asked for when the address ends in :0. Without a
+    guard, callers are unauthenticated loopback peers under the default
+    per-client limits (the controller refuses to listen elsewhere that way)."""
+    if guard is None:
+        guard = Guard(SERVICE_NAME, access_rules.DEFAULT, identify=None,
+                      record_refusal=service.record_refusal)
+    # Without so_reuseport=0 a second controller would bind the same port and
+    # silently share (and confuse) the clients of the first.
+    server = grpc.server(Workers(max_workers),
+                         interceptors=[guard],
+                         maximum_concurrent_rpcs=MAX_CONCURRENT_CALLS,
+                         options=[("grpc.so_reuseport", 0),
+                                  ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+                                  ("grpc.max_metadata_size", 16 * 1024)])
+    pb_grpc.add_EnforcementServiceServicer_to_server(
+        EnforcementServicer(service, metrics, forwarder), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not listen for gRPC on {address}")
+    return server, port
+
+
+@dataclasses.dataclass
+class Serving:
+    server: grpc.Server
+    port: int
+    gate: TlsGate | None = None   # when mutual TLS is on
+    guard: Guard | None = None    # whose access rules a reload replaces
+
+    def stop(self, grace: float | None = None) -> None:
+        if self.gate is not None:
+            self.gate.stop()
+        self.server.stop(grace).wait()
+
+
+def serve(address: str, service: EnforcementService, *,
+          access: access_rules.Access = access_rules.DEFAULT,
+          tls_context=None, max_workers: int = 128, metrics=None,
+          forwarder=None) -> Serving:
+    """Starts the API on address. With an ssl.SSLContext (tlsgate.server_context)
+    the gRPC server listens on a loopback port of its own behind the TLS
+    gate, which takes address; without one, address should be loopback
+    (the controller's command line insists)."""
+    if tls_context is None:
+        guard = Guard(SERVICE_NAME, access, identify=None,
+                      record_refusal=service.record_refusal)
+        server, port = create_server(address, service, guard=guard,
+                                     max_workers=max_workers, metrics=metrics,
+                                     forwarder=forwarder)
+        server.start()
+        return Serving(server, port, guard=guard)
+    from enforcement.api.tlsgate import TlsGate
+    gates: list[TlsGate] = []
+    guard = Guard(SERVICE_NAME, access, identify=lambda port: gates[0].identity_of(port),
+                  record_refusal=service.record_refusal)
+    server, backend_port = create_server("127.0.0.1:0", service, guard=guard,
+                                         max_workers=max_workers, metrics=metrics,
+                                         forwarder=forwarder)
+    server.start()
+    host, _, listen_port = address.rpartition(":")
+    gates.append(TlsGate(host.strip("[]"), int(listen_port), backend_port, tls_context,
+                         on_refusal=guard.record_connection_refusal))
+    try:
+        bound = gates[0].start()
+    except OSError:
+        server.stop(None)
+        raise
+    return Serving(server, bound, gates[0], guard)

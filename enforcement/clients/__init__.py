@@ -1,0 +1,1 @@
+"""Client tools: the typed Python client, enforcementctl and enforcement-certs."""

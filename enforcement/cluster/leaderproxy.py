@@ -1,0 +1,117 @@
+"""Changing calls reach the leader, whichever instance a client asked.
+
+A follower hands Apply, ApplyBatch, Lift and LiftBatch to the instance that
+holds the lease (its address is in the store, enforcement.cluster.leadership),
+with what is left of the client's deadline, and answers with the leader's
+answer or status. While there is no leader (a failover under way) it waits
+for the next one, within that deadline, so a case system behind one name
+or a list of addresses never needs to know who leads. Request ids make the
+retries safe: the leader answers a repeated id with the original record.
+
+The forwarded call names its original caller in metadata; the leader
+writes "<caller> via <follower>" in the audit log, so the follower's own
+identity (its client certificate under mutual TLS) is always on record.
+A call that was forwarded once is never forwarded again: an instance that
+receives one without leading answers UNAVAILABLE and the follower that
+sent it tries again, so two instances that disagree cannot bounce a call.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import grpc
+
+from enforcement.domain.errors import NotLeader
+from enforcement.v1 import enforcement_pb2 as pb
+
+LOG = logging.getLogger(__name__)
+
+ON_BEHALF_OF = "x-enforcement-on-behalf-of"
+CHANGING = ("Apply", "ApplyBatch", "Lift", "LiftBatch")
+_SERVICE = pb.DESCRIPTOR.services_by_name["EnforcementService"]
+# Without a client deadline, a forwarded call waits this long for a leader.
+DEFAULT_DEADLINE = 30.0
+_RETRY_PAUSE = 0.05
+
+
+class Forwarder:
+    def __init__(self, leadership, leading, *, credentials=None):
+        """leading() -> whether this instance may run a changing call now;
+        credentials: grpc.ChannelCredentials to reach the others (mutual
+        TLS), None for plaintext (loopback)."""
+        self._leadership = leadership
+        self._leading = leading
+        self._credentials = credentials
+        self._lock = threading.Lock()
+        self._channels: dict[str, grpc.Channel] = {}
+
+    def forward(self, method: str, request, context, actor: str):
+        """The leader's answer to the call, or None when this instance
+        leads (the caller runs it here). Raises NotLeader when no leader
+        answered within the deadline; aborts the call with the leader's
+        status when the leader refused it."""
+        if self._leading():
+            return None
+        if _metadata(context).get(ON_BEHALF_OF):
+            raise NotLeader("this instance does not lead; the forwarding instance "
+                            "will try the leader again")
+        remaining = context.time_remaining()
+        deadline = time.monotonic() + (DEFAULT_DEADLINE if remaining is None
+                                       else min(remaining, DEFAULT_DEADLINE))
+        while True:
+            if self._leading():
+                return None
+            leader = self._leadership.leader()
+            left = deadline - time.monotonic()
+            if (leader.holder and leader.holder != self._leadership.holder
+                    and leader.expires_in > 0 and leader.address and left > 0):
+                try:
+                    return self._call(leader.address, method, request, left, actor)
+                except grpc.RpcError as exc:
+                    if exc.code() not in (grpc.StatusCode.UNAVAILABLE,
+                                          grpc.StatusCode.DEADLINE_EXCEEDED):
+                        context.abort(exc.code(), exc.details())
+                    LOG.info("leader %s (epoch %d) did not take a forwarded %s: %s",
+                             leader.address, leader.epoch, method, exc.code().name)
+            if time.monotonic() >= deadline:
+                raise NotLeader("this instance does not lead and no leader answered "
+                                "within the deadline; try again")
+            time.sleep(_RETRY_PAUSE)
+
+    def _call(self, address: str, method: str, request, timeout: float, actor: str):
+        spec = _SERVICE.methods_by_name[method]
+        answer_type = getattr(pb, spec.output_type.name)
+        call = self._channel(address).unary_unary(
+            f"/{_SERVICE.full_name}/{method}",
+            request_serializer=lambda message: message.SerializeToString(),
+            response_deserializer=answer_type.FromString)
+        return call(request, timeout=timeout, metadata=((ON_BEHALF_OF, actor[:256]),),
+                    wait_for_ready=False)
+
+    def _channel(self, address: str) -> grpc.Channel:
+        with self._lock:
+            channel = self._channels.get(address)
+            if channel is None:
+                channel = (grpc.secure_channel(address, self._credentials)
+                           if self._credentials is not None
+                           else grpc.insecure_channel(address))
+                self._channels[address] = channel
+            return channel
+
+    def close(self) -> None:
+        with self._lock:
+            for channel in self._channels.values():
+                channel.close()
+            self._channels.clear()
+
+
+def _metadata(context) -> dict:
+    return dict(context.invocation_metadata() or ())
+
+
+def on_behalf_of(context) -> str:
+    """The original caller a follower forwarded this call for, or ''."""
+    value = _metadata(context).get(ON_BEHALF_OF, "")
+    return "".join(ch for ch in value[:256] if ch.isprintable())

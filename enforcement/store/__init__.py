@@ -1,0 +1,1 @@
+"""Persistence: the SQL store (SQLite or PostgreSQL), its record codec and its migrations."""
