@@ -7,10 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # The code's shape before its behaviour: lint and import order over the whole
-# tree, types of the pure core (both configured in pyproject.toml). Either
-# failing fails the run (set -e).
+# tree, types of the pure core, the layering of the packages (all configured
+# in pyproject.toml). Any failing fails the run (set -e).
 .venv/bin/ruff check .
 .venv/bin/mypy
+# The direction of imports between packages (pyproject.toml's contracts).
+.venv/bin/lint-imports --no-cache
 # setup.sh has just installed and started everything: a test that finds a
 # prerequisite missing must fail here, not skip (tests/*/conftest.py).
 export ENFORCEMENT_NO_SKIP=1
