@@ -14,6 +14,7 @@ import ipaddress
 import os
 import pathlib
 import re
+import secrets
 import sys
 from collections.abc import Sequence
 
@@ -30,12 +31,30 @@ def _key() -> ec.EllipticCurvePrivateKey:
 
 
 def _write(path: pathlib.Path, data: bytes, private: bool = False) -> None:
-    # Keys are created 0600 from the start, never readable even for an instant.
+    # Written under a fresh name, then renamed over the path: a key is 0600
+    # from its first byte (an existing file's looser mode never applies to
+    # it), a symlink at the path is replaced rather than written through, and
+    # a reader never sees half a file.
     mode = 0o600 if private else 0o644
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.chmod(path, mode)
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(6)}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.chmod(partial, mode)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def _refuse_existing(paths: list[pathlib.Path]) -> None:
+    # A second run would silently replace the CA, and with it every
+    # certificate issued so far: say so instead, unless asked to.
+    there = [str(path) for path in paths if path.is_symlink() or path.exists()]
+    if there:
+        raise FileExistsError(f"{', '.join(there)} already exist(s); nothing was written "
+                              "(--force replaces them)")
 
 
 def _pem_key(key) -> bytes:
@@ -102,9 +121,11 @@ def issue(ca_key, ca_cert, name: str, *, server: bool, days: int,
 
 
 def generate(directory: pathlib.Path, *, clients: list[str], server_hosts: list[str],
-             days: int = 30, ca_name: str = "enforcement development CA") -> list[pathlib.Path]:
+             days: int = 30, ca_name: str = "enforcement development CA",
+             force: bool = False) -> list[pathlib.Path]:
     """Writes ca.pem/ca.key, server.pem/server.key and NAME.pem/NAME.key per
-    client. Returns the paths written."""
+    client. Returns the paths written. Refuses (FileExistsError, nothing
+    written) if any of them exists, unless force."""
     for name in clients:
         if not _NAME.match(name) or name in ("ca", "server"):
             raise ValueError(f"client name {name!r}: use letters, digits, '.', '_' or '-' "
@@ -112,6 +133,9 @@ def generate(directory: pathlib.Path, *, clients: list[str], server_hosts: list[
     if not server_hosts:
         raise ValueError("the server certificate needs at least one host name or address")
     directory.mkdir(parents=True, exist_ok=True)
+    if not force:
+        _refuse_existing([directory / f"{stem}.{suffix}" for stem in ("ca", "server", *clients)
+                          for suffix in ("pem", "key")])
     written = []
 
     def save(stem: str, key, cert) -> None:
@@ -140,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-host", action="append", default=None, metavar="HOST",
                         help="DNS name or address clients use to reach the controller "
                              "(repeatable). Default: localhost and 127.0.0.1")
+    parser.add_argument("--force", action="store_true",
+                        help="replace files a previous run wrote (a new CA: certificates "
+                             "issued before stop being trusted)")
     parser.add_argument("--days", type=int, default=30,
                         help="validity in days. Default: %(default)s")
     args = parser.parse_args(argv)
@@ -149,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         written = generate(args.directory,
                            clients=args.client or ["case-system", "engineer"],
                            server_hosts=args.server_host or ["localhost", "127.0.0.1"],
-                           days=args.days)
+                           days=args.days, force=args.force)
     except (ValueError, OSError) as exc:
         print(f"enforcement-certs: {exc}", file=sys.stderr)
         return 2

@@ -266,6 +266,36 @@ def test_certs_command_writes_private_keys_0600(tmp_path):
     assert not pathlib.Path(tmp_path / "evil.key").exists()
 
 
+def test_certs_refuse_to_replace_what_a_previous_run_wrote(tmp_path, capsys):
+    folder = tmp_path / "c"
+    assert certs.main([str(folder), "--client", "desk"]) == 0
+    ca_before = (folder / "ca.key").read_bytes()
+    assert certs.main([str(folder), "--client", "desk"]) == 2
+    assert "already exist" in capsys.readouterr().err
+    assert (folder / "ca.key").read_bytes() == ca_before
+    assert not list(folder.glob(".*partial"))
+    assert certs.main([str(folder), "--client", "desk", "--force"]) == 0
+    assert (folder / "ca.key").read_bytes() != ca_before
+
+
+def test_certs_never_write_through_a_symlink_nor_keep_a_loose_mode(tmp_path):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    # An attacker's link where the CA key will go, and a key left 0644.
+    target = tmp_path / "outside"
+    target.write_text("not yours")
+    (folder / "ca.key").symlink_to(target)
+    (folder / "server.key").write_text("old")
+    (folder / "server.key").chmod(0o644)
+    assert certs.main([str(folder), "--client", "desk", "--force"]) == 0
+    assert target.read_text() == "not yours"
+    for name in ("ca", "server", "desk"):
+        key = folder / f"{name}.key"
+        assert not key.is_symlink()
+        assert key.stat().st_mode & 0o777 == 0o600
+        assert key.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+
+
 def test_idle_clients_are_forgotten():
     clock = [0.0]
     limiter = access.ClientLimiter(clock=lambda: clock[0])
