@@ -162,16 +162,6 @@ class Guard(grpc.ServerInterceptor):
                          grpc.StatusCode.RESOURCE_EXHAUSTED, why)
         return caller
 
-    def record_connection_refusal(self, address: str, why: str) -> None:
-        """A connection the TLS gate turned away before any call was made."""
-        actor = f"unauthenticated {address}"
-        LOG.warning("refused connection from %s: %s", address, why)
-        if self._audit_budget.allow(actor, grpc.StatusCode.UNAUTHENTICATED):
-            try:
-                self._record(actor, "connect", "", "", "UNAUTHENTICATED", why)
-            except Exception:
-                LOG.exception("could not audit a refused connection")
-
     def _refuse(self, context, call, request, actor, code, message) -> NoReturn:
         audited = (call in access_rules.CHANGING
                    or code in (grpc.StatusCode.UNAUTHENTICATED,
@@ -210,23 +200,41 @@ class Guard(grpc.ServerInterceptor):
 
 
 class _AuditBudget:
-    """At most a few refusal entries per second per caller and outcome, so a
-    flood of refused calls cannot flood the audit log (the log line stays)."""
+    """At most a few refusal entries per second per caller and outcome, and
+    a bounded number over all callers together, so a flood of refused calls
+    (from one address or from many) cannot flood the audit log; the log
+    line stays."""
 
-    def __init__(self, per_second: float = 5.0, burst: int = 20):
+    MAX_CALLERS = 10_000
+
+    def __init__(self, per_second: float = 5.0, burst: int = 20,
+                 all_per_second: float = 50.0, all_burst: int = 200):
         self._lock = threading.Lock()
         self._buckets: dict[tuple[str, object], access_rules.TokenBucket] = {}
         self._per_second = per_second
         self._burst = burst
+        self._all = access_rules.TokenBucket(all_per_second, all_burst, time.monotonic)
 
     def allow(self, actor: str, code) -> bool:
         # The actor includes the source port; audit by identity and host.
         key = (actor.rsplit(":", 1)[0], code)
         with self._lock:
-            if len(self._buckets) > 10000:
-                self._buckets.clear()
             bucket = self._buckets.get(key)
             if bucket is None:
+                if len(self._buckets) >= self.MAX_CALLERS:
+                    self._forget_idle()
+                if len(self._buckets) >= self.MAX_CALLERS:
+                    # Forgetting callers who still spend would hand each a
+                    # fresh burst; a newcomer waits instead.
+                    return False
                 bucket = self._buckets[key] = access_rules.TokenBucket(
                     self._per_second, self._burst, time.monotonic)
-            return bucket.take() == 0
+            return bucket.take() == 0 and self._all.take() == 0
+
+    def _forget_idle(self) -> None:
+        """Callers whose bucket has refilled lose nothing by being forgotten."""
+        now = time.monotonic()
+        idle = [key for key, bucket in self._buckets.items()
+                if now - bucket.last_used >= bucket.refill_seconds]
+        for key in idle:
+            del self._buckets[key]

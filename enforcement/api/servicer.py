@@ -36,6 +36,7 @@ from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:  # imported when serving with TLS only
+    from enforcement.api.refusals import RefusedConnections
     from enforcement.api.tlsgate import TlsGate
 
 LOG = logging.getLogger(__name__)
@@ -418,10 +419,13 @@ class Serving:
     port: int
     gate: TlsGate | None = None   # when mutual TLS is on
     guard: Guard | None = None    # whose access rules a reload replaces
+    refused: RefusedConnections | None = None  # the gate's refusals, on their way to the audit
 
     def stop(self, grace: float | None = None) -> None:
         if self.gate is not None:
             self.gate.stop()
+        if self.refused is not None:
+            self.refused.stop()
         self.server.stop(grace).wait()
 
 
@@ -441,6 +445,7 @@ def serve(address: str, service: EnforcementService, *,
                                      forwarder=forwarder)
         server.start()
         return Serving(server, port, guard=guard)
+    from enforcement.api.refusals import RefusedConnections
     from enforcement.api.tlsgate import TlsGate
     gates: list[TlsGate] = []
     guard = Guard(SERVICE_NAME, access, identify=lambda port: gates[0].identity_of(port),
@@ -450,11 +455,13 @@ def serve(address: str, service: EnforcementService, *,
                                          forwarder=forwarder)
     server.start()
     host, _, listen_port = address.rpartition(":")
+    refused = RefusedConnections(service.record_refusal)
     gates.append(TlsGate(host.strip("[]"), int(listen_port), backend_port, tls_context,
-                         on_refusal=guard.record_connection_refusal))
+                         on_refusal=refused.note))
     try:
         bound = gates[0].start()
     except OSError:
         server.stop(None)
         raise
-    return Serving(server, bound, gates[0], guard)
+    refused.start()
+    return Serving(server, bound, gates[0], guard, refused)

@@ -23,6 +23,10 @@ LOG = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 10.0
 RELAY_CHUNK = 64 * 1024
+# Connections at once, all sources together: many addresses (a /8 of
+# loopback, a botnet) buy no more than this. Each costs a socket and a
+# pending handshake; the process's file descriptors are the hard limit.
+MAX_CONNECTIONS = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,13 +84,16 @@ class TlsGate:
     def __init__(self, host: str, port: int, backend_port: int,
                  context: ssl.SSLContext, *,
                  on_refusal: Callable[[str, str], None],
-                 max_connections_per_host: int = 64):
+                 max_connections_per_host: int = 64,
+                 max_connections: int = MAX_CONNECTIONS):
         self._host = host
         self._port = port
         self._backend_port = backend_port
         self._context = context
         self._on_refusal = on_refusal
         self._max_per_host = max_connections_per_host
+        self._max_connections = max_connections
+        self._connections = 0
         self._identities: dict[int, Peer] = {}
         self._per_host: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -155,18 +162,23 @@ class TlsGate:
         host, port = writer.get_extra_info("peername")[:2]
         address = f"{host}:{port}"
         with self._lock:
-            crowded = self._per_host.get(host, 0) >= self._max_per_host
-            if not crowded:
+            if self._connections >= self._max_connections:
+                crowded = f"more than {self._max_connections} connections at once"
+            elif self._per_host.get(host, 0) >= self._max_per_host:
+                crowded = f"more than {self._max_per_host} connections from {host} at once"
+            else:
+                crowded = ""
                 self._per_host[host] = self._per_host.get(host, 0) + 1
+                self._connections += 1
         if crowded:
-            self._on_refusal(address, f"more than {self._max_per_host} connections "
-                                      f"from {host} at once")
+            self._on_refusal(address, crowded)
             writer.transport.abort()
             return
         try:
             await self._serve(reader, writer, address)
         finally:
             with self._lock:
+                self._connections -= 1
                 self._per_host[host] -= 1
                 if not self._per_host[host]:
                     del self._per_host[host]

@@ -2,6 +2,7 @@
 channels to a real server socket (the switch side is the recording double of
 test_api; the Mininet test test_hostile.py runs the real controller process
 with TLS)."""
+import contextlib
 import pathlib
 import threading
 import time
@@ -102,6 +103,7 @@ def test_each_identity_gets_what_its_certificate_allows_and_the_audit_says_who(a
     assert call(pki, port, "stranger", "Apply", spam("r3")) == "PERMISSION_DENIED"
     assert call(pki, port, "case-system", "Apply", spam("r4")) == "OK"
 
+    assert serving.refused.settled()  # the gate's refusals are written off its loop
     entries = audit(service)
     assert len(entries) == 5, entries
     no_cert, other_ca, engineer, stranger, applied = entries
@@ -325,6 +327,7 @@ def test_a_host_cannot_hold_more_than_its_share_of_tls_connections(api, pki):
     finally:
         for s in idle:
             s.close()
+    assert serving.refused.settled()
     refusals = [e for e in audit(service) if "connections from 127.0.0.1 at once" in e[3]]
     assert refusals and refusals[0][1:3] == ("connect", "UNAUTHENTICATED")
     time.sleep(0.3)  # the idle ones are gone: a real client gets in again
@@ -349,3 +352,96 @@ def test_a_forwarded_caller_name_never_overflows_the_audit_column():
     plain = types.SimpleNamespace(peer=lambda: "ipv4:127.0.0.1:1",
                                   invocation_metadata=lambda: ())
     assert guard.current_actor(plain) == "ipv4:127.0.0.1:1"
+
+
+def _summed(rows):
+    """How many refusals the audit rows account for: one each, or the count
+    a summary row gives."""
+    import re
+    total = 0
+    for _, _, _, detail in rows:
+        counted = re.search(r"(\d+) more (?:refused|connections refused)", detail)
+        total += int(counted.group(1)) if counted else 1
+    return total
+
+
+def test_a_flood_of_refused_handshakes_from_many_addresses_costs_bounded_rows_and_no_client(
+        pki, tmp_path):
+    import socket
+    service = EnforcementService(RecordingNetwork(), policy.load(),
+                                 Store(f"sqlite:///{tmp_path}/state.db"))
+    written, store_answers = [], threading.Event()
+
+    def stuck_store(actor, call, case_id, enforcement_id, outcome, detail):
+        store_answers.wait(60)  # a store that does not answer meanwhile
+        written.append((actor, call, outcome, detail))
+    service.record_refusal = stuck_store
+    ours = pki / "ours"
+    serving = serve("127.0.0.1:0", service, access=access.parse(_toml(ACCESS)),
+                    tls_context=server_context(str(ours / "server.pem"),
+                                               str(ours / "server.key"), str(ours / "ca.pem")))
+    knocks = 2000
+    try:
+        for n in range(knocks):  # 2,000 source addresses of 127.0.0.0/8
+            with socket.socket() as knock:
+                knock.bind((f"127.1.{n // 250}.{n % 250 + 1}", 0))
+                knock.connect(("127.0.0.1", serving.port))
+                knock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        deadline = time.monotonic() + 60
+        while serving.refused.noted < knocks and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert serving.refused.noted == knocks
+        # The audit's writer is stuck in the store, the gate is not.
+        assert call(pki, serving.port, "engineer", "List", pb.ListRequest()) == "OK"
+    finally:
+        store_answers.set()
+        serving.stop(None)
+    assert all(row[1:3] == ("connect", "UNAUTHENTICATED") for row in written)
+    # Bounded: the row the writer was stuck on and a burst queued behind it,
+    # then per summary (at an interval's end, and at stop) one row per host and
+    # reason (at most 20) and one for all others, whatever the number of sources.
+    assert len(written) <= 1 + 100 + 2 * (20 + 1), len(written)
+    assert _summed(written) == knocks
+    assert any("other host(s)" in row[3] for row in written)
+
+
+def test_the_gate_holds_a_bounded_number_of_connections_over_all_sources():
+    import socket
+    import ssl
+
+    from enforcement.api.tlsgate import TlsGate
+    refused = []
+    gate = TlsGate("127.0.0.1", 0, 1, ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER),
+                   on_refusal=lambda address, why: refused.append((address, why)),
+                   max_connections=5)
+    port = gate.start()
+    idle = []
+    try:
+        for n in range(5):  # from five addresses: no host is over its own share
+            s = socket.socket()
+            s.bind((f"127.3.0.{n + 1}", 0))
+            s.connect(("127.0.0.1", port))
+            idle.append(s)
+        time.sleep(0.3)
+        with socket.socket() as sixth:
+            sixth.bind(("127.3.0.9", 0))
+            sixth.connect(("127.0.0.1", port))
+            sixth.settimeout(5)
+            with contextlib.suppress(ConnectionResetError):  # closed at once, abruptly
+                assert sixth.recv(10) == b""
+        assert refused == [(refused[0][0], "more than 5 connections at once")]
+        assert refused[0][0].startswith("127.3.0.9:")
+    finally:
+        for s in idle:
+            s.close()
+        gate.stop()
+
+
+def test_the_refusal_budget_stays_bounded_under_many_callers(monkeypatch):
+    from enforcement.api import guard
+    monkeypatch.setattr(guard._AuditBudget, "MAX_CALLERS", 100)
+    budget = guard._AuditBudget()
+    allowed = sum(budget.allow(f"unauthenticated 127.4.{n // 250}.{n % 250}:1",
+                               grpc.StatusCode.UNAUTHENTICATED) for n in range(5000))
+    assert allowed <= 100  # new callers wait once the table is full, none gets a fresh burst
+    assert len(budget._buckets) <= 100
