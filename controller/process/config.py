@@ -117,6 +117,9 @@ SETTINGS: tuple[Setting, ...] = (
     S("http_listen", "http.listen", str, "127.0.0.1:8080", "the topology view (read-only "
       "web page and JSON); 'off': none; a non-loopback address needs --http-token-file or "
       "mutual TLS", "HOST:PORT"),
+    S("http_names", "http.names", str, None, "more names the view answers to, "
+      "comma-separated (the Host header of every request must be one; the listening "
+      "address, and the loopback names on loopback, always are)", "NAMES"),
     S("http_token_file", "http.token_file", str, None, "a bearer token every view request "
       "must carry (Authorization: Bearer TOKEN)", "FILE", path=True,
       env="ENFORCEMENT_HTTP_TOKEN_FILE"),

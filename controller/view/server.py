@@ -12,6 +12,13 @@ there) or an ssl.SSLContext that requires client certificates is given
 (the controller's own CA; `may_read(common_name)` decides, with the roles of
 the access file).
 
+Every request must name the view by one of its names in its Host header
+(421 otherwise): the listening address, the loopback names when it listens
+on loopback, and the names the operator configures. A page on another site
+whose name an attacker re-points at 127.0.0.1 (DNS rebinding) is the
+engineer's own browser reading the view; its requests carry the attacker's
+name, and get nothing.
+
     GET /                       the page (and /static/: its script, style, library)
     GET /api/topology           switches (position, host counts), links (up or
                                 down), hosts with their IPv4 and IPv6 addresses
@@ -33,7 +40,7 @@ import json
 import logging
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from aiohttp import web
 
@@ -87,8 +94,10 @@ def load_static() -> dict[str, bytes]:
 class TopologyWeb:
     def __init__(self, model: ViewModel, host: str, port: int, *,
                  token: str | None = None, ssl_context: ssl.SSLContext | None = None,
-                 may_read: Callable[[str], bool] | None = None):
+                 may_read: Callable[[str], bool] | None = None,
+                 names: Iterable[str] = ()):
         self._files = load_static()
+        self._names = _names(host, names)
         self._model = model
         self._feed = Feed(model, model.service)
         self._host, self.port = host, port
@@ -159,6 +168,9 @@ class TopologyWeb:
     async def _guard(self, request: web.Request, handler):
         if request.method not in ("GET", "HEAD"):
             return web.Response(status=405, headers={"Allow": "GET, HEAD"})
+        if _host_name(request.headers.get("Host", "")) not in self._names:
+            return _error(421, "this view does not answer to that name (Host header); "
+                               "see http.names")
         if self._may_read is not None:
             from enforcement.api.tlsgate import common_name
             transport = request.transport
@@ -255,6 +267,31 @@ class TopologyWeb:
         self._closing = True
         for queue in self._streams:
             queue.put_nowait(None)
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "localhost.localdomain"})
+
+
+def _names(host: str, configured: Iterable[str]) -> frozenset[str]:
+    names = {name.strip().strip("[]").lower().rstrip(".") for name in configured}
+    listening = host.strip("[]").lower()
+    if listening in ("", "0.0.0.0", "::"):
+        # Every address of the machine: its names are the operator's to say,
+        # and the loopback ones are always the machine's own.
+        names |= _LOOPBACK_NAMES
+    elif listening in _LOOPBACK_NAMES or listening.startswith("127."):
+        names |= _LOOPBACK_NAMES | {listening}
+    else:
+        names.add(listening)
+    return frozenset(names)
+
+
+def _host_name(header: str) -> str:
+    """The name in a Host header, without its port; '' if there is none."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else ""
+    return header.rsplit(":", 1)[0].rstrip(".") if header.count(":") <= 1 else ""
 
 
 async def _off_loop(function, *args):

@@ -523,3 +523,45 @@ def test_a_slow_snapshot_spaces_the_next_ones_out():
         feed.stop()
     # Each cycle: a 0.3 s snapshot, then at least 0.6 s apart; not 0.2 s.
     assert SlowModel.calls <= 4
+
+
+def _raw_get(port, path, host):
+    """A GET with exactly this Host header (urllib would write its own)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.putrequest("GET", path, skip_host=True)
+        if host is not None:
+            connection.putheader("Host", host)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_a_rebinding_page_reading_the_view_by_another_name_gets_nothing(service):
+    apply(service, "r1")
+    web = start(service)
+    try:
+        for host in ("evil.example", f"evil.example:{web.port}", "127.0.0.1.evil.example",
+                     "", None):
+            for path in ("/", "/api/topology", "/api/search?q=10.0.0.1", "/api/stream"):
+                status, body = _raw_get(web.port, path, host)
+                # Without any Host header aiohttp refuses HTTP/1.1 itself (400).
+                assert status == (400 if host is None else 421), (host, path, status)
+                assert b"10.0.0." not in body
+        for host in (f"127.0.0.1:{web.port}", f"localhost:{web.port}", "LOCALHOST",
+                     f"[::1]:{web.port}"):
+            assert _raw_get(web.port, "/api/topology", host)[0] == 200, host
+    finally:
+        web.stop()
+
+
+def test_the_view_answers_to_the_names_it_is_given(service):
+    web = start(service, names=["ctl.example.net"])
+    try:
+        assert _raw_get(web.port, "/api/topology", f"ctl.example.net:{web.port}")[0] == 200
+        assert _raw_get(web.port, "/api/topology", "CTL.example.net.")[0] == 200
+        assert _raw_get(web.port, "/api/topology", "other.example.net")[0] == 421
+    finally:
+        web.stop()
