@@ -16,6 +16,7 @@ written until its last moment.
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import dataclasses
 import heapq
@@ -96,6 +97,9 @@ class Ledger:
             # enforcement belongs to the subscriber, and follows it by MAC
             # (a new address, another port), never by address.
             self.live_by_mac: dict[str, set[str]] = {}
+            # Live enforcements by action, kept as they change: a metrics
+            # scrape reads it without walking 100,000 records under the lock.
+            self.live_by_action: collections.Counter[str] = collections.Counter()
             # The live ones alone, in the same order: a List of what is in
             # force (enforcementctl list, the view) pages through them without
             # walking past every ended record first.
@@ -201,6 +205,10 @@ class Ledger:
     def _index(self, old: Enforcement | None, new: Enforcement | None) -> None:
         was = old if old is not None and old.state in LIVE else None
         now = new if new is not None and new.state in LIVE else None
+        if was is not None:
+            self.live_by_action[was.action.kind.value] -= 1
+        if now is not None:
+            self.live_by_action[now.action.kind.value] += 1
         if (was is not None and now is not None
                 and was.rules == now.rules and was.meters == now.meters):
             return

@@ -360,6 +360,42 @@ def test_a_list_of_what_is_in_force_reads_no_ended_record(world):
         assert [r.id for r in run.page(states=[State.LIFTED], size=1)[0]] == [made[0].id]
 
 
+class _Unwalkable(dict):
+    """by_id that fails the test if anything walks every record."""
+
+    def values(self):
+        raise AssertionError("walked every enforcement")
+
+    def items(self):
+        raise AssertionError("walked every enforcement")
+
+    def __iter__(self):
+        raise AssertionError("walked every enforcement")
+
+
+def test_a_metrics_scrape_counts_without_walking_the_enforcements(world):
+    switches, _, start = world
+    service = start()
+    first = service.apply(decision("r1"))
+    service.apply(decision("r2", ip="10.0.0.2"))
+    service.lift(first.id, "done")
+    service.apply(decision("r3"))  # a repeat: the next step of the ladder
+    switches.connected.discard(1)
+    pending = service.apply(decision("r4", ip="10.0.0.2", violation=Violation.PORT_SCAN))
+    assert pending.state is State.PENDING  # live too
+    for run in (service, start()):  # and as loaded afresh from the store
+        truth: dict[str, int] = {}
+        for record in run.ledger.by_id.values():
+            if record.state in (State.ACTIVE, State.PENDING):
+                kind = record.action.kind.value
+                truth[kind] = truth.get(kind, 0) + 1
+        assert sum(truth.values()) == 3 and len(truth) >= 2
+        run.ledger.by_id = _Unwalkable(run.ledger.by_id)
+        summary = run.live_summary()
+        assert summary.by_action == truth
+        assert summary.rules_by_switch
+
+
 def test_the_store_password_is_never_logged(postgres_server):
     """$ENFORCEMENT_DB may carry a password: the service's start logs the
     store's URL with it hidden (issue 24). The records are taken at the
