@@ -1,4 +1,6 @@
-"""gRPC face of the service: protobuf in, domain calls, protobuf out.
+"""gRPC face of the service: each handler checks its request (one call to
+enforcement.api.requests), makes one domain call and converts the answer
+(enforcement.api.convert).
 
 Every domain error becomes one status code with the error's message, so a
 client always learns what to fix. Reflection and the standard health service
@@ -16,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from enforcement.api import access as access_rules
+from enforcement.api import requests
 
 # event_to_proto is also imported from here (test_port_alarms).
 from enforcement.api.convert import (
@@ -28,9 +31,8 @@ from enforcement.api.convert import (
 from enforcement.api.convert import enum_from_proto as _enum_from_proto
 from enforcement.api.guard import Guard, current_actor
 from enforcement.api.workers import Workers
-from enforcement.domain import errors, policy, validation
-from enforcement.domain.model import ActionKind, State, Violation
-from enforcement.domain.validation import validate_apply, validate_id
+from enforcement.domain import errors
+from enforcement.domain.model import Violation
 from enforcement.lifecycle.service import EnforcementService
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
@@ -51,10 +53,6 @@ _STATUS = {
     errors.SwitchError: grpc.StatusCode.UNAVAILABLE,
     errors.NotLeader: grpc.StatusCode.UNAVAILABLE,
 }
-
-MAX_PAGE = 1000
-DEFAULT_PAGE = 100
-MAX_DURATION_SECONDS = 10 * 365 * 86400
 
 
 class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
@@ -90,8 +88,7 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
                            on_refusal=lambda code: outcome.update(outcome=code.name.lower()))
         finally:
             if self._metrics is not None:
-                violation = _enum_from_proto(Violation, "Violation", request.violation)
-                self._metrics.observe_apply(violation.value if violation else "unknown",
+                self._metrics.observe_apply(_violation_label(request.violation),
                                             outcome["action"], outcome["outcome"],
                                             time.monotonic() - started)
 
@@ -105,17 +102,16 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
         actor = current_actor(context)
 
         def run():
-            outcomes = _each(request, self._decision,
+            outcomes = _each(requests.batch(request, self._decision),
                              lambda decisions: self._service.apply_many(decisions, actor=actor))
             results = []
             for item, outcome in zip(request.requests, outcomes, strict=True):
                 result = self._batch_result(outcome, actor, "Apply", item.case_id, "")
                 if self._metrics is not None:
-                    violation = _enum_from_proto(Violation, "Violation", item.violation)
                     kind = ("none" if isinstance(outcome, Exception)
                             else outcome.action.kind.value)
                     self._metrics.observe_apply(
-                        violation.value if violation else "unknown", kind,
+                        _violation_label(item.violation), kind,
                         outcome.state.value if not isinstance(outcome, Exception)
                         else _code_name(result.code), time.monotonic() - started)
                 results.append(result)
@@ -129,8 +125,7 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
         actor = current_actor(context)
 
         def run():
-            outcomes = _each(request, lambda item: (validate_id("id", item.id),
-                                                    validation.parse_reason(item.reason)),
+            outcomes = _each(requests.batch(request, requests.lift),
                              lambda lifts: self._service.lift_many(lifts, actor=actor))
             return pb.BatchResponse(results=[
                 self._batch_result(outcome, actor, "Lift", "", item.id)
@@ -154,68 +149,29 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
             self._service.plan(self._decision(request))))
 
     def _decision(self, request):
-        duration = until = None
-        if request.HasField("duration") and request.HasField("expires_at"):
-            raise errors.InvalidArgument("give duration or expires_at, not both")
-        if request.HasField("duration"):
-            duration = request.duration.ToNanoseconds() / 1e9
-            if not 0 < duration <= MAX_DURATION_SECONDS:
-                raise errors.InvalidArgument(
-                    f"duration must be positive and at most {MAX_DURATION_SECONDS} s")
-        if request.HasField("expires_at"):
-            stamp = request.expires_at
-            if not 0 <= stamp.nanos < 10**9 or not 0 < stamp.seconds < 253402300800:
-                raise errors.InvalidArgument("expires_at is not a valid timestamp")
-            until = stamp.ToNanoseconds() / 1e9
-            if until - time.time() > MAX_DURATION_SECONDS:
-                raise errors.InvalidArgument(
-                    f"expires_at is more than {MAX_DURATION_SECONDS} s from now")
-        ip = request.subscriber.ip
-        if request.subscriber.account:
-            if ip:
-                raise errors.InvalidArgument(
-                    "give subscriber.ip or subscriber.account, not both")
-            ip = self._service.account_address(
-                validation.bounded(request.subscriber.account, "subscriber.account", 128))
-        return validate_apply(
-            request_id=request.request_id, case_id=request.case_id,
-            ip=ip, mac=request.subscriber.mac,
-            violation=_enum_from_proto(Violation, "Violation", request.violation),
-            reason=request.reason, scope=request.scope,
-            requested_action=(requested_action(request.action, self._service.policy)
-                              if request.HasField("action") else None),
-            duration=duration, until=until)
+        return requests.decision(request, self._service.policy,
+                                 self._service.account_address)
 
     def Lift(self, request, context):
         forwarded = self._forwarded("Lift", request, context)
         if forwarded is not None:
             return forwarded
         return _answer(context, lambda: enforcement_to_proto(self._service.lift(
-            validate_id("id", request.id), validation.parse_reason(request.reason),
-            actor=current_actor(context))),
+            *requests.lift(request), actor=current_actor(context))),
             audit=(self._service, "Lift", "", request.id))
 
     def Get(self, request, context):
         return _answer(context, lambda: enforcement_to_proto(
-            self._service.get(validate_id("id", request.id))))
+            self._service.get(requests.enforcement_id(request))))
 
     def List(self, request, context):
         def run():
-            states = [_enum_from_proto(State, "State", s) for s in request.states]
-            if None in states:
-                raise errors.InvalidArgument(
-                    "states holds STATE_UNSPECIFIED or an unknown value")
-            size = request.page_size or DEFAULT_PAGE
-            if size > MAX_PAGE:
-                raise errors.InvalidArgument(f"page_size is at most {MAX_PAGE}")
-            token = request.page_token or "0"
-            if len(token) > 12 or not token.isascii() or not token.isdigit():
-                raise errors.InvalidArgument("page_token is not one this server gave")
-            start = int(token)
-            page, more = self._service.page(**_filters(request), states=states,
-                                            start=start, size=size)
+            query = requests.page(request)
+            page, more = self._service.page(
+                subscriber_ip=query.subscriber_ip, case_id=query.case_id,
+                states=query.states, start=query.start, size=query.size)
             return pb.ListResponse(enforcements=[enforcement_to_proto(r) for r in page],
-                                   next_page_token=str(start + size) if more else "")
+                                   next_page_token=query.next_token(more))
         return _answer(context, run)
 
     def GetTopology(self, request, context):
@@ -224,125 +180,38 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
 
     def Watch(self, request, context):
         try:
-            filters = _filters(request)
+            query = requests.watch(request)
         except errors.InvalidArgument as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        events = self._service.watch(after=request.after_sequence, **filters,
-                                     still_wanted=context.is_active)
+        events = self._service.watch(after=query.after, subscriber_ip=query.subscriber_ip,
+                                     case_id=query.case_id, still_wanted=context.is_active)
         for event in events:
             yield event_to_proto(event)
 
     def ListAudit(self, request, context):
         def run():
-            limit = request.limit or DEFAULT_PAGE
-            if limit > MAX_PAGE:
-                raise errors.InvalidArgument(f"limit is at most {MAX_PAGE}")
-            entries = self._service.audit_log(
-                enforcement_id=validation.bounded(request.enforcement_id, "enforcement_id",
-                                                  validation.MAX_ID_LENGTH),
-                case_id=validation.bounded(request.case_id, "case_id",
-                                           validation.MAX_ID_LENGTH),
-                limit=limit)
+            query = requests.audit_query(request)
+            entries = self._service.audit_log(enforcement_id=query.enforcement_id,
+                                              case_id=query.case_id, limit=query.limit)
             return pb.ListAuditResponse(entries=[audit_to_proto(e) for e in entries])
         return _answer(context, run)
 
 
-def _filters(request) -> dict:
-    """The subscriber/case filters of List and Watch, checked like Apply's fields."""
-    return {"subscriber_ip": validation.parse_filter_ip(request.subscriber_ip,
-                                                        "subscriber_ip"),
-            "case_id": validation.bounded(request.case_id, "case_id",
-                                          validation.MAX_ID_LENGTH)}
-
-
-MAX_DESTINATIONS = 16
-MAX_REQUESTED_PORTS = 64
-
-_DIRECTIONS = {pb.DIRECTION_FROM_SUBSCRIBER: "from_subscriber",
-               pb.DIRECTION_TO_SUBSCRIBER: "to_subscriber", pb.DIRECTION_BOTH: "both"}
-_UNITS = {pb.RATE_UNIT_KBPS: "kbps", pb.RATE_UNIT_PKTPS: "pktps"}
-
-
-_ACTION_CACHE: dict[tuple[bytes, int], tuple[policy.Policy, policy.ActionSpec]] = {}
-
-
-def requested_action(message: pb.ActionRequest, rules: policy.Policy) -> policy.ActionSpec:
-    """The request's own action, checked against the policy's bounds. A case
-    system sends the same few actions over and over: each distinct one is
-    checked once (per policy), its spec reused (specs are immutable)."""
-    key = (message.SerializeToString(deterministic=True), id(rules))
-    cached = _ACTION_CACHE.get(key)
-    if cached is None:
-        spec = _requested_action(message, rules)
-        if len(_ACTION_CACHE) > 1024:
-            _ACTION_CACHE.clear()
-        _ACTION_CACHE[key] = (rules, spec)
-        return spec
-    return cached[1]
-
-
-def _requested_action(message: pb.ActionRequest, rules: policy.Policy) -> policy.ActionSpec:
-    kind = _enum_from_proto(ActionKind, "ActionKind", message.kind)
-    if kind is None:
-        raise errors.InvalidArgument("action.kind is required when action is given")
-    # Bounds first, so that no huge list is walked or echoed back.
-    if len(message.ports) > MAX_REQUESTED_PORTS:
-        raise errors.InvalidArgument(
-            f"action.ports lists {len(message.ports)} ports; at most {MAX_REQUESTED_PORTS}")
-    for name in ("to", "except_to"):
-        values = getattr(message, name)
-        if len(values) > MAX_DESTINATIONS:
-            raise errors.InvalidArgument(
-                f"action.{name} lists {len(values)} entries; at most {MAX_DESTINATIONS}")
-        for value in values:
-            if value not in policy.ASSET_LISTS:
-                validation.parse_prefix(value, f"action.{name} entry")
-    for name in ("protocol", "portal"):
-        validation.bounded(getattr(message, name), f"action.{name}", 32)
-    step: dict = {"action": kind.value}
-    for name, value in (("protocol", message.protocol), ("ports", list(message.ports)),
-                        ("direction", _DIRECTIONS.get(message.direction)),
-                        ("to", list(message.to)), ("except_to", list(message.except_to)),
-                        ("rate", message.rate), ("unit", _UNITS.get(message.unit)),
-                        ("burst", message.burst), ("portal", message.portal)):
-        if value:
-            step[name] = value
-    if message.direction and message.direction not in _DIRECTIONS:
-        raise errors.InvalidArgument("action.direction is not a known Direction")
-    if message.unit and message.unit not in _UNITS:
-        raise errors.InvalidArgument("action.unit is not a known RateUnit")
-    try:
-        return policy.action_spec(step, "action", rules.assets, rules.limits,
-                                  source="request")
-    except policy.PolicyError as exc:
-        raise errors.InvalidArgument(str(exc)) from None
-
-
-MAX_BATCH = 256
-
-
-def _check_batch(request) -> None:
-    if not request.requests:
-        raise errors.InvalidArgument("requests is empty")
-    if len(request.requests) > MAX_BATCH:
-        raise errors.InvalidArgument(
-            f"requests holds {len(request.requests)} decisions; at most {MAX_BATCH} per call")
-
-
-def _each(request, parse, run_many) -> list:
-    """A batch's outcomes in order: each item parsed (a refusal is its
-    outcome), the parsed ones run together; errors as values."""
-    _check_batch(request)
-    outcomes: list = [None] * len(request.requests)
-    parsed = []
-    for i, item in enumerate(request.requests):
-        try:
-            parsed.append((i, parse(item)))
-        except errors.EnforcementError as exc:
-            outcomes[i] = exc
-    for (i, _), outcome in zip(parsed, run_many([p for _, p in parsed]), strict=True):
+def _each(checked: list, run_many) -> list:
+    """A batch's outcomes in order: each refusal requests.batch found, and
+    the checked items run together; errors as values."""
+    outcomes = list(checked)
+    ready = [(i, item) for i, item in enumerate(checked)
+             if not isinstance(item, errors.EnforcementError)]
+    for (i, _), outcome in zip(ready, run_many([item for _, item in ready]), strict=True):
         outcomes[i] = outcome
     return outcomes
+
+
+def _violation_label(number: int) -> str:
+    """The metrics label of a request's violation, refused or not."""
+    violation = _enum_from_proto(Violation, "Violation", number)
+    return violation.value if violation else "unknown"
 
 
 def _status_of(exc: errors.EnforcementError) -> grpc.StatusCode:

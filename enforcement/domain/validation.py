@@ -1,7 +1,8 @@
-"""Checks an Apply request and turns it into a Decision, or says what to fix.
+"""The domain's rules for what a request names (addresses, prefixes, MACs,
+identifiers, reasons), and an Apply request's fields as a Decision.
 
-Pure: takes plain values (the API layer has already unpacked protobuf), raises
-InvalidArgument with a message naming the field.
+Pure: takes plain values (enforcement.api.requests unpacks the protobuf and
+calls these), raises InvalidArgument with a message naming the field.
 """
 from __future__ import annotations
 
