@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from enforcement.api.convert import enum_from_proto
 from enforcement.domain import errors, policy, validation
-from enforcement.domain.model import ActionKind, Decision, State, Violation
+from enforcement.domain.model import ActionKind, ActionSpec, Decision, State, Violation
 from enforcement.v1 import enforcement_pb2 as pb
 
 # The API's own limits. A page or a batch past these costs the server more
@@ -173,10 +173,10 @@ _DIRECTIONS = {pb.DIRECTION_FROM_SUBSCRIBER: "from_subscriber",
 _UNITS = {pb.RATE_UNIT_KBPS: "kbps", pb.RATE_UNIT_PKTPS: "pktps"}
 
 
-_ACTION_CACHE: dict[tuple[bytes, int], tuple[policy.Policy, policy.ActionSpec]] = {}
+_ACTION_CACHE: dict[tuple[bytes, int], tuple[policy.Policy, ActionSpec]] = {}
 
 
-def requested_action(message: pb.ActionRequest, rules: policy.Policy) -> policy.ActionSpec:
+def requested_action(message: pb.ActionRequest, rules: policy.Policy) -> ActionSpec:
     """The request's own action, checked against the policy's bounds. A case
     system sends the same few actions over and over: each distinct one is
     checked once (per policy), its spec reused (specs are immutable)."""
@@ -191,7 +191,7 @@ def requested_action(message: pb.ActionRequest, rules: policy.Policy) -> policy.
     return cached[1]
 
 
-def _requested_action(message: pb.ActionRequest, rules: policy.Policy) -> policy.ActionSpec:
+def _requested_action(message: pb.ActionRequest, rules: policy.Policy) -> ActionSpec:
     kind = enum_from_proto(ActionKind, "ActionKind", message.kind)
     if kind is None:
         raise errors.InvalidArgument("action.kind is required when action is given")

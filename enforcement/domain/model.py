@@ -8,12 +8,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 import ipaddress
-from typing import TYPE_CHECKING
 
 from enforcement.domain.flows import FlowRule, MeterSpec
 
-if TYPE_CHECKING:  # policy imports this module
-    from enforcement.domain.policy import ActionSpec
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Violation(enum.Enum):
@@ -38,6 +36,59 @@ class ActionKind(enum.Enum):
     QUARANTINE = "quarantine"
     CUTOFF = "cutoff"
     ANTI_SPOOFING = "anti_spoofing"
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionSpec:
+    """One step: what to do, with its parameters (unused ones stay empty).
+    enforcement.domain.policy checks one, from the policy file or a request."""
+    kind: ActionKind
+    protocol: str = "any"
+    ports: tuple[int, ...] = ()
+    direction: str = "from_subscriber"
+    to: tuple[Network, ...] = ()
+    except_to: tuple[Network, ...] = ()
+    rate: int = 0
+    unit: str = "kbps"
+    burst: int = 0
+    portal: str = "portal"
+
+    def describe(self, ip: str) -> str:
+        what = self._traffic()
+        if self.kind is ActionKind.BLOCK:
+            side = {"from_subscriber": f"from {ip}", "to_subscriber": f"to {ip}",
+                    "both": f"to and from {ip}"}[self.direction]
+            text = f"drop {what} {side}"
+            if self.to:
+                text += " toward " + _addresses(self.to)
+            if self.except_to:
+                text += " except toward " + _addresses(self.except_to)
+            return text
+        if self.kind is ActionKind.RATE_LIMIT:
+            unit = "kbit/s" if self.unit == "kbps" else "packets/s"
+            text = f"limit {what} from {ip} to {self.rate} {unit} (burst {self.burst})"
+            if self.to:
+                text += " toward " + _addresses(self.to)
+            return text
+        if self.kind is ActionKind.QUARANTINE:
+            return f"quarantine {ip}: only DNS and the {self.portal.replace('_', ' ')} answer"
+        if self.kind is ActionKind.CUTOFF:
+            return f"cut {ip} off: nothing in or out"
+        return (f"only packets carrying {ip}'s own addresses (IPv4, IPv6) and MAC leave "
+                "its port; no router advertisements or DHCPv6 server messages")
+
+    def _traffic(self) -> str:
+        if self.protocol == "any":
+            return "all traffic"
+        if self.ports:
+            return f"{self.protocol.upper()} to port{'s' if len(self.ports) > 1 else ''} " + \
+                "/".join(map(str, self.ports))
+        return f"all {self.protocol.upper()}"
+
+
+def _addresses(networks) -> str:
+    return ", ".join(str(n.network_address) if n.prefixlen == n.max_prefixlen else str(n)
+                     for n in networks)
 
 
 class State(enum.Enum):

@@ -56,8 +56,8 @@ from enforcement.domain.flows import (
     PopVlan,
     PushVlan,
 )
-from enforcement.domain.model import ActionKind, Location
-from enforcement.domain.policy import ActionSpec, Assets, Network
+from enforcement.domain.model import ActionKind, ActionSpec, Location, Network
+from enforcement.domain.policy import Assets
 from enforcement.domain.routing import Hop
 
 ETH_TYPE_IPV4 = 0x0800

@@ -177,7 +177,7 @@ def validate_apply(*, request_id: str, case_id: str, ip: str, mac: str,
                    requested_action=None, duration: float | None = None,
                    until: float | None = None) -> Decision:
     """violation is None when the request left it unspecified or unknown;
-    requested_action is an already checked policy.ActionSpec or None."""
+    requested_action is an ActionSpec the policy already checked, or None."""
     if violation is None:
         raise InvalidArgument(
             "violation is required: set one of the VIOLATION_* values other "

@@ -23,6 +23,7 @@ from enforcement.domain.flows import (
 from enforcement.domain.model import (
     Action,
     ActionKind,
+    ActionSpec,
     Decision,
     Enforcement,
     Escalation,
@@ -31,7 +32,6 @@ from enforcement.domain.model import (
     Subscriber,
     Violation,
 )
-from enforcement.domain.policy import ActionSpec
 
 _INSTRUCTIONS: dict[type, tuple[str, Callable[[Any], int], Callable[[int], Instruction]]] = {
     GotoTable: ("goto", lambda i: i.table_id, GotoTable),
