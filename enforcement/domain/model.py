@@ -184,35 +184,34 @@ class Proposal:
     # The subscriber's addresses it was planned for, both families (the one
     # the decision named among them).
     addresses: tuple[str, ...] = ()
-    # The version of the policy it was planned with (enforcement.domain.policy),
-    # and the action that policy gave it.
+    # The version of the policy it was planned with (enforcement.domain.policy):
+    # a reload changes what new decisions get, never the rules a live
+    # enforcement was confirmed with.
     policy_version: str = ""
+    # The action that policy gave it: re-planned after a restart under a
+    # changed ladder, an enforcement keeps the same action.
     spec: ActionSpec | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class Enforcement:
+# Its own fields are keyword-only: they follow the proposal's, some of
+# which have defaults.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Enforcement(Proposal):
+    """A proposal carried out: the decision it answers, under an id of its
+    own, and where it stands."""
     id: str
     decision: Decision
-    action: Action
-    location: Location
-    escalation: Escalation
-    cookie: int
-    rules: tuple[FlowRule, ...]
-    meters: tuple[MeterSpec, ...]
     state: State
     state_reason: str
     created_at: float
     updated_at: float
     expires_at: float | None = None
-    # The subscriber's addresses it was planned for, both families.
-    addresses: tuple[str, ...] = ()
-    # The version of the policy it was planned with: a reload changes what
-    # new decisions get, never the rules a live one was confirmed with.
-    policy_version: str = ""
-    # The action it was planned with: re-planned after a restart under a
-    # changed ladder, it keeps the same action.
-    spec: ActionSpec | None = None
+
+    @classmethod
+    def carrying_out(cls, proposal: Proposal, **own) -> Enforcement:
+        """An enforcement of proposal: own holds its own fields, and any of
+        the proposal's it changes (the rules, when an expiry adds a backstop)."""
+        return cls(**{**proposal.__dict__, **own})
 
     @property
     def serial(self) -> int:

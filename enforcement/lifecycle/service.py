@@ -275,16 +275,13 @@ class EnforcementService:
         proposal = self.decider.propose(decision)
         now = self._clock()
         expires_at = expiry(decision, now)
-        record = Enforcement(
+        record = Enforcement.carrying_out(
+            proposal,
             # 64 random bits (uuid4's first 16 hex digits had 60), a fifth of its cost.
             id=f"enf-{os.urandom(8).hex()}", decision=decision,
-            action=proposal.action, location=proposal.location,
-            escalation=proposal.escalation, cookie=proposal.cookie,
-            rules=with_backstop(proposal.rules, expires_at, now),
-            meters=proposal.meters, state=State.PENDING,
+            rules=with_backstop(proposal.rules, expires_at, now), state=State.PENDING,
             state_reason="waiting for the switch", created_at=now,
-            updated_at=now, expires_at=expires_at, addresses=proposal.addresses,
-            policy_version=proposal.policy_version, spec=proposal.spec)
+            updated_at=now, expires_at=expires_at)
         ledger.next_serial += 1
         offline = [d for d in switches(record) if not self._network.is_connected(d)]
         if offline:
