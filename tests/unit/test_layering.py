@@ -41,6 +41,9 @@ def test_the_tree_keeps_every_contract():
     # The domain reaching up into the lifecycle.
     ("enforcement/domain/model.py", "import enforcement.lifecycle.ledger",
      "the gRPC edge -> the lifecycle"),
+    # Plain data importing the policy parser for a type.
+    ("enforcement/domain/model.py", "import enforcement.domain.policy",
+     "The domain's plain data"),
     # The service depending on the OpenFlow side.
     ("enforcement/lifecycle/service.py", "import controller.openflow.fabric",
      "never depends on the OpenFlow controller"),
