@@ -10,6 +10,7 @@ has drained.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -25,7 +26,18 @@ from controller.process.sighup import OnHangup
 from controller.process.stopping import StopSignals
 
 if TYPE_CHECKING:
+    from os_ken.base.app_manager import AppManager
+
+    from controller.osken.app import EnforcementApp, Setup
+    from controller.process.ha import Failover
     from enforcement.api.access import Access
+    from enforcement.api.servicer import Serving
+    from enforcement.cluster.leaderproxy import Forwarder
+    from enforcement.cluster.leadership import Leadership
+    from enforcement.domain.policy import Policy
+    from enforcement.lifecycle.maintenance import Maintenance
+    from enforcement.lifecycle.service import EnforcementService
+    from enforcement.store.database import Store
 
 LOG = logging.getLogger("enforcement-controller")
 
@@ -59,7 +71,8 @@ def _keep_event_loops_alive() -> None:
         hub.TaskExit = TaskExit
 
 
-def _start_os_ken(args: argparse.Namespace):
+def _start_os_ken(args: argparse.Namespace, setup: Setup,
+                  lldp_key: bytes) -> tuple[AppManager, EnforcementApp]:
     # app_manager must be imported before the configuration is parsed, and
     # the modules that register the options used below.
     import os_ken.controller.controller  # registers the --ofp-* options
@@ -83,8 +96,10 @@ def _start_os_ken(args: argparse.Namespace):
     failure: list[BaseException] = []
 
     def boot():
+        # OS-Ken builds the apps itself and hands every one of them the same
+        # keywords (as it does its _CONTEXTS): each takes its own.
         try:
-            manager.instantiate_apps(**contexts)
+            manager.instantiate_apps(**contexts, setup=setup, lldp_key=lldp_key)
         except BaseException as exc:  # reported to the main thread below
             failure.append(exc)
         booted.set()
@@ -158,6 +173,28 @@ class _QuietUndecodable(logging.Filter):
 SWITCH_INTERVAL_SECONDS = float(os.environ.get("ENFORCEMENT_SWITCH_INTERVAL", "0.0005"))
 
 
+class _CannotStart(Exception):
+    """The start cannot go on; why was logged (the process exits with 2)."""
+
+
+def _refuse(message: str, *args) -> _CannotStart:
+    LOG.error(message, *args)
+    return _CannotStart()
+
+
+@dataclasses.dataclass
+class _Running:
+    """What the stop takes down, in its order (_stop)."""
+    stop: StopSignals
+    serving: Serving
+    maintenance: Maintenance
+    service: EnforcementService
+    leadership: Leadership
+    forwarder: Forwarder
+    store: Store
+    manager: AppManager
+
+
 def main(argv: list[str] | None = None) -> int:
     args = config.parse_args(argv)
     logs.setup(args.log_level, args.log_format)
@@ -168,30 +205,35 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("grpc._common").addFilter(_QuietUndecodable())
     if args.config:
         LOG.info("configuration file %s", args.config)
+    try:
+        running = _build(args)
+    except _CannotStart:
+        return 2
+    # The main thread's one wait: everything after it is the stop.
+    _stop(running, running.stop.wait())
+    return 0
 
+
+def _load_files(args: argparse.Namespace):
+    """The policy, access and inventory files, and the TLS context."""
     from enforcement.api import access as access_file
-    from enforcement.api.servicer import serve
     from enforcement.domain import inventory as inventory_file
     from enforcement.domain import policy as policy_file
-    from enforcement.lifecycle.maintenance import Maintenance
-    from enforcement.lifecycle.service import EnforcementService
-    from enforcement.store.database import Store
     try:
         policy = policy_file.load(args.policy)
         access = access_file.load(args.access)
         pinned = inventory_file.load(args.inventory)
     except (policy_file.PolicyError, access_file.AccessError,
             inventory_file.InventoryError) as exc:
-        LOG.error("%s", exc)
-        return 2
+        raise _refuse("%s", exc) from None
+    tls_context = None
     if args.tls:
         try:
             from enforcement.api.tlsgate import server_context
             tls_context = server_context(args.tls_cert, args.tls_key, args.tls_client_ca)
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            LOG.error("cannot use the TLS files (%s, %s, %s): %s", args.tls_cert,
-                      args.tls_key, args.tls_client_ca, exc)
-            return 2
+            raise _refuse("cannot use the TLS files (%s, %s, %s): %s", args.tls_cert,
+                          args.tls_key, args.tls_client_ca, exc) from None
         if not access.clients:
             LOG.warning("TLS is on but the access file gives no client a role: "
                         "every call will be refused (see --access)")
@@ -199,6 +241,54 @@ def main(argv: list[str] | None = None) -> int:
         LOG.warning("gRPC without TLS on %s: every local process may apply and lift; "
                     "configure --tls-cert/--tls-key/--tls-client-ca for anything else",
                     args.grpc_listen)
+    return policy, access, pinned, tls_context
+
+
+def _open_store(args: argparse.Namespace) -> Store:
+    from enforcement.store.database import Store
+    try:
+        _check_port_free(args.ofp_listen_host, args.ofp_port)
+    except OSError as exc:
+        raise _refuse("%s", exc) from None
+    try:
+        os.makedirs(args.state_dir, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise _refuse("cannot create the state directory %s: %s (see --state-dir)",
+                      args.state_dir, exc) from None
+    LOG.info("state directory %s", args.state_dir)
+    notify("STATUS=opening the store")
+    try:
+        return Store(args.db)
+    except Exception as exc:  # a bad URL, an unreadable file, a failed migration
+        raise _refuse("cannot open the store %s: %s", config.printable_url(args.db),
+                      exc) from None
+
+
+def _connect(args: argparse.Namespace, app: EnforcementApp, store: Store, policy: Policy
+             ) -> tuple[EnforcementService, Leadership, Failover]:
+    """The service and the leadership, built once OS-Ken runs the app (the
+    service's network), and connected to it and to each other."""
+    from controller.process import ha
+    from enforcement.cluster.leadership import Leadership
+    from enforcement.lifecycle.service import EnforcementService
+    solo = store.url.startswith("sqlite")
+    leadership = Leadership(store, ha.instance_name(args.instance_name), "",
+                            lease=args.lease_seconds, solo=solo)
+    service = EnforcementService(app, policy, store, switch_timeout=args.switch_timeout,
+                                 leadership=leadership)
+    # Switches that connected while the store was loading are claimed and
+    # reconciled when this instance is elected.
+    failover = ha.Failover(app, service, leadership)
+    app.connect(service, failover.epochs())
+    # Switches that connected before this claimed with no epoch.
+    app.follow()
+    return service, leadership, failover
+
+
+def _build(args: argparse.Namespace) -> _Running:
+    from enforcement.api.servicer import serve
+    from enforcement.lifecycle.maintenance import Maintenance
+    policy, access, pinned, tls_context = _load_files(args)
 
     stop = StopSignals()
     # SIGHUP reloads the files (controller/process/sighup.py). Caught from here
@@ -208,59 +298,24 @@ def main(argv: list[str] | None = None) -> int:
     OnHangup.install_handler(hangup)
     in_force = [access]  # the access rules now, for the view (a reload swaps them)
 
-    try:
-        _check_port_free(args.ofp_listen_host, args.ofp_port)
-    except OSError as exc:
-        LOG.error("%s", exc)
-        return 2
-    try:
-        os.makedirs(args.state_dir, mode=0o700, exist_ok=True)
-    except OSError as exc:
-        LOG.error("cannot create the state directory %s: %s (see --state-dir)",
-                  args.state_dir, exc)
-        return 2
-    LOG.info("state directory %s", args.state_dir)
-    notify("STATUS=opening the store")
-    try:
-        store = Store(args.db)
-    except Exception as exc:  # a bad URL, an unreadable file, a failed migration
-        LOG.error("cannot open the store %s: %s", config.printable_url(args.db), exc)
-        return 2
+    store = _open_store(args)
     from controller.topology.lldp import key as lldpkey
-    from controller.topology.lldp.discovery import Discovery
     try:
-        Discovery.key, key_source = lldpkey.load(args.lldp_key_file, store)
+        lldp_key, key_source = lldpkey.load(args.lldp_key_file, store)
     except (OSError, ValueError) as exc:
-        LOG.error("no LLDP key (see --lldp-key-file): %s", exc)
-        return 2
+        raise _refuse("no LLDP key (see --lldp-key-file): %s", exc) from None
     LOG.info("LLDP probes authenticated with the key from %s", key_source)
-    from controller.osken import app as app_module
-    app_module.INVENTORY_PATH[0] = args.inventory
-    app_module.SETTINGS[0] = app_module.Settings(args.budgets, args.packet_in_queue,
-                                                 args.startup_grace,
-                                                 dhcp_trusted=args.dhcp_trusted_ports)
+    from controller.osken.app import Settings, Setup
+    setup = Setup(pinned, Settings(args.budgets, args.packet_in_queue, args.startup_grace,
+                                   dhcp_trusted=args.dhcp_trusted_ports,
+                                   switch_timeout=args.switch_timeout))
     if pinned:
         LOG.info("inventory: %d subscriber(s) pinned", len(pinned))
     notify("STATUS=starting OpenFlow")
-    manager, app = _start_os_ken(args)
+    manager, app = _start_os_ken(args, setup, lldp_key)
+    service, leadership, failover = _connect(args, app, store, policy)
     from controller.process import ha
     from enforcement.cluster.leaderproxy import Forwarder
-    from enforcement.cluster.leadership import Leadership
-    solo = store.url.startswith("sqlite")
-    leadership = Leadership(store, ha.instance_name(args.instance_name), "",
-                            lease=args.lease_seconds, solo=solo)
-    service = EnforcementService(app, policy, store, switch_timeout=args.switch_timeout,
-                                 leadership=leadership)
-    app.switch_timeout = args.switch_timeout
-    app.on_switch_ready = service.resync
-    app.on_host_moved = service.host_moved
-    app.is_enforced = service.is_enforced
-    app.on_links_changed = service.links_changed
-    app.on_port_alarm = service.report_port_alarm
-    app.on_identity_event = service.report_identity_event
-    # Switches that connected while the store was loading are claimed and
-    # reconciled when this instance is elected.
-    ha.wire(app, service, leadership)
     from enforcement.lifecycle.metrics import Metrics
     metrics = Metrics(service, app)
     metrics_address = ""
@@ -269,34 +324,32 @@ def main(argv: list[str] | None = None) -> int:
         try:
             _, bound = metrics.serve(host.strip("[]"), int(port))
         except OSError as exc:
-            LOG.error("cannot serve metrics on %s: %s", args.metrics_listen, exc)
-            return 2
+            raise _refuse("cannot serve metrics on %s: %s", args.metrics_listen,
+                          exc) from None
         metrics_address = f" metrics={host}:{bound}"
     try:
         http_address = _start_view(args, service, app, lambda: in_force[0])
     except (OSError, ValueError) as exc:
-        LOG.error("cannot serve the topology view on %s: %s", args.http_listen, exc)
-        return 2
+        raise _refuse("cannot serve the topology view on %s: %s", args.http_listen,
+                      exc) from None
+    solo = leadership.solo
     try:
         forwarder = Forwarder(leadership, service.leading,
                               credentials=ha.peer_credentials(args))
         serving = serve(args.grpc_listen, service, access=access, metrics=metrics,
-                        tls_context=tls_context if args.tls else None,
-                        forwarder=None if solo else forwarder)
+                        tls_context=tls_context, forwarder=None if solo else forwarder)
     except (OSError, RuntimeError, ValueError) as exc:
-        LOG.error("cannot serve gRPC on %s: %s", args.grpc_listen, exc)
-        return 2
+        raise _refuse("cannot serve gRPC on %s: %s", args.grpc_listen, exc) from None
     maintenance = Maintenance(service, audit_interval=args.audit_interval)
     maintenance.start()
     _reload_on_hangup(hangup, args, service, app, serving, in_force, (policy, access, pinned))
     host, port = args.grpc_listen.rsplit(":", 1)[0], serving.port
     leadership.address = args.advertise or f"{host}:{port}"
     try:
-        leadership.start()
+        leadership.start(failover.transitions())
     except Exception as exc:  # the store went away since it opened
-        LOG.error("cannot take part in leadership on %s: %s", config.printable_url(args.db),
-                  exc)
-        return 2
+        raise _refuse("cannot take part in leadership on %s: %s",
+                      config.printable_url(args.db), exc) from None
     if solo and not ha.wait_until_leading(service, 30):
         LOG.error("did not take the lead on %s within 30 s", config.printable_url(args.db))
     LOG.info("instance %s, %s", leadership.holder,
@@ -314,23 +367,24 @@ def main(argv: list[str] | None = None) -> int:
            f"OpenFlow on {args.ofp_listen_host}:{args.ofp_port}")
     LOG.info("gRPC on %s:%d, OpenFlow 1.3 on %s:%d", host, port,
              args.ofp_listen_host, args.ofp_port)
+    return _Running(stop, serving, maintenance, service, leadership, forwarder, store,
+                    manager)
 
-    # The main thread's one wait: everything after it is the stop.
-    signum = stop.wait()
+
+def _stop(running: _Running, signum: int) -> None:
     notify("STOPPING=1\nSTATUS=shutting down")
     LOG.info("shutting down (%s)", signal.Signals(signum).name)
-    serving.stop(grace=2)
-    maintenance.stop()
+    running.serving.stop(grace=2)
+    running.maintenance.stop()
     # While this instance still leads: the refusals it held back are stored.
-    service.identity_reports.stop()
-    leadership.stop()
-    forwarder.close()
-    store.close()
-    closer = threading.Thread(target=manager.close, daemon=True)
+    running.service.identity_reports.stop()
+    running.leadership.stop()
+    running.forwarder.close()
+    running.store.close()
+    closer = threading.Thread(target=running.manager.close, daemon=True)
     closer.start()
     closer.join(3)
     LOG.info("stopped")
-    return 0
 
 
 if __name__ == "__main__":

@@ -43,14 +43,14 @@ class _Transaction:
 
 
 class Sessions:
-    def __init__(self) -> None:
+    def __init__(self, on_fenced: Callable[[int], None] = lambda dpid: None) -> None:
+        """on_fenced: called (on the event thread) with the dpid of a switch
+        that refused a change because this connection is a slave there."""
         self._lock = threading.Lock()
         self._datapaths: dict[int, object] = {}
         self._pending: dict[tuple[int, int], _Transaction] = {}
         self._xids = itertools.count(1)
-        # Called (on the event thread) with the dpid of a switch that refused
-        # a change because this connection is a slave there.
-        self.on_fenced: Callable[[int], None] = lambda dpid: None
+        self._on_fenced = on_fenced
 
     def connected(self, dp) -> None:
         with self._lock:
@@ -144,7 +144,7 @@ class Sessions:
         text = compiler.describe_error(msg.type, msg.code)
         dpid = msg.datapath.id
         if compiler.is_slave_refusal(msg.type, msg.code):
-            self.on_fenced(dpid)
+            self._on_fenced(dpid)
         with self._lock:
             txn = self._pending.get((dpid, msg.xid))
         if txn is None:

@@ -23,8 +23,8 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import ClassVar
+from collections.abc import Callable, Sequence
+from typing import ClassVar, Protocol
 
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
@@ -37,19 +37,22 @@ from controller.openflow.dataplane import Budgets
 from controller.openflow.fabric import STARTUP_GRACE, Fabric
 from controller.openflow.handoff import Coalesced
 from controller.openflow.packetin import DEFAULT_DEPTH, PacketInQueue
-from controller.openflow.roles import Roles
+from controller.openflow.roles import Epochs, Roles
 from controller.openflow.sessions import Sessions
 from controller.openflow.switchsync import SwitchSync
 from controller.osken.learning import Learning
 from controller.topology.dhcp.snooping import Snooping
 from controller.topology.lldp import schedule as discovery
-from controller.topology.lldp.discovery import Discovery
+from controller.topology.lldp.discovery import Discovery, Hooks
 from controller.topology.state import TopologyState
 from enforcement.domain.errors import SwitchError
+from enforcement.domain.inventory import Pinned
 from enforcement.domain.model import (
     HostView,
+    IdentityEvent,
     LinkView,
     Location,
+    PortAlarm,
     TopologyView,
 )
 
@@ -62,27 +65,104 @@ class Settings:
     packet_in_queue: int = DEFAULT_DEPTH
     startup_grace: float = STARTUP_GRACE
     dhcp_trusted: frozenset[tuple[int, int]] = frozenset()  # (dpid, port) of DHCP servers
+    switch_timeout: float = 5.0
 
 
-# Set by the process entry before OS-Ken instantiates the app (OS-Ken builds
-# apps itself, with no arguments of ours).
-INVENTORY_PATH: list[str | None] = [None]
-SETTINGS: list[Settings] = [Settings()]
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What the process entry (controller/main.py) hands OS-Ken for this
+    app, which OS-Ken builds itself: its keywords reach every app."""
+    inventory: Sequence[Pinned] = ()  # validated already (--inventory)
+    settings: Settings = Settings()
+
+
+class Service(Protocol):
+    """What the app tells the service (enforcement.lifecycle.service), all
+    called off the event thread: a (re)connected switch has its base
+    pipeline; a subscriber's host was seen on another access port; a link
+    went down or came up; an access port went over a budget; a claim on who
+    is where was refused (from whichever thread refused it). is_enforced:
+    whether anything is enforced on a subscriber (by MAC): a host learned
+    afresh is handed to host_moved only then, so learning thousands of hosts
+    after a restart starts no thread for the unenforced ones."""
+
+    def resync(self, dpid: int) -> None: ...
+    def host_moved(self, macs: tuple[str, ...]) -> None: ...
+    def is_enforced(self, mac: str) -> bool: ...
+    def links_changed(self) -> None: ...
+    def report_port_alarm(self, alarm: PortAlarm) -> None: ...
+    def report_identity_event(self, event: IdentityEvent) -> None: ...
+
+
+class _NoService:
+    """The service's stand-in until it is connected (it is built after
+    OS-Ken, which builds this app): nothing enforced, nothing reported.
+    Only switches that connect meanwhile meet it, and they are claimed
+    and reconciled when this instance is elected."""
+
+    def resync(self, dpid: int) -> None:
+        pass
+
+    def host_moved(self, macs: tuple[str, ...]) -> None:
+        pass
+
+    def is_enforced(self, mac: str) -> bool:
+        return False
+
+    def links_changed(self) -> None:
+        pass
+
+    def report_port_alarm(self, alarm: PortAlarm) -> None:
+        pass
+
+    def report_identity_event(self, event: IdentityEvent) -> None:
+        pass
+
+
+class _ServiceLink:
+    """The parts built with the app (learning, snooping) hold this from the
+    start; EnforcementApp.connect points it at the service."""
+
+    def __init__(self) -> None:
+        self._to: Service = _NoService()
+
+    def connect(self, service: Service) -> None:
+        self._to = service
+
+    def resync(self, dpid: int) -> None:
+        self._to.resync(dpid)
+
+    def host_moved(self, macs: tuple[str, ...]) -> None:
+        self._to.host_moved(macs)
+
+    def is_enforced(self, mac: str) -> bool:
+        return self._to.is_enforced(mac)
+
+    def links_changed(self) -> None:
+        self._to.links_changed()
+
+    def report_port_alarm(self, alarm: PortAlarm) -> None:
+        self._to.report_port_alarm(alarm)
+
+    def report_identity_event(self, event: IdentityEvent) -> None:
+        self._to.report_identity_event(event)
 
 
 class EnforcementApp(app_manager.OSKenApp):
     OFP_VERSIONS: ClassVar[list[int]] = [ofproto_v1_3.OFP_VERSION]
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, setup: Setup = Setup(), **kwargs):
+        """setup: from the process entry, by way of OS-Ken's
+        AppManager.instantiate_apps; the other keywords are OS-Ken's (and
+        the other apps')."""
         super().__init__(*args, **kwargs)
-        from enforcement.domain import inventory
-        # The process entry validated the file already (--inventory).
-        self.inventory = inventory.load(INVENTORY_PATH[0])
+        self.inventory = list(setup.inventory)
         self._lines = _lines_of(self.inventory)
-        settings = SETTINGS[0]
-        self.sessions = Sessions()
+        settings = setup.settings
+        self.switch_timeout = settings.switch_timeout
+        self.service = _ServiceLink()
+        self.sessions = Sessions(on_fenced=lambda dpid: self.roles.fenced(dpid))
         self.roles = Roles(self.sessions.transact, lambda: self.switch_timeout)
-        self.sessions.on_fenced = self.roles.fenced
         self.net = TopologyState(self.inventory, settings.budgets)
         self.fabric = Fabric(self.sessions.transact, self.net.snapshot, settings.budgets,
                              on_budget=lambda *alarm: self.learning.budget_alarm(*alarm),
@@ -90,42 +170,33 @@ class EnforcementApp(app_manager.OSKenApp):
                              dhcp_trusted=settings.dhcp_trusted)
         self.fabric.active = False
         self.switches = SwitchSync(self.sessions.transact, self.fabric)
-        self.learning = Learning(self, self.net, self.fabric, lambda: self.roles.leading,
-                                 self.is_connected)
-        self.packet_ins = PacketInQueue(self.learning.learn, settings.packet_in_queue)
-        self.switch_timeout = 5.0
-        # Wired by the process entry (controller/main.py), all called off the
-        # event thread: a (re)connected switch has its base pipeline; a
-        # subscriber's host was seen on another access port; a link went
-        # down or came up; an access port went over a budget. (The roles'
-        # own are controller/openflow/roles.py's, wired by controller/ha.py.)
-        self.on_switch_ready: Callable[[int], None] = lambda dpid: None
-        self.on_host_moved: Callable[[tuple[str, ...]], None] = lambda macs: None
-        self.on_links_changed: Callable[[], None] = lambda: None
-        self.on_port_alarm: Callable = lambda alarm: None
-        # A refused claim on who is where (enforcement.domain.model.IdentityEvent),
-        # from whichever thread refused it.
-        self.on_identity_event: Callable = lambda event: None
-        # One thread at most: a burst of link changes must not start a
-        # thread each (controller/openflow/handoff.py).
-        self._links_changed = Coalesced(lambda: self.on_links_changed(), "links-changed")
-        self._discovery: Discovery | None = None
-        # Whether anything is enforced on a subscriber (by MAC): a host
-        # learned afresh is handed to on_host_moved only then, so learning
-        # thousands of hosts after a restart starts no thread for the
-        # unenforced ones.
-        self.is_enforced: Callable[[str], bool] = lambda mac: False
         # DHCP snooping (controller/topology/dhcp/snooping.py): a binding made or renewed
         # (controller.topology.dhcp.bindings.Binding) or ended (its Release),
         # in order, on the packet-in worker or the lease-expiry thread.
-        # The host table takes them in (controller/osken/learning.py); a test may
-        # listen as well.
-        self.on_binding: Callable = self.learning.binding_changed
-        self.snooping = self.learning.snooping = Snooping(
-            settings.dhcp_trusted, on_change=lambda change: self.on_binding(change),
-            on_untrusted=lambda event: self.on_identity_event(event),
+        # The host table takes them in (controller/osken/learning.py).
+        self.snooping = Snooping(
+            settings.dhcp_trusted,
+            on_change=lambda change: self.learning.binding_changed(change),
+            on_untrusted=self.service.report_identity_event,
             leading=lambda: self.roles.leading,
             subscriber_at=lambda dpid, port: self.net.subscriber_at(dpid, port))
+        self.learning = Learning(self.service, self.net, self.fabric,
+                                 lambda: self.roles.leading, self.is_connected,
+                                 snooping=self.snooping)
+        self.packet_ins = PacketInQueue(self.learning.learn, settings.packet_in_queue)
+        # One thread at most: a burst of link changes must not start a
+        # thread each (controller/openflow/handoff.py).
+        self._links_changed = Coalesced(self.service.links_changed, "links-changed")
+        self._discovery: Discovery | None = None
+
+    def connect(self, service: Service, epochs: Epochs) -> None:
+        """The service and the leadership, which are built after OS-Ken has
+        built and started this app (the service needs it as its network):
+        the process entry's one call (controller/main.py). The roles' own
+        are controller/openflow/roles.py's, as controller/process/ha.py
+        answers them."""
+        self.service.connect(service)
+        self.roles.connect(epochs)
 
     # ---- the Network protocol used by the service -------------------------
 
@@ -154,8 +225,9 @@ class EnforcementApp(app_manager.OSKenApp):
         for pin in self.inventory:
             host = self.net.host(pin.ip)
             if before.get(pin.ip, (pin.dpid, pin.port)) != (pin.dpid, pin.port) \
-                    and host is not None and host.mac and self.is_enforced(host.mac):
-                self.on_host_moved((host.mac,))
+                    and host is not None and host.mac \
+                    and self.service.is_enforced(host.mac):
+                self.service.host_moved((host.mac,))
 
     def is_subscriber_line(self, dpid: int, port: int) -> bool:
         """Whether the inventory pins a subscriber to this switch port."""
@@ -191,8 +263,18 @@ class EnforcementApp(app_manager.OSKenApp):
         if self.roles.leading and self.roles.epoch >= epoch:
             self.fabric.forget_all()
             self.fabric.active = True
-            Discovery.sending = True
+            if self._discovery is not None:
+                self._discovery.start_probing()
         return time.monotonic() - started
+
+    def lead_on_at(self, epoch: int) -> None:
+        """The lead goes on at a raised epoch (controller/process/ha.py):
+        the claims from now on are made with it."""
+        self.roles.epoch = epoch
+
+    def claimed_epoch(self) -> int:
+        """The epoch the switches are claimed with (0: none yet)."""
+        return self.roles.epoch
 
     def newest_generation(self) -> int:
         """The newest generation id any connected switch has seen (above
@@ -216,7 +298,8 @@ class EnforcementApp(app_manager.OSKenApp):
         """Stops changing anything, and tells the switches so."""
         self.roles.leading = False
         self.fabric.active = False
-        Discovery.sending = False
+        if self._discovery is not None:
+            self._discovery.stop_probing()
         self._on_every_switch(self.roles.claim)
 
     def _on_every_switch(self, work: Callable[[int], object]) -> None:
@@ -236,8 +319,8 @@ class EnforcementApp(app_manager.OSKenApp):
             self.threads.append(hub.spawn(discovery.pace, switches))
         if isinstance(switches, Discovery):
             self._discovery = switches
-            switches.on_refused = self.learning.report_identity
-            switches.is_subscriber_line = self.is_subscriber_line
+            switches.connect(Hooks(is_subscriber_line=self.is_subscriber_line,
+                                   refused=self.learning.report_identity))
         self.packet_ins.start()
         threading.Thread(target=self.fabric.run, name="data-plane", daemon=True).start()
         threading.Thread(target=self.snooping.run, name="dhcp-leases", daemon=True).start()
@@ -290,7 +373,7 @@ class EnforcementApp(app_manager.OSKenApp):
         if self.roles.leading:
             if self._discovery is not None:
                 self._discovery.probe_switch(dpid)
-            self.on_switch_ready(dpid)
+            self.service.resync(dpid)
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     def _barrier_reply(self, ev):

@@ -9,8 +9,8 @@ subscribers whose enforcements follow them, refused claims, ports over a
 budget. Reports go out from the leading instance only: the followers hear
 the same copies.
 
-hooks: the app, whose on_* callables the process entry wires
-(controller/main.py); read at each call, so rewiring takes effect at once.
+service: what the reports go to (controller.osken.app.Service): the
+service, once the process entry has connected it (controller/main.py).
 """
 from __future__ import annotations
 
@@ -32,20 +32,20 @@ _BUDGET_WORDS = {
 
 
 class Learning:
-    def __init__(self, hooks, net, fabric, leading, is_connected):
-        self._hooks = hooks
+    def __init__(self, service, net, fabric, leading, is_connected, *, snooping=None):
+        self._service = service
         self._net = net
         self._fabric = fabric
         self._leading = leading          # () -> bool
         self._is_connected = is_connected
-        self.snooping = None             # set once built (it reports through us)
+        self._snooping = snooping        # (it reports through binding_changed)
         self.alarms_raised = 0
 
     def learn(self, dpid: int, in_port: int, data: bytes) -> None:
         """The packet-in worker: learns hosts, and DHCP bindings, from a copy."""
         if not self._is_connected(dpid):
             return
-        learned = self._net.learn(dpid, in_port, data, self._hooks.is_enforced)
+        learned = self._net.learn(dpid, in_port, data, self._service.is_enforced)
         if learned.macs:
             self._fabric.mark_hosts(learned.macs)
         if learned.release and self._leading():
@@ -54,12 +54,12 @@ class Learning:
             self.budget_alarm(*alarm)
         self.refused(learned.refused)
         self.follow(learned.follow)
-        if self.snooping is not None:
-            self.snooping.handle(dpid, in_port, data)
+        if self._snooping is not None:
+            self._snooping.handle(dpid, in_port, data)
 
     def follow(self, macs) -> None:
         if macs:
-            threading.Thread(target=self._hooks.on_host_moved, args=(macs,),
+            threading.Thread(target=self._service.host_moved, args=(macs,),
                              daemon=True).start()
 
     def refused(self, events) -> None:
@@ -71,13 +71,13 @@ class Learning:
                 if ip:
                     event = dataclasses.replace(event, subscriber_ip=ip)
             try:
-                self._hooks.on_identity_event(event)
+                self._service.report_identity_event(event)
             except Exception:
                 LOG.exception("identity event not delivered")
 
     def report_identity(self, event: IdentityEvent) -> None:
         """A refused LLDP frame (controller/topology/lldp/discovery.py), on the discovery event
-        thread: on_identity_event returns at once (the service's writer
+        thread: report_identity_event returns at once (the service's writer
         stores it)."""
         self.refused([event])
 
@@ -103,7 +103,7 @@ class Learning:
                     ip or "no known subscriber", detail, rate, limit)
         self.alarms_raised += 1
         try:
-            self._hooks.on_port_alarm(PortAlarm(dpid=dpid, port=port, budget=budget,
+            self._service.report_port_alarm(PortAlarm(dpid=dpid, port=port, budget=budget,
                                                 rate_pps=rate, limit=limit,
                                                 subscriber_ip=ip, detail=detail))
         except Exception:

@@ -14,6 +14,14 @@ import logging
 import os
 import socket
 import time
+from typing import TYPE_CHECKING, Protocol
+
+from controller.openflow.roles import Epochs
+from enforcement.cluster.leadership import Transitions
+
+if TYPE_CHECKING:
+    from enforcement.cluster.leadership import Leadership
+    from enforcement.lifecycle.service import EnforcementService
 
 LOG = logging.getLogger(__name__)
 
@@ -22,51 +30,75 @@ def instance_name(given: str | None) -> str:
     return given or f"{socket.gethostname()}:{os.getpid()}"
 
 
-def wire(app, service, leadership) -> None:
-    def raise_to(seen: int) -> int:
+class Switches(Protocol):
+    """The switches as the OS-Ken app holds them (controller/osken/app.py)."""
+
+    def newest_generation(self) -> int: ...
+    def lead(self, epoch: int) -> float: ...
+    def lead_on_at(self, epoch: int) -> None: ...
+    def claimed_epoch(self) -> int: ...
+    def prepare_all(self) -> None: ...
+    def follow(self) -> None: ...
+    def connected_switches(self) -> list[int]: ...
+
+
+class Failover:
+    """Built by the process entry (controller/main.py) once the app, the
+    service and the leadership exist; it answers the leadership's
+    transitions (Leadership.start) and the roles' questions about epochs
+    (epochs())."""
+
+    def __init__(self, switches: Switches, service: EnforcementService,
+                 leadership: Leadership) -> None:
+        self._switches = switches
+        self._service = service
+        self._leadership = leadership
+
+    def transitions(self) -> Transitions:
+        return Transitions(elected=self.elected, deposed=self.deposed)
+
+    def epochs(self) -> Epochs:
+        # known: the store's, read at each claim: a restarted follower knows
+        # no epoch yet, and the switches refuse a SLAVE claim with a stale one.
+        return Epochs(known=self._leadership.newest_epoch, raise_above=self.raise_to,
+                      deposed=self._leadership.step_down)
+
+    def raise_to(self, seen: int) -> int:
         """A switch has seen generation seen, newer than the epoch: the
         store is younger than the switches (fresh, or restored from a
         backup). Leads on above it, writes held meanwhile."""
-        with service.ledger.lock:
+        leadership = self._leadership
+        with self._service.changes_held():
             old = leadership.epoch
             raised = leadership.raise_epoch(seen + 1)
             if raised:
-                service.epoch_raised(old, raised)
-                app.roles.epoch = raised
+                self._service.epoch_raised(old, raised)
+                self._switches.lead_on_at(raised)
         if raised and raised != old:
             LOG.warning("a switch has seen generation %d, newer than the store's epoch %d "
                         "(a younger store): leading at epoch %d", seen, old, raised)
         return raised
 
-    def elected(epoch: int) -> None:
+    def elected(self, epoch: int) -> None:
+        app, leadership = self._switches, self._leadership
         started = time.monotonic()
         seen = app.newest_generation()
-        if seen >= epoch and not raise_to(seen):
+        if seen >= epoch and not self.raise_to(seen):
             return  # lost meanwhile: the deposition follows
         claimed = app.lead(leadership.epoch)
         epoch = leadership.epoch  # raised again if a switch came meanwhile
-        if not epoch or app.roles.epoch != epoch:
+        if not epoch or app.claimed_epoch() != epoch:
             return  # lost again while claiming: the deposition follows
-        service.take_over(epoch)
+        self._service.take_over(epoch)
         app.prepare_all()
         LOG.warning("took over at epoch %d: %d switch(es) claimed in %.3f s, "
                     "reconciled in %.3f s", epoch, len(app.connected_switches()), claimed,
                     time.monotonic() - started)
 
-    def deposed(epoch: int, why: str) -> None:
-        leadership.newest_epoch()
-        app.follow()
+    def deposed(self, epoch: int, why: str) -> None:
+        self._leadership.newest_epoch()
+        self._switches.follow()
         LOG.warning("following since epoch %d ended (%s)", epoch, why)
-
-    leadership.on_elected = elected
-    leadership.on_deposed = deposed
-    app.roles.on_deposed = leadership.step_down
-    app.roles.raise_epoch = raise_to
-    # The store's, read at each claim: a restarted follower knows no epoch
-    # yet, and the switches refuse a SLAVE claim with a stale one.
-    app.roles.known_epoch = leadership.newest_epoch
-    # Switches that connected before this wiring claimed with no epoch.
-    app.follow()
 
 
 def peer_credentials(args):

@@ -26,6 +26,7 @@ a new epoch at start and never loses it.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -37,6 +38,14 @@ from enforcement.domain.errors import NotLeader
 LOG = logging.getLogger(__name__)
 
 DEFAULT_LEASE = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Transitions:
+    """Who hears of this instance's elections and depositions (given to
+    Leadership.start): on a thread of their own, in order."""
+    elected: Callable[[int], None] = lambda epoch: None
+    deposed: Callable[[int, str], None] = lambda epoch, why: None
 
 
 class Leadership:
@@ -56,8 +65,7 @@ class Leadership:
         self._epoch = 0               # the epoch this instance leads at, 0: it follows
         self._valid_until = 0.0       # monotonic time the lead is proven until
         self.known_epoch = 0          # the newest epoch seen in the store
-        self.on_elected: Callable[[int], None] = lambda epoch: None
-        self.on_deposed: Callable[[int, str], None] = lambda epoch, why: None
+        self._listener = Transitions()
         self._transitions: queue.Queue = queue.Queue()
         self._raising = threading.Lock()
         self._stop = threading.Event()
@@ -95,10 +103,14 @@ class Leadership:
 
     # ---- running -----------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, listener: Transitions = Transitions()) -> None:
         """Solo: leads at once. Otherwise runs the lease on a thread of its
-        own, and elections and depositions (the callbacks) on another, in
-        order, so that a long takeover never delays a renewal."""
+        own, and elections and depositions (told to listener) on another, in
+        order, so that a long takeover never delays a renewal. The listener
+        comes here, not to the constructor: what it does with an election
+        (controller/process/ha.py) needs the service, which is built with
+        this leadership."""
+        self._listener = listener
         if self.solo:
             epoch = self._store.acquire(self.holder, self.address, 1e12, force=True)
             self._won(epoch, self._clock())
@@ -203,8 +215,8 @@ class Leadership:
             try:
                 if what == "elected":
                     if self._epoch == epoch:  # not lost again meanwhile
-                        self.on_elected(epoch)
+                        self._listener.elected(epoch)
                 else:
-                    self.on_deposed(epoch, why)
+                    self._listener.deposed(epoch, why)
             except Exception:
                 LOG.exception("leadership %s at epoch %d: handler failed", what, epoch)

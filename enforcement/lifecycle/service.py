@@ -31,6 +31,7 @@ memory brought up to the store's revision.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 import logging
 import os
@@ -136,9 +137,17 @@ class EnforcementService:
         LOG.info("took over %d enforcement(s) from the store at epoch %d",
                  len(self.ledger.by_id), epoch)
 
+    @contextlib.contextmanager
+    def changes_held(self) -> Iterator[None]:
+        """No apply, lift, expiry or repair runs inside (the lifecycle
+        lock): the epoch is raised in here (controller/process/ha.py), so
+        that no write goes out between the old epoch and the new."""
+        with self.ledger.lock:
+            yield
+
     def epoch_raised(self, old: int, new: int) -> None:
         """The lead goes on at a higher epoch (controller/process/ha.py): still
-        ready, if it was. Caller holds the ledger's lock."""
+        ready, if it was. Caller is inside changes_held()."""
         if self._ready_epoch == old:
             self._ready_epoch = new
 

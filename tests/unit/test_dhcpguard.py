@@ -220,7 +220,7 @@ def test_the_packet_in_worker_hands_every_copy_to_snooping_after_learning():
                         on_untrusted=lambda e: None, table=BindingTable(lambda: 0.0))
     net = types.SimpleNamespace(learn=lambda *args: order.append("learned") or learned)
     learning = Learning(types.SimpleNamespace(is_enforced=lambda mac: False), net,
-                        fabric=None, leading=lambda: True, is_connected=lambda dpid: True)
-    learning.snooping = snooping
+                        fabric=None, leading=lambda: True, is_connected=lambda dpid: True,
+                        snooping=snooping)
     learning.learn(9, 6, v4_frame())
     assert order == ["learned", ("bound", Binding(CLIENT, "10.0.0.101", 120.0))]

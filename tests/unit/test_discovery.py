@@ -92,9 +92,8 @@ def test_ports_coming_and_going_never_stop_the_lldp_sender(monkeypatch):
     """A switch's ports are added and removed by the app's event handlers
     while the sender walks them: the sender's thread must survive (it used
     to die on a KeyError, and discovery went blind for good)."""
-    from controller.topology.lldp.discovery import Discovery
-    monkeypatch.setattr(Discovery, "sending", True)  # walk the send path too
     app = discovery_app()
+    app.start_probing()  # walk the send path too
     failures = []
 
     def sender():
@@ -172,13 +171,14 @@ class PacketIn:
 def two_switches(monkeypatch):
     """s1 port 1 -- s2 port 1, each with an access port 2; what discovery
     announces is collected."""
+    from controller.topology.lldp.discovery import Hooks
     app = discovery_app()
     s1, s2 = FakeDatapath(1, (1, 2)), FakeDatapath(2, (1, 2))
     for dp in (s1, s2):
         app._register(dp)
     announced, refused = [], []
     monkeypatch.setattr(app, "send_event_to_observers", announced.append)
-    app.on_refused = refused.append
+    app.connect(Hooks(refused=refused.append))
     return app, s1, s2, announced, refused
 
 
@@ -209,9 +209,8 @@ def test_forged_probes_change_nothing_and_are_counted_and_reported(monkeypatch):
 
 
 def test_each_probe_sent_is_fresh_and_verifies(monkeypatch):
-    from controller.topology.lldp.discovery import Discovery
-    monkeypatch.setattr(Discovery, "sending", True)
     app, s1, _, _, _ = two_switches(monkeypatch)
+    app.start_probing()
     app._port_added(app._get_port(1, 1))
     app.send_lldp_packet(app._get_port(1, 1))
     app.send_lldp_packet(app._get_port(1, 1))
@@ -222,9 +221,8 @@ def test_each_probe_sent_is_fresh_and_verifies(monkeypatch):
 
 
 def test_a_switch_whose_data_plane_was_just_pushed_is_probed_at_once(monkeypatch):
-    from controller.topology.lldp.discovery import Discovery
-    monkeypatch.setattr(Discovery, "sending", True)
     app, s1, s2, _, _ = two_switches(monkeypatch)
+    app.start_probing()
     for dpid, no in ((1, 1), (1, 2), (2, 1)):
         app._port_added(app._get_port(dpid, no))
     now = time.time()
@@ -240,8 +238,10 @@ def test_probes_carried_by_a_subscriber_on_its_inventory_lines_make_no_link(monk
     may carry it, authentic and fresh, to another port: where the inventory
     declares the lines, no link ends on one."""
     from controller.topology.lldp import auth as lldpauth
+    from controller.topology.lldp.discovery import Hooks
     app, s1, s2, announced, refused = two_switches(monkeypatch)
-    app.is_subscriber_line = lambda dpid, port: (dpid, port) in {(1, 2), (2, 2)}
+    app.connect(Hooks(is_subscriber_line=lambda dpid, port: (dpid, port) in {(1, 2), (2, 2)},
+                      refused=refused.append))
     probe_of_line_1 = app.auth.frame(1, 2, "00:00:00:00:01:02")  # sent out of s1:2
     probe_of_line_2 = app.auth.frame(2, 2, "00:00:00:00:02:02")
     app.lldp_packet_in_handler(PacketIn(s2, 2, probe_of_line_1))  # carried to s2:2

@@ -18,7 +18,7 @@ from enforcement.api.servicer import serve
 from enforcement.api.tlsgate import server_context
 from enforcement.clients import certs
 from enforcement.cluster.leaderproxy import Forwarder
-from enforcement.cluster.leadership import Leadership
+from enforcement.cluster.leadership import Leadership, Transitions
 from enforcement.domain import policy
 from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import Store
@@ -56,7 +56,6 @@ def _instance(pki, url: str, name: str, peer: str):
     leadership = Leadership(store, name, "", lease=LEASE)
     service = EnforcementService(RecordingNetwork(), policy.load(), store,
                                  leadership=leadership)
-    leadership.on_elected = service.take_over
     credentials = grpc.ssl_channel_credentials(
         (ours / "ca.pem").read_bytes(), (ours / f"{peer}.key").read_bytes(),
         (ours / f"{peer}.pem").read_bytes())
@@ -70,11 +69,16 @@ def _instance(pki, url: str, name: str, peer: str):
     return service, leadership, serving
 
 
+def _start(instance) -> None:
+    service, leadership, _ = instance
+    leadership.start(Transitions(elected=service.take_over))
+
+
 @pytest.fixture
 def pair(pki, postgres_server):
     url = postgres_server.create_database(f"forwarding_{os.getpid()}_{next(_names)}")
     leader = _instance(pki, url, "a", "instance-b")
-    leader[1].start()
+    _start(leader)
     deadline = time.monotonic() + 5
     while not leader[0].leading():
         assert time.monotonic() < deadline, "the first instance never led"
@@ -91,8 +95,9 @@ def _stub(pki, serving, who):
 
 
 def test_a_follower_forwards_an_apply_and_the_audit_names_both(pki, pair):
-    (leader, _leading, lead_serving), (_follower, following, follow_serving) = pair
-    following.start()
+    (leader, _leading, lead_serving), follower = pair
+    _, _, follow_serving = follower
+    _start(follower)
     record = _stub(pki, follow_serving, "case-system").Apply(spam("fw-1"), timeout=10)
     assert record.state == pb.STATE_ACTIVE
     assert leader.get(record.id).decision.request_id == "fw-1"
@@ -110,8 +115,9 @@ def test_a_follower_forwards_an_apply_and_the_audit_names_both(pki, pair):
 def test_the_caller_is_checked_where_it_called(pki, pair):
     """An engineer may read, not apply: refused by the follower itself,
     never forwarded, and nothing reaches the leader."""
-    (leader, _leading, _lead_serving), (_follower, following, follow_serving) = pair
-    following.start()
+    (leader, _leading, _lead_serving), follower = pair
+    _, _, follow_serving = follower
+    _start(follower)
     with pytest.raises(grpc.RpcError) as refused:
         _stub(pki, follow_serving, "engineer").Apply(spam("fw-2"), timeout=10)
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -120,15 +126,17 @@ def test_the_caller_is_checked_where_it_called(pki, pair):
 
 def test_a_follower_without_a_role_at_the_leader_cannot_forward(pki, postgres_server):
     url = postgres_server.create_database(f"forwarding_{os.getpid()}_{next(_names)}")
-    leader, leading, lead_serving = _instance(pki, url, "a", "instance-b")
-    leading.start()
-    _follower, following, follow_serving = _instance(pki, url, "c", "instance-c")
+    first = _instance(pki, url, "a", "instance-b")
+    leader, leading, lead_serving = first
+    _start(first)
+    follower = _instance(pki, url, "c", "instance-c")
+    _, following, follow_serving = follower
     try:
         deadline = time.monotonic() + 5
         while not leader.leading():
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        following.start()
+        _start(follower)
         with pytest.raises(grpc.RpcError) as refused:
             _stub(pki, follow_serving, "case-system").Apply(spam("fw-3"), timeout=10)
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED

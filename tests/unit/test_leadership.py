@@ -12,7 +12,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from enforcement.cluster.leadership import Leadership
+from enforcement.cluster.leadership import Leadership, Transitions
 from enforcement.domain.errors import NotLeader
 from enforcement.domain.model import State
 from enforcement.lifecycle.service import EnforcementService
@@ -128,11 +128,9 @@ def test_a_follower_serves_what_the_leader_wrote_and_takes_over_idempotently(pg_
                           Leadership(follow_store, "b", "B:1", lease=LEASE))
     leader = EnforcementService(switches, POLICY, lead_store, leadership=leading)
     follower = EnforcementService(switches, POLICY, follow_store, leadership=following)
-    leading.on_elected = leader.take_over
-    following.on_elected = follower.take_over
-    leading.start()
+    leading.start(Transitions(elected=leader.take_over))
     _until(leader.leading, "the first instance leads")
-    following.start()
+    following.start(Transitions(elected=follower.take_over))
     applied = leader.apply(decision("r1"), actor="case-system")
     assert follower.get(applied.id) == applied          # caught up by revision
     assert [r.id for r in follower.list()] == [applied.id]

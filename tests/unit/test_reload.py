@@ -205,8 +205,9 @@ def test_a_reloaded_inventory_re_pins_and_moves_the_enforcements_it_moved():
     app = types.SimpleNamespace(
         inventory=old, net=TopologyState(old, Budgets()),
         fabric=types.SimpleNamespace(mark_all=lambda: marked.append(True)),
-        is_enforced=lambda mac: mac in ("00:00:00:00:00:01", "00:00:00:00:00:02"),
-        on_host_moved=moved.append)
+        service=types.SimpleNamespace(
+            is_enforced=lambda mac: mac in ("00:00:00:00:00:01", "00:00:00:00:00:02"),
+            host_moved=moved.append))
     assert app.net.locate("10.0.0.2").dpid == 1
     EnforcementApp.repin(app, tuple(new))
     assert app.net.locate("10.0.0.2") == Location(2, 7, "00:00:00:00:00:02")

@@ -53,6 +53,7 @@ from os_ken.topology.switches import Link, Switches
 from controller.topology.lldp.auth import SUBSCRIBER_LINE, UNREADABLE, Authenticator
 from controller.topology.lldp.linkpairs import TwoWayLinks
 from controller.topology.lldp.refused import RefusedFrames
+from enforcement.domain.model import IdentityEvent
 
 LOG = logging.getLogger(__name__)
 
@@ -69,18 +70,23 @@ def is_lldp(frame: bytes) -> bool:
     return frame[12:14] == ETH_TYPE_LLDP
 
 
-class Discovery(Switches):
-    # Only the leading instance probes links: a slave's packet-outs are
-    # refused. Followers hear the leader's probes (their connections ask for
-    # packet-ins as slaves: controller/openflow/compiler.py async_config) and so know
-    # the links when they take over. Set by controller/app.py.
-    sending = False
-    # The deployment's LLDP key (controller/topology/lldp/key.py), set by the process
-    # entry before OS-Ken builds this app; without one (a test), a key of
-    # this process's own, which no other instance can verify.
-    key: bytes | None = None
+@dataclasses.dataclass(frozen=True)
+class Hooks:
+    """What discovery asks of the app that uses it (controller/osken/app.py)."""
+    # Whether the inventory declares a switch port a subscriber's line: no
+    # link ends there.
+    is_subscriber_line: Callable[[int, int], bool] = lambda dpid, port: False
+    # A refused frame's event (enforcement.domain.model.IdentityEvent),
+    # called on the event thread: it must not block (the app hands it off).
+    refused: Callable[[IdentityEvent], None] = lambda event: None
 
-    def __init__(self, *args, **kwargs):
+
+class Discovery(Switches):
+    def __init__(self, *args, lldp_key: bytes | None = None, **kwargs):
+        """lldp_key: the deployment's LLDP key (controller/topology/lldp/key.py),
+        which the process entry hands OS-Ken for this app; without one (a
+        test), a key of this process's own, which no other instance can
+        verify. The other keywords are OS-Ken's (and the other apps')."""
         # Before the parent starts the two loops that take it, and held
         # until they may run on what this adds.
         self.guard = threading.RLock()
@@ -90,15 +96,27 @@ class Discovery(Switches):
             # The data plane copies LLDP to the controller (table 2), after
             # enforcement: OS-Ken's rule above every enforcement stays out.
             self.install_flow = False
-            self.auth = Authenticator(Discovery.key or os.urandom(32))
+            self.auth = Authenticator(lldp_key or os.urandom(32))
             self.refusals = RefusedFrames()
-            # A refused frame's event (enforcement.domain.model.IdentityEvent),
-            # called on the event thread: it must not block (controller/osken/app.py
-            # hands it off).
-            self.on_refused: Callable = lambda event: None
-            # Whether the inventory declares a switch port a subscriber's
-            # line (set by controller/osken/app.py): no link ends there.
-            self.is_subscriber_line: Callable[[int, int], bool] = lambda dpid, port: False
+            self._hooks = Hooks()
+            # Only the leading instance probes links: a slave's packet-outs
+            # are refused. Followers hear the leader's probes (their
+            # connections ask for packet-ins as slaves:
+            # controller/openflow/compiler.py async_config) and so know the
+            # links when they take over.
+            self._sending = False
+
+    def connect(self, hooks: Hooks) -> None:
+        """The app that uses this one, from its start (OS-Ken builds both,
+        and starts them before the OpenFlow listener)."""
+        self._hooks = hooks
+
+    def start_probing(self) -> None:
+        """This instance leads: its probes go out."""
+        self._sending = True
+
+    def stop_probing(self) -> None:
+        self._sending = False
 
     def get_handlers(self, ev, state=None):
         return [self._guarded(handler) for handler in super().get_handlers(ev, state)]
@@ -172,7 +190,7 @@ class Discovery(Switches):
     def send_lldp_packet(self, port):
         """A fresh probe each time (its time is what the receiver checks),
         where OS-Ken sends one frame built when the port came up."""
-        if not Discovery.sending:
+        if not self._sending:
             return
         try:
             data = self.ports.lldp_sent(port)
@@ -194,8 +212,9 @@ class Discovery(Switches):
             return
         dpid, in_port = msg.datapath.id, msg.match.get("in_port")
         verdict = self.auth.check(msg.data)
-        if verdict.refusal is None and (self.is_subscriber_line(dpid, in_port)
-                                        or self.is_subscriber_line(verdict.dpid, verdict.port)):
+        line = self._hooks.is_subscriber_line
+        if verdict.refusal is None and (line(dpid, in_port)
+                                        or line(verdict.dpid, verdict.port)):
             # The controller's own probe, but a subscriber's line is no end
             # of a cable between switches: a subscriber carried it here.
             verdict = dataclasses.replace(verdict, refusal=SUBSCRIBER_LINE)
@@ -235,6 +254,6 @@ class Discovery(Switches):
                         mac, refusal.count)
         if refusal.event is not None:
             try:
-                self.on_refused(refusal.event)
+                self._hooks.refused(refusal.event)
             except Exception:
                 LOG.exception("LLDP refusal not reported")
