@@ -124,15 +124,19 @@ def _start_view(args, service, app, access: Callable[[], Access]) -> str:
                              "characters")
     context = may_read = None
     host, _, port = args.http_listen.rpartition(":")
-    if args.tls and not config.is_loopback(host):
+    # With TLS configured the view asks for a client certificate on loopback
+    # too: a deployment that guards its API does not leave every
+    # subscriber's case readable to whoever has a shell (or a tunnel) here.
+    if args.tls:
         from enforcement.api.tlsgate import server_context
         context = server_context(args.tls_cert, args.tls_key, args.tls_client_ca,
                                  alpn=("http/1.1",))
         # Whoever may read the topology over gRPC may read the view.
         # (as the access file in force says: a reload changes it).
         may_read = lambda name: access().refusal(name, "GetTopology") is None  # noqa: E731
+    names = [name.strip() for name in (args.http_names or "").split(",") if name.strip()]
     view = TopologyWeb(ViewModel(service, app), host.strip("[]"), int(port),
-                       token=token, ssl_context=context, may_read=may_read)
+                       token=token, ssl_context=context, may_read=may_read, names=names)
     bound = view.start()
     LOG.info("topology view on %s://%s:%d/", "https" if context else "http", host, bound)
     return f" http={host}:{bound}"
@@ -321,8 +325,12 @@ def _build(args: argparse.Namespace) -> _Running:
     metrics_address = ""
     if args.metrics_listen != "off":
         host, _, port = args.metrics_listen.rpartition(":")
+        # Off loopback only with mutual TLS (config.check insists): the
+        # scraper presents a client certificate of the deployment's CA.
+        tls = (None if config.is_loopback(host)
+               else (args.tls_cert, args.tls_key, args.tls_client_ca))
         try:
-            _, bound = metrics.serve(host.strip("[]"), int(port))
+            _, bound = metrics.serve(host.strip("[]"), int(port), tls=tls)
         except OSError as exc:
             raise _refuse("cannot serve metrics on %s: %s", args.metrics_listen,
                           exc) from None

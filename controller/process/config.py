@@ -113,7 +113,8 @@ SETTINGS: tuple[Setting, ...] = (
       "instances' server certificates. Default: --tls-client-ca", "PEM", group=HA,
       path=True),
     S("metrics_listen", "metrics.listen", str, "127.0.0.1:9108", "Prometheus metrics at "
-      "http://HOST:PORT/metrics ('off': none; port 0 picks a free one)", "HOST:PORT"),
+      "http://HOST:PORT/metrics ('off': none; port 0 picks a free one); a non-loopback "
+      "address needs mutual TLS (then HTTPS with a client certificate)", "HOST:PORT"),
     S("http_listen", "http.listen", str, "127.0.0.1:8080", "the topology view (read-only "
       "web page and JSON); 'off': none; a non-loopback address needs --http-token-file or "
       "mutual TLS", "HOST:PORT"),
@@ -465,6 +466,13 @@ def check(args: argparse.Namespace, origins: Origins) -> list[str]:
             f"{name('http_listen')} {args.http_listen} is not a loopback address: the "
             "view shows every subscriber under enforcement; give --http-token-file "
             "(http.token_file) or mutual TLS (--tls-*, [tls]), or listen on 127.0.0.1")
+    if (listen_ok["metrics_listen"] and args.metrics_listen != "off"
+            and not is_loopback(args.metrics_listen.rpartition(":")[0]) and not args.tls):
+        errors.append(
+            f"{name('metrics_listen')} {args.metrics_listen} is not a loopback address: "
+            "the metrics name every switch and what it holds; give mutual TLS (--tls-*, "
+            "[tls]: the scraper then presents a client certificate of that CA), or listen "
+            "on 127.0.0.1")
     if grpc_ok and not args.tls and not is_loopback(host):
         errors.append(
             f"{name('grpc_listen')} {args.grpc_listen} is not a loopback address: "

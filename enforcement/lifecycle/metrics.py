@@ -47,6 +47,7 @@ so they can never drift from the truth.
 from __future__ import annotations
 
 import collections
+import ssl
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -106,9 +107,19 @@ class Metrics:
     def on_identity(self, event) -> None:
         self._identity_refused[event.kind].inc()
 
-    def serve(self, host: str, port: int) -> tuple[object, int]:
-        """Starts the /metrics HTTP endpoint; returns the server and its port."""
-        server, _ = start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int,
+              tls: tuple[str, str, str] | None = None) -> tuple[object, int]:
+        """Starts the /metrics HTTP endpoint; returns the server and its port.
+        tls: (certificate, key, client CA): HTTPS that requires a client
+        certificate signed by that CA."""
+        if tls is None:
+            server, _ = start_http_server(port, addr=host, registry=self.registry)
+        else:
+            cert, key, client_ca = tls
+            server, _ = start_http_server(port, addr=host, registry=self.registry,
+                                          certfile=cert, keyfile=key, client_cafile=client_ca,
+                                          client_auth_required=True,
+                                          tls_min_version=ssl.TLSVersion.TLSv1_2)
         return server, server.server_port
 
 

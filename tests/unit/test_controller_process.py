@@ -97,9 +97,19 @@ def test_mutual_tls_process_serves_certificate_holders_only(tmp_path):
         extra_args=["--db", f"sqlite:///{tmp_path}/db", "--access",
                     str(tmp_path / "access.toml"),
                     "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
-                    "--tls-client-ca", str(pki / "ca.pem")])
+                    "--tls-client-ca", str(pki / "ca.pem"),
+                    "--http-listen", "127.0.0.1:0", "--metrics-listen", "0.0.0.0:0"])
     try:
         port = controller.wait_ready().rsplit(":", 1)[1]
+        # The view on loopback and the metrics off loopback: both want a
+        # client certificate of the deployment's CA once TLS is configured.
+        view_port = controller.http_address.rsplit(":", 1)[1]
+        metrics_port = controller.metrics_address.rsplit(":", 1)[1]
+        for url in (f"https://localhost:{view_port}/api/topology",
+                    f"https://localhost:{metrics_port}/metrics"):
+            assert _https_status(url, pki, None) is None, url  # no certificate: no answer
+            assert _https_status(url, pki, "engineer") == 200, url
+        assert _https_status(f"http://127.0.0.1:{view_port}/api/topology", pki, None) is None
         credentials = grpc.ssl_channel_credentials(
             root_certificates=(pki / "ca.pem").read_bytes(),
             private_key=(pki / "engineer.key").read_bytes(),
@@ -120,6 +130,30 @@ def test_mutual_tls_process_serves_certificate_holders_only(tmp_path):
     assert audit.entries == []
     log = (tmp_path / "controller.log").read_text()
     assert "refused connection from 127.0.0.1" in log and "Traceback" not in log
+
+
+def _https_status(url, pki, who):
+    """The status of a GET (None when the server would not talk), as a
+    client with the deployment's CA and optionally who's certificate."""
+    import ssl
+    import urllib.error
+    import urllib.request
+    context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    if who is not None:
+        context.load_cert_chain(str(pki / f"{who}.pem"), str(pki / f"{who}.key"))
+    try:
+        with urllib.request.urlopen(url, timeout=5, context=context) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, ssl.SSLError, ConnectionError, OSError):
+        return None
+
+
+def test_metrics_are_refused_off_loopback_without_tls():
+    result = _run("--metrics-listen", "0.0.0.0:9999")
+    assert result.returncode == 2
+    assert "--metrics-listen" in result.stderr and "not a loopback address" in result.stderr
 
 
 def test_the_view_is_refused_off_loopback_without_a_token_or_tls():
