@@ -3,8 +3,9 @@
 Pushes what a unit of work touched (one confirmed transaction per switch),
 brings a (re)connected switch to the ledger's state, repairs drift, and
 re-places enforcements when their subscriber moves or a path changes.
-Talks to switches only through the Network protocol (implemented by the
-OS-Ken app, or by a double in unit tests). Every entry point runs inside
+Talks to switches only through the Network protocol
+(enforcement.lifecycle.network: implemented by the OS-Ken app, or by a
+double in unit tests). Every entry point runs inside
 the ledger's unit of work, on the leader only.
 """
 from __future__ import annotations
@@ -13,15 +14,15 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable
-from typing import Protocol
 
 import tenacity
 
-from enforcement.domain.desired import Change, SwitchState
+from enforcement.domain.desired import Change
 from enforcement.domain.errors import EnforcementError, SwitchError, SwitchUnreachable
-from enforcement.domain.model import Enforcement, HostView, Location, State, TopologyView
+from enforcement.domain.model import Enforcement, HostView, Location, State
 from enforcement.lifecycle.deciding import Decider, holds
 from enforcement.lifecycle.ledger import LIVE, Ledger, switches
+from enforcement.lifecycle.network import Network
 
 LOG = logging.getLogger(__name__)
 
@@ -42,18 +43,6 @@ _RETRY_AFTER_FIRST = tenacity.retry(
     stop=tenacity.stop_after_attempt(2),
     wait=tenacity.wait_random_exponential(multiplier=0.1, max=0.5),
     before_sleep=tenacity.before_sleep_log(LOG, logging.WARNING), reraise=True)
-
-
-class Network(Protocol):
-    def locate(self, ip: str) -> Location | None: ...
-    def host(self, ip: str) -> HostView | None: ...
-    def subscriber(self, mac: str) -> HostView | None: ...
-    def is_connected(self, dpid: int) -> bool: ...
-    def sync(self, dpid: int, desired: SwitchState, timeout: float,
-             verify: bool = False) -> Change: ...
-    def sync_part(self, dpid: int, rules: dict, meters: dict, timeout: float) -> Change: ...
-    def audit(self, dpid: int, timeout: float) -> Change | None: ...
-    def topology(self) -> TopologyView: ...
 
 
 class Reconciler:

@@ -63,7 +63,8 @@ from enforcement.lifecycle.batching import GroupCommit
 from enforcement.lifecycle.deciding import Decider, expiry, with_backstop
 from enforcement.lifecycle.identity import IdentityReports
 from enforcement.lifecycle.ledger import LIVE, Ledger, switches
-from enforcement.lifecycle.reconcile import Network, Reconciler
+from enforcement.lifecycle.network import Network
+from enforcement.lifecycle.reconcile import Reconciler
 from enforcement.store.database import Event, Store
 
 LOG = logging.getLogger(__name__)
