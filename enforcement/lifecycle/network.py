@@ -8,10 +8,15 @@ the OpenFlow side, and the OpenFlow side never imports the lifecycle.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from enforcement.domain.desired import Change, SwitchState
 from enforcement.domain.model import HostView, Location, TopologyView
+
+# Work handed down to a switch transaction, done after it sent its change
+# and before it waits for the answer (see Network.sync_part).
+Meanwhile = Callable[[], None]
 
 
 class Network(Protocol):
@@ -32,8 +37,14 @@ class Network(Protocol):
         confirmed; raises SwitchError if it refuses or does not answer."""
         ...
 
-    def sync_part(self, dpid: int, rules: dict, meters: dict, timeout: float) -> Change:
-        """sync() for some rule keys and meter ids only."""
+    def sync_part(self, dpid: int, rules: dict, meters: dict, timeout: float,
+                  meanwhile: Meanwhile | None = None) -> Change:
+        """sync() for some rule keys and meter ids only. meanwhile, if
+        given, is called by every confirmed transaction this call makes,
+        right after sending and before waiting for the answer, on the
+        calling thread; not at all if nothing was sent. It may thus be
+        called more than once, so the caller passes one that does its work
+        once and raises nothing (enforcement.lifecycle.reconcile.Reconciler.push)."""
         ...
 
     def audit(self, dpid: int, timeout: float) -> Change | None:
