@@ -22,7 +22,6 @@ from collections.abc import Callable
 
 from controller.openflow import compiler
 from enforcement.domain.errors import SwitchError, SwitchUnreachable
-from enforcement.lifecycle import overlap
 
 LOG = logging.getLogger(__name__)
 
@@ -77,9 +76,13 @@ class Sessions:
         with self._lock:
             return sorted(self._datapaths)
 
-    def transact(self, dpid: int, messages: list, timeout: float) -> dict[int, list]:
+    def transact(self, dpid: int, messages: list, timeout: float,
+                 meanwhile: Callable[[], None] | None = None) -> dict[int, list]:
         """Sends messages and a barrier; returns once the switch confirmed all
-        of them, raises SwitchError with the switch's own words otherwise."""
+        of them, raises SwitchError with the switch's own words otherwise.
+        meanwhile() is called once sent, before the answer is waited for:
+        work of the caller's that needs no answer, done while it travels
+        (it must not raise: the answer on its way would go unawaited)."""
         with self._lock:
             dp = self._datapaths.get(dpid)
         if dp is None:
@@ -107,7 +110,8 @@ class Sessions:
             # of messages, and one queue hand-off and one send beat thousands.
             if not dp.send(bytes(wire)):
                 raise SwitchUnreachable(f"switch {dpid:016x} connection is closed")
-            overlap.waiting()  # this thread's work that needs no answer, meanwhile
+            if meanwhile is not None:
+                meanwhile()
             if not txn.done.wait(timeout):
                 raise SwitchUnreachable(
                     f"switch {dpid:016x} did not confirm within {timeout:.1f} s")

@@ -198,23 +198,27 @@ class SwitchSync:
             self._push(dpid, change, timeout)
             return change
 
-    def sync_part(self, dpid: int, rules: dict, meters: dict, timeout: float):
+    def sync_part(self, dpid: int, rules: dict, meters: dict, timeout: float,
+                  meanwhile: Callable[[], None] | None = None):
         """sync() for some rule keys and meter ids only (what a batch of
         decisions touched): compared with what the switch confirmed before,
-        the difference pushed in one transaction, undone if refused."""
+        the difference pushed in one transaction, undone if refused.
+        meanwhile goes to each transaction of this call (the lifecycle's
+        work while the switch confirms: see Sessions.transact)."""
         with self.sync_lock(dpid):
             if self._unread.pop(dpid, None):
                 # Reconnected and not reconciled yet: what it holds must be
                 # known before a change can be computed against it.
-                self._actual[dpid] = self.read_state(dpid, timeout)
+                self._actual[dpid] = self.read_state(dpid, timeout, meanwhile)
                 self.fabric.set_closing(dpid, replace=self._actual[dpid].rules.values())
             actual = self._actual.setdefault(dpid, SwitchState.empty())
             change = diff_part(actual, rules, meters)
-            self._push(dpid, change, timeout)
+            self._push(dpid, change, timeout, meanwhile=meanwhile)
             apply_change(actual, change)
             return change
 
-    def _push(self, dpid: int, change, timeout: float, closing: bool = True) -> None:
+    def _push(self, dpid: int, change, timeout: float, closing: bool = True,
+              meanwhile: Callable[[], None] | None = None) -> None:
         """Sends a change in one confirmed transaction; if the switch refuses
         any of it, what was applied is undone and the refusal raised. Then
         (closing) the flood set follows what the change opened or closed
@@ -223,20 +227,22 @@ class SwitchSync:
             return
         self._pushes[dpid] = self._pushes.get(dpid, 0) + 1  # callers hold its sync lock
         try:
-            self._transact(dpid, compiler.change_messages(change), timeout)
+            self._transact(dpid, compiler.change_messages(change), timeout,
+                           meanwhile=meanwhile)
         except SwitchError:
-            self._undo(dpid, change, timeout)
+            self._undo(dpid, change, timeout, meanwhile)
             raise
         if closing:
             self.fabric.set_closing(dpid, added=change.rules_to_add,
                                     deleted=change.rules_to_delete)
 
-    def read_state(self, dpid: int, timeout: float) -> SwitchState:
+    def read_state(self, dpid: int, timeout: float,
+                   meanwhile: Callable[[], None] | None = None) -> SwitchState:
         """The enforcement flows (by cookie namespace) and the meters the
         switch holds right now."""
         flows, meters = compiler.flow_stats_request(pipeline.NS_ENFORCE), \
             compiler.meter_config_request()
-        replies = self._transact(dpid, [flows, meters], timeout)
+        replies = self._transact(dpid, [flows, meters], timeout, meanwhile=meanwhile)
         return SwitchState(
             SwitchState.of([compiler.rule_from_stats(dpid, st)
                             for st in replies.get(flows.xid, [])], ()).rules,
@@ -252,14 +258,15 @@ class SwitchSync:
         return {"flows": len(stats), "packets": sum(st.packet_count for st in stats),
                 "bytes": sum(st.byte_count for st in stats)}
 
-    def _undo(self, dpid: int, change, timeout: float) -> None:
+    def _undo(self, dpid: int, change, timeout: float,
+              meanwhile: Callable[[], None] | None = None) -> None:
         # Deleting what may not exist is no error in OpenFlow; re-adding what
         # was deleted replaces it. Meters are removed only once nothing uses them.
         undo = [*map(compiler.flow_delete, change.rules_to_add),
                 *map(compiler.flow_add, change.rules_to_delete),
                 *map(compiler.meter_delete, change.meters_to_add)]
         try:
-            self._transact(dpid, undo, timeout)
+            self._transact(dpid, undo, timeout, meanwhile=meanwhile)
         except SwitchError as exc:
             LOG.error("switch %016x: undoing a refused change failed too (%s); "
                       "it will be rebuilt when it reconnects", dpid, exc)

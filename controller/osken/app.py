@@ -198,7 +198,7 @@ class EnforcementApp(app_manager.OSKenApp):
         self.service.connect(service)
         self.roles.connect(epochs)
 
-    # ---- the Network protocol used by the service -------------------------
+    # ---- the switch port of the lifecycle (enforcement.lifecycle.network) --
 
     def locate(self, ip: str) -> Location | None:
         return self.net.locate(ip)
@@ -239,8 +239,8 @@ class EnforcementApp(app_manager.OSKenApp):
     def sync(self, dpid, desired, timeout, verify=False):
         return self.switches.sync(dpid, desired, timeout, verify)
 
-    def sync_part(self, dpid, rules, meters, timeout):
-        return self.switches.sync_part(dpid, rules, meters, timeout)
+    def sync_part(self, dpid, rules, meters, timeout, meanwhile=None):
+        return self.switches.sync_part(dpid, rules, meters, timeout, meanwhile)
 
     def audit(self, dpid, timeout):
         return self.switches.audit(dpid, timeout)

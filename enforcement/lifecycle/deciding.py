@@ -29,6 +29,7 @@ from enforcement.domain.model import (
 )
 from enforcement.domain.policy import Policy
 from enforcement.lifecycle.ledger import Ledger, history_key, order
+from enforcement.lifecycle.network import Network
 
 _ORDINAL = {1: "1st", 2: "2nd", 3: "3rd"}
 # Flows of an expiring enforcement carry a hard timeout this much past the
@@ -38,7 +39,8 @@ MAX_HARD_TIMEOUT = 65535
 
 
 class Decider:
-    def __init__(self, policy: Policy, network, ledger: Ledger, clock: Callable[[], float]):
+    def __init__(self, policy: Policy, network: Network, ledger: Ledger,
+                 clock: Callable[[], float]):
         self.policy = policy
         # Every version this process ran, so that re-planning a live
         # enforcement (a move, a new path) keeps the policy it was confirmed

@@ -3,8 +3,9 @@
 Pushes what a unit of work touched (one confirmed transaction per switch),
 brings a (re)connected switch to the ledger's state, repairs drift, and
 re-places enforcements when their subscriber moves or a path changes.
-Talks to switches only through the Network protocol (implemented by the
-OS-Ken app, or by a double in unit tests). Every entry point runs inside
+Talks to switches only through the Network protocol
+(enforcement.lifecycle.network: implemented by the OS-Ken app, or by a
+double in unit tests). Every entry point runs inside
 the ledger's unit of work, on the leader only.
 """
 from __future__ import annotations
@@ -13,15 +14,15 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable
-from typing import Protocol
 
 import tenacity
 
-from enforcement.domain.desired import Change, SwitchState
+from enforcement.domain.desired import Change
 from enforcement.domain.errors import EnforcementError, SwitchError, SwitchUnreachable
-from enforcement.domain.model import Enforcement, HostView, Location, State, TopologyView
+from enforcement.domain.model import Enforcement, HostView, Location, State
 from enforcement.lifecycle.deciding import Decider, holds
 from enforcement.lifecycle.ledger import LIVE, Ledger, switches
+from enforcement.lifecycle.network import Meanwhile, Network
 
 LOG = logging.getLogger(__name__)
 
@@ -44,18 +45,6 @@ _RETRY_AFTER_FIRST = tenacity.retry(
     before_sleep=tenacity.before_sleep_log(LOG, logging.WARNING), reraise=True)
 
 
-class Network(Protocol):
-    def locate(self, ip: str) -> Location | None: ...
-    def host(self, ip: str) -> HostView | None: ...
-    def subscriber(self, mac: str) -> HostView | None: ...
-    def is_connected(self, dpid: int) -> bool: ...
-    def sync(self, dpid: int, desired: SwitchState, timeout: float,
-             verify: bool = False) -> Change: ...
-    def sync_part(self, dpid: int, rules: dict, meters: dict, timeout: float) -> Change: ...
-    def audit(self, dpid: int, timeout: float) -> Change | None: ...
-    def topology(self) -> TopologyView: ...
-
-
 class Reconciler:
     def __init__(self, network: Network, ledger: Ledger, decider: Decider, *,
                  switch_timeout: float = 5.0):
@@ -70,11 +59,22 @@ class Reconciler:
 
     # ---- pushing -----------------------------------------------------------
 
-    def push(self, dpids: Iterable[int] | None = None, best_effort: bool = False) -> None:
+    def push(self, dpids: Iterable[int] | None = None, best_effort: bool = False,
+             meanwhile: Meanwhile | None = None) -> None:
         """Brings what was touched on each connected switch (all, or those
         given) to the desired state, in one confirmed transaction per switch.
         A disconnected switch is left to its reconcile. best_effort: after a
-        failure, put back what the others held, logging what cannot be."""
+        failure, put back what the others held, logging what cannot be.
+
+        meanwhile: work that needs the switches' confirmation but not what
+        they answer (a batch's bookkeeping: a decision waits about as long
+        for the barrier as it spends on it), done once, while the first
+        switch confirms (handed to every transaction: the first that waits
+        does it), or before returning if none waited. An exception of it is
+        raised before returning, once the answers are awaited and booked,
+        not into the wait; a refusal is raised instead, whether or not the
+        work ran (the caller undoes what it did)."""
+        once = None if meanwhile is None else _Once(meanwhile)
         wanted = None if dpids is None else set(dpids)
         touched = self._ledger.work.touched
         for dpid in sorted(touched):
@@ -84,26 +84,33 @@ class Reconciler:
             if not self._network.is_connected(dpid):
                 continue
             try:
-                self._sync_part(dpid, *self._ledger.desired.part(dpid, keys, meter_ids))
+                self._sync_part(dpid, *self._ledger.desired.part(dpid, keys, meter_ids),
+                                meanwhile=once)
             except SwitchError as exc:
                 self._suspect.add(dpid)
                 if not best_effort:
                     raise
                 LOG.error("switch %016x: could not restore its enforcements: %s", dpid, exc)
+        if once is not None:
+            once.settle()
 
-    def _sync_part(self, dpid: int, rules: dict, meters: dict) -> Change:
+    def _sync_part(self, dpid: int, rules: dict, meters: dict,
+                   meanwhile: Meanwhile | None = None) -> Change:
         # Tried once before the retrying path: tenacity's bookkeeping costs a
         # tenth of a decision's own work, and a first attempt seldom fails.
         try:
-            return self._network.sync_part(dpid, rules, meters, self.switch_timeout)
+            return self._network.sync_part(dpid, rules, meters, self.switch_timeout,
+                                           meanwhile=meanwhile)
         except SwitchUnreachable as exc:
             LOG.warning("switch %016x: %s; retrying", dpid, exc)
         time.sleep(random.uniform(0, 0.05))  # _RETRY's first wait
-        return self._sync_part_again(dpid, rules, meters)
+        return self._sync_part_again(dpid, rules, meters, meanwhile)
 
     @_RETRY_AFTER_FIRST
-    def _sync_part_again(self, dpid: int, rules: dict, meters: dict) -> Change:
-        return self._network.sync_part(dpid, rules, meters, self.switch_timeout)
+    def _sync_part_again(self, dpid: int, rules: dict, meters: dict,
+                         meanwhile: Meanwhile | None) -> Change:
+        return self._network.sync_part(dpid, rules, meters, self.switch_timeout,
+                                       meanwhile=meanwhile)
 
     @_RETRY
     def _sync_full(self, dpid: int) -> Change:
@@ -317,3 +324,34 @@ class Reconciler:
             return []
         return [r for r in self._ledger.by_id.values() if r.cookie in cookies]
 
+
+class _Once:
+    """Reconciler.push's meanwhile as handed to the switches: every
+    transaction of the push calls it (a retried one again, the next switch's
+    too), the first call does the work. Its error is kept for settle():
+    raised into the transaction, it would abandon the wait for an answer
+    the switch is sending anyway, and the push would not book it."""
+    __slots__ = ("_work", "_ran", "_error")
+
+    def __init__(self, work: Meanwhile):
+        self._work = work
+        self._ran = False
+        self._error: BaseException | None = None
+
+    def __call__(self) -> None:
+        if self._ran:
+            return
+        self._ran = True
+        try:
+            self._work()
+        except BaseException as exc:  # raised by settle(), after the answers
+            self._error = exc
+
+    def settle(self) -> None:
+        """After the push: the work done now if no transaction waited, or
+        its error raised."""
+        if not self._ran:
+            self._ran = True
+            self._work()
+        elif self._error is not None:
+            raise self._error

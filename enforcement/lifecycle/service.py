@@ -20,8 +20,9 @@ confirmed it: if the controller dies in between, the rules it installed are
 strays for the next reconcile to remove and the unanswered client retries
 with the same request id. What needs only the confirmation, not its
 content (the records' new versions, events, audit entries, their encoding
-for the store), is prepared while the barrier travels (enforcement.lifecycle.overlap)
-and thrown away if the switch refuses.
+for the store), is prepared while the barrier travels (handed down the push
+as its `meanwhile`: enforcement.lifecycle.reconcile.Reconciler.push) and
+thrown away if the switch refuses.
 
 Several instances (enforcement.cluster.leadership): only the leader changes
 anything; a follower's changing calls are refused here with NotLeader (the
@@ -58,13 +59,13 @@ from enforcement.domain.model import (
     TopologyView,
 )
 from enforcement.domain.policy import Policy
-from enforcement.lifecycle import overlap
 from enforcement.lifecycle.alarms import PortAlarms
 from enforcement.lifecycle.batching import GroupCommit
 from enforcement.lifecycle.deciding import Decider, expiry, with_backstop
 from enforcement.lifecycle.identity import IdentityReports
 from enforcement.lifecycle.ledger import LIVE, Ledger, switches
-from enforcement.lifecycle.reconcile import Network, Reconciler
+from enforcement.lifecycle.network import Network
+from enforcement.lifecycle.reconcile import Reconciler
 from enforcement.store.database import Event, Store
 
 LOG = logging.getLogger(__name__)
@@ -244,11 +245,8 @@ class EnforcementService:
                     outcomes[i] = exc
             confirming = self.ledger.mark()
             # What follows a confirmation is done while the switch confirms
-            # (enforcement.lifecycle.overlap); undone below if it refuses.
-            with overlap.meanwhile(finish) as finished:
-                push()
-            if not finished():
-                finish()
+            # (by the first transaction that waits); undone below if it refuses.
+            push(meanwhile=finish)
         except SwitchError as exc:
             if not staged:
                 raise

@@ -63,7 +63,7 @@ class RecordingNetwork:
         # confirmed: drift shows in the service's full sync against it.
         return NOTHING
 
-    def sync_part(self, dpid, rules, meters, timeout):
+    def sync_part(self, dpid, rules, meters, timeout, meanwhile=None):
         if self.refuse:
             raise SwitchError(self.refuse)
         return take_part(self.state, dpid, rules, meters)

@@ -51,7 +51,7 @@ class SlowSwitch:
         self.held = SwitchState(dict(desired.rules), dict(desired.meters))
         return change
 
-    def sync_part(self, dpid, rules, meters, timeout):
+    def sync_part(self, dpid, rules, meters, timeout, meanwhile=None):
         time.sleep(0.05)
         change = diff_part(self.held, rules, meters)
         if any(f"'{POISONED_MAC}'" in repr(r.match) for r in change.rules_to_add):

@@ -80,7 +80,7 @@ class Switches:
         self.held[dpid] = confirmed
         return change
 
-    def sync_part(self, dpid, rules, meters, timeout):
+    def sync_part(self, dpid, rules, meters, timeout, meanwhile=None):
         if self.unreachable_once:
             self.unreachable_once = False
             raise SwitchUnreachable("no answer")
@@ -318,7 +318,7 @@ def test_the_audit_compares_a_switch_whole_only_where_a_push_failed(world):
     assert whole == []  # nothing failed, nothing drifted: no whole comparison
     real = switches.sync_part
 
-    def refusing(*args):
+    def refusing(*args, **kwargs):
         raise SwitchError("refused")
     switches.sync_part = refusing
     failed = service.apply(decision("r2", ip="10.0.0.2"))

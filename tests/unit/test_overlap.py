@@ -1,31 +1,45 @@
-"""A decision's bookkeeping is done while the switch confirms (enforcement.lifecycle.overlap),
-and none of it reaches the store, the events or the answers before the
-confirmation, or at all when the switch refuses. Real SQLite and PostgreSQL
-stores; the switch is the lifecycle tests' recording double, which waits
-the way controller/openflow/sessions.py does (overlap.waiting() between sending and
-the answer)."""
-import pytest
+"""A decision's bookkeeping is done while the switch confirms: the lifecycle
+hands it down the push as `meanwhile` (Reconciler.push -> Network.sync_part
+-> SwitchSync -> Sessions.transact), and none of it reaches the store, the
+events or the answers before the confirmation, or at all when the switch
+refuses. Real SQLite and PostgreSQL stores; the switch is the lifecycle
+tests' recording double, which calls meanwhile where controller/openflow/
+sessions.py does (between sending and waiting for the answer); the
+OpenFlow side's own part is tested against scripted switches."""
+import inspect
+import struct
+import types
 
+import pytest
+from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
+
+from controller.openflow.sessions import Sessions
+from controller.openflow.switchsync import SwitchSync
 from enforcement.domain.errors import SwitchError
 from enforcement.domain.model import State
-from enforcement.lifecycle import overlap
+from enforcement.lifecycle.network import Network
 from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import Store
 from test_lifecycle import POLICY, Clock, Switches, decision
+from test_switch_audit import Fabric, rule
 
 
 class Confirming(Switches):
-    """Calls overlap.waiting() where a real session waits for the barrier,
-    then runs `during` (what the test looks at while the answer travels),
-    then confirms, or refuses while refusals are left."""
+    """Calls meanwhile where a real session waits for the barrier, `waits`
+    times (a retried transaction waits again), then runs `during` (what the
+    test looks at while the answer travels), then confirms, or refuses
+    while refusals are left."""
 
     def __init__(self):
         super().__init__()
         self.during = lambda: None
         self.refusals = 0
+        self.waits = 1
 
-    def sync_part(self, dpid, rules, meters, timeout):
-        overlap.waiting()
+    def sync_part(self, dpid, rules, meters, timeout, meanwhile=None):
+        for _ in range(self.waits):
+            if meanwhile is not None:
+                meanwhile()
         self.during()
         if self.refusals:
             self.refusals -= 1
@@ -105,23 +119,97 @@ def test_a_refused_batch_is_run_again_one_by_one_without_its_first_bookkeeping(c
     assert {i: r.state for i, r in records.items()} == {o.id: State.ACTIVE for o in outcomes}
 
 
-def test_work_runs_once_at_the_first_wait_and_its_error_after_the_block():
-    ran = []
-    with overlap.meanwhile(lambda: ran.append(1)) as finished:
-        assert not finished()
-        overlap.waiting()
-        overlap.waiting()  # a retry waits again: nothing more to do
-        assert finished()
-    assert ran == [1]
-    overlap.waiting()  # outside any block: nothing
-    assert ran == [1]
+def test_work_runs_once_at_the_first_wait_and_its_error_after_the_push(confirming):
+    switches, service = confirming
+    record = service.apply(decision("r1"))
+    ledger, log = service.ledger, []
+    switches.waits = 2  # a retry waits again: nothing more to do
+    switches.during = lambda: log.append("answer")
+
+    def push(work, touch=True):
+        with ledger.changing():
+            if touch:
+                ledger.touch(record)
+            service.reconciler.push(meanwhile=work)
+    push(lambda: log.append("work"))
+    assert log == ["work", "answer"]
+    # Nothing to send, nothing waited: the push does the work itself.
+    push(lambda: log.append("no wait"), touch=False)
+    assert log == ["work", "answer", "no wait"]
+    # A push without work: the switch is handed none.
+    push(None)
+    assert log == ["work", "answer", "no wait", "answer"]
 
     def broken():
+        log.append("broken")
         raise RuntimeError("a bug in the bookkeeping")
-    with pytest.raises(RuntimeError, match="bookkeeping"), overlap.meanwhile(broken):
-        overlap.waiting()  # the wait itself goes on
-        ran.append(2)
-    assert ran == [1, 2]
+    with pytest.raises(RuntimeError, match="bookkeeping"):
+        push(broken)
+    # The wait itself went on: the answer came, and was booked, before the error.
+    assert log[-2:] == ["broken", "answer"]
+    assert switches.confirmed[1] is switches.held[1]
+
+
+class Datapath:
+    """What Sessions sends through: records the bytes written."""
+    ofproto, ofproto_parser = ofproto_v1_3, ofproto_v1_3_parser
+
+    def __init__(self, dpid):
+        self.id = dpid
+        self.sent: list[bytes] = []
+
+    def send(self, data):
+        self.sent.append(data)
+        return True
+
+
+def test_a_transaction_does_the_work_once_sent_and_before_waiting_for_the_answer():
+    sessions, dp = Sessions(), Datapath(7)
+    sessions.connected(dp)
+    seen = []
+
+    def meanwhile():
+        # Sent: the barrier closes the write. The answer arrives only now,
+        # so a transaction that waited first would time out.
+        seen.append(len(dp.sent))
+        barrier_xid = struct.unpack("!I", dp.sent[-1][-4:])[0]
+        sessions.barrier_reply(types.SimpleNamespace(datapath=dp, xid=barrier_xid))
+    assert sessions.transact(7, [], 1.0, meanwhile=meanwhile) == {}
+    assert seen == [1]
+    # Without work, nothing is called: the answer comes from the switch.
+    with pytest.raises(SwitchError, match="did not confirm"):
+        sessions.transact(7, [], 0.05)
+    assert seen == [1] and len(dp.sent) == 2
+
+
+def test_the_switch_sync_hands_the_work_to_each_transaction_of_a_push():
+    handed = []
+
+    def transact(dpid, messages, timeout, meanwhile=None):
+        handed.append(meanwhile)
+        if len(handed) == 2:
+            raise SwitchError("switch refused: OFPFMFC_TABLE_FULL")
+        return {}
+    sync = SwitchSync(transact, Fabric())
+
+    def work():
+        pass
+    sync.sync_part(5, {rule(1).key: rule(1)}, {}, 1.0, meanwhile=work)
+    assert handed == [work]
+    # Refused: the undo waits as well (the work may not have run yet).
+    with pytest.raises(SwitchError):
+        sync.sync_part(5, {rule(2).key: rule(2)}, {}, 1.0, meanwhile=work)
+    assert handed == [work, work, work]
+
+
+def test_the_openflow_side_implements_the_switch_port():
+    from controller.osken.app import EnforcementApp
+    port = {name: member for name, member in vars(Network).items()
+            if callable(member) and not name.startswith("_")}
+    assert {"sync_part", "sync", "audit", "is_connected", "topology"} <= set(port)
+    for name, member in port.items():
+        assert (list(inspect.signature(getattr(EnforcementApp, name)).parameters)
+                == list(inspect.signature(member).parameters)), name
 
 
 def test_a_write_after_the_database_dropped_its_connections_gets_a_fresh_one(postgres_server):

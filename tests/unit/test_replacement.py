@@ -127,7 +127,7 @@ def test_many_enforcements_follow_in_groups_and_decisions_go_between(tmp_path, m
         service.lift(last.id, "done while the others move")))
     sync_part = network.sync_part
 
-    def recorded(dpid, rules, meters, timeout):
+    def recorded(dpid, rules, meters, timeout, meanwhile=None):
         moving = threading.current_thread() is mover
         pushes.append("follow" if moving else "lift")
         if moving and len(pushes) == 1:
@@ -137,7 +137,7 @@ def test_many_enforcements_follow_in_groups_and_decisions_go_between(tmp_path, m
             other.start()
             while not (service._commits.busy and "changing" in _frames(other)):
                 time.sleep(0.001)
-        return sync_part(dpid, rules, meters, timeout)
+        return sync_part(dpid, rules, meters, timeout, meanwhile)
 
     def _frames(thread):
         frame, names = sys._current_frames().get(thread.ident), []

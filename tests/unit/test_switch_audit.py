@@ -39,7 +39,7 @@ class Switch:
         self.meanwhile = lambda: None
         self.reads = []  # the cookie masks of the flow stats requests
 
-    def transact(self, dpid, messages, timeout):
+    def transact(self, dpid, messages, timeout, meanwhile=None):
         replies = {}
         for message in messages:
             message.set_xid(next(self.xids))
