@@ -40,14 +40,11 @@ import tempfile
 import threading
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "mininet"))
-
-import lab as harness  # noqa: E402
-import topologies  # noqa: E402
-from controller.topology.settling import SETTLE_SECONDS  # noqa: E402
-from enforcement.clients.client import EnforcementClient  # noqa: E402
-from enforcement.v1 import enforcement_pb2 as pb  # noqa: E402
+from controller.topology.settling import SETTLE_SECONDS
+from enforcement.clients.client import EnforcementClient
+from enforcement.v1 import enforcement_pb2 as pb
+from testbed import lab as harness
+from testbed import topologies
 
 LOCK_PATH = "/run/lock/sdn-enforcement-mininet.lock"
 ENFORCE_COOKIE = "0x5de0000000000000/0xffff000000000000"

@@ -36,19 +36,16 @@ import urllib.request
 
 import grpc
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "mininet"))
-
-import lab as harness  # noqa: E402
-import topologies  # noqa: E402
-from capture import Capture  # noqa: E402
-from controller.openflow.dataplane import meter_port  # noqa: E402
-from controller.topology.settling import SETTLE_SECONDS  # noqa: E402
-from enforcement.v1 import enforcement_pb2 as pb  # noqa: E402
-from enforcement.v1 import enforcement_pb2_grpc as pb_grpc  # noqa: E402
+from controller.openflow.dataplane import meter_port
+from controller.topology.settling import SETTLE_SECONDS
+from enforcement.v1 import enforcement_pb2 as pb
+from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
+from testbed import lab as harness
+from testbed import topologies
+from testbed.capture import Capture
 
 LOCK_PATH = "/run/lock/sdn-enforcement-mininet.lock"  # tests/e2e/conftest.py
-FLOODER = harness.HERE / "flood.py"
+FLOODER = harness.HOST_SCRIPTS / "flood.py"
 # Budgets so high that no meter or learning guard of ours ever acts.
 PORT_BUDGETS_OFF = ("--learn-pps", "1000000", "--learn-ban", "100000000",
                     "--max-hosts-per-port", "100000000")
@@ -221,7 +218,7 @@ def plug_in(lab: Lab, name: str, switch: str, ip: str, mac: str):
     on the switch (the moment of plugging)."""
     host = lab.net.addHost(name, ip=f"{ip}/24", mac=mac)
     link = lab.net.addLink(host, lab.net.get(switch))
-    # Without this, TCP fails through the userspace datapath (mininet/lab.py).
+    # Without this, TCP fails through the userspace datapath (testbed/lab.py).
     harness.disable_tx_checksum(host.pid, link.intf1.name)
     host.setIP(f"{ip}/24", intf=link.intf1)
     host.setMAC(mac, intf=link.intf1)
@@ -370,7 +367,7 @@ class Run:
         machine = (f"Machine: {os.cpu_count()} cores ({cpu}), {ovs} (userspace datapath), "
                    f"Python {platform.python_version()}.")
         setups = (
-            "*Ours*: the controller's defaults, Open vSwitch's limit as mininet/lab.py "
+            "*Ours*: the controller's defaults, Open vSwitch's limit as testbed/lab.py "
             "sets it. *OVS's limit alone*: `" + " ".join(OVS_ALONE) + "`, `"
             + " ".join(OVS_LIMIT) + "` on every Controller record. The capacity rows "
             "raise our budgets and clear Open vSwitch's limit to measure the controller "

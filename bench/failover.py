@@ -2,7 +2,7 @@
 
 Runs the real controller processes (each on its defaults but for the shared
 PostgreSQL store), a throwaway PostgreSQL server, and a Mininet network
-whose switches connect to every instance (mininet/halab.py); prints a
+whose switches connect to every instance (testbed/halab.py); prints a
 Markdown table. Run as root, on demand (not a test):
 
     sudo .venv/bin/python bench/failover.py                  # the full run
@@ -38,12 +38,8 @@ import tempfile
 import threading
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "mininet"))
-
-import halab  # noqa: E402
-import topologies  # noqa: E402
-from enforcement.v1 import enforcement_pb2 as pb  # noqa: E402
+from enforcement.v1 import enforcement_pb2 as pb
+from testbed import halab, topologies
 
 LOCK_PATH = "/run/lock/sdn-enforcement-mininet.lock"
 SUBSCRIBERS = 4

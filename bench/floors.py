@@ -27,15 +27,12 @@ from concurrent import futures
 
 import grpc
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "mininet"))
-
-import lab as harness  # noqa: E402
-from enforcement.domain.model import State  # noqa: E402
-from enforcement.store import codec  # noqa: E402
-from enforcement.store.database import Store  # noqa: E402
-from enforcement.v1 import enforcement_pb2 as pb  # noqa: E402
-from enforcement.v1 import enforcement_pb2_grpc as pb_grpc  # noqa: E402
+from enforcement.domain.model import State
+from enforcement.store import codec
+from enforcement.store.database import Store
+from enforcement.v1 import enforcement_pb2 as pb
+from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
+from testbed import lab as harness
 
 FLOOR_BRIDGE = "latfloor"
 FLOOR_COOKIE = 0x1A7E_0000_0000_0000

@@ -37,19 +37,15 @@ from importlib.metadata import version
 
 import grpc
 
+import bench as issue7  # bench/bench.py: its workers, requests and helpers
+import floors  # bench/floors.py: the floors, two in processes of their own
+from controller.topology.settling import SETTLE_SECONDS
+from enforcement.clients.client import EnforcementClient
+from enforcement.v1 import enforcement_pb2 as pb
+from testbed import lab as harness
+from testbed import topologies
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "mininet"))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import floors  # noqa: E402  (bench/floors.py: the floors, two in processes of their own)
-
-import bench as issue7  # noqa: E402  (bench/bench.py: its workers, requests and helpers)
-import lab as harness  # noqa: E402
-import topologies  # noqa: E402
-from controller.topology.settling import SETTLE_SECONDS  # noqa: E402
-from enforcement.clients.client import EnforcementClient  # noqa: E402
-from enforcement.v1 import enforcement_pb2 as pb  # noqa: E402
-
 JS = ROOT / "bench" / "js"
 PROTO = ROOT / "protos" / "enforcement" / "v1" / "enforcement.proto"
 WARMUP = floors.WARMUP  # one for every series, floors included
@@ -188,7 +184,7 @@ class LatencyBench:
                            and len(t.links) >= links, 60, f"{switches} switches, {links} links")
         time.sleep(SETTLE_SECONDS)  # access ports teach no host before
         self.subscribers = [h for h in self.net.hosts if h.name.startswith("h")]
-        for host in self.net.hosts:  # dual stack, as the main job (mininet/run.py)
+        for host in self.net.hosts:  # dual stack, as the main job (testbed/run.py)
             host.cmd(f"ip -6 addr add {self.v6(host)}/64 dev {host.defaultIntf()} nodad")
         harness.wait_until(self._located, 60, "every subscriber located, both families")
         self.where = f"{switches} switches, {len(self.subscribers)} subscribers, dual stack"

@@ -103,7 +103,7 @@ def mininet_lock():
 @pytest.fixture(scope="module")
 def lab_factory(request, tmp_path_factory, mininet_lock):
     """Starts a controller and a topology; tears both down at module end."""
-    import lab as harness
+    from testbed import lab as harness
     started = []
 
     def start(topo, *, expected_links: int, controller_args=(), via_proxy=False,
@@ -114,7 +114,9 @@ def lab_factory(request, tmp_path_factory, mininet_lock):
         ARTIFACTS.mkdir(exist_ok=True)
         harness.cleanup()
         ofp_port = harness.free_port()
-        log_path = ARTIFACTS / f"{request.module.__name__}-controller.log"
+        # By file name: the module's own name is tests.e2e.<name>, and the
+        # log keeps the name it always had.
+        log_path = ARTIFACTS / f"{request.path.stem}-controller.log"
         db = tmp_path_factory.mktemp("store") / "enforcement.db"
         controller = harness.ControllerProcess(
             ofp_port, log_path=log_path,

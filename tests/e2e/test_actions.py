@@ -12,11 +12,11 @@ import time
 import grpc
 import pytest
 
-import lab as harness
-import topologies
-from capture import Capture
 from enforcement.domain import pipeline
 from enforcement.v1 import enforcement_pb2 as pb
+from testbed import lab as harness
+from testbed import topologies
+from testbed.capture import Capture
 
 pytestmark = pytest.mark.mininet
 

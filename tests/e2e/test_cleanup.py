@@ -14,14 +14,10 @@ import sys
 import pytest
 from pyroute2 import IPRoute
 
-import lab as harness
-import leftovers
-import topologies
+from testbed import lab as harness
+from testbed import leftovers, topologies
 
 pytestmark = pytest.mark.mininet
-
-MININET_DIR = pathlib.Path(harness.__file__).resolve().parent
-
 
 def start_time(pid: int) -> int | None:
     """The process's start time, or None once it is gone (or a zombie)."""
@@ -89,20 +85,20 @@ def test_cleanup_removes_a_network_that_was_never_stopped(mininet_lock):
 
 
 CRASHING_RUN = """
-import json, sys, time
-sys.path.insert(0, {mininet_dir!r})
-import lab, topologies
+import json, time
+from testbed import lab, topologies
 net = lab.start_network(topologies.LinearTopo(switches=2, hosts_per_switch=1), lab.free_port())
 out = net.get("h1").cmd("nohup sleep 600 > /dev/null 2>&1 & echo $!")
-print(json.dumps({{"record": str(net.record_path), "job": int(out.split()[-1])}}), flush=True)
+print(json.dumps({"record": str(net.record_path), "job": int(out.split()[-1])}), flush=True)
 time.sleep(600)
 """
 
 
 def test_cleanup_removes_what_a_crashed_run_left(mininet_lock):
     crashing = subprocess.Popen(
-        [sys.executable, "-c", CRASHING_RUN.format(mininet_dir=str(MININET_DIR))],
-        stdout=subprocess.PIPE, text=True)
+        # From the checkout's root, whose testbed/ the run imports.
+        [sys.executable, "-c", CRASHING_RUN], stdout=subprocess.PIPE, text=True,
+        cwd=harness.ROOT)
     try:
         started = next((json.loads(line) for line in crashing.stdout
                         if line.startswith("{")), None)

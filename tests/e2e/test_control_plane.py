@@ -14,14 +14,14 @@ import time
 import grpc
 import pytest
 
-import lab as harness
-import topologies
-from capture import Capture
 from enforcement.v1 import enforcement_pb2 as pb
+from testbed import lab as harness
+from testbed import topologies
+from testbed.capture import Capture
 
 pytestmark = pytest.mark.mininet
 
-FLOODER = harness.HERE / "flood.py"
+FLOODER = harness.HOST_SCRIPTS / "flood.py"
 FLOOD_SECONDS = 20
 # The figure is "at least 100,000 frames/s" (a margin for pacing);
 # as fast as Python can (800,000/s here) the flood mostly measures how Open

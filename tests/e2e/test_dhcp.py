@@ -12,9 +12,8 @@ import time
 
 import pytest
 
-import dhcp
-import lab as harness
-import topologies
+from testbed import dhcp, topologies
+from testbed import lab as harness
 
 pytestmark = pytest.mark.mininet
 

@@ -17,14 +17,14 @@ import time
 
 import pytest
 
-import lab as harness
-import topologies
-from capture import Capture
 from enforcement.v1 import enforcement_pb2 as pb
+from testbed import lab as harness
+from testbed import topologies
+from testbed.capture import Capture
 
 pytestmark = pytest.mark.mininet
 
-FORGE = f"{sys.executable} {harness.HERE / 'v6_forge.py'}"
+FORGE = f"{sys.executable} {harness.HOST_SCRIPTS / 'v6_forge.py'}"
 # Who is enforced against when the decision names which family, and its
 # neighbour on the same access switch. Two subscribers, so that the tests by
 # IPv6 are not repeats of those by IPv4 (a repeat climbs the ladder: one
@@ -38,7 +38,7 @@ def v6(host) -> str:
 
 @pytest.fixture(scope="module")
 def lab(lab_factory, tmp_path_factory):
-    shipped = (harness.HERE.parent / "enforcement" / "domain" / "default_policy.toml").read_text()
+    shipped = (harness.ROOT / "enforcement" / "domain" / "default_policy.toml").read_text()
     assert 'dns = ["10.0.0.250"]' in shipped and 'portal = ["10.0.0.251"]' in shipped
     policy = tmp_path_factory.mktemp("policy") / "policy.toml"
     policy.write_text(shipped.replace('dns = ["10.0.0.250"]',
@@ -224,7 +224,7 @@ def test_anti_spoofing_validates_ipv6_sources_and_neighbour_discovery(lab, famil
 
     def rogue_route_on_victim() -> bool:
         victim.cmd(f"ip -6 route flush default dev {victim.defaultIntf()}")
-        spoofer.cmd(f"{sys.executable} {harness.HERE / 'ra_send.py'} {intf}")
+        spoofer.cmd(f"{sys.executable} {harness.HOST_SCRIPTS / 'ra_send.py'} {intf}")
         time.sleep(0.5)
         return "via fe80" in victim.cmd("ip -6 route show default")
 

@@ -14,13 +14,13 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
-import lab as harness
-import topologies
 from controller.openflow import dataplane
 from controller.topology.settling import SETTLE_SECONDS
 from enforcement.domain import pipeline
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
+from testbed import lab as harness
+from testbed import topologies
 
 pytestmark = pytest.mark.mininet
 

@@ -4,7 +4,7 @@ hosts and real TCP. Any instance answers; a leader killed mid-stream loses
 no decision; a frozen leader that wakes is fenced and changes nothing; a
 switch that comes back empty while a former follower leads is rebuilt; a
 restarted instance rejoins as a follower.
-The harness is mininet/halab.py.
+The harness is testbed/halab.py.
 """
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-import lab as harness
-from conftest import ARTIFACTS
 from enforcement.v1 import enforcement_pb2 as pb
-from halab import INET
+from testbed import lab as harness
+from testbed.halab import INET
+from tests.e2e.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.mininet
 
@@ -38,8 +38,7 @@ def block(port: int) -> pb.ActionRequest:
 
 @pytest.fixture(scope="module")
 def ha(mininet_lock, tmp_path_factory):
-    import halab
-    import topologies
+    from testbed import halab, topologies
     ARTIFACTS.mkdir(exist_ok=True)
     ports = [*OPEN, *range(BLOCKED_BASE, BLOCKED_BASE + STREAM),
              *range(EACH_BASE, EACH_BASE + INSTANCES), SPLIT_PORT]

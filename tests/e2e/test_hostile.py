@@ -16,11 +16,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-import lab as harness
-import topologies
 from enforcement.clients import certs
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
+from testbed import lab as harness
+from testbed import topologies
 
 pytestmark = pytest.mark.mininet
 

@@ -13,14 +13,14 @@ import time
 
 import pytest
 
-import lab as harness
-import topologies
 from enforcement.v1 import enforcement_pb2 as pb
+from testbed import lab as harness
+from testbed import topologies
 
 pytestmark = pytest.mark.mininet
 
-FORGE = f"{sys.executable} {harness.HERE / 'l2_forge.py'}"
-V6_FORGE = f"{sys.executable} {harness.HERE / 'v6_forge.py'}"
+FORGE = f"{sys.executable} {harness.HOST_SCRIPTS / 'l2_forge.py'}"
+V6_FORGE = f"{sys.executable} {harness.HOST_SCRIPTS / 'v6_forge.py'}"
 INET, DNS = "10.0.0.200", "10.0.0.250"
 
 

@@ -14,17 +14,17 @@ import urllib.request
 import grpc
 import pytest
 
-import lab as harness
-import topologies
 from controller.openflow import dataplane
 from controller.topology.settling import SETTLE_SECONDS
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
+from testbed import lab as harness
+from testbed import topologies
 
 pytestmark = pytest.mark.mininet
 
-FORGE = harness.HERE / "lldp_forge.py"
-RELAY = harness.HERE / "lldp_relay.py"
+FORGE = harness.HOST_SCRIPTS / "lldp_forge.py"
+RELAY = harness.HOST_SCRIPTS / "lldp_relay.py"
 REAL_LINKS = {(1, 3, 2, 3), (2, 3, 1, 3), (2, 4, 3, 3), (3, 3, 2, 4)}
 HOME = {"h1": (1, 1), "h2": (1, 2), "h3": (2, 1), "h4": (2, 2), "h5": (3, 1), "h6": (3, 2)}
 

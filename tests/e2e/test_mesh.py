@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-import lab as harness
-import topologies
+from testbed import lab as harness
+from testbed import topologies
 
 pytestmark = pytest.mark.mininet
 

@@ -11,9 +11,9 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import lab as harness
-import topologies
 from enforcement.v1 import enforcement_pb2 as pb
+from testbed import lab as harness
+from testbed import topologies
 
 pytestmark = pytest.mark.mininet
 

@@ -14,10 +14,10 @@ import threading
 
 import pytest
 
-import lab as harness
-import topologies
 from enforcement.domain import policy
 from enforcement.v1 import enforcement_pb2 as pb
+from testbed import lab as harness
+from testbed import topologies
 
 pytestmark = pytest.mark.mininet
 

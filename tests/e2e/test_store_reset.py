@@ -10,10 +10,10 @@ from __future__ import annotations
 import grpc
 import pytest
 
-import lab as harness
-import topologies
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
+from testbed import lab as harness
+from testbed import topologies
 
 pytestmark = pytest.mark.mininet
 

@@ -12,13 +12,13 @@ Topology (topologies.LinearTopo(3, 1)): h1-s1-s2-s3, h2 on s2, h3 on s3.
 """
 import time
 
-import browser
 import pytest
-from browser import fit
 
-import lab as harness
-import topologies
 from enforcement.v1 import enforcement_pb2 as pb
+from testbed import lab as harness
+from testbed import topologies
+from tests.e2e import browser
+from tests.e2e.browser import fit
 
 pytestmark = pytest.mark.mininet
 

@@ -9,10 +9,10 @@ import re
 import grpc
 import pytest
 
-import lab as harness
-import topologies
 from enforcement.domain import pipeline
 from enforcement.v1 import enforcement_pb2 as pb
+from testbed import lab as harness
+from testbed import topologies
 
 pytestmark = pytest.mark.mininet
 

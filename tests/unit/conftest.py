@@ -1,12 +1,12 @@
 """A throwaway PostgreSQL server for the store tests: the same code must
 serve SQLite files and PostgreSQL, so both are tested for real. The server
-is mininet/pgcluster.py's (tests/conftest.py puts that folder on the path)."""
+is testbed/pgcluster.py's."""
 import itertools
 import os
 
 import pytest
 
-import pgcluster
+from testbed import pgcluster
 
 
 @pytest.fixture(scope="session")

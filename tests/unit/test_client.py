@@ -10,7 +10,6 @@ import time
 import grpc
 import pytest
 
-import lab as harness
 from enforcement.api import access
 from enforcement.api.guard import Guard
 from enforcement.api.servicer import SERVICE_NAME, create_server, serve
@@ -21,7 +20,8 @@ from enforcement.domain import policy
 from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import Store
 from enforcement.v1 import enforcement_pb2 as pb
-from test_api import RecordingNetwork
+from testbed import lab as harness
+from tests.unit.test_api import RecordingNetwork
 
 
 @pytest.fixture
@@ -227,7 +227,7 @@ def test_cli_watch_prints_events_as_they_happen(served, service):
 
 @pytest.fixture
 def dual_served(tmp_path):
-    from test_api import DualStackNetwork
+    from tests.unit.test_api import DualStackNetwork
     serving = serve("127.0.0.1:0", EnforcementService(
         DualStackNetwork(), policy.load(), Store(f"sqlite:///{tmp_path}/dual.db")))
     yield serving
@@ -236,7 +236,7 @@ def dual_served(tmp_path):
 
 def test_cli_takes_ipv6_addresses_and_shows_both_families(dual_served, capsys):
     from enforcement.clients import cli
-    from test_api import V6, DualStackNetwork
+    from tests.unit.test_api import V6, DualStackNetwork
 
     def ctl(*args):
         code = cli.main(["--server", f"127.0.0.1:{dual_served.port}", *args])

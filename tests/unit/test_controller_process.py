@@ -10,7 +10,7 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-import lab as harness
+from testbed import lab as harness
 
 
 def test_starts_answers_health_and_stops_cleanly_on_sigterm(tmp_path):

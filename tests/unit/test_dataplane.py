@@ -17,7 +17,7 @@ from controller.openflow.dataplane import (
 )
 from enforcement.domain import pipeline
 from enforcement.domain.model import HostView
-from flowsim import simulate
+from tests.flowsim import simulate
 
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 H1 = HostView("00:00:00:00:00:01", "10.0.0.1", 1, 1)

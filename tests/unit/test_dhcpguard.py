@@ -13,8 +13,8 @@ from controller.process import config
 from controller.topology.dhcp.bindings import Binding, BindingTable, Release
 from controller.topology.dhcp.snooping import Snooping
 from enforcement.domain.model import HostView
-from flowsim import simulate
-from test_dhcpsnoop import CLIENT, NAK, v4_frame
+from tests.flowsim import simulate
+from tests.unit.test_dhcpsnoop import CLIENT, NAK, v4_frame
 
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 H1 = HostView("00:00:00:00:00:01", "10.0.0.1", 1, 1)     # a subscriber

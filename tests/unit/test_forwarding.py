@@ -24,8 +24,8 @@ from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import Store
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
-from test_api import RecordingNetwork, spam
-from test_security import channel
+from tests.unit.test_api import RecordingNetwork, spam
+from tests.unit.test_security import channel
 
 ACCESS = """
 [clients.case-system]

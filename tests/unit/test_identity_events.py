@@ -28,9 +28,9 @@ from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import Store
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
-from test_api import RecordingNetwork, spam
-from test_identity_throttle import stands_for
-from test_port_alarms import _alembic, _columns, from_a_thread, once, start, watched
+from tests.unit.test_api import RecordingNetwork, spam
+from tests.unit.test_identity_throttle import stands_for
+from tests.unit.test_port_alarms import _alembic, _columns, from_a_thread, once, start, watched
 
 OWNER = "00:00:00:00:00:01 at switch 0000000000000001 port 1"
 # 10.0.0.3 (switch 2 port 1) claims 10.0.0.1's address.

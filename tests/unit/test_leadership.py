@@ -17,7 +17,7 @@ from enforcement.domain.errors import NotLeader
 from enforcement.domain.model import State
 from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import ENFORCEMENTS, EVENTS, Deposed, Store
-from test_lifecycle import POLICY, Switches, decision
+from tests.unit.test_lifecycle import POLICY, Switches, decision
 
 LEASE = 0.6
 

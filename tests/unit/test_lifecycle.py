@@ -25,7 +25,7 @@ from enforcement.domain.model import (
 from enforcement.lifecycle.service import EnforcementService
 from enforcement.store import codec
 from enforcement.store.database import Store
-from test_api import NOTHING, take_part
+from tests.unit.test_api import NOTHING, take_part
 
 POLICY = policy.load()
 

@@ -20,8 +20,8 @@ from enforcement.domain.model import State
 from enforcement.lifecycle.network import Network
 from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import Store
-from test_lifecycle import POLICY, Clock, Switches, decision
-from test_switch_audit import Fabric, rule
+from tests.unit.test_lifecycle import POLICY, Clock, Switches, decision
+from tests.unit.test_switch_audit import Fabric, rule
 
 
 class Confirming(Switches):

@@ -20,7 +20,7 @@ from enforcement.domain.model import (
 from enforcement.domain.planner import Context, Target, plan
 from enforcement.domain.policy import ActionSpec, load
 from enforcement.domain.routing import route
-from flowsim import simulate
+from tests.flowsim import simulate
 
 POLICY = load()
 # s1 (access: h1 port 1, h2 port 2) --port 3 / port 3-- s2 (dns port 1, portal port 2)

@@ -14,8 +14,19 @@ from enforcement.domain.model import ActionKind, Violation
 from enforcement.domain.planner import Context, Target, plan
 from enforcement.domain.policy import ActionSpec
 from enforcement.domain.routing import route
-from flowsim import simulate
-from test_planner import H1, MACS, POLICY, UPLINK, VIEW, arp_packet, fate, ip_packet, step, switch
+from tests.flowsim import simulate
+from tests.unit.test_planner import (
+    H1,
+    MACS,
+    POLICY,
+    UPLINK,
+    VIEW,
+    arp_packet,
+    fate,
+    ip_packet,
+    step,
+    switch,
+)
 
 # h1 (port 1): its link-local and global addresses in the access /64 it
 # shares with h2, and a delegated /56 of its own.

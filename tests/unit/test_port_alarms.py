@@ -23,7 +23,7 @@ from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import MIGRATIONS, Store
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
-from test_api import RecordingNetwork, spam
+from tests.unit.test_api import RecordingNetwork, spam
 
 STORM = PortAlarm(dpid=2, port=3, budget="storm", rate_pps=2500.0, limit=1000.0,
                   subscriber_ip="10.0.0.1", detail="broadcast ARP flood")

@@ -17,8 +17,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-import lab as harness
 from controller.process import notify
+from testbed import lab as harness
 
 UNIT = pathlib.Path(__file__).parents[2] / "deploy" / "enforcement-controller.service"
 

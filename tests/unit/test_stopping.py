@@ -22,8 +22,7 @@ with stop._cond:
 print("stopped", flush=True)
 """
 NEW = """
-import os, signal, sys
-sys.path.insert(0, {root!r})
+import os, signal
 from controller.process.stopping import StopSignals
 stop = StopSignals()
 os.kill(os.getpid(), signal.SIGTERM)  # before the wait: kept, not lost
@@ -35,8 +34,10 @@ print("stopped again", flush=True)
 
 def run(code: str, *, then_signal: bool = False, timeout: float = 10
         ) -> subprocess.CompletedProcess:
+    # From the checkout's root, whose controller/ the code imports (-c puts
+    # the working directory first on the path).
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
     if then_signal:
         assert proc.stdout.readline().startswith("stopped SIGTERM")
         proc.send_signal(15)
@@ -55,7 +56,7 @@ def test_an_event_set_by_the_handler_deadlocks_where_the_wait_holds_its_lock():
 
 
 def test_the_stop_signals_wake_the_wait_whenever_they_come():
-    done = run(NEW.format(root=str(ROOT)), then_signal=True)
+    done = run(NEW, then_signal=True)
     assert done.returncode == 0 and done.stdout == "stopped again\n"
 
 
@@ -63,8 +64,7 @@ def test_the_stop_signals_wake_the_wait_whenever_they_come():
 # thread, blocked reading the pipe, must wake all the same. A SIGHUP first
 # wakes it too, and must not count as a stop.
 OTHER_THREAD = """
-import os, signal, sys, threading, time
-sys.path.insert(0, {root!r})
+import os, signal, threading, time
 from controller.process.stopping import StopSignals
 stop = StopSignals()
 signal.signal(signal.SIGHUP, lambda *_: print("hangup", flush=True))
@@ -79,5 +79,5 @@ print("stopped", signal.Signals(stop.wait()).name, flush=True)
 
 
 def test_a_stop_signal_delivered_to_another_thread_wakes_the_wait():
-    done = run(OTHER_THREAD.format(root=str(ROOT)))
+    done = run(OTHER_THREAD)
     assert done.returncode == 0 and done.stdout == "hangup\nstopped SIGTERM\n", done

@@ -4,7 +4,7 @@ import itertools
 from controller.topology.graph import accepts_broadcast, flood_ports, next_hop, spanning_tree
 from enforcement.domain.model import HostView, LinkView, SwitchView, TopologyView
 from enforcement.domain.routing import switch_graph
-from flowsim import hosts_reached
+from tests.flowsim import hosts_reached
 
 
 def ring(n):

@@ -8,7 +8,7 @@ import pytest
 from controller.topology.graph import next_hop, spanning_tree
 from enforcement.domain.model import HostView, LinkView, SwitchView, TopologyView
 from enforcement.domain.routing import switch_graph
-from flowsim import hosts_reached
+from tests.flowsim import hosts_reached
 
 HOST_PORT = 1
 

@@ -41,7 +41,7 @@ import urllib.parse
 import uuid
 from typing import Self
 
-import leftovers
+from testbed import leftovers
 
 RECORDS = leftovers.STATE_DIR / "postgresql"
 USER = "postgres"

@@ -18,10 +18,10 @@ import sys
 import time
 import urllib.request
 
-import lab as harness
-import pgcluster
 from controller.topology.settling import SETTLE_SECONDS
 from enforcement.clients.client import EnforcementClient
+from testbed import lab as harness
+from testbed import pgcluster
 
 INET = "10.0.0.200"
 
@@ -153,7 +153,7 @@ class HaLab:
     def probe(self, host: str, ports) -> dict[int, bool]:
         """Which TCP ports of the Internet stand-in a host can connect to."""
         spec = " ".join(map(str, ports))
-        out = self.host(host).cmd(f"{sys.executable} {harness.HERE / 'tcp_probe.py'} "
+        out = self.host(host).cmd(f"{sys.executable} {harness.HOST_SCRIPTS / 'tcp_probe.py'} "
                                   f"{INET} {spec} --timeout 1.5")
         return {int(k): v for k, v in json.loads(out.strip().splitlines()[-1]).items()}
 

@@ -7,7 +7,7 @@ in userspace, waits until links are discovered and every host is located, and
 prints how to send a first decision. With a terminal it opens the Mininet CLI;
 without one it runs until SIGINT/SIGTERM. Everything is torn down on exit.
 
-    python mininet/run.py --topo linear --switches 3 --hosts-per-switch 2
+    python -m testbed.run --topo linear --switches 3 --hosts-per-switch 2
 
 On the isp topology (the default) a DHCP server (dnsmasq, host dhcp,
 10.0.0.253) runs on the services switch, whose port the controllers trust,
@@ -20,7 +20,7 @@ instance i (1..N) takes each listening port plus i-1 (gRPC 50051+i-1,
 OpenFlow 6653+i-1, metrics 9108+i-1, view 8080+i-1), logs to controller-i.log,
 and every switch connects to all of them.
 
-    python mininet/run.py --ha 3
+    python -m testbed.run --ha 3
 """
 from __future__ import annotations
 
@@ -36,13 +36,8 @@ import tempfile
 import threading
 import time
 
-# Run as a script, this folder (the harness, which is no package) is
-# already first on sys.path.
-import dhcp
-import lab
-import pgcluster
-import topologies
 from controller.topology.settling import SETTLE_SECONDS
+from testbed import dhcp, lab, pgcluster, topologies
 
 DHCP_RANGE = ("10.0.0.100", "10.0.0.199")
 DHCP_LEASE = 300

@@ -1,6 +1,6 @@
 """The harness: a controller process plus a Mininet network, and real traffic.
 
-Used by mininet/run.py (the main job) and by the Mininet tests. Switches use
+Used by testbed/run.py (the main job), the Mininet tests and bench/. Switches use
 Open vSwitch's userspace datapath (the kernel here has no openvswitch module)
 in fail-mode secure, so they never fall back to a learning switch and drop
 enforcement; host interfaces get TX checksum offload turned off, without which
@@ -28,11 +28,14 @@ from mininet.node import OVSSwitch, RemoteController
 from pyroute2 import netns
 from pyroute2.ethtool import Ethtool
 
-import leftovers
+from testbed import leftovers
 
-HERE = pathlib.Path(__file__).resolve().parent
-LISTENER = HERE / "tcp_listen.py"
-UDP_PROBE = HERE / "udp_probe.py"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+# What a Mininet host runs by path, under the harness's interpreter: the
+# scripts stay in mininet/, next to the topologies `mn --custom` loads.
+HOST_SCRIPTS = ROOT / "mininet"
+LISTENER = HOST_SCRIPTS / "tcp_listen.py"
+UDP_PROBE = HOST_SCRIPTS / "udp_probe.py"
 
 
 # ---- the controller process ----------------------------------------------
