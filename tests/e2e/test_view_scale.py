@@ -28,9 +28,9 @@ from enforcement.domain.model import (
 from enforcement.domain.validation import validate_apply
 from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import Store
+from tests.doubles import RecordingNetwork
 from tests.e2e import browser
 from tests.e2e.browser import fit
-from tests.unit.test_api import RecordingNetwork
 
 SWITCHES, HOSTS_PER_SWITCH = 100, 20
 CORE = 0xA000  # the walled garden's switch; the others hang off a ring around it

@@ -7,78 +7,13 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from enforcement.api.servicer import SERVICE_NAME, create_server
 from enforcement.domain import policy
-from enforcement.domain.desired import SwitchState, apply_change, diff, diff_part
-from enforcement.domain.errors import SwitchError
-from enforcement.domain.model import HostView, LinkView, Location, SwitchView, TopologyView
+from enforcement.domain.model import HostView, SwitchView, TopologyView
 from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import Store
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
-
-NOTHING = diff(SwitchState.empty(), SwitchState.empty())
-
-
-def take_part(holdings: dict, dpid, rules, meters):
-    """What a switch double does with Network.sync_part: holdings[dpid]
-    becomes a copy with the difference applied; returns the difference."""
-    held = holdings.get(dpid, SwitchState.empty())
-    held = SwitchState(dict(held.rules), dict(held.meters))
-    change = diff_part(held, rules, meters)
-    apply_change(held, change)
-    holdings[dpid] = held
-    return change
-
-
-class RecordingNetwork:
-    def __init__(self):
-        self.hosts = {"10.0.0.1": Location(1, 1, "00:00:00:00:00:01"),
-                      "10.0.0.3": Location(2, 1, "00:00:00:00:00:03")}
-        self.connected = {1, 2}
-        self.state = {}
-        self.refuse = None
-
-    def locate(self, ip):
-        return self.hosts.get(ip)
-
-    def host(self, ip):
-        where = self.locate(ip)
-        return None if where is None else HostView(where.mac, ip, where.dpid, where.port)
-
-    def subscriber(self, mac):
-        return next((HostView(mac, ip, where.dpid, where.port)
-                     for ip, where in self.hosts.items() if where.mac == mac), None)
-
-    def is_connected(self, dpid):
-        return dpid in self.connected
-
-    def sync(self, dpid, desired, timeout, verify=False):
-        if self.refuse:
-            raise SwitchError(self.refuse)
-        change = diff(self.state.get(dpid, desired.empty()), desired)
-        self.state[dpid] = desired
-        return change
-
-    def audit(self, dpid, timeout):
-        # What the double holds is both what the switch reports and what it
-        # confirmed: drift shows in the service's full sync against it.
-        return NOTHING
-
-    def sync_part(self, dpid, rules, meters, timeout, meanwhile=None):
-        if self.refuse:
-            raise SwitchError(self.refuse)
-        return take_part(self.state, dpid, rules, meters)
-
-    @property
-    def flows(self):
-        return {rule for state in self.state.values() for rule in state.rules.values()}
-
-    def topology(self):
-        # dns and portal behind switch 2, reached from switch 1 through port 3
-        return TopologyView(
-            (SwitchView(1, ()), SwitchView(2, ())),
-            (LinkView(1, 3, 2, 3), LinkView(2, 3, 1, 3)),
-            (HostView("00:00:00:00:00:fa", "10.0.0.250", 2, 5),
-             HostView("00:00:00:00:00:fb", "10.0.0.251", 2, 6)))
+from tests.cases import spam
+from tests.doubles import V6, DualStackNetwork, RecordingNetwork
 
 
 @pytest.fixture
@@ -103,12 +38,6 @@ def channel(service):
 @pytest.fixture
 def stub(channel):
     return pb_grpc.EnforcementServiceStub(channel)
-
-
-def spam(request_id="r1", ip="10.0.0.1", **kw):
-    return pb.ApplyRequest(request_id=request_id, case_id="C-1",
-                           subscriber=pb.Subscriber(ip=ip, **kw),
-                           violation=pb.VIOLATION_SPAM, reason="bulk mail")
 
 
 def code_of(call):
@@ -376,31 +305,6 @@ def test_a_batch_too_big_or_empty_is_refused_whole(stub, network):
 
 
 # ---- dual stack ---------------------------------------------------------------------
-
-V6 = "2001:db8:1::1"
-
-
-class DualStackNetwork(RecordingNetwork):
-    """10.0.0.1 is also 2001:db8:1::1 in its /64, with a link-local address."""
-    IPV6 = ("fe80::200:ff:fe00:1", V6, "2001:db8:1::/64")
-
-    def locate(self, ip):
-        return super().locate("10.0.0.1" if ip in self.IPV6 else ip)
-
-    def host(self, ip):
-        where = self.locate(ip)
-        if where is None:
-            return None
-        if where == self.hosts["10.0.0.1"]:
-            return HostView(where.mac, "10.0.0.1", where.dpid, where.port, account="ACME-1",
-                            pinned=True, ipv6=self.IPV6)
-        return HostView(where.mac, ip, where.dpid, where.port)
-
-    def topology(self):
-        view = super().topology()
-        return TopologyView(view.switches, view.links,
-                            (*view.hosts, self.host("10.0.0.1"), self.host("10.0.0.3")))
-
 
 @pytest.fixture
 def dual_stub(tmp_path):

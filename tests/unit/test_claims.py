@@ -4,7 +4,7 @@ binding is the server's word, and a refusal is reported, not learned."""
 from controller.openflow.dataplane import Budgets
 from controller.topology.state import TopologyState
 from enforcement.domain.inventory import Pinned
-from tests.unit.test_control_plane_parts import arp_frame, ip_frame, nd_frame
+from tests.frames import arp_frame, ip_frame, nd_frame
 
 A, B, C = "00:00:00:00:00:0a", "00:00:00:00:00:0b", "00:00:00:00:00:0c"
 

@@ -1,5 +1,5 @@
 """The typed client (enforcement.clients.client) and enforcementctl against a real
-server socket, plaintext and mutual TLS; the switch side is test_api's
+server socket, plaintext and mutual TLS; the switch side is tests/doubles.py's
 recording double."""
 import os
 import subprocess
@@ -21,7 +21,7 @@ from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import Store
 from enforcement.v1 import enforcement_pb2 as pb
 from testbed import lab as harness
-from tests.unit.test_api import RecordingNetwork
+from tests.doubles import RecordingNetwork
 
 
 @pytest.fixture
@@ -227,7 +227,7 @@ def test_cli_watch_prints_events_as_they_happen(served, service):
 
 @pytest.fixture
 def dual_served(tmp_path):
-    from tests.unit.test_api import DualStackNetwork
+    from tests.doubles import DualStackNetwork
     serving = serve("127.0.0.1:0", EnforcementService(
         DualStackNetwork(), policy.load(), Store(f"sqlite:///{tmp_path}/dual.db")))
     yield serving
@@ -236,7 +236,7 @@ def dual_served(tmp_path):
 
 def test_cli_takes_ipv6_addresses_and_shows_both_families(dual_served, capsys):
     from enforcement.clients import cli
-    from tests.unit.test_api import V6, DualStackNetwork
+    from tests.doubles import V6, DualStackNetwork
 
     def ctl(*args):
         code = cli.main(["--server", f"127.0.0.1:{dual_served.port}", *args])

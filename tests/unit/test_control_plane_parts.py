@@ -4,7 +4,7 @@ the fabric's hold on a switch it finds holding flows."""
 import threading
 import time
 
-from os_ken.lib.packet import arp, ether_types, ethernet, icmpv6, ipv4, ipv6, packet
+from os_ken.lib.packet import ether_types, ethernet, ipv6, packet
 
 from controller.openflow.dataplane import Budgets, Ports, host_rules, switch_rules
 from controller.openflow.fabric import Fabric, Snapshot
@@ -12,6 +12,7 @@ from controller.openflow.packetin import PacketInQueue
 from controller.topology.portguard import PortGuard
 from controller.topology.state import TopologyState
 from enforcement.domain.model import HostView, LinkView
+from tests.frames import arp_frame, ip_frame, nd_frame
 
 
 class Clock:
@@ -20,32 +21,6 @@ class Clock:
 
     def __call__(self):
         return self.now
-
-
-def arp_frame(mac, ip, target="10.0.0.254"):
-    pkt = packet.Packet()
-    pkt.add_protocol(ethernet.ethernet("ff:ff:ff:ff:ff:ff", mac, ether_types.ETH_TYPE_ARP))
-    pkt.add_protocol(arp.arp(src_mac=mac, src_ip=ip, dst_ip=target))
-    pkt.serialize()
-    return bytes(pkt.data)
-
-
-def ip_frame(mac, src):
-    pkt = packet.Packet()
-    pkt.add_protocol(ethernet.ethernet("ff:ff:ff:ff:ff:ff", mac, ether_types.ETH_TYPE_IP))
-    pkt.add_protocol(ipv4.ipv4(src=src, dst="255.255.255.255", proto=17))
-    pkt.serialize()
-    return bytes(pkt.data)
-
-
-def nd_frame(mac, kind, src, target):
-    """A neighbour solicitation (135) or advertisement (136) as a host sends it."""
-    pkt = packet.Packet()
-    pkt.add_protocol(ethernet.ethernet("33:33:ff:00:00:01", mac, ether_types.ETH_TYPE_IPV6))
-    pkt.add_protocol(ipv6.ipv6(src=src, dst="ff02::1:ff00:1", nxt=58, hop_limit=255))
-    pkt.add_protocol(icmpv6.icmpv6(type_=kind, data=icmpv6.nd_neighbor(dst=target)))
-    pkt.serialize()
-    return bytes(pkt.data)
 
 
 # ---- the learning guard ------------------------------------------------------

@@ -14,7 +14,7 @@ from controller.topology.dhcp.bindings import Binding, BindingTable, Release
 from controller.topology.dhcp.snooping import Snooping
 from enforcement.domain.model import HostView
 from tests.flowsim import simulate
-from tests.unit.test_dhcpsnoop import CLIENT, NAK, v4_frame
+from tests.frames import CLIENT, NAK, v4_frame
 
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 H1 = HostView("00:00:00:00:00:01", "10.0.0.1", 1, 1)     # a subscriber

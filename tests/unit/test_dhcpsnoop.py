@@ -7,35 +7,11 @@ import math
 import struct
 
 import pytest
-from os_ken.lib.packet import dhcp, dhcp6, ethernet, ipv4, ipv6, packet, udp, vlan
+from os_ken.lib.packet import dhcp6, ethernet, ipv6, packet, udp
 
 from controller.topology.dhcp import replies as dhcpsnoop
 from controller.topology.dhcp.replies import Lease
-
-CLIENT = "02:00:00:00:00:01"
-SERVER = "02:00:00:00:00:fd"
-ACK, NAK, OFFER, DISCOVER = 5, 6, 2, 1
-
-
-def v4_frame(kind=ACK, *, yiaddr="10.0.0.101", lease=120, server_id="10.0.0.253",
-             chaddr=CLIENT, sport=67, dport=68, op=2, extra=(), tag=None):
-    options = [dhcp.option(dhcp.DHCP_MESSAGE_TYPE_OPT, bytes([kind]))]
-    if lease is not None:
-        options.append(dhcp.option(51, struct.pack("!I", lease)))
-    if server_id:
-        options.append(dhcp.option(54, bytes(int(x) for x in server_id.split("."))))
-    options += [dhcp.option(code, value) for code, value in extra]
-    pkt = packet.Packet()
-    pkt.add_protocol(ethernet.ethernet(dst=chaddr, src=SERVER,
-                                       ethertype=0x8100 if tag else 0x0800))
-    if tag:
-        pkt.add_protocol(vlan.vlan(vid=tag, ethertype=0x0800))
-    pkt.add_protocol(ipv4.ipv4(src="10.0.0.253", dst=yiaddr, proto=17))
-    pkt.add_protocol(udp.udp(src_port=sport, dst_port=dport))
-    pkt.add_protocol(dhcp.dhcp(op=op, chaddr=chaddr, yiaddr=yiaddr,
-                               options=dhcp.options(options)))
-    pkt.serialize()
-    return bytes(pkt.data)
+from tests.frames import CLIENT, DISCOVER, NAK, OFFER, SERVER, v4_frame
 
 
 def opt6(code, value: bytes) -> bytes:

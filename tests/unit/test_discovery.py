@@ -7,6 +7,7 @@ import time
 from os_ken.lib import hub
 
 from controller.topology.lldp import schedule as discovery
+from tests.frames import port
 
 
 def test_the_native_hub_event_ignores_its_timeout():
@@ -76,16 +77,6 @@ def discovery_app():
     app.lldp_event = hub.Event()
     app.link_event = hub.Event()
     return app
-
-
-def port(no):
-    from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
-    from os_ken.topology.switches import Port
-    desc = ofproto_v1_3_parser.OFPPort(port_no=no, hw_addr="00:00:00:00:00:01",
-                                       name=f"s1-eth{no}".encode(), config=0, state=0,
-                                       curr=0, advertised=0, supported=0, peer=0,
-                                       curr_speed=0, max_speed=0)
-    return Port(1, ofproto_v1_3, desc)
 
 
 def test_ports_coming_and_going_never_stop_the_lldp_sender(monkeypatch):

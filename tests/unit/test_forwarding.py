@@ -1,7 +1,7 @@
 """A follower forwards changing calls to the leader, over real gRPC with
 mutual TLS on real sockets, on one real PostgreSQL store: the caller is
 checked where it called, the follower where it forwards, and the audit log
-names both. (The switch side is test_api's recording double; the whole with
+names both. (The switch side is tests/doubles.py's recording double; the whole with
 real switches is tests/e2e/test_high_availability.py.)"""
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import Store
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
-from tests.unit.test_api import RecordingNetwork, spam
-from tests.unit.test_security import channel
+from tests.cases import spam
+from tests.doubles import RecordingNetwork
+from tests.tls import channel
 
 ACCESS = """
 [clients.case-system]

@@ -13,7 +13,7 @@ from enforcement.domain.model import Location, Violation
 from enforcement.domain.validation import validate_apply
 from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import Store
-from tests.unit.test_lifecycle import Clock, Switches
+from tests.doubles import Clock, Switches
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 controller from its own threads, throttled, stored like every event, streamed
 by Watch over a real gRPC socket, counted in the metrics (scraped over
 HTTP), printed by enforcementctl, and an existing database upgraded to hold
-them. The switch side is test_api's recording double; the store is real
+them. The switch side is tests/doubles.py's recording double; the store is real
 (an SQLite file, and PostgreSQL where the database_url fixture runs one)."""
 import re
 import sqlite3
@@ -28,9 +28,9 @@ from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import Store
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
-from tests.unit.test_api import RecordingNetwork, spam
-from tests.unit.test_identity_throttle import stands_for
-from tests.unit.test_port_alarms import _alembic, _columns, from_a_thread, once, start, watched
+from tests.cases import spam
+from tests.doubles import RecordingNetwork, recording_service
+from tests.events import event_columns, from_a_thread, migrate, once, stands_for, watched
 
 OWNER = "00:00:00:00:00:01 at switch 0000000000000001 port 1"
 # 10.0.0.3 (switch 2 port 1) claims 10.0.0.1's address.
@@ -51,7 +51,7 @@ def url(tmp_path):
 
 @pytest.fixture
 def service(url):
-    service = start(url)
+    service = recording_service(url)
     yield service
     service.identity_reports.stop()
 
@@ -124,11 +124,11 @@ def test_watch_filters_refused_claims_by_subscriber(service, stub):
 
 
 def test_a_refused_claim_survives_a_restart(database_url):
-    first = start(database_url)
+    first = recording_service(database_url)
     reported(first, CLAIM, LLDP)
     first.identity_reports.stop()
     first._store.close()
-    again = start(database_url)
+    again = recording_service(database_url)
     server, port = create_server("127.0.0.1:0", again)
     server.start()
     try:
@@ -253,16 +253,16 @@ def test_report_takes_only_identity_events(service):
 def test_a_database_at_0003_upgrades_and_keeps_its_events(database_url):
     engine = sa.create_engine(database_url)
     try:
-        _alembic(engine, command.upgrade, "0003")
-        assert not _columns(engine) & IDENTITY_COLUMNS
+        migrate(engine, command.upgrade, "0003")
+        assert not event_columns(engine) & IDENTITY_COLUMNS
         with engine.begin() as conn:
             conn.execute(sa.text(
                 "INSERT INTO events (at, kind, enforcement_id, case_id, subscriber_ip, "
                 "state, detail, datapath_id, port, budget, rate, budget_limit) VALUES "
                 "(1.5, 'port_over_budget', '', '', '10.0.0.3', '', 'storm', 2, 1, 'storm', "
                 "2500.0, 1000.0)"))
-        service = start(database_url)  # opening the store migrates to the head
-        assert _columns(engine) >= IDENTITY_COLUMNS
+        service = recording_service(database_url)  # opening the store migrates to the head
+        assert event_columns(engine) >= IDENTITY_COLUMNS
         reported(service, CLAIM)
         service.report_port_alarm(PortAlarm(2, 1, "learn", 300.0, 200.0, "10.0.0.3"))
         old, claim, alarm = service.watch(subscriber_ip="10.0.0.3", still_wanted=once())
@@ -274,8 +274,8 @@ def test_a_database_at_0003_upgrades_and_keeps_its_events(database_url):
         service.identity_reports.stop()
         service._store.close()
         # And back: the claims go with their columns, the rest stays.
-        _alembic(engine, command.downgrade, "0003")
-        assert not _columns(engine) & IDENTITY_COLUMNS
+        migrate(engine, command.downgrade, "0003")
+        assert not event_columns(engine) & IDENTITY_COLUMNS
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT kind FROM events ORDER BY sequence")
                                 ).scalars().all() == ["port_over_budget", "port_over_budget"]

@@ -8,6 +8,7 @@ import pytest
 
 from enforcement.domain.model import IdentityEvent
 from enforcement.lifecycle.identity import Throttle
+from tests.events import stands_for
 
 T0 = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
 
@@ -17,13 +18,6 @@ def claim(claimed="10.0.0.1", *, kind="address_claim", dpid=2, port=1,
     return IdentityEvent(kind, dpid, port, mac, claimed,
                          owner="00:00:00:00:00:01 at switch 0000000000000001 port 1",
                          subscriber_ip="10.0.0.3", detail=detail)
-
-
-def stands_for(detail: str) -> int:
-    """How many reports a stored event stands for: itself and its "more"."""
-    if "; and " not in detail:
-        return 1
-    return 1 + int(detail.split("; and ")[1].split(" more")[0].replace(",", ""))
 
 
 def test_the_first_report_is_stored_and_the_repeats_wait_for_the_interval():

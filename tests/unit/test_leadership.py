@@ -1,7 +1,7 @@
 """Leadership on a real store (PostgreSQL, and SQLite where it applies):
 one leader at a time, an epoch that only grows, writes fenced by it, and
 followers that serve what the leader wrote, with the same event sequence.
-The switches are the double of test_lifecycle; the fencing by the switches
+The switches are the double of tests/doubles.py; the fencing by the switches
 themselves is tests/e2e/test_fencing.py, the whole under Mininet
 tests/e2e/test_high_availability.py."""
 import itertools
@@ -17,7 +17,8 @@ from enforcement.domain.errors import NotLeader
 from enforcement.domain.model import State
 from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import ENFORCEMENTS, EVENTS, Deposed, Store
-from tests.unit.test_lifecycle import POLICY, Switches, decision
+from tests.cases import POLICY, decision
+from tests.doubles import Switches
 
 LEASE = 0.6
 

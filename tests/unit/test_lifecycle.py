@@ -8,102 +8,17 @@ import json
 
 import pytest
 
-from enforcement.domain import policy
-from enforcement.domain.desired import SwitchState, diff
-from enforcement.domain.errors import AlreadyExists, FailedPrecondition, SwitchUnreachable
+from enforcement.domain.desired import SwitchState
+from enforcement.domain.errors import AlreadyExists, FailedPrecondition
 from enforcement.domain.model import (
-    Decision,
-    HostView,
-    LinkView,
-    Location,
     State,
-    Subscriber,
-    SwitchView,
-    TopologyView,
     Violation,
 )
 from enforcement.lifecycle.service import EnforcementService
 from enforcement.store import codec
 from enforcement.store.database import Store
-from tests.unit.test_api import NOTHING, take_part
-
-POLICY = policy.load()
-
-
-class Switches:
-    """What each switch holds, as a real one would report it."""
-
-    def __init__(self):
-        self.hosts = {"10.0.0.1": Location(1, 1, "00:00:00:00:00:01"),
-                      "10.0.0.2": Location(1, 2, "00:00:00:00:00:02")}
-        self.ipv6 = {"00:00:00:00:00:01": ("2001:db8::1", "fe80::200:ff:fe00:1")}
-        self.connected = {1, 2}
-        self.held: dict[int, SwitchState] = {}
-        self.confirmed: dict[int, SwitchState] = {}  # what each switch confirmed holding
-        self.unreachable_once = False
-
-    def locate(self, ip):
-        host = self.host(ip)
-        return None if host is None else Location(host.dpid, host.port, host.mac)
-
-    def host(self, ip):
-        """The identity of either family's address (hosts by IPv4, with the
-        IPv6 addresses of their MAC)."""
-        for v4, where in self.hosts.items():
-            v6 = self.ipv6.get(where.mac, ())
-            if ip == v4 or ip in v6:
-                return HostView(where.mac, v4, where.dpid, where.port, ipv6=v6)
-        return None
-
-    def subscriber(self, mac):
-        return next((self.host(ip) for ip, where in self.hosts.items() if where.mac == mac),
-                    None)
-
-    def is_connected(self, dpid):
-        return dpid in self.connected
-
-    def sync(self, dpid, desired, timeout, verify=False):
-        if self.unreachable_once:
-            self.unreachable_once = False
-            raise SwitchUnreachable("no answer")
-        change = diff(self.held.get(dpid, SwitchState.empty()), desired)
-        self.held[dpid] = self.confirmed[dpid] = desired
-        return change
-
-    def audit(self, dpid, timeout):
-        """Like SwitchSync.audit: what the switch holds against what it
-        confirmed (a state put in held by hand is drift), repaired."""
-        confirmed = self.confirmed.get(dpid)
-        if confirmed is None or self.held.get(dpid) is confirmed:
-            return NOTHING
-        change = diff(self.held.get(dpid, SwitchState.empty()), confirmed)
-        self.held[dpid] = confirmed
-        return change
-
-    def sync_part(self, dpid, rules, meters, timeout, meanwhile=None):
-        if self.unreachable_once:
-            self.unreachable_once = False
-            raise SwitchUnreachable("no answer")
-        change = take_part(self.held, dpid, rules, meters)
-        self.confirmed[dpid] = self.held[dpid]
-        return change
-
-    def topology(self):
-        return TopologyView((SwitchView(1, ()), SwitchView(2, ())),
-                            (LinkView(1, 3, 2, 3), LinkView(2, 3, 1, 3)),
-                            (HostView("00:00:00:00:00:fa", "10.0.0.250", 2, 5),
-                             HostView("00:00:00:00:00:fb", "10.0.0.251", 2, 6)))
-
-    def rules(self, dpid=1):
-        return list(self.held.get(dpid, SwitchState.empty()).rules.values())
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1_800_000_000.0
-
-    def __call__(self):
-        return self.now
+from tests.cases import POLICY, decision
+from tests.doubles import Clock, Switches
 
 
 @pytest.fixture
@@ -113,11 +28,6 @@ def world(database_url):
     def start():
         return EnforcementService(switches, POLICY, Store(url), clock=clock)
     return switches, clock, start
-
-
-def decision(request_id="r1", ip="10.0.0.1", violation=Violation.SPAM, **kw):
-    return Decision(request_id, "CASE-1", Subscriber(ipaddress.ip_address(ip)),
-                    violation, "test", **kw)
 
 
 def test_records_survive_a_restart_exactly(world):

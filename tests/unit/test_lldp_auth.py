@@ -12,7 +12,7 @@ from controller.topology.lldp import auth as lldpauth
 from controller.topology.lldp.auth import Authenticator
 from controller.topology.lldp.linkpairs import TwoWayLinks
 from controller.topology.lldp.refused import RefusedFrames
-from tests.unit.test_discovery import port as os_ken_port
+from tests.frames import port as os_ken_port
 
 KEY = b"k" * 32
 MAC = "00:00:00:00:00:01"

@@ -111,7 +111,7 @@ def test_refused_lldp_frames_are_a_counter_by_reason(tmp_path):
     from enforcement.domain import policy
     from enforcement.lifecycle.metrics import Metrics
     from enforcement.lifecycle.service import EnforcementService
-    from tests.unit.test_port_alarms import RecordingNetwork
+    from tests.doubles import RecordingNetwork
 
     class Network(RecordingNetwork):
         def connected_switches(self):

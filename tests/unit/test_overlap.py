@@ -20,8 +20,8 @@ from enforcement.domain.model import State
 from enforcement.lifecycle.network import Network
 from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import Store
-from tests.unit.test_lifecycle import POLICY, Clock, Switches, decision
-from tests.unit.test_switch_audit import Fabric, rule
+from tests.cases import POLICY, decision
+from tests.doubles import Clock, Fabric, Switches, rule
 
 
 class Confirming(Switches):

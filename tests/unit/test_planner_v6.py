@@ -1,5 +1,5 @@
 """The planner over IPv6 and for dual-stack and IPv6-only subscribers,
-through the simulated switch of test_planner: source validation and RA guard,
+through test_planner's simulated switch (tests/planning.py): source validation and RA guard,
 quarantine with a walled garden reachable over IPv6, destinations of either
 family, and every rule a switch would accept."""
 import dataclasses
@@ -15,18 +15,7 @@ from enforcement.domain.planner import Context, Target, plan
 from enforcement.domain.policy import ActionSpec
 from enforcement.domain.routing import route
 from tests.flowsim import simulate
-from tests.unit.test_planner import (
-    H1,
-    MACS,
-    POLICY,
-    UPLINK,
-    VIEW,
-    arp_packet,
-    fate,
-    ip_packet,
-    step,
-    switch,
-)
+from tests.planning import H1, MACS, POLICY, UPLINK, VIEW, arp_packet, fate, ip_packet, step, switch
 
 # h1 (port 1): its link-local and global addresses in the access /64 it
 # shares with h2, and a delegated /56 of its own.

@@ -1,7 +1,7 @@
 """Port alarms (EVENT_KIND_PORT_OVER_BUDGET): reported by the controller from
 its own threads, stored like every event, streamed by Watch over a real gRPC
 socket, counted in the metrics, printed by enforcementctl, and an existing
-database upgraded to hold them. The switch side is test_api's recording
+database upgraded to hold them. The switch side is tests/doubles.py's recording
 double; the store is real (an SQLite file, and PostgreSQL where the
 database_url fixture runs one)."""
 import subprocess
@@ -13,17 +13,15 @@ import grpc
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from alembic.config import Config
 
 from enforcement.api.servicer import create_server, event_to_proto, serve
-from enforcement.domain import policy
 from enforcement.domain.model import PortAlarm
 from enforcement.lifecycle.metrics import Metrics
-from enforcement.lifecycle.service import EnforcementService
-from enforcement.store.database import MIGRATIONS, Store
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
-from tests.unit.test_api import RecordingNetwork, spam
+from tests.cases import spam
+from tests.doubles import recording_service
+from tests.events import event_columns, from_a_thread, migrate, once, watched
 
 STORM = PortAlarm(dpid=2, port=3, budget="storm", rate_pps=2500.0, limit=1000.0,
                   subscriber_ip="10.0.0.1", detail="broadcast ARP flood")
@@ -33,10 +31,6 @@ CROWDED = PortAlarm(dpid=1, port=4, budget="max_hosts", rate_pps=9, limit=8,
                     subscriber_ip=None, detail="9th MAC 00:00:00:00:00:99 refused")
 
 
-def start(url: str) -> EnforcementService:
-    return EnforcementService(RecordingNetwork(), policy.load(), Store(url))
-
-
 @pytest.fixture
 def url(tmp_path):
     return f"sqlite:///{tmp_path}/state.db"
@@ -44,7 +38,7 @@ def url(tmp_path):
 
 @pytest.fixture
 def service(url):
-    return start(url)
+    return recording_service(url)
 
 
 @pytest.fixture
@@ -59,38 +53,6 @@ def stub(service):
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         yield pb_grpc.EnforcementServiceStub(channel)
     server.stop(None)
-
-
-def watched(stub, **request) -> list[pb.Event]:
-    """Everything Watch has so far (the stream ends at its deadline)."""
-    events = []
-    with pytest.raises(grpc.RpcError) as err:
-        for event in stub.Watch(pb.WatchRequest(**request), timeout=1.0):
-            events.append(event)
-    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    return events
-
-
-def from_a_thread(report, *alarms) -> None:
-    """As the controller reports: from a worker thread of its own."""
-    failures = []
-
-    def run():
-        try:
-            for alarm in alarms:
-                report(alarm)
-        except Exception as exc:  # handed to the test, which fails with it
-            failures.append(exc)
-    worker = threading.Thread(target=run)
-    worker.start()
-    worker.join(10)
-    assert not worker.is_alive()
-    if failures:
-        raise failures[0]
-
-
-def once():
-    return iter([True, False]).__next__
 
 
 def assert_is_storm(event: pb.Event) -> None:
@@ -178,10 +140,10 @@ def test_alarms_reported_together_are_all_stored(service, metrics):
 
 
 def test_an_alarm_survives_a_restart(database_url):
-    first = start(database_url)
+    first = recording_service(database_url)
     from_a_thread(first.report_port_alarm, STORM)
     first._store.close()
-    again = start(database_url)
+    again = recording_service(database_url)
     server, port = create_server("127.0.0.1:0", again)
     server.start()
     try:
@@ -194,7 +156,7 @@ def test_an_alarm_survives_a_restart(database_url):
 
 
 def test_the_widest_datapath_id_is_stored_and_streamed_whole(database_url):
-    service = start(database_url)
+    service = recording_service(database_url)
     widest = PortAlarm((1 << 64) - 2, (1 << 32) - 1, "learn", 1.0, 0.5)
     from_a_thread(service.report_port_alarm, widest)
     (event,) = service.watch(still_wanted=once())
@@ -203,33 +165,21 @@ def test_the_widest_datapath_id_is_stored_and_streamed_whole(database_url):
     assert (streamed.datapath_id, streamed.port) == ((1 << 64) - 2, (1 << 32) - 1)
 
 
-def _alembic(engine, action, revision) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        action(config, revision)
-
-
-def _columns(engine) -> set[str]:
-    return {c["name"] for c in sa.inspect(engine).get_columns("events")}
-
-
 PORT_COLUMNS = {"datapath_id", "port", "budget", "rate", "budget_limit"}
 
 
 def test_a_database_at_0001_upgrades_and_keeps_its_events(database_url):
     engine = sa.create_engine(database_url)
     try:
-        _alembic(engine, command.upgrade, "0001")
-        assert not _columns(engine) & PORT_COLUMNS
+        migrate(engine, command.upgrade, "0001")
+        assert not event_columns(engine) & PORT_COLUMNS
         with engine.begin() as conn:
             conn.execute(sa.text(
                 "INSERT INTO events (at, kind, enforcement_id, case_id, subscriber_ip, "
                 "state, detail) VALUES (1.5, 'lifted', 'enf-old', 'CASE-0', '10.0.0.1', "
                 "'lifted', 'closed before alarms existed')"))
-        service = start(database_url)  # opening the store migrates to the head
-        assert _columns(engine) >= PORT_COLUMNS
+        service = recording_service(database_url)  # opening the store migrates to the head
+        assert event_columns(engine) >= PORT_COLUMNS
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT version_num FROM alembic_version")
                                 ).scalar_one() == "0005"
@@ -241,8 +191,8 @@ def test_a_database_at_0001_upgrades_and_keeps_its_events(database_url):
             "port_over_budget", "storm", 2500.0, 1000.0)
         service._store.close()
         # And back: the alarms go with their columns, the rest stays.
-        _alembic(engine, command.downgrade, "0001")
-        assert not _columns(engine) & PORT_COLUMNS
+        migrate(engine, command.downgrade, "0001")
+        assert not event_columns(engine) & PORT_COLUMNS
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT kind FROM events")).scalars().all() == [
                 "lifted"]

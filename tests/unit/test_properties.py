@@ -21,7 +21,7 @@ from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import Store
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
-from tests.unit.test_api import RecordingNetwork
+from tests.doubles import RecordingNetwork
 
 settings.register_profile("ci", max_examples=300, derandomize=True, deadline=None,
                           database=None, print_blob=True,

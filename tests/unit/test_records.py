@@ -10,7 +10,7 @@ from enforcement.domain.model import Decision, Enforcement, Proposal, State, Sub
 from enforcement.lifecycle.service import EnforcementService
 from enforcement.store import codec
 from enforcement.store.database import Store
-from tests.unit.test_api import RecordingNetwork
+from tests.doubles import RecordingNetwork
 
 # A row as the store held it before Enforcement was made a Proposal carried out.
 ROW = (

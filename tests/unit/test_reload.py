@@ -15,7 +15,7 @@ from enforcement.domain import policy
 from enforcement.domain.model import Decision, Location, State, Subscriber, Violation
 from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import Store
-from tests.unit.test_lifecycle import Clock, Switches
+from tests.doubles import Clock, Switches
 
 SHIPPED = importlib.resources.files("enforcement.domain").joinpath(
     "default_policy.toml").read_text(encoding="utf-8")

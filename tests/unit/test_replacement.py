@@ -8,7 +8,7 @@ from enforcement.domain.model import LinkView, Location, State, TopologyView, Vi
 from enforcement.domain.validation import validate_apply
 from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import Store
-from tests.unit.test_api import RecordingNetwork
+from tests.doubles import RecordingNetwork
 
 
 def service_with(network, tmp_path):

@@ -12,7 +12,7 @@ from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import Store
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
-from tests.unit.test_api import DualStackNetwork
+from tests.doubles import DualStackNetwork
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 TEN_YEARS = 10 * 365 * 86400

@@ -1,6 +1,6 @@
 """Mutual TLS, roles, audit attribution and per-client limits, over real TLS
 channels to a real server socket (the switch side is the recording double of
-test_api; the Mininet test test_hostile.py runs the real controller process
+tests/doubles.py; the Mininet test test_hostile.py runs the real controller process
 with TLS)."""
 import contextlib
 import pathlib
@@ -20,7 +20,9 @@ from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import Store
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
-from tests.unit.test_api import RecordingNetwork, spam
+from tests.cases import spam
+from tests.doubles import RecordingNetwork
+from tests.tls import channel
 
 ACCESS = """
 [limits]
@@ -67,18 +69,6 @@ def api(pki, tmp_path):
 def _toml(text):
     import tomllib
     return tomllib.loads(text)
-
-
-def channel(pki, port, who=None, ca_dir="ours"):
-    root = (pki / "ours" / "ca.pem").read_bytes()
-    if who is None:
-        credentials = grpc.ssl_channel_credentials(root_certificates=root)
-    else:
-        d = pki / ca_dir
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=root, private_key=(d / f"{who}.key").read_bytes(),
-            certificate_chain=(d / f"{who}.pem").read_bytes())
-    return grpc.secure_channel(f"localhost:{port}", credentials)
 
 
 def call(pki, port, who, method, request, ca_dir="ours"):

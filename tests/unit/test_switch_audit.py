@@ -9,23 +9,7 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from controller.openflow import switchsync
 from controller.openflow.switchsync import SwitchSync
-from enforcement.domain.flows import FlowRule
-
-DPID = 5
-
-
-def rule(n):
-    return FlowRule(DPID, 0, 3000, 0x5DE0_0000_0000_0000 | n,
-                    (("eth_type", 0x800), ("ip_proto", 6), ("ipv4_src", "10.0.0.1"),
-                     ("tcp_dst", 1000 + n)))
-
-
-class Fabric:
-    def audit(self, dpid):
-        pass
-
-    def set_closing(self, dpid, **_):
-        pass
+from tests.doubles import DPID, Fabric, rule
 
 
 class Switch:

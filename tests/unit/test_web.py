@@ -23,7 +23,7 @@ from enforcement.domain.model import Violation
 from enforcement.domain.validation import validate_apply
 from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import Store
-from tests.unit.test_api import RecordingNetwork
+from tests.doubles import RecordingNetwork
 
 TOKEN = "s3cret-token-0123456789"
 V6_ONLY = "2001:db8:7::1"
@@ -199,7 +199,7 @@ def test_without_its_browser_library_the_view_says_what_to_do(service, tmp_path,
 
 
 def test_a_host_shows_its_ipv6_addresses_and_the_enforcements_they_named(tmp_path):
-    from tests.unit.test_api import V6, DualStackNetwork
+    from tests.doubles import V6, DualStackNetwork
     dual = EnforcementService(DualStackNetwork(), policy.load(),
                               Store(f"sqlite:///{tmp_path}/dual.db"))
     record = apply(dual, "w6", ip=V6, case="C-6")
