@@ -25,7 +25,7 @@ def _copy(tmp_path: pathlib.Path) -> pathlib.Path:
     tree = tmp_path / "tree"
     ignore = shutil.ignore_patterns("__pycache__", "node_modules", "static", "viewsrc",
                                     "*.pyc")
-    for package in ("enforcement", "controller"):
+    for package in ("enforcement", "controller", "testbed"):
         shutil.copytree(ROOT / package, tree / package, ignore=ignore)
     shutil.copy(ROOT / "pyproject.toml", tree / "pyproject.toml")
     return tree
@@ -53,6 +53,9 @@ def test_the_tree_keeps_every_contract():
     # The topology reaching up into the OS-Ken app.
     ("controller/topology/hosts.py", "import controller.osken.app",
      "controller: the composition root"),
+    # The product leaning on the lab harness.
+    ("controller/process/config.py", "import testbed.lab",
+     "never depends on the lab harness"),
 ])
 def test_an_import_against_the_layering_fails_the_check(tmp_path, module, line, contract):
     tree = _copy(tmp_path)
