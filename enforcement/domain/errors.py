@@ -31,3 +31,14 @@ class SwitchUnreachable(SwitchError):
 
 class NotLeader(EnforcementError):
     """This instance does not lead (any more): the call goes to the leader."""
+
+
+class StoreUnavailable(EnforcementError):
+    """The store did not take a write; memory and the switches were put back:
+    nothing changed, and the call may be sent again."""
+
+
+class OutcomeUnknown(EnforcementError):
+    """The store did not take a write and a switch could not be put back:
+    whether the change holds is not known until the same request is sent
+    again (its request_id makes that safe)."""

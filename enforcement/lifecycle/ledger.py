@@ -27,7 +27,7 @@ from collections.abc import Callable
 from sortedcontainers import SortedList
 
 from enforcement.domain.desired import DesiredIndex
-from enforcement.domain.errors import NotLeader
+from enforcement.domain.errors import EnforcementError, NotLeader, OutcomeUnknown, StoreUnavailable
 from enforcement.domain.model import Decision, Enforcement, State
 from enforcement.store.database import Deposed, Store
 
@@ -62,14 +62,18 @@ class _Work:
 class Ledger:
     def __init__(self, store: Store, clock: Callable[[], float], *,
                  fence: Callable[[], tuple[str, int] | None] = lambda: None,
-                 on_deposed: Callable[[str], None] = lambda why: None):
+                 on_deposed: Callable[[str], None] = lambda why: None,
+                 restore: Callable[[], bool] = lambda: True):
         """fence() -> (holder, epoch) every write must still lead at, or
         None (alone on the store); it raises NotLeader when this instance
-        does not lead. on_deposed(why): the store refused the epoch."""
+        does not lead. on_deposed(why): the store refused the epoch.
+        restore(): the switches brought back to what memory holds after the
+        store refused a unit of work; True once every connected one confirmed."""
         self.store = store
         self.clock = clock
         self._fence = fence
         self._on_deposed = on_deposed
+        self._restore = restore
         # One lock for the whole lifecycle keeps apply/lift/expiry/repair of
         # the same switch from interleaving. Decisions hold it per batch
         # (group commit), not per call.
@@ -145,8 +149,9 @@ class Ledger:
                     self.flush()
 
     def flush(self) -> None:
-        work, self.work = self.work, _Work()
+        work = self.work
         if not (work.records or work.events or work.audits):
+            self.work = _Work()
             return
         try:
             self.revision = self.store.write((), work.events, work.audits,
@@ -154,10 +159,38 @@ class Ledger:
         except (Deposed, NotLeader) as exc:
             # Memory holds what the store refused: it is reloaded when this
             # instance leads again; until then it only follows.
+            self.work = _Work()
             self.revision = -1
             self._on_deposed(str(exc))
             raise NotLeader(f"not written: {exc}") from None
+        except Exception as exc:
+            raise self._undo_unwritten(exc) from exc
+        self.work = _Work()
         self.announce(work.events)
+
+    def _undo_unwritten(self, exc: Exception) -> EnforcementError:
+        """The store refused the unit of work (the database went away, a
+        statement failed, the disk is read-only): memory goes back to before
+        it, and the switches with it, before anyone is answered. An
+        acknowledged decision is durable; a refused one is undone at once,
+        not at the next audit round."""
+        why = f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        LOG.error("the store did not take %d record(s) and %d event(s) (%s); undoing them",
+                  len(self.work.records), len(self.work.events), why)
+        try:
+            self.rollback((0, 0, 0, 0))
+            restored = self._restore()
+        finally:
+            self.work = _Work()
+        if restored:
+            return StoreUnavailable(
+                f"the store did not take the write ({why}); the switches were put back: "
+                "nothing changed. Send the request again")
+        return OutcomeUnknown(
+            f"the store did not take the write ({why}) and a switch did not confirm being "
+            "put back, so its rules may still hold until the next drift audit. Send the same "
+            "request again (same request_id): it is answered with the enforcement if one "
+            "was made, and makes it otherwise")
 
     def announce(self, events: list) -> None:
         for listener in self.listeners:

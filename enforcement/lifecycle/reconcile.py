@@ -60,7 +60,7 @@ class Reconciler:
     # ---- pushing -----------------------------------------------------------
 
     def push(self, dpids: Iterable[int] | None = None, best_effort: bool = False,
-             meanwhile: Meanwhile | None = None) -> None:
+             meanwhile: Meanwhile | None = None) -> bool:
         """Brings what was touched on each connected switch (all, or those
         given) to the desired state, in one confirmed transaction per switch.
         A disconnected switch is left to its reconcile. best_effort: after a
@@ -73,8 +73,10 @@ class Reconciler:
         does it), or before returning if none waited. An exception of it is
         raised before returning, once the answers are awaited and booked,
         not into the wait; a refusal is raised instead, whether or not the
-        work ran (the caller undoes what it did)."""
+        work ran (the caller undoes what it did). Returns whether every
+        connected switch confirmed (False only after a best-effort failure)."""
         once = None if meanwhile is None else _Once(meanwhile)
+        confirmed = True
         wanted = None if dpids is None else set(dpids)
         touched = self._ledger.work.touched
         for dpid in sorted(touched):
@@ -90,9 +92,11 @@ class Reconciler:
                 self._suspect.add(dpid)
                 if not best_effort:
                     raise
+                confirmed = False
                 LOG.error("switch %016x: could not restore its enforcements: %s", dpid, exc)
         if once is not None:
             once.settle()
+        return confirmed
 
     def _sync_part(self, dpid: int, rules: dict, meters: dict,
                    meanwhile: Meanwhile | None = None) -> Change:

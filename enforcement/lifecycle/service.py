@@ -88,7 +88,9 @@ class EnforcementService:
         self._new_event = threading.Condition()
         self._event_listeners: list[Callable[[str, object], None]] = []
         self.ledger = Ledger(store, clock, fence=self._fence,
-                             on_deposed=self._deposed_by_store)
+                             on_deposed=self._deposed_by_store,
+                             # Late-bound: the reconciler is built on the ledger.
+                             restore=lambda: self.reconciler.push(best_effort=True))
         self.ledger.listeners.append(self._announce)
         self.decider = Decider(policy, network, self.ledger, clock)
         self.reconciler = Reconciler(network, self.ledger, self.decider,
@@ -492,10 +494,15 @@ class EnforcementService:
 
     def record_refusal(self, actor: str, call: str, case_id: str, enforcement_id: str,
                        outcome: str, message: str) -> None:
-        """A refused call changes nothing, but who asked for what stays on record."""
-        self._store.append_audit(at=self._clock(), actor=actor or "unknown", call=call,
-                                 outcome=outcome, enforcement_id=enforcement_id,
-                                 case_id=case_id, clause="", detail=message)
+        """A refused call changes nothing, but who asked for what stays on
+        record; where the store will not take even that (it may be what
+        refused the call), the log has it and the refusal still stands."""
+        try:
+            self._store.append_audit(at=self._clock(), actor=actor or "unknown", call=call,
+                                     outcome=outcome, enforcement_id=enforcement_id,
+                                     case_id=case_id, clause="", detail=message)
+        except Exception:
+            LOG.exception("could not audit a refused %s by %s: %s", call, actor, message)
 
     def account_address(self, account: str) -> str:
         """The address a decision names for an inventory account: its

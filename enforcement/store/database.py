@@ -225,7 +225,12 @@ class Store:
             except BaseException:
                 # Not knowing what broke (the database restarted, the link
                 # dropped), the pool gets a fresh connection next time rather
-                # than this one back, as SQLAlchemy does on a disconnect.
+                # than this one back, as SQLAlchemy does on a disconnect. Rolled
+                # back first where it still answers: a statement that failed
+                # (a trigger, a constraint) leaves its transaction open, and
+                # SQLite's write lock with it.
+                with contextlib.suppress(Exception):
+                    connection.rollback()
                 with contextlib.suppress(Exception):
                     connection.invalidate()
                 raise
