@@ -319,7 +319,7 @@ def _build(args: argparse.Namespace) -> _Running:
     manager, app = _start_os_ken(args, setup, lldp_key)
     service, leadership, failover = _connect(args, app, store, policy)
     from controller.process import ha
-    from enforcement.cluster.leaderproxy import Forwarder
+    from enforcement.cluster.leaderproxy import Forwarder, peer_secret
     from enforcement.lifecycle.metrics import Metrics
     metrics = Metrics(service, app)
     metrics_address = ""
@@ -342,10 +342,12 @@ def _build(args: argparse.Namespace) -> _Running:
                       exc) from None
     solo = leadership.solo
     try:
-        forwarder = Forwarder(leadership, service.leading,
+        peer_key = peer_secret(store)
+        forwarder = Forwarder(leadership, service.leading, key=peer_key,
                               credentials=ha.peer_credentials(args))
         serving = serve(args.grpc_listen, service, access=access, metrics=metrics,
-                        tls_context=tls_context, forwarder=None if solo else forwarder)
+                        tls_context=tls_context, forwarder=None if solo else forwarder,
+                        peer_key=None if solo else peer_key)
     except (OSError, RuntimeError, ValueError) as exc:
         raise _refuse("cannot serve gRPC on %s: %s", args.grpc_listen, exc) from None
     maintenance = Maintenance(service, audit_interval=args.audit_interval)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NoReturn
 import grpc
 
 from enforcement.api import access as access_rules
+from enforcement.cluster.leaderproxy import forwarded_refusal, on_behalf_of
 
 if TYPE_CHECKING:  # the gate is imported only when TLS is on
     from enforcement.api.tlsgate import Peer
@@ -37,6 +38,9 @@ class Caller:
     name: str                 # certificate common name, or the peer when unauthenticated
     authenticated: bool
     address: str
+    # The original caller, when an instance of this deployment forwarded the
+    # call and proved it (enforcement.cluster.leaderproxy); '' otherwise.
+    on_behalf_of: str = ""
 
     def actor(self) -> str:
         if self.authenticated:
@@ -50,11 +54,11 @@ ACTOR_LENGTH = 256  # the audit log's actor column (enforcement/store/database.p
 def current_actor(context) -> str:
     """The identity to write in the audit log for the call being served
     (for a call another instance forwarded: the original caller, via that
-    instance: enforcement.cluster.leaderproxy)."""
-    from enforcement.cluster.leaderproxy import on_behalf_of
+    instance: enforcement.cluster.leaderproxy, whose proof the guard checked;
+    a name a client wrote itself never gets here)."""
     caller = _CALLER.get()
     own = caller.actor() if caller else context.peer()
-    forwarded = on_behalf_of(context)
+    forwarded = caller.on_behalf_of if caller else ""
     if not forwarded:
         return own[:ACTOR_LENGTH]
     # Within the audit log's column (a longer actor failed the whole batch's
@@ -78,14 +82,18 @@ class Guard(grpc.ServerInterceptor):
     def __init__(self, service_name: str, access: access_rules.Access, *,
                  identify: Callable[[int], Peer | None] | None,
                  record_refusal: Callable[..., None],
-                 limiter: access_rules.ClientLimiter | None = None):
+                 limiter: access_rules.ClientLimiter | None = None,
+                 peer_key: bytes | None = None):
         """identify(relay_port) -> a tlsgate.Peer or None; None as identify
-        means TLS is off: callers are loopback peers and may do everything."""
+        means TLS is off: callers are loopback peers and may do everything.
+        peer_key: the deployment's peer secret, which proves a call another
+        instance forwarded; None takes no forwarded call."""
         self._service = service_name
         self._access = access
         self._identify = identify
         self._record = record_refusal
         self._limiter = limiter or access_rules.ClientLimiter()
+        self._peer_key = peer_key
         self._audit_budget = _AuditBudget()
 
     @property
@@ -147,6 +155,13 @@ class Guard(grpc.ServerInterceptor):
             if why:
                 self._refuse(context, call, request, caller.actor(),
                              grpc.StatusCode.PERMISSION_DENIED, why)
+        forwarded = on_behalf_of(context)
+        if forwarded:
+            why = forwarded_refusal(self._peer_key, call, request, context, time.time())
+            if why:
+                self._refuse(context, call, request, caller.actor(),
+                             grpc.StatusCode.PERMISSION_DENIED, why)
+            caller = dataclasses.replace(caller, on_behalf_of=forwarded)
         left = context.time_remaining()
         if left is not None and left < MIN_TIME_LEFT:
             self._refuse(context, call, request, caller.actor(),

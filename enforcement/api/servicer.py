@@ -303,14 +303,15 @@ class Serving:
 def serve(address: str, service: EnforcementService, *,
           access: access_rules.Access = access_rules.DEFAULT,
           tls_context=None, max_workers: int = 128, metrics=None,
-          forwarder=None) -> Serving:
+          forwarder=None, peer_key: bytes | None = None) -> Serving:
     """Starts the API on address. With an ssl.SSLContext (tlsgate.server_context)
     the gRPC server listens on a loopback port of its own behind the TLS
     gate, which takes address; without one, address should be loopback
-    (the controller's command line insists)."""
+    (the controller's command line insists). peer_key: the deployment's
+    peer secret, without which no forwarded call is taken."""
     if tls_context is None:
         guard = Guard(SERVICE_NAME, access, identify=None,
-                      record_refusal=service.record_refusal)
+                      record_refusal=service.record_refusal, peer_key=peer_key)
         server, port = create_server(address, service, guard=guard,
                                      max_workers=max_workers, metrics=metrics,
                                      forwarder=forwarder)
@@ -320,7 +321,7 @@ def serve(address: str, service: EnforcementService, *,
     from enforcement.api.tlsgate import TlsGate
     gates: list[TlsGate] = []
     guard = Guard(SERVICE_NAME, access, identify=lambda port: gates[0].identity_of(port),
-                  record_refusal=service.record_refusal)
+                  record_refusal=service.record_refusal, peer_key=peer_key)
     server, backend_port = create_server("127.0.0.1:0", service, guard=guard,
                                          max_workers=max_workers, metrics=metrics,
                                          forwarder=forwarder)

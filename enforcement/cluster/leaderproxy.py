@@ -11,13 +11,22 @@ retries safe: the leader answers a repeated id with the original record.
 The forwarded call names its original caller in metadata; the leader
 writes "<caller> via <follower>" in the audit log, so the follower's own
 identity (its client certificate under mutual TLS) is always on record.
+The name is honoured only with a proof next to it: an HMAC, under the
+deployment's peer secret (kept in the shared store, which only instances
+read), of the call, the name, the time and the request itself. A client
+that writes the marker itself, with TLS or without, is refused
+(PERMISSION_DENIED) and audited under its own name: the audit log is
+evidence, and no header may write someone else's name into it.
 A call that was forwarded once is never forwarded again: an instance that
 receives one without leading answers UNAVAILABLE and the follower that
 sent it tries again, so two instances that disagree cannot bounce a call.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import os
 import threading
 import time
 
@@ -29,6 +38,11 @@ from enforcement.v1 import enforcement_pb2 as pb
 LOG = logging.getLogger(__name__)
 
 ON_BEHALF_OF = "x-enforcement-on-behalf-of"
+PROOF = "x-enforcement-forwarded-proof"
+# The store's name for the peer secret, and how far apart the instances'
+# clocks (and a call's flight) may be before a proof is stale.
+PEER_SECRET = "forwarding"
+PROOF_WINDOW = 60.0
 CHANGING = ("Apply", "ApplyBatch", "Lift", "LiftBatch")
 _SERVICE = pb.DESCRIPTOR.services_by_name["EnforcementService"]
 # Without a client deadline, a forwarded call waits this long for a leader.
@@ -37,12 +51,16 @@ _RETRY_PAUSE = 0.05
 
 
 class Forwarder:
-    def __init__(self, leadership, leading, *, credentials=None):
+    def __init__(self, leadership, leading, *, key: bytes, credentials=None,
+                 clock=time.time):
         """leading() -> whether this instance may run a changing call now;
-        credentials: grpc.ChannelCredentials to reach the others (mutual
-        TLS), None for plaintext (loopback)."""
+        key: the deployment's peer secret (peer_secret()); credentials:
+        grpc.ChannelCredentials to reach the others (mutual TLS), None for
+        plaintext (loopback)."""
         self._leadership = leadership
         self._leading = leading
+        self._key = key
+        self._clock = clock
         self._credentials = credentials
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
@@ -87,7 +105,9 @@ class Forwarder:
             f"/{_SERVICE.full_name}/{method}",
             request_serializer=lambda message: message.SerializeToString(),
             response_deserializer=answer_type.FromString)
-        return call(request, timeout=timeout, metadata=((ON_BEHALF_OF, actor[:256]),),
+        actor = actor[:256]
+        proof = prove(self._key, method, actor, request, self._clock())
+        return call(request, timeout=timeout, metadata=((ON_BEHALF_OF, actor), (PROOF, proof)),
                     wait_for_ready=False)
 
     def _channel(self, address: str) -> grpc.Channel:
@@ -111,7 +131,47 @@ def _metadata(context) -> dict:
     return dict(context.invocation_metadata() or ())
 
 
+def peer_secret(store) -> bytes:
+    """The deployment's peer secret: made by the first instance, read by the others."""
+    return store.shared_secret(PEER_SECRET, lambda: os.urandom(32))
+
+
+def _signed(key: bytes, method: str, actor: str, request, stamp: str) -> str:
+    digest = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+    text = f"{method}\n{actor}\n{stamp}\n{digest}".encode()
+    return hmac.new(key, text, hashlib.sha256).hexdigest()
+
+
+def prove(key: bytes, method: str, actor: str, request, now: float) -> str:
+    """The proof a forwarding instance sends with the original caller's name."""
+    stamp = f"{now:.3f}"
+    return f"{stamp}:{_signed(key, method, actor, request, stamp)}"
+
+
+def forwarded_refusal(key: bytes | None, method: str, request, context,
+                      now: float) -> str | None:
+    """Why a call that names an original caller may not be taken as
+    forwarded by an instance of this deployment, or None when it may."""
+    metadata = _metadata(context)
+    actor, proof = metadata.get(ON_BEHALF_OF, ""), metadata.get(PROOF, "")
+    if key is None:
+        return "this instance takes no forwarded calls"
+    stamp, _, signature = proof.partition(":")
+    try:
+        sent = float(stamp)
+    except ValueError:
+        return ("a forwarded call without a valid proof of the instance that forwarded it "
+                f"(the {ON_BEHALF_OF} header is for instances of this deployment only)")
+    if not hmac.compare_digest(signature, _signed(key, method, actor, request, stamp)):
+        return ("a forwarded call whose proof does not match (the "
+                f"{ON_BEHALF_OF} header is for instances of this deployment only)")
+    if abs(now - sent) > PROOF_WINDOW:
+        return f"a forwarded call whose proof is {abs(now - sent):.0f} s old"
+    return None
+
+
 def on_behalf_of(context) -> str:
-    """The original caller a follower forwarded this call for, or ''."""
+    """The original caller named in the call's metadata, or '' (raw: the
+    guard decides whether it is honoured)."""
     value = _metadata(context).get(ON_BEHALF_OF, "")
     return "".join(ch for ch in value[:256] if ch.isprintable())

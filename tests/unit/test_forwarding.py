@@ -17,7 +17,7 @@ from enforcement.api import access
 from enforcement.api.servicer import serve
 from enforcement.api.tlsgate import server_context
 from enforcement.clients import certs
-from enforcement.cluster.leaderproxy import Forwarder
+from enforcement.cluster.leaderproxy import ON_BEHALF_OF, PROOF, Forwarder, peer_secret, prove
 from enforcement.cluster.leadership import Leadership, Transitions
 from enforcement.domain import policy
 from enforcement.lifecycle.service import EnforcementService
@@ -60,12 +60,13 @@ def _instance(pki, url: str, name: str, peer: str):
     credentials = grpc.ssl_channel_credentials(
         (ours / "ca.pem").read_bytes(), (ours / f"{peer}.key").read_bytes(),
         (ours / f"{peer}.pem").read_bytes())
-    forwarder = Forwarder(leadership, service.leading, credentials=credentials)
+    key = peer_secret(store)
+    forwarder = Forwarder(leadership, service.leading, key=key, credentials=credentials)
     serving = serve("127.0.0.1:0", service, access=access.parse(tomllib.loads(ACCESS)),
                     tls_context=server_context(str(ours / "server.pem"),
                                                str(ours / "server.key"),
                                                str(ours / "ca.pem")),
-                    forwarder=forwarder)
+                    forwarder=forwarder, peer_key=key)
     leadership.address = f"127.0.0.1:{serving.port}"
     return service, leadership, serving
 
@@ -147,3 +148,55 @@ def test_a_follower_without_a_role_at_the_leader_cannot_forward(pki, postgres_se
         for leadership, serving in ((following, follow_serving), (leading, lead_serving)):
             leadership.stop()
             serving.stop(None)
+
+
+def _forged(stub, request_id, metadata):
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.Apply(spam(request_id), timeout=10, metadata=metadata)
+    return refused.value.code(), refused.value.details()
+
+
+def test_a_client_forging_the_forwarding_marker_is_refused_and_audited_as_itself(pki, pair):
+    """With TLS, at the leader and at a follower: a case system that writes
+    someone else's name into the marker (with no proof, or a proof made up
+    without the deployment's peer secret) changes nothing and is on record
+    under its own certificate."""
+    (leader, _leading, lead_serving), follower = pair
+    _, _, follow_serving = follower
+    _start(follower)
+    forged_proof = prove(b"not the deployment's secret", "Apply", "cert:mallory",
+                         spam("forged-2"), time.time())
+    attempts = [(lead_serving, "forged-1", ((ON_BEHALF_OF, "cert:mallory"),)),
+                (lead_serving, "forged-2", ((ON_BEHALF_OF, "cert:mallory"), (PROOF, forged_proof))),
+                (follow_serving, "forged-3", ((ON_BEHALF_OF, "cert:mallory"),))]
+    for serving, request_id, metadata in attempts:
+        code, message = _forged(_stub(pki, serving, "case-system"), request_id, metadata)
+        assert code == grpc.StatusCode.PERMISSION_DENIED, (request_id, code, message)
+        assert "instances of this deployment only" in message
+    assert leader.list() == []
+    # One store for both instances: the follower's refusal is there too.
+    refusals = [e for e in leader.audit_log(limit=100) if e.outcome == "PERMISSION_DENIED"]
+    assert len(refusals) == 3
+    assert all(e.actor.startswith("cert:case-system from 127.0.0.1:") for e in refusals)
+    assert not any("mallory" in e.actor for e in refusals)
+    # A genuine forwarded call still goes through, with both names.
+    record = _stub(pki, follow_serving, "case-system").Apply(spam("fw-9"), timeout=10)
+    entry = next(e for e in leader.audit_log(enforcement_id=record.id) if e.call == "Apply")
+    assert " via cert:instance-b" in entry.actor
+
+
+def test_without_tls_a_local_client_forging_the_marker_is_refused(tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/state.db")
+    service = EnforcementService(RecordingNetwork(), policy.load(), store)
+    serving = serve("127.0.0.1:0", service, peer_key=peer_secret(store))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{serving.port}") as plain:
+            stub = pb_grpc.EnforcementServiceStub(plain)
+            code, _ = _forged(stub, "forged-4", ((ON_BEHALF_OF, "cert:mallory from 10.66.66.66"),))
+            assert code == grpc.StatusCode.PERMISSION_DENIED
+            assert stub.Apply(spam("honest-1"), timeout=10).state == pb.STATE_ACTIVE
+    finally:
+        serving.stop(None)
+    refused = [e for e in service.audit_log(limit=10) if e.outcome == "PERMISSION_DENIED"]
+    assert [e.actor.split(":")[0] for e in refused] == ["unauthenticated 127.0.0.1"]
+    assert not any("mallory" in e.actor for e in service.audit_log(limit=10))

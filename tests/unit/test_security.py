@@ -336,9 +336,18 @@ def test_a_forwarded_caller_name_never_overflows_the_audit_column():
     context = types.SimpleNamespace(
         peer=lambda: "ipv4:127.0.0.1:52956",
         invocation_metadata=lambda: ((ON_BEHALF_OF, "m" * 5000),))
-    actor = guard.current_actor(context)
+    # The guard honours a proven forwarded name (at most 256 characters).
+    proven = guard.Caller("127.0.0.1:52956", False, "127.0.0.1:52956",
+                          on_behalf_of=("m" * 5000)[:256])
+    token = guard._CALLER.set(proven)
+    try:
+        actor = guard.current_actor(context)
+    finally:
+        guard._CALLER.reset(token)
     assert len(actor) <= guard.ACTOR_LENGTH
-    assert actor.endswith(" via ipv4:127.0.0.1:52956") and actor.startswith("m")
+    assert actor.endswith(" via unauthenticated 127.0.0.1:52956") and actor.startswith("m")
+    # A name in the metadata that no guard proved is never written.
+    assert guard.current_actor(context) == "ipv4:127.0.0.1:52956"
     plain = types.SimpleNamespace(peer=lambda: "ipv4:127.0.0.1:1",
                                   invocation_metadata=lambda: ())
     assert guard.current_actor(plain) == "ipv4:127.0.0.1:1"
