@@ -48,6 +48,10 @@ _SERVICE = pb.DESCRIPTOR.services_by_name["EnforcementService"]
 # Without a client deadline, a forwarded call waits this long for a leader.
 DEFAULT_DEADLINE = 30.0
 _RETRY_PAUSE = 0.05
+# How often a forwarded call in flight looks whether the instance it went to
+# still holds the lease: a frozen leader keeps its connection open, and the
+# call would otherwise wait out the caller's whole deadline.
+LEASE_CHECK = 0.2
 
 
 class Forwarder:
@@ -86,7 +90,14 @@ class Forwarder:
             if (leader.holder and leader.holder != self._leadership.holder
                     and leader.expires_in > 0 and leader.address and left > 0):
                 try:
-                    return self._call(leader.address, method, request, left, actor)
+                    answer = self._await(self._call(leader.address, method, request, left,
+                                                    actor), leader, deadline)
+                    if answer is not None:
+                        return answer
+                    LOG.info("leader %s (epoch %d) lost the lease while a forwarded %s "
+                             "was in flight; sending it where the lead is now",
+                             leader.address, leader.epoch, method)
+                    continue
                 except grpc.RpcError as exc:
                     if exc.code() not in (grpc.StatusCode.UNAVAILABLE,
                                           grpc.StatusCode.DEADLINE_EXCEEDED):
@@ -98,6 +109,26 @@ class Forwarder:
                                 "within the deadline; try again")
             time.sleep(_RETRY_PAUSE)
 
+    def _await(self, future, leader, deadline: float):
+        """The answer of a forwarded call, or None once the instance it went
+        to no longer holds the lease it held (the call is cancelled: a
+        request id makes sending it again safe). A leader that is alive and
+        renewing is waited for as long as the caller's deadline allows."""
+        while True:
+            try:
+                return future.result(timeout=max(0.0, min(LEASE_CHECK,
+                                                          deadline - time.monotonic())))
+            except grpc.FutureTimeoutError:
+                if time.monotonic() >= deadline:
+                    future.cancel()
+                    raise NotLeader("the leader did not answer within the deadline; "
+                                    "try again") from None
+                now = self._leadership.leader()
+                if (self._leading() or now.holder != leader.holder
+                        or now.epoch != leader.epoch or now.expires_in <= 0):
+                    future.cancel()
+                    return None
+
     def _call(self, address: str, method: str, request, timeout: float, actor: str):
         spec = _SERVICE.methods_by_name[method]
         answer_type = getattr(pb, spec.output_type.name)
@@ -107,8 +138,9 @@ class Forwarder:
             response_deserializer=answer_type.FromString)
         actor = actor[:256]
         proof = prove(self._key, method, actor, request, self._clock())
-        return call(request, timeout=timeout, metadata=((ON_BEHALF_OF, actor), (PROOF, proof)),
-                    wait_for_ready=False)
+        return call.future(request, timeout=timeout,
+                           metadata=((ON_BEHALF_OF, actor), (PROOF, proof)),
+                           wait_for_ready=False)
 
     def _channel(self, address: str) -> grpc.Channel:
         with self._lock:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import time
 import tomllib
 
@@ -51,11 +52,11 @@ def pki(tmp_path_factory):
     return base
 
 
-def _instance(pki, url: str, name: str, peer: str):
+def _instance(pki, url: str, name: str, peer: str, network=None):
     ours = pki / "ours"
     store = Store(url)
     leadership = Leadership(store, name, "", lease=LEASE)
-    service = EnforcementService(RecordingNetwork(), policy.load(), store,
+    service = EnforcementService(network or RecordingNetwork(), policy.load(), store,
                                  leadership=leadership)
     credentials = grpc.ssl_channel_credentials(
         (ours / "ca.pem").read_bytes(), (ours / f"{peer}.key").read_bytes(),
@@ -200,3 +201,61 @@ def test_without_tls_a_local_client_forging_the_marker_is_refused(tmp_path):
     refused = [e for e in service.audit_log(limit=10) if e.outcome == "PERMISSION_DENIED"]
     assert [e.actor.split(":")[0] for e in refused] == ["unauthenticated 127.0.0.1"]
     assert not any("mallory" in e.actor for e in service.audit_log(limit=10))
+
+
+class _FrozenSwitches(RecordingNetwork):
+    """The switch side of a leader frozen in the middle of a decision: the
+    call it took never returns, as a stopped process never answers."""
+
+    def __init__(self):
+        super().__init__()
+        self.thaw = threading.Event()
+        self.took = threading.Event()
+
+    def sync_part(self, dpid, rules, meters, timeout, meanwhile=None):
+        self.took.set()
+        self.thaw.wait(60)
+        return super().sync_part(dpid, rules, meters, timeout, meanwhile)
+
+
+def test_a_forwarded_call_follows_the_lead_when_the_leader_freezes(pki, postgres_server):
+    """A forwarded call never outlives the lease of the instance it was sent
+    to: the leader freezes with the call in hand (its lease no longer
+    renewed), the follower takes over, and the call, sent with a long
+    deadline, is answered right after (not at its deadline)."""
+    url = postgres_server.create_database(f"forwarding_{os.getpid()}_{next(_names)}")
+    frozen = _FrozenSwitches()
+    first = _instance(pki, url, "a", "instance-b", network=frozen)
+    leader, leading, _ = first
+    _start(first)
+    deadline = time.monotonic() + 5
+    while not leader.leading():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    second = _instance(pki, url, "b", "instance-b")
+    follower, _, follow_serving = second
+    _start(second)
+    took_over: list[float] = []
+
+    def freeze_when_the_call_arrives():
+        frozen.took.wait(30)
+        # The lease thread of a stopped process renews nothing either.
+        leading._store.renew = lambda *args: (_ for _ in ()).throw(OSError("frozen"))
+        while not follower.leading():
+            time.sleep(0.005)
+        took_over.append(time.monotonic())
+    watcher = threading.Thread(target=freeze_when_the_call_arrives, daemon=True)
+    watcher.start()
+    try:
+        record = _stub(pki, follow_serving, "case-system").Apply(spam("frozen-1"), timeout=20)
+        answered = time.monotonic()
+        watcher.join(5)
+        assert record.state == pb.STATE_ACTIVE
+        assert took_over, "the follower never took over"
+        assert answered - took_over[0] < 1.0, answered - took_over[0]
+        assert follower.get(record.id).decision.request_id == "frozen-1"
+    finally:
+        frozen.thaw.set()
+        for _, leadership, serving in (second, first):
+            leadership.stop()
+            serving.stop(None)
