@@ -195,11 +195,16 @@ class ClientLimiter:
 
     PRUNE_ABOVE = 4096
 
-    def __init__(self, clock=time.monotonic):
+    def __init__(self, clock=time.monotonic, max_streams: int = 64):
+        """max_streams: Watch streams at once over all clients. Each holds a
+        worker thread for as long as it lasts; capped below the worker pool,
+        the rest stays for the decisions, however many clients open streams."""
         self._clock = clock
         self._lock = threading.Lock()
         self._buckets: dict[str, TokenBucket] = {}
         self._in_flight: dict[tuple[str, bool], int] = {}
+        self._max_streams = max_streams
+        self._streams = 0
 
     def _prune(self) -> None:
         """Clients keyed by connection come and go: forget the idle ones
@@ -237,11 +242,18 @@ class ClientLimiter:
             if self._in_flight.get(slot, 0) >= cap:
                 what = "Watch streams" if streaming else "calls in flight"
                 return f"client {key!r} already has {cap} {what}, its limit"
+            if streaming and self._streams >= self._max_streams:
+                return (f"the server already serves {self._max_streams} Watch streams, "
+                        "its limit over all clients; retry later")
             self._in_flight[slot] = self._in_flight.get(slot, 0) + 1
+            if streaming:
+                self._streams += 1
             return None
 
     def release(self, key: str, streaming: bool) -> None:
         with self._lock:
+            if streaming:
+                self._streams -= 1
             slot = (key, streaming)
             self._in_flight[slot] -= 1
             if not self._in_flight[slot]:

@@ -42,6 +42,15 @@ class Caller:
     # call and proved it (enforcement.cluster.leaderproxy); '' otherwise.
     on_behalf_of: str = ""
 
+    def limiter_key(self, streaming: bool) -> str:
+        """Whose limits a call counts against. Without TLS each connection is
+        a client of its own, so a process opening one connection per stream
+        would escape the per-client stream limit: an unauthenticated
+        caller's streams count by its address."""
+        if streaming and not self.authenticated:
+            return self.address.rsplit(":", 1)[0]
+        return self.name
+
     def actor(self) -> str:
         if self.authenticated:
             return f"cert:{self.name} from {self.address}"
@@ -171,7 +180,7 @@ class Guard(grpc.ServerInterceptor):
         limits = access.limits_of(caller.name)
         cost = (max(1, len(request.requests)) if call in access_rules.BATCHES
                 else 1)
-        why = self._limiter.acquire(caller.name, limits, streaming, cost)
+        why = self._limiter.acquire(caller.limiter_key(streaming), limits, streaming, cost)
         if why:
             self._refuse(context, call, request, caller.actor(),
                          grpc.StatusCode.RESOURCE_EXHAUSTED, why)
@@ -201,7 +210,7 @@ class Guard(grpc.ServerInterceptor):
                 return behaviour(request, context)
             finally:
                 _CALLER.reset(token)
-                self._limiter.release(caller.name, streaming=False)
+                self._limiter.release(caller.limiter_key(False), streaming=False)
         return guarded
 
     def _stream(self, call, behaviour):
@@ -210,7 +219,7 @@ class Guard(grpc.ServerInterceptor):
             try:
                 yield from behaviour(request, context)
             finally:
-                self._limiter.release(caller.name, streaming=True)
+                self._limiter.release(caller.limiter_key(True), streaming=True)
         return guarded
 
 

@@ -311,7 +311,10 @@ def serve(address: str, service: EnforcementService, *,
     peer secret, without which no forwarded call is taken."""
     if tls_context is None:
         guard = Guard(SERVICE_NAME, access, identify=None,
-                      record_refusal=service.record_refusal, peer_key=peer_key)
+                      record_refusal=service.record_refusal, peer_key=peer_key,
+                      # Streams never take more than half the workers: the
+                      # other half stays for the decisions.
+                      limiter=access_rules.ClientLimiter(max_streams=max(1, max_workers // 2)))
         server, port = create_server(address, service, guard=guard,
                                      max_workers=max_workers, metrics=metrics,
                                      forwarder=forwarder)
@@ -321,7 +324,8 @@ def serve(address: str, service: EnforcementService, *,
     from enforcement.api.tlsgate import TlsGate
     gates: list[TlsGate] = []
     guard = Guard(SERVICE_NAME, access, identify=lambda port: gates[0].identity_of(port),
-                  record_refusal=service.record_refusal, peer_key=peer_key)
+                  record_refusal=service.record_refusal, peer_key=peer_key,
+                  limiter=access_rules.ClientLimiter(max_streams=max(1, max_workers // 2)))
     server, backend_port = create_server("127.0.0.1:0", service, guard=guard,
                                          max_workers=max_workers, metrics=metrics,
                                          forwarder=forwarder)

@@ -444,3 +444,52 @@ def test_the_refusal_budget_stays_bounded_under_many_callers(monkeypatch):
                                grpc.StatusCode.UNAUTHENTICATED) for n in range(5000))
     assert allowed <= 100  # new callers wait once the table is full, none gets a fresh burst
     assert len(budget._buckets) <= 100
+
+
+def _watch_streams(port, count):
+    """count Watch streams, each on a connection of its own; returns the
+    calls and their channels once the refused ones have been answered."""
+    channels, calls = [], []
+    for _ in range(count):
+        ch = grpc.insecure_channel(f"127.0.0.1:{port}",
+                                   options=[("grpc.use_local_subchannel_pool", 1)])
+        channels.append(ch)
+        calls.append(pb_grpc.EnforcementServiceStub(ch).Watch(pb.WatchRequest(), timeout=60))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        if sum(call.done() for call in calls) >= count - 8:
+            break
+    return calls, channels
+
+
+def _close(calls, channels):
+    for call in calls:
+        call.cancel()
+    for ch in channels:
+        ch.close()
+
+
+@pytest.mark.parametrize(("workers", "open_streams", "served", "why"), [
+    # Without TLS every connection used to be a client: 130 streams from
+    # one process took every worker, and every call timed out.
+    (128, 130, 8, "already has 8 Watch streams"),
+    # Over all clients, streams never take more than half the workers.
+    (8, 6, 4, "Watch streams, its limit over all clients"),
+])
+def test_streams_cannot_starve_the_decisions(tmp_path, workers, open_streams, served, why):
+    service = EnforcementService(RecordingNetwork(), policy.load(),
+                                 Store(f"sqlite:///{tmp_path}/state.db"))
+    serving = serve("127.0.0.1:0", service, max_workers=workers)
+    calls, channels = _watch_streams(serving.port, open_streams)
+    try:
+        refused = [call for call in calls if call.done()]
+        assert len(calls) - len(refused) == served
+        assert all(call.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for call in refused)
+        assert why in refused[0].details()
+        with grpc.insecure_channel(f"127.0.0.1:{serving.port}") as ch:
+            stub = pb_grpc.EnforcementServiceStub(ch)
+            assert stub.Apply(spam("while-watched"), timeout=5).state == pb.STATE_ACTIVE
+    finally:
+        _close(calls, channels)
+        serving.stop(None)
