@@ -230,3 +230,40 @@ def test_a_wrong_configuration_file_stops_the_start_naming_each_mistake(tmp_path
          "text (in quotes), not 50051"),
         (f"enforcement-controller: error: {tmp_path}/controller.toml:4: unknown key log.levl; "
          "did you mean log.level?")]
+
+
+def test_a_password_in_the_store_url_appears_in_no_log_line(tmp_path, postgres_server):
+    """Every line the real process writes, at DEBUG, from its start through
+    decisions, a refused one, a reload and its stop, and a start that fails
+    because the database is away: the store URL's password is in none."""
+    from enforcement.v1 import enforcement_pb2 as pb
+    from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
+    secret = "Pa55-word-never-logged-7f3a"
+    url = postgres_server.create_database("enforcement_password_log").replace(
+        "@/", f":{secret}@/", 1)
+    assert secret in url
+    controller = harness.ControllerProcess(
+        harness.free_port(), log_path=tmp_path / "controller.log",
+        extra_args=["--db", url, "--log-level", "DEBUG", "--metrics-listen", "off"])
+    try:
+        address = controller.wait_ready()
+        with grpc.insecure_channel(address) as channel:
+            stub = pb_grpc.EnforcementServiceStub(channel)
+            with contextlib.suppress(grpc.RpcError):  # nobody is located: refused
+                stub.Apply(pb.ApplyRequest(request_id="r1", case_id="C-1",
+                                           subscriber=pb.Subscriber(ip="10.0.0.1"),
+                                           violation=pb.VIOLATION_SPAM, reason="x"), timeout=5)
+            stub.ListAudit(pb.ListAuditRequest(), timeout=5)
+        controller.proc.send_signal(signal.SIGHUP)
+        time.sleep(1)
+    finally:
+        controller.stop()
+    log = (tmp_path / "controller.log").read_text()
+    assert "reload" in log.lower() and len(log.splitlines()) > 10
+    away = url.replace("?host=", "?connect_timeout=2&host=/nonexistent")
+    failed = _run("--grpc-listen", "127.0.0.1:0", "--ofp-port", str(harness.free_port()),
+                  "--db", away, "--log-level", "DEBUG", "--metrics-listen", "off")
+    assert failed.returncode != 0 and "store" in failed.stderr, failed.stderr[-2000:]
+    for text in (log, failed.stdout, failed.stderr):
+        assert secret not in text
+    assert "***" in log
