@@ -3,6 +3,13 @@ refuses a write (a statement made to fail by a trigger in the real
 database, SQLite and PostgreSQL) leaves nothing on the switch, in memory or
 in the store, and the caller is told so; where the switch cannot be put
 back, the caller is told the outcome is unknown and how to learn it."""
+import contextlib
+import pathlib
+import shutil
+import tempfile
+import threading
+import time
+
 import grpc
 import pytest
 import sqlalchemy as sa
@@ -142,3 +149,85 @@ def test_when_the_switch_cannot_be_put_back_the_outcome_is_unknown_and_resending
     assert settled.state == pb.STATE_ACTIVE
     assert _stored_ids(store) == {settled.id}
     assert stub.Apply(spam("refused-3"), timeout=10).id == settled.id  # a replay now
+
+
+class _ManyHosts(RecordingNetwork):
+    """A switch with sixty subscribers of its own."""
+
+    def __init__(self):
+        super().__init__()
+        from enforcement.domain.model import Location
+        self.hosts.update({f"10.0.1.{n}": Location(1, 10 + n, f"00:00:00:00:01:{n:02x}")
+                           for n in range(1, 61)})
+
+
+def test_a_stream_of_decisions_through_dropped_connections_and_a_stopped_server():
+    """Eight clients apply while the database's connections are cut
+    (pg_terminate_backend) and the server is stopped and started again:
+    every acknowledged decision is in the store and on the switch, every
+    refused one on neither, and memory, switch and store agree at once."""
+    from testbed.pgcluster import PgCluster
+    # A home of its own that survives a stop (pytest's tmp_path is closed to
+    # the postgres user), so the server starts again on the same data.
+    home = pathlib.Path(tempfile.mkdtemp(prefix="sdn-enforcement-pg-faults-"))
+    cluster = PgCluster(home=home, durable=False).start()
+    try:
+        url = cluster.create_database("faults")
+        network = _ManyHosts()
+        service = EnforcementService(network, policy.load(), Store(url))
+        server, port = create_server("127.0.0.1:0", service)
+        server.start()
+        acknowledged, refused, unknown = {}, {}, []
+        stop = threading.Event()
+
+        def client(first):
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.EnforcementServiceStub(channel)
+                for n in range(first, first + 7):
+                    request_id = f"stream-{n}"
+                    try:
+                        record = stub.Apply(spam(request_id, ip=f"10.0.1.{n}"), timeout=20)
+                        acknowledged[request_id] = record.id
+                    except grpc.RpcError as exc:
+                        (unknown.append(request_id) if exc.code() == grpc.StatusCode.UNKNOWN
+                         else refused.__setitem__(request_id, exc.code()))
+                    time.sleep(0.15)
+
+        def chaos():
+            admin = sa.create_engine(url)
+            while not stop.is_set():
+                with contextlib.suppress(Exception), admin.begin() as connection:
+                    connection.execute(sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+                time.sleep(0.03)
+            admin.dispose()
+
+        clients = [threading.Thread(target=client, args=(1 + 7 * i,)) for i in range(8)]
+        cutter = threading.Thread(target=chaos)
+        for thread in (*clients, cutter):
+            thread.start()
+        time.sleep(0.6)
+        stop.set()
+        cutter.join()
+        cluster.stop()  # the server goes away with calls in flight
+        time.sleep(1.0)
+        cluster.start()
+        for thread in clients:
+            thread.join(60)
+        server.stop(None)
+
+        assert not unknown  # the switch always answered: every refusal was undone
+        assert acknowledged and refused, (len(acknowledged), refused)
+        assert set(refused.values()) <= {grpc.StatusCode.UNAVAILABLE}
+        stored = {r.decision.request_id: r.id for r in Store(url).changed_since(-1)[0]}
+        assert stored == acknowledged
+        live = {r.decision.request_id for r in service.ledger.by_id.values()}
+        assert live == set(acknowledged)
+        on_switch = {rule for record in service.ledger.by_id.values() for rule in record.rules}
+        assert network.flows == on_switch
+        assert {record.decision.subscriber.ip.exploded for record in service.ledger.by_id.values()
+                } == {f"10.0.1.{int(rid.split('-')[1])}" for rid in acknowledged}
+    finally:
+        cluster.stop()
+        shutil.rmtree(home, ignore_errors=True)
