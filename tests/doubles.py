@@ -1,6 +1,12 @@
 """Doubles of the switch side (what EnforcementService calls a network) and
 of the clock, for tests of everything above the switches: the gRPC API, the
 lifecycle, the store, TLS, leadership. The Mininet tests use real switches."""
+import contextlib
+from collections.abc import Iterator
+
+import grpc
+
+from enforcement.api.servicer import create_server
 from enforcement.domain import policy
 from enforcement.domain.desired import SwitchState, apply_change, diff, diff_part
 from enforcement.domain.errors import SwitchError, SwitchUnreachable
@@ -10,6 +16,19 @@ from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import Store
 
 NOTHING = diff(SwitchState.empty(), SwitchState.empty())
+
+
+@contextlib.contextmanager
+def served(service) -> Iterator:
+    """A stub of the service's gRPC API on a real loopback socket."""
+    from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
+    server, port = create_server("127.0.0.1:0", service)
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield pb_grpc.EnforcementServiceStub(channel)
+    finally:
+        server.stop(None)
 
 
 def take_part(holdings: dict, dpid, rules, meters):

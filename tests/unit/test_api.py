@@ -13,7 +13,7 @@ from enforcement.store.database import Store
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
 from tests.cases import spam
-from tests.doubles import V6, DualStackNetwork, RecordingNetwork
+from tests.doubles import V6, DualStackNetwork, RecordingNetwork, served
 
 
 @pytest.fixture
@@ -310,11 +310,8 @@ def test_a_batch_too_big_or_empty_is_refused_whole(stub, network):
 def dual_stub(tmp_path):
     service = EnforcementService(DualStackNetwork(), policy.load(),
                                  Store(f"sqlite:///{tmp_path}/dual.db"))
-    server, port = create_server("127.0.0.1:0", service)
-    server.start()
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield pb_grpc.EnforcementServiceStub(channel)
-    server.stop(None)
+    with served(service) as stub:
+        yield stub
 
 
 def test_a_subscriber_named_by_ipv6_is_answered_with_all_its_addresses(dual_stub):

@@ -9,12 +9,12 @@ import threading
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from alembic.config import Config
 
 from controller.process import config
 from controller.topology.lldp import key as lldpkey
 from controller.topology.lldp.auth import Authenticator
-from enforcement.store.database import MIGRATIONS, Store
+from enforcement.store.database import Store
+from tests.events import migrate
 
 
 def test_instances_on_one_store_share_one_key_made_once(database_url):
@@ -81,18 +81,10 @@ def test_check_config_reads_the_key_file(tmp_path):
     assert "the LLDP key in" in done.stderr and "needs 16" in done.stderr
 
 
-def _alembic(engine, action, revision) -> None:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        action(cfg, revision)
-
-
 def test_migration_0005_adds_the_secrets_and_goes_back(database_url):
     engine = sa.create_engine(database_url)
     try:
-        _alembic(engine, command.upgrade, "0004")
+        migrate(engine, command.upgrade, "0004")
         assert "secrets" not in sa.inspect(engine).get_table_names()
         store = Store(database_url)  # migrates to the head
         key = store.shared_secret("lldp", lambda: b"\x01" * 32)
@@ -101,7 +93,7 @@ def test_migration_0005_adds_the_secrets_and_goes_back(database_url):
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT version_num FROM alembic_version")
                                 ).scalar_one() == "0005"
-        _alembic(engine, command.downgrade, "0004")
+        migrate(engine, command.downgrade, "0004")
         assert "secrets" not in sa.inspect(engine).get_table_names()
     finally:
         engine.dispose()

@@ -6,13 +6,11 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from enforcement.api.servicer import create_server
 from enforcement.domain import policy
 from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import Store
 from enforcement.v1 import enforcement_pb2 as pb
-from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
-from tests.doubles import DualStackNetwork
+from tests.doubles import DualStackNetwork, served
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 TEN_YEARS = 10 * 365 * 86400
@@ -23,11 +21,8 @@ def stub(tmp_path_factory):
     # The dual-stack double pins 10.0.0.1 to inventory account ACME-1.
     service = EnforcementService(DualStackNetwork(), policy.load(), Store(
         f"sqlite:///{tmp_path_factory.mktemp('requests')}/state.db"))
-    server, port = create_server("127.0.0.1:0", service)
-    server.start()
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield pb_grpc.EnforcementServiceStub(channel)
-    server.stop(None)
+    with served(service) as stub:
+        yield stub
 
 
 def refusal(call):

@@ -22,7 +22,7 @@ from enforcement.store.database import Store
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
 from tests.cases import spam
-from tests.doubles import RecordingNetwork
+from tests.doubles import RecordingNetwork, served
 
 _SQLITE_REFUSE = """
 CREATE TRIGGER refuse_marked BEFORE INSERT ON enforcements
@@ -73,11 +73,8 @@ def world(database_url):
     store = Store(database_url)
     service = EnforcementService(network, policy.load(), store)
     _refuse_marked_requests(database_url)
-    server, port = create_server("127.0.0.1:0", service)
-    server.start()
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield network, service, store, pb_grpc.EnforcementServiceStub(channel)
-    server.stop(None)
+    with served(service) as stub:
+        yield network, service, store, stub
 
 
 def _refusal(call):
