@@ -193,9 +193,16 @@ def _install_process(address: str, jobs: list, threads: int, results) -> None:
 
 
 class Bench:
-    def __init__(self, args, workdir: pathlib.Path):
+    def __init__(self, args, workdir: pathlib.Path,
+                 controller_args: tuple[str, ...] = ("--metrics-listen", "off"),
+                 access: str = ACCESS, tls=None):
+        """controller_args: added to the controller's command line; access:
+        its access file; tls: the client's TlsFiles when it serves mutual TLS."""
         self.args = args
         self.workdir = workdir
+        self.controller_args = controller_args
+        self.access = access
+        self.tls = tls
         self.rows: list[tuple[str, str, str, str]] = []
         self.notes: list[str] = []
 
@@ -207,19 +214,20 @@ class Bench:
     # ---- set-up ----------------------------------------------------------------------
 
     def start(self) -> None:
-        (self.workdir / "access.toml").write_text(ACCESS)
+        (self.workdir / "access.toml").write_text(self.access)
         self.controller = harness.ControllerProcess(
             harness.free_port(), log_path=self.workdir / "controller.log",
             extra_args=["--db", f"sqlite:///{self.workdir}/bench.db",
                         "--audit-interval", "0", "--switch-timeout", "120",
                         "--access", str(self.workdir / "access.toml"),
-                        "--metrics-listen", "off", "--log-level", "INFO"])
+                        "--log-level", "INFO", *self.controller_args])
         self.controller.wait_ready()
         self.proxy = harness.ControlProxy(self.controller.ofp_port)
         self.net = harness.start_network(
             topologies.SingleSwitchTopo(hosts=self.args.hosts), self.proxy.port,
             protocols="OpenFlow13,OpenFlow14")
-        self.client = EnforcementClient(self.controller.grpc_address, timeout=180)
+        self.client = EnforcementClient(self.controller.grpc_address, timeout=180,
+                                        tls=self.tls)
         harness.wait_until(lambda: len(self.client.topology().switches) == 1, 30,
                            "the switch to connect")
         ips = {h.IP() for h in self.net.hosts}

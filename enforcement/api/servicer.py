@@ -9,6 +9,7 @@ are on, so generic clients (grpcurl, grpc_health_probe) work out of the box.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -188,7 +189,7 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
         events = self._service.watch(after=query.after, subscriber_ip=query.subscriber_ip,
                                      case_id=query.case_id, still_wanted=context.is_active)
         for event in events:
-            yield event_to_proto(event)
+            yield _event_message(event)
 
     def ListAudit(self, request, context):
         def run():
@@ -197,6 +198,11 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
                                               case_id=query.case_id, limit=query.limit)
             return pb.ListAuditResponse(entries=[audit_to_proto(e) for e in entries])
         return _answer(context, run)
+
+
+# Every open stream sends the same events: each is converted once, not once
+# per stream (stored events never change, and are hashable).
+_event_message = functools.lru_cache(maxsize=4096)(event_to_proto)
 
 
 def _each(checked: list, run_many) -> list:

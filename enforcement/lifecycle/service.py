@@ -36,7 +36,6 @@ import contextlib
 import functools
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 
@@ -62,6 +61,8 @@ from enforcement.domain.policy import Policy
 from enforcement.lifecycle.alarms import PortAlarms
 from enforcement.lifecycle.batching import GroupCommit
 from enforcement.lifecycle.deciding import Decider, expiry, with_backstop
+from enforcement.lifecycle.eventfeed import BATCH as EVENT_BATCH
+from enforcement.lifecycle.eventfeed import EventFeed, matcher
 from enforcement.lifecycle.identity import IdentityReports
 from enforcement.lifecycle.ledger import LIVE, Ledger, switches
 from enforcement.lifecycle.network import Network
@@ -85,7 +86,8 @@ class EnforcementService:
         self._clock = clock
         self._leadership = leadership
         self._ready_epoch = 0
-        self._new_event = threading.Condition()
+        # One reader of new events for every Watch stream.
+        self._events = EventFeed(store)
         self._event_listeners: list[Callable[[str, object], None]] = []
         self.ledger = Ledger(store, clock, fence=self._fence,
                              on_deposed=self._deposed_by_store,
@@ -430,18 +432,29 @@ class EnforcementService:
         a follower, which hears of no commit, finds them by polling.
         subscriber_ip matches the subscriber's events under any of its
         addresses, both families, as the topology knows them at each poll."""
-        last = after
+        last, first = after, True
         while still_wanted():
             who: str | list[str] = subscriber_ip
             if subscriber_ip and (host := self._network.host(subscriber_ip)) is not None:
                 who = [subscriber_ip, *(a for a in (host.ip, *host.ipv6) if a and "/" not in a)]
-            events = self._store.events_after(last, subscriber_ip=who, case_id=case_id)
-            for event in events:
-                last = event.sequence
-                yield event
-            if not events:
-                with self._new_event:
-                    self._new_event.wait(poll)
+            matches = matcher(who, case_id)
+            events, seen = self._events.read(last, matches, fresh=first)
+            first = False
+            if events is None:
+                # Older than the shared window: from the store up to its
+                # start, then (in the same pass) the window itself.
+                events = self._store.events_after(last, subscriber_ip=who, case_id=case_id,
+                                                  limit=EVENT_BATCH, until=seen)
+                if len(events) == EVENT_BATCH:
+                    seen = events[-1].sequence
+                else:
+                    newer, beyond = self._events.read(seen, matches)
+                    if newer is not None:
+                        events, seen = events + newer, beyond
+            yield from events
+            if seen == last and not events:
+                self._events.wait(last, poll)
+            last = seen
 
     def report_port_alarm(self, alarm: PortAlarm) -> None:
         """From the controller, on any thread: a port over a budget becomes a
@@ -551,8 +564,7 @@ class EnforcementService:
     def _announce(self, events: builtins.list) -> None:
         """Wakes Watch streams and tells the listeners about stored events."""
         if events:
-            with self._new_event:
-                self._new_event.notify_all()
+            self._events.committed()
         for _, kind, record, _ in events:
             for listener in self._event_listeners:
                 try:

@@ -373,11 +373,14 @@ class Store:
     # ---- events --------------------------------------------------------------
 
     def events_after(self, sequence: int, *, subscriber_ip: str | Iterable[str] = "",
-                     case_id: str = "", limit: int = 500) -> list[Event]:
+                     case_id: str = "", limit: int = 500,
+                     until: int | None = None) -> list[Event]:
         """subscriber_ip: one address, or any of several (a subscriber's
         addresses of both families): its events, and the refused claims
-        others made on one of those addresses."""
+        others made on one of those addresses. until: none after that sequence."""
         query = sa.select(EVENTS).where(EVENTS.c.sequence > sequence)
+        if until is not None:
+            query = query.where(EVENTS.c.sequence <= until)
         if isinstance(subscriber_ip, str):
             wanted = [subscriber_ip] if subscriber_ip else []
         else:
@@ -390,6 +393,10 @@ class Store:
         with self._engine.connect() as conn:
             rows = conn.execute(query.order_by(EVENTS.c.sequence).limit(limit)).mappings()
             return [Event(**row) for row in rows]
+
+    def last_event_sequence(self) -> int:
+        with self._engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.max(EVENTS.c.sequence))).scalar() or 0
 
     # ---- audit ---------------------------------------------------------------
 
