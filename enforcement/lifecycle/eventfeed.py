@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from enforcement.domain.model import IDENTITY_REFUSED
 from enforcement.store.database import Event, Store
@@ -60,6 +60,33 @@ class EventFeed:
         self._reading = False
         self._stale = True
         self._read_at = 0.0
+
+    def stream(self, after: int, addresses: Callable[[], str | list[str]], case_id: str,
+               still_wanted: Callable[[], bool], poll: float) -> Iterator[Event]:
+        """A Watch stream: the matching events after a sequence, then new
+        ones as they come. addresses() names the subscriber's addresses as
+        known now (asked again at each pass)."""
+        last, first = after, True
+        while still_wanted():
+            who = addresses()
+            matches = matcher(who, case_id)
+            events, seen = self.read(last, matches, fresh=first)
+            first = False
+            if events is None:
+                # Older than the window: from the store up to its start, then
+                # (in the same pass) the window itself.
+                events = self._store.events_after(last, subscriber_ip=who, case_id=case_id,
+                                                  limit=BATCH, until=seen)
+                if len(events) == BATCH:
+                    seen = events[-1].sequence
+                else:
+                    newer, beyond = self.read(seen, matches)
+                    if newer is not None:
+                        events, seen = events + newer, beyond
+            yield from events
+            if seen == last and not events:
+                self.wait(last, poll)
+            last = seen
 
     def committed(self) -> None:
         """New events were written here: the next reader fetches them at once."""

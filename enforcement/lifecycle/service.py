@@ -61,8 +61,7 @@ from enforcement.domain.policy import Policy
 from enforcement.lifecycle.alarms import PortAlarms
 from enforcement.lifecycle.batching import GroupCommit
 from enforcement.lifecycle.deciding import Decider, expiry, with_backstop
-from enforcement.lifecycle.eventfeed import BATCH as EVENT_BATCH
-from enforcement.lifecycle.eventfeed import EventFeed, matcher
+from enforcement.lifecycle.eventfeed import EventFeed
 from enforcement.lifecycle.identity import IdentityReports
 from enforcement.lifecycle.ledger import LIVE, Ledger, switches
 from enforcement.lifecycle.network import Network
@@ -432,29 +431,11 @@ class EnforcementService:
         a follower, which hears of no commit, finds them by polling.
         subscriber_ip matches the subscriber's events under any of its
         addresses, both families, as the topology knows them at each poll."""
-        last, first = after, True
-        while still_wanted():
-            who: str | list[str] = subscriber_ip
+        def addresses() -> str | list[str]:
             if subscriber_ip and (host := self._network.host(subscriber_ip)) is not None:
-                who = [subscriber_ip, *(a for a in (host.ip, *host.ipv6) if a and "/" not in a)]
-            matches = matcher(who, case_id)
-            events, seen = self._events.read(last, matches, fresh=first)
-            first = False
-            if events is None:
-                # Older than the shared window: from the store up to its
-                # start, then (in the same pass) the window itself.
-                events = self._store.events_after(last, subscriber_ip=who, case_id=case_id,
-                                                  limit=EVENT_BATCH, until=seen)
-                if len(events) == EVENT_BATCH:
-                    seen = events[-1].sequence
-                else:
-                    newer, beyond = self._events.read(seen, matches)
-                    if newer is not None:
-                        events, seen = events + newer, beyond
-            yield from events
-            if seen == last and not events:
-                self._events.wait(last, poll)
-            last = seen
+                return [subscriber_ip, *(a for a in (host.ip, *host.ipv6) if a and "/" not in a)]
+            return subscriber_ip
+        return self._events.stream(after, addresses, case_id, still_wanted, poll)
 
     def report_port_alarm(self, alarm: PortAlarm) -> None:
         """From the controller, on any thread: a port over a budget becomes a
