@@ -166,6 +166,10 @@ class TokenBucket:
     def refill_seconds(self) -> float:
         return self._burst / self._rate
 
+    def full_again(self, now: float) -> bool:
+        """Whether it has refilled since last used: forgetting it loses nothing."""
+        return now - self._last >= self.refill_seconds
+
     def follows(self, rate: float, burst: int) -> bool:
         return (self._rate, self._burst) == (rate, burst)
 
@@ -212,7 +216,7 @@ class ClientLimiter:
         now = self._clock()
         for key, bucket in list(self._buckets.items()):
             busy = (key, False) in self._in_flight or (key, True) in self._in_flight
-            if not busy and now - bucket.last_used > bucket.refill_seconds:
+            if not busy and bucket.full_again(now):
                 del self._buckets[key]
 
     def acquire(self, key: str, limits: Limits, streaming: bool,

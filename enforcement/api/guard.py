@@ -258,7 +258,6 @@ class _AuditBudget:
     def _forget_idle(self) -> None:
         """Callers whose bucket has refilled lose nothing by being forgotten."""
         now = time.monotonic()
-        idle = [key for key, bucket in self._buckets.items()
-                if now - bucket.last_used >= bucket.refill_seconds]
+        idle = [key for key, bucket in self._buckets.items() if bucket.full_again(now)]
         for key in idle:
             del self._buckets[key]

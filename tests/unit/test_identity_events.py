@@ -12,13 +12,12 @@ import threading
 import time
 import urllib.request
 
-import grpc
 import pytest
 import sqlalchemy as sa
 from alembic import command
 from prometheus_client.parser import text_string_to_metric_families
 
-from enforcement.api.servicer import create_server, serve
+from enforcement.api.servicer import serve
 from enforcement.cluster.leadership import Leadership
 from enforcement.domain import policy
 from enforcement.domain.model import IdentityEvent, PortAlarm
@@ -27,9 +26,8 @@ from enforcement.lifecycle.metrics import Metrics
 from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import Store
 from enforcement.v1 import enforcement_pb2 as pb
-from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
 from tests.cases import spam
-from tests.doubles import RecordingNetwork, recording_service
+from tests.doubles import RecordingNetwork, recording_service, served
 from tests.events import event_columns, from_a_thread, migrate, once, stands_for, watched
 
 OWNER = "00:00:00:00:00:01 at switch 0000000000000001 port 1"
@@ -58,11 +56,8 @@ def service(url):
 
 @pytest.fixture
 def stub(service):
-    server, port = create_server("127.0.0.1:0", service)
-    server.start()
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield pb_grpc.EnforcementServiceStub(channel)
-    server.stop(None)
+    with served(service) as stub:
+        yield stub
 
 
 def reported(service, *events) -> None:
@@ -129,13 +124,8 @@ def test_a_refused_claim_survives_a_restart(database_url):
     first.identity_reports.stop()
     first._store.close()
     again = recording_service(database_url)
-    server, port = create_server("127.0.0.1:0", again)
-    server.start()
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            events = watched(pb_grpc.EnforcementServiceStub(channel))
-    finally:
-        server.stop(None)
+    with served(again) as stub:
+        events = watched(stub)
     assert len(events) == 2
     assert_is_claim(events[0])
     assert (events[1].identity, events[1].datapath_id) == ("lldp_forged",

@@ -9,18 +9,16 @@ import sys
 import threading
 import time
 
-import grpc
 import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from enforcement.api.servicer import create_server, event_to_proto, serve
+from enforcement.api.servicer import event_to_proto, serve
 from enforcement.domain.model import PortAlarm
 from enforcement.lifecycle.metrics import Metrics
 from enforcement.v1 import enforcement_pb2 as pb
-from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
 from tests.cases import spam
-from tests.doubles import recording_service
+from tests.doubles import recording_service, served
 from tests.events import event_columns, from_a_thread, migrate, once, watched
 
 STORM = PortAlarm(dpid=2, port=3, budget="storm", rate_pps=2500.0, limit=1000.0,
@@ -48,11 +46,8 @@ def metrics(service):
 
 @pytest.fixture
 def stub(service):
-    server, port = create_server("127.0.0.1:0", service)
-    server.start()
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield pb_grpc.EnforcementServiceStub(channel)
-    server.stop(None)
+    with served(service) as stub:
+        yield stub
 
 
 def assert_is_storm(event: pb.Event) -> None:
@@ -144,13 +139,8 @@ def test_an_alarm_survives_a_restart(database_url):
     from_a_thread(first.report_port_alarm, STORM)
     first._store.close()
     again = recording_service(database_url)
-    server, port = create_server("127.0.0.1:0", again)
-    server.start()
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            events = watched(pb_grpc.EnforcementServiceStub(channel))
-    finally:
-        server.stop(None)
+    with served(again) as stub:
+        events = watched(stub)
     assert len(events) == 1
     assert_is_storm(events[0])
 

@@ -13,15 +13,14 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from enforcement.api.servicer import EnforcementServicer, create_server
+from enforcement.api.servicer import EnforcementServicer
 from enforcement.domain import errors, policy
 from enforcement.domain.flows import VLAN_PRESENT
 from enforcement.domain.validation import parse_ip, parse_prefix
 from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import Store
 from enforcement.v1 import enforcement_pb2 as pb
-from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
-from tests.doubles import RecordingNetwork
+from tests.doubles import RecordingNetwork, served
 
 settings.register_profile("ci", max_examples=300, derandomize=True, deadline=None,
                           database=None, print_blob=True,
@@ -168,11 +167,8 @@ def test_the_validator_never_crashes_and_only_says_what_to_fix(rig, request):
 @pytest.fixture(scope="module")
 def server(rig):
     _, service, _ = rig
-    server, port = create_server("127.0.0.1:0", service)
-    server.start()
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield pb_grpc.EnforcementServiceStub(channel)
-    server.stop(None)
+    with served(service) as stub:
+        yield stub
 
 
 ANSWERS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,

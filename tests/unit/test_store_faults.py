@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from enforcement.api.servicer import create_server
 from enforcement.domain import policy
 from enforcement.domain.errors import SwitchUnreachable
+from enforcement.domain.model import Location
 from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import Store
 from enforcement.v1 import enforcement_pb2 as pb
@@ -153,7 +154,6 @@ class _ManyHosts(RecordingNetwork):
 
     def __init__(self):
         super().__init__()
-        from enforcement.domain.model import Location
         self.hosts.update({f"10.0.1.{n}": Location(1, 10 + n, f"00:00:00:00:01:{n:02x}")
                            for n in range(1, 61)})
 
