@@ -482,6 +482,24 @@ def tcp_connects(src, dst_ip: str, port: int, timeout: float = 2.0) -> bool:
     return "rc=0" in out
 
 
+def appctl(*args: str) -> str:
+    """ovs-appctl against the machine's ovs-vswitchd (the lab's switches)."""
+    return subprocess.run(["ovs-appctl", *args], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def plug_in_host(net: Mininet, name: str, switch: str, ip: str, mac: str):
+    """A new host cabled to a running switch; returns it once its port
+    exists on the switch (the moment of plugging)."""
+    host = net.addHost(name, ip=f"{ip}/24", mac=mac)
+    link = net.addLink(host, net.get(switch))
+    disable_tx_checksum(host.pid, link.intf1.name)
+    host.setIP(f"{ip}/24", intf=link.intf1)
+    host.setMAC(mac, intf=link.intf1)
+    net.get(switch).attach(link.intf2)
+    return host
+
+
 def ping(src, dst_ip: str, count: int = 1, timeout: float = 2.0) -> bool:
     current_tables()
     out = src.cmd(f"ping -c {count} -W {int(timeout)} {dst_ip} > /dev/null; echo rc=$?")

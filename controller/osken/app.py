@@ -66,6 +66,8 @@ class Settings:
     startup_grace: float = STARTUP_GRACE
     dhcp_trusted: frozenset[tuple[int, int]] = frozenset()  # (dpid, port) of DHCP servers
     switch_timeout: float = 5.0
+    gateway: int | None = None     # the gateway switch (--gateway)
+    isolated: bool = False         # subscriber isolation below it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +165,10 @@ class EnforcementApp(app_manager.OSKenApp):
         self.service = _ServiceLink()
         self.sessions = Sessions(on_fenced=lambda dpid: self.roles.fenced(dpid))
         self.roles = Roles(self.sessions.transact, lambda: self.switch_timeout)
-        self.net = TopologyState(self.inventory, settings.budgets)
+        self.net = TopologyState(self.inventory, settings.budgets,
+                                 roots=(frozenset() if settings.gateway is None
+                                        else frozenset({settings.gateway})),
+                                 isolated=settings.isolated)
         self.fabric = Fabric(self.sessions.transact, self.net.snapshot, settings.budgets,
                              on_budget=lambda *alarm: self.learning.budget_alarm(*alarm),
                              startup_grace=settings.startup_grace,

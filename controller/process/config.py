@@ -141,6 +141,18 @@ SETTINGS: tuple[Setting, ...] = (
     S("startup_grace", "control_plane.startup_grace", float, 15.0, "after a start, "
       "switches found holding forwarding flows get only additions this long, while the "
       "others reconnect", "S", group=PLANE),
+    S("gateway", "forwarding.gateway", str, None, "the gateway switch, where the "
+      "provider's side (its router or BNG, its services) attaches, by datapath id in hex: "
+      "forwarding hangs from it as a tree, so a switch holds flows for the hosts below it "
+      "only; with subscriber isolation its own access ports are the provider's side. Not "
+      "set: the lowest datapath id of each connected part", "DPID"),
+    S("subscriber_isolation", "forwarding.subscriber_isolation", str, "auto",
+      "split horizon, as ISP access networks isolate subscribers: below the gateway, "
+      "whatever a subscriber sends goes toward the gateway by its port alone (its "
+      "broadcasts reach the provider's side only, never another subscriber, and no "
+      "destination it writes makes a switch hold state); only traffic from the gateway "
+      "side is delivered by destination. auto: on when --gateway is set",
+      choices=("auto", "on", "off")),
     S("dhcp_trusted", "identity.dhcp_trusted", str, None, "the switch ports with an "
       "operator's DHCP server behind them, DPID:PORT,... (the datapath id in hex, as the "
       "logs print it): their replies are learned as bindings (DHCP snooping). DHCP server "
@@ -395,7 +407,8 @@ def load(argv: list[str] | None = None,
 
 def check(args: argparse.Namespace, origins: Origins) -> list[str]:
     """Every mistake in the merged settings; fills in what follows from them
-    (args.db's default, args.tls, args.budgets, args.dhcp_trusted_ports)."""
+    (args.db's default, args.tls, args.budgets, args.dhcp_trusted_ports,
+    args.gateway_dpid, args.isolated)."""
     errors: list[str] = []
     name, short = origins.name, origins.short
 
@@ -443,6 +456,20 @@ def check(args: argparse.Namespace, origins: Origins) -> list[str]:
             ban_seconds=args.learn_ban_seconds)
     if args.packet_in_queue < 1:
         errors.append(f"{name('packet_in_queue')} must be at least 1")
+    args.gateway_dpid = None
+    if args.gateway is not None:
+        digits = args.gateway.strip().lower().removeprefix("0x")
+        dpid = int(digits, 16) if re.fullmatch(r"[0-9a-f]{1,16}", digits) else 0
+        if dpid:
+            args.gateway_dpid = dpid
+        else:
+            errors.append(f"{name('gateway')} {args.gateway!r} is not a datapath id "
+                          "(1 to 16 hex digits, not 0)")
+    if args.subscriber_isolation == "on" and args.gateway is None:
+        errors.append(f"{name('subscriber_isolation')} on needs the gateway switch named "
+                      f"({short('gateway')}): isolation sends everything toward it")
+    args.isolated = args.subscriber_isolation == "on" or (
+        args.subscriber_isolation == "auto" and args.gateway is not None)
     from controller.openflow.dhcpguard import parse_trusted
     args.dhcp_trusted_ports, problems = parse_trusted(args.dhcp_trusted)
     errors.extend(f"{name('dhcp_trusted')} {problem}" for problem in problems)

@@ -24,7 +24,6 @@ import ipaddress
 import logging
 import threading
 
-import networkx as nx
 from os_ken.lib.packet import arp, ether_types, ethernet, icmpv6, ipv6, packet
 
 from controller.openflow.dataplane import Budgets, Ports, is_held
@@ -61,9 +60,15 @@ class Learned:
 
 
 class TopologyState:
-    def __init__(self, pinned, budgets: Budgets):
+    def __init__(self, pinned, budgets: Budgets, roots: frozenset[int] = frozenset(),
+                 isolated: bool = False):
+        """roots: the gateway switches, which the forwarding tree hangs from
+        where they are connected (controller/topology/graph.py); isolated:
+        subscriber isolation below them (controller/openflow/dataplane.py)."""
         self._lock = threading.Lock()
         self._budgets = budgets
+        self._roots = roots
+        self._isolated = isolated
         self.hosts = HostTable(pinned)
         self.settling = Settling()
         self.guard = PortGuard(budgets)
@@ -73,7 +78,8 @@ class TopologyState:
         # Bumped whenever the host table changes: the located hosts are
         # rebuilt for the data plane only then.
         self._hosts_version = 0
-        self._located: tuple[int, dict[str, HostView], collections.Counter] | None = None
+        self._located: tuple[int, dict[str, HostView], collections.Counter,
+                             dict[int, list[HostView]]] | None = None
         self._full_alarmed: set[tuple[int, int]] = set()
 
     # ---- switches and ports ------------------------------------------------
@@ -180,22 +186,20 @@ class TopologyState:
             return TopologyView(switches, links, self.hosts.all())
 
     def _graphs(self) -> _Graphs:
-        """The links as a view, its graph, spanning tree and every switch's
-        next hops, rebuilt only when links or switches changed (the data
+        """The links as a view, its rooted tree and every switch's way up
+        and switches below, rebuilt only when links or switches changed (the data
         plane asks ten times a second). Caller holds the lock."""
         key = (frozenset(self._links), frozenset(self._ports))
         if self._cache is None or self._cache.key != key:
             view = TopologyView(tuple(SwitchView(d, ()) for d in sorted(self._ports)),
                                 tuple(sorted(self._links, key=dataclasses.astuple)), ())
-            graph = switch_graph(view)
-            distances = dict(nx.all_pairs_shortest_path_length(graph))
-            tree = topology.spanning_tree(graph)
+            tree = topology.rooted_tree(switch_graph(view), self._roots)
             self._cache = _Graphs(
                 key, view,
                 links={d: topology.link_ports(view, d) for d in self._ports},
-                tree={d: topology.tree_ports(tree, d) for d in self._ports},
-                hops={d: topology.next_hops(graph, distances, d) if d in graph else {}
-                      for d in self._ports})
+                tree={d: topology.tree_ports(tree.graph, d) for d in self._ports},
+                up={d: tree.up.get(d) for d in self._ports},
+                down={d: tree.down.get(d, {}) for d in self._ports})
         return self._cache
 
     def _is_access(self, dpid: int, port: int, graphs: _Graphs) -> bool:
@@ -211,18 +215,26 @@ class TopologyState:
             if self._located is None or self._located[0] != self._hosts_version:
                 located = {h.mac: h for h in self.hosts.located()}
                 per_port = collections.Counter((h.dpid, h.port) for h in located.values())
-                self._located = (self._hosts_version, located, per_port)
-            _, located, per_port = self._located
+                at: dict[int, list[HostView]] = {}
+                for host in located.values():
+                    at.setdefault(host.dpid, []).append(host)
+                self._located = (self._hosts_version, located, per_port, at)
+            _, located, per_port, at = self._located
             ports, closed = {}, {}
             for dpid, known in self._ports.items():
                 live = {no for no, (_, up) in known.items() if up}
                 access = frozenset(no for no in live if self._is_access(dpid, no, graphs))
-                ports[dpid] = Ports(access=access, tree=frozenset(graphs.tree[dpid] & live))
+                gateway = self._isolated and dpid in self._roots
+                provider = frozenset(h.mac for h in at.get(dpid, ()) if h.port in access
+                                     ) if gateway else frozenset()
+                ports[dpid] = Ports(access=access, tree=frozenset(graphs.tree[dpid] & live),
+                                    up=graphs.up[dpid], isolated=self._isolated,
+                                    gateway=gateway, provider=provider)
                 full = {no for no in access
                         if per_port[(dpid, no)] >= self._budgets.max_hosts}
                 closed[dpid] = frozenset(self.guard.banned_ports(dpid) | full)
-            hops = {d: graphs.hops[d] for d in self._ports}
-        return Snapshot(ports, located, hops, closed)
+            down = {d: graphs.down[d] for d in self._ports}
+        return Snapshot(ports, located, down, closed, at)
 
     # ---- learning ----------------------------------------------------------
 
@@ -395,7 +407,8 @@ class _Graphs:
     view: TopologyView
     links: dict[int, set[int]]   # switch -> its link ports
     tree: dict[int, set[int]]    # switch -> its ports on the spanning tree
-    hops: dict[int, dict[int, int]]
+    up: dict[int, int | None]    # switch -> its port toward the root (None: a root)
+    down: dict[int, dict[int, int]]  # switch -> switch below it -> port toward it
 
 
 def _reverse(link: LinkView) -> LinkView:
