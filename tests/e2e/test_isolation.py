@@ -12,6 +12,10 @@ bound as subscribers are plugged in elsewhere. A subscriber flooding random
 destination MACs makes the switches cache a bounded number of datapath
 flows, not one per frame, and a bystander loses nothing. Enforcement still
 bites.
+
+Measured here (this machine, defaults): 6.3 million frames in 10 s from h1
+cost the datapath at most 33 flows and 29 upcalls with isolation; the same
+flood with isolation off, 12,341 flows and 12,334 upcalls.
 """
 import re
 import sys
@@ -72,16 +76,19 @@ def test_a_subscribers_arp_reaches_the_provider_side_only(lab):
               for name in ("h2", "h3", "h4")}
     provider = Capture(inet, "arp", "isolation-inet")
     try:
-        # ARP requests for a located subscriber (h3) and for the gateway side.
-        h1.cmd(f"arping -c 2 -w 2 -I {h1.defaultIntf().name} {lab.host('h3').IP()}")
-        h1.cmd(f"arping -c 2 -w 2 -I {h1.defaultIntf().name} {INET}")
+        # h1's kernel asks (ARP, broadcast) for a located subscriber, h3,
+        # and for the provider's inet once their entries are forgotten.
+        h1.cmd(f"ip neigh flush dev {h1.defaultIntf().name}")
+        for address in (lab.host("h3").IP(), INET):
+            h1.cmd(f"ping -c 2 -W 1 {address}")
     finally:
         seen = {name: capture.stop() for name, capture in others.items()}
         at_provider = provider.stop()
     mac = h1.MAC()
     assert {name: [f for f in frames if mac in f] for name, frames in seen.items()} == {
         "h2": [], "h3": [], "h4": []}
-    assert any(mac in frame and lab.host("h3").IP() in frame for frame in at_provider)
+    assert any(mac in frame and f"Request who-has {lab.host('h3').IP()}" in frame
+               for frame in at_provider), at_provider
 
 
 def test_each_switch_holds_flows_for_the_hosts_below_it_as_hosts_arrive_elsewhere(lab):
