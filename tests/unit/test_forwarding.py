@@ -274,6 +274,8 @@ def test_while_the_store_that_names_the_leader_is_away_a_call_waits_and_is_never
     from testbed import pgcluster
     missing = pgcluster.unavailable()
     if missing:
+        if os.environ.get("CI") or os.environ.get("ENFORCEMENT_NO_SKIP"):
+            pytest.fail(f"PostgreSQL cannot run: {missing}")
         pytest.skip(missing)
     # A home of its own that survives a stop (pytest's tmp_path is closed to
     # the postgres user), so the server starts again on the same data.
