@@ -437,6 +437,21 @@ def host_of_rule(rule: FlowRule) -> str | None:
     return None
 
 
+def tree_ports_of(rules: Iterable[FlowRule]) -> set[int]:
+    """The ports a switch's data-plane flows (switch_rules) treat as tree
+    links: they flood without a storm meter, or lead up."""
+    found = set()
+    for rule in rules:
+        match = dict(rule.match)
+        if set(match) != {"in_port"}:
+            continue
+        if (rule.table_id == pipeline.TABLE_FLOOD and rule.priority == PRIORITY_FLOOD_IN
+                and rule.instructions == (GotoTable(pipeline.TABLE_FLOOD_OUT),)) or (
+                rule.table_id == pipeline.TABLE_FORWARD and rule.priority == PRIORITY_FROM_ABOVE):
+            found.add(int(match["in_port"]))
+    return found
+
+
 def egress_closures(rules: Iterable[FlowRule]) -> dict[int, tuple[MatchValue, ...]]:
     """Access ports an enforcement closes at egress, read from its rules
     (enforcement/domain/planner.py): a cutoff's or a quarantine's drop of the whole

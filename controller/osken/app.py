@@ -33,8 +33,9 @@ from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3
 from os_ken.topology import event as topo_event
 
+from controller.openflow import dataplane
 from controller.openflow.dataplane import Budgets
-from controller.openflow.fabric import STARTUP_GRACE, Fabric
+from controller.openflow.fabric import RECONNECT_HOLD, STARTUP_GRACE, Fabric
 from controller.openflow.handoff import Coalesced
 from controller.openflow.packetin import DEFAULT_DEPTH, PacketInQueue
 from controller.openflow.roles import Epochs, Roles
@@ -367,8 +368,9 @@ class EnforcementApp(app_manager.OSKenApp):
             self.roles.claim(dpid)
 
         def adopt(meters):
-            self.fabric.mark_hosts(self.net.adopt(
-                self.fabric.adopt(dpid, self.fabric.read(dpid), meters)))
+            flows = self.fabric.read(dpid)
+            self.net.links_held(dpid, dataplane.tree_ports_of(flows), RECONNECT_HOLD)
+            self.fabric.mark_hosts(self.net.adopt(self.fabric.adopt(dpid, flows, meters)))
         try:
             self.switches.prepare(dpid, self.switch_timeout, adopt)
         except SwitchError as exc:

@@ -238,6 +238,13 @@ class TopologyState:
 
     # ---- learning ----------------------------------------------------------
 
+    def links_held(self, dpid: int, ports: set[int], seconds: float) -> None:
+        """Ports a reconnecting switch's flows show as tree links: not taken
+        for access ports for this long, unless LLDP finds their link first
+        (controller/topology/settling.py)."""
+        with self._lock:
+            self.settling.came_up(dpid, ports, period=seconds)
+
     def adopt(self, hosts: list[HostView]) -> set[str]:
         """Hosts read back from a switch's flows (a restarted controller):
         learned unless known elsewhere already."""
