@@ -3,11 +3,14 @@ plugged in behind one within the stated bound (one settled period:
 --lldp-settled-seconds, 20 s), with no port going down or up anywhere.
 
 Topology (BehindLineTopo): s1 (h1 on port 1, h2 on port 2) -- s2 (h3);
-s3, a switch connected to the controller like the others, whose port 1
-leads to h1's second interface. h1 is a subscriber with two interfaces
-that it does not bridge until the test makes it: then s3 hangs off h1's
-line on s1 through h1's Linux bridge, and nothing carrier-related happens
-on any switch port (Open vSwitch's link_resets shows it).
+s3, a switch connected to the controller like the others, whose ports 1
+and 2 lead to h1's second and third interfaces (two ports, so that its
+settled ports are swept, as a subscriber switch's are; one would be
+probed on its own). h1 is a subscriber that does not bridge its
+interfaces until the test makes it bridge the first two: then s3 hangs
+off h1's line on s1 through h1's Linux bridge, and nothing
+carrier-related happens on any switch port (Open vSwitch's link_resets
+shows it).
 """
 import pathlib
 import re
@@ -23,16 +26,14 @@ from controller.topology.lldp.auth import ANY_PORT
 from controller.topology.lldp.schedule import NEW_SECONDS, SETTLED_PERIOD
 from enforcement.v1 import enforcement_pb2 as pb
 from testbed import lab as harness
+from testbed.capture import Capture
 
 pytestmark = pytest.mark.mininet
 
 LINE = (1, 1)          # h1's line on s1
 BEHIND = (3, 1)        # s3's port toward h1's second interface
 LINK_PORTS = ((1, 3), (2, 1))
-# What crossed h1's bridge: frames leaving each of its interfaces (before
-# the bridge they send nothing: no address, no IPv6).
-CROSSED = {intf: pathlib.Path(f"/tmp/capture-probing-{intf}.pcap")
-           for intf in ("h1-eth0", "h1-eth1")}
+BRIDGED = ("h1-eth0", "h1-eth1")
 
 
 class BehindLineTopo(Topo):
@@ -44,6 +45,7 @@ class BehindLineTopo(Topo):
         self.addLink(s1, s2)                                    # s1:3 - s2:1
         self.addLink(self.addHost("h3", ip="10.0.0.3/24"), s2)  # s2:2
         self.addLink(s3, h1)                                    # s3:1, h1-eth1
+        self.addLink(s3, h1)                                    # s3:2, h1-eth2
 
 
 @pytest.fixture(scope="module")
@@ -96,11 +98,10 @@ def test_a_settled_line_is_probed_rarely_and_a_switch_behind_it_is_found_in_time
     # link's or settled.
     harness.wait_until(lambda: metrics(lab, "openflow_lldp_ports").get("new") == 0,
                        NEW_SECONDS + 15, "every port settled or a link's")
-    assert metrics(lab, "openflow_lldp_ports") == {"link": 2, "new": 0, "settled": 4}
+    assert metrics(lab, "openflow_lldp_ports") == {"link": 2, "new": 0, "settled": 5}
 
     # Rarely: what h1's line receives in two settled periods, against what
     # a link's port is sent meanwhile.
-    from testbed.capture import Capture
     capture = Capture(h1, "ether proto 0x88cc", "probing-line")
     before = metrics(lab, "openflow_lldp_probes_total")
     time.sleep(2 * SETTLED_PERIOD)
@@ -113,36 +114,36 @@ def test_a_settled_line_is_probed_rarely_and_a_switch_behind_it_is_found_in_time
     assert per_link_port >= 0.9 * 2 * SETTLED_PERIOD
     assert after.get("new", 0) == before.get("new", 0)  # nothing probed on its own
 
-    # Plug s3 in behind h1's line: h1 bridges its two interfaces (LLDP
+    # Plug s3 in behind h1's line: h1 bridges two of its interfaces (LLDP
     # passes: group_fwd_mask), silently (no address, no IPv6), and no
     # switch port changes state.
     resets = {name: link_resets(name) for name in ("s1-eth1", "s3-eth1")}
-    for intf in ("h1-eth0", "h1-eth1"):
+    for intf in ("h1-eth0", "h1-eth1", "h1-eth2"):
         h1.cmd(f"ip addr flush dev {intf}; sysctl -qw net.ipv6.conf.{intf}.disable_ipv6=1")
     h1.cmd("ip link add br0 type bridge group_fwd_mask 0x4000 stp_state 0 && "
            "sysctl -qw net.ipv6.conf.br0.disable_ipv6=1")
-    captures = [h1.popen(["tcpdump", "-i", intf, "-Q", "out", "-U", "-w", str(path),
-                          "ether proto 0x88cc"], stderr=subprocess.DEVNULL)
-                for intf, path in CROSSED.items()]
-    time.sleep(1.0)  # tcpdump listening
+    # What crosses the bridge: what leaves each bridged interface (before
+    # the bridge they send nothing).
+    crossing = [Capture(h1, "ether proto 0x88cc", f"probing-{intf}", intf=intf,
+                        direction="out") for intf in BRIDGED]
     try:
-        h1.cmd("ip link set br0 up && ip link set h1-eth0 master br0 && "
-               "ip link set h1-eth1 master br0")
+        h1.cmd("ip link set br0 up && "
+               + " && ".join(f"ip link set {intf} master br0" for intf in BRIDGED))
         plugged = time.monotonic()
         wanted = {(*LINE, *BEHIND), (*BEHIND, *LINE)}
         harness.wait_until(lambda: wanted <= links(lab), SETTLED_PERIOD + 10,
                            "the link through h1's bridge")
         took = time.monotonic() - plugged
     finally:
-        for capture in captures:
-            capture.terminate()
-            capture.wait()
+        for capture in crossing:
+            capture.stop()
     print(f"the switch behind h1's line found {took:.1f} s after it was plugged in")
     assert took <= SETTLED_PERIOD + 3
     assert {name: link_resets(name) for name in resets} == resets
     # The first of the controller's frames to cross was a sweep: found by
     # the rare probing, not by a port coming up.
-    crossed = sorted(frame for path in CROSSED.values() for frame in lldp_frames(path))
+    crossed = sorted(frame for capture in crossing
+                     for frame in lldp_frames(pathlib.Path(capture.path)))
     assert crossed and crossed[0][1] == ANY_PORT, crossed
     # No uplink is a subscriber's any more: h1 is forgotten there.
     assert "10.0.0.1" not in {h.ip for h in lab.stub.GetTopology(

@@ -17,7 +17,9 @@ probed as often as it can matter:
 - SETTLED: everything else, the settled subscriber lines above all. Not
   probed on its own: its switch sends one packet-out every settled period
   whose actions output the same frame on all of them (a sweep). A sweep
-  names the switch, not the port (auth.py), so it makes no link by itself:
+  names the switch, not the port (auth.py), so it makes no link by itself
+  (a switch with a single such port sends it a probe of its own instead,
+  for the same one packet-out):
   where it is heard, that port is probed on its own at once, and that probe
   is heard back, which is how a switch plugged in behind a settled line
   (through a subscriber's bridge, with no carrier change anywhere) is found
@@ -128,7 +130,7 @@ class Schedule:
     def port_up(self, dpid: int, port: int, now: float) -> None:
         """Added, or came up: NEW, reached at once."""
         self._up.setdefault(dpid, set()).add(port)
-        self._renew((dpid, port), now, contact=True)
+        self._renew((dpid, port), now)
         if ("sweep", dpid) not in self._queue:
             self._queue.push(("sweep", dpid), Kind.SETTLED,
                              _slot(_phase(dpid, -1), self.cadence.settled_period, now))
@@ -146,7 +148,7 @@ class Schedule:
         """Its data plane was just pushed (probes before that were lost):
         every port of it reached again at once, and NEW."""
         for port in self._up.get(dpid, ()):
-            self._renew((dpid, port), now, contact=True)
+            self._renew((dpid, port), now)
 
     def linked(self, dpid: int, port: int, now: float) -> None:
         """A link that counts (heard both ways) ends here."""
@@ -172,7 +174,7 @@ class Schedule:
         """A host never seen there before: whatever it is, it may have
         come with a switch."""
         if port in self._up.get(dpid, ()) and (dpid, port) not in self._links:
-            self._renew((dpid, port), now, contact=True)
+            self._renew((dpid, port), now)
 
     # ---- what to send --------------------------------------------------------
 
@@ -231,12 +233,13 @@ class Schedule:
         ports = tuple(sorted(p for p in up if self.kind((target, p), now) is Kind.SETTLED))
         return Probe(target, ports, Kind.SETTLED) if ports else None
 
-    def _renew(self, key: Key, now: float, contact: bool) -> None:
+    def _renew(self, key: Key, now: float) -> None:
+        """NEW from now on for NEW_SECONDS, reached at once by its switch's
+        next contact (one sweep for all that became NEW together)."""
         dpid, port = key
         self._new_until[key] = now + self.cadence.new_seconds
-        if contact:
-            self._contact.setdefault(dpid, set()).add(port)
-            self._queue.push(("contact", dpid), Kind.NEW, now)
+        self._contact.setdefault(dpid, set()).add(port)
+        self._queue.push(("contact", dpid), Kind.NEW, now)
         if ("port", key) not in self._queue:
             # Its first probe of its own comes after the contact, at its phase.
             self._queue.push(("port", key), self.kind(key, now),
