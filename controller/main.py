@@ -99,7 +99,8 @@ def _start_os_ken(args: argparse.Namespace, setup: Setup,
         # OS-Ken builds the apps itself and hands every one of them the same
         # keywords (as it does its _CONTEXTS): each takes its own.
         try:
-            manager.instantiate_apps(**contexts, setup=setup, lldp_key=lldp_key)
+            manager.instantiate_apps(**contexts, setup=setup, lldp_key=lldp_key,
+                                     lldp_cadence=args.lldp_cadence)
         except BaseException as exc:  # reported to the main thread below
             failure.append(exc)
         booted.set()

@@ -45,6 +45,11 @@ from enforcement.domain.routing import switch_graph
 
 LOG = logging.getLogger(__name__)
 
+# Arrivals kept for discovery to read (arrivals_since): it reads every
+# second, so only a burst of this many new hosts within a second loses some,
+# and those ports are probed at once anyway when a probe is heard on them.
+ARRIVALS_KEPT = 4096
+
 
 @dataclasses.dataclass
 class Learned:
@@ -81,6 +86,12 @@ class TopologyState:
         self._located: tuple[int, dict[str, HostView], collections.Counter,
                              dict[int, list[HostView]]] | None = None
         self._full_alarmed: set[tuple[int, int]] = set()
+        # (number, (dpid, port)) of each host seen at a port it was not at
+        # before, newest last: discovery probes such a port again
+        # (controller/topology/lldp/schedule.py arrived).
+        self._arrivals: collections.deque[tuple[int, tuple[int, int]]] = \
+            collections.deque(maxlen=ARRIVALS_KEPT)
+        self._arrived = 0
 
     # ---- switches and ports ------------------------------------------------
 
@@ -328,6 +339,8 @@ class TopologyState:
                 out.macs.add(was.mac)  # the address moved to this MAC
                 follow.append(was.mac)
             if new_here:
+                self._arrived += 1
+                self._arrivals.append((self._arrived, (dpid, in_port)))
                 if before is not None:
                     self._full_alarmed.discard((before.dpid, before.port))
                     LOG.info("host %s moved to %016x port %d", eth.src, dpid, in_port)
@@ -400,6 +413,18 @@ class TopologyState:
                    == ipaddress.IPv6Network(f"{claimed}/64", strict=False).network_address
                    for a in host.ipv6 if "/" not in a
                    and not ipaddress.IPv6Address(a).is_link_local)
+
+    def arrivals_since(self, cursor: int) -> tuple[int, list[tuple[int, int]]]:
+        """The ports where a host was seen for the first time (there) after
+        cursor, oldest first, and the cursor to ask with next: a subscriber
+        line where something new appears may have a switch behind it now."""
+        fresh = []
+        with self._lock:
+            for number, port in reversed(self._arrivals):
+                if number <= cursor:
+                    break
+                fresh.append(port)
+            return self._arrived, fresh[::-1]
 
     def subscriber_at(self, dpid: int, port: int) -> str | None:
         with self._lock:
