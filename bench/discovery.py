@@ -155,10 +155,10 @@ def run(args, workdir: pathlib.Path) -> str:
          ", ".join(f"{kind} {rate:.2f}" for kind, rate in sorted(own.items())) or "n/a"),
         ("LLDP packet-ins/s", f"{ins:.1f}"),
         (f"LLDP frames h1's line received in {elapsed:.0f} s", str(at_h1)),
-        ("controller CPU, share of one core", f"{100 * cpu:.2f} %"),
-        ("per switch: packet-outs/s, CPU", (f"{outs / switches:.2f}, "
+        ("controller CPU (the whole process), share of one core", f"{100 * cpu:.2f} %"),
+        ("per switch: packet-outs/s, whole-process CPU", (f"{outs / switches:.2f}, "
          f"{100 * cpu / switches:.3f} %")),
-        ("per switch port: packet-outs/s, CPU", (f"{outs / ports:.3f}, "
+        ("per switch port: packet-outs/s, whole-process CPU", (f"{outs / ports:.3f}, "
          f"{100 * cpu / ports:.4f} %")),
     ]
     head = (f"IspTopo(access={args.access}, subscribers_per_switch={args.subscribers}); "
