@@ -112,6 +112,17 @@ def test_stale_and_future_probes_are_refused():
     assert receiver.check(ahead).refusal is None
 
 
+def test_a_sweep_heard_by_every_neighbour_of_its_sender_is_no_replay():
+    """One sweep leaves through all of a switch's ports at once: each switch
+    next to it hears the same frame (in CI, the second and third were
+    refused as forged replays and reported as identity events)."""
+    sender, receiver, clock = pair()
+    sweep = sender.frame(1, lldpauth.ANY_PORT, MAC)
+    assert [receiver.check(sweep).refusal for _ in range(3)] == [None] * 3
+    clock.now += lldpauth.MAX_AGE + 1
+    assert receiver.check(sweep).refusal == lldpauth.STALE
+
+
 def test_the_same_probe_heard_twice_is_a_replay():
     sender, receiver, clock = pair()
     frame = sender.frame(1, 2, MAC)

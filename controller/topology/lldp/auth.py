@@ -18,7 +18,8 @@ A frame is authentic when its authenticator is right for what it claims,
 it was sent within MAX_AGE (a few LLDP periods: older is a replay of a
 frame captured earlier) and not after now plus MAX_AHEAD (the instances'
 clocks differ a little), and it was not heard before (the same frame twice
-is a copy: a switch sends each probe once, to one port).
+is a copy: a switch sends each probe once, to one port; a sweep, below, is
+heard by every neighbour of its sender).
 
 Chassis and port ids keep OS-Ken's format (`dpid:%016x`, port number as a
 32-bit integer) so that captures read as before. A sweep (one frame sent
@@ -143,6 +144,12 @@ class Authenticator:
             return Verdict(dpid, port, STALE)
         if sent_ns > now_ns + self._max_ahead_ns:
             return Verdict(dpid, port, FUTURE)
+        if port == ANY_PORT:
+            # A sweep leaves through every port at once, so every switch
+            # next to the sender hears the same frame: not a replay. It
+            # makes no link, only a probe of the port it is heard on (each
+            # probe single-use), so a copied sweep gains nothing.
+            return Verdict(dpid, port)
         self._forget_before(now_ns - self._max_age_ns)
         key = (dpid, port, sent_ns, nonce)
         if key in self._heard:
