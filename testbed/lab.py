@@ -500,6 +500,19 @@ def plug_in_host(net: Mininet, name: str, switch: str, ip: str, mac: str):
     return host
 
 
+def forget_unresolved_neighbours(*hosts) -> None:
+    """Drops each host's neighbour entries still being resolved or given up.
+
+    A host that tried to reach a cut-off peer keeps resolving its address
+    (three probes a second apart, the last one perhaps sent just before the
+    lift) and drops what it sends there until it gives up, up to 3 s after
+    the lift: the kernel's state, not the switch's. Forgotten, the next
+    packet resolves afresh, so a check after a lift tests the switch."""
+    for host in hosts:
+        host.cmd("ip neigh flush nud incomplete; ip neigh flush nud probe; "
+                 "ip neigh flush nud failed")
+
+
 def ping(src, dst_ip: str, count: int = 1, timeout: float = 2.0) -> bool:
     current_tables()
     out = src.cmd(f"ping -c {count} -W {int(timeout)} {dst_ip} > /dev/null; echo rc=$?")
