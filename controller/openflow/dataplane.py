@@ -92,11 +92,15 @@ GROUP = ("01:00:00:00:00:00", "01:00:00:00:00:00")
 PRIORITY_LLDP_ACCESS = 410    # LLDP from an access port: metered copy, no further
 PRIORITY_LLDP = 400           # LLDP from any other port: to the controller, no further
 PRIORITY_HOST_KNOWN = 300     # ARP or ND from a known port, MAC and address
-PRIORITY_HOST_PROBE = 250     # ARP probe, duplicate address detection: on
-PRIORITY_HOST_NEW_IP = 200    # ARP or ND from a known port and MAC, another address: held
+# Between a known host's own addresses and the rest of its traffic, one set
+# per port serves every source on it, known or not (a few flows per port,
+# not per host); a port closed for learning drops unknown sources, so there
+# each known host has its own.
+PRIORITY_PORT_PROBE = 250     # ARP probe, duplicate address detection: copy, and on
+PRIORITY_PORT_HOLD = 200      # ARP or ND claiming another address: held
+PRIORITY_HOST_PROBE = 250     # the same, per known host on a closed port
+PRIORITY_HOST_NEW_IP = 200
 PRIORITY_HOST_OTHER = 100     # anything else from a known port and MAC
-PRIORITY_PORT_PROBE = 31      # an unknown source's ARP probe or DAD: copy, and on
-PRIORITY_PORT_HOLD = 30       # an unknown source's ARP or ND: held
 PRIORITY_PORT_LEARN = 20      # an unknown source on an access port
 # Table 3 (forward), subscriber isolation: above everything else there
 PRIORITY_ISOLATION_GROUP = 3000   # broadcast and multicast from below: up, or to the provider
@@ -259,9 +263,12 @@ def switch_rules(dpid: int, ports: Ports, budgets: Budgets,
                                (*match, *claim), copy) for claim in _CLAIMS]
             rules += [FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_PORT_PROBE, fwd,
                                (*match, *probe), on) for probe in _PROBES]
-        rules.append(FlowRule(dpid, pipeline.TABLE_FLOOD, PRIORITY_FLOOD_IN, fwd, match,
-                              (ApplyMeter(storm_meter(port)),
-                               GotoTable(pipeline.TABLE_FLOOD_OUT))))
+        if not (ports.isolated and not ports.gateway):
+            # (Under isolation below the gateway a subscriber floods nothing:
+            # table 3 sends all it sends up, broadcast through this meter.)
+            rules.append(FlowRule(dpid, pipeline.TABLE_FLOOD, PRIORITY_FLOOD_IN, fwd, match,
+                                  (ApplyMeter(storm_meter(port)),
+                                   GotoTable(pipeline.TABLE_FLOOD_OUT))))
         meters += [MeterSpec(dpid, learn_meter(port), "pktps", budgets.learn_pps,
                              budgets.learn_burst),
                    MeterSpec(dpid, storm_meter(port), "pktps", budgets.storm_pps,
@@ -348,12 +355,15 @@ def legacy_rules(dpid: int) -> tuple[FlowRule, ...]:
 
 
 def host_rules(dpid: int, host: HostView, out_port: int | None,
-               learns: bool, from_port: int | None = None) -> tuple[FlowRule, ...]:
+               learns: bool, from_port: int | None = None,
+               port_open: bool = True) -> tuple[FlowRule, ...]:
     """A located host's flows on switch dpid: toward it (out_port: the port
     toward it from here, None when unreachable; from_port: only for what
     arrives there, under subscriber isolation the way down), and, on its own
     switch (learns: its port is an access port there, with its learning
-    meter), its known-source flows. Their cookie carries its address."""
+    meter), its known-source flows. Their cookie carries its address.
+    port_open: its port learns (not closed), so the port's own probe and
+    hold rules serve it too."""
     rules = []
     if out_port is not None:
         came = (("in_port", from_port),) if from_port is not None else ()
@@ -381,17 +391,19 @@ def host_rules(dpid: int, host: HostView, out_port: int | None,
                          (*nd, ("icmpv6_type", ND_ADVERT), ("ipv6_nd_target", address)),
                          on)]
         held = (ApplyMeter(learn_meter(host.port)), ToController())
-        rules += [
-            # Claims nothing: an ARP probe goes on; duplicate address
-            # detection goes on, copied (the address it checks is learned
-            # first come, first served: controller/topology/state.py).
-            FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_PROBE, cookie,
-                     (*src, *_PROBES[0]), on),
-            FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_PROBE, cookie,
-                     (*src, *_PROBES[1]), copy),
-            *(FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_NEW_IP, cookie,
-                       (*src, *claim), held) for claim in _CLAIMS),
-            FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_OTHER, cookie, src, on)]
+        if not port_open:
+            rules += [
+                # Claims nothing: an ARP probe goes on; duplicate address
+                # detection goes on, copied (the address it checks is learned
+                # first come, first served: controller/topology/state.py).
+                FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_PROBE, cookie,
+                         (*src, *_PROBES[0]), on),
+                FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_PROBE, cookie,
+                         (*src, *_PROBES[1]), copy),
+                *(FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_NEW_IP, cookie,
+                           (*src, *claim), held) for claim in _CLAIMS)]
+        rules.append(FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_OTHER, cookie, src,
+                              on))
     return tuple(rules)
 
 

@@ -459,7 +459,8 @@ def host_flows(dpid: int, host: HostView, ports: Ports,
         # Only what comes down is looked up; no way down, no entry.
         came = ports.up
         out = out if came is not None else None
-    return dataplane.host_rules(dpid, host, out, learns, came)
+    return dataplane.host_rules(dpid, host, out, learns, came,
+                                port_open=host.port not in ports.closed_learning)
 
 
 _NAMESPACES = (pipeline.NS_BASE, pipeline.NS_FORWARD, pipeline.NS_HOST)
