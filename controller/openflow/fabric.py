@@ -375,6 +375,7 @@ class Fabric:
                                                  * min(elapsed, 2 * poll_interval))))
             except Exception:
                 LOG.exception("data-plane worker")
+                self._recheck = True   # not lost: looked at again next tick
 
     def stop(self) -> None:
         self._stopped = True
