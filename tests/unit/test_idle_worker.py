@@ -123,8 +123,9 @@ def test_a_switch_whose_hold_ends_is_synced_in_full_then():
     clock = Clock()
     state = network(clock)
     switches = Switches()
-    fabric, taken = fabric_for(state, clock, switches)
-    kept = FlowRule(dpid=1, table_id=3, priority=100, cookie=pipeline.NS_FORWARD << pipeline.COOKIE_NAMESPACE_SHIFT,
+    fabric, _ = fabric_for(state, clock, switches)
+    kept = FlowRule(dpid=1, table_id=3, priority=100,
+                    cookie=pipeline.NS_FORWARD << pipeline.COOKIE_NAMESPACE_SHIFT,
                     match=(("eth_dst", "00:00:00:00:00:77"),))
     fabric.adopt(1, [kept], [])
     clock.now += 1.0
