@@ -26,6 +26,9 @@ so they can never drift from the truth.
         throttle that stores one event per claim and interval: address_claim,
         mac_claim, lldp_forged, dhcp_untrusted. Who claimed is in the events,
         never in a label: a series per subscriber would grow without bound.
+    enforcement_proofs_total{result}
+        Proofs in the data plane (enforcement.lifecycle.proving): proven,
+        failed, unprovable (nothing in it a probe can show).
     enforcement_active{action}
         Live (active or pending) enforcements.
     openflow_connected_switches
@@ -86,6 +89,8 @@ class Metrics:
             ["budget"], registry=self.registry)
         for budget in BUDGET_UNITS:  # at 0 from the start, so rate() sees the first
             self.port_over_budget.labels(budget)
+        self.proofs = Counter("enforcement_proofs", "Proofs in the data plane by result",
+                              ["result"], registry=self.registry)
         identity_refused = Counter(
             "enforcement_identity_refused",
             "Refused claims on who is where (every one, stored or throttled), by kind",
@@ -109,6 +114,9 @@ class Metrics:
             self.drift_repairs.inc()
         elif kind == PORT_OVER_BUDGET:
             self.port_over_budget.labels(record.budget).inc()
+
+    def observe_proof(self, state: str) -> None:
+        self.proofs.labels(state).inc()
 
     def on_identity(self, event) -> None:
         self._identity_refused[event.kind].inc()
