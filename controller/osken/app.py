@@ -255,8 +255,8 @@ class EnforcementApp(app_manager.OSKenApp):
     def audit(self, dpid, timeout):
         return self.switches.audit(dpid, timeout)
 
-    def prove(self, dpid, rules, subject):
-        return self.prover.prove(dpid, rules, subject)
+    def prove_many(self, dpid, items):
+        return self.prover.prove_many(dpid, items)
 
     def flow_counters(self, dpid: int, cookie: int, timeout: float = 2.0) -> dict:
         return self.switches.flow_counters(dpid, cookie, timeout)
