@@ -66,7 +66,7 @@ def combined(proofs: list[Proof], at: float) -> Proof:
 class Proofs:
     def __init__(self, service, network, *, per_second: float = 20.0,
                  every: float = EVERY, clock: Callable[[], float] = time.time,
-                 on_proof: Callable[[str], None] = lambda state: None):
+                 on_proof: Callable[[str, int], None] = lambda state, probes: None):
         self._service = service
         self._network = network
         self._per_second = per_second
@@ -140,7 +140,7 @@ class Proofs:
             with self._lock:
                 if record.id in self._service.ledger.by_id:
                     self._latest[record.id] = proof
-            self._on_proof(proof.state)
+            self._on_proof(proof.state, proof.probes)
             out[record.id] = proof
         return out
 
