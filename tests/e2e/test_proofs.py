@@ -245,3 +245,15 @@ def test_an_apply_that_asks_for_proof_never_hears_proven_from_a_switch_that_does
         ofctl("--strict", "del-flows", switch, f"table=0,priority=3500,tcp,in_port={port},"
                                                "tp_dst=25")
     lift(lab, record)
+
+
+def test_a_restarted_controller_proves_what_it_found_on_its_switches(lab):
+    """After a restart (kill -9) the switches reconnect holding the
+    enforcement, and the new controller proves it again (as each switch is
+    made ready, and in its first round)."""
+    record = apply(lab, "h4", pb.VIOLATION_PORT_SCAN, "proof-restart")
+    proven_within(lab, record, 5)
+    lab.restart(kill=True, expected_links=6)
+    took = proven_within(lab, record, 10)
+    print(f"proven {took:.2f} s after the restarted controller located every host")
+    lift(lab, record)
