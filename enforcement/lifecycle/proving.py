@@ -169,13 +169,12 @@ class Proofs:
         return proof
 
     def _repair(self, record: Enforcement) -> None:
-        for dpid in sorted(switches(record)):
+        """The drift audit of its switches: what was deleted or altered
+        behind the controller's back is put back, and reported as drift."""
+        for dpid in switches(record):
             try:
-                change = self._network.audit(dpid, 5.0)
-                if change is not None and not change.empty:
-                    LOG.warning("switch %016x: %d rule(s) put back before a second proof",
-                                dpid, len(change.rules_to_add))
-            except SwitchError as exc:
+                self._service.reconciler.repair_switch(dpid)
+            except EnforcementError as exc:
                 LOG.warning("switch %016x: repair before a second proof failed: %s",
                             dpid, exc)
 
