@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from controller.openflow import compiler
+from controller.openflow import compiler, counters
 from enforcement.domain import pipeline
 from enforcement.domain.desired import (
     Change,
@@ -27,6 +27,7 @@ from enforcement.domain.desired import (
     without_in_flight,
 )
 from enforcement.domain.errors import SwitchError
+from enforcement.domain.evidence import SwitchCounters
 
 LOG = logging.getLogger(__name__)
 
@@ -277,6 +278,12 @@ class SwitchSync:
         stats = self._transact(dpid, [request], timeout).get(request.xid, [])
         return {"flows": len(stats), "packets": sum(st.packet_count for st in stats),
                 "bytes": sum(st.byte_count for st in stats)}
+
+    def read_counters(self, dpid: int, flows: int, meters: bool,
+                      timeout: float) -> SwitchCounters:
+        """What its enforcement flows and meters counted (see counters.read);
+        beside decisions, holding no lock."""
+        return counters.read(self._transact, dpid, flows, meters, timeout)
 
     def _undo(self, dpid: int, change, timeout: float,
               meanwhile: Callable[[], None] | None = None) -> None:

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 
+from enforcement.clients import evidencetext
 from enforcement.clients.client import VIOLATIONS as _VIOLATIONS
 from enforcement.clients.client import ClientError, EnforcementClient, TlsFiles
 from enforcement.domain.model import BUDGET_UNITS, IDENTITY_KINDS, IdentityEvent
@@ -80,7 +81,10 @@ def _lift(ctl: EnforcementClient, args):
 
 
 def _show(ctl: EnforcementClient, args):
-    _print_enforcement(ctl.get(args.id))
+    enforcement = ctl.get(args.id)
+    _print_enforcement(enforcement)
+    for line in evidencetext.lines(enforcement):
+        print(line)
     return 0
 
 
@@ -231,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     lift.add_argument("--reason", default="")
     lift.set_defaults(run=_lift)
 
-    show = commands.add_parser("show", help="one enforcement with its rules")
+    show = commands.add_parser("show", aliases=["get"],
+                               help="one enforcement with its rules and what it has done")
     show.add_argument("id")
     show.set_defaults(run=_show)
 

@@ -1,0 +1,292 @@
+"""What an enforcement has done: its switches' counters, added up across resets.
+
+Pure functions of plain data. A read of a switch gives, per enforcement
+flow, its packet and byte counters and its age, and per enforcement meter
+what went in and what its band dropped (FlowSample, MeterSample). `fold`
+turns a read into new Evidence for the enforcements whose counters changed.
+
+The invariant it keeps: every packet a counter counted is counted once,
+whatever happened to the counter. A switch counts from zero again when a
+flow or meter is made anew (a rule re-added after a delete, a switch that
+reconnected empty); the controller restarts and reads counters it counted
+before. So each counter keeps its last raw reading and when the switch
+made it (`born`: read time less age). A later reading of the same counter
+adds only what grew; one of a counter made since (born later) or smaller
+than before (a reset the age did not show) is new in full. What a counter
+counted after its last read and before it vanished is lost: the bound is
+one read interval.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+
+from enforcement.domain.flows import ApplyMeter, FlowRule
+from enforcement.domain.model import Enforcement
+
+# A counter read with a birth time later than the one known by more than
+# this (seconds) was made anew. Read times carry the controller's delays
+# (a busy switch answers late); a re-added flow is newer by whole seconds.
+BORN_SLACK = 2.0
+
+DROPPED, METERED, ALLOWED = "dropped", "metered", "allowed"
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowSample:
+    """One enforcement flow's counters, as a switch reported them."""
+    dpid: int
+    key: tuple    # FlowRule.key: (dpid, table, priority, match)
+    cookie: int
+    packets: int
+    bytes: int
+    age: float    # seconds since the switch made the flow (duration)
+    verdict: str = DROPPED  # what the flow does with what it matches (verdict_of)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeterSample:
+    """One enforcement meter's statistics: what went in, what its band dropped."""
+    dpid: int
+    meter_id: int
+    packets: int
+    bytes: int
+    dropped_packets: int
+    dropped_bytes: int
+    age: float
+
+
+@dataclasses.dataclass(frozen=True)
+class SwitchCounters:
+    dpid: int
+    flows: tuple[FlowSample, ...]
+    meters: tuple[MeterSample, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Count:
+    """One counter (a flow's or a meter's): what it counted in all, and its
+    last raw reading, from which the next one is told apart."""
+    totals: tuple[int, ...]
+    raw: tuple[int, ...]
+    born: float
+    last_matched_at: float | None = None
+
+
+def advance(count: Count | None, raw: tuple[int, ...], born: float,
+            at: float) -> tuple[Count, bool]:
+    """The counter after a reading at `at`; and whether it had been reset
+    (made anew, or found smaller) since the reading before."""
+    if count is None:
+        # First seen: a new counter counted from zero, and one seen before a
+        # restart comes with its stored Count, not here.
+        delta, reset, born_kept = raw, False, born
+    elif born > count.born + BORN_SLACK or any(
+            r < p for r, p in zip(raw, count.raw, strict=True)):
+        delta, reset, born_kept = raw, True, born
+    else:
+        delta = tuple(r - p for r, p in zip(raw, count.raw, strict=True))
+        # The first estimate stays: later ones only add the read's delays.
+        reset, born_kept = False, count.born
+    previous = count.totals if count is not None else (0,) * len(raw)
+    moved = any(delta)
+    last = at if moved else (count.last_matched_at if count is not None else None)
+    return Count(tuple(t + d for t, d in zip(previous, delta, strict=True)), raw,
+                 born_kept, last), reset
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleCount:
+    dpid: int
+    rule: str      # the flow without cookie and actions (rule_label)
+    verdict: str   # DROPPED, METERED or ALLOWED
+    count: Count   # (packets, bytes)
+
+    @property
+    def packets(self) -> int:
+        return self.count.totals[0]
+
+    @property
+    def bytes(self) -> int:
+        return self.count.totals[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class MeterCount:
+    dpid: int
+    meter_id: int
+    count: Count   # (packets in, bytes in, packets dropped, bytes dropped)
+
+    @property
+    def passed(self) -> tuple[int, int]:
+        t = self.count.totals
+        return t[0] - t[2], t[1] - t[3]
+
+    @property
+    def dropped(self) -> tuple[int, int]:
+        return self.count.totals[2], self.count.totals[3]
+
+
+@dataclasses.dataclass(frozen=True)
+class Evidence:
+    enforcement_id: str
+    counted_since: float
+    rules: tuple[RuleCount, ...] = ()
+    meters: tuple[MeterCount, ...] = ()
+    resets: int = 0
+    # Moved since the last evidence event (see EvidenceBook): cleared when
+    # one is sent.
+    unreported: bool = False
+    read_at: float = 0.0  # when its switches were last read (0: unknown)
+
+    def total(self, verdict: str) -> tuple[int, int]:
+        """(packets, bytes) of its rules with that verdict, on every switch."""
+        chosen = [r for r in self.rules if r.verdict == verdict]
+        return sum(r.packets for r in chosen), sum(r.bytes for r in chosen)
+
+    @property
+    def last_matched_at(self) -> float | None:
+        counts = [r.count for r in self.rules] + [m.count for m in self.meters]
+        times = [c.last_matched_at for c in counts if c.last_matched_at is not None]
+        return max(times, default=None)
+
+
+def rule_label(key: tuple) -> str:
+    """A flow as Rule.text names it, without cookie and actions: what
+    identifies it on its switch."""
+    dpid, table, priority, match = key
+    text = FlowRule(dpid, table, priority, 0, match).text()
+    return text.replace(" cookie=0x0", "").rsplit(" actions=", 1)[0]
+
+
+def verdict_of(rule: FlowRule) -> str:
+    """What a flow does with what it matches: no instructions drop it."""
+    if not rule.instructions:
+        return DROPPED
+    return METERED if any(isinstance(i, ApplyMeter) for i in rule.instructions) else ALLOWED
+
+
+@dataclasses.dataclass(frozen=True)
+class Owners:
+    """Who owns what a switch reports, for one read: enforcement ids by
+    cookie and by (dpid, meter id)."""
+    by_cookie: Mapping[int, str]
+    by_meter: Mapping[tuple[int, int], str]
+
+
+def fold(book: Mapping[str, Evidence], read: SwitchCounters, owners: Owners,
+         at: float, label: Callable[[tuple], str] = rule_label) -> dict[str, Evidence]:
+    """The new Evidence of every enforcement whose counters on this switch
+    changed at this read (moved, or reset), from book's. A counter that did
+    not change costs a lookup and a comparison: a read of 100,000 idle
+    flows rebuilds nothing. label: rule_label, or a memo of it (a rule's
+    label is text the read would otherwise render again for every flow)."""
+    changed: dict[str, Evidence] = {}
+    rules: dict[str, dict[tuple[int, str], RuleCount]] = {}
+    meters: dict[str, dict[tuple[int, int], MeterCount]] = {}
+
+    def current(owner: str) -> Evidence:
+        found = changed.get(owner) or book.get(owner)
+        return found if found is not None else Evidence(owner, at)
+
+    for sample in read.flows:
+        owner = owners.by_cookie.get(sample.cookie)
+        if owner is None:
+            continue  # an ended enforcement's flow, on its way out
+        evidence = current(owner)
+        name = label(sample.key)
+        # An enforcement has a few rules: a scan of them beats an index.
+        known = next((r for r in evidence.rules if r.rule == name and r.dpid == sample.dpid),
+                     None)
+        raw, born = (sample.packets, sample.bytes), at - sample.age
+        if known is not None and known.count.raw == raw and born <= known.count.born + BORN_SLACK:
+            continue
+        count, reset = advance(known.count if known else None, raw, born, at)
+        mine = rules.setdefault(owner, {(r.dpid, r.rule): r for r in evidence.rules})
+        mine[(sample.dpid, name)] = RuleCount(sample.dpid, name, sample.verdict, count)
+        changed[owner] = _with(evidence, rules=tuple(mine.values()), reset=reset,
+                               moved=count.totals != (known.count.totals if known else (0, 0)))
+    for meter in read.meters:
+        owner = owners.by_meter.get((meter.dpid, meter.meter_id))
+        if owner is None:
+            continue
+        evidence = current(owner)
+        known_meter = next((m for m in evidence.meters
+                            if m.meter_id == meter.meter_id and m.dpid == meter.dpid), None)
+        raw_meter = (meter.packets, meter.bytes, meter.dropped_packets, meter.dropped_bytes)
+        born = at - meter.age
+        if known_meter is not None and known_meter.count.raw == raw_meter \
+                and born <= known_meter.count.born + BORN_SLACK:
+            continue
+        count, reset = advance(known_meter.count if known_meter else None, raw_meter, born, at)
+        theirs = meters.setdefault(owner, {(m.dpid, m.meter_id): m for m in evidence.meters})
+        theirs[(meter.dpid, meter.meter_id)] = MeterCount(meter.dpid, meter.meter_id, count)
+        before = known_meter.count.totals if known_meter else (0, 0, 0, 0)
+        changed[owner] = _with(evidence, meters=tuple(theirs.values()), reset=reset,
+                               moved=count.totals != before)
+    return changed
+
+
+def _with(evidence: Evidence, *, rules=None, meters=None, reset: bool,
+          moved: bool) -> Evidence:
+    return dataclasses.replace(
+        evidence,
+        rules=evidence.rules if rules is None else rules,
+        meters=evidence.meters if meters is None else meters,
+        resets=evidence.resets + reset,
+        unreported=evidence.unreported or moved)
+
+
+def moved_between(before: Evidence | None, after: Evidence) -> dict[str, tuple[int, int]]:
+    """What grew from one version to the next, by verdict, plus the meters'
+    ("meter_passed", "meter_dropped"): (packets, bytes). For aggregates
+    (metrics), never kept per enforcement."""
+    grown: dict[str, tuple[int, int]] = {}
+    for verdict in (DROPPED, METERED, ALLOWED):
+        now, then = after.total(verdict), before.total(verdict) if before else (0, 0)
+        if now != then:
+            grown[verdict] = (now[0] - then[0], now[1] - then[1])
+    for name, pick in (("meter_passed", lambda m: m.passed),
+                       ("meter_dropped", lambda m: m.dropped)):
+        now_p = sum(pick(m)[0] for m in after.meters), sum(pick(m)[1] for m in after.meters)
+        then_p = ((sum(pick(m)[0] for m in before.meters), sum(pick(m)[1] for m in before.meters))
+                  if before else (0, 0))
+        if now_p != then_p:
+            grown[name] = (now_p[0] - then_p[0], now_p[1] - then_p[1])
+    return grown
+
+
+# ---- the stored form ---------------------------------------------------------
+
+
+def to_dict(evidence: Evidence) -> dict:
+    return {"id": evidence.enforcement_id, "since": evidence.counted_since,
+            "resets": evidence.resets, "unreported": evidence.unreported,
+            "read_at": evidence.read_at,
+            "rules": [[r.dpid, r.rule, r.verdict, *_count(r.count)] for r in evidence.rules],
+            "meters": [[m.dpid, m.meter_id, *_count(m.count)] for m in evidence.meters]}
+
+
+def from_dict(data: dict) -> Evidence:
+    return Evidence(
+        data["id"], data["since"],
+        tuple(RuleCount(d, rule, verdict, _uncount(*rest))
+              for d, rule, verdict, *rest in data["rules"]),
+        tuple(MeterCount(d, meter_id, _uncount(*rest)) for d, meter_id, *rest in data["meters"]),
+        data["resets"], data.get("unreported", False), data.get("read_at", 0.0))
+
+
+def _count(count: Count) -> list:
+    return [list(count.totals), list(count.raw), count.born, count.last_matched_at]
+
+
+def _uncount(totals, raw, born, last) -> Count:
+    return Count(tuple(totals), tuple(raw), born, last)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvidenceEvent:
+    """What an evidence event is stored from: the enforcement it reports on
+    (its id, case, subscriber and state go in the event), and its evidence."""
+    record: Enforcement
+    evidence: Evidence

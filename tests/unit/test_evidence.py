@@ -1,0 +1,279 @@
+"""Evidence: counters added up across resets (pure), and the book that reads
+them every interval, stores them with a real database (SQLite and
+PostgreSQL), answers Get and List over a real gRPC socket and streams
+evidence events on Watch. The switches are a double here; the Mininet
+tests (tests/e2e/test_evidence.py) count real packets on Open vSwitch."""
+import contextlib
+import dataclasses
+
+import grpc
+
+from enforcement.api.servicer import create_server
+from enforcement.domain import evidence as ev
+from enforcement.domain import policy
+from enforcement.domain.evidence import (
+    FlowSample,
+    MeterSample,
+    Owners,
+    SwitchCounters,
+    advance,
+    fold,
+)
+from enforcement.lifecycle.evidence import EvidenceBook
+from enforcement.lifecycle.service import EnforcementService
+from enforcement.store.database import Store
+from enforcement.v1 import enforcement_pb2 as pb
+from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
+from tests.cases import decision
+from tests.doubles import Clock, RecordingNetwork
+
+T0 = 1_800_000_000.0
+KEY = (1, 0, 3000, (("tcp_dst", 25),))
+OTHER_KEY = (1, 0, 3000, (("tcp_dst", 465),))
+
+
+# ---- one counter ----------------------------------------------------------------
+
+
+def test_a_counter_read_again_adds_only_what_grew():
+    count, reset = advance(None, (10, 600), T0, T0 + 5)
+    assert count.totals == (10, 600) and not reset and count.last_matched_at == T0 + 5
+    count, reset = advance(count, (25, 1500), T0 + 0.3, T0 + 15)  # read a little late
+    assert count.totals == (25, 1500) and not reset and count.last_matched_at == T0 + 15
+    still, _ = advance(count, (25, 1500), T0, T0 + 25)
+    assert still.totals == (25, 1500) and still.last_matched_at == T0 + 15  # not moved
+
+
+def test_a_counter_found_smaller_was_reset_and_its_new_count_is_added():
+    count, _ = advance(None, (100, 6000), T0, T0 + 10)
+    count, reset = advance(count, (7, 420), T0, T0 + 20)
+    assert reset and count.totals == (107, 6420)
+
+
+def test_a_counter_made_anew_counts_in_full_even_past_the_old_reading():
+    # Re-added at T0+100 and read at T0+400: 150 packets is more than the 100
+    # read before; only its birth time shows that all 150 are new.
+    count, _ = advance(None, (100, 6000), T0, T0 + 10)
+    count, reset = advance(count, (150, 9000), T0 + 100, T0 + 400)
+    assert reset and count.totals == (250, 15000)
+
+
+def test_read_delays_within_the_slack_are_no_reset():
+    count, _ = advance(None, (100, 6000), T0, T0 + 10)
+    count, reset = advance(count, (120, 7200), T0 + ev.BORN_SLACK * 0.9, T0 + 20)
+    assert not reset and count.totals == (120, 7200)
+
+
+# ---- a read of a switch -----------------------------------------------------------
+
+
+def owners(**by_cookie):
+    return Owners({int(c[1:]): i for c, i in by_cookie.items()}, {(1, 7): "enf-m"})
+
+
+def flow(cookie, packets, age, key=KEY, verdict=ev.DROPPED):
+    return FlowSample(1, key, cookie, packets, packets * 60, age, verdict)
+
+
+def test_a_read_folds_into_the_owner_of_each_cookie_and_ignores_the_rest():
+    read = SwitchCounters(1, (flow(5, 10, 3.0), flow(5, 2, 3.0, OTHER_KEY),
+                              flow(9, 4, 3.0)), ())
+    changed = fold({}, read, owners(c5="enf-a"), T0)
+    assert set(changed) == {"enf-a"}
+    a = changed["enf-a"]
+    assert a.total(ev.DROPPED) == (12, 720) and a.unreported and a.last_matched_at == T0
+    assert sorted(r.packets for r in a.rules) == [2, 10]
+    assert "tcp_dst=25" in a.rules[0].rule and "cookie" not in a.rules[0].rule
+
+
+def test_an_idle_read_changes_nothing():
+    first = fold({}, SwitchCounters(1, (flow(5, 10, 3.0),), ()), owners(c5="enf-a"), T0)
+    again = fold(first, SwitchCounters(1, (flow(5, 10, 13.0),), ()), owners(c5="enf-a"),
+                 T0 + 10)
+    assert again == {}
+
+
+def test_a_rule_re_added_between_reads_is_added_up_across_the_reset():
+    book = fold({}, SwitchCounters(1, (flow(5, 40, 30.0),), ()), owners(c5="enf-a"), T0)
+    # the switch reconnected empty and got the rule back 5 s ago: 12 since
+    book.update(fold(book, SwitchCounters(1, (flow(5, 12, 5.0),), ()), owners(c5="enf-a"),
+                     T0 + 10))
+    a = book["enf-a"]
+    assert a.total(ev.DROPPED)[0] == 52 and a.resets == 1
+
+
+def test_a_meter_reports_what_it_let_through_and_what_it_dropped():
+    meter = MeterSample(1, 7, packets=300, bytes=30000, dropped_packets=260,
+                        dropped_bytes=26000, age=4.0)
+    changed = fold({}, SwitchCounters(1, (), (meter,)), owners(), T0)
+    (counted,) = changed["enf-m"].meters
+    assert counted.passed == (40, 4000) and counted.dropped == (260, 26000)
+    grown = ev.moved_between(None, changed["enf-m"])
+    assert grown == {"meter_passed": (40, 4000), "meter_dropped": (260, 26000)}
+
+
+def test_the_stored_form_round_trips_and_a_restart_counts_nothing_twice():
+    book = fold({}, SwitchCounters(1, (flow(5, 40, 30.0),), ()), owners(c5="enf-a"), T0)
+    stored = ev.from_dict(ev.to_dict(book["enf-a"]))
+    assert stored == book["enf-a"]
+    # the controller restarted; the switch kept its flow, which counted 5 more
+    after = fold({"enf-a": stored}, SwitchCounters(1, (flow(5, 45, 90.0),), ()),
+                 owners(c5="enf-a"), T0 + 60)
+    assert after["enf-a"].total(ev.DROPPED)[0] == 45
+
+
+# ---- the book, with a real store and a real gRPC socket -----------------------------
+
+
+class CountingNetwork(RecordingNetwork):
+    """The recording double, whose switches report the counters a test sets."""
+
+    def __init__(self, clock):
+        super().__init__()
+        self.clock = clock
+        # dpid -> [(rule, packets, when the switch made the flow)]
+        self.counters: dict[int, list] = {}
+        self.reads = []
+
+    def read_counters(self, dpid, flows, meters, timeout):
+        self.reads.append((dpid, flows, meters))
+        return SwitchCounters(dpid, tuple(
+            FlowSample(r.dpid, r.key, r.cookie, packets, packets * 54, self.clock() - born,
+                       ev.DROPPED) for r, packets, born in self.counters.get(dpid, ())), ())
+
+
+@dataclasses.dataclass
+class Setup:
+    network: CountingNetwork
+    service: EnforcementService
+    book: EvidenceBook
+    clock: Clock
+    store: Store
+
+
+def started(url, clock=None, network=None) -> Setup:
+    clock = clock or Clock()
+    network = network or CountingNetwork(clock)
+    store = Store(url)
+    service = EnforcementService(network, policy.load(), store, clock=clock)
+    book = EvidenceBook(network, service.ledger, store, leading=service.leading,
+                        interval=10.0, clock=clock)
+    return Setup(network, service, book, clock, store)
+
+
+def count(setup, record, packets, born):
+    """The switch reports packets on every rule of record (born: when the
+    switch made the flows, seconds after T0)."""
+    setup.network.counters[1] = [(r, packets, T0 + born) for r in record.rules
+                                 if r.dpid == 1]
+
+
+def evidence_events(setup):
+    return [e for e in setup.store.events_after(0) if e.kind == "evidence"]
+
+
+def test_the_book_reports_moved_enforcements_at_most_once_per_interval(database_url):
+    s = started(database_url)
+    moving = s.service.apply(decision("r1", "10.0.0.1"))
+    idle = s.service.apply(decision("r2", "10.0.0.3"))
+    count(s, moving, 10, -1.0)
+    s.book.run_round()
+    # one read per switch holding enforcement state, never one per enforcement
+    assert sorted(d for d, _, _ in s.network.reads) == [1, 2]
+    (first,) = evidence_events(s)
+    assert first.enforcement_id == moving.id and first.evidence
+    s.clock.now += 4
+    count(s, moving, 30, -1.0)
+    s.book.run_round()
+    assert len(evidence_events(s)) == 1  # moved again, but within the interval
+    s.clock.now += 6
+    s.book.run_round()  # nothing new counted, yet the move above is now reported
+    events = evidence_events(s)
+    assert [e.enforcement_id for e in events] == [moving.id, moving.id]
+    assert idle.id not in {e.enforcement_id for e in events}
+    s.clock.now += 10
+    s.book.run_round()  # stood still: no event
+    assert len(evidence_events(s)) == 2
+    with served_with(s) as stub:
+        got = stub.Get(pb.GetRequest(id=moving.id))
+        assert got.evidence.dropped_packets == 30 * len(moving.rules)
+        assert got.evidence.HasField("last_matched_at")
+        assert not stub.Get(pb.GetRequest(id=idle.id)).HasField("evidence")
+        listed = {e.id: e for e in stub.List(pb.ListRequest()).enforcements}
+        assert listed[moving.id].evidence == got.evidence
+        (streamed,) = [e for e in stub.Watch(pb.WatchRequest(after_sequence=0))
+                       if e.kind == pb.EVENT_KIND_EVIDENCE][:1] or [None]
+        assert streamed is not None and streamed.evidence.dropped_packets == 10 * len(
+            moving.rules)
+
+
+def served_with(setup):
+    """The service's gRPC API, with the book's evidence, on a real socket."""
+    @contextlib.contextmanager
+    def serving():
+        server, port = create_server("127.0.0.1:0", setup.service, evidence=setup.book)
+        server.start()
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.EnforcementServiceStub(channel)
+                yield _Finite(stub)
+        finally:
+            server.stop(None)
+    return serving()
+
+
+class _Finite:
+    """A stub whose Watch ends once the stored events are out."""
+
+    def __init__(self, stub):
+        self._stub = stub
+
+    def __getattr__(self, name):
+        return getattr(self._stub, name)
+
+    def Watch(self, request):
+        return list(_until_idle(self._stub.Watch(request, timeout=2)))
+
+
+def _until_idle(stream):
+    try:
+        yield from stream
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise
+
+
+def test_evidence_survives_a_restart_and_a_reset_after_it(database_url):
+    s = started(database_url)
+    record = s.service.apply(decision("r1", "10.0.0.1"))
+    count(s, record, 40, -10.0)
+    s.book.run_round()
+    rules = len([r for r in record.rules if r.dpid == 1])
+    # a restart: a new service and book on the same database; the switch
+    # kept its flows, which counted 5 more meanwhile
+    again = started(database_url, clock=s.clock)
+    s.clock.now += 30
+    count(again, record, 45, -10.0)
+    again.book.run_round()
+    (found,) = again.book.of([record]).values()
+    assert found.total(ev.DROPPED)[0] == 45 * rules
+    # then the switch reconnected empty and got its flows back: 3 since
+    s.clock.now += 30
+    count(again, record, 3, 58.0)
+    again.book.run_round()
+    (found,) = again.book.of([record]).values()
+    assert found.total(ev.DROPPED)[0] == 48 * rules and found.resets == rules
+    # a lifted one is answered from the store
+    lifted = again.service.lift(record.id, "over")
+    assert again.book.of([lifted])[record.id].total(ev.DROPPED)[0] == 48 * rules
+
+
+def test_a_follower_answers_from_the_store(database_url):
+    s = started(database_url)
+    record = s.service.apply(decision("r1", "10.0.0.1"))
+    count(s, record, 40, -10.0)
+    s.book.run_round()
+    follower = EvidenceBook(s.network, s.service.ledger, s.store, leading=lambda: False)
+    assert follower.run_round() is None
+    assert follower.of([record])[record.id] == dataclasses.replace(
+        s.book.of([record])[record.id], read_at=follower.of([record])[record.id].read_at)
