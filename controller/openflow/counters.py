@@ -49,11 +49,10 @@ def read(transact: Callable, dpid: int, flows: int, meters: bool,
 def flow_sample(dpid: int, stats) -> FlowSample:
     rule = compiler.rule_from_stats(dpid, stats)
     return FlowSample(dpid, rule.key, stats.cookie, stats.packet_count, stats.byte_count,
-                      stats.duration_sec + stats.duration_nsec / 1e9, verdict_of(rule))
+                      verdict_of(rule))
 
 
 def meter_sample(dpid: int, stats) -> MeterSample:
     return MeterSample(dpid, stats.meter_id, stats.packet_in_count, stats.byte_in_count,
                        sum(b.packet_band_count for b in stats.band_stats),
-                       sum(b.byte_band_count for b in stats.band_stats),
-                       stats.duration_sec + stats.duration_nsec / 1e9)
+                       sum(b.byte_band_count for b in stats.band_stats))

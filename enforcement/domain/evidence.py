@@ -1,20 +1,27 @@
 """What an enforcement has done: its switches' counters, added up across resets.
 
 Pure functions of plain data. A read of a switch gives, per enforcement
-flow, its packet and byte counters and its age, and per enforcement meter
-what went in and what its band dropped (FlowSample, MeterSample). `fold`
-turns a read into new Evidence for the enforcements whose counters changed.
+flow, its packet and byte counters, and per enforcement meter what went
+in and what its band dropped (FlowSample, MeterSample). `fold` turns a
+read into new Evidence for the enforcements whose counters changed.
 
-The invariant it keeps: every packet a counter counted is counted once,
-whatever happened to the counter. A switch counts from zero again when a
-flow or meter is made anew (a rule re-added after a delete, a switch that
-reconnected empty); the controller restarts and reads counters it counted
-before. So each counter keeps its last raw reading and when the switch
-made it (`born`: read time less age). A later reading of the same counter
-adds only what grew; one of a counter made since (born later) or smaller
-than before (a reset the age did not show) is new in full. What a counter
-counted after its last read and before it vanished is lost: the bound is
-one read interval.
+The invariant it keeps: no packet is counted twice, and a counter that
+starts again from zero loses nothing already read. A switch counts from
+zero when a flow or meter is made anew (a switch that reconnected empty
+and got its rules back, a rule deleted and added); the controller restarts
+and reads counters it counted before. So each counter keeps its last raw
+reading: a later reading adds what grew; one smaller than the last was
+reset, and is new in full.
+
+The flow's age (its duration) does not tell a reset: Open vSwitch keeps a
+flow's counters when the same flow is added again in place (what a
+restarted controller does to a reconnecting switch) but starts its
+duration again (seen in tests/e2e/test_evidence.py: counting such a flow
+anew counted its packets twice). The bound instead: what a counter counted
+after its last read and before it vanished, and a counter made anew that
+passed its old reading before the next read (its first packets then look
+like the old ones), are not counted. Evidence may fall short; it never
+claims a packet that was not there.
 """
 from __future__ import annotations
 
@@ -23,11 +30,6 @@ from collections.abc import Callable, Mapping
 
 from enforcement.domain.flows import ApplyMeter, FlowRule
 from enforcement.domain.model import Enforcement
-
-# A counter read with a birth time later than the one known by more than
-# this (seconds) was made anew. Read times carry the controller's delays
-# (a busy switch answers late); a re-added flow is newer by whole seconds.
-BORN_SLACK = 2.0
 
 DROPPED, METERED, ALLOWED = "dropped", "metered", "allowed"
 
@@ -40,7 +42,6 @@ class FlowSample:
     cookie: int
     packets: int
     bytes: int
-    age: float    # seconds since the switch made the flow (duration)
     verdict: str = DROPPED  # what the flow does with what it matches (verdict_of)
 
 
@@ -53,7 +54,6 @@ class MeterSample:
     bytes: int
     dropped_packets: int
     dropped_bytes: int
-    age: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,30 +69,25 @@ class Count:
     last raw reading, from which the next one is told apart."""
     totals: tuple[int, ...]
     raw: tuple[int, ...]
-    born: float
     last_matched_at: float | None = None
 
 
-def advance(count: Count | None, raw: tuple[int, ...], born: float,
+def advance(count: Count | None, raw: tuple[int, ...],
             at: float) -> tuple[Count, bool]:
     """The counter after a reading at `at`; and whether it had been reset
-    (made anew, or found smaller) since the reading before."""
+    (found smaller than at the reading before)."""
     if count is None:
-        # First seen: a new counter counted from zero, and one seen before a
-        # restart comes with its stored Count, not here.
-        delta, reset, born_kept = raw, False, born
-    elif born > count.born + BORN_SLACK or any(
-            r < p for r, p in zip(raw, count.raw, strict=True)):
-        delta, reset, born_kept = raw, True, born
+        # First seen: a new counter counted from zero (one seen before a
+        # restart comes with its stored Count, not here).
+        delta, reset = raw, False
+    elif any(r < p for r, p in zip(raw, count.raw, strict=True)):
+        delta, reset = raw, True
     else:
-        delta = tuple(r - p for r, p in zip(raw, count.raw, strict=True))
-        # The first estimate stays: later ones only add the read's delays.
-        reset, born_kept = False, count.born
+        delta, reset = tuple(r - p for r, p in zip(raw, count.raw, strict=True)), False
     previous = count.totals if count is not None else (0,) * len(raw)
     moved = any(delta)
     last = at if moved else (count.last_matched_at if count is not None else None)
-    return Count(tuple(t + d for t, d in zip(previous, delta, strict=True)), raw,
-                 born_kept, last), reset
+    return Count(tuple(t + d for t, d in zip(previous, delta, strict=True)), raw, last), reset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,10 +193,10 @@ def fold(book: Mapping[str, Evidence], read: SwitchCounters, owners: Owners,
         # An enforcement has a few rules: a scan of them beats an index.
         known = next((r for r in evidence.rules if r.rule == name and r.dpid == sample.dpid),
                      None)
-        raw, born = (sample.packets, sample.bytes), at - sample.age
-        if known is not None and known.count.raw == raw and born <= known.count.born + BORN_SLACK:
+        raw = (sample.packets, sample.bytes)
+        if known is not None and known.count.raw == raw:
             continue
-        count, reset = advance(known.count if known else None, raw, born, at)
+        count, reset = advance(known.count if known else None, raw, at)
         mine = rules.setdefault(owner, {(r.dpid, r.rule): r for r in evidence.rules})
         mine[(sample.dpid, name)] = RuleCount(sample.dpid, name, sample.verdict, count)
         changed[owner] = _with(evidence, rules=tuple(mine.values()), reset=reset,
@@ -214,11 +209,9 @@ def fold(book: Mapping[str, Evidence], read: SwitchCounters, owners: Owners,
         known_meter = next((m for m in evidence.meters
                             if m.meter_id == meter.meter_id and m.dpid == meter.dpid), None)
         raw_meter = (meter.packets, meter.bytes, meter.dropped_packets, meter.dropped_bytes)
-        born = at - meter.age
-        if known_meter is not None and known_meter.count.raw == raw_meter \
-                and born <= known_meter.count.born + BORN_SLACK:
+        if known_meter is not None and known_meter.count.raw == raw_meter:
             continue
-        count, reset = advance(known_meter.count if known_meter else None, raw_meter, born, at)
+        count, reset = advance(known_meter.count if known_meter else None, raw_meter, at)
         theirs = meters.setdefault(owner, {(m.dpid, m.meter_id): m for m in evidence.meters})
         theirs[(meter.dpid, meter.meter_id)] = MeterCount(meter.dpid, meter.meter_id, count)
         before = known_meter.count.totals if known_meter else (0, 0, 0, 0)
@@ -277,11 +270,11 @@ def from_dict(data: dict) -> Evidence:
 
 
 def _count(count: Count) -> list:
-    return [list(count.totals), list(count.raw), count.born, count.last_matched_at]
+    return [list(count.totals), list(count.raw), count.last_matched_at]
 
 
-def _uncount(totals, raw, born, last) -> Count:
-    return Count(tuple(totals), tuple(raw), born, last)
+def _uncount(totals, raw, last) -> Count:
+    return Count(tuple(totals), tuple(raw), last)
 
 
 @dataclasses.dataclass(frozen=True)
