@@ -56,6 +56,7 @@ class SwitchSync:
         # Changes sent to each switch so far: an audit's count of flows means
         # something only if none was sent while it counted (see audit()).
         self._pushes: dict[int, int] = {}
+        self._counters = counters.CounterReader(transact)
 
     def prepare(self, dpid: int, timeout: float, adopt: Callable[[list], None]) -> None:
         """A switch (re)connected, or this instance took over: only its
@@ -81,6 +82,7 @@ class SwitchSync:
                 self._unread[dpid] = -1
 
     def forget(self, dpid: int) -> None:
+        self._counters.forget(dpid)
         self._actual.pop(dpid, None)
         self._unread.pop(dpid, None)
 
@@ -279,11 +281,11 @@ class SwitchSync:
         return {"flows": len(stats), "packets": sum(st.packet_count for st in stats),
                 "bytes": sum(st.byte_count for st in stats)}
 
-    def read_counters(self, dpid: int, flows: int, meters: bool,
-                      timeout: float) -> SwitchCounters:
-        """What its enforcement flows and meters counted (see counters.read);
+    def read_counters(self, dpid: int, flows: int, meters: bool, timeout: float,
+                      full: bool = False) -> SwitchCounters:
+        """What its enforcement flows and meters counted (counters.CounterReader);
         beside decisions, holding no lock."""
-        return counters.read(self._transact, dpid, flows, meters, timeout)
+        return self._counters.read(dpid, flows, meters, timeout, full)
 
     def _undo(self, dpid: int, change, timeout: float,
               meanwhile: Callable[[], None] | None = None) -> None:

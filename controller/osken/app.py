@@ -249,8 +249,8 @@ class EnforcementApp(app_manager.OSKenApp):
     def audit(self, dpid, timeout):
         return self.switches.audit(dpid, timeout)
 
-    def read_counters(self, dpid, flows, meters, timeout):
-        return self.switches.read_counters(dpid, flows, meters, timeout)
+    def read_counters(self, dpid, flows, meters, timeout, full=False):
+        return self.switches.read_counters(dpid, flows, meters, timeout, full)
 
     def flow_counters(self, dpid: int, cookie: int, timeout: float = 2.0) -> dict:
         return self.switches.flow_counters(dpid, cookie, timeout)

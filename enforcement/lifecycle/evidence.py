@@ -17,6 +17,7 @@ over loads the store's first.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import logging
 import threading
@@ -35,6 +36,7 @@ from enforcement.store.evidence import row
 LOG = logging.getLogger(__name__)
 
 EVIDENCE = "evidence"  # the event kind
+READERS = 8  # switches read at once
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +69,9 @@ class EvidenceBook:
         self._last_event: dict[str, float] = {}
         self._read_at: dict[int, float] = {}  # dpid -> its last read
         self._labels: dict[tuple, str] = {}
+        self._read_since_load: set[int] = set()
+        # Switches are read side by side: a read mostly waits for its switch.
+        self._pool = concurrent.futures.ThreadPoolExecutor(READERS, "evidence-read")
         self.listeners: list[Callable[[RoundReport], None]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="evidence", daemon=True)
@@ -81,6 +86,7 @@ class EvidenceBook:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _run(self) -> None:
         next_round = time.monotonic() + self.interval
@@ -108,11 +114,12 @@ class EvidenceBook:
                 self._load(records)
         changed: dict[str, Evidence] = {}
         read = failed = 0
-        for dpid, flows, meters in plan:
-            if not self._network.is_connected(dpid):
-                continue
+        reads = {self._pool.submit(self._read, dpid, flows, meters): dpid
+                 for dpid, flows, meters in plan if self._network.is_connected(dpid)}
+        for done in concurrent.futures.as_completed(reads):
+            dpid = reads[done]
             try:
-                counters = self._network.read_counters(dpid, flows, meters, self._timeout)
+                counters = done.result()
             except Exception as exc:  # a switch gone or slow: the next round reads it
                 failed += 1
                 LOG.info("evidence: switch %016x not read: %s", dpid, exc)
@@ -123,6 +130,7 @@ class EvidenceBook:
                 view = collections.ChainMap(changed, self._memory)
                 changed.update(domain.fold(view, counters, owners, at, self._label))
                 self._read_at[dpid] = at
+                self._read_since_load.add(dpid)
         events, grown = self._commit(changed, records)
         report = RoundReport(grown, read, failed, time.monotonic() - started, events)
         for listener in self.listeners:
@@ -131,6 +139,12 @@ class EvidenceBook:
             except Exception:  # an observer must never break the round
                 LOG.exception("evidence listener failed")
         return report
+
+    def _read(self, dpid: int, flows: int, meters: bool):
+        # Every part read at a switch's first read since memory was loaded:
+        # the reader's record of what it saw may be newer than the store's.
+        return self._network.read_counters(dpid, flows, meters, self._timeout,
+                                           full=dpid not in self._read_since_load)
 
     def _live(self) -> tuple[Owners, list[tuple[int, int, bool]], dict[str, Enforcement]]:
         """Who owns which cookie and meter, and what each switch should
@@ -157,6 +171,7 @@ class EvidenceBook:
         self._memory = stored
         self._unreported = {i for i, e in stored.items() if e.unreported}
         self._dirty.clear()
+        self._read_since_load = set()
         self._loaded = True
         LOG.info("evidence of %d live enforcement(s) loaded from the store", len(stored))
 

@@ -53,9 +53,11 @@ class Network(Protocol):
         None for a switch not reconciled yet."""
         ...
 
-    def read_counters(self, dpid: int, flows: int, meters: bool,
-                      timeout: float) -> SwitchCounters:
+    def read_counters(self, dpid: int, flows: int, meters: bool, timeout: float,
+                      full: bool = False) -> SwitchCounters:
         """What the switch's enforcement flows (about `flows` of them) and,
         if meters, its enforcement meters counted: a few requests, in
-        chunks, never one per enforcement. Raises SwitchError."""
+        chunks, never one per enforcement. Flows in parts where nothing
+        moved since the last read may be left out, unless full. Raises
+        SwitchError."""
         ...

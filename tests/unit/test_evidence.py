@@ -130,8 +130,8 @@ class CountingNetwork(RecordingNetwork):
         self.counters: dict[int, list] = {}  # dpid -> [(rule, packets)]
         self.reads = []
 
-    def read_counters(self, dpid, flows, meters, timeout):
-        self.reads.append((dpid, flows, meters))
+    def read_counters(self, dpid, flows, meters, timeout, full=False):
+        self.reads.append((dpid, flows, full))
         return SwitchCounters(dpid, tuple(
             FlowSample(r.dpid, r.key, r.cookie, packets, packets * 54, ev.DROPPED)
             for r, packets in self.counters.get(dpid, ())), ())
@@ -171,14 +171,16 @@ def test_the_book_reports_moved_enforcements_at_most_once_per_interval(database_
     idle = s.service.apply(decision("r2", "10.0.0.3"))
     count(s, moving, 10)
     s.book.run_round()
-    # one read per switch holding enforcement state, never one per enforcement
-    assert sorted(d for d, _, _ in s.network.reads) == [1, 2]
+    # one read per switch holding enforcement state, never one per enforcement;
+    # the first since the book loaded its memory reads every part
+    assert sorted(s.network.reads) == [(1, 2, True), (2, 2, True)]
     (first,) = evidence_events(s)
     assert first.enforcement_id == moving.id and first.evidence
     s.clock.now += 4
     count(s, moving, 30)
     s.book.run_round()
     assert len(evidence_events(s)) == 1  # moved again, but within the interval
+    assert [full for _, _, full in s.network.reads[2:]] == [False, False]
     s.clock.now += 6
     s.book.run_round()  # nothing new counted, yet the move above is now reported
     events = evidence_events(s)
@@ -270,3 +272,43 @@ def test_a_follower_answers_from_the_store(database_url):
     assert follower.run_round() is None
     assert follower.of([record])[record.id] == dataclasses.replace(
         s.book.of([record])[record.id], read_at=follower.of([record])[record.id].read_at)
+
+
+# ---- the reader: only parts whose aggregate moved are read ---------------------
+
+
+class _Stats:
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
+def test_the_reader_reads_the_flows_of_a_part_only_when_its_aggregate_moved():
+    from controller.openflow.counters import CounterReader
+    from enforcement.domain import pipeline
+    asked = []
+    packets = {"now": 5}
+
+    def transact(dpid, requests, timeout):
+        answers = {}
+        for request in requests:
+            request.xid = len(asked) + 1
+            asked.append(type(request).__name__)
+            if type(request).__name__ == "OFPAggregateStatsRequest":
+                answers[request.xid] = [_Stats(flow_count=1, packet_count=packets["now"],
+                                               byte_count=packets["now"] * 54)]
+            else:
+                answers[request.xid] = [_Stats(
+                    table_id=0, priority=3000, cookie=pipeline.enforcement_cookie(1),
+                    match=_Stats(items=lambda: [("tcp_dst", 25)]), instructions=[],
+                    packet_count=packets["now"], byte_count=packets["now"] * 54)]
+        return answers
+    reader = CounterReader(transact)
+    assert len(reader.read(1, 1, False, 1.0).flows) == 1
+    assert reader.read(1, 1, False, 1.0).flows == ()       # nothing moved: not read
+    assert len(reader.read(1, 1, False, 1.0, full=True).flows) == 1
+    packets["now"] = 9
+    (moved,) = reader.read(1, 1, False, 1.0).flows
+    assert moved.packets == 9 and moved.verdict == ev.DROPPED
+    reader.forget(1)                                           # reconnected: all again
+    assert len(reader.read(1, 1, False, 1.0).flows) == 1
+    assert asked.count("OFPFlowStatsRequest") == 4
