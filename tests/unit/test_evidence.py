@@ -312,3 +312,8 @@ def test_the_reader_reads_the_flows_of_a_part_only_when_its_aggregate_moved():
     reader.forget(1)                                           # reconnected: all again
     assert len(reader.read(1, 1, False, 1.0).flows) == 1
     assert asked.count("OFPFlowStatsRequest") == 4
+    # 300 flows: four parts of up to 128, their aggregates asked in one
+    # transaction, each part's flows (all moved: never read before) one by one
+    asked.clear()
+    reader.read(2, 300, False, 1.0)
+    assert asked == ["OFPAggregateStatsRequest"] * 4 + ["OFPFlowStatsRequest"] * 4
