@@ -317,3 +317,21 @@ def test_the_reader_reads_the_flows_of_a_part_only_when_its_aggregate_moved():
     asked.clear()
     reader.read(2, 300, False, 1.0)
     assert asked == ["OFPAggregateStatsRequest"] * 4 + ["OFPFlowStatsRequest"] * 4
+
+
+def test_the_metrics_get_aggregates_by_action_and_verdict_never_by_enforcement(tmp_path):
+    from prometheus_client import generate_latest
+
+    from enforcement.lifecycle.metrics import Metrics
+    s = started(f"sqlite:///{tmp_path}/state.db")
+    metrics = Metrics()
+    s.book.listeners.append(metrics.on_evidence)
+    record = s.service.apply(decision("r1", "10.0.0.1"))
+    count(s, record, 7)
+    s.book.run_round()
+    text = generate_latest(metrics.registry).decode()
+    rules = len([r for r in record.rules if r.dpid == 1])
+    assert (f'enforcement_evidence_packets_total{{action="block",verdict="dropped"}} '
+            f'{float(7 * rules)}') in text
+    assert 'enforcement_evidence_switch_reads_total{outcome="ok"} 1.0' in text
+    assert record.id not in text and "10.0.0.1" not in text
