@@ -171,7 +171,8 @@ class EnforcementApp(app_manager.OSKenApp):
         self.fabric = Fabric(self.sessions.transact, self.net.snapshot, settings.budgets,
                              on_budget=lambda *alarm: self.learning.budget_alarm(*alarm),
                              startup_grace=settings.startup_grace,
-                             dhcp_trusted=settings.dhcp_trusted)
+                             dhcp_trusted=settings.dhcp_trusted,
+                             generation=self.net.generation)
         self.fabric.active = False
         self.switches = SwitchSync(self.sessions.transact, self.fabric)
         # DHCP snooping (controller/topology/dhcp/snooping.py): a binding made or renewed
