@@ -2,6 +2,8 @@
 the API's answers and the events and audit entries it streams."""
 from __future__ import annotations
 
+import time
+
 import orjson
 
 from enforcement.domain import evidence as domain_evidence
@@ -152,13 +154,17 @@ def event_to_proto(event) -> pb.Event:
         message.owner = event.owner
     if event.evidence is not None:  # what the enforcement has done, at that moment
         message.evidence.CopyFrom(evidence_to_proto(
-            domain_evidence.from_dict(orjson.loads(event.evidence))))
+            domain_evidence.from_dict(orjson.loads(event.evidence)), now=event.at))
     message.at.FromNanoseconds(int(event.at * 1e9))
     return message
 
 
-def evidence_to_proto(evidence: Evidence) -> pb.Evidence:
+def evidence_to_proto(evidence: Evidence, now: float | None = None) -> pb.Evidence:
+    """now: what "the last hour" ends at (default: now)."""
     message = pb.Evidence(resets=evidence.resets)
+    hour = domain_evidence.last_hour(evidence, time.time() if now is None else now)
+    if hour is not None:
+        message.last_hour.CopyFrom(pb.Amounts(**dict(zip(_AMOUNTS, hour, strict=True))))
     for verdict, packets_field, bytes_field in (
             (domain_evidence.DROPPED, "dropped_packets", "dropped_bytes"),
             (domain_evidence.METERED, "metered_packets", "metered_bytes"),
@@ -184,6 +190,11 @@ def evidence_to_proto(evidence: Evidence) -> pb.Evidence:
                            passed_packets=passed_packets, passed_bytes=passed_bytes,
                            dropped_packets=dropped_packets, dropped_bytes=dropped_bytes)
     return message
+
+
+# pb.Amounts' fields, in Evidence.totals() order
+_AMOUNTS = ("dropped_packets", "dropped_bytes", "metered_packets", "metered_bytes",
+            "allowed_packets", "allowed_bytes")
 
 
 def audit_to_proto(entry) -> pb.AuditEntry:

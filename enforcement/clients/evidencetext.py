@@ -1,9 +1,8 @@
 """An enforcement's evidence in words a person reads (enforcementctl get).
 
-    evidence:  dropped 1,234 packets (74,040 bytes) since 14:02:10, last at 14:35:41
-               1,234 packets (74,040 bytes) dropped by dpid=0000000000000002 table=0 ...
-               meter 7 on switch 0000000000000002: let through 812 packets
-               (1,201,144 bytes), dropped 3,456 packets (5,012,224 bytes)
+    evidence:  dropped 5,678 packets (306,612 bytes) since 06 Dec 2026 09:40:00, 1,234
+               packets (66,636 bytes) in the last hour; last at 10:42:05 (read at 10:44:55)
+               5,678 packets (306,612 bytes) dropped by dpid=0000000000000002 table=0 ...
 
 Times are local; a time on another day than now carries its date.
 """
@@ -37,14 +36,21 @@ def lines(enforcement: pb.Enforcement, now: datetime.datetime | None = None) -> 
         return ["evidence:  not counted yet (its switch is read every few seconds)"]
     e = enforcement.evidence
     since = when(e.counted_since, now)
-    done = [f"{verb} {amount(getattr(e, p), getattr(e, b))}"
-            for verb, p, b in _VERBS if getattr(e, p)]
+    # Counted for over an hour: the last hour said apart.
+    older = now.timestamp() - e.counted_since.ToNanoseconds() / 1e9 > 3600
+    hour = e.last_hour if older and e.HasField("last_hour") else None
+    done = []
+    for verb, p, b in _VERBS:
+        if getattr(e, p):
+            done.append(f"{verb} {amount(getattr(e, p), getattr(e, b))} since {since}"
+                        + ("" if hour is None else
+                           f", {amount(getattr(hour, p), getattr(hour, b))} in the last hour"))
     for meter in e.meters:
         done.append(f"meter {meter.meter_id} let through "
                     f"{amount(meter.passed_packets, meter.passed_bytes)} and dropped "
                     f"{amount(meter.dropped_packets, meter.dropped_bytes)}")
     if e.HasField("last_matched_at") and done:
-        head = f"{'; '.join(done)} since {since}, last at {when(e.last_matched_at, now)}"
+        head = f"{'; '.join(done)}; last at {when(e.last_matched_at, now)}"
     else:
         head = f"nothing matched since {since}"
     if e.HasField("read_at"):

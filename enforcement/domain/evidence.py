@@ -32,6 +32,12 @@ from enforcement.domain.flows import ApplyMeter, FlowRule
 from enforcement.domain.model import Enforcement
 
 DROPPED, METERED, ALLOWED = "dropped", "metered", "allowed"
+VERDICTS = (DROPPED, METERED, ALLOWED)
+
+HOUR = 3600.0
+# "In the last hour" is told from the totals after each change, kept at most
+# one per HISTORY_STEP seconds: to within that, and never more than was done.
+HISTORY_STEP = 300.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,17 +139,55 @@ class Evidence:
     # one is sent.
     unreported: bool = False
     read_at: float = 0.0  # when its switches were last read (0: unknown)
+    # (at, totals()) after its changes, back to an hour ago (see noted)
+    history: tuple[tuple[float, tuple[int, ...]], ...] = ()
 
     def total(self, verdict: str) -> tuple[int, int]:
         """(packets, bytes) of its rules with that verdict, on every switch."""
         chosen = [r for r in self.rules if r.verdict == verdict]
         return sum(r.packets for r in chosen), sum(r.bytes for r in chosen)
 
+    def totals(self) -> tuple[int, ...]:
+        """(packets, bytes) of each verdict, in VERDICTS order, flattened."""
+        return tuple(n for verdict in VERDICTS for n in self.total(verdict))
+
     @property
     def last_matched_at(self) -> float | None:
         counts = [r.count for r in self.rules] + [m.count for m in self.meters]
         times = [c.last_matched_at for c in counts if c.last_matched_at is not None]
         return max(times, default=None)
+
+
+def noted(evidence: Evidence, at: float) -> Evidence:
+    """Its totals now, in its history: a change within HISTORY_STEP of the
+    last one noted joins it (that entry's time stays, so the totals at a
+    time are never less than they were); entries older than an hour go,
+    but the newest of them, which says what the totals were an hour ago."""
+    now = evidence.totals()
+    history = list(evidence.history)
+    if history and history[-1][1] == now:
+        return evidence
+    if history and at - history[-1][0] < HISTORY_STEP:
+        history[-1] = (history[-1][0], now)
+    else:
+        history.append((at, now))
+    while len(history) > 1 and history[1][0] <= at - HOUR:
+        history.pop(0)
+    return dataclasses.replace(evidence, history=tuple(history))
+
+
+def last_hour(evidence: Evidence, now: float) -> tuple[int, ...] | None:
+    """What it did in the hour before now, as totals() (None: not known,
+    for evidence counted for over an hour before its history was kept)."""
+    start = now - HOUR
+    before = [totals for at, totals in evidence.history if at <= start]
+    if before:
+        base = before[-1]
+    elif evidence.counted_since > start:
+        base = (0,) * (2 * len(VERDICTS))
+    else:
+        return None
+    return tuple(n - b for n, b in zip(evidence.totals(), base, strict=True))
 
 
 def rule_label(key: tuple) -> str:
@@ -256,6 +300,7 @@ def to_dict(evidence: Evidence) -> dict:
     return {"id": evidence.enforcement_id, "since": evidence.counted_since,
             "resets": evidence.resets, "unreported": evidence.unreported,
             "read_at": evidence.read_at,
+            "history": [[at, list(totals)] for at, totals in evidence.history],
             "rules": [[r.dpid, r.rule, r.verdict, *_count(r.count)] for r in evidence.rules],
             "meters": [[m.dpid, m.meter_id, *_count(m.count)] for m in evidence.meters]}
 
@@ -266,7 +311,8 @@ def from_dict(data: dict) -> Evidence:
         tuple(RuleCount(d, rule, verdict, _uncount(*rest))
               for d, rule, verdict, *rest in data["rules"]),
         tuple(MeterCount(d, meter_id, _uncount(*rest)) for d, meter_id, *rest in data["meters"]),
-        data["resets"], data.get("unreported", False), data.get("read_at", 0.0))
+        data["resets"], data.get("unreported", False), data.get("read_at", 0.0),
+        tuple((at, tuple(totals)) for at, totals in data.get("history", ())))
 
 
 def _count(count: Count) -> list:

@@ -190,6 +190,7 @@ class EvidenceBook:
                         self._memory.get(enforcement_id), after).items():
                     before = grown[(action, verdict)]
                     grown[(action, verdict)] = (before[0] + p, before[1] + b)
+                after = domain.noted(after, now)
                 self._memory[enforcement_id] = after
                 if after.unreported:
                     self._unreported.add(enforcement_id)

@@ -418,7 +418,7 @@ class Enforcement(_message.Message):
     def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber: _Optional[_Union[Subscriber, _Mapping]] = ..., violation: _Optional[_Union[Violation, str]] = ..., reason: _Optional[str] = ..., action: _Optional[_Union[Action, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., state_reason: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., escalation: _Optional[_Union[Escalation, _Mapping]] = ..., meters: _Optional[_Iterable[_Union[Meter, _Mapping]]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., policy_version: _Optional[str] = ..., evidence: _Optional[_Union[Evidence, _Mapping]] = ...) -> None: ...
 
 class Evidence(_message.Message):
-    __slots__ = ("dropped_packets", "dropped_bytes", "metered_packets", "metered_bytes", "allowed_packets", "allowed_bytes", "last_matched_at", "counted_since", "read_at", "rules", "meters", "resets")
+    __slots__ = ("dropped_packets", "dropped_bytes", "metered_packets", "metered_bytes", "allowed_packets", "allowed_bytes", "last_matched_at", "counted_since", "read_at", "rules", "meters", "resets", "last_hour")
     DROPPED_PACKETS_FIELD_NUMBER: _ClassVar[int]
     DROPPED_BYTES_FIELD_NUMBER: _ClassVar[int]
     METERED_PACKETS_FIELD_NUMBER: _ClassVar[int]
@@ -431,6 +431,7 @@ class Evidence(_message.Message):
     RULES_FIELD_NUMBER: _ClassVar[int]
     METERS_FIELD_NUMBER: _ClassVar[int]
     RESETS_FIELD_NUMBER: _ClassVar[int]
+    LAST_HOUR_FIELD_NUMBER: _ClassVar[int]
     dropped_packets: int
     dropped_bytes: int
     metered_packets: int
@@ -443,7 +444,24 @@ class Evidence(_message.Message):
     rules: _containers.RepeatedCompositeFieldContainer[RuleEvidence]
     meters: _containers.RepeatedCompositeFieldContainer[MeterEvidence]
     resets: int
-    def __init__(self, dropped_packets: _Optional[int] = ..., dropped_bytes: _Optional[int] = ..., metered_packets: _Optional[int] = ..., metered_bytes: _Optional[int] = ..., allowed_packets: _Optional[int] = ..., allowed_bytes: _Optional[int] = ..., last_matched_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., counted_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., read_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rules: _Optional[_Iterable[_Union[RuleEvidence, _Mapping]]] = ..., meters: _Optional[_Iterable[_Union[MeterEvidence, _Mapping]]] = ..., resets: _Optional[int] = ...) -> None: ...
+    last_hour: Amounts
+    def __init__(self, dropped_packets: _Optional[int] = ..., dropped_bytes: _Optional[int] = ..., metered_packets: _Optional[int] = ..., metered_bytes: _Optional[int] = ..., allowed_packets: _Optional[int] = ..., allowed_bytes: _Optional[int] = ..., last_matched_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., counted_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., read_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rules: _Optional[_Iterable[_Union[RuleEvidence, _Mapping]]] = ..., meters: _Optional[_Iterable[_Union[MeterEvidence, _Mapping]]] = ..., resets: _Optional[int] = ..., last_hour: _Optional[_Union[Amounts, _Mapping]] = ...) -> None: ...
+
+class Amounts(_message.Message):
+    __slots__ = ("dropped_packets", "dropped_bytes", "metered_packets", "metered_bytes", "allowed_packets", "allowed_bytes")
+    DROPPED_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    METERED_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    METERED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    dropped_packets: int
+    dropped_bytes: int
+    metered_packets: int
+    metered_bytes: int
+    allowed_packets: int
+    allowed_bytes: int
+    def __init__(self, dropped_packets: _Optional[int] = ..., dropped_bytes: _Optional[int] = ..., metered_packets: _Optional[int] = ..., metered_bytes: _Optional[int] = ..., allowed_packets: _Optional[int] = ..., allowed_bytes: _Optional[int] = ...) -> None: ...
 
 class RuleEvidence(_message.Message):
     __slots__ = ("datapath_id", "rule", "verdict", "packets", "bytes", "last_matched_at")

@@ -122,7 +122,7 @@ def test_a_port_25_block_counts_exactly_what_the_receiver_did_not_get(lab):
         words = ctl_get(lab, e.id)
         print(words)
         assert "evidence:  dropped 137 packets (7,398 bytes) since " in words
-        assert ", last at " in words
+        assert "; last at " in words
 
 
 def test_a_meter_reports_what_it_let_through_and_dropped_as_ping_measures_it(lab):

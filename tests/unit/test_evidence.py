@@ -335,3 +335,41 @@ def test_the_metrics_get_aggregates_by_action_and_verdict_never_by_enforcement(t
             f'{float(7 * rules)}') in text
     assert 'enforcement_evidence_switch_reads_total{outcome="ok"} 1.0' in text
     assert record.id not in text and "10.0.0.1" not in text
+
+
+# ---- the last hour -----------------------------------------------------------------
+
+
+def dropped(e, packets):
+    return dataclasses.replace(e, rules=(ev.RuleCount(1, "r", ev.DROPPED, ev.Count(
+        (packets, packets * 54), (packets, packets * 54))),))
+
+
+def test_the_last_hour_is_what_the_totals_grew_by_since_an_hour_ago_never_more():
+    e = ev.noted(dropped(ev.Evidence("enf-a", T0), 0), T0)
+    e = ev.noted(dropped(e, 100), T0 + 600)            # 100 by T0+10 min
+    e = ev.noted(dropped(e, 130), T0 + 700)            # within 5 min: joins that entry
+    assert [at for at, _ in e.history] == [T0, T0 + 600]
+    e = ev.noted(dropped(e, 180), T0 + 4000)
+    # An hour before T0+4100 is T0+500: 0 then, so all 180 in the last hour.
+    assert ev.last_hour(e, T0 + 4100)[:2] == (180, 180 * 54)
+    # An hour before T0+4300 is T0+700: 130 then (the joined entry says so
+    # from T0+600: never more than was done), so 50.
+    assert ev.last_hour(e, T0 + 4300)[:2] == (50, 50 * 54)
+    e = ev.noted(dropped(e, 200), T0 + 9000)
+    assert [at for at, _ in e.history] == [T0 + 4000, T0 + 9000]  # the hour's base kept
+    assert ev.last_hour(e, T0 + 9100)[:2] == (20, 20 * 54)
+    assert ev.from_dict(ev.to_dict(e)) == e
+    # counted for over an hour with no history kept: not known
+    assert ev.last_hour(dropped(ev.Evidence("enf-b", T0), 5), T0 + 7200) is None
+
+
+def test_get_says_what_it_did_in_the_last_hour(tmp_path):
+    s = started(f"sqlite:///{tmp_path}/state.db")
+    record = s.service.apply(decision("r1", "10.0.0.1"))
+    count(s, record, 7)
+    s.book.run_round()
+    with served_with(s) as stub:
+        got = stub.Get(pb.GetRequest(id=record.id)).evidence
+    rules = len([r for r in record.rules if r.dpid == 1])
+    assert got.last_hour.dropped_packets == 7 * rules == got.dropped_packets
