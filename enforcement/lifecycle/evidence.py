@@ -212,18 +212,23 @@ class EvidenceBook:
             if not rows and not events:
                 self._forget_ended(records)
                 return 0, dict(grown)
-            try:
-                self._store.write((), events, (), fence=self._ledger.fence(), evidence=rows)
-            except NotLeader:
-                return 0, dict(grown)
-            except Exception as exc:
-                # Kept dirty and unreported: the next round writes them again.
+            written = set(self._dirty)
+        # Outside the lock: Get and List read memory meanwhile (only this
+        # thread changes it).
+        try:
+            self._store.write((), events, (), fence=self._ledger.fence(), evidence=rows)
+        except Exception as exc:
+            # Kept dirty and unreported: the next round writes them again
+            # (a follower's next round drops them: the leader counts).
+            if not isinstance(exc, NotLeader):
                 LOG.warning("evidence not written (%d row(s)): %s", len(rows), exc)
+            with self._lock:
                 for _, _, event, _ in events:
                     self._memory[event.record.id] = dataclasses.replace(
                         self._memory[event.record.id], unreported=True)
-                return 0, dict(grown)
-            self._dirty.clear()
+            return 0, dict(grown)
+        with self._lock:
+            self._dirty -= written
             for _, _, event, _ in events:
                 self._last_event[event.record.id] = now
                 self._unreported.discard(event.record.id)

@@ -373,3 +373,24 @@ def test_get_says_what_it_did_in_the_last_hour(tmp_path):
         got = stub.Get(pb.GetRequest(id=record.id)).evidence
     rules = len([r for r in record.rules if r.dpid == 1])
     assert got.last_hour.dropped_packets == 7 * rules == got.dropped_packets
+
+
+def test_a_write_the_store_refused_is_made_at_the_next_round(tmp_path, monkeypatch):
+    s = started(f"sqlite:///{tmp_path}/state.db")
+    record = s.service.apply(decision("r1", "10.0.0.1"))
+    count(s, record, 9)
+    real_write = s.store.write
+
+    def refused(*args, **kwargs):
+        if kwargs.get("evidence"):
+            raise OSError("disk full")
+        return real_write(*args, **kwargs)
+    monkeypatch.setattr(s.store, "write", refused)
+    assert s.book.run_round().events == 0
+    assert evidence_events(s) == [] and s.store.load_evidence() == {}
+    monkeypatch.setattr(s.store, "write", real_write)
+    s.clock.now += 10
+    assert s.book.run_round().events == 1          # nothing new counted, yet written
+    (stored,) = s.store.load_evidence().values()
+    rules = len([r for r in record.rules if r.dpid == 1])
+    assert stored.total(ev.DROPPED)[0] == 9 * rules and not stored.unreported
