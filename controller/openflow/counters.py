@@ -23,10 +23,12 @@ but not lost.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 
 from controller.openflow import compiler
+from controller.openflow.probetally import ProbeTally
 from enforcement.domain import pipeline
 from enforcement.domain.evidence import FlowSample, MeterSample, SwitchCounters, verdict_of
 
@@ -42,13 +44,17 @@ def chunks_for(expected: int, chunk: int = COUNTER_CHUNK) -> int:
 
 
 class CounterReader:
-    def __init__(self, transact: Callable):
+    def __init__(self, transact: Callable, probes: ProbeTally | None = None):
+        """probes: what proofs sent through the rules, handed with the
+        samples so that evidence leaves them out."""
         self._transact = transact
+        self.probes = probes or ProbeTally()
         self._lock = threading.Lock()
         # dpid -> {(part, parts): (flows, packets, bytes)} at its last full read
         self._aggregates: dict[int, dict[tuple[int, int], tuple[int, int, int]]] = {}
 
     def forget(self, dpid: int) -> None:
+        self.probes.forget(dpid)
         with self._lock:
             self._aggregates.pop(dpid, None)
 
@@ -58,30 +64,60 @@ class CounterReader:
         the parts); meters: whether it holds enforcement meters; full:
         every part read, whatever its aggregate (a reader whose last counts
         were not kept: a new leader)."""
+        with self.probes.holding(dpid):
+            probed, metered_probes = self.probes.take(dpid)
+            try:
+                return self._read(dpid, flows, meters, timeout, full, probed, metered_probes)
+            finally:  # what no sample took waits for the next read
+                self.probes.put_back(dpid, probed, metered_probes)
+
+    def _read(self, dpid: int, flows: int, meters: bool, timeout: float, full: bool,
+              probed: dict, metered_probes: dict) -> SwitchCounters:
         parts = chunks_for(flows)
         with self._lock:
             before = {} if full else dict(self._aggregates.get(dpid, {}))
         requests = [compiler.flow_count_request(pipeline.NS_ENFORCE, part, parts)
                     for part in range(parts)]
         replies = self._transact(dpid, requests, timeout)
-        now = {(part, parts): _aggregate(replies.get(request.xid, []))
+        raw = {part: _aggregate(replies.get(request.xid, []))
                for part, request in enumerate(requests)}
+        # Compared less the probes noted and not yet handed on: a part that
+        # only proofs moved is not read (its probes wait for its next read).
+        now: dict[tuple[int, int], tuple[int, int, int]] = {}
         samples: list[FlowSample] = []
-        for (part, _), aggregate in now.items():
-            if before.get((part, parts)) == aggregate:
-                continue  # nothing moved there since the last read
+        for part, aggregate in raw.items():
+            now[(part, parts)] = _less(aggregate, _pending(probed, part, parts))
+            if before.get((part, parts)) == now[(part, parts)]:
+                continue  # nothing but probes moved there since the last read
             request = compiler.flow_stats_request(pipeline.NS_ENFORCE, part, parts)
             read = self._transact(dpid, [request], timeout)
-            samples += [flow_sample(dpid, st) for st in read.get(request.xid, [])]
+            for st in read.get(request.xid, []):
+                sample = flow_sample(dpid, st)
+                taken = probed.pop((sample.cookie, sample.key), None)
+                samples.append(sample if taken is None else dataclasses.replace(
+                    sample, probes=tuple(taken)))
+            now[(part, parts)] = _less(aggregate, _pending(probed, part, parts))
         metered: list[MeterSample] = []
         if meters:
             request = compiler.meter_stats_request()
             read = self._transact(dpid, [request], timeout)
-            metered = [meter_sample(dpid, st) for st in read.get(request.xid, [])
-                       if pipeline.is_enforcement_meter(st.meter_id)]
+            for st in read.get(request.xid, []):
+                if pipeline.is_enforcement_meter(st.meter_id):
+                    taken = metered_probes.pop(st.meter_id, None)
+                    metered.append(meter_sample(dpid, st, tuple(taken or (0, 0))))
         with self._lock:  # kept only once every part it names was read
             self._aggregates[dpid] = now
         return SwitchCounters(dpid, tuple(samples), tuple(metered))
+
+
+def _pending(probed: dict, part: int, parts: int) -> tuple[int, int]:
+    """The probes noted for flows of this part: (packets, bytes)."""
+    mine = [v for (cookie, _), v in probed.items() if cookie & (parts - 1) == part]
+    return sum(p for p, _ in mine), sum(b for _, b in mine)
+
+
+def _less(aggregate: tuple[int, int, int], probes: tuple[int, int]) -> tuple[int, int, int]:
+    return aggregate[0], aggregate[1] - probes[0], aggregate[2] - probes[1]
 
 
 def _aggregate(replies) -> tuple[int, int, int]:
@@ -95,7 +131,7 @@ def flow_sample(dpid: int, stats) -> FlowSample:
                       verdict_of(rule))
 
 
-def meter_sample(dpid: int, stats) -> MeterSample:
+def meter_sample(dpid: int, stats, probes: tuple[int, int] = (0, 0)) -> MeterSample:
     return MeterSample(dpid, stats.meter_id, stats.packet_in_count, stats.byte_in_count,
                        sum(b.packet_band_count for b in stats.band_stats),
-                       sum(b.byte_band_count for b in stats.band_stats))
+                       sum(b.byte_band_count for b in stats.band_stats), probes)

@@ -57,6 +57,8 @@ class SwitchSync:
         # something only if none was sent while it counted (see audit()).
         self._pushes: dict[int, int] = {}
         self._counters = counters.CounterReader(transact)
+        # Proof probes the rules counted, kept out of evidence (the prover notes them).
+        self.probe_tally = self._counters.probes
 
     def prepare(self, dpid: int, timeout: float, adopt: Callable[[list], None]) -> None:
         """A switch (re)connected, or this instance took over: only its

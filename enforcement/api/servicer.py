@@ -34,7 +34,7 @@ from enforcement.api.convert import enum_from_proto as _enum_from_proto
 from enforcement.api.guard import Guard, current_actor
 from enforcement.api.workers import Workers
 from enforcement.domain import errors
-from enforcement.domain.model import Violation
+from enforcement.domain.model import State, Violation
 from enforcement.lifecycle.service import EnforcementService
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
@@ -88,7 +88,10 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
             record = self._service.apply(self._decision(request),
                                          actor=current_actor(context))
             outcome.update(action=record.action.kind.value, outcome=record.state.value)
-            return enforcement_to_proto(record)
+            proofs = getattr(self._service, "proofs", None)
+            if request.wait_for_proof and proofs is not None and record.state is State.ACTIVE:
+                return enforcement_to_proto(record, proofs.check(record))
+            return enforcement_to_proto(record, self._proof(record.id))
 
         try:
             return _answer(context, run, audit=(self._service, "Apply", request.case_id, ""),
@@ -167,16 +170,21 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
             *requests.lift(request), actor=current_actor(context))),
             audit=(self._service, "Lift", "", request.id))
 
+    def _proof(self, enforcement_id: str):
+        proofs = getattr(self._service, "proofs", None)
+        return None if proofs is None else proofs.latest(enforcement_id)
+
     def Get(self, request, context):
         return _answer(context, lambda: self._answers(
             [self._service.get(requests.enforcement_id(request))])[0])
 
     def _answers(self, records: list) -> list[pb.Enforcement]:
-        """Records as answered, each with its evidence (one look-up for all)."""
+        """Records as answered, each with its proof and its evidence (one
+        look-up for all)."""
         found = {} if self._evidence is None else self._evidence.of(records)
         answers = []
         for record in records:
-            message = enforcement_to_proto(record)
+            message = enforcement_to_proto(record, self._proof(record.id))
             if record.id in found:
                 message.evidence.CopyFrom(evidence_to_proto(found[record.id]))
             answers.append(message)

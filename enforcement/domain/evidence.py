@@ -49,6 +49,8 @@ class FlowSample:
     packets: int
     bytes: int
     verdict: str = DROPPED  # what the flow does with what it matches (verdict_of)
+    # Proof probes it counted since the last read (controller/openflow/probetally.py)
+    probes: tuple[int, int] = (0, 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +62,7 @@ class MeterSample:
     bytes: int
     dropped_packets: int
     dropped_bytes: int
+    probes: tuple[int, int] = (0, 0)  # proof probes that went in since the last read
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,17 +74,28 @@ class SwitchCounters:
 
 @dataclasses.dataclass(frozen=True)
 class Count:
-    """One counter (a flow's or a meter's): what it counted in all, and its
-    last raw reading, from which the next one is told apart."""
+    """One counter (a flow's or a meter's): what it counted in all, the
+    proof probes among them, and its last raw reading, from which the next
+    one is told apart."""
     totals: tuple[int, ...]
     raw: tuple[int, ...]
     last_matched_at: float | None = None
+    probes: tuple[int, ...] = ()
+
+    @property
+    def net(self) -> tuple[int, ...]:
+        """What it counted of the subscriber's: its totals less the probes."""
+        if not self.probes:
+            return self.totals
+        return tuple(max(0, t - p) for t, p in zip(self.totals, self.probes, strict=True))
 
 
-def advance(count: Count | None, raw: tuple[int, ...],
-            at: float) -> tuple[Count, bool]:
-    """The counter after a reading at `at`; and whether it had been reset
-    (found smaller than at the reading before)."""
+def advance(count: Count | None, raw: tuple[int, ...], at: float,
+            probes: tuple[int, ...] = ()) -> tuple[Count, bool]:
+    """The counter after a reading at `at` (probes: the proof probes it
+    counted since the last reading); and whether it had been reset (found
+    smaller than at the reading before). It matched at `at` when what it
+    counted of the subscriber's grew."""
     if count is None:
         # First seen: a new counter counted from zero (one seen before a
         # restart comes with its stored Count, not here).
@@ -90,10 +104,15 @@ def advance(count: Count | None, raw: tuple[int, ...],
         delta, reset = raw, True
     else:
         delta, reset = tuple(r - p for r, p in zip(raw, count.raw, strict=True)), False
-    previous = count.totals if count is not None else (0,) * len(raw)
-    moved = any(delta)
+    zeros = (0,) * len(raw)
+    previous = count.totals if count is not None else zeros
+    probed = tuple(a + b for a, b in zip(
+        (count.probes or zeros) if count is not None else zeros, probes or zeros, strict=True))
+    after = Count(tuple(t + d for t, d in zip(previous, delta, strict=True)), raw, None,
+                  probed if any(probed) else ())
+    moved = after.net != (count.net if count is not None else zeros)
     last = at if moved else (count.last_matched_at if count is not None else None)
-    return Count(tuple(t + d for t, d in zip(previous, delta, strict=True)), raw, last), reset
+    return dataclasses.replace(after, last_matched_at=last), reset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,11 +124,11 @@ class RuleCount:
 
     @property
     def packets(self) -> int:
-        return self.count.totals[0]
+        return self.count.net[0]
 
     @property
     def bytes(self) -> int:
-        return self.count.totals[1]
+        return self.count.net[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,12 +139,12 @@ class MeterCount:
 
     @property
     def passed(self) -> tuple[int, int]:
-        t = self.count.totals
-        return t[0] - t[2], t[1] - t[3]
+        t = self.count.net
+        return max(0, t[0] - t[2]), max(0, t[1] - t[3])
 
     @property
     def dropped(self) -> tuple[int, int]:
-        return self.count.totals[2], self.count.totals[3]
+        return self.count.net[2], self.count.net[3]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,13 +257,13 @@ def fold(book: Mapping[str, Evidence], read: SwitchCounters, owners: Owners,
         known = next((r for r in evidence.rules if r.rule == name and r.dpid == sample.dpid),
                      None)
         raw = (sample.packets, sample.bytes)
-        if known is not None and known.count.raw == raw:
+        if known is not None and known.count.raw == raw and not any(sample.probes):
             continue
-        count, reset = advance(known.count if known else None, raw, at)
+        count, reset = advance(known.count if known else None, raw, at, sample.probes)
         mine = rules.setdefault(owner, {(r.dpid, r.rule): r for r in evidence.rules})
         mine[(sample.dpid, name)] = RuleCount(sample.dpid, name, sample.verdict, count)
         changed[owner] = _with(evidence, rules=tuple(mine.values()), reset=reset,
-                               moved=count.totals != (known.count.totals if known else (0, 0)))
+                               moved=count.net != (known.count.net if known else (0, 0)))
     for meter in read.meters:
         owner = owners.by_meter.get((meter.dpid, meter.meter_id))
         if owner is None:
@@ -253,14 +272,16 @@ def fold(book: Mapping[str, Evidence], read: SwitchCounters, owners: Owners,
         known_meter = next((m for m in evidence.meters
                             if m.meter_id == meter.meter_id and m.dpid == meter.dpid), None)
         raw_meter = (meter.packets, meter.bytes, meter.dropped_packets, meter.dropped_bytes)
-        if known_meter is not None and known_meter.count.raw == raw_meter:
+        if known_meter is not None and known_meter.count.raw == raw_meter \
+                and not any(meter.probes):
             continue
-        count, reset = advance(known_meter.count if known_meter else None, raw_meter, at)
+        count, reset = advance(known_meter.count if known_meter else None, raw_meter, at,
+                               (*meter.probes, 0, 0))
         theirs = meters.setdefault(owner, {(m.dpid, m.meter_id): m for m in evidence.meters})
         theirs[(meter.dpid, meter.meter_id)] = MeterCount(meter.dpid, meter.meter_id, count)
-        before = known_meter.count.totals if known_meter else (0, 0, 0, 0)
+        before = known_meter.count.net if known_meter else (0, 0, 0, 0)
         changed[owner] = _with(evidence, meters=tuple(theirs.values()), reset=reset,
-                               moved=count.totals != before)
+                               moved=count.net != before)
     return changed
 
 
@@ -316,11 +337,11 @@ def from_dict(data: dict) -> Evidence:
 
 
 def _count(count: Count) -> list:
-    return [list(count.totals), list(count.raw), count.last_matched_at]
+    return [list(count.totals), list(count.raw), count.last_matched_at, list(count.probes)]
 
 
-def _uncount(totals, raw, last) -> Count:
-    return Count(tuple(totals), tuple(raw), last)
+def _uncount(totals, raw, last, probes=()) -> Count:
+    return Count(tuple(totals), tuple(raw), last, tuple(probes))
 
 
 @dataclasses.dataclass(frozen=True)

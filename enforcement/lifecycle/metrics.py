@@ -35,6 +35,9 @@ so they can never drift from the truth.
     enforcement_evidence_switch_reads_total{outcome}, enforcement_evidence_round_seconds
         Switches read for evidence (ok, failed), and how long a round of
         reads and its write took.
+    enforcement_proofs_total{result}
+        Proofs in the data plane (enforcement.lifecycle.proving): proven,
+        failed, unprovable (nothing in it a probe can show).
     enforcement_active{action}
         Live (active or pending) enforcements.
     openflow_connected_switches
@@ -95,6 +98,8 @@ class Metrics:
             ["budget"], registry=self.registry)
         for budget in BUDGET_UNITS:  # at 0 from the start, so rate() sees the first
             self.port_over_budget.labels(budget)
+        self.proofs = Counter("enforcement_proofs", "Proofs in the data plane by result",
+                              ["result"], registry=self.registry)
         identity_refused = Counter(
             "enforcement_identity_refused",
             "Refused claims on who is where (every one, stored or throttled), by kind",
@@ -141,6 +146,9 @@ class Metrics:
         self.evidence_reads.labels("ok").inc(report.switches_read)
         self.evidence_reads.labels("failed").inc(report.switches_failed)
         self.evidence_round.observe(report.seconds)
+
+    def observe_proof(self, state: str) -> None:
+        self.proofs.labels(state).inc()
 
     def on_identity(self, event) -> None:
         self._identity_refused[event.kind].inc()

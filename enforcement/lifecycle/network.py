@@ -13,7 +13,9 @@ from typing import Protocol
 
 from enforcement.domain.desired import Change, SwitchState
 from enforcement.domain.evidence import SwitchCounters
+from enforcement.domain.flows import FlowRule
 from enforcement.domain.model import HostView, Location, TopologyView
+from enforcement.domain.probes import Proof, Subject
 
 # Work handed down to a switch transaction, done after it sent its change
 # and before it waits for the answer (see Network.sync_part).
@@ -46,6 +48,11 @@ class Network(Protocol):
         calling thread; not at all if nothing was sent. It may thus be
         called more than once, so the caller passes one that does its work
         once and raises nothing (enforcement.lifecycle.reconcile.Reconciler.push)."""
+        ...
+
+    def prove(self, dpid: int, rules: tuple[FlowRule, ...], subject: Subject) -> Proof:
+        """Probes an enforcement's rules on a switch in its data plane
+        (enforcement/domain/probes.py); raises SwitchError when it cannot."""
         ...
 
     def audit(self, dpid: int, timeout: float) -> Change | None:

@@ -75,6 +75,15 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_RELOAD_REFUSED: _ClassVar[EventKind]
     EVENT_KIND_IDENTITY_REFUSED: _ClassVar[EventKind]
     EVENT_KIND_EVIDENCE: _ClassVar[EventKind]
+    EVENT_KIND_PROOF_FAILED: _ClassVar[EventKind]
+    EVENT_KIND_PROOF_RESTORED: _ClassVar[EventKind]
+
+class ProofState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROOF_STATE_UNSPECIFIED: _ClassVar[ProofState]
+    PROOF_STATE_PROVEN: _ClassVar[ProofState]
+    PROOF_STATE_FAILED: _ClassVar[ProofState]
+    PROOF_STATE_UNPROVABLE: _ClassVar[ProofState]
 VIOLATION_UNSPECIFIED: Violation
 VIOLATION_SPAM: Violation
 VIOLATION_OPEN_RELAY: Violation
@@ -122,6 +131,12 @@ EVENT_KIND_POLICY_RELOADED: EventKind
 EVENT_KIND_RELOAD_REFUSED: EventKind
 EVENT_KIND_IDENTITY_REFUSED: EventKind
 EVENT_KIND_EVIDENCE: EventKind
+EVENT_KIND_PROOF_FAILED: EventKind
+EVENT_KIND_PROOF_RESTORED: EventKind
+PROOF_STATE_UNSPECIFIED: ProofState
+PROOF_STATE_PROVEN: ProofState
+PROOF_STATE_FAILED: ProofState
+PROOF_STATE_UNPROVABLE: ProofState
 
 class Subscriber(_message.Message):
     __slots__ = ("ip", "mac", "addresses", "account")
@@ -136,7 +151,7 @@ class Subscriber(_message.Message):
     def __init__(self, ip: _Optional[str] = ..., mac: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ..., account: _Optional[str] = ...) -> None: ...
 
 class ApplyRequest(_message.Message):
-    __slots__ = ("request_id", "case_id", "subscriber", "violation", "reason", "action", "scope", "duration", "expires_at")
+    __slots__ = ("request_id", "case_id", "subscriber", "violation", "reason", "action", "scope", "duration", "expires_at", "wait_for_proof")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CASE_ID_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBER_FIELD_NUMBER: _ClassVar[int]
@@ -146,6 +161,7 @@ class ApplyRequest(_message.Message):
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     DURATION_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FOR_PROOF_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     case_id: str
     subscriber: Subscriber
@@ -155,7 +171,8 @@ class ApplyRequest(_message.Message):
     scope: str
     duration: _duration_pb2.Duration
     expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, request_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber: _Optional[_Union[Subscriber, _Mapping]] = ..., violation: _Optional[_Union[Violation, str]] = ..., reason: _Optional[str] = ..., action: _Optional[_Union[ActionRequest, _Mapping]] = ..., scope: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    wait_for_proof: bool
+    def __init__(self, request_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber: _Optional[_Union[Subscriber, _Mapping]] = ..., violation: _Optional[_Union[Violation, str]] = ..., reason: _Optional[str] = ..., action: _Optional[_Union[ActionRequest, _Mapping]] = ..., scope: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., wait_for_proof: _Optional[bool] = ...) -> None: ...
 
 class ActionRequest(_message.Message):
     __slots__ = ("kind", "protocol", "ports", "direction", "to", "except_to", "rate", "unit", "burst", "portal")
@@ -378,7 +395,7 @@ class Rule(_message.Message):
     def __init__(self, datapath_id: _Optional[int] = ..., table_id: _Optional[int] = ..., priority: _Optional[int] = ..., cookie: _Optional[int] = ..., match: _Optional[_Iterable[_Union[MatchField, _Mapping]]] = ..., actions: _Optional[_Iterable[str]] = ..., text: _Optional[str] = ...) -> None: ...
 
 class Enforcement(_message.Message):
-    __slots__ = ("id", "request_id", "case_id", "subscriber", "violation", "reason", "action", "state", "state_reason", "location", "rules", "created_at", "updated_at", "escalation", "meters", "expires_at", "policy_version", "evidence")
+    __slots__ = ("id", "request_id", "case_id", "subscriber", "violation", "reason", "action", "state", "state_reason", "location", "rules", "created_at", "updated_at", "escalation", "meters", "expires_at", "policy_version", "evidence", "proof")
     ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CASE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -397,6 +414,7 @@ class Enforcement(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
     id: str
     request_id: str
     case_id: str
@@ -415,7 +433,8 @@ class Enforcement(_message.Message):
     expires_at: _timestamp_pb2.Timestamp
     policy_version: str
     evidence: Evidence
-    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber: _Optional[_Union[Subscriber, _Mapping]] = ..., violation: _Optional[_Union[Violation, str]] = ..., reason: _Optional[str] = ..., action: _Optional[_Union[Action, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., state_reason: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., escalation: _Optional[_Union[Escalation, _Mapping]] = ..., meters: _Optional[_Iterable[_Union[Meter, _Mapping]]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., policy_version: _Optional[str] = ..., evidence: _Optional[_Union[Evidence, _Mapping]] = ...) -> None: ...
+    proof: Proof
+    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber: _Optional[_Union[Subscriber, _Mapping]] = ..., violation: _Optional[_Union[Violation, str]] = ..., reason: _Optional[str] = ..., action: _Optional[_Union[Action, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., state_reason: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., escalation: _Optional[_Union[Escalation, _Mapping]] = ..., meters: _Optional[_Iterable[_Union[Meter, _Mapping]]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., policy_version: _Optional[str] = ..., evidence: _Optional[_Union[Evidence, _Mapping]] = ..., proof: _Optional[_Union[Proof, _Mapping]] = ...) -> None: ...
 
 class Evidence(_message.Message):
     __slots__ = ("dropped_packets", "dropped_bytes", "metered_packets", "metered_bytes", "allowed_packets", "allowed_bytes", "last_matched_at", "counted_since", "read_at", "rules", "meters", "resets", "last_hour")
@@ -494,6 +513,20 @@ class MeterEvidence(_message.Message):
     dropped_packets: int
     dropped_bytes: int
     def __init__(self, datapath_id: _Optional[int] = ..., meter_id: _Optional[int] = ..., passed_packets: _Optional[int] = ..., passed_bytes: _Optional[int] = ..., dropped_packets: _Optional[int] = ..., dropped_bytes: _Optional[int] = ...) -> None: ...
+
+class Proof(_message.Message):
+    __slots__ = ("state", "at", "reason", "shadowing_rules", "probes")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SHADOWING_RULES_FIELD_NUMBER: _ClassVar[int]
+    PROBES_FIELD_NUMBER: _ClassVar[int]
+    state: ProofState
+    at: _timestamp_pb2.Timestamp
+    reason: str
+    shadowing_rules: _containers.RepeatedScalarFieldContainer[str]
+    probes: int
+    def __init__(self, state: _Optional[_Union[ProofState, str]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., shadowing_rules: _Optional[_Iterable[str]] = ..., probes: _Optional[int] = ...) -> None: ...
 
 class Escalation(_message.Message):
     __slots__ = ("step", "of_steps", "reason", "clause", "next_action")

@@ -394,3 +394,55 @@ def test_a_write_the_store_refused_is_made_at_the_next_round(tmp_path, monkeypat
     (stored,) = s.store.load_evidence().values()
     rules = len([r for r in record.rules if r.dpid == 1])
     assert stored.total(ev.DROPPED)[0] == 9 * rules and not stored.unreported
+
+
+# ---- proof probes: counted by the rules, never evidence ----------------------------
+
+
+def test_probes_a_rule_counted_are_left_out_and_are_no_match():
+    count, _ = advance(None, (10, 540), T0)
+    count, _ = advance(count, (11, 600), T0 + 10, probes=(1, 60))   # one probe alone
+    assert count.net == (10, 540) and count.last_matched_at == T0
+    count, _ = advance(count, (15, 822), T0 + 20, probes=(1, 60))   # a probe and 3 packets
+    assert count.net == (13, 702) and count.last_matched_at == T0 + 20
+    book = fold({}, SwitchCounters(1, (flow(5, 4),), ()), owners(c5="enf-a"), T0)
+    probed = dataclasses.replace(flow(5, 5), probes=(1, 60))
+    again = fold(book, SwitchCounters(1, (probed,), ()), owners(c5="enf-a"), T0 + 10)
+    assert again["enf-a"].last_matched_at == T0   # the probe is no match
+    assert again["enf-a"].total(ev.DROPPED) == (4, 240)
+    meter = MeterSample(1, 7, packets=12, bytes=1200, dropped_packets=2, dropped_bytes=200,
+                        probes=(2, 120))
+    (counted,) = fold({}, SwitchCounters(1, (), (meter,)), owners(), T0)["enf-m"].meters
+    assert counted.passed == (8, 880) and counted.dropped == (2, 200)
+
+
+def test_the_reader_hands_on_the_probes_noted_and_skips_a_part_only_probes_moved():
+    from controller.openflow.counters import CounterReader
+    from enforcement.domain import pipeline
+    from enforcement.domain.flows import FlowRule
+    rule = FlowRule(1, 0, 3000, pipeline.enforcement_cookie(1), (("tcp_dst", 25),))
+    switch = {"packets": 5}
+    asked = []
+
+    def transact(dpid, requests, timeout):
+        answers = {}
+        for request in requests:
+            request.xid = len(asked) + 1
+            asked.append(type(request).__name__)
+            packets = switch["packets"]
+            answers[request.xid] = [
+                _Stats(flow_count=1, packet_count=packets, byte_count=packets * 60)
+                if type(request).__name__ == "OFPAggregateStatsRequest" else
+                _Stats(table_id=0, priority=3000, cookie=rule.cookie, instructions=[],
+                       match=_Stats(items=lambda: [("tcp_dst", 25)]),
+                       packet_count=packets, byte_count=packets * 60)]
+        return answers
+    reader = CounterReader(transact)
+    reader.read(1, 1, False, 1.0)
+    switch["packets"] = 6                      # a proof's probe, noted
+    reader.probes.counted(1, rule, 60)
+    assert reader.read(1, 1, False, 1.0).flows == ()   # only the probe moved: not read
+    switch["packets"] = 9                      # then 3 of the subscriber's
+    (sample,) = reader.read(1, 1, False, 1.0).flows
+    assert (sample.packets, sample.probes) == (9, (1, 60))
+    assert reader.read(1, 1, False, 1.0).flows == ()   # handed on once

@@ -1,0 +1,158 @@
+"""Proves enforcements in the switch's data plane (enforcement/domain/probes.py).
+
+A proof of one enforcement on one switch: its rules' counters are read, its
+probes are sent into the pipeline (packet-outs to the first table, as from
+the subscriber's port) with a barrier, the catch rules return what got past
+the enforcement tables, and the counters are read again. A probe that must
+be stopped fails the proof when it comes back, or when its rule's counter
+did not move (the switch holds the rule and does not apply it); a probe
+that must pass fails it when it does not come back. When a probe got past,
+the enforcement tables are read to name the rule that took it (someone
+else's, higher in priority): the proof says so and leaves it alone.
+
+Caught frames may arrive after the barrier's reply (Open vSwitch sends
+packet-ins from its own loop), so the prover waits for the probes that
+must come back, and a short while for those that must not.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+
+from controller.openflow import compiler, probeframes
+from controller.openflow.probetally import ProbeTally
+from enforcement.domain import pipeline
+from enforcement.domain.flows import FlowRule
+from enforcement.domain.probes import (
+    FAILED,
+    PASS,
+    PROVEN,
+    STOP,
+    UNPROVABLE,
+    Probe,
+    Proof,
+    Subject,
+    covers,
+    probes_for,
+)
+
+WAIT = 0.5          # for what must come back; what must not has this long to
+
+
+class Prover:
+    def __init__(self, transact: Callable, timeout: float = 3.0,
+                 clock: Callable[[], float] = time.time, tally: ProbeTally | None = None):
+        """tally: where the probes the rules counted are noted, for
+        evidence to leave out (controller/openflow/probetally.py)."""
+        self._transact = transact
+        self._tally = tally or ProbeTally()
+        self._timeout = timeout
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
+        self._nonces = itertools.count()
+        self._waiting: dict[tuple[int, int], bool] = {}   # (dpid, nonce) -> came back
+
+    def caught(self, dpid: int, data: bytes) -> None:
+        """A frame the catch rules returned (from the packet-in path)."""
+        nonce = probeframes.nonce_of(data)
+        if nonce is None:
+            return
+        with self._lock:
+            if (dpid, nonce) in self._waiting:
+                self._waiting[(dpid, nonce)] = True
+                self._arrived.notify_all()
+
+    def prove(self, dpid: int, rules: tuple[FlowRule, ...], subject: Subject) -> Proof:
+        probes = probes_for((r for r in rules if r.dpid == dpid), subject)
+        if not probes:
+            return Proof(UNPROVABLE, self._clock(), "nothing here a probe can show",
+                         dpid=dpid)
+        cookies = sorted({r.cookie for r in rules if r.dpid == dpid})
+        with self._lock:
+            sent = [(probe, self._nonce(dpid)) for probe in probes]
+        frames = {n: probeframes.frame(p, n) for p, n in sent}
+        try:
+            # No evidence read of this switch meanwhile: it sees every probe
+            # both counted and noted, or none.
+            with self._tally.holding(dpid):
+                before = self._counters(dpid, cookies)
+                self._transact(dpid, [compiler.packet_out(p.in_port, frames[n])
+                                      for p, n in sent], self._timeout)
+                back = self._wait(dpid, [n for p, n in sent if p.expect == PASS])
+                after = self._counters(dpid, cookies)
+                for probe, nonce in sent:
+                    if probe.rule is not None and (after.get(probe.rule.key, 0)
+                                                   > before.get(probe.rule.key, 0)):
+                        self._tally.counted(dpid, probe.rule, len(frames[nonce]))
+        finally:
+            with self._lock:
+                for _, nonce in sent:
+                    self._waiting.pop((dpid, nonce), None)
+        failures, shadows = [], []
+        for probe, nonce in sent:
+            came = back.get(nonce, False)
+            moved = (after.get(probe.rule.key, 0) - before.get(probe.rule.key, 0)
+                     if probe.rule is not None else None)
+            if probe.expect == STOP and came:
+                failures.append(f"passed where it must be stopped: {probe.why}")
+                shadows += self._shadows(dpid, probe, cookies)
+            elif probe.expect == PASS and not came:
+                failures.append(f"stopped where it must pass: {probe.why}")
+            elif moved is not None and moved < 1:
+                failures.append(f"the rule's counter did not move: {probe.why}")
+        now = self._clock()
+        if failures:
+            return Proof(FAILED, now, "; ".join(failures), tuple(dict.fromkeys(shadows)),
+                         len(sent), dpid)
+        return Proof(PROVEN, now, "", (), len(sent), dpid)
+
+    def _nonce(self, dpid: int) -> int:
+        """Caller holds the lock."""
+        while True:
+            nonce = next(self._nonces) % probeframes.NONCES
+            if (dpid, nonce) not in self._waiting:
+                self._waiting[(dpid, nonce)] = False
+                return nonce
+
+    def _wait(self, dpid: int, wanted: list[int]) -> dict[int, bool]:
+        """Until every probe that must come back did (and a fifth of WAIT
+        passed, for those that must not), or WAIT."""
+        start = time.monotonic()
+        deadline, floor = start + WAIT, start + WAIT / 5
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                done = all(self._waiting.get((dpid, n)) for n in wanted)
+                if now >= deadline or (done and now >= floor):
+                    break
+                self._arrived.wait((floor if done else deadline) - now)
+            return {n: came for (d, n), came in self._waiting.items() if d == dpid}
+
+    def _counters(self, dpid: int, cookies: list[int]) -> dict:
+        requests = [compiler.cookie_stats_request(c) for c in cookies]
+        replies = self._transact(dpid, requests, self._timeout)
+        return {compiler.rule_from_stats(dpid, st).key: st.packet_count
+                for q in requests for st in replies.get(q.xid, [])}
+
+    def _shadows(self, dpid: int, probe: Probe, ours: list[int]) -> list[str]:
+        """The rules above ours that take the probe, in the tables it
+        crosses before the catch rules."""
+        tables = (pipeline.TABLE_ENFORCE, pipeline.TABLE_METER)
+        requests = [compiler.table_stats_request(t) for t in tables]
+        replies = self._transact(dpid, requests, self._timeout)
+        packet = {**dict(probe.fields), **({"in_port": probe.in_port}
+                                           if probe.in_port is not None else {})}
+        found = []
+        for request in requests:
+            for st in replies.get(request.xid, []):
+                rule = compiler.rule_from_stats(dpid, st)
+                if (rule.cookie not in ours and probe.rule is not None
+                        and rule.table_id == probe.rule.table_id
+                        and rule.priority >= probe.rule.priority and covers(rule.match, packet)):
+                    found.append(f"table {rule.table_id} priority {rule.priority} "
+                                 f"cookie 0x{rule.cookie:x} "
+                                 + (",".join(f"{k}={v}" for k, v in rule.match_text()) or "*"))
+        return found
