@@ -16,6 +16,7 @@ must come back, and a short while for those that must not.
 """
 from __future__ import annotations
 
+import collections
 import itertools
 import threading
 import time
@@ -39,12 +40,16 @@ from enforcement.domain.probes import (
 )
 
 WAIT = 0.5          # for what must come back; what must not has this long to
+# Probes that must come back, per batch: under the catch rules' meter burst
+# (controller/openflow/dataplane.py PROBE_PPS), with room for a subscriber's
+# frames to the probe MAC.
+CATCH_BURST = 80
 
 
 class Prover:
     def __init__(self, transact: Callable, timeout: float = 3.0,
                  clock: Callable[[], float] = time.time, tally: ProbeTally | None = None):
-        """tally: where the probes the rules counted are noted, for
+        """tally: where each probe a rule was seen to count is noted, for
         evidence to leave out (controller/openflow/probetally.py)."""
         self._transact = transact
         self._tally = tally or ProbeTally()
@@ -54,6 +59,10 @@ class Prover:
         self._arrived = threading.Condition(self._lock)
         self._nonces = itertools.count()
         self._waiting: dict[tuple[int, int], bool] = {}   # (dpid, nonce) -> came back
+        # Probes that went through each enforcement's flows, by (dpid, cookie),
+        # since this process started: what its counters hold that no
+        # subscriber sent (evidence leaves them out).
+        self._through: collections.Counter[tuple[int, int]] = collections.Counter()
 
     def caught(self, dpid: int, data: bytes) -> None:
         """A frame the catch rules returned (from the packet-in path)."""
@@ -66,48 +75,91 @@ class Prover:
                 self._arrived.notify_all()
 
     def prove(self, dpid: int, rules: tuple[FlowRule, ...], subject: Subject) -> Proof:
-        probes = probes_for((r for r in rules if r.dpid == dpid), subject)
-        if not probes:
-            return Proof(UNPROVABLE, self._clock(), "nothing here a probe can show",
-                         dpid=dpid)
-        cookies = sorted({r.cookie for r in rules if r.dpid == dpid})
+        return self.prove_many(dpid, [("", rules, subject)])[""]
+
+    def prove_many(self, dpid: int, items: list[tuple[str, tuple[FlowRule, ...], Subject]]
+                   ) -> dict[str, Proof]:
+        """Several enforcements on one switch (key, rules, subject), in
+        batches: one read of their counters before and after, their probes
+        in one transaction, one wait. A batch's probes that must come back
+        stay under the catch meter's burst, or the meter would drop some."""
+        out: dict[str, Proof] = {}
+        batch: dict[str, tuple] = {}
+        passing = 0
+        for key, rules, subject in items:
+            mine = tuple(r for r in rules if r.dpid == dpid)
+            probes = probes_for(mine, subject)
+            back = sum(1 for p in probes if p.expect == PASS)
+            if batch and passing + back > CATCH_BURST:
+                out.update(self._batch(dpid, batch))
+                batch, passing = {}, 0
+            batch[key] = (mine, probes)
+            passing += back
+        if batch:
+            out.update(self._batch(dpid, batch))
+        return out
+
+    def _batch(self, dpid: int, planned_rules: dict[str, tuple]) -> dict[str, Proof]:
+        planned = {key: probes for key, (_, probes) in planned_rules.items()}
+        cookies = sorted({r.cookie for rules, _ in planned_rules.values() for r in rules})
         with self._lock:
-            sent = [(probe, self._nonce(dpid)) for probe in probes]
-        frames = {n: probeframes.frame(p, n) for p, n in sent}
+            sent = {key: [(probe, self._nonce(dpid)) for probe in probes]
+                    for key, probes in planned.items()}
+        everything = [pair for pairs in sent.values() for pair in pairs]
+        with self._lock:
+            self._through.update((dpid, p.rule.cookie) for p, _ in everything
+                                 if p.rule is not None)
+        before: dict = {}
+        after: dict = {}
+        back: dict[int, bool] = {}
+        frames = {n: probeframes.frame(p, n) for p, n in everything}
         try:
             # No evidence read of this switch meanwhile: it sees every probe
             # both counted and noted, or none.
             with self._tally.holding(dpid):
-                before = self._counters(dpid, cookies)
-                self._transact(dpid, [compiler.packet_out(p.in_port, frames[n])
-                                      for p, n in sent], self._timeout)
-                back = self._wait(dpid, [n for p, n in sent if p.expect == PASS])
-                after = self._counters(dpid, cookies)
-                for probe, nonce in sent:
+                if everything:
+                    before = self._counters(dpid, cookies)
+                    self._transact(dpid, [compiler.packet_out(p.in_port, frames[n])
+                                          for p, n in everything], self._timeout)
+                    back = self._wait(dpid, [n for p, n in everything if p.expect == PASS])
+                    after = self._counters(dpid, cookies)
+                for probe, nonce in everything:
                     if probe.rule is not None and (after.get(probe.rule.key, 0)
                                                    > before.get(probe.rule.key, 0)):
                         self._tally.counted(dpid, probe.rule, len(frames[nonce]))
         finally:
             with self._lock:
-                for _, nonce in sent:
+                for _, nonce in everything:
                     self._waiting.pop((dpid, nonce), None)
-        failures, shadows = [], []
-        for probe, nonce in sent:
-            came = back.get(nonce, False)
-            moved = (after.get(probe.rule.key, 0) - before.get(probe.rule.key, 0)
-                     if probe.rule is not None else None)
-            if probe.expect == STOP and came:
-                failures.append(f"passed where it must be stopped: {probe.why}")
-                shadows += self._shadows(dpid, probe, cookies)
-            elif probe.expect == PASS and not came:
-                failures.append(f"stopped where it must pass: {probe.why}")
-            elif moved is not None and moved < 1:
-                failures.append(f"the rule's counter did not move: {probe.why}")
         now = self._clock()
-        if failures:
-            return Proof(FAILED, now, "; ".join(failures), tuple(dict.fromkeys(shadows)),
-                         len(sent), dpid)
-        return Proof(PROVEN, now, "", (), len(sent), dpid)
+        tables: list[FlowRule] | None = None
+        out = {}
+        for key, pairs in sent.items():
+            if not pairs:
+                out[key] = Proof(UNPROVABLE, now, "nothing here a probe can show", dpid=dpid)
+                continue
+            failures, shadows = [], []
+            for probe, nonce in pairs:
+                came = back.get(nonce, False)
+                moved = (after.get(probe.rule.key, 0) - before.get(probe.rule.key, 0)
+                         if probe.rule is not None else None)
+                if probe.expect == STOP and came:
+                    failures.append(f"passed where it must be stopped: {probe.why}")
+                    tables = self._tables(dpid) if tables is None else tables
+                    shadows += _shadows(tables, probe, cookies)
+                elif probe.expect == PASS and not came:
+                    failures.append(f"stopped where it must pass: {probe.why}")
+                elif moved is not None and moved < 1:
+                    failures.append(f"the rule's counter did not move: {probe.why}")
+            out[key] = (Proof(FAILED, now, "; ".join(failures), tuple(dict.fromkeys(shadows)),
+                              len(pairs), dpid) if failures
+                        else Proof(PROVEN, now, "", (), len(pairs), dpid))
+        return out
+
+    def probes_through(self, dpid: int, cookie: int) -> int:
+        """How many probes went through an enforcement's flows on a switch."""
+        with self._lock:
+            return self._through[(dpid, cookie)]
 
     def _nonce(self, dpid: int) -> int:
         """Caller holds the lock."""
@@ -137,22 +189,23 @@ class Prover:
         return {compiler.rule_from_stats(dpid, st).key: st.packet_count
                 for q in requests for st in replies.get(q.xid, [])}
 
-    def _shadows(self, dpid: int, probe: Probe, ours: list[int]) -> list[str]:
-        """The rules above ours that take the probe, in the tables it
-        crosses before the catch rules."""
-        tables = (pipeline.TABLE_ENFORCE, pipeline.TABLE_METER)
-        requests = [compiler.table_stats_request(t) for t in tables]
+    def _tables(self, dpid: int) -> list[FlowRule]:
+        """Every flow of the tables a probe crosses before the catch rules."""
+        requests = [compiler.table_stats_request(t)
+                    for t in (pipeline.TABLE_ENFORCE, pipeline.TABLE_METER)]
         replies = self._transact(dpid, requests, self._timeout)
-        packet = {**dict(probe.fields), **({"in_port": probe.in_port}
-                                           if probe.in_port is not None else {})}
-        found = []
-        for request in requests:
-            for st in replies.get(request.xid, []):
-                rule = compiler.rule_from_stats(dpid, st)
-                if (rule.cookie not in ours and probe.rule is not None
-                        and rule.table_id == probe.rule.table_id
-                        and rule.priority >= probe.rule.priority and covers(rule.match, packet)):
-                    found.append(f"table {rule.table_id} priority {rule.priority} "
-                                 f"cookie 0x{rule.cookie:x} "
-                                 + (",".join(f"{k}={v}" for k, v in rule.match_text()) or "*"))
-        return found
+        return [compiler.rule_from_stats(dpid, st)
+                for q in requests for st in replies.get(q.xid, [])]
+
+
+def _shadows(tables: list[FlowRule], probe: Probe, ours: list[int]) -> list[str]:
+    """The rules of someone else's, above the probe's own, that take it."""
+    if probe.rule is None:
+        return []
+    packet = {**dict(probe.fields), **({"in_port": probe.in_port}
+                                       if probe.in_port is not None else {})}
+    return [f"table {rule.table_id} priority {rule.priority} cookie 0x{rule.cookie:x} "
+            + (",".join(f"{k}={v}" for k, v in rule.match_text()) or "*")
+            for rule in tables
+            if rule.cookie not in ours and rule.table_id == probe.rule.table_id
+            and rule.priority >= probe.rule.priority and covers(rule.match, packet)]

@@ -258,8 +258,8 @@ class EnforcementApp(app_manager.OSKenApp):
     def read_counters(self, dpid, flows, meters, timeout, full=False):
         return self.switches.read_counters(dpid, flows, meters, timeout, full)
 
-    def prove(self, dpid, rules, subject):
-        return self.prover.prove(dpid, rules, subject)
+    def prove_many(self, dpid, items):
+        return self.prover.prove_many(dpid, items)
 
     def flow_counters(self, dpid: int, cookie: int, timeout: float = 2.0) -> dict:
         return self.switches.flow_counters(dpid, cookie, timeout)

@@ -35,9 +35,10 @@ so they can never drift from the truth.
     enforcement_evidence_switch_reads_total{outcome}, enforcement_evidence_round_seconds
         Switches read for evidence (ok, failed), and how long a round of
         reads and its write took.
-    enforcement_proofs_total{result}
+    enforcement_proofs_total{result}, enforcement_probes_total
         Proofs in the data plane (enforcement.lifecycle.proving): proven,
-        failed, unprovable (nothing in it a probe can show).
+        failed, unprovable (nothing in it a probe can show); the probe
+        packets they sent.
     enforcement_active{action}
         Live (active or pending) enforcements.
     openflow_connected_switches
@@ -100,6 +101,8 @@ class Metrics:
             self.port_over_budget.labels(budget)
         self.proofs = Counter("enforcement_proofs", "Proofs in the data plane by result",
                               ["result"], registry=self.registry)
+        self.probes = Counter("enforcement_probes", "Probe packets the proofs sent",
+                              registry=self.registry)
         identity_refused = Counter(
             "enforcement_identity_refused",
             "Refused claims on who is where (every one, stored or throttled), by kind",
@@ -147,8 +150,9 @@ class Metrics:
         self.evidence_reads.labels("failed").inc(report.switches_failed)
         self.evidence_round.observe(report.seconds)
 
-    def observe_proof(self, state: str) -> None:
+    def observe_proof(self, state: str, probes: int) -> None:
         self.proofs.labels(state).inc()
+        self.probes.inc(probes)
 
     def on_identity(self, event) -> None:
         self._identity_refused[event.kind].inc()

@@ -50,9 +50,11 @@ class Network(Protocol):
         once and raises nothing (enforcement.lifecycle.reconcile.Reconciler.push)."""
         ...
 
-    def prove(self, dpid: int, rules: tuple[FlowRule, ...], subject: Subject) -> Proof:
-        """Probes an enforcement's rules on a switch in its data plane
-        (enforcement/domain/probes.py); raises SwitchError when it cannot."""
+    def prove_many(self, dpid: int, items: list[tuple[str, tuple[FlowRule, ...], Subject]]
+                   ) -> dict[str, Proof]:
+        """Probes enforcements' rules on a switch in its data plane, in one
+        batch (enforcement/domain/probes.py): (key, rules, subject) in, a
+        proof by key out; raises SwitchError when it cannot."""
         ...
 
     def audit(self, dpid: int, timeout: float) -> Change | None:

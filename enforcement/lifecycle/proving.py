@@ -34,6 +34,9 @@ from enforcement.lifecycle.ledger import switches
 
 LOG = logging.getLogger(__name__)
 
+# Enforcements of one switch handed down at once at most (the switch side
+# splits them further, under its catch meter's burst).
+BATCH = 256
 # A round of the schedule starts at most this often: a few live
 # enforcements are proven every 10 s, not per_second times a second.
 EVERY = 10.0
@@ -63,7 +66,7 @@ def combined(proofs: list[Proof], at: float) -> Proof:
 class Proofs:
     def __init__(self, service, network, *, per_second: float = 20.0,
                  every: float = EVERY, clock: Callable[[], float] = time.time,
-                 on_proof: Callable[[str], None] = lambda state: None):
+                 on_proof: Callable[[str, int], None] = lambda state, probes: None):
         self._service = service
         self._network = network
         self._per_second = per_second
@@ -109,28 +112,45 @@ class Proofs:
     # ---- proving --------------------------------------------------------------
 
     def prove(self, record: Enforcement) -> Proof:
-        """Proves now, on the calling thread, and keeps the outcome; the
-        events and the repair are the schedule's (check)."""
-        subject = subject_of(record)
-        proofs = []
-        for dpid in sorted(switches(record)):
-            try:
-                proofs.append(self._network.prove(dpid, record.rules, subject))
-            except SwitchError as exc:
-                proofs.append(Proof(FAILED, self._clock(), f"not probed: {exc}", dpid=dpid))
-        proof = combined(proofs, self._clock())
-        LOG.debug("enforcement %s: %s by %d probe(s) on %d switch(es)", record.id,
-                  proof.state, proof.probes, len(proofs))
-        with self._lock:
-            if record.id in self._service.ledger.by_id:
-                self._latest[record.id] = proof
-        self._on_proof(proof.state)
-        return proof
+        return self.prove_all([record])[record.id]
 
-    def check(self, record: Enforcement) -> Proof:
-        """Proves; a failure is reported and repaired once."""
-        before = self.latest(record.id)
-        proof = self.prove(record)
+    def prove_all(self, records: list[Enforcement]) -> dict[str, Proof]:
+        """Proves now, on the calling thread, one batch per switch, and
+        keeps the outcomes; the events and the repair are check's."""
+        by_switch: dict[int, list] = collections.defaultdict(list)
+        for record in records:
+            for dpid in switches(record):
+                by_switch[dpid].append((record.id, record.rules, subject_of(record)))
+        found: dict[str, list[Proof]] = collections.defaultdict(list)
+        for dpid, items in sorted(by_switch.items()):
+            for at in range(0, len(items), BATCH):
+                part = items[at:at + BATCH]
+                try:
+                    for key, proof in self._network.prove_many(dpid, part).items():
+                        found[key].append(proof)
+                except SwitchError as exc:
+                    for key, _, _ in part:
+                        found[key].append(Proof(FAILED, self._clock(), f"not probed: {exc}",
+                                                dpid=dpid))
+        out = {}
+        for record in records:
+            proof = combined(found[record.id], self._clock())
+            LOG.debug("enforcement %s: %s by %d probe(s)", record.id, proof.state,
+                      proof.probes)
+            with self._lock:
+                if record.id in self._service.ledger.by_id:
+                    self._latest[record.id] = proof
+            self._on_proof(proof.state, proof.probes)
+            out[record.id] = proof
+        return out
+
+    def check(self, record: Enforcement, proof: Proof | None = None,
+              before: Proof | None = None) -> Proof:
+        """Proves (unless given the proof, and the one before it); a
+        failure is reported and repaired once."""
+        if proof is None:
+            before = self.latest(record.id)
+            proof = self.prove(record)
         if proof.state == FAILED:
             LOG.warning("enforcement %s failed its proof: %s%s", record.id, proof.reason,
                         f" (let through by {'; '.join(proof.shadows)})" if proof.shadows
@@ -179,38 +199,45 @@ class Proofs:
         self._wake.set()
         self._thread.join(5)
 
-    def _next(self) -> Enforcement | None:
+    def _next(self, count: int) -> list[Enforcement]:
+        """Up to count live enforcements: those asked for soon first, then
+        the round's."""
         ledger = self._service.ledger
+        picked: list[Enforcement] = []
         with self._lock:
-            while self._soon:
+            while self._soon and len(picked) < count:
                 record = ledger.by_id.get(self._soon.popitem(last=False)[0])
                 if record is not None and record.state is State.ACTIVE:
-                    return record
-        if not self._round:
-            if time.monotonic() - self._round_at < self._every:
-                return None
+                    picked.append(record)
+        if not self._round and time.monotonic() - self._round_at >= self._every:
             self._round_at = time.monotonic()
             self._round = [r.id for r in list(ledger.by_id.values())
                            if r.state is State.ACTIVE]
-        while self._round:
+        while self._round and len(picked) < count:
             record = ledger.by_id.get(self._round.pop())
-            if record is not None and record.state is State.ACTIVE:
-                return record
-        return None
+            if record is not None and record.state is State.ACTIVE and record not in picked:
+                picked.append(record)
+        return picked
 
     def _run(self) -> None:
-        gap = 1.0 / self._per_second
+        """Every tenth of a second, a tenth of a second's worth of proofs
+        (per_second), in one batch per switch."""
+        share = max(1, round(self._per_second / 10))
         while not self._stop.is_set():
-            record = self._next() if self._service.leading() else None
-            if record is None:
+            started = time.monotonic()
+            records = self._next(share) if self._service.leading() else []
+            if not records:
                 self._wake.wait(1.0)
                 self._wake.clear()
                 continue
             try:
-                self.check(record)
+                before = {r.id: self.latest(r.id) for r in records}
+                for record_id, proof in self.prove_all(records).items():
+                    record = next(r for r in records if r.id == record_id)
+                    self.check(record, proof, before[record_id])
             except Exception:  # keep the schedule alive; the log has it
-                LOG.exception("proof of %s failed to run", record.id)
-            self._stop.wait(gap)
+                LOG.exception("a round of proofs failed to run")
+            self._stop.wait(max(0.0, 0.1 - (time.monotonic() - started)))
 
 
 def _detail(proof: Proof) -> str:

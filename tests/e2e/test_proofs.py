@@ -11,11 +11,13 @@ second, a round every 10 s) but for the drift audit, which is off: what
 finds a deleted rule here is the proof alone.
 """
 import contextlib
+import json
 import re
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -127,6 +129,11 @@ def test_each_action_is_proven_within_a_second_of_apply(lab, nothing_reaches_a_h
         assert took < 1.0, (request_id, took)
         proof = lab.stub.Get(pb.GetRequest(id=record.id)).proof
         assert proof.probes >= 1 and proof.reason == "" and not proof.shadowing_rules
+        # and the topology view shows it
+        url = f"http://{lab.controller.http_address}/api/enforcements/{record.id}"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            shown = json.load(answer)["proof"]
+        assert shown["state"] == "proven" and shown["probes"] == proof.probes, shown
         records.append(record)
     # the enforcement bites with real traffic too, and only where it must
     assert not connects(lab, "h1", "inet", 25) and connects(lab, "h1", "inet", 80)
@@ -237,4 +244,16 @@ def test_an_apply_that_asks_for_proof_never_hears_proven_from_a_switch_that_does
     finally:
         ofctl("--strict", "del-flows", switch, f"table=0,priority=3500,tcp,in_port={port},"
                                                "tp_dst=25")
+    lift(lab, record)
+
+
+def test_a_restarted_controller_proves_what_it_found_on_its_switches(lab):
+    """After a restart (kill -9) the switches reconnect holding the
+    enforcement, and the new controller proves it again (as each switch is
+    made ready, and in its first round)."""
+    record = apply(lab, "h4", pb.VIOLATION_PORT_SCAN, "proof-restart")
+    proven_within(lab, record, 5)
+    lab.restart(kill=True, expected_links=6)
+    took = proven_within(lab, record, 10)
+    print(f"proven {took:.2f} s after the restarted controller located every host")
     lift(lab, record)
