@@ -12,7 +12,9 @@ statistics is what costs (os-ken decodes every match: about 40 ms of CPU
 per 1,024 flows here, bench/evidence_cost.py), an aggregate next to
 nothing (about 13 us to build the request and parse the reply): so the
 parts are small, and a subscriber whose block matched costs the parsing
-of its part's 128 flows, not of its switch's whole table. Then, when it holds
+of its part's 128 flows, not of its switch's whole table. A part where a
+proof's probes were noted (controller/openflow/probetally.py) is read at
+the next read whatever its aggregate, so that they are handed on at once. Then, when it holds
 enforcement meters, one meter-statistics request for all of them. Never a
 request per enforcement.
 
@@ -79,16 +81,14 @@ class CounterReader:
         requests = [compiler.flow_count_request(pipeline.NS_ENFORCE, part, parts)
                     for part in range(parts)]
         replies = self._transact(dpid, requests, timeout)
-        raw = {part: _aggregate(replies.get(request.xid, []))
+        now = {(part, parts): _aggregate(replies.get(request.xid, []))
                for part, request in enumerate(requests)}
-        # Compared less the probes noted and not yet handed on: a part that
-        # only proofs moved is not read (its probes wait for its next read).
-        now: dict[tuple[int, int], tuple[int, int, int]] = {}
         samples: list[FlowSample] = []
-        for part, aggregate in raw.items():
-            now[(part, parts)] = _less(aggregate, _pending(probed, part, parts))
-            if before.get((part, parts)) == now[(part, parts)]:
-                continue  # nothing but probes moved there since the last read
+        for (part, _), aggregate in now.items():
+            # A part with probes noted is read all the same: they are handed
+            # on at once, not kept in memory a restart would lose.
+            if before.get((part, parts)) == aggregate and not _pending(probed, part, parts):
+                continue  # nothing moved there since the last read
             request = compiler.flow_stats_request(pipeline.NS_ENFORCE, part, parts)
             read = self._transact(dpid, [request], timeout)
             for st in read.get(request.xid, []):
@@ -96,7 +96,6 @@ class CounterReader:
                 taken = probed.pop((sample.cookie, sample.key), None)
                 samples.append(sample if taken is None else dataclasses.replace(
                     sample, probes=tuple(taken)))
-            now[(part, parts)] = _less(aggregate, _pending(probed, part, parts))
         metered: list[MeterSample] = []
         if meters:
             request = compiler.meter_stats_request()
@@ -110,14 +109,9 @@ class CounterReader:
         return SwitchCounters(dpid, tuple(samples), tuple(metered))
 
 
-def _pending(probed: dict, part: int, parts: int) -> tuple[int, int]:
-    """The probes noted for flows of this part: (packets, bytes)."""
-    mine = [v for (cookie, _), v in probed.items() if cookie & (parts - 1) == part]
-    return sum(p for p, _ in mine), sum(b for _, b in mine)
-
-
-def _less(aggregate: tuple[int, int, int], probes: tuple[int, int]) -> tuple[int, int, int]:
-    return aggregate[0], aggregate[1] - probes[0], aggregate[2] - probes[1]
+def _pending(probed: dict, part: int, parts: int) -> bool:
+    """Whether probes were noted for flows of this part."""
+    return any(cookie & (parts - 1) == part for cookie, _ in probed)
 
 
 def _aggregate(replies) -> tuple[int, int, int]:

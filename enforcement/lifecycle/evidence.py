@@ -83,9 +83,16 @@ class EvidenceBook:
             self._thread.start()
 
     def stop(self) -> None:
+        """Stops the schedule after one last round: what was counted since
+        the last one (proof probes noted in memory among it) is written, not
+        lost with the process."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(5)
+            try:
+                self.run_round()
+            except Exception as exc:  # the switches or the store may be gone already
+                LOG.warning("evidence: no last round before stopping: %s", exc)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _run(self) -> None:

@@ -416,7 +416,7 @@ def test_probes_a_rule_counted_are_left_out_and_are_no_match():
     assert counted.passed == (8, 880) and counted.dropped == (2, 200)
 
 
-def test_the_reader_hands_on_the_probes_noted_and_skips_a_part_only_probes_moved():
+def test_the_reader_hands_on_the_probes_noted_at_its_next_read_of_the_switch():
     from controller.openflow.counters import CounterReader
     from enforcement.domain import pipeline
     from enforcement.domain.flows import FlowRule
@@ -441,8 +441,9 @@ def test_the_reader_hands_on_the_probes_noted_and_skips_a_part_only_probes_moved
     reader.read(1, 1, False, 1.0)
     switch["packets"] = 6                      # a proof's probe, noted
     reader.probes.counted(1, rule, 60)
-    assert reader.read(1, 1, False, 1.0).flows == ()   # only the probe moved: not read
+    (sample,) = reader.read(1, 1, False, 1.0).flows   # handed on at once
+    assert (sample.packets, sample.probes) == (6, (1, 60))
+    assert reader.read(1, 1, False, 1.0).flows == ()  # and once: nothing moved since
     switch["packets"] = 9                      # then 3 of the subscriber's
     (sample,) = reader.read(1, 1, False, 1.0).flows
-    assert (sample.packets, sample.probes) == (9, (1, 60))
-    assert reader.read(1, 1, False, 1.0).flows == ()   # handed on once
+    assert (sample.packets, sample.probes) == (9, (0, 0))
