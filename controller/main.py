@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from enforcement.cluster.leaderproxy import Forwarder
     from enforcement.cluster.leadership import Leadership
     from enforcement.domain.policy import Policy
+    from enforcement.lifecycle.evidence import EvidenceBook
     from enforcement.lifecycle.maintenance import Maintenance
     from enforcement.lifecycle.service import EnforcementService
     from enforcement.store.database import Store
@@ -198,6 +199,7 @@ class _Running:
     forwarder: Forwarder
     store: Store
     manager: AppManager
+    evidence: EvidenceBook
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,6 +330,11 @@ def _build(args: argparse.Namespace) -> _Running:
     from enforcement.cluster.leaderproxy import Forwarder, peer_secret
     from enforcement.lifecycle.metrics import Metrics
     metrics = Metrics(service, app)
+    from enforcement.lifecycle.evidence import EvidenceBook
+    # What each enforcement has done, read from its switches (the leader's).
+    evidence = EvidenceBook(app, service.ledger, store, leading=service.leading,
+                            interval=args.evidence_interval, timeout=args.switch_timeout)
+    evidence.listeners.append(metrics.on_evidence)
     metrics_address = ""
     if args.metrics_listen != "off":
         host, _, port = args.metrics_listen.rpartition(":")
@@ -353,11 +360,12 @@ def _build(args: argparse.Namespace) -> _Running:
                               credentials=ha.peer_credentials(args))
         serving = serve(args.grpc_listen, service, access=access, metrics=metrics,
                         tls_context=tls_context, forwarder=None if solo else forwarder,
-                        peer_key=None if solo else peer_key)
+                        peer_key=None if solo else peer_key, evidence=evidence)
     except (OSError, RuntimeError, ValueError) as exc:
         raise _refuse("cannot serve gRPC on %s: %s", args.grpc_listen, exc) from None
     maintenance = Maintenance(service, audit_interval=args.audit_interval)
     maintenance.start()
+    evidence.start()
     if args.proofs_per_second > 0:
         service.proofs = Proofs(service, app, per_second=args.proofs_per_second,
                                 on_proof=metrics.observe_proof)
@@ -389,7 +397,7 @@ def _build(args: argparse.Namespace) -> _Running:
     LOG.info("gRPC on %s:%d, OpenFlow 1.3 on %s:%d", host, port,
              args.ofp_listen_host, args.ofp_port)
     return _Running(stop, serving, maintenance, service, leadership, forwarder, store,
-                    manager)
+                    manager, evidence)
 
 
 def _stop(running: _Running, signum: int) -> None:
@@ -397,6 +405,7 @@ def _stop(running: _Running, signum: int) -> None:
     LOG.info("shutting down (%s)", signal.Signals(signum).name)
     running.serving.stop(grace=2)
     running.maintenance.stop()
+    running.evidence.stop()
     if running.service.proofs is not None:
         running.service.proofs.stop()
     # While this instance still leads: the refusals it held back are stored.

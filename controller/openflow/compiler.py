@@ -206,12 +206,16 @@ def flow_stats_request(namespace: int, part: int = 0,
         cookie_mask=COOKIE_NAMESPACE_MASK | (parts - 1), match=parser.OFPMatch())
 
 
-def flow_count_request(namespace: int) -> parser.OFPAggregateStatsRequest:
-    """How many flows, in every table, have their cookie in a namespace."""
+def flow_count_request(namespace: int, part: int = 0,
+                       parts: int = 1) -> parser.OFPAggregateStatsRequest:
+    """How many flows, in every table, have their cookie in a namespace (and
+    their packets and bytes in all); with parts, as flow_stats_request."""
+    if parts & (parts - 1) or not 0 <= part < parts:
+        raise ValueError(f"part {part} of {parts}: parts must be a power of two")
     return parser.OFPAggregateStatsRequest(
         datapath=None, flags=0, table_id=ofp.OFPTT_ALL, out_port=ofp.OFPP_ANY,
-        out_group=ofp.OFPG_ANY, cookie=namespace << COOKIE_NAMESPACE_SHIFT,
-        cookie_mask=COOKIE_NAMESPACE_MASK, match=parser.OFPMatch())
+        out_group=ofp.OFPG_ANY, cookie=(namespace << COOKIE_NAMESPACE_SHIFT) | part,
+        cookie_mask=COOKIE_NAMESPACE_MASK | (parts - 1), match=parser.OFPMatch())
 
 
 def table_stats_request(table_id: int) -> parser.OFPFlowStatsRequest:

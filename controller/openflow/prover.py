@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 
 from controller.openflow import compiler, probeframes
+from controller.openflow.probetally import ProbeTally
 from enforcement.domain import pipeline
 from enforcement.domain.flows import FlowRule
 from enforcement.domain.probes import (
@@ -47,8 +48,11 @@ CATCH_BURST = 80
 
 class Prover:
     def __init__(self, transact: Callable, timeout: float = 3.0,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, tally: ProbeTally | None = None):
+        """tally: where each probe a rule was seen to count is noted, for
+        evidence to leave out (controller/openflow/probetally.py)."""
         self._transact = transact
+        self._tally = tally or ProbeTally()
         self._timeout = timeout
         self._clock = clock
         self._lock = threading.Lock()
@@ -108,13 +112,21 @@ class Prover:
         before: dict = {}
         after: dict = {}
         back: dict[int, bool] = {}
+        frames = {n: probeframes.frame(p, n) for p, n in everything}
         try:
-            if everything:
-                before = self._counters(dpid, cookies)
-                self._transact(dpid, [compiler.packet_out(p.in_port, probeframes.frame(p, n))
-                                      for p, n in everything], self._timeout)
-                back = self._wait(dpid, [n for p, n in everything if p.expect == PASS])
-                after = self._counters(dpid, cookies)
+            # No evidence read of this switch meanwhile: it sees every probe
+            # both counted and noted, or none.
+            with self._tally.holding(dpid):
+                if everything:
+                    before = self._counters(dpid, cookies)
+                    self._transact(dpid, [compiler.packet_out(p.in_port, frames[n])
+                                          for p, n in everything], self._timeout)
+                    back = self._wait(dpid, [n for p, n in everything if p.expect == PASS])
+                    after = self._counters(dpid, cookies)
+                for probe, nonce in everything:
+                    if probe.rule is not None and (after.get(probe.rule.key, 0)
+                                                   > before.get(probe.rule.key, 0)):
+                        self._tally.counted(dpid, probe.rule, len(frames[nonce]))
         finally:
             with self._lock:
                 for _, nonce in everything:

@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from controller.openflow import compiler
+from controller.openflow import compiler, counters
 from enforcement.domain import pipeline
 from enforcement.domain.desired import (
     Change,
@@ -27,6 +27,7 @@ from enforcement.domain.desired import (
     without_in_flight,
 )
 from enforcement.domain.errors import SwitchError
+from enforcement.domain.evidence import SwitchCounters
 
 LOG = logging.getLogger(__name__)
 
@@ -55,6 +56,9 @@ class SwitchSync:
         # Changes sent to each switch so far: an audit's count of flows means
         # something only if none was sent while it counted (see audit()).
         self._pushes: dict[int, int] = {}
+        self._counters = counters.CounterReader(transact)
+        # Proof probes the rules counted, kept out of evidence (the prover notes them).
+        self.probe_tally = self._counters.probes
 
     def prepare(self, dpid: int, timeout: float, adopt: Callable[[list], None]) -> None:
         """A switch (re)connected, or this instance took over: only its
@@ -80,6 +84,7 @@ class SwitchSync:
                 self._unread[dpid] = -1
 
     def forget(self, dpid: int) -> None:
+        self._counters.forget(dpid)
         self._actual.pop(dpid, None)
         self._unread.pop(dpid, None)
 
@@ -277,6 +282,12 @@ class SwitchSync:
         stats = self._transact(dpid, [request], timeout).get(request.xid, [])
         return {"flows": len(stats), "packets": sum(st.packet_count for st in stats),
                 "bytes": sum(st.byte_count for st in stats)}
+
+    def read_counters(self, dpid: int, flows: int, meters: bool, timeout: float,
+                      full: bool = False) -> SwitchCounters:
+        """What its enforcement flows and meters counted (counters.CounterReader);
+        beside decisions, holding no lock."""
+        return self._counters.read(dpid, flows, meters, timeout, full)
 
     def _undo(self, dpid: int, change, timeout: float,
               meanwhile: Callable[[], None] | None = None) -> None:

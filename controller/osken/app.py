@@ -191,7 +191,7 @@ class EnforcementApp(app_manager.OSKenApp):
                                  lambda: self.roles.leading, self.is_connected,
                                  snooping=self.snooping)
         self.packet_ins = PacketInQueue(self.learning.learn, settings.packet_in_queue)
-        self.prover = Prover(self.sessions.transact)
+        self.prover = Prover(self.sessions.transact, tally=self.switches.probe_tally)
         # Told of each switch made ready on the leader, after its reconcile.
         self.ready_listeners: list[Callable[[int], None]] = []
         # One thread at most: a burst of link changes must not start a
@@ -254,6 +254,9 @@ class EnforcementApp(app_manager.OSKenApp):
 
     def audit(self, dpid, timeout):
         return self.switches.audit(dpid, timeout)
+
+    def read_counters(self, dpid, flows, meters, timeout, full=False):
+        return self.switches.read_counters(dpid, flows, meters, timeout, full)
 
     def prove_many(self, dpid, items):
         return self.prover.prove_many(dpid, items)

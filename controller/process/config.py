@@ -87,6 +87,8 @@ SETTINGS: tuple[Setting, ...] = (
       "sqlite:///STATE_DIR/enforcement.db", "URL", env="ENFORCEMENT_DB"),
     S("audit_interval", "audit_interval", float, 10.0, "seconds between reads of every "
       "switch to repair drift (0: never)", "S"),
+    S("evidence_interval", "evidence_interval", float, 10.0, "seconds between reads of "
+      "the enforcements' counters, and between two evidence events of one (0: never)", "S"),
     S("switch_timeout", "switch_timeout", float, 5.0, "seconds to wait for a switch to "
       "confirm a change", "S"),
     S("proofs_per_second", "proofs_per_second", float, 20.0, "live enforcements proven in "
@@ -440,7 +442,7 @@ def check(args: argparse.Namespace, origins: Origins) -> list[str]:
             errors.append(f"{name(dest)} must be positive")
     if args.db is None:
         args.db = f"sqlite:///{pathlib.Path(args.state_dir).resolve() / 'enforcement.db'}"
-    for dest in ("audit_interval", "startup_grace", "proofs_per_second"):
+    for dest in ("audit_interval", "startup_grace", "evidence_interval", "proofs_per_second"):
         if getattr(args, dest) < 0:
             errors.append(f"{name(dest)} must not be negative")
     tls = ("tls_cert", "tls_key", "tls_client_ca")

@@ -2,6 +2,12 @@
 the API's answers and the events and audit entries it streams."""
 from __future__ import annotations
 
+import time
+
+import orjson
+
+from enforcement.domain import evidence as domain_evidence
+from enforcement.domain.evidence import Evidence
 from enforcement.domain.hostaddresses import AddressIndex
 from enforcement.domain.model import Enforcement, Escalation, Location, Proposal, TopologyView
 from enforcement.domain.probes import Proof
@@ -154,8 +160,49 @@ def event_to_proto(event) -> pb.Event:
         message.claimant_mac = event.claimant_mac
         message.claimed = event.claimed
         message.owner = event.owner
+    if event.evidence is not None:  # what the enforcement has done, at that moment
+        message.evidence.CopyFrom(evidence_to_proto(
+            domain_evidence.from_dict(orjson.loads(event.evidence)), now=event.at))
     message.at.FromNanoseconds(int(event.at * 1e9))
     return message
+
+
+def evidence_to_proto(evidence: Evidence, now: float | None = None) -> pb.Evidence:
+    """now: what "the last hour" ends at (default: now)."""
+    message = pb.Evidence(resets=evidence.resets)
+    hour = domain_evidence.last_hour(evidence, time.time() if now is None else now)
+    if hour is not None:
+        message.last_hour.CopyFrom(pb.Amounts(**dict(zip(_AMOUNTS, hour, strict=True))))
+    for verdict, packets_field, bytes_field in (
+            (domain_evidence.DROPPED, "dropped_packets", "dropped_bytes"),
+            (domain_evidence.METERED, "metered_packets", "metered_bytes"),
+            (domain_evidence.ALLOWED, "allowed_packets", "allowed_bytes")):
+        packets, octets = evidence.total(verdict)
+        setattr(message, packets_field, packets)
+        setattr(message, bytes_field, octets)
+    if evidence.last_matched_at is not None:
+        message.last_matched_at.FromNanoseconds(int(evidence.last_matched_at * 1e9))
+    message.counted_since.FromNanoseconds(int(evidence.counted_since * 1e9))
+    if evidence.read_at:
+        message.read_at.FromNanoseconds(int(evidence.read_at * 1e9))
+    for rule in evidence.rules:
+        counted = message.rules.add(datapath_id=rule.dpid, rule=rule.rule,
+                                    verdict=rule.verdict, packets=rule.packets,
+                                    bytes=rule.bytes)
+        if rule.count.last_matched_at is not None:
+            counted.last_matched_at.FromNanoseconds(int(rule.count.last_matched_at * 1e9))
+    for meter in evidence.meters:
+        (passed_packets, passed_bytes), (dropped_packets, dropped_bytes) = \
+            meter.passed, meter.dropped
+        message.meters.add(datapath_id=meter.dpid, meter_id=meter.meter_id,
+                           passed_packets=passed_packets, passed_bytes=passed_bytes,
+                           dropped_packets=dropped_packets, dropped_bytes=dropped_bytes)
+    return message
+
+
+# pb.Amounts' fields, in Evidence.totals() order
+_AMOUNTS = ("dropped_packets", "dropped_bytes", "metered_packets", "metered_bytes",
+            "allowed_packets", "allowed_bytes")
 
 
 def audit_to_proto(entry) -> pb.AuditEntry:

@@ -26,6 +26,7 @@ from enforcement.api.convert import (
     audit_to_proto,
     enforcement_to_proto,
     event_to_proto,
+    evidence_to_proto,
     proposal_to_proto,
     topology_to_proto,
 )
@@ -59,8 +60,11 @@ _STATUS = {
 
 
 class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
-    def __init__(self, service: EnforcementService, metrics=None, forwarder=None):
+    def __init__(self, service: EnforcementService, metrics=None, forwarder=None,
+                 evidence=None):
         self._service = service
+        # enforcement.lifecycle.evidence.EvidenceBook: what each one has done
+        self._evidence = evidence
         self._metrics = metrics
         self._forwarder = forwarder  # enforcement.cluster.leaderproxy, when instances share a store
 
@@ -171,10 +175,20 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
         return None if proofs is None else proofs.latest(enforcement_id)
 
     def Get(self, request, context):
-        def run():
-            record = self._service.get(requests.enforcement_id(request))
-            return enforcement_to_proto(record, self._proof(record.id))
-        return _answer(context, run)
+        return _answer(context, lambda: self._answers(
+            [self._service.get(requests.enforcement_id(request))])[0])
+
+    def _answers(self, records: list) -> list[pb.Enforcement]:
+        """Records as answered, each with its proof and its evidence (one
+        look-up for all)."""
+        found = {} if self._evidence is None else self._evidence.of(records)
+        answers = []
+        for record in records:
+            message = enforcement_to_proto(record, self._proof(record.id))
+            if record.id in found:
+                message.evidence.CopyFrom(evidence_to_proto(found[record.id]))
+            answers.append(message)
+        return answers
 
     def List(self, request, context):
         def run():
@@ -182,8 +196,7 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
             page, more = self._service.page(
                 subscriber_ip=query.subscriber_ip, case_id=query.case_id,
                 states=query.states, start=query.start, size=query.size)
-            return pb.ListResponse(enforcements=[enforcement_to_proto(r, self._proof(r.id))
-                                                 for r in page],
+            return pb.ListResponse(enforcements=self._answers(page),
                                    next_page_token=query.next_token(more))
         return _answer(context, run)
 
@@ -270,7 +283,7 @@ MAX_CONCURRENT_CALLS = 512
 
 def create_server(address: str, service: EnforcementService, *,
                   max_workers: int = 128, guard: Guard | None = None, metrics=None,
-                  forwarder=None) -> tuple[grpc.Server, int]:
+                  forwarder=None, evidence=None) -> tuple[grpc.Server, int]:
     """Builds (not starts) the server. Returns it and the bound port, which
     differs from the one asked for when the address ends in :0. Without a
     guard, callers are unauthenticated loopback peers under the default
@@ -287,7 +300,7 @@ def create_server(address: str, service: EnforcementService, *,
                                   ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
                                   ("grpc.max_metadata_size", 16 * 1024)])
     pb_grpc.add_EnforcementServiceServicer_to_server(
-        EnforcementServicer(service, metrics, forwarder), server)
+        EnforcementServicer(service, metrics, forwarder, evidence), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):
@@ -319,7 +332,7 @@ class Serving:
 def serve(address: str, service: EnforcementService, *,
           access: access_rules.Access = access_rules.DEFAULT,
           tls_context=None, max_workers: int = 128, metrics=None,
-          forwarder=None, peer_key: bytes | None = None) -> Serving:
+          forwarder=None, peer_key: bytes | None = None, evidence=None) -> Serving:
     """Starts the API on address. With an ssl.SSLContext (tlsgate.server_context)
     the gRPC server listens on a loopback port of its own behind the TLS
     gate, which takes address; without one, address should be loopback
@@ -333,7 +346,7 @@ def serve(address: str, service: EnforcementService, *,
                       limiter=access_rules.ClientLimiter(max_streams=max(1, max_workers // 2)))
         server, port = create_server(address, service, guard=guard,
                                      max_workers=max_workers, metrics=metrics,
-                                     forwarder=forwarder)
+                                     forwarder=forwarder, evidence=evidence)
         server.start()
         return Serving(server, port, guard=guard)
     from enforcement.api.refusals import RefusedConnections
@@ -344,7 +357,7 @@ def serve(address: str, service: EnforcementService, *,
                   limiter=access_rules.ClientLimiter(max_streams=max(1, max_workers // 2)))
     server, backend_port = create_server("127.0.0.1:0", service, guard=guard,
                                          max_workers=max_workers, metrics=metrics,
-                                         forwarder=forwarder)
+                                         forwarder=forwarder, evidence=evidence)
     server.start()
     host, _, listen_port = address.rpartition(":")
     refused = RefusedConnections(service.record_refusal)

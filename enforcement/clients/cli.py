@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 
+from enforcement.clients import evidencetext
 from enforcement.clients.client import VIOLATIONS as _VIOLATIONS
 from enforcement.clients.client import ClientError, EnforcementClient, TlsFiles
 from enforcement.domain.model import BUDGET_UNITS, IDENTITY_KINDS, IdentityEvent
@@ -97,7 +98,10 @@ def _lift(ctl: EnforcementClient, args):
 
 
 def _show(ctl: EnforcementClient, args):
-    _print_enforcement(ctl.get(args.id))
+    enforcement = ctl.get(args.id)
+    _print_enforcement(enforcement)
+    for line in evidencetext.lines(enforcement):
+        print(line)
     return 0
 
 
@@ -253,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     lift.set_defaults(run=_lift)
 
     show = commands.add_parser("show", aliases=["get"],
-                               help="one enforcement with its rules and its proof")
+                               help="one enforcement with its rules, what it has done "
+                                    "and its proof")
     show.add_argument("id")
     show.set_defaults(run=_show)
 

@@ -210,6 +210,12 @@ class Ledger:
             "request again (same request_id): it is answered with the enforcement if one "
             "was made, and makes it otherwise")
 
+    def fence(self):
+        """(holder, epoch) a write must still lead at, or None (alone on
+        the store); NotLeader when this instance does not lead. For writers
+        beside the unit of work (evidence)."""
+        return self._fence()
+
     def announce(self, events: list) -> None:
         for listener in self.listeners:
             listener(events)

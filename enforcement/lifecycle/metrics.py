@@ -26,6 +26,15 @@ so they can never drift from the truth.
         throttle that stores one event per claim and interval: address_claim,
         mac_claim, lldp_forged, dhcp_untrusted. Who claimed is in the events,
         never in a label: a series per subscriber would grow without bound.
+    enforcement_evidence_packets_total{action, verdict},
+    enforcement_evidence_bytes_total{action, verdict}
+        What the enforcements' switches counted, added up across counter
+        resets: verdict dropped (drop rules), metered (into a meter),
+        allowed (allow-lists, steering), meter_passed and meter_dropped
+        (the meters' band statistics). Per action, never per enforcement.
+    enforcement_evidence_switch_reads_total{outcome}, enforcement_evidence_round_seconds
+        Switches read for evidence (ok, failed), and how long a round of
+        reads and its write took.
     enforcement_proofs_total{result}, enforcement_probes_total
         Proofs in the data plane (enforcement.lifecycle.proving): proven,
         failed, unprovable (nothing in it a probe can show); the probe
@@ -101,6 +110,19 @@ class Metrics:
         # Children looked up once: a flood of forged frames calls on_identity per frame.
         self._identity_refused = {kind: identity_refused.labels(kind)
                                   for kind in IDENTITY_KINDS}
+        self.evidence_packets = Counter(
+            "enforcement_evidence_packets", "Packets the enforcements' rules and meters "
+            "counted (verdict: dropped, metered, allowed, meter_passed, meter_dropped)",
+            ["action", "verdict"], registry=self.registry)
+        self.evidence_bytes = Counter(
+            "enforcement_evidence_bytes", "Bytes, as enforcement_evidence_packets",
+            ["action", "verdict"], registry=self.registry)
+        self.evidence_reads = Counter(
+            "enforcement_evidence_switch_reads", "Switches read for evidence, by outcome",
+            ["outcome"], registry=self.registry)
+        self.evidence_round = Histogram(
+            "enforcement_evidence_round_seconds", "One round of evidence: every switch "
+            "read, what changed written", buckets=LATENCY_BUCKETS, registry=self.registry)
         if service is not None:
             self.registry.register(_StateCollector(service, network))
             service.add_event_listener(self.on_event)
@@ -117,6 +139,16 @@ class Metrics:
             self.drift_repairs.inc()
         elif kind == PORT_OVER_BUDGET:
             self.port_over_budget.labels(record.budget).inc()
+
+    def on_evidence(self, report) -> None:
+        """An evidence round (enforcement.lifecycle.evidence.RoundReport):
+        labelled by action and verdict only, never by enforcement."""
+        for (action, verdict), (packets, octets) in report.grown.items():
+            self.evidence_packets.labels(action, verdict).inc(packets)
+            self.evidence_bytes.labels(action, verdict).inc(octets)
+        self.evidence_reads.labels("ok").inc(report.switches_read)
+        self.evidence_reads.labels("failed").inc(report.switches_failed)
+        self.evidence_round.observe(report.seconds)
 
     def observe_proof(self, state: str, probes: int) -> None:
         self.proofs.labels(state).inc()

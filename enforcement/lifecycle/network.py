@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from enforcement.domain.desired import Change, SwitchState
+from enforcement.domain.evidence import SwitchCounters
 from enforcement.domain.flows import FlowRule
 from enforcement.domain.model import HostView, Location, TopologyView
 from enforcement.domain.probes import Proof, Subject
@@ -59,4 +60,13 @@ class Network(Protocol):
     def audit(self, dpid: int, timeout: float) -> Change | None:
         """What differs from what the switch confirmed holding, repaired;
         None for a switch not reconciled yet."""
+        ...
+
+    def read_counters(self, dpid: int, flows: int, meters: bool, timeout: float,
+                      full: bool = False) -> SwitchCounters:
+        """What the switch's enforcement flows (about `flows` of them) and,
+        if meters, its enforcement meters counted: a few requests, in
+        chunks, never one per enforcement. Flows in parts where nothing
+        moved since the last read may be left out, unless full. Raises
+        SwitchError."""
         ...

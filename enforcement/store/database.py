@@ -25,8 +25,10 @@ import sqlalchemy.dialects.sqlite
 from alembic import command
 from alembic.config import Config
 
+from enforcement.domain.evidence import Evidence, EvidenceEvent
 from enforcement.domain.model import IDENTITY_REFUSED, Enforcement, IdentityEvent, PortAlarm
 from enforcement.store import codec
+from enforcement.store import evidence as evidence_table
 
 
 class _Unsigned64(sa.types.TypeDecorator):
@@ -69,7 +71,9 @@ EVENTS = sa.Table(
     sa.Column("budget_limit", sa.Float),
     # Refused identity claims only (migration 0004), with datapath_id and port.
     sa.Column("identity", sa.String(32)), sa.Column("claimant_mac", sa.String(32)),
-    sa.Column("claimed", sa.Text), sa.Column("owner", sa.Text))
+    sa.Column("claimed", sa.Text), sa.Column("owner", sa.Text),
+    # Evidence events only (migration 0006): the evidence, as the evidence table keeps it.
+    sa.Column("evidence", sa.Text))
 AUDIT = sa.Table(
     "audit", _META,
     sa.Column("sequence", sa.Integer, primary_key=True, autoincrement=True),
@@ -141,6 +145,7 @@ class Event:
     claimant_mac: str | None = None
     claimed: str | None = None
     owner: str | None = None
+    evidence: str | None = None  # kind evidence: store.evidence.encode's form
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +183,8 @@ class Store:
         self._upsert_statement = None if upsert is None else _Compiled(upsert, dialect)
         self._insert_event = _Compiled(EVENTS.insert(), dialect,
                                        [c.name for c in EVENTS.columns if c.name != "sequence"])
+        upsert = evidence_table.upsert_statement(dialect.name)
+        self._upsert_evidence = None if upsert is None else _Compiled(upsert, dialect)
         self._insert_audit = _Compiled(AUDIT.insert(), dialect,
                                        [c.name for c in AUDIT.columns if c.name != "sequence"])
         self._bump = _Compiled(sa.update(LEADERSHIP)
@@ -197,13 +204,14 @@ class Store:
         return [_row(r, 0) for r in records]
 
     def write(self, records, events, audits, fence: tuple[str, int] | None = None,
-              rows: list[dict] | None = None) -> int:
+              rows: list[dict] | None = None, evidence: list[dict] | None = None) -> int:
         """Enforcements (inserted or replaced), events (at, kind, record,
         PortAlarm or IdentityEvent, detail) and audit entries (dicts as
         append_audit takes), all in one transaction. fence (holder, epoch): written only if that
         epoch still leads, else Deposed and nothing written; returns the
         revision the write was given. Without a fence (an instance alone on
         its store, which no follower reads) there is no revision: 0.
+        evidence: rows of the evidence table (store.evidence.row), replaced.
 
         The revision is bumped first: that locks the leadership row until
         the commit, so writes commit in revision (and event sequence)
@@ -212,8 +220,8 @@ class Store:
         # one field known only inside.
         rows = self.encode(records) if rows is None else rows
         event_rows = [_event_row(*e) for e in events]
-        if self._upsert_statement is None:
-            return self._write_portable(rows, event_rows, audits, fence)
+        if self._upsert_statement is None or self._upsert_evidence is None:
+            return self._write_portable(rows, event_rows, audits, fence, evidence or [])
         with self._write_lock:
             connection = self._engine.raw_connection()
             try:
@@ -229,6 +237,8 @@ class Store:
                     self._insert_event.many(cursor, event_rows)
                 if audits:
                     self._insert_audit.many(cursor, audits)
+                if evidence:
+                    self._upsert_evidence.many(cursor, evidence)
                 cursor.close()
                 connection.commit()
             except Deposed:
@@ -258,7 +268,7 @@ class Store:
             raise Deposed(f"epoch {fence[1]} no longer leads")
         return bumped[0]
 
-    def _write_portable(self, rows, event_rows, audits, fence) -> int:
+    def _write_portable(self, rows, event_rows, audits, fence, evidence) -> int:
         """write() on a database with no INSERT ... ON CONFLICT, through
         SQLAlchemy alone."""
         with self._write_lock, self._engine.begin() as conn:
@@ -279,7 +289,12 @@ class Store:
                 conn.execute(EVENTS.insert(), event_rows)
             if audits:
                 conn.execute(AUDIT.insert(), list(audits))
+            evidence_table.write_portable(conn, evidence)
         return revision
+
+    def load_evidence(self, ids: Iterable[str] | None = None) -> dict[str, Evidence]:
+        """The stored evidence of these enforcements (every one, for None)."""
+        return evidence_table.load(self._engine, ids)
 
     def load_all(self) -> list[Enforcement]:
         return self.changed_since(-1)[0]
@@ -481,11 +496,15 @@ def _row(record: Enforcement, revision: int) -> dict:
 
 
 def _event_row(at: float, kind: str,
-               record: Enforcement | PortAlarm | IdentityEvent | None, detail: str) -> dict:
+               record: Enforcement | PortAlarm | IdentityEvent | EvidenceEvent | None,
+               detail: str) -> dict:
     if isinstance(record, PortAlarm):
         return _alarm_row(at, kind, record, detail)
     if isinstance(record, IdentityEvent):
         return _identity_row(at, kind, record, detail)
+    if isinstance(record, EvidenceEvent):
+        return {**_event_row(at, kind, record.record, detail),
+                "evidence": evidence_table.encode(record.evidence)}
     if record is None:  # the controller's own (a reload): detail says it all
         return {"at": at, "kind": kind, "enforcement_id": "", "case_id": "",
                 "subscriber_ip": "", "state": "", "detail": detail, **_NO_PORT}
@@ -497,7 +516,7 @@ def _event_row(at: float, kind: str,
 
 # Every row of a batch has the same keys (one executemany, whatever it mixes).
 _NO_PORT = dict.fromkeys(("datapath_id", "port", "budget", "rate", "budget_limit",
-                          "identity", "claimant_mac", "claimed", "owner"))
+                          "identity", "claimant_mac", "claimed", "owner", "evidence"))
 
 
 def _alarm_row(at: float, kind: str, alarm: PortAlarm, detail: str) -> dict:

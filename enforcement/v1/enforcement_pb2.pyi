@@ -74,6 +74,7 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_POLICY_RELOADED: _ClassVar[EventKind]
     EVENT_KIND_RELOAD_REFUSED: _ClassVar[EventKind]
     EVENT_KIND_IDENTITY_REFUSED: _ClassVar[EventKind]
+    EVENT_KIND_EVIDENCE: _ClassVar[EventKind]
     EVENT_KIND_PROOF_FAILED: _ClassVar[EventKind]
     EVENT_KIND_PROOF_RESTORED: _ClassVar[EventKind]
 
@@ -129,6 +130,7 @@ EVENT_KIND_PORT_OVER_BUDGET: EventKind
 EVENT_KIND_POLICY_RELOADED: EventKind
 EVENT_KIND_RELOAD_REFUSED: EventKind
 EVENT_KIND_IDENTITY_REFUSED: EventKind
+EVENT_KIND_EVIDENCE: EventKind
 EVENT_KIND_PROOF_FAILED: EventKind
 EVENT_KIND_PROOF_RESTORED: EventKind
 PROOF_STATE_UNSPECIFIED: ProofState
@@ -271,7 +273,7 @@ class WatchRequest(_message.Message):
     def __init__(self, subscriber_ip: _Optional[str] = ..., case_id: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("sequence", "kind", "enforcement_id", "case_id", "subscriber_ip", "state", "at", "detail", "datapath_id", "port", "budget", "rate", "limit", "identity", "claimant_mac", "claimed", "owner")
+    __slots__ = ("sequence", "kind", "enforcement_id", "case_id", "subscriber_ip", "state", "at", "detail", "datapath_id", "port", "budget", "rate", "limit", "identity", "claimant_mac", "claimed", "owner", "evidence")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ENFORCEMENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -289,6 +291,7 @@ class Event(_message.Message):
     CLAIMANT_MAC_FIELD_NUMBER: _ClassVar[int]
     CLAIMED_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     kind: EventKind
     enforcement_id: str
@@ -306,7 +309,8 @@ class Event(_message.Message):
     claimant_mac: str
     claimed: str
     owner: str
-    def __init__(self, sequence: _Optional[int] = ..., kind: _Optional[_Union[EventKind, str]] = ..., enforcement_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber_ip: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detail: _Optional[str] = ..., datapath_id: _Optional[int] = ..., port: _Optional[int] = ..., budget: _Optional[str] = ..., rate: _Optional[float] = ..., limit: _Optional[float] = ..., identity: _Optional[str] = ..., claimant_mac: _Optional[str] = ..., claimed: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
+    evidence: Evidence
+    def __init__(self, sequence: _Optional[int] = ..., kind: _Optional[_Union[EventKind, str]] = ..., enforcement_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber_ip: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detail: _Optional[str] = ..., datapath_id: _Optional[int] = ..., port: _Optional[int] = ..., budget: _Optional[str] = ..., rate: _Optional[float] = ..., limit: _Optional[float] = ..., identity: _Optional[str] = ..., claimant_mac: _Optional[str] = ..., claimed: _Optional[str] = ..., owner: _Optional[str] = ..., evidence: _Optional[_Union[Evidence, _Mapping]] = ...) -> None: ...
 
 class ListAuditRequest(_message.Message):
     __slots__ = ("enforcement_id", "case_id", "limit")
@@ -391,7 +395,7 @@ class Rule(_message.Message):
     def __init__(self, datapath_id: _Optional[int] = ..., table_id: _Optional[int] = ..., priority: _Optional[int] = ..., cookie: _Optional[int] = ..., match: _Optional[_Iterable[_Union[MatchField, _Mapping]]] = ..., actions: _Optional[_Iterable[str]] = ..., text: _Optional[str] = ...) -> None: ...
 
 class Enforcement(_message.Message):
-    __slots__ = ("id", "request_id", "case_id", "subscriber", "violation", "reason", "action", "state", "state_reason", "location", "rules", "created_at", "updated_at", "escalation", "meters", "expires_at", "policy_version", "proof")
+    __slots__ = ("id", "request_id", "case_id", "subscriber", "violation", "reason", "action", "state", "state_reason", "location", "rules", "created_at", "updated_at", "escalation", "meters", "expires_at", "policy_version", "evidence", "proof")
     ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CASE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -409,6 +413,7 @@ class Enforcement(_message.Message):
     METERS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     PROOF_FIELD_NUMBER: _ClassVar[int]
     id: str
     request_id: str
@@ -427,8 +432,87 @@ class Enforcement(_message.Message):
     meters: _containers.RepeatedCompositeFieldContainer[Meter]
     expires_at: _timestamp_pb2.Timestamp
     policy_version: str
+    evidence: Evidence
     proof: Proof
-    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber: _Optional[_Union[Subscriber, _Mapping]] = ..., violation: _Optional[_Union[Violation, str]] = ..., reason: _Optional[str] = ..., action: _Optional[_Union[Action, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., state_reason: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., escalation: _Optional[_Union[Escalation, _Mapping]] = ..., meters: _Optional[_Iterable[_Union[Meter, _Mapping]]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., policy_version: _Optional[str] = ..., proof: _Optional[_Union[Proof, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber: _Optional[_Union[Subscriber, _Mapping]] = ..., violation: _Optional[_Union[Violation, str]] = ..., reason: _Optional[str] = ..., action: _Optional[_Union[Action, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., state_reason: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., escalation: _Optional[_Union[Escalation, _Mapping]] = ..., meters: _Optional[_Iterable[_Union[Meter, _Mapping]]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., policy_version: _Optional[str] = ..., evidence: _Optional[_Union[Evidence, _Mapping]] = ..., proof: _Optional[_Union[Proof, _Mapping]] = ...) -> None: ...
+
+class Evidence(_message.Message):
+    __slots__ = ("dropped_packets", "dropped_bytes", "metered_packets", "metered_bytes", "allowed_packets", "allowed_bytes", "last_matched_at", "counted_since", "read_at", "rules", "meters", "resets", "last_hour")
+    DROPPED_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    METERED_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    METERED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LAST_MATCHED_AT_FIELD_NUMBER: _ClassVar[int]
+    COUNTED_SINCE_FIELD_NUMBER: _ClassVar[int]
+    READ_AT_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    METERS_FIELD_NUMBER: _ClassVar[int]
+    RESETS_FIELD_NUMBER: _ClassVar[int]
+    LAST_HOUR_FIELD_NUMBER: _ClassVar[int]
+    dropped_packets: int
+    dropped_bytes: int
+    metered_packets: int
+    metered_bytes: int
+    allowed_packets: int
+    allowed_bytes: int
+    last_matched_at: _timestamp_pb2.Timestamp
+    counted_since: _timestamp_pb2.Timestamp
+    read_at: _timestamp_pb2.Timestamp
+    rules: _containers.RepeatedCompositeFieldContainer[RuleEvidence]
+    meters: _containers.RepeatedCompositeFieldContainer[MeterEvidence]
+    resets: int
+    last_hour: Amounts
+    def __init__(self, dropped_packets: _Optional[int] = ..., dropped_bytes: _Optional[int] = ..., metered_packets: _Optional[int] = ..., metered_bytes: _Optional[int] = ..., allowed_packets: _Optional[int] = ..., allowed_bytes: _Optional[int] = ..., last_matched_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., counted_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., read_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rules: _Optional[_Iterable[_Union[RuleEvidence, _Mapping]]] = ..., meters: _Optional[_Iterable[_Union[MeterEvidence, _Mapping]]] = ..., resets: _Optional[int] = ..., last_hour: _Optional[_Union[Amounts, _Mapping]] = ...) -> None: ...
+
+class Amounts(_message.Message):
+    __slots__ = ("dropped_packets", "dropped_bytes", "metered_packets", "metered_bytes", "allowed_packets", "allowed_bytes")
+    DROPPED_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    METERED_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    METERED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    dropped_packets: int
+    dropped_bytes: int
+    metered_packets: int
+    metered_bytes: int
+    allowed_packets: int
+    allowed_bytes: int
+    def __init__(self, dropped_packets: _Optional[int] = ..., dropped_bytes: _Optional[int] = ..., metered_packets: _Optional[int] = ..., metered_bytes: _Optional[int] = ..., allowed_packets: _Optional[int] = ..., allowed_bytes: _Optional[int] = ...) -> None: ...
+
+class RuleEvidence(_message.Message):
+    __slots__ = ("datapath_id", "rule", "verdict", "packets", "bytes", "last_matched_at")
+    DATAPATH_ID_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    PACKETS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    LAST_MATCHED_AT_FIELD_NUMBER: _ClassVar[int]
+    datapath_id: int
+    rule: str
+    verdict: str
+    packets: int
+    bytes: int
+    last_matched_at: _timestamp_pb2.Timestamp
+    def __init__(self, datapath_id: _Optional[int] = ..., rule: _Optional[str] = ..., verdict: _Optional[str] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ..., last_matched_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class MeterEvidence(_message.Message):
+    __slots__ = ("datapath_id", "meter_id", "passed_packets", "passed_bytes", "dropped_packets", "dropped_bytes")
+    DATAPATH_ID_FIELD_NUMBER: _ClassVar[int]
+    METER_ID_FIELD_NUMBER: _ClassVar[int]
+    PASSED_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    PASSED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    datapath_id: int
+    meter_id: int
+    passed_packets: int
+    passed_bytes: int
+    dropped_packets: int
+    dropped_bytes: int
+    def __init__(self, datapath_id: _Optional[int] = ..., meter_id: _Optional[int] = ..., passed_packets: _Optional[int] = ..., passed_bytes: _Optional[int] = ..., dropped_packets: _Optional[int] = ..., dropped_bytes: _Optional[int] = ...) -> None: ...
 
 class Proof(_message.Message):
     __slots__ = ("state", "at", "reason", "shadowing_rules", "probes")

@@ -88,7 +88,7 @@ def test_instances_started_at_once_on_an_empty_database_all_migrate(pg_url):
     assert not failures and len(stores) == 4
     with sa.create_engine(pg_url).connect() as conn:
         assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() \
-            == "0005"
+            == "0006"
 
 
 def test_never_two_leaders_and_a_silent_one_is_replaced_within_its_lease(pg_url):

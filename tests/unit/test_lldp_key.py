@@ -92,7 +92,7 @@ def test_migration_0005_adds_the_secrets_and_goes_back(database_url):
         assert key == b"\x01" * 32
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT version_num FROM alembic_version")
-                                ).scalar_one() == "0005"
+                                ).scalar_one() == "0006"
         migrate(engine, command.downgrade, "0004")
         assert "secrets" not in sa.inspect(engine).get_table_names()
     finally:

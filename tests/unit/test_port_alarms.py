@@ -172,7 +172,7 @@ def test_a_database_at_0001_upgrades_and_keeps_its_events(database_url):
         assert event_columns(engine) >= PORT_COLUMNS
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT version_num FROM alembic_version")
-                                ).scalar_one() == "0005"
+                                ).scalar_one() == "0006"
         from_a_thread(service.report_port_alarm, STORM)
         old, alarm = service.watch(subscriber_ip="10.0.0.1", still_wanted=once())
         assert (old.kind, old.enforcement_id, old.budget, old.datapath_id) == (
