@@ -272,13 +272,16 @@ def meter_stats_request() -> parser.OFPMeterStatsRequest:
     return parser.OFPMeterStatsRequest(datapath=None, meter_id=ofp.OFPM_ALL)
 
 
-def packet_out(in_port: int | None, data: bytes) -> parser.OFPPacketOut:
+def packet_out(in_port: int | None, data: bytes,
+               mark: int | None = None) -> parser.OFPPacketOut:
     """A frame run through the switch's pipeline from table 0 as if it had
     just arrived on in_port (OpenFlow 1.3, 5.12: output to OFPP_TABLE); None:
-    as sent by the controller."""
+    as sent by the controller. mark: set in register 0 first (Open vSwitch
+    carries it into the pipeline), as probes are."""
     port = ofp.OFPP_CONTROLLER if in_port is None else in_port
+    marked = [] if mark is None else [parser.OFPActionSetField(reg0=mark)]
     return parser.OFPPacketOut(datapath=None, buffer_id=ofp.OFP_NO_BUFFER, in_port=port,
-                               actions=[parser.OFPActionOutput(ofp.OFPP_TABLE, 0)],
+                               actions=[*marked, parser.OFPActionOutput(ofp.OFPP_TABLE, 0)],
                                data=data)
 
 

@@ -77,7 +77,6 @@ from enforcement.domain.flows import (
     ToController,
 )
 from enforcement.domain.model import HostView
-from enforcement.domain.probes import PROBE_MAC
 
 ETH_TYPE_IPV4 = 0x0800
 ETH_TYPE_ARP = 0x0806
@@ -91,7 +90,7 @@ GROUP = ("01:00:00:00:00:00", "01:00:00:00:00:00")
 
 # Table 2 (learn)
 PRIORITY_PROBE_CATCH = 4000   # a probe past the enforcement tables: back, no further
-PROBE_PPS = 100               # the catch rules' switch-wide meter
+PROBE_PPS = 100               # the catch rule's switch-wide meter
 PRIORITY_LLDP_ACCESS = 410    # LLDP from an access port: metered copy, no further
 PRIORITY_LLDP = 400           # LLDP from any other port: to the controller, no further
 PRIORITY_HOST_KNOWN = 300     # ARP or ND from a known port, MAC and address
@@ -251,9 +250,9 @@ def switch_rules(dpid: int, ports: Ports, budgets: Budgets,
     # A probe (enforcement/domain/probes.py) that got past the enforcement
     # tables goes back to the controller and nowhere else, whichever port
     # it was sent as from.
-    caught = (ApplyMeter(pipeline.METER_PROBE), ToController())
-    rules += [FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_PROBE_CATCH, fwd,
-                       ((side, PROBE_MAC),), caught) for side in ("eth_dst", "eth_src")]
+    rules.append(FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_PROBE_CATCH,
+                          pipeline.COOKIE_PROBE_CATCH, (("reg0", pipeline.PROBE_MARK),),
+                          (ApplyMeter(pipeline.METER_PROBE), ToController())))
     meters = [MeterSpec(dpid, pipeline.METER_CONTROLLER, "pktps", budgets.controller_pps,
                         budgets.controller_burst),
               MeterSpec(dpid, pipeline.METER_PROBE, "pktps", PROBE_PPS, PROBE_PPS)]

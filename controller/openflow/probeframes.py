@@ -67,8 +67,6 @@ def frame(probe: Probe, nonce: int) -> bytes:
 
 def nonce_of(data: bytes) -> int | None:
     """The nonce of a caught probe frame, None for anything else."""
-    if not is_probe(data):
-        return None
     try:
         pkt = packet.Packet(data)
     except Exception:  # a frame a subscriber wrote to the probe MAC
@@ -84,8 +82,8 @@ def nonce_of(data: bytes) -> int | None:
 
 
 def is_probe(data: bytes) -> bool:
-    """A frame to or from the probe MAC (what the data plane's catch rules
-    return): cheap, for every packet-in."""
+    """A frame to or from the probe MAC: what a probe looks like on a wire
+    (the data plane catches probes by a register mark, not by this)."""
     return data[0:6] == _PROBE or data[6:12] == _PROBE
 
 

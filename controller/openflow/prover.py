@@ -2,7 +2,7 @@
 
 A proof of one enforcement on one switch: its rules' counters are read, its
 probes are sent into the pipeline (packet-outs to the first table, as from
-the subscriber's port) with a barrier, the catch rules return what got past
+the subscriber's port) with a barrier, the catch rule returns what got past
 the enforcement tables, and the counters are read again. A probe that must
 be stopped fails the proof when it comes back, or when its rule's counter
 did not move (the switch holds the rule and does not apply it); a probe
@@ -40,9 +40,8 @@ from enforcement.domain.probes import (
 )
 
 WAIT = 0.5          # for what must come back; what must not has this long to
-# Probes that must come back, per batch: under the catch rules' meter burst
-# (controller/openflow/dataplane.py PROBE_PPS), with room for a subscriber's
-# frames to the probe MAC.
+# Probes that must come back, per batch: under the catch rule's meter burst
+# (controller/openflow/dataplane.py PROBE_PPS).
 CATCH_BURST = 80
 
 
@@ -65,7 +64,7 @@ class Prover:
         self._through: collections.Counter[tuple[int, int]] = collections.Counter()
 
     def caught(self, dpid: int, data: bytes) -> None:
-        """A frame the catch rules returned (from the packet-in path)."""
+        """A frame the catch rule returned (from the packet-in path)."""
         nonce = probeframes.nonce_of(data)
         if nonce is None:
             return
@@ -119,7 +118,8 @@ class Prover:
             with self._tally.holding(dpid):
                 if everything:
                     before = self._counters(dpid, cookies)
-                    self._transact(dpid, [compiler.packet_out(p.in_port, frames[n])
+                    self._transact(dpid, [compiler.packet_out(p.in_port, frames[n],
+                                                              pipeline.PROBE_MARK)
                                           for p, n in everything], self._timeout)
                     back = self._wait(dpid, [n for p, n in everything if p.expect == PASS])
                     after = self._counters(dpid, cookies)
@@ -190,7 +190,7 @@ class Prover:
                 for q in requests for st in replies.get(q.xid, [])}
 
     def _tables(self, dpid: int) -> list[FlowRule]:
-        """Every flow of the tables a probe crosses before the catch rules."""
+        """Every flow of the tables a probe crosses before the catch rule."""
         requests = [compiler.table_stats_request(t)
                     for t in (pipeline.TABLE_ENFORCE, pipeline.TABLE_METER)]
         replies = self._transact(dpid, requests, self._timeout)

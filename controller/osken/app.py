@@ -37,7 +37,6 @@ from controller.openflow.dataplane import Budgets
 from controller.openflow.fabric import RECONNECT_HOLD, STARTUP_GRACE, Fabric
 from controller.openflow.handoff import Coalesced
 from controller.openflow.packetin import DEFAULT_DEPTH, PacketInQueue
-from controller.openflow.probeframes import is_probe
 from controller.openflow.prover import Prover
 from controller.openflow.roles import Epochs, Roles
 from controller.openflow.sessions import Sessions
@@ -46,6 +45,7 @@ from controller.osken.learning import Learning
 from controller.topology.dhcp.snooping import Snooping
 from controller.topology.lldp.discovery import Discovery, Hooks, is_lldp
 from controller.topology.state import TopologyState
+from enforcement.domain import pipeline
 from enforcement.domain.errors import SwitchError
 from enforcement.domain.inventory import Pinned
 from enforcement.domain.model import (
@@ -444,12 +444,12 @@ class EnforcementApp(app_manager.OSKenApp):
         # Only a copy, for learning: the switch forwards the packet itself.
         # Queued, never handled here (controller/openflow/packetin.py says why).
         # LLDP teaches no host (discovery hears it): not queued, not parsed.
-        # A probe the catch rules returned (controller/openflow/prover.py)
-        # teaches nothing either.
+        # A probe the catch rule returned (controller/openflow/prover.py; by
+        # the rule's cookie, which no frame can forge) teaches nothing either.
         msg = ev.msg
         if is_lldp(msg.data):
             return
-        if is_probe(msg.data):
+        if msg.cookie == pipeline.COOKIE_PROBE_CATCH:
             self.prover.caught(msg.datapath.id, msg.data)
             return
         self.packet_ins.put(msg.datapath.id, msg.match["in_port"], msg.data)

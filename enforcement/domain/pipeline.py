@@ -70,11 +70,18 @@ METER_DATAPLANE_BASE = 0xF000_0000
 METER_LEARN_BASE = 0xF000_0000
 METER_STORM_BASE = 0xF800_0000
 METER_CONTROLLER = 0xFFFF_FFFE  # OFPM_CONTROLLER (0xFFFFFFFD is OFPM_SLOWPATH)
-# What the probe catch rules return to the controller (enforcement/domain/
-# probes.py): one switch-wide meter, so frames a subscriber addresses to the
-# probe MAC cost the controller no more than it and nobody's learning. The
-# top of the learning range: no port is numbered 0x07FFFFFF.
+# What the probe catch rule returns to the controller (enforcement/domain/
+# probes.py) passes one switch-wide meter of its own, so proofs cost the
+# controller no more than it and nobody's learning. The top of the learning
+# range: no port is numbered 0x07FFFFFF.
 METER_PROBE = 0xF7FF_FFFF
+# A probe carries this mark in register 0, set by the packet-out that sends
+# it (a register, not a header field: nothing a subscriber sends can bear
+# it, and matching it costs the datapath nothing per frame, where a match on
+# a destination MAC would cost a cache entry per destination a subscriber
+# writes). The catch rule that returns it carries its own cookie.
+PROBE_MARK = 0x5DB0_0001
+COOKIE_PROBE_CATCH = (0x5DF0 << 48) | 0x5DB0_0001
 
 COOKIE_NAMESPACE_SHIFT = 48
 COOKIE_NAMESPACE_MASK = 0xFFFF << COOKIE_NAMESPACE_SHIFT

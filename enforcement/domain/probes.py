@@ -15,10 +15,12 @@ them. From an enforcement's own rules:
 - a rule that stops one port gets a packet of the subscriber's other traffic
   (the same, to another port) that must pass: the enforcement is narrow.
 
-Each probe is marked, PROBE_MAC as its destination (as its source for
-traffic toward the subscriber), and the data plane catches a marked packet
+Each probe is marked in register 0 by the packet-out that sends it (a mark
+no frame from a host can bear), and the data plane catches a marked packet
 that got past table 1 and returns it to the controller instead of
 forwarding it (controller/openflow/dataplane.py): no probe reaches a host.
+On the wire it would show the probe MAC as its destination (as its source
+toward the subscriber): what captures look for.
 
 Pure: fields in, fields out. controller/openflow/probeframes.py builds the
 frames; controller/openflow/prover.py sends them and judges.

@@ -31,7 +31,7 @@ def planned(violation):
 
 
 def fate(rules, probe):
-    packet = dict(probe.fields)
+    packet = {**dict(probe.fields), "reg0": pipeline.PROBE_MARK}   # the packet-out's mark
     if probe.in_port is not None:
         packet["in_port"] = probe.in_port
     else:

@@ -1,7 +1,7 @@
 """What an access switch holds, in flow entries, for 100 subscribers each
 with one live enforcement (a port-25 block), under subscriber isolation:
 the same whatever the size of the network behind its uplink. Issue 25's
-budget is 1,000 entries (not met: 1,909); the figure here is printed, and
+budget is 1,000 entries (not met: 1,910); the figure here is printed, and
 held below the guard so that it cannot grow unnoticed."""
 import ipaddress
 
