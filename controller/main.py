@@ -99,7 +99,8 @@ def _start_os_ken(args: argparse.Namespace, setup: Setup,
         # OS-Ken builds the apps itself and hands every one of them the same
         # keywords (as it does its _CONTEXTS): each takes its own.
         try:
-            manager.instantiate_apps(**contexts, setup=setup, lldp_key=lldp_key)
+            manager.instantiate_apps(**contexts, setup=setup, lldp_key=lldp_key,
+                                     lldp_cadence=args.lldp_cadence)
         except BaseException as exc:  # reported to the main thread below
             failure.append(exc)
         booted.set()
@@ -312,7 +313,11 @@ def _build(args: argparse.Namespace) -> _Running:
     from controller.osken.app import Settings, Setup
     setup = Setup(pinned, Settings(args.budgets, args.packet_in_queue, args.startup_grace,
                                    dhcp_trusted=args.dhcp_trusted_ports,
-                                   switch_timeout=args.switch_timeout))
+                                   switch_timeout=args.switch_timeout,
+                                   gateway=args.gateway_dpid, isolated=args.isolated))
+    if args.gateway_dpid is not None:
+        LOG.info("forwarding hangs from the gateway switch %016x; subscriber isolation %s",
+                 args.gateway_dpid, "on" if args.isolated else "off")
     if pinned:
         LOG.info("inventory: %d subscriber(s) pinned", len(pinned))
     notify("STATUS=starting OpenFlow")

@@ -20,6 +20,7 @@ packages=(
                        # the dnsmasq package would start a machine-wide service)
   isc-dhcp-client      # dhclient: busybox has no DHCPv6 client
   postgresql           # the store tests run on PostgreSQL as well as SQLite
+  e2fsprogs mount      # a disk the store tests make fail (testbed/disk.py: mkfs, losetup)
   chromium             # browser tests of the topology view (headless)
   systemd              # systemd-analyze checks the unit file (deploy/)
 )

@@ -8,17 +8,19 @@ import time
 
 class Capture:
     """Frames arriving on a host's interface (incoming only: what the host
-    is sent, not what it sends) that match a pcap filter expression."""
+    is sent, not what it sends) that match a pcap filter expression; or on
+    another of its interfaces (intf), or leaving it (direction "out")."""
 
-    def __init__(self, host, expression: str, name: str, timeout: float = 5.0):
+    def __init__(self, host, expression: str, name: str, timeout: float = 5.0,
+                 intf: str | None = None, direction: str = "in"):
         self.host = host
         self.path = f"/tmp/capture-{name}.pcap"
         # --immediate-mode: tcpdump otherwise receives frames from the kernel
         # in blocks handed over up to a second late, and a capture stopped
         # meanwhile loses the last ones.
-        out = host.cmd(f"rm -f {self.path} {self.path}.log; tcpdump -Q in -n -U "
+        out = host.cmd(f"rm -f {self.path} {self.path}.log; tcpdump -Q {direction} -n -U "
                        "--immediate-mode "
-                       f"-i {host.defaultIntf().name} -w {self.path} '{expression}' "
+                       f"-i {intf or host.defaultIntf().name} -w {self.path} '{expression}' "
                        f"> /dev/null 2> {self.path}.log & echo $!")
         self.pid = int(out.split()[-1])
         deadline = time.monotonic() + timeout

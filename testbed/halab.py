@@ -82,9 +82,9 @@ class HaLab:
     def host(self, name):
         return self.net.get(name)
 
-    def client(self, *instances, timeout: float = 20.0) -> EnforcementClient:
+    def client(self, *instances, timeout: float = 20.0, **options) -> EnforcementClient:
         return EnforcementClient([i.address for i in instances or self.instances],
-                                 timeout=timeout)
+                                 timeout=timeout, **options)
 
     def leader(self, timeout: float = 10.0) -> Instance:
         """The one instance that says it leads (waiting for there to be one)."""

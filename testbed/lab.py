@@ -482,6 +482,37 @@ def tcp_connects(src, dst_ip: str, port: int, timeout: float = 2.0) -> bool:
     return "rc=0" in out
 
 
+def appctl(*args: str) -> str:
+    """ovs-appctl against the machine's ovs-vswitchd (the lab's switches)."""
+    return subprocess.run(["ovs-appctl", *args], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def plug_in_host(net: Mininet, name: str, switch: str, ip: str, mac: str):
+    """A new host cabled to a running switch; returns it once its port
+    exists on the switch (the moment of plugging)."""
+    host = net.addHost(name, ip=f"{ip}/24", mac=mac)
+    link = net.addLink(host, net.get(switch))
+    disable_tx_checksum(host.pid, link.intf1.name)
+    host.setIP(f"{ip}/24", intf=link.intf1)
+    host.setMAC(mac, intf=link.intf1)
+    net.get(switch).attach(link.intf2)
+    return host
+
+
+def forget_unresolved_neighbours(*hosts) -> None:
+    """Drops each host's neighbour entries still being resolved or given up.
+
+    A host that tried to reach a cut-off peer keeps resolving its address
+    (three probes a second apart, the last one perhaps sent just before the
+    lift) and drops what it sends there until it gives up, up to 3 s after
+    the lift: the kernel's state, not the switch's. Forgotten, the next
+    packet resolves afresh, so a check after a lift tests the switch."""
+    for host in hosts:
+        host.cmd("ip neigh flush nud incomplete; ip neigh flush nud probe; "
+                 "ip neigh flush nud failed")
+
+
 def ping(src, dst_ip: str, count: int = 1, timeout: float = 2.0) -> bool:
     current_tables()
     out = src.cmd(f"ping -c {count} -W {int(timeout)} {dst_ip} > /dev/null; echo rc=$?")

@@ -11,6 +11,7 @@ import dataclasses
 import ipaddress
 
 from enforcement.domain.flows import (
+    IN_PORT,
     VLAN_PRESENT,
     ApplyMeter,
     FlowRule,
@@ -43,6 +44,9 @@ class Verdict:
 
 
 def _field_matches(field: str, value, wanted) -> bool:
+    if isinstance(wanted, tuple) and field.startswith("eth_"):  # (MAC, mask)
+        value_, address, mask = (int(str(x).replace(":", ""), 16) for x in (value, *wanted))
+        return value_ & mask == address & mask
     if isinstance(wanted, tuple):  # (address, mask) for address fields, either family
         address, mask = (ipaddress.ip_address(x) for x in wanted)
         return int(ipaddress.ip_address(value)) & int(mask) == int(address)
@@ -60,7 +64,7 @@ def simulate(rules, dpid: int, packet: dict) -> Verdict:
     """A packet with "vlan_vid" set (to VLAN_PRESENT | id) arrives tagged.
     Actions of every table run in turn (a copy to the controller goes on to
     the next table); outputs to the in_port are skipped, as Open vSwitch
-    does."""
+    does, unless sent to IN_PORT."""
     packet = dict(packet)
     table = 0
     meters: list[int] = []
@@ -95,6 +99,8 @@ def simulate(rules, dpid: int, packet: dict) -> Verdict:
                 packet["vlan_vid"] = VLAN_PRESENT | item.vid
             elif isinstance(item, PopVlan):
                 packet.pop("vlan_vid", None)
+            elif isinstance(item, Output) and item.port == IN_PORT:
+                ports.append(packet["in_port"])
             elif isinstance(item, Output) and item.port != packet.get("in_port"):
                 ports.append(item.port)
             elif isinstance(item, ToController):

@@ -37,10 +37,18 @@ Tables (enforcement/domain/pipeline.py):
                at its host limit drops unknown sources instead (known hosts
                keep working). DHCP server replies: copied from the trusted
                ports, dropped on every other access port (dhcpguard.py).
-  3 forward    eth_dst of a located host: out of the port toward it.
+  3 forward    eth_dst of a located host below this switch on the tree
+               (its own, or its subtree's: controller/topology/graph.py):
+               out of the port toward it. Any other unicast from below
+               goes up, toward the root, by one rule; from above, it is
+               flooded down. So a switch holds a flow per host under it,
+               never one per host of the network.
   4 flood      who may flood: settled access ports, through their
                storm-control meter; links on the spanning tree. Nothing
-               else floods (off-tree links, ports still settling).
+               else floods (off-tree links, ports still settling). At the
+               root, unknown unicast from a link is also sent back down
+               the link it came from: it climbed because no switch below
+               knew it, and its owner may sit in that very branch.
   5 flood out  the flood set, less the ports an enforcement closes at egress
                (a cutoff: everything; a quarantine: all but ARP asking for
                the subscriber's own IPv4 address and neighbour
@@ -56,9 +64,10 @@ import dataclasses
 import ipaddress
 from collections.abc import Iterable, Mapping
 
-from controller.openflow import dhcpguard
+from controller.openflow import dhcpguard, macprefix
 from enforcement.domain import pipeline
 from enforcement.domain.flows import (
+    IN_PORT,
     ApplyMeter,
     FlowRule,
     GotoTable,
@@ -75,18 +84,32 @@ ETH_TYPE_IPV6 = 0x86DD
 ETH_TYPE_LLDP = 0x88CC
 ICMPV6 = 58
 ND_SOLICIT, ND_ADVERT = 135, 136
+# eth_dst with the group bit clear: unicast; set: broadcast and multicast.
+UNICAST = ("00:00:00:00:00:00", "01:00:00:00:00:00")
+GROUP = ("01:00:00:00:00:00", "01:00:00:00:00:00")
 
 # Table 2 (learn)
 PRIORITY_LLDP_ACCESS = 410    # LLDP from an access port: metered copy, no further
 PRIORITY_LLDP = 400           # LLDP from any other port: to the controller, no further
 PRIORITY_HOST_KNOWN = 300     # ARP or ND from a known port, MAC and address
-PRIORITY_HOST_PROBE = 250     # ARP probe, duplicate address detection: on
-PRIORITY_HOST_NEW_IP = 200    # ARP or ND from a known port and MAC, another address: held
+# Between a known host's own addresses and the rest of its traffic, one set
+# per port serves every source on it, known or not (a few flows per port,
+# not per host); a port closed for learning drops unknown sources, so there
+# each known host has its own.
+PRIORITY_PORT_PROBE = 250     # ARP probe, duplicate address detection: copy, and on
+PRIORITY_PORT_HOLD = 200      # ARP or ND claiming another address: held
+PRIORITY_HOST_PROBE = 250     # the same, per known host on a closed port
+PRIORITY_HOST_NEW_IP = 200
 PRIORITY_HOST_OTHER = 100     # anything else from a known port and MAC
-PRIORITY_PORT_PROBE = 31      # an unknown source's ARP probe or DAD: copy, and on
-PRIORITY_PORT_HOLD = 30       # an unknown source's ARP or ND: held
 PRIORITY_PORT_LEARN = 20      # an unknown source on an access port
+# Table 3 (forward), subscriber isolation: above everything else there
+PRIORITY_ISOLATION_GROUP = 3000   # broadcast and multicast from below: up, or to the provider
+PRIORITY_ISOLATION_COVER = 2000   # at the gateway: unicast from below to no provider host
+# Table 3 (forward): under the located hosts (pipeline.PRIORITY_LEARNED)
+PRIORITY_FROM_ABOVE = 5       # from the root's side: what no entry took floods down
+PRIORITY_UP = 4               # any other unicast: toward the root
 # Table 4 (flood)
+PRIORITY_FLOOD_BACK = 21      # the root: unknown unicast from a link, back down it too
 PRIORITY_FLOOD_IN = 20
 # Table 5 (flood out)
 PRIORITY_FLOOD_ARP_EXCEPTION = 100
@@ -151,6 +174,12 @@ class Ports:
     tree:    ports of links on the spanning tree: they flood and receive
              floods; every other port (an off-tree link, a port still
              settling, an old uplink whose link is not seen now) neither;
+    up:      the tree port toward the root; None at a root;
+    isolated: subscriber isolation (split horizon) is on: what comes from
+             below goes up by its port alone, never to another subscriber;
+    gateway: this switch is the configured gateway (the root, where the
+             provider's side attaches: its access ports are that side);
+    provider: at the gateway, the MACs located on the provider's side.
     closed_learning: access ports under a learning ban or at their host
              limit: unknown sources there are dropped, not copied;
     egress:  access ports an enforcement closes, each with the addresses
@@ -162,9 +191,14 @@ class Ports:
     tree: frozenset[int] = frozenset()
     closed_learning: frozenset[int] = frozenset()
     egress: Mapping[int, tuple[MatchValue, ...]] = dataclasses.field(default_factory=dict)
+    up: int | None = None
+    isolated: bool = False
+    gateway: bool = False
+    provider: frozenset[str] = frozenset()
 
     def key(self) -> tuple:
-        return (self.access, self.tree, self.closed_learning,
+        return (self.access, self.tree, self.closed_learning, self.up, self.isolated,
+                self.gateway, self.provider,
                 tuple(sorted(self.egress.items(), key=lambda kv: kv[0])))
 
 
@@ -229,9 +263,12 @@ def switch_rules(dpid: int, ports: Ports, budgets: Budgets,
                                (*match, *claim), copy) for claim in _CLAIMS]
             rules += [FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_PORT_PROBE, fwd,
                                (*match, *probe), on) for probe in _PROBES]
-        rules.append(FlowRule(dpid, pipeline.TABLE_FLOOD, PRIORITY_FLOOD_IN, fwd, match,
-                              (ApplyMeter(storm_meter(port)),
-                               GotoTable(pipeline.TABLE_FLOOD_OUT))))
+        if not (ports.isolated and not ports.gateway):
+            # (Under isolation below the gateway a subscriber floods nothing:
+            # table 3 sends all it sends up, broadcast through this meter.)
+            rules.append(FlowRule(dpid, pipeline.TABLE_FLOOD, PRIORITY_FLOOD_IN, fwd, match,
+                                  (ApplyMeter(storm_meter(port)),
+                                   GotoTable(pipeline.TABLE_FLOOD_OUT))))
         meters += [MeterSpec(dpid, learn_meter(port), "pktps", budgets.learn_pps,
                              budgets.learn_burst),
                    MeterSpec(dpid, storm_meter(port), "pktps", budgets.storm_pps,
@@ -239,6 +276,7 @@ def switch_rules(dpid: int, ports: Ports, budgets: Budgets,
     for port in sorted(ports.tree):
         rules.append(FlowRule(dpid, pipeline.TABLE_FLOOD, PRIORITY_FLOOD_IN, fwd,
                               (("in_port", port),), (GotoTable(pipeline.TABLE_FLOOD_OUT),)))
+    rules += _isolation(dpid, ports) if ports.isolated else _toward_root(dpid, ports)
     rules += dhcpguard.dhcp_rules(dpid, ports.access, dhcp_trusted)
     targets = (ports.access | ports.tree) - set(ports.egress)
     rules.append(FlowRule(dpid, pipeline.TABLE_FLOOD_OUT, PRIORITY_FLOOD_ALL, fwd, (),
@@ -258,6 +296,57 @@ def switch_rules(dpid: int, ports: Ports, budgets: Budgets,
     return tuple(rules), tuple(meters)
 
 
+def _toward_root(dpid: int, ports: Ports) -> list[FlowRule]:
+    """Unicast a switch has no entry for: up, or down again (table 3's docs)."""
+    fwd = pipeline.COOKIE_FORWARD
+    if ports.up is not None and ports.up in ports.tree:
+        return [FlowRule(dpid, pipeline.TABLE_FORWARD, PRIORITY_FROM_ABOVE, fwd,
+                         (("in_port", ports.up),), (GotoTable(pipeline.TABLE_FLOOD),)),
+                FlowRule(dpid, pipeline.TABLE_FORWARD, PRIORITY_UP, fwd,
+                         (("eth_dst", UNICAST),), (Output(ports.up),))]
+    if ports.up is None:
+        return [FlowRule(dpid, pipeline.TABLE_FLOOD, PRIORITY_FLOOD_BACK, fwd,
+                         (("in_port", port), ("eth_dst", UNICAST)),
+                         (Output(IN_PORT), GotoTable(pipeline.TABLE_FLOOD_OUT)))
+                for port in sorted(ports.tree)]
+    return []  # its way up is not live: floods, as before the tree knew it
+
+
+def _isolation(dpid: int, ports: Ports) -> list[FlowRule]:
+    """Split horizon (ISP access): below the gateway, anything from a port
+    other than the way up goes up, by its in_port alone (broadcast through
+    the port's storm-control meter), so a subscriber reaches no other
+    subscriber and no destination it writes decides anything in the switch;
+    what comes from above is looked up and delivered. At the gateway, what
+    comes from below reaches the provider's hosts only: broadcast to the
+    provider's ports, unicast to a provider MAC, the rest dropped by prefix
+    (macprefix.py: a cached flow per prefix, not per frame)."""
+    fwd, forward = pipeline.COOKIE_FORWARD, pipeline.TABLE_FORWARD
+    if ports.gateway:
+        rules = []
+        provider = tuple(Output(p) for p in sorted(ports.access))
+        for port in sorted(ports.tree):
+            rules.append(FlowRule(dpid, forward, PRIORITY_ISOLATION_GROUP, fwd,
+                                  (("in_port", port), ("eth_dst", GROUP)), provider))
+            for value, mask, length in macprefix.complement(ports.provider):
+                # Whole fields are written plainly: the switch reads them
+                # back so, and the audit compares what it reads.
+                dst = (() if length == 0 else (("eth_dst", value),) if length == 48
+                       else (("eth_dst", (value, mask)),))
+                rules.append(FlowRule(dpid, forward, PRIORITY_ISOLATION_COVER - length, fwd,
+                                      (("in_port", port), *dst)))
+        return rules
+    if ports.up is None or ports.up not in ports.tree:
+        return [FlowRule(dpid, forward, PRIORITY_UP, fwd, ())]  # no way up: nowhere
+    return [*(FlowRule(dpid, forward, PRIORITY_ISOLATION_GROUP, fwd,
+                       (("in_port", port), ("eth_dst", GROUP)),
+                       (ApplyMeter(storm_meter(port)), Output(ports.up)))
+              for port in sorted(ports.access)),
+            FlowRule(dpid, forward, PRIORITY_FROM_ABOVE, fwd,
+                     (("in_port", ports.up),), (GotoTable(pipeline.TABLE_FLOOD),)),
+            FlowRule(dpid, forward, PRIORITY_UP, fwd, (), (Output(ports.up),))]
+
+
 def legacy_rules(dpid: int) -> tuple[FlowRule, ...]:
     """Flows earlier versions left on a switch that must go: OS-Ken's LLDP
     rule (table 0, above every enforcement, cookie 0)."""
@@ -266,15 +355,20 @@ def legacy_rules(dpid: int) -> tuple[FlowRule, ...]:
 
 
 def host_rules(dpid: int, host: HostView, out_port: int | None,
-               learns: bool) -> tuple[FlowRule, ...]:
+               learns: bool, from_port: int | None = None,
+               port_open: bool = True) -> tuple[FlowRule, ...]:
     """A located host's flows on switch dpid: toward it (out_port: the port
-    toward it from here, None when unreachable), and, on its own switch
-    (learns: its port is an access port there, with its learning meter),
-    its known-source flows. Their cookie carries its address."""
+    toward it from here, None when unreachable; from_port: only for what
+    arrives there, under subscriber isolation the way down), and, on its own
+    switch (learns: its port is an access port there, with its learning
+    meter), its known-source flows. Their cookie carries its address.
+    port_open: its port learns (not closed), so the port's own probe and
+    hold rules serve it too."""
     rules = []
     if out_port is not None:
+        came = (("in_port", from_port),) if from_port is not None else ()
         rules.append(FlowRule(dpid, pipeline.TABLE_FORWARD, pipeline.PRIORITY_LEARNED,
-                              pipeline.COOKIE_FORWARD, (("eth_dst", host.mac),),
+                              pipeline.COOKIE_FORWARD, (*came, ("eth_dst", host.mac)),
                               (Output(out_port),)))
     if learns and host.dpid == dpid:
         ip = int(ipaddress.IPv4Address(host.ip)) if host.ip else 0
@@ -297,17 +391,19 @@ def host_rules(dpid: int, host: HostView, out_port: int | None,
                          (*nd, ("icmpv6_type", ND_ADVERT), ("ipv6_nd_target", address)),
                          on)]
         held = (ApplyMeter(learn_meter(host.port)), ToController())
-        rules += [
-            # Claims nothing: an ARP probe goes on; duplicate address
-            # detection goes on, copied (the address it checks is learned
-            # first come, first served: controller/topology/state.py).
-            FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_PROBE, cookie,
-                     (*src, *_PROBES[0]), on),
-            FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_PROBE, cookie,
-                     (*src, *_PROBES[1]), copy),
-            *(FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_NEW_IP, cookie,
-                       (*src, *claim), held) for claim in _CLAIMS),
-            FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_OTHER, cookie, src, on)]
+        if not port_open:
+            rules += [
+                # Claims nothing: an ARP probe goes on; duplicate address
+                # detection goes on, copied (the address it checks is learned
+                # first come, first served: controller/topology/state.py).
+                FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_PROBE, cookie,
+                         (*src, *_PROBES[0]), on),
+                FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_PROBE, cookie,
+                         (*src, *_PROBES[1]), copy),
+                *(FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_NEW_IP, cookie,
+                           (*src, *claim), held) for claim in _CLAIMS)]
+        rules.append(FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_HOST_OTHER, cookie, src,
+                              on))
     return tuple(rules)
 
 
@@ -336,9 +432,24 @@ def hosts_from_rules(dpid: int, rules: Iterable[FlowRule]) -> list[HostView]:
 def host_of_rule(rule: FlowRule) -> str | None:
     """The MAC a data-plane rule is about (the part it belongs to), if any."""
     for name, value in rule.match:
-        if name in ("eth_src", "eth_dst"):
-            return str(value)
+        if name in ("eth_src", "eth_dst") and isinstance(value, str):
+            return value
     return None
+
+
+def tree_ports_of(rules: Iterable[FlowRule]) -> set[int]:
+    """The ports a switch's data-plane flows (switch_rules) treat as tree
+    links: they flood without a storm meter, or lead up."""
+    found = set()
+    for rule in rules:
+        match = dict(rule.match)
+        if set(match) != {"in_port"}:
+            continue
+        if (rule.table_id == pipeline.TABLE_FLOOD and rule.priority == PRIORITY_FLOOD_IN
+                and rule.instructions == (GotoTable(pipeline.TABLE_FLOOD_OUT),)) or (
+                rule.table_id == pipeline.TABLE_FORWARD and rule.priority == PRIORITY_FROM_ABOVE):
+            found.add(int(match["in_port"]))
+    return found
 
 
 def egress_closures(rules: Iterable[FlowRule]) -> dict[int, tuple[MatchValue, ...]]:

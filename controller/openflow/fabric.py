@@ -47,8 +47,25 @@ class Snapshot:
     """What the data plane is computed from, taken under the app's lock."""
     ports: dict[int, Ports]              # connected switch -> access and tree ports
     hosts: dict[str, HostView]           # located hosts by MAC
-    hops: dict[int, dict[int, int]]      # switch -> destination switch -> port
+    down: dict[int, dict[int, int]]      # switch -> switch below it on the tree -> port
     closed_learning: dict[int, frozenset[int]]
+    # The located hosts by switch; derived from hosts when not given (the
+    # topology state keeps it between snapshots: it changes with the hosts).
+    at: dict[int, list[HostView]] | None = None
+
+    def __post_init__(self):
+        if self.at is None:
+            at: dict[int, list[HostView]] = {}
+            for host in self.hosts.values():
+                at.setdefault(host.dpid, []).append(host)
+            object.__setattr__(self, "at", at)
+
+    def below(self, dpid: int):
+        """The hosts a switch forwards to (its own and its subtree's): the
+        only ones it holds flows for (controller/topology/graph.py)."""
+        assert self.at is not None
+        for switch in (dpid, *self.down.get(dpid, ())):
+            yield from self.at.get(switch, ())
 
 
 @dataclasses.dataclass
@@ -222,38 +239,42 @@ class Fabric:
                 if state is None or dpid not in snap.ports:
                     return
                 ports = self._ports(dpid, state, snap)
-                hops = snap.hops.get(dpid, {})
+                down = snap.down.get(dpid, {})
                 rules, meters = dataplane.switch_rules(
                     dpid, ports, self.budgets, dhcpguard.on_switch(self.dhcp_trusted, dpid))
                 wanted = {_SWITCH_PART: {r.key: r for r in rules}}
-                for host in snap.hosts.values():
-                    flows = self._host_part(dpid, host, ports, hops)
+                for host in snap.below(dpid):
+                    flows = self._host_part(dpid, host, ports, down)
                     if flows:
                         wanted[host.mac] = flows
                 for name in state.parts:
                     wanted.setdefault(name, {})  # hosts gone since
                 held = self._clock() < state.hold_until
-                synced = None if held else (ports.key(), hops)
+                synced = None if held else (ports.key(), down)
             self._push(dpid, state, wanted, {m.meter_id: m for m in meters}, held)
             with self._lock:
                 state.synced = synced
 
     def sync_hosts(self, macs: set[str], snap: Snapshot) -> None:
-        """Only these hosts' flows, on every switch."""
+        """Only these hosts' flows, on the switches that hold them or must:
+        a host's own switch and those above it (and wherever it was)."""
         with self._push_lock:
             for dpid in list(snap.ports):
                 with self._lock:
                     state = self._switches.get(dpid)
                     if state is None:
                         continue
-                    ports = self._ports(dpid, state, snap)
-                    hops = snap.hops.get(dpid, {})
+                    down = snap.down.get(dpid, {})
                     wanted = {}
                     for mac in macs:
                         host = snap.hosts.get(mac)
-                        wanted[mac] = self._host_part(dpid, host, ports, hops) if host else {}
+                        mine = host is not None and (host.dpid == dpid or host.dpid in down)
+                        if mine or mac in state.parts:
+                            wanted[mac] = (self._host_part(dpid, host, self._ports(
+                                dpid, state, snap), down) if mine and host else {})
                     held = self._clock() < state.hold_until
-                self._push(dpid, state, wanted, None, held)
+                if wanted:
+                    self._push(dpid, state, wanted, None, held)
 
     def _ports(self, dpid: int, state: _Switch, snap: Snapshot) -> Ports:
         base = snap.ports[dpid]
@@ -262,10 +283,8 @@ class Fabric:
             egress={p: open_to for p, open_to in state.closures.items() if p in base.access})
 
     @staticmethod
-    def _host_part(dpid: int, host: HostView, ports: Ports, hops: dict) -> dict:
-        out = host.port if host.dpid == dpid else hops.get(host.dpid)
-        learns = host.dpid == dpid and host.port in ports.access
-        return {r.key: r for r in dataplane.host_rules(dpid, host, out, learns)}
+    def _host_part(dpid: int, host: HostView, ports: Ports, down: dict) -> dict:
+        return {r.key: r for r in host_flows(dpid, host, ports, down)}
 
     def _push(self, dpid: int, state: _Switch, wanted: dict, meters: dict | None,
               held: bool) -> None:
@@ -344,7 +363,7 @@ class Fabric:
                 if dpid not in snap.ports or now < state.hold_until:
                     continue
                 ports = self._ports(dpid, state, snap)
-                if state.synced != (ports.key(), snap.hops.get(dpid, {})):
+                if state.synced != (ports.key(), snap.down.get(dpid, {})):
                     stale.append(dpid)
         for dpid in stale:
             self.sync_switch(dpid, snap)
@@ -427,6 +446,21 @@ class Fabric:
     def held_flow_counts(self) -> dict[int, int]:
         with self._lock:
             return {dpid: len(state.flat()) for dpid, state in self._switches.items()}
+
+
+def host_flows(dpid: int, host: HostView, ports: Ports,
+               down: dict[int, int]) -> tuple[FlowRule, ...]:
+    """A host's flows on a switch with these ports, down: the switches below
+    it and the port toward each. Nothing unless the host is here or below."""
+    out = host.port if host.dpid == dpid else down.get(host.dpid)
+    learns = host.dpid == dpid and host.port in ports.access
+    came = None
+    if ports.isolated and not ports.gateway:
+        # Only what comes down is looked up; no way down, no entry.
+        came = ports.up
+        out = out if came is not None else None
+    return dataplane.host_rules(dpid, host, out, learns, came,
+                                port_open=host.port not in ports.closed_learning)
 
 
 _NAMESPACES = (pipeline.NS_BASE, pipeline.NS_FORWARD, pipeline.NS_HOST)

@@ -32,6 +32,11 @@ LOG = logging.getLogger(__name__)
 
 # An audit reads at most about this many flows of a switch (see audit()).
 AUDIT_FLOWS = 8192
+# ... asking for about this many at a time: the switch answers a connection's
+# requests in order, so a decision's barrier waits behind one such read at
+# most, never behind the whole dump (parsed in this process: tens of ms per
+# thousand flows).
+AUDIT_CHUNK = 1024
 _NO_CHANGE = Change((), (), (), (), ())
 
 
@@ -176,12 +181,11 @@ class SwitchSync:
             before = SwitchState(
                 {k: r for k, r in actual.rules.items() if r.cookie % parts == part},
                 dict(actual.meters))
-        flows = compiler.flow_stats_request(pipeline.NS_ENFORCE, part, parts)
         meters = compiler.meter_config_request()
-        replies = self._transact(dpid, [flows, meters], timeout)
+        replies = self._transact(dpid, [meters], timeout)
         seen = SwitchState(
-            SwitchState.of([compiler.rule_from_stats(dpid, st)
-                            for st in replies.get(flows.xid, [])], ()).rules,
+            SwitchState.of(self._read_part(dpid, part, parts, len(before.rules), timeout),
+                           ()).rules,
             enforcement_meters(compiler.meter_from_stats(dpid, st)
                                 for st in replies.get(meters.xid, [])))
         with self.sync_lock(dpid):
@@ -235,6 +239,22 @@ class SwitchSync:
         if closing:
             self.fabric.set_closing(dpid, added=change.rules_to_add,
                                     deleted=change.rules_to_delete)
+
+    def _read_part(self, dpid: int, part: int, parts: int, expected: int,
+                   timeout: float) -> list:
+        """The enforcement flows whose cookie is part modulo parts, read in
+        chunks of about AUDIT_CHUNK flows (by cookie again), one after the
+        other (expected: how many there should be)."""
+        chunks = 1
+        while expected > chunks * AUDIT_CHUNK:
+            chunks *= 2
+        rules = []
+        for chunk in range(chunks):
+            request = compiler.flow_stats_request(pipeline.NS_ENFORCE, part + chunk * parts,
+                                                  parts * chunks)
+            replies = self._transact(dpid, [request], timeout)
+            rules += [compiler.rule_from_stats(dpid, st) for st in replies.get(request.xid, [])]
+        return rules
 
     def read_state(self, dpid: int, timeout: float,
                    meanwhile: Callable[[], None] | None = None) -> SwitchState:

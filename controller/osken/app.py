@@ -29,12 +29,12 @@ from typing import ClassVar, Protocol
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
-from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3
 from os_ken.topology import event as topo_event
 
+from controller.openflow import dataplane
 from controller.openflow.dataplane import Budgets
-from controller.openflow.fabric import STARTUP_GRACE, Fabric
+from controller.openflow.fabric import RECONNECT_HOLD, STARTUP_GRACE, Fabric
 from controller.openflow.handoff import Coalesced
 from controller.openflow.packetin import DEFAULT_DEPTH, PacketInQueue
 from controller.openflow.roles import Epochs, Roles
@@ -42,8 +42,7 @@ from controller.openflow.sessions import Sessions
 from controller.openflow.switchsync import SwitchSync
 from controller.osken.learning import Learning
 from controller.topology.dhcp.snooping import Snooping
-from controller.topology.lldp import schedule as discovery
-from controller.topology.lldp.discovery import Discovery, Hooks
+from controller.topology.lldp.discovery import Discovery, Hooks, is_lldp
 from controller.topology.state import TopologyState
 from enforcement.domain.errors import SwitchError
 from enforcement.domain.inventory import Pinned
@@ -66,6 +65,8 @@ class Settings:
     startup_grace: float = STARTUP_GRACE
     dhcp_trusted: frozenset[tuple[int, int]] = frozenset()  # (dpid, port) of DHCP servers
     switch_timeout: float = 5.0
+    gateway: int | None = None     # the gateway switch (--gateway)
+    isolated: bool = False         # subscriber isolation below it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +164,10 @@ class EnforcementApp(app_manager.OSKenApp):
         self.service = _ServiceLink()
         self.sessions = Sessions(on_fenced=lambda dpid: self.roles.fenced(dpid))
         self.roles = Roles(self.sessions.transact, lambda: self.switch_timeout)
-        self.net = TopologyState(self.inventory, settings.budgets)
+        self.net = TopologyState(self.inventory, settings.budgets,
+                                 roots=(frozenset() if settings.gateway is None
+                                        else frozenset({settings.gateway})),
+                                 isolated=settings.isolated)
         self.fabric = Fabric(self.sessions.transact, self.net.snapshot, settings.budgets,
                              on_budget=lambda *alarm: self.learning.budget_alarm(*alarm),
                              startup_grace=settings.startup_grace,
@@ -315,12 +319,11 @@ class EnforcementApp(app_manager.OSKenApp):
     def start(self):
         started = super().start()
         switches = app_manager.lookup_service_brick("switches")
-        if switches is not None and getattr(switches, "link_discovery", False):
-            self.threads.append(hub.spawn(discovery.pace, switches))
         if isinstance(switches, Discovery):
             self._discovery = switches
             switches.connect(Hooks(is_subscriber_line=self.is_subscriber_line,
-                                   refused=self.learning.report_identity))
+                                   refused=self.learning.report_identity,
+                                   arrivals=self.net.arrivals_since))
         self.packet_ins.start()
         threading.Thread(target=self.fabric.run, name="data-plane", daemon=True).start()
         threading.Thread(target=self.snooping.run, name="dhcp-leases", daemon=True).start()
@@ -362,8 +365,9 @@ class EnforcementApp(app_manager.OSKenApp):
             self.roles.claim(dpid)
 
         def adopt(meters):
-            self.fabric.mark_hosts(self.net.adopt(
-                self.fabric.adopt(dpid, self.fabric.read(dpid), meters)))
+            flows = self.fabric.read(dpid)
+            self.net.links_held(dpid, dataplane.tree_ports_of(flows), RECONNECT_HOLD)
+            self.fabric.mark_hosts(self.net.adopt(self.fabric.adopt(dpid, flows, meters)))
         try:
             self.switches.prepare(dpid, self.switch_timeout, adopt)
         except SwitchError as exc:
@@ -425,7 +429,10 @@ class EnforcementApp(app_manager.OSKenApp):
     def _packet_in(self, ev):
         # Only a copy, for learning: the switch forwards the packet itself.
         # Queued, never handled here (controller/openflow/packetin.py says why).
+        # LLDP teaches no host (discovery hears it): not queued, not parsed.
         msg = ev.msg
+        if is_lldp(msg.data):
+            return
         self.packet_ins.put(msg.datapath.id, msg.match["in_port"], msg.data)
 
     def lldp_refused(self) -> dict[str, int]:
@@ -433,6 +440,25 @@ class EnforcementApp(app_manager.OSKenApp):
         if self._discovery is None:
             return {}
         return dict(self._discovery.refusals.counts)
+
+    def lldp_probes(self) -> dict[str, int]:
+        """LLDP packet-outs sent so far, by what they probed
+        (controller/topology/lldp/schedule.py Probe.label)."""
+        if self._discovery is None:
+            return {}
+        return dict(self._discovery.probes_sent)
+
+    def lldp_ports(self) -> dict[str, int]:
+        """Switch ports up, by how discovery probes them (link, new, settled)."""
+        if self._discovery is None:
+            return {}
+        return self._discovery.port_kinds()
+
+    def lldp_link_timeout(self) -> float | None:
+        """How long a link direction may go unheard before it goes down."""
+        if self._discovery is None:
+            return None
+        return self._discovery.schedule.link_timeout()
 
     @property
     def alarms_raised(self) -> int:

@@ -57,12 +57,16 @@ def default_state_dir() -> str:
 HA = "high availability"
 TLS = "mutual TLS"
 PLANE = "control-plane budgets"
+DISCOVERY = "link discovery"
 GROUPS = {
     HA: "instances sharing one PostgreSQL --db elect a leader through it; the others "
         "serve reads and forward changes to it",
     TLS: "all three or none; without them gRPC listens in plaintext, on loopback only",
     PLANE: "what one port or one switch may cost the controller; enforced in the "
            "switches (OpenFlow meters), reported as Watch events",
+    DISCOVERY: "LLDP probes: a link's ports every second, a port that just came up (or "
+               "where a new host or a probe appeared) at once and every second for 30 s, "
+               "every other port rarely, in one packet-out per switch",
 }
 
 S = Setting
@@ -141,6 +145,27 @@ SETTINGS: tuple[Setting, ...] = (
     S("startup_grace", "control_plane.startup_grace", float, 15.0, "after a start, "
       "switches found holding forwarding flows get only additions this long, while the "
       "others reconnect", "S", group=PLANE),
+    S("gateway", "forwarding.gateway", str, None, "the gateway switch, where the "
+      "provider's side (its router or BNG, its services) attaches, by datapath id in hex: "
+      "forwarding hangs from it as a tree, so a switch holds flows for the hosts below it "
+      "only; with subscriber isolation its own access ports are the provider's side. Not "
+      "set: the lowest datapath id of each connected part", "DPID"),
+    S("subscriber_isolation", "forwarding.subscriber_isolation", str, "auto",
+      "split horizon, as ISP access networks isolate subscribers: below the gateway, "
+      "whatever a subscriber sends goes toward the gateway by its port alone (its "
+      "broadcasts reach the provider's side only, never another subscriber, and no "
+      "destination it writes makes a switch hold state); only traffic from the gateway "
+      "side is delivered by destination. auto: on when --gateway is set",
+      choices=("auto", "on", "off")),
+    S("lldp_pps", "discovery.lldp_pps", int, 500, "LLDP packet-outs per second at most, "
+      "spread evenly (a sweep of many ports counts as one). When they cannot cover every "
+      "port at its period, links are probed first, then new ports, then settled ports, "
+      "the log says so once, and links time out later (after three of their real "
+      "periods, 10 s at least)", "PPS", group=DISCOVERY),
+    S("lldp_settled_seconds", "discovery.lldp_settled_seconds", float, 20.0, "how often "
+      "each switch sweeps its settled ports (subscriber lines, ports with nothing on "
+      "them) with one LLDP packet-out: a switch plugged in behind one, with no port "
+      "going down or up, is found within about this long", "S", group=DISCOVERY),
     S("dhcp_trusted", "identity.dhcp_trusted", str, None, "the switch ports with an "
       "operator's DHCP server behind them, DPID:PORT,... (the datapath id in hex, as the "
       "logs print it): their replies are learned as bindings (DHCP snooping). DHCP server "
@@ -395,7 +420,8 @@ def load(argv: list[str] | None = None,
 
 def check(args: argparse.Namespace, origins: Origins) -> list[str]:
     """Every mistake in the merged settings; fills in what follows from them
-    (args.db's default, args.tls, args.budgets, args.dhcp_trusted_ports)."""
+    (args.db's default, args.tls, args.budgets, args.lldp_cadence,
+    args.dhcp_trusted_ports, args.gateway_dpid, args.isolated)."""
     errors: list[str] = []
     name, short = origins.name, origins.short
 
@@ -443,6 +469,30 @@ def check(args: argparse.Namespace, origins: Origins) -> list[str]:
             ban_seconds=args.learn_ban_seconds)
     if args.packet_in_queue < 1:
         errors.append(f"{name('packet_in_queue')} must be at least 1")
+    args.gateway_dpid = None
+    if args.gateway is not None:
+        digits = args.gateway.strip().lower().removeprefix("0x")
+        dpid = int(digits, 16) if re.fullmatch(r"[0-9a-f]{1,16}", digits) else 0
+        if dpid:
+            args.gateway_dpid = dpid
+        else:
+            errors.append(f"{name('gateway')} {args.gateway!r} is not a datapath id "
+                          "(1 to 16 hex digits, not 0)")
+    if args.subscriber_isolation == "on" and args.gateway is None:
+        errors.append(f"{name('subscriber_isolation')} on needs the gateway switch named "
+                      f"({short('gateway')}): isolation sends everything toward it")
+    args.isolated = args.subscriber_isolation == "on" or (
+        args.subscriber_isolation == "auto" and args.gateway is not None)
+    args.lldp_cadence = None
+    from controller.topology.lldp.schedule import LINK_PERIOD, Cadence
+    if args.lldp_pps < 1:
+        errors.append(f"{name('lldp_pps')} must be at least 1")
+    if args.lldp_settled_seconds < LINK_PERIOD:
+        errors.append(f"{name('lldp_settled_seconds')} must be at least {LINK_PERIOD:g} "
+                      "(a link's ports are probed that often)")
+    if args.lldp_pps >= 1 and args.lldp_settled_seconds >= LINK_PERIOD:
+        args.lldp_cadence = Cadence(pps=args.lldp_pps,
+                                    settled_period=args.lldp_settled_seconds)
     from controller.openflow.dhcpguard import parse_trusted
     args.dhcp_trusted_ports, problems = parse_trusted(args.dhcp_trusted)
     errors.extend(f"{name('dhcp_trusted')} {problem}" for problem in problems)

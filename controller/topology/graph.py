@@ -2,18 +2,33 @@
 graph, redundant links included. Pure: TopologyView in, ports out; networkx
 does the graph work.
 
-- Broadcast and unknown destinations go out on a spanning tree only: every
-  host (non-link) port, plus the link ports whose link is on the tree. A ring
-  or a mesh then carries each broadcast frame once per switch, never round
-  and round.
-- Unicast to a located host follows a shortest path, chosen per destination:
-  each switch sends toward a neighbour strictly closer to the destination
-  switch, so paths cannot loop, whatever each switch computed when.
+Everything rides one tree per connected part of the network, rooted at the
+gateway switch where one is configured (the provider's side), else at the
+lowest datapath id: a breadth-first tree, so every switch is as few hops
+from the root as the graph allows.
 
-The tree and the paths are deterministic (ties broken by datapath id), so
-every switch and every recomputation agree.
+- Broadcast and unknown destinations go out on the tree only: every host
+  (non-link) port, plus the link ports whose link is on the tree. A ring or
+  a mesh then carries each broadcast frame once per switch, never round and
+  round.
+- Unicast climbs toward the root until it reaches a switch whose subtree
+  holds the destination, then descends. A switch therefore holds a
+  forwarding entry for the hosts below it only, plus one rule up: an access
+  switch its own subscribers, an aggregation switch its subtree, the root
+  everything. What it costs per shape: on a tree, nothing (the tree is the
+  network); on a ring or a mesh, paths between two switches that are not on
+  one branch detour through their nearest common ancestor instead of the
+  shortest way (the redundant links carry traffic after a failure only).
+  The bound is the point: a switch's table grows with what is below it,
+  never with the whole network.
+
+The tree is deterministic (ties broken by datapath id), so every switch and
+every recomputation agree, and cannot loop: up leads to the root, down only
+into a subtree that holds the destination.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import networkx as nx
 
@@ -21,15 +36,47 @@ from enforcement.domain.model import HostView, TopologyView
 from enforcement.domain.routing import switch_graph
 
 
-def spanning_tree(graph: nx.Graph) -> nx.Graph:
-    """A spanning forest of the switch graph, the same one every time."""
-    weighted = nx.Graph()
-    weighted.add_nodes_from(graph.nodes)
-    for a, b, data in graph.edges(data=True):
-        low, high = sorted((a, b))
-        # Distinct weights make the minimum spanning tree unique.
-        weighted.add_edge(a, b, weight=(low << 64) | high, ports=data["ports"])
-    return nx.minimum_spanning_tree(weighted, weight="weight", algorithm="kruskal")
+@dataclasses.dataclass(frozen=True)
+class Tree:
+    """A rooted spanning forest of the switch graph."""
+    graph: nx.Graph                    # its edges, with their "ports" as in switch_graph
+    roots: frozenset[int]
+    up: dict[int, int]                 # switch -> its port toward its root (roots absent)
+    down: dict[int, dict[int, int]]    # switch -> each switch below it -> the port toward it
+
+
+def rooted_tree(graph: nx.Graph, preferred_roots=()) -> Tree:
+    """The breadth-first tree of each connected part, from the lowest
+    preferred root in it, else its lowest datapath id. A switch's parent is
+    its lowest-dpid neighbour one hop closer to the root."""
+    tree = nx.Graph()
+    tree.add_nodes_from(graph.nodes)
+    preferred = set(preferred_roots)
+    roots, up, parents = set(), {}, {}
+    down: dict[int, dict[int, int]] = {node: {} for node in graph.nodes}
+    for part in sorted((sorted(c) for c in nx.connected_components(graph)), key=min):
+        root = min((n for n in part if n in preferred), default=part[0])
+        roots.add(root)
+        distance = nx.single_source_shortest_path_length(graph, root)
+        order = sorted(part, key=lambda n: (distance[n], n))
+        for node in order[1:]:
+            parent = min(n for n in graph.neighbors(node) if distance[n] == distance[node] - 1)
+            ports = graph.edges[node, parent]["ports"]
+            tree.add_edge(node, parent, ports=ports)
+            up[node], parents[node] = ports[node], parent
+        # Deepest first, so a child's subtree is complete before its parent reads it.
+        for node in reversed(order[1:]):
+            parent = parents[node]
+            port = tree.edges[node, parent]["ports"][parent]
+            down[parent][node] = port
+            for below in down[node]:
+                down[parent][below] = port
+    return Tree(tree, frozenset(roots), up, down)
+
+
+def spanning_tree(graph: nx.Graph, preferred_roots=()) -> nx.Graph:
+    """The rooted tree's edges (rooted_tree), the same ones every time."""
+    return rooted_tree(graph, preferred_roots).graph
 
 
 def link_ports(view: TopologyView, dpid: int) -> set[int]:
@@ -61,29 +108,13 @@ def accepts_broadcast(view: TopologyView, dpid: int, in_port: int,
 
 
 def next_hop(view: TopologyView, dpid: int, host: HostView,
-             graph: nx.Graph | None = None) -> int | None:
-    """The port of switch dpid toward host, or None when no path exists
-    (next_hops for one destination)."""
+             tree: Tree | None = None) -> int | None:
+    """The port of switch dpid toward host: down when the host is below it,
+    else up; None at a root that does not reach it."""
     if dpid == host.dpid:
         return host.port
-    graph = graph if graph is not None else switch_graph(view)
-    if dpid not in graph or host.dpid not in graph:
-        return None
-    distances = {n: nx.single_source_shortest_path_length(graph, n) for n in graph}
-    return next_hops(graph, distances, dpid).get(host.dpid)
-
-
-def next_hops(graph: nx.Graph, distances: dict, dpid: int) -> dict[int, int]:
-    """next_hop for every switch reachable from dpid at once: destination
-    switch -> port. distances: every switch's hop counts to every other
-    (dict(nx.all_pairs_shortest_path_length(graph))), computed once per
-    topology. Same choice as next_hop: the neighbour one hop closer with the
-    lowest datapath id (the first step of the lexicographically least
-    shortest path)."""
-    hops = {}
-    for dst, d in distances.get(dpid, {}).items():
-        if dst == dpid:
-            continue
-        closer = min(n for n in graph.neighbors(dpid) if distances[n].get(dst) == d - 1)
-        hops[dst] = graph.edges[dpid, closer]["ports"][dpid]
-    return hops
+    tree = tree if tree is not None else rooted_tree(switch_graph(view))
+    below = tree.down.get(dpid, {})
+    if host.dpid in below:
+        return below[host.dpid]
+    return tree.up.get(dpid)

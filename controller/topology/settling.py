@@ -19,7 +19,12 @@ down or away, even while its link is unknown: after a control-channel
 outage the switches reconnect one by one, and the first one back would
 otherwise learn the far side's hosts on its uplink (their packets ride the
 far switch's old path flows) before LLDP can cross; the same while LLDP
-frames are lost. Re-cabling a port takes its carrier down, which clears it.
+frames are lost. Re-cabling a port takes its carrier down, which clears it. A restarted
+controller has no such memory: the ports a reconnecting switch's own flows
+show as tree links settle for longer (fabric.RECONNECT_HOLD), so that LLDP,
+slower than the settle period on a busy machine, finds them before they are
+taken for access ports and given learning rules that would hold the far
+side's ARP.
 """
 from __future__ import annotations
 
@@ -38,8 +43,8 @@ class Settling:
         self._down: set[tuple[int, int]] = set()
         self._uplinks: set[tuple[int, int]] = set()
 
-    def came_up(self, dpid: int, ports: Iterable[int]) -> None:
-        until = self._clock() + self._period
+    def came_up(self, dpid: int, ports: Iterable[int], period: float | None = None) -> None:
+        until = self._clock() + (self._period if period is None else period)
         for port in ports:
             self._until[(dpid, port)] = until
 

@@ -24,7 +24,6 @@ import ipaddress
 import logging
 import threading
 
-import networkx as nx
 from os_ken.lib.packet import arp, ether_types, ethernet, icmpv6, ipv6, packet
 
 from controller.openflow.dataplane import Budgets, Ports, is_held
@@ -46,6 +45,11 @@ from enforcement.domain.routing import switch_graph
 
 LOG = logging.getLogger(__name__)
 
+# Arrivals kept for discovery to read (arrivals_since): it reads every
+# second, so only a burst of this many new hosts within a second loses some,
+# and those ports are probed at once anyway when a probe is heard on them.
+ARRIVALS_KEPT = 4096
+
 
 @dataclasses.dataclass
 class Learned:
@@ -61,9 +65,15 @@ class Learned:
 
 
 class TopologyState:
-    def __init__(self, pinned, budgets: Budgets):
+    def __init__(self, pinned, budgets: Budgets, roots: frozenset[int] = frozenset(),
+                 isolated: bool = False):
+        """roots: the gateway switches, which the forwarding tree hangs from
+        where they are connected (controller/topology/graph.py); isolated:
+        subscriber isolation below them (controller/openflow/dataplane.py)."""
         self._lock = threading.Lock()
         self._budgets = budgets
+        self._roots = roots
+        self._isolated = isolated
         self.hosts = HostTable(pinned)
         self.settling = Settling()
         self.guard = PortGuard(budgets)
@@ -73,8 +83,15 @@ class TopologyState:
         # Bumped whenever the host table changes: the located hosts are
         # rebuilt for the data plane only then.
         self._hosts_version = 0
-        self._located: tuple[int, dict[str, HostView], collections.Counter] | None = None
+        self._located: tuple[int, dict[str, HostView], collections.Counter,
+                             dict[int, list[HostView]]] | None = None
         self._full_alarmed: set[tuple[int, int]] = set()
+        # (number, (dpid, port)) of each host seen at a port it was not at
+        # before, newest last: discovery probes such a port again
+        # (controller/topology/lldp/schedule.py arrived).
+        self._arrivals: collections.deque[tuple[int, tuple[int, int]]] = \
+            collections.deque(maxlen=ARRIVALS_KEPT)
+        self._arrived = 0
 
     # ---- switches and ports ------------------------------------------------
 
@@ -180,22 +197,20 @@ class TopologyState:
             return TopologyView(switches, links, self.hosts.all())
 
     def _graphs(self) -> _Graphs:
-        """The links as a view, its graph, spanning tree and every switch's
-        next hops, rebuilt only when links or switches changed (the data
+        """The links as a view, its rooted tree and every switch's way up
+        and switches below, rebuilt only when links or switches changed (the data
         plane asks ten times a second). Caller holds the lock."""
         key = (frozenset(self._links), frozenset(self._ports))
         if self._cache is None or self._cache.key != key:
             view = TopologyView(tuple(SwitchView(d, ()) for d in sorted(self._ports)),
                                 tuple(sorted(self._links, key=dataclasses.astuple)), ())
-            graph = switch_graph(view)
-            distances = dict(nx.all_pairs_shortest_path_length(graph))
-            tree = topology.spanning_tree(graph)
+            tree = topology.rooted_tree(switch_graph(view), self._roots)
             self._cache = _Graphs(
                 key, view,
                 links={d: topology.link_ports(view, d) for d in self._ports},
-                tree={d: topology.tree_ports(tree, d) for d in self._ports},
-                hops={d: topology.next_hops(graph, distances, d) if d in graph else {}
-                      for d in self._ports})
+                tree={d: topology.tree_ports(tree.graph, d) for d in self._ports},
+                up={d: tree.up.get(d) for d in self._ports},
+                down={d: tree.down.get(d, {}) for d in self._ports})
         return self._cache
 
     def _is_access(self, dpid: int, port: int, graphs: _Graphs) -> bool:
@@ -211,20 +226,35 @@ class TopologyState:
             if self._located is None or self._located[0] != self._hosts_version:
                 located = {h.mac: h for h in self.hosts.located()}
                 per_port = collections.Counter((h.dpid, h.port) for h in located.values())
-                self._located = (self._hosts_version, located, per_port)
-            _, located, per_port = self._located
+                at: dict[int, list[HostView]] = {}
+                for host in located.values():
+                    at.setdefault(host.dpid, []).append(host)
+                self._located = (self._hosts_version, located, per_port, at)
+            _, located, per_port, at = self._located
             ports, closed = {}, {}
             for dpid, known in self._ports.items():
                 live = {no for no, (_, up) in known.items() if up}
                 access = frozenset(no for no in live if self._is_access(dpid, no, graphs))
-                ports[dpid] = Ports(access=access, tree=frozenset(graphs.tree[dpid] & live))
+                gateway = self._isolated and dpid in self._roots
+                provider = frozenset(h.mac for h in at.get(dpid, ()) if h.port in access
+                                     ) if gateway else frozenset()
+                ports[dpid] = Ports(access=access, tree=frozenset(graphs.tree[dpid] & live),
+                                    up=graphs.up[dpid], isolated=self._isolated,
+                                    gateway=gateway, provider=provider)
                 full = {no for no in access
                         if per_port[(dpid, no)] >= self._budgets.max_hosts}
                 closed[dpid] = frozenset(self.guard.banned_ports(dpid) | full)
-            hops = {d: graphs.hops[d] for d in self._ports}
-        return Snapshot(ports, located, hops, closed)
+            down = {d: graphs.down[d] for d in self._ports}
+        return Snapshot(ports, located, down, closed, at)
 
     # ---- learning ----------------------------------------------------------
+
+    def links_held(self, dpid: int, ports: set[int], seconds: float) -> None:
+        """Ports a reconnecting switch's flows show as tree links: not taken
+        for access ports for this long, unless LLDP finds their link first
+        (controller/topology/settling.py)."""
+        with self._lock:
+            self.settling.came_up(dpid, ports, period=seconds)
 
     def adopt(self, hosts: list[HostView]) -> set[str]:
         """Hosts read back from a switch's flows (a restarted controller):
@@ -309,6 +339,8 @@ class TopologyState:
                 out.macs.add(was.mac)  # the address moved to this MAC
                 follow.append(was.mac)
             if new_here:
+                self._arrived += 1
+                self._arrivals.append((self._arrived, (dpid, in_port)))
                 if before is not None:
                     self._full_alarmed.discard((before.dpid, before.port))
                     LOG.info("host %s moved to %016x port %d", eth.src, dpid, in_port)
@@ -382,6 +414,18 @@ class TopologyState:
                    for a in host.ipv6 if "/" not in a
                    and not ipaddress.IPv6Address(a).is_link_local)
 
+    def arrivals_since(self, cursor: int) -> tuple[int, list[tuple[int, int]]]:
+        """The ports where a host was seen for the first time (there) after
+        cursor, oldest first, and the cursor to ask with next: a subscriber
+        line where something new appears may have a switch behind it now."""
+        fresh = []
+        with self._lock:
+            for number, port in reversed(self._arrivals):
+                if number <= cursor:
+                    break
+                fresh.append(port)
+            return self._arrived, fresh[::-1]
+
     def subscriber_at(self, dpid: int, port: int) -> str | None:
         with self._lock:
             ips = sorted(h.ip for h in self.hosts.located()
@@ -395,7 +439,8 @@ class _Graphs:
     view: TopologyView
     links: dict[int, set[int]]   # switch -> its link ports
     tree: dict[int, set[int]]    # switch -> its ports on the spanning tree
-    hops: dict[int, dict[int, int]]
+    up: dict[int, int | None]    # switch -> its port toward the root (None: a root)
+    down: dict[int, dict[int, int]]  # switch -> switch below it -> port toward it
 
 
 def _reverse(link: LinkView) -> LinkView:

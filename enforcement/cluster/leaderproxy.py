@@ -48,6 +48,9 @@ _SERVICE = pb.DESCRIPTOR.services_by_name["EnforcementService"]
 # Without a client deadline, a forwarded call waits this long for a leader.
 DEFAULT_DEADLINE = 30.0
 _RETRY_PAUSE = 0.05
+# The time a refusal needs to reach the caller before its deadline (at most;
+# a tenth of a short deadline).
+ANSWER_MARGIN = 0.25
 # How often a forwarded call in flight looks whether the instance it went to
 # still holds the lease: a frozen leader keeps its connection open, and the
 # call would otherwise wait out the caller's whole deadline.
@@ -80,15 +83,25 @@ class Forwarder:
             raise NotLeader("this instance does not lead; the forwarding instance "
                             "will try the leader again")
         remaining = context.time_remaining()
-        deadline = time.monotonic() + (DEFAULT_DEADLINE if remaining is None
-                                       else min(remaining, DEFAULT_DEADLINE))
+        # Given up a little before the caller's deadline, so that the caller
+        # hears UNAVAILABLE (and why) rather than its own DEADLINE_EXCEEDED,
+        # which says nothing of what happened.
+        deadline = time.monotonic() + (DEFAULT_DEADLINE if remaining is None else min(
+            remaining - min(ANSWER_MARGIN, remaining / 10), DEFAULT_DEADLINE))
+        unreadable, sent = "", False
         while True:
             if self._leading():
                 return None
-            leader = self._leadership.leader()
+            leader, why = self._leader()
+            if why and not unreadable:
+                LOG.warning("a forwarded %s waits for the store, which names the leader: %s",
+                            method, why)
+                unreadable = why
             left = deadline - time.monotonic()
-            if (leader.holder and leader.holder != self._leadership.holder
+            if (leader is not None and leader.holder
+                    and leader.holder != self._leadership.holder
                     and leader.expires_in > 0 and leader.address and left > 0):
+                sent = True
                 try:
                     answer = self._await(self._call(leader.address, method, request, left,
                                                     actor), leader, deadline)
@@ -105,9 +118,25 @@ class Forwarder:
                     LOG.info("leader %s (epoch %d) did not take a forwarded %s: %s",
                              leader.address, leader.epoch, method, exc.code().name)
             if time.monotonic() >= deadline:
+                if unreadable and not sent:
+                    raise NotLeader("this instance does not lead and the store, which names "
+                                    f"the leader, could not be read ({unreadable}): the call "
+                                    "went nowhere and nothing changed; try again")
                 raise NotLeader("this instance does not lead and no leader answered "
                                 "within the deadline; try again")
             time.sleep(_RETRY_PAUSE)
+
+    def _leader(self):
+        """(who holds the lease, ""), or (None, why) while the store cannot
+        say (the database restarting, its connections cut): taken as no
+        leader yet and waited out within the caller's deadline like a
+        failover, never an error of its own, which gRPC would answer as
+        UNKNOWN."""
+        try:
+            return self._leadership.leader(), ""
+        except Exception as exc:
+            text = str(exc).splitlines()[0][:200] if str(exc) else ""
+            return None, f"{exc.__class__.__name__}: {text}"
 
     def _await(self, future, leader, deadline: float):
         """The answer of a forwarded call, or None once the instance it went
@@ -123,7 +152,9 @@ class Forwarder:
                     future.cancel()
                     raise NotLeader("the leader did not answer within the deadline; "
                                     "try again") from None
-                now = self._leadership.leader()
+                now, _ = self._leader()
+                if now is None:  # the store cannot say: the call keeps its chance
+                    continue
                 if (self._leading() or now.holder != leader.holder
                         or now.epoch != leader.epoch or now.expires_in <= 0):
                     future.cancel()

@@ -20,6 +20,9 @@ _RANK = {name: i for i, name in enumerate(_FIELD_ORDER)}
 # (address, mask) pairs for masked fields.
 _HEX_FIELDS = {"eth_type"}
 VLAN_PRESENT = 0x1000  # OFPVID_PRESENT: the vlan_vid match bit for "tagged"
+# OFPP_IN_PORT: Output(IN_PORT) sends a packet back where it came from, which
+# a plain output to that port never does.
+IN_PORT = 0xFFFFFFF8
 
 
 @dataclasses.dataclass(frozen=True)

@@ -157,12 +157,26 @@ class Ledger:
             self.revision = self.store.write((), work.events, work.audits,
                                              fence=self._fence(), rows=work.rows(self.store))
         except (Deposed, NotLeader) as exc:
-            # Memory holds what the store refused: it is reloaded when this
+            # The lease ran out (or another instance took it) after the
+            # switches took the change: they are put back first, while they
+            # may still take it from here (the new leader's reconcile could
+            # have run before they changed). Memory is reloaded when this
             # instance leads again; until then it only follows.
-            self.work = _Work()
-            self.revision = -1
-            self._on_deposed(str(exc))
-            raise NotLeader(f"not written: {exc}") from None
+            try:
+                self.rollback((0, 0, 0, 0))
+                restored = self._restore()
+            finally:
+                self.work = _Work()
+                self.revision = -1
+                self._on_deposed(str(exc))
+            if not restored:
+                raise OutcomeUnknown(
+                    f"not written: {exc}; a switch did not confirm being put back, so its "
+                    "rules may hold until the new leader's drift audit. Send the same "
+                    "request again (same request_id): it is answered with the enforcement "
+                    "if one was made, and makes it otherwise") from None
+            raise NotLeader(f"not written: {exc}; the switches were put back: nothing "
+                            "changed") from None
         except Exception as exc:
             raise self._undo_unwritten(exc) from exc
         self.work = _Work()

@@ -38,6 +38,12 @@ so they can never drift from the truth.
         by a subscriber (subscriber line: the controller's own probe, on an
         inventory line): every one, changing nothing; the identity events
         about them are throttled.
+    openflow_lldp_probes_total{kind}, openflow_lldp_ports{kind},
+    openflow_lldp_link_timeout_seconds
+        LLDP packet-outs discovery sent (link, new: a port on its own;
+        new_sweep, settled_sweep: one frame out of many ports of a switch),
+        the switch ports up by how they are probed (link, new, settled),
+        and how long a link direction may go unheard before it goes down.
     enforcement_switch_rules{datapath_id}, enforcement_switch_meters{datapath_id}
         What the controller keeps on each switch for its enforcements.
     enforcement_policy_info{version}
@@ -186,6 +192,28 @@ class _StateCollector:
                 for reason, count in sorted(lldp_refused().items()):
                     refused.add_metric([reason], count)
                 yield refused
+            yield from self._discovery_metrics()
+
+    def _discovery_metrics(self):
+        probes_sent = getattr(self._network, "lldp_probes", None)
+        if probes_sent is None:
+            return
+        probes = CounterMetricFamily(
+            "openflow_lldp_probes", "LLDP packet-outs discovery sent, by what they probed "
+            "(a sweep is one frame out of many ports of a switch)", labels=["kind"])
+        for kind, count in sorted(probes_sent().items()):
+            probes.add_metric([kind], count)
+        yield probes
+        ports = GaugeMetricFamily("openflow_lldp_ports", "Switch ports up, by how "
+                                  "discovery probes them", labels=["kind"])
+        for kind, count in sorted(self._network.lldp_ports().items()):
+            ports.add_metric([kind], count)
+        yield ports
+        timeout = self._network.lldp_link_timeout()
+        if timeout is not None:
+            yield GaugeMetricFamily("openflow_lldp_link_timeout_seconds",
+                                    "How long a link direction may go unheard before "
+                                    "it goes down", value=timeout)
 
 
 LiveSummary = collections.namedtuple("LiveSummary",

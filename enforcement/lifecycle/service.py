@@ -495,8 +495,12 @@ class EnforcementService:
             self._store.append_audit(at=self._clock(), actor=actor or "unknown", call=call,
                                      outcome=outcome, enforcement_id=enforcement_id,
                                      case_id=case_id, clause="", detail=message)
-        except Exception:
-            LOG.exception("could not audit a refused %s by %s: %s", call, actor, message)
+        except Exception as exc:
+            # No traceback: the store being away is what this path is for,
+            # and the lines a traceback takes hide what the store said.
+            LOG.error("could not audit a refused %s by %s: %s (the store: %s: %s)", call,
+                      actor, message, exc.__class__.__name__,
+                      str(exc).splitlines()[0][:200] if str(exc) else "")
 
     def account_address(self, account: str) -> str:
         """The address a decision names for an inventory account: its

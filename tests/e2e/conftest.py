@@ -65,6 +65,46 @@ class Lab:
     def host(self, name):
         return self.net.get(name)
 
+    def restart(self, controller_args=None, *, name: str = "restarted", kill: bool = False,
+                expected_links: int = 1) -> None:
+        """Stops the controller (SIGKILL with kill, else SIGTERM) and starts
+        another on the same OpenFlow port with controller_args (the same as
+        before by default), logging beside the first (NAME in the file's
+        name), on an insecure channel. Returns once the switches are back,
+        expected_links discovered and every host located again: a new
+        controller knows a host once it speaks, and learns nothing on a port
+        still settling, so each host ARPs once the ports settled."""
+        from enforcement.v1 import enforcement_pb2 as pb
+        from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
+        from testbed import lab as harness
+        if kill:
+            self.controller.proc.kill()
+        self.controller.stop()
+        args = self.controller_args if controller_args is None else list(controller_args)
+        first = ARTIFACTS / f"{self.name}-controller.log"
+        self.log_path = first.with_name(f"{first.stem}-{name}.log")
+        self.controller = harness.ControllerProcess(self.ofp_port, log_path=self.log_path,
+                                                    extra_args=args)
+        self.controller.wait_ready()
+        self.controller_args = args
+        self.channel.close()
+        self.channel = grpc.insecure_channel(self.controller.grpc_address)
+        self.stub = pb_grpc.EnforcementServiceStub(self.channel)
+
+        def topology():
+            return self.stub.GetTopology(pb.GetTopologyRequest())
+        harness.wait_until(lambda: len(topology().switches) == len(self.net.switches)
+                           and len(topology().links) >= expected_links, 30,
+                           "the switches and links back")
+        time.sleep(SETTLE_SECONDS)
+        hosts = self.net.hosts
+        for host, peer in zip(hosts, [*hosts[1:], hosts[0]], strict=True):
+            host.cmd("ip neigh flush all")
+            host.cmd(f"ping -c 1 -W 1 {peer.IP()} > /dev/null")
+        ips = {h.IP() for h in hosts}
+        harness.wait_until(lambda: ips <= {h.ip for h in topology().hosts}, 10,
+                           "every host located again")
+
     def log_problems(self) -> list[str]:
         """Each error entry whole: its line and the traceback lines after it
         (they carry no timestamp), so a failure says what went wrong."""
@@ -107,9 +147,13 @@ def lab_factory(request, tmp_path_factory, mininet_lock):
     started = []
 
     def start(topo, *, expected_links: int, controller_args=(), via_proxy=False,
-              credentials: grpc.ChannelCredentials | None = None) -> Lab:
+              credentials: grpc.ChannelCredentials | None = None,
+              reachable=None, db: str | None = None) -> Lab:
         """credentials: the lab's own channel over mutual TLS (the controller
-        then needs the --tls-* arguments in controller_args)."""
+        then needs the --tls-* arguments in controller_args). reachable:
+        checks the network works before any enforcement (given the Mininet
+        net); by default every host pings every other. db: the store's URL;
+        a new SQLite file by default."""
         from enforcement.v1 import enforcement_pb2 as pb
         ARTIFACTS.mkdir(exist_ok=True)
         harness.cleanup()
@@ -117,10 +161,9 @@ def lab_factory(request, tmp_path_factory, mininet_lock):
         # By file name: the module's own name is tests.e2e.<name>, and the
         # log keeps the name it always had.
         log_path = ARTIFACTS / f"{request.path.stem}-controller.log"
-        db = tmp_path_factory.mktemp("store") / "enforcement.db"
+        db = db or f"sqlite:///{tmp_path_factory.mktemp('store') / 'enforcement.db'}"
         controller = harness.ControllerProcess(
-            ofp_port, log_path=log_path,
-            extra_args=["--db", f"sqlite:///{db}", *controller_args])
+            ofp_port, log_path=log_path, extra_args=["--db", db, *controller_args])
         started.append(("controller", controller))
         controller.wait_ready()
         proxy = None
@@ -134,17 +177,22 @@ def lab_factory(request, tmp_path_factory, mininet_lock):
                    if credentials else grpc.insecure_channel(controller.grpc_address))
         started.append(("channel", channel))
         lab = Lab(controller, net, channel, log_path)
+        lab.name = request.path.stem
+        started.append(("lab", lab))  # the controller and channel of a restart
         lab.proxy = proxy
         # What a test needs to start the controller again (a restart).
         lab.ofp_port = ofp_port
-        lab.controller_args = ["--db", f"sqlite:///{db}", *controller_args]
+        lab.controller_args = ["--db", db, *controller_args]
         # Links first: hosts are located only on ports known not to be uplinks.
         harness.wait_until(lambda: len(lab.stub.GetTopology(pb.GetTopologyRequest()).links)
                    >= expected_links, 20, f"{expected_links} discovered links")
         # Access ports flood nothing until they settled (controller/topology/settling.py).
         time.sleep(SETTLE_SECONDS)
-        loss = net.pingAll(timeout=2)
-        assert loss == 0, f"{loss}% loss before any enforcement"
+        if reachable is None:
+            loss = net.pingAll(timeout=2)
+            assert loss == 0, f"{loss}% loss before any enforcement"
+        else:
+            reachable(net)
         ips = {h.IP() for h in net.hosts}
         harness.wait_until(lambda: ips <= {h.ip for h in lab.stub.GetTopology(
             pb.GetTopologyRequest()).hosts}, 10, "every host located")
@@ -155,6 +203,9 @@ def lab_factory(request, tmp_path_factory, mininet_lock):
         try:
             if kind in ("net", "controller"):
                 thing.stop()
+            elif kind == "lab":
+                thing.channel.close()
+                thing.controller.stop()
             else:
                 thing.close()
         except Exception as exc:  # keep tearing down the rest

@@ -132,19 +132,6 @@ def ping_loss(output: str) -> float:
     return float(match.group(1))
 
 
-def plug_in_host(lab, name, switch, ip, mac):
-    """A new subscriber cabled to a running switch; returns it once its
-    port exists on the switch (the moment of plugging)."""
-    net = lab.net
-    host = net.addHost(name, ip=f"{ip}/24", mac=mac)
-    link = net.addLink(host, net.get(switch))
-    harness.disable_tx_checksum(host.pid, link.intf1.name)
-    host.setIP(f"{ip}/24", intf=link.intf1)
-    host.setMAC(mac, intf=link.intf1)
-    net.get(switch).attach(link.intf2)
-    return host
-
-
 def test_a_flooding_subscriber_takes_down_nobody(lab):
     h1 = lab.host("h1")
     apply_latencies(lab, 20, "warm-up")  # first calls pay for imports and caches
@@ -183,7 +170,7 @@ def test_a_flooding_subscriber_takes_down_nobody(lab):
     flood_started = time.monotonic()
     time.sleep(3)
     # A new subscriber plugged in on another switch during the flood.
-    h9 = plug_in_host(lab, "h9", "s3", "10.0.0.9", "00:00:00:00:00:09")
+    h9 = harness.plug_in_host(lab.net, "h9", "s3", "10.0.0.9", "00:00:00:00:00:09")
     plugged = time.monotonic()
     reached = None
     while time.monotonic() - plugged < 10:

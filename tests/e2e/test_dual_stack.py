@@ -172,6 +172,7 @@ def test_cutoff_stops_both_families_and_only_the_subscriber(lab, family):
             assert not connects(lab, me, "inet", 80, family=other)
             assert not pings(lab, neighbour, me, family=other)
             assert pings(lab, neighbour, "inet", family=other)
+    harness.forget_unresolved_neighbours(lab.host(me), lab.host(neighbour))
     assert pings(lab, neighbour, me, family=6) and connects(lab, me, "inet", 80, family=6)
 
 

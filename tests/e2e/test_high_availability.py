@@ -28,7 +28,7 @@ STREAM = 500            # decisions in the failover stream
 CLIENTS = 8
 BLOCKED_BASE = 20000    # decision n blocks TCP port BLOCKED_BASE + n
 OPEN = [80, 587, 21000, 21001]
-EACH_BASE, SPLIT_PORT = 22000, 23000
+EACH_BASE, SPLIT_PORT, FROZEN_PORT = 22000, 23000, 23001
 SUBSCRIBERS = ["h1", "h2", "h3", "h4"]
 
 
@@ -41,7 +41,7 @@ def ha(mininet_lock, tmp_path_factory):
     from testbed import halab, topologies
     ARTIFACTS.mkdir(exist_ok=True)
     ports = [*OPEN, *range(BLOCKED_BASE, BLOCKED_BASE + STREAM),
-             *range(EACH_BASE, EACH_BASE + INSTANCES), SPLIT_PORT]
+             *range(EACH_BASE, EACH_BASE + INSTANCES), SPLIT_PORT, FROZEN_PORT]
     # All instances start at once, on the empty database.
     with halab.running(topologies.IspTopo(access=2, subscribers_per_switch=2),
                        instances=INSTANCES, log_dir=ARTIFACTS, name="test_high_availability",
@@ -169,13 +169,40 @@ def test_the_leader_killed_mid_stream_loses_no_decision(ha):
 
 
 def test_a_frozen_leader_wakes_fenced_and_changes_nothing(ha):
+    """Also: a call sent to a follower just after the freeze, with a long
+    deadline, is forwarded to the frozen leader (its lease still runs) and
+    must not wait out that deadline: it follows the lead to whoever takes
+    over and is answered within a second of the takeover."""
     old = ha.leader()
+    follower = next(i for i in ha.instances if i is not old)
+    in_flight: dict = {}
+
+    def forwarded_call():
+        with ha.client(follower, timeout=20.0, attempts=1, attempt_timeout=20.0) as ctl:
+            try:
+                in_flight["answer"] = ctl.apply(
+                    ip="10.0.0.3", violation="spam", case_id="CASE-FROZEN",
+                    request_id="frozen-1", action=block(FROZEN_PORT))
+            except Exception as error:  # reported by the assertion below
+                in_flight["error"] = error
+            in_flight["at"] = time.monotonic()
+
     old.signal(signal.SIGSTOP)
     frozen = time.monotonic()
+    caller = threading.Thread(target=forwarded_call)
+    caller.start()
     try:
         new, took = ha.wait_new_leader(old, frozen)
         print(f"a frozen leader was replaced on every switch in {took:.2f} s")
         assert took < LEASE + 2.5
+        caller.join(25)
+        assert "error" not in in_flight, in_flight.get("error")
+        late = in_flight["at"] - (frozen + took)
+        print(f"the call sent to instance {follower.index} during the freeze was answered "
+              f"{late:+.2f} s after the new leader said it leads "
+              f"({in_flight['at'] - frozen:.2f} s after the freeze, deadline 20 s)")
+        assert late < 1.0
+        assert in_flight["answer"].state == pb.STATE_ACTIVE
         others = [i for i in ha.instances if i is not old]
         with ha.client(*others) as ctl:
             split = ctl.apply(ip="10.0.0.2", violation="spam", case_id="CASE-SPLIT",
@@ -198,6 +225,7 @@ def test_a_frozen_leader_wakes_fenced_and_changes_nothing(ha):
         assert {r.id: r.state for r in ctl.list()} == seen_by_old
     assert split.state == pb.STATE_ACTIVE
     assert ha.probe("h2", [SPLIT_PORT, 80]) == {SPLIT_PORT: False, 80: True}
+    assert ha.probe("h3", [FROZEN_PORT, 80]) == {FROZEN_PORT: False, 80: True}
     assert ha.probe("h1", [BLOCKED_BASE, BLOCKED_BASE + 4]) == {
         BLOCKED_BASE: True, BLOCKED_BASE + 4: False}
 

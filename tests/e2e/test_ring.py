@@ -53,6 +53,17 @@ def test_a_ring_is_fully_reachable_without_a_storm(lab):
     assert harness.tcp_connects(h1, h3.IP(), 80)
 
 
+def test_each_switch_holds_forwarding_entries_for_the_hosts_below_it_only(lab):
+    """The tree hangs from s1 (the lowest datapath id): s2 and s4 below it,
+    s3 below s2. A switch's table 3 holds one entry per host below it, not
+    one per host of the ring; and each host still reaches every other."""
+    entries = {s: sum(1 for line in harness.dump_flows(s, pipeline.TABLE_FORWARD)
+                      if f"priority={pipeline.PRIORITY_LEARNED}," in line)
+               for s in ("s1", "s2", "s3", "s4")}
+    assert entries == {"s1": 4, "s2": 2, "s3": 1, "s4": 1}
+    assert lab.net.pingAll(timeout=2) == 0
+
+
 BROADCAST_PROBE = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
                    "s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1); "
                    "s.sendto(b'probe', ('10.0.0.255', 9999))")

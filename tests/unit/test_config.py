@@ -104,10 +104,24 @@ def test_every_mistake_is_named_with_its_file_key_and_line(tmp_path):
         f"{path}:7: log.format must be one of text, json, not \"xml\"",
         f"{path}:9: control_plane.learn_pps must be a whole number, not true",
         (f"{path}:11: unknown table [nope] (known: grpc, openflow, tls, ha, metrics, http, "
-         "control_plane, identity, log)"),
+         "control_plane, forwarding, discovery, identity, log)"),
         f"{path}:5: openflow.port 70000 is not a TCP port",
         f"{path}:10: control_plane.storm_pps must be positive (a control-plane budget)",
     ]
+
+
+def test_the_lldp_budget_and_sweep_period(tmp_path):
+    args, errors = _load()
+    assert errors == [] and args.lldp_cadence.pps == 500
+    assert args.lldp_cadence.settled_period == 20.0
+    path = _write(tmp_path, "[discovery]\nlldp_pps = 50\nlldp_settled_seconds = 60\n")
+    args, errors = _load("--config", path, "--lldp-pps", "80")
+    assert errors == [] and (args.lldp_cadence.pps, args.lldp_cadence.settled_period) == (
+        80, 60.0)
+    _, errors = _load("--lldp-pps", "0", "--lldp-settled-seconds", "0.5")
+    assert errors == ["--lldp-pps must be at least 1",
+                      ("--lldp-settled-seconds must be at least 1 (a link's ports are "
+                      "probed that often)")]
 
 
 def test_file_level_mistakes(tmp_path):
@@ -198,3 +212,17 @@ def test_check_config_lists_every_mistake(tmp_path):
 def test_two_different_files_are_refused(argv):
     _, errors = _load(*argv)
     assert errors[0] == "--config x.toml and --check-config y.toml: give one file"
+
+
+def test_the_gateway_is_a_datapath_id_and_isolation_follows_it(tmp_path):
+    args, errors = _load("--gateway", "0x09")
+    assert errors == [] and args.gateway_dpid == 9 and args.isolated
+    args, errors = _load("--gateway", "9", "--subscriber-isolation", "off")
+    assert errors == [] and args.gateway_dpid == 9 and not args.isolated
+    args, errors = _load()
+    assert errors == [] and args.gateway_dpid is None and not args.isolated
+    _, errors = _load("--gateway", "s9")
+    assert errors == ["--gateway 's9' is not a datapath id (1 to 16 hex digits, not 0)"]
+    _, errors = _load("--subscriber-isolation", "on")
+    assert errors == [("--subscriber-isolation on needs the gateway switch named "
+                       "(--gateway): isolation sends everything toward it")]

@@ -118,7 +118,8 @@ def test_hosts_are_learned_on_access_ports_only_and_addresses_follow_arp():
     assert not state.learn(1, 1, arp_frame("00:00:00:00:00:01", "0.0.0.0")).macs
     snap = state.snapshot()
     assert snap.ports[1].access == {1, 2} and snap.ports[1].tree == {3}
-    assert snap.hops[2] == {1: 3}
+    # s1 (the lowest dpid) is the root: s2 hangs below it by port 3
+    assert snap.down == {1: {2: 3}, 2: {}} and snap.ports[2].up == 3 and snap.ports[1].up is None
     assert set(snap.hosts) == {"00:00:00:00:00:01", "00:00:00:00:00:02"}
 
 

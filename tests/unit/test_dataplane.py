@@ -31,7 +31,8 @@ def switch(ports=PORTS, hosts=(H1, H2, H3), extra=()):
     rules, meters = switch_rules(1, ports, Budgets())
     for host in hosts:
         out = host.port if host.dpid == 1 else UPLINK
-        rules += host_rules(1, host, out, host.dpid == 1 and host.port in ports.access)
+        rules += host_rules(1, host, out, host.dpid == 1 and host.port in ports.access,
+                            port_open=host.port not in ports.closed_learning)
     return [*rules, *extra], meters
 
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import pathlib
+import shutil
+import tempfile
 import threading
 import time
 import tomllib
@@ -259,3 +262,69 @@ def test_a_forwarded_call_follows_the_lead_when_the_leader_freezes(pki, postgres
         for _, leadership, serving in (second, first):
             leadership.stop()
             serving.stop(None)
+
+
+def test_while_the_store_that_names_the_leader_is_away_a_call_waits_and_is_never_unknown():
+    """PostgreSQL stops under an instance: its lease runs out, and a
+    changing call must learn who leads from the store. It waits for the
+    store within its deadline: answered UNAVAILABLE saying nothing changed
+    when the deadline comes first, carried out once the store (and with it
+    the lead) is back. The lookup used to raise straight into gRPC: UNKNOWN
+    at once, with the driver's message."""
+    from testbed import pgcluster
+    missing = pgcluster.unavailable()
+    if missing:
+        if os.environ.get("CI") or os.environ.get("ENFORCEMENT_NO_SKIP"):
+            pytest.fail(f"PostgreSQL cannot run: {missing}")
+        pytest.skip(missing)
+    # A home of its own that survives a stop (pytest's tmp_path is closed to
+    # the postgres user), so the server starts again on the same data.
+    home = pathlib.Path(tempfile.mkdtemp(prefix="sdn-enforcement-pg-away-"))
+    cluster = pgcluster.PgCluster(home=home, durable=False).start()
+    serving = leadership = None
+    try:
+        store = Store(cluster.create_database("away"))
+        leadership = Leadership(store, "a", "", lease=LEASE)
+        service = EnforcementService(RecordingNetwork(), policy.load(), store,
+                                     leadership=leadership)
+        key = peer_secret(store)
+        serving = serve("127.0.0.1:0", service, peer_key=key,
+                        forwarder=Forwarder(leadership, service.leading, key=key))
+        leadership.address = f"127.0.0.1:{serving.port}"
+        leadership.start(Transitions(elected=service.take_over))
+        _wait(service.leading, "the instance to lead")
+        stub = pb_grpc.EnforcementServiceStub(grpc.insecure_channel(
+            f"127.0.0.1:{serving.port}"))
+        assert stub.Apply(spam("before-1"), timeout=10).state == pb.STATE_ACTIVE
+
+        cluster.stop()
+        _wait(lambda: not service.leading(), "the lease to run out")
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Apply(spam("away-1", ip="10.0.0.3"), timeout=1.5)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value.details()
+        assert "nothing changed" in refused.value.details()
+
+        answers = []
+        caller = threading.Thread(target=lambda: answers.append(
+            stub.Apply(spam("away-2", ip="10.0.0.3"), timeout=20)))
+        caller.start()
+        time.sleep(1.0)
+        # From this thread: the server stops when the thread that started it ends.
+        cluster.start()
+        caller.join(25)
+        assert [a.state for a in answers] == [pb.STATE_ACTIVE]
+        assert {r.decision.request_id for r in store.load_all()} == {"before-1", "away-2"}
+    finally:
+        if leadership is not None:
+            leadership.stop()
+        if serving is not None:
+            serving.stop(None)
+        cluster.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _wait(predicate, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)

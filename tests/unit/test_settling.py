@@ -60,3 +60,29 @@ def test_a_port_once_an_uplink_teaches_no_host_until_it_goes_down():
     ports.link_found(2, 4)
     ports.removed(2, 4)
     assert not ports.was_uplink(2, 4)
+
+
+def test_a_restarted_controller_takes_a_switchs_old_tree_links_for_links_while_it_holds():
+    """After a restart nothing remembers which ports were uplinks: those the
+    switch's own flows show as tree links (dataplane.tree_ports_of) settle
+    for the reconnect hold, not the short period, so an LLDP slower than
+    the period does not turn them into access ports (whose learning rules
+    would hold the far side's ARP: a restart once cost 3 s of pings that
+    way); a link found ends it at once."""
+    from controller.openflow.dataplane import Budgets, Ports, switch_rules, tree_ports_of
+    from controller.openflow.fabric import RECONNECT_HOLD
+    from controller.topology.state import TopologyState
+
+    rules, _ = switch_rules(1, Ports(access=frozenset({1, 2}), tree=frozenset({3, 4}), up=3),
+                            Budgets())
+    assert tree_ports_of(rules) == {3, 4}
+    clock = Clock()
+    state = TopologyState((), Budgets())
+    state.settling = Settling(0.8, clock)
+    state.switch_up(1, {p: (f"s1-eth{p}", True) for p in (1, 2, 3, 4)})
+    state.links_held(1, tree_ports_of(rules), RECONNECT_HOLD)
+    clock.now += 1.0
+    assert state.snapshot().ports[1].access == {1, 2}
+    state.settling.link_found(1, 4)
+    clock.now += RECONNECT_HOLD
+    assert state.snapshot().ports[1].access == {1, 2, 3}  # no link came: an access port

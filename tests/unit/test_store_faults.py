@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from enforcement.api.servicer import create_server
 from enforcement.domain import policy
-from enforcement.domain.errors import SwitchUnreachable
+from enforcement.domain.errors import NotLeader, SwitchUnreachable
 from enforcement.domain.model import Location
 from enforcement.lifecycle.service import EnforcementService
 from enforcement.store.database import Store
@@ -111,6 +111,34 @@ def test_a_write_the_store_refuses_is_undone_on_the_switch_before_the_answer(wor
     assert {r.id for r in EnforcementService(RecordingNetwork(), policy.load(),
                                              Store(store.url)).ledger.by_id.values()} \
         == {kept.id}
+
+
+def test_a_lease_lost_between_the_switch_and_the_write_is_undone_on_the_switch(world):
+    """The fence (this instance's lease) is checked as the write goes out:
+    a lease that ran out while the switch confirmed refuses the write, and
+    the switch is put back before the answer, as for any other refusal."""
+    network, service, store, stub = world
+    kept = stub.Apply(spam("kept-1"), timeout=10)
+    flows = set(network.flows)
+    fence, checks = service.ledger._fence, []
+
+    def lease_runs_out():
+        # Held when the decision starts, gone when its write goes out.
+        checks.append(1)
+        if len(checks) % 2 == 0:
+            raise NotLeader("the lease ran out")
+        return fence()
+
+    service.ledger._fence = lease_runs_out
+    code, message = _refusal(lambda: stub.Apply(spam("late-1", ip="10.0.0.3"), timeout=10))
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert "the lease ran out" in message and "nothing changed" in message
+    assert network.flows == flows
+    assert _stored_ids(store) == {kept.id}
+    # A switch that cannot be put back: the outcome is unknown, and said so.
+    network.answers_left = 1
+    code, message = _refusal(lambda: stub.Apply(spam("late-2", ip="10.0.0.3"), timeout=10))
+    assert code == grpc.StatusCode.UNKNOWN and "same request_id" in message
 
 
 def test_a_batch_the_store_refuses_is_undone_whole(world):

@@ -66,3 +66,45 @@ def test_an_apply_and_a_lift_while_the_audit_counts_do_not_make_it_read_every_fl
     switch.reads.clear()
     sync.audit(DPID, 1.0)
     assert [mask & 0xFFFF for mask in switch.reads] == [0], "a deletion went unread"
+
+
+class Holding(Switch):
+    """Holds flows: flow stats answer those whose cookie matches, each
+    request counted with the transaction it came in."""
+
+    def __init__(self, flows):
+        super().__init__()
+        self.flows = flows
+        self.transactions = []
+
+    def transact(self, dpid, messages, timeout, meanwhile=None):
+        replies = super().transact(dpid, messages, timeout, meanwhile)
+        self.transactions.append([type(m).__name__ for m in messages])
+        for message in messages:
+            if isinstance(message, parser.OFPFlowStatsRequest):
+                replies[message.xid] = [types.SimpleNamespace(
+                    table_id=r.table_id, priority=r.priority, cookie=r.cookie,
+                    match=parser.OFPMatch(**dict(r.match)), instructions=[])
+                    for r in self.flows
+                    if r.cookie & message.cookie_mask == message.cookie]
+        return replies
+
+
+def test_a_full_read_asks_for_a_chunk_at_a_time_so_a_barrier_never_waits_behind_it(
+        monkeypatch):
+    """Read whole (a stray was counted), eight flows in chunks of two: four
+    requests, each in a transaction of its own (a decision's barrier can go
+    between them), and together they saw every flow: nothing to repair."""
+    monkeypatch.setattr(switchsync, "AUDIT_CHUNK", 2)
+    flows = [rule(n) for n in range(8)]
+    switch = Holding(flows)
+    sync = SwitchSync(switch.transact, Fabric())
+    sync.sync_part(DPID, {r.key: r for r in flows}, {}, 1.0)
+    switch.count = lambda: 9
+    switch.reads.clear()
+    switch.transactions.clear()
+    change = sync.audit(DPID, 1.0)
+    reads = [t for t in switch.transactions if "OFPFlowStatsRequest" in t]
+    assert reads == [["OFPFlowStatsRequest"]] * 4
+    assert sorted(mask & 0xFFFF for mask in switch.reads) == [3] * 4
+    assert change is not None and not change.rules_to_add and not change.rules_to_delete

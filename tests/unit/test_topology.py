@@ -1,7 +1,13 @@
 """Forwarding decisions on networkx graphs: spanning tree, flooding, paths."""
 import itertools
 
-from controller.topology.graph import accepts_broadcast, flood_ports, next_hop, spanning_tree
+from controller.topology.graph import (
+    accepts_broadcast,
+    flood_ports,
+    next_hop,
+    rooted_tree,
+    spanning_tree,
+)
 from enforcement.domain.model import HostView, LinkView, SwitchView, TopologyView
 from enforcement.domain.routing import switch_graph
 from tests.flowsim import hosts_reached
@@ -52,22 +58,30 @@ def test_host_ports_always_flood_and_off_tree_links_never_do():
     assert not accepts_broadcast(view, a, port_a, tree)
 
 
-def test_unicast_takes_a_shortest_path_and_never_loops():
+def test_unicast_climbs_to_the_nearest_common_ancestor_and_never_loops():
+    """On a 6-ring rooted at s1 the tree is s1-s2-s3-s4 and s1-s6-s5: from
+    s5 to s3 goes up to s1 and down (4 hops where the ring has 2): the
+    price of holding, on each switch, only what is below it."""
     view = ring(6)
+    tree = rooted_tree(switch_graph(view))
+    paths = {}
     for host in view.hosts:
         for start in range(1, 7):
-            here, hops = start, 0
+            here, path = start, [start]
             while True:
-                port = next_hop(view, here, host)
+                port = next_hop(view, here, host, tree)
                 if here == host.dpid:
                     assert port == host.port
                     break
                 link = next(link for link in view.links
                             if (link.src_dpid, link.src_port) == (here, port))
-                here, hops = link.dst_dpid, hops + 1
-                assert hops <= 3, "longer than the shortest path on a 6-ring"
-            distance = min(abs(start - host.dpid), 6 - abs(start - host.dpid))
-            assert hops == distance
+                here = link.dst_dpid
+                path.append(here)
+                assert len(path) <= 7, f"a loop: {path}"
+            assert all(tree.graph.has_edge(a, b) for a, b in itertools.pairwise(path))
+            paths[start, host.dpid] = path
+    assert paths[5, 3] == [5, 6, 1, 2, 3] and paths[3, 5] == [3, 2, 1, 6, 5]
+    assert paths[3, 4] == [3, 4] and paths[2, 4] == [2, 3, 4]
 
 
 def test_a_cut_link_reroutes_the_long_way_round():
@@ -86,19 +100,29 @@ def test_no_path_is_none():
     assert next_hop(view, 1, HostView("00:00:00:00:00:09", "10.0.0.9", 2, 1)) is None
 
 
-def test_next_hops_take_the_first_step_of_the_least_shortest_path_everywhere():
-    """One rule for every switch and every computation: the neighbour on the
-    lexicographically least shortest path (so paths never loop)."""
+def test_each_switch_is_a_breadth_first_hop_from_its_root_and_knows_what_is_below():
+    """The tree is breadth-first from the root (every switch as close to it
+    as the graph allows, parent the lowest dpid one hop closer), and a
+    switch's down map names exactly its subtree."""
     import networkx as nx
 
-    from controller.topology.graph import next_hops
     graph = nx.random_regular_graph(3, 12, seed=4)
     for a, b in graph.edges:
         graph.edges[a, b]["ports"] = {a: 100 + b, b: 100 + a}
-    distances = dict(nx.all_pairs_shortest_path_length(graph))
-    for here in graph:
-        hops = next_hops(graph, distances, here)
-        for there in graph:
-            if there != here:
-                path = min(nx.all_shortest_paths(graph, here, there), key=tuple)
-                assert hops[there] == graph.edges[path[0], path[1]]["ports"][here]
+    for root in (0, 7):
+        tree = rooted_tree(graph, {root})
+        assert tree.roots == {root} and tree.graph.number_of_edges() == 11
+        distance = nx.single_source_shortest_path_length(graph, root)
+        for node in graph:
+            if node == root:
+                assert node not in tree.up
+                continue
+            parent = tree.up[node] - 100
+            assert parent == min(n for n in graph.neighbors(node)
+                                 if distance[n] == distance[node] - 1)
+        rooted = nx.bfs_tree(tree.graph, root)
+        for node in graph:
+            below = set(nx.descendants(rooted, node))
+            assert set(tree.down[node]) == below
+            for there, port in tree.down[node].items():
+                assert port - 100 in below | {there}

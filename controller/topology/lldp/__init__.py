@@ -1,2 +1,3 @@
-"""Link discovery: OS-Ken's LLDP, authenticated, kept on schedule, counted only when both
+"""Link discovery: OS-Ken's LLDP bookkeeping, authenticated probes sent on a schedule
+under a budget (settled subscriber lines rarely), links counted only when both
 directions are heard."""

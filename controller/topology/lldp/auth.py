@@ -18,10 +18,15 @@ A frame is authentic when its authenticator is right for what it claims,
 it was sent within MAX_AGE (a few LLDP periods: older is a replay of a
 frame captured earlier) and not after now plus MAX_AHEAD (the instances'
 clocks differ a little), and it was not heard before (the same frame twice
-is a copy: a switch sends each probe once, to one port).
+is a copy: a switch sends each probe once, to one port; a sweep, below, is
+heard by every neighbour of its sender).
 
 Chassis and port ids keep OS-Ken's format (`dpid:%016x`, port number as a
-32-bit integer) so that captures read as before.
+32-bit integer) so that captures read as before. A sweep (one frame sent
+out of many ports of a switch at once: controller/topology/lldp/schedule.py)
+names the port ANY_PORT: authentic, it says which switch sent it and
+nothing about the port, so it makes no link, only a probe of the port it
+was heard on.
 
 Pure: bytes and a clock in, a verdict out.
 """
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import hashlib
 import hmac
 import os
@@ -48,6 +54,10 @@ _INFO = struct.Struct("!QQ32s")       # time (ns), nonce, HMAC-SHA256
 _SIGNED = struct.Struct("!QIQQ")      # dpid, port, time, nonce
 _CHASSIS_PREFIX = "dpid:"
 _HEX = frozenset("0123456789abcdefABCDEF")
+_HEX_BYTES = frozenset(b"0123456789abcdefABCDEF")
+
+# OpenFlow's OFPP_ANY: no port of the switch in particular (a sweep).
+ANY_PORT = 0xFFFF_FFFF
 
 MAX_AGE = 5.0    # seconds: LLDP goes out every 0.9 s, a packet-in may queue a while
 MAX_AHEAD = 1.0  # seconds: instances' clocks differ a little (NTP keeps them close)
@@ -76,9 +86,15 @@ class Verdict:
     refusal: str | None = None
 
     @property
+    def sweep(self) -> bool:
+        return self.port == ANY_PORT
+
+    @property
     def claimed(self) -> str:
         if self.dpid is None or self.port is None:
             return UNREADABLE
+        if self.sweep:
+            return f"switch {self.dpid:016x} (a sweep of its ports)"
         return f"switch {self.dpid:016x} port {self.port}"
 
 
@@ -105,24 +121,11 @@ class Authenticator:
 
     def frame(self, dpid: int, port: int, hw_addr: str) -> bytes:
         """A probe to send out of switch dpid's port (from hw_addr, the
-        port's own MAC)."""
+        port's own MAC); port ANY_PORT: a sweep, to send out of several."""
         sent_ns = int(self._clock() * 1e9)
         nonce = self._nonce() & 0xFFFF_FFFF_FFFF_FFFF
-        pkt = packet.Packet()
-        pkt.add_protocol(ethernet.ethernet(lldp.LLDP_MAC_NEAREST_BRIDGE, hw_addr,
-                                           ETH_TYPE_LLDP))
-        pkt.add_protocol(lldp.lldp((
-            lldp.ChassisID(subtype=lldp.ChassisID.SUB_LOCALLY_ASSIGNED,
-                           chassis_id=f"{_CHASSIS_PREFIX}{dpid:016x}".encode()),
-            lldp.PortID(subtype=lldp.PortID.SUB_PORT_COMPONENT,
-                        port_id=struct.pack("!I", port)),
-            lldp.TTL(ttl=120),
-            lldp.OrganizationallySpecific(
-                oui=OUI, subtype=SUBTYPE,
-                info=_INFO.pack(sent_ns, nonce, self._mac(dpid, port, sent_ns, nonce))),
-            lldp.End())))
-        pkt.serialize()
-        return bytes(pkt.data)
+        head, tail = _around_authenticator(dpid, port, hw_addr)
+        return head + _INFO.pack(sent_ns, nonce, self._mac(dpid, port, sent_ns, nonce)) + tail
 
     def check(self, data: bytes) -> Verdict:
         claim = _claim(data)
@@ -141,6 +144,12 @@ class Authenticator:
             return Verdict(dpid, port, STALE)
         if sent_ns > now_ns + self._max_ahead_ns:
             return Verdict(dpid, port, FUTURE)
+        if port == ANY_PORT:
+            # A sweep leaves through every port at once, so every switch
+            # next to the sender hears the same frame: not a replay. It
+            # makes no link, only a probe of the port it is heard on (each
+            # probe single-use), so a copied sweep gains nothing.
+            return Verdict(dpid, port)
         self._forget_before(now_ns - self._max_age_ns)
         key = (dpid, port, sent_ns, nonce)
         if key in self._heard:
@@ -158,11 +167,69 @@ class Authenticator:
             del self._heard[key]
 
 
+def build(dpid: int, port: int, hw_addr: str, info: bytes) -> bytes:
+    """A probe as OS-Ken's packet library writes it: the layout every frame
+    keeps (frame() fills in only the authenticator)."""
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(lldp.LLDP_MAC_NEAREST_BRIDGE, hw_addr,
+                                       ETH_TYPE_LLDP))
+    pkt.add_protocol(lldp.lldp((
+        lldp.ChassisID(subtype=lldp.ChassisID.SUB_LOCALLY_ASSIGNED,
+                       chassis_id=f"{_CHASSIS_PREFIX}{dpid:016x}".encode()),
+        lldp.PortID(subtype=lldp.PortID.SUB_PORT_COMPONENT, port_id=struct.pack("!I", port)),
+        lldp.TTL(ttl=120),
+        lldp.OrganizationallySpecific(oui=OUI, subtype=SUBTYPE, info=info),
+        lldp.End())))
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+# Building the frame with the packet library took most of a probe's cost
+# to send: each port's frame is built once, and only its authenticator
+# changes. Bounded: link ports are what is probed on its own all the time.
+@functools.lru_cache(maxsize=8192)
+def _around_authenticator(dpid: int, port: int, hw_addr: str) -> tuple[bytes, bytes]:
+    frame = build(dpid, port, hw_addr, bytes(_INFO.size))
+    end = len(frame) - _END_TLV_SIZE
+    return frame[:end - _INFO.size], frame[end:]
+
+
+# The controller's own frames, byte by byte (what build() writes): the
+# typelen of each TLV (type << 9 | length), and where each field sits.
+_END_TLV_SIZE = 2
+_OWN = struct.Struct("!12xH H B5s16s H BI H2x H3sB48s H")
+_OWN_TYPELENS = (0x88CC, 1 << 9 | 22, 2 << 9 | 5, 3 << 9 | 2, 127 << 9 | 52, 0)
+_CHASSIS_SUBTYPE, _PORT_SUBTYPE = 7, 2   # locally assigned; port component
+
+
+def _own_claim(data: bytes) -> tuple[int, int, bytes] | None:
+    """What _claim() finds in a frame laid out exactly as the controller
+    writes them, read in one unpack; None for any other layout (the
+    packet library reads those). Reading its own frames with the packet
+    library took most of the cost of hearing one."""
+    if len(data) < _OWN.size:
+        return None
+    (ethertype, chassis_tl, chassis_sub, prefix, digits, port_tl, port_sub, port,
+     ttl_tl, org_tl, oui, subtype, info, end_tl) = _OWN.unpack_from(data)
+    if ((ethertype, chassis_tl, port_tl, ttl_tl, org_tl, end_tl) != _OWN_TYPELENS
+            or chassis_sub != _CHASSIS_SUBTYPE or port_sub != _PORT_SUBTYPE
+            or prefix != _CHASSIS_PREFIX.encode() or oui != OUI or subtype != SUBTYPE
+            or not set(digits) <= _HEX_BYTES):
+        return None
+    return int(digits, 16), port, info
+
+
 def _claim(data: bytes) -> tuple[int, int, bytes | None] | None:
     """(dpid, port, authenticator TLV info or None) of an LLDP frame in the
     controller's format; None when it is not readable as one. OS-Ken's
     parser raises on broken TLVs in many ways (struct, index, unicode...):
     whatever it raises means unreadable."""
+    own = _own_claim(data)
+    return own if own is not None else _library_claim(data)
+
+
+def _library_claim(data: bytes) -> tuple[int, int, bytes | None] | None:
+    """_claim() through OS-Ken's packet library: any layout it reads."""
     try:
         pkt = packet.Packet(data)
         frame = pkt.get_protocol(lldp.lldp)

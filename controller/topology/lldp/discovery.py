@@ -22,6 +22,14 @@ KeyError, discovery went blind, links were reaped, and hosts were no longer
 located anywhere. Here one lock covers the event handlers and each pass of
 the two loops, which are this app's own.
 
+What is probed when is controller/topology/lldp/schedule.py's decision (links often,
+new ports at once, settled subscriber lines rarely, under a budget of
+packet-outs); OS-Ken's handlers still keep the ports and links, and tell
+the schedule through controller/topology/lldp/ports.py. Both loops wait on a plain
+threading.Event: OS-Ken's hub.Event.wait(timeout) never times out on the
+native hub (os-ken 4.2.2), which left its loops asleep until some switch
+event woke them.
+
 Only switches write the topology. Every probe carries an authenticator
 (controller/topology/lldp/auth.py) and a frame that fails it changes nothing: it is
 counted, logged and reported (controller/topology/lldp/refused.py). An authentic
@@ -36,6 +44,7 @@ and through each access port's learning meter (controller/openflow/dataplane.py)
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -50,9 +59,11 @@ from os_ken.controller.handler import MAIN_DISPATCHER, set_ev_cls
 from os_ken.topology import event as topology_event
 from os_ken.topology.switches import Link, Switches
 
-from controller.topology.lldp.auth import SUBSCRIBER_LINE, UNREADABLE, Authenticator
+from controller.topology.lldp.auth import ANY_PORT, SUBSCRIBER_LINE, UNREADABLE, Authenticator
 from controller.topology.lldp.linkpairs import TwoWayLinks
+from controller.topology.lldp.ports import ProbedPorts
 from controller.topology.lldp.refused import RefusedFrames
+from controller.topology.lldp.schedule import Cadence, Probe, Schedule
 from enforcement.domain.model import IdentityEvent
 
 LOG = logging.getLogger(__name__)
@@ -63,11 +74,17 @@ LOG = logging.getLogger(__name__)
 topology_event._SERVICE_NAME = __name__
 
 ETH_TYPE_LLDP = b"\x88\xcc"
+REAP_EVERY = 1.0      # seconds between looks for links gone quiet
+ARRIVALS_EVERY = 1.0  # seconds between looks for hosts new at a port
 
 
 def is_lldp(frame: bytes) -> bool:
     # Untagged frames only: the controller sends and expects its LLDP untagged.
     return frame[12:14] == ETH_TYPE_LLDP
+
+
+def _no_arrivals(cursor: int) -> tuple[int, list[tuple[int, int]]]:
+    return cursor, []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,31 +96,43 @@ class Hooks:
     # A refused frame's event (enforcement.domain.model.IdentityEvent),
     # called on the event thread: it must not block (the app hands it off).
     refused: Callable[[IdentityEvent], None] = lambda event: None
+    # The ports where a host was seen for the first time since a cursor,
+    # and the cursor to ask with next (controller/topology/state.py
+    # arrivals_since): a settled subscriber line where something new
+    # appears is probed often again for a while.
+    arrivals: Callable[[int], tuple[int, list[tuple[int, int]]]] = _no_arrivals
 
 
 class Discovery(Switches):
-    def __init__(self, *args, lldp_key: bytes | None = None, **kwargs):
+    def __init__(self, *args, lldp_key: bytes | None = None,
+                 lldp_cadence: Cadence | None = None, **kwargs):
         """lldp_key: the deployment's LLDP key (controller/topology/lldp/key.py),
         which the process entry hands OS-Ken for this app; without one (a
         test), a key of this process's own, which no other instance can
-        verify. The other keywords are OS-Ken's (and the other apps')."""
-        # Before the parent starts the two loops that take it, and held
-        # until they may run on what this adds.
+        verify. lldp_cadence: the probes' budget and periods (the
+        settings). The other keywords are OS-Ken's (and the other apps')."""
+        # Before the parent starts the two loops that take them, and the
+        # guard held until they may run on what this adds.
         self.guard = threading.RLock()
+        self._wake = threading.Event()
+        self.schedule = Schedule(lldp_cadence or Cadence())
         with self.guard:
             super().__init__(*args, **kwargs)
             self.links = TwoWayLinks()
+            self.ports = ProbedPorts(self.schedule)
             # The data plane copies LLDP to the controller (table 2), after
             # enforcement: OS-Ken's rule above every enforcement stays out.
             self.install_flow = False
             self.auth = Authenticator(lldp_key or os.urandom(32))
             self.refusals = RefusedFrames()
+            self.probes_sent: collections.Counter[str] = collections.Counter()
             self._hooks = Hooks()
+            self._arrivals = 0
             # Only the leading instance probes links: a slave's packet-outs
             # are refused. Followers hear the leader's probes (their
             # connections ask for packet-ins as slaves:
             # controller/openflow/compiler.py async_config) and so know the
-            # links when they take over.
+            # links when they take over; their schedule runs all the same.
             self._sending = False
 
     def connect(self, hooks: Hooks) -> None:
@@ -118,6 +147,17 @@ class Discovery(Switches):
     def stop_probing(self) -> None:
         self._sending = False
 
+    def close(self):
+        self.is_active = False
+        self._wake.set()
+        super().close()
+
+    def _started(self) -> None:
+        # OS-Ken starts the loops from its __init__, while this one's holds
+        # the guard: they begin once everything they use is there.
+        with self.guard:
+            pass
+
     def get_handlers(self, ev, state=None):
         return [self._guarded(handler) for handler in super().get_handlers(ev, state)]
 
@@ -128,37 +168,62 @@ class Discovery(Switches):
                 return handler(ev)
         return run
 
+    # ---- sending -------------------------------------------------------------
+
     def lldp_loop(self):
-        # Woken by discovery.pace and by the handlers (a port came up).
+        """Every tick, what the schedule says is due, within its budget."""
+        self._started()
+        looked = float("-inf")
         while self.is_active:
-            self.lldp_event.clear()
-            with self.guard:
-                self.probe_due_ports(time.time())
-            self.lldp_event.wait()
+            now = time.monotonic()
+            if now - looked >= ARRIVALS_EVERY:
+                self._take_arrivals(now)
+                looked = now
+            for dp, message, _ in self.probe_due(now):
+                dp.send_msg(message)
+            self._wake.wait(self.schedule.cadence.tick)
 
-    def link_loop(self):
-        while self.is_active:
-            self.link_event.clear()
-            with self.guard:
-                gone = self.reap_stale_links(time.time())
-            # Outside the lock: a full observer queue must not stall discovery.
-            for link in gone:
-                self.send_event_to_observers(topology_event.EventLinkDelete(link))
-            self.link_event.wait()
+    def probe_due(self, now: float) -> list:
+        """The packet-outs due now, as (datapath, message, kind); built
+        under the guard, sent by the caller outside it (a switch's full
+        send queue must not stall the event handlers)."""
+        with self.guard:
+            taken = self.schedule.take(now)
+            messages = ([m for m in map(self._message, taken.probes) if m is not None]
+                        if self._sending else [])
+            self.probes_sent.update(label for _, _, label in messages)
+        if taken.notice:
+            LOG.log(logging.WARNING if taken.short else logging.INFO, "%s", taken.notice)
+        return messages
 
-    def probe_due_ports(self, now: float) -> int:
-        """Sends LLDP out of every port whose last probe is a period old
-        (never-probed ports first: os-ken keeps them ordered by last probe).
-        Caller holds the guard."""
-        due = []
-        for port, data in self.ports.items():
-            if (data.timestamp is not None
-                    and data.timestamp + self.LLDP_SEND_PERIOD_PER_PORT > now):
-                break
-            due.append(port)
-        for port in due:
-            self.send_lldp_packet(port)
-        return len(due)
+    def _message(self, probe: Probe):
+        """A fresh frame each time (its time is what the receiver checks),
+        where OS-Ken sends one frame built when the port came up. Caller
+        holds the guard."""
+        dp = self.dps.get(probe.dpid)
+        ports = [port for no in probe.ports if (port := self._port(probe.dpid, no)) is not None]
+        if dp is None or not ports:
+            return None
+        parser, ofp = dp.ofproto_parser, dp.ofproto
+        number = ANY_PORT if probe.sweep else ports[0].port_no
+        return dp, parser.OFPPacketOut(
+            datapath=dp, in_port=ofp.OFPP_CONTROLLER, buffer_id=ofp.OFP_NO_BUFFER,
+            actions=[parser.OFPActionOutput(port.port_no) for port in ports],
+            data=self.auth.frame(probe.dpid, number, ports[0].hw_addr)), probe.label
+
+    def _take_arrivals(self, now: float) -> None:
+        # Outside the guard: the topology's own lock is taken there.
+        self._arrivals, ports = self._hooks.arrivals(self._arrivals)
+        if ports:
+            with self.guard:
+                for dpid, port in ports:
+                    self.schedule.arrived(dpid, port, now)
+
+    def port_kinds(self) -> dict[str, int]:
+        """Ports up, by how they are probed."""
+        with self.guard:
+            counts = self.schedule.counts(time.monotonic())
+        return {kind.name.lower(): count for kind, count in counts.items()}
 
     def probe_switch(self, dpid: int) -> None:
         """Probes every port of a switch now: its data plane (which copies
@@ -167,43 +232,37 @@ class Discovery(Switches):
         connection (controller/topology/settling.py): links found by then never carry
         a host location."""
         with self.guard:
-            for port in [p for p in self.ports if p.dpid == dpid]:
-                self.ports.move_front(port)
-        self.lldp_event.set()
+            self.schedule.switch_new(dpid, time.monotonic())
+
+    # ---- links gone quiet ----------------------------------------------------
+
+    def link_loop(self):
+        self._started()
+        while self.is_active:
+            with self.guard:
+                gone = self.reap_stale_links(time.time())
+            # Outside the lock: a full observer queue must not stall discovery.
+            for link in gone:
+                self.send_event_to_observers(topology_event.EventLinkDelete(link))
+            self._wake.wait(REAP_EVERY)
 
     def reap_stale_links(self, now: float) -> list:
-        """Forgets links not refreshed within LINK_TIMEOUT and hurries the
-        probe of their reverse direction, likely dead too. Caller holds the
-        guard; the caller announces the returned links."""
-        gone = [link for link, seen in self.links.items()
-                if seen + self.LINK_TIMEOUT < now]
+        """Forgets links not refreshed within the schedule's link timeout
+        (a few of their ports' real probe periods) and hurries the probe of
+        their reverse direction, likely dead too. Caller holds the guard;
+        the caller announces the returned links."""
+        timeout = self.schedule.link_timeout()
+        gone = [link for link, seen in self.links.items() if seen + timeout < now]
         for link in gone:
             self.links.link_down(link)
             reverse = Link(link.dst, link.src)
             if reverse not in gone:
-                self.links.rev_link_set_timestamp(reverse, now - self.LINK_TIMEOUT)
+                self.links.rev_link_set_timestamp(reverse, now - timeout)
                 if link.dst in self.ports:
                     self.ports.move_front(link.dst)
-                    self.lldp_event.set()
         return gone
 
-    def send_lldp_packet(self, port):
-        """A fresh probe each time (its time is what the receiver checks),
-        where OS-Ken sends one frame built when the port came up."""
-        if not self._sending:
-            return
-        try:
-            data = self.ports.lldp_sent(port)
-        except KeyError:
-            return  # the port went while the sender walked the ports
-        dp = self.dps.get(port.dpid)
-        if data.is_down or dp is None:
-            return
-        parser, ofp = dp.ofproto_parser, dp.ofproto
-        dp.send_msg(parser.OFPPacketOut(
-            datapath=dp, in_port=ofp.OFPP_CONTROLLER, buffer_id=ofp.OFP_NO_BUFFER,
-            actions=[parser.OFPActionOutput(port.port_no)],
-            data=self.auth.frame(port.dpid, port.port_no, port.hw_addr)))
+    # ---- frames heard ----------------------------------------------------------
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def lldp_packet_in_handler(self, ev):
@@ -226,21 +285,50 @@ class Discovery(Switches):
     def heard(self, src_dpid: int, src_port_no: int, dst_dpid: int, dst_port_no: int) -> None:
         """An authentic probe sent out of src came in at dst. Caller holds
         the guard."""
-        src = self._get_port(src_dpid, src_port_no)
+        if src_port_no == ANY_PORT:
+            self._heard_sweep(src_dpid, dst_dpid, dst_port_no)
+            return
+        src = self._port(src_dpid, src_port_no)
         if not src or src.dpid == dst_dpid:
             return
         # KeyError: the packet-in overtook the port's arrival.
         with contextlib.suppress(KeyError):
             self.ports.lldp_received(src)
-        dst = self._get_port(dst_dpid, dst_port_no)
+        dst = self._port(dst_dpid, dst_port_no)
         if not dst:
             return
         counting, reverse_unheard = self.links.heard(src, dst)
         if reverse_unheard:
+            # Probed at once, to hear the reverse; probed as a link's end
+            # only once the link counts (one direction is what a
+            # subscriber relaying probes between two lines can make).
             self.ports.move_front(dst)
-            self.lldp_event.set()
+        else:
+            now = time.monotonic()
+            self.schedule.linked(src.dpid, src.port_no, now)
+            self.schedule.linked(dst.dpid, dst.port_no, now)
         for link in counting:
             self.send_event_to_observers(topology_event.EventLinkAdd(link))
+
+    def host_discovery_packet_in_handler(self, ev):
+        """Not a handler here (no set_ev_cls: OS-Ken registers none): OS-Ken's
+        host table is never read (controller/topology/state.py locates hosts),
+        and filling it parsed every packet-in and walked every link for each."""
+
+    def _heard_sweep(self, src_dpid: int, dst_dpid: int, dst_port_no: int) -> None:
+        """A sweep says which switch, not which port: no link yet, but the
+        port it came in at is probed on its own at once, and that probe,
+        heard on the far side, makes the link."""
+        dst = self._port(dst_dpid, dst_port_no)
+        if dst is not None and src_dpid != dst_dpid and src_dpid in self.dps:
+            self.ports.move_front(dst)
+
+    def _port(self, dpid: int, port_no: int):
+        """The port, from the index (OS-Ken's _get_port builds every port of
+        the switch to find one), or OS-Ken's record when the packet-in
+        overtook the port's arrival."""
+        port = self.ports.by_number.get((dpid, port_no))
+        return port if port is not None else self._get_port(dpid, port_no)
 
     def _refused(self, dpid: int, port: int, data: bytes, verdict) -> None:
         mac = ":".join(f"{b:02x}" for b in data[6:12])
