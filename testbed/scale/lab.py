@@ -64,6 +64,28 @@ class SyncState:
         return dataclasses.astuple(self)
 
 
+@dataclasses.dataclass(frozen=True)
+class Egress:
+    """Where a probe's frames left the tree."""
+    sent: int
+    rose: dict[str, int]   # datapath port -> frames it sent meanwhile (only those that did)
+    at_inet: int           # the probe's own frames in the inet port's capture
+    inet_port: str
+
+    def ports(self) -> set[str]:
+        """The ports that sent at least half the probe's frames: the probe's
+        way out (the stray frame or two of discovery never counts)."""
+        return {port for port, n in self.rose.items() if 2 * n >= self.sent}
+
+    @property
+    def stopped(self) -> bool:
+        return not self.ports() and self.at_inet == 0
+
+    @property
+    def reached_inet_only(self) -> bool:
+        return self.ports() == {self.inet_port} and self.at_inet == self.sent
+
+
 class ScaleLab:
     def __init__(self, tree: Tree, *, controller_args: Sequence[str] = (),
                  log_path: pathlib.Path | None = None, budget: Budget | None = None,
@@ -140,10 +162,12 @@ class ScaleLab:
         return time.monotonic() - started
 
     def start_controller(self) -> None:
-        """The real controller on its defaults, plus the tree's DHCP server
-        as its trusted port and what the caller adds."""
-        args = ["--db", f"sqlite:///{self.db}", "--dhcp-trusted", self.tree.dhcp_trusted(),
-                *self.controller_args]
+        """The real controller on its defaults, plus what the tree needs:
+        its gateway switch (the root of forwarding, where the provider's
+        services are; subscriber isolation follows from it) and the DHCP
+        server's port as trusted; then what the caller adds."""
+        args = ["--db", f"sqlite:///{self.db}", "--gateway", f"{self.tree.gateway.dpid:016x}",
+                "--dhcp-trusted", self.tree.dhcp_trusted(), *self.controller_args]
         self.starts += 1
         self.started_at = time.monotonic()
         self.controller = harness.ControllerProcess(self.ofp_port, log_path=self.log(),
@@ -225,6 +249,12 @@ class ScaleLab:
                 self.delivered.add(seen)
         return sum(1 for wanted in self.expected.values() if wanted <= self.delivered)
 
+    def undelivered(self) -> dict[str, set[tuple[str, str]]]:
+        """ip -> the announcements of that subscriber the router never got."""
+        self._delivered()
+        return {ip: wanted - self.delivered for ip, wanted in self.expected.items()
+                if not wanted <= self.delivered}
+
     def hold_ends(self, connected_at: float) -> float:
         """When the controller's own hold on the switches ends: after a
         start it only adds flows to switches that come holding some, until
@@ -265,7 +295,8 @@ class ScaleLab:
             if now > deadline:
                 raise TimeoutError(f"{phase}: not in sync after {timeout:.0f} s: {state} "
                                    f"(wanted {wanted.connected} switches, {wanted.links} link "
-                                   f"directions, {wanted.hosts} hosts)")
+                                   f"directions, {wanted.hosts} hosts); not delivered: "
+                                   f"{dict(list(self.undelivered().items())[:5])}")
             time.sleep(interval if complete else max(interval, 1.0))
 
     def flow_counts(self, workers: int = 4) -> dict[int, int]:
@@ -343,24 +374,37 @@ class ScaleLab:
 
     # ---- probes ---------------------------------------------------------------------
 
-    def reaches_inet(self, host: Host, dst_port: int, wait: float = 2.0) -> bool:
-        """A TCP SYN injected on host's port to the inet service's dst_port:
-        whether it came out of the inet port (its tx_pcap), within `wait`
-        seconds. The datapath's flow cache is emptied first, so the frame
-        meets the tables as they are now (testbed/lab.py current_tables)."""
-        self._probes += 1
-        src_port = PROBE_PORT_BASE + self._probes % 10000
+    def probe(self, host: Host, dst_port: int, count: int = 20, wait: float = 2.0) -> Egress:
+        """`count` TCP SYNs (each from its own source port) injected on
+        host's port to the inet service's dst_port, and where they came
+        out: every datapath port's TX counter before and after (all
+        bridges share one dummy datapath, so that is every host's port in
+        the tree), and how many of them the inet port's capture holds.
+        The datapath's flow cache is emptied first, so the frames meet the
+        tables as they are now (testbed/lab.py current_tables). The other
+        frames ports send meanwhile (LLDP sweeps: one per switch every 20 s
+        to each of its lines) add a frame or two; `count` frames through a
+        port cannot hide among them."""
+        inet = self.tree.service("inet")
+        ports = [PROBE_PORT_BASE + (self._probes + n) % 10000 for n in range(count)]
+        self._probes += count
         self.ovs.appctl("revalidator/purge")
-        self.injector.send(host.port_name, [frames.tcp_syn(host, self.tree.service("inet"),
-                                                           dst_port, src_port)])
+        before = measure.tx_packets(self.ovs.appctl("dpctl/show", "-s"))
+        self.injector.send(host.port_name, [frames.tcp_syn(host, inet, dst_port, src)
+                                            for src in ports])
+        wanted = {(host.ip, src, dst_port) for src in ports}
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
+        while True:
             self.probes_seen.update(filter(None, map(frames.tcp_probe,
                                                      self.inet_capture.read())))
-            if (host.ip, src_port, dst_port) in self.probes_seen:
-                return True
+            if wanted <= self.probes_seen or time.monotonic() > deadline:
+                break
             time.sleep(0.1)
-        return False
+        time.sleep(0.2)  # a copy sent anywhere else is out by now too
+        after = measure.tx_packets(self.ovs.appctl("dpctl/show", "-s"))
+        rose = {port: after[port] - before.get(port, 0) for port in after
+                if after[port] > before.get(port, 0)}
+        return Egress(count, rose, len(wanted & self.probes_seen), inet.port_name)
 
     # ---- the controller's process ------------------------------------------------------
 

@@ -35,6 +35,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far by thread name (threads of one name summed; a
+    thread that ended meanwhile is gone from the sum), from
+    /proc/PID/task/*/stat: what a sampling profiler would say of an idle
+    process, without one (py-spy is not installed here)."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def mem_available() -> int:
     text = pathlib.Path("/proc/meminfo").read_text()
     match = re.search(r"MemAvailable:\s+(\d+) kB", text)
@@ -99,6 +117,29 @@ def coverage(report: str, counter: str) -> int:
     """A counter's total from ovs-vswitchd's coverage/show."""
     match = re.search(rf"^{re.escape(counter)}\s.*total: (\d+)", report, re.MULTILINE)
     return int(match.group(1)) if match else 0
+
+
+_DP_PORT = re.compile(r"^\s*port \d+: (\S+) \(([^)]*)\)$")
+_DP_TX = re.compile(r"^\s*TX packets:(\d+)")
+
+
+def tx_packets(dpctl_show: str) -> dict[str, int]:
+    """Frames each datapath port has sent, from `dpctl/show -s`: every
+    bridge of a private vswitchd shares its one dummy datapath, so one
+    read covers every host's port in the tree (patch ports are not
+    datapath ports: a frame crosses them inside one translation)."""
+    out: dict[str, int] = {}
+    port = None
+    for line in dpctl_show.splitlines():
+        named = _DP_PORT.match(line)
+        if named:
+            port = named.group(1)
+            continue
+        sent = _DP_TX.match(line)
+        if sent and port is not None:
+            out[port] = int(sent.group(1))
+            port = None
+    return out
 
 
 def rules_held(memory_report: str) -> int:
