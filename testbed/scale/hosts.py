@@ -36,6 +36,9 @@ class Appearance:
     frames: int = 0            # frames injected, resent ones included
     resent: int = 0            # hosts sent their announcement again
     rounds: int = 0
+    # Located hosts whose held announcement never reached the router, sent
+    # again once (as a host retries its ARP; known now, it passes at once).
+    not_sent_on: int = 0
 
 
 class Injector:

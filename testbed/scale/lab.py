@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import os
 import pathlib
 import re
 import shutil
@@ -41,6 +42,7 @@ from testbed.scale.measure import Budget
 from testbed.scale.ovs import PrivateOvs
 from testbed.scale.tree import Host, Tree
 
+THREAD_NAMES = pathlib.Path(__file__).with_name("threadnames")
 BATCH_SWITCHES = 50      # bridges added per OVSDB transaction
 # Seconds the switches' tables must stay untouched before they count as in sync
 # (the controller pushes in rounds, a fraction of a second to a few apart).
@@ -155,10 +157,10 @@ class ScaleLab:
         switches = self.tree.switches
         for first in range(0, len(switches), BATCH_SWITCHES):
             self.budget.check(f"building bridges ({first} of {len(switches)})")
-            self.ovs.transact(bridges.add_switches(
+            self.ovs.configure(bridges.add_switches(
                 self.tree, switches[first:first + BATCH_SWITCHES], target,
                 rate_limit=self.rate_limit,
-                port_options=captures))
+                port_options=captures), check=lambda: self.budget.check("building bridges"))
         return time.monotonic() - started
 
     def start_controller(self) -> None:
@@ -171,12 +173,27 @@ class ScaleLab:
         self.starts += 1
         self.started_at = time.monotonic()
         self.controller = harness.ControllerProcess(self.ofp_port, log_path=self.log(),
-                                                    extra_args=args)
+                                                    extra_args=args, env=self._env())
         self.controller.wait_ready(timeout=max(30.0, min(300.0, self.budget.left())))
         if self.client is not None:
             self.client.close()
         self.client = EnforcementClient(self.controller.grpc_address, timeout=120,
                                         channel_options=CHANNEL_OPTIONS)
+
+    def _env(self) -> dict[str, str]:
+        """The controller's environment: this one, plus the thread-naming
+        start-up hook (testbed/scale/threadnames/) writing to thread_map()."""
+        path = os.environ.get("PYTHONPATH")
+        return {**os.environ, "SCALE_THREAD_MAP": str(self.thread_map()),
+                "PYTHONPATH": os.pathsep.join([str(THREAD_NAMES), *([path] if path else [])])}
+
+    def thread_map(self) -> pathlib.Path:
+        return self.workdir / f"threads-{self.starts}.txt"
+
+    def thread_cpu(self) -> dict[str, float]:
+        """The controller's CPU seconds so far, by what its threads run."""
+        pid = self.controller_pid
+        return measure.thread_cpu(pid, measure.thread_names(self.thread_map(), pid))
 
     def log(self, start: int | None = None) -> pathlib.Path | None:
         """The log of the controller's nth start (the current one by
@@ -338,7 +355,31 @@ class ScaleLab:
         self.announced.update((h.ip, h) for h in subscribers)
         self.expected.update((h.ip, {(h.mac, "arp"), *([(h.mac, "nd")] if ipv6(h) else [])})
                              for h in subscribers)
+        report.not_sent_on = self._sent_on(subscribers, ipv6)
         return report
+
+    def _sent_on(self, subscribers: Sequence[Host], ipv6: Callable[[Host], bool],
+                 settle: float = 5.0) -> int:
+        """Waits until the router got every located host's announcements;
+        those still missing after `settle` quiet seconds are sent again,
+        once. The controller sends a held frame on once, and a release it
+        could not deliver (its switch busy past --switch-timeout) is not
+        retried: a real host's next ARP does that, and a known host's own
+        ARP passes the switch at once. Returns how many were sent again."""
+        wanted = {h.ip for h in subscribers}
+        missing, deadline = len(self.undelivered()), time.monotonic() + settle
+        while missing and time.monotonic() < deadline:
+            self.budget.check("held announcements sent on")
+            time.sleep(0.5)
+            now = len(set(self.undelivered()) & wanted)
+            if now < missing:
+                deadline = time.monotonic() + settle
+            missing = now
+        late = [self.announced[ip] for ip in set(self.undelivered()) & wanted]
+        if late:
+            self.injector.paced(hosts.announcements(late, self.tree.service("router"), ipv6),
+                                1000.0, self.budget, "announcements sent again")
+        return len(late)
 
     def bindings(self) -> set[tuple[str, str]]:
         """(MAC, IPv4 address) of every DHCP binding the controller logged

@@ -8,13 +8,14 @@ report and the Controller rows Open vSwitch keeps status in.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pathlib
 import re
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 GIB = 1024 ** 3
 
@@ -35,11 +36,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds so far by thread name (threads of one name summed; a
-    thread that ended meanwhile is gone from the sum), from
+def thread_names(path: pathlib.Path, pid: int) -> dict[int, str]:
+    """Thread id -> what it runs, from the lines the controller's threads
+    wrote as they started (testbed/scale/threadnames/); the main thread's
+    id is the process's."""
+    names = {pid: "MainThread"}
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines():
+            tid, _, name = line.partition(" ")
+            if tid.isdigit():
+                names[int(tid)] = name
+    return names
+
+
+def thread_cpu(pid: int, names: Mapping[int, str]) -> dict[str, float]:
+    """CPU seconds so far by what the threads run (threads that run the same
+    thing summed: a switch's send loop, its receive loop...), from
     /proc/PID/task/*/stat: what a sampling profiler would say of an idle
-    process, without one (py-spy is not installed here)."""
+    process, without one (py-spy is not installed here). A thread that
+    ended is gone from the sums, so compare two reads over a quiet span."""
     out: dict[str, float] = {}
     tick = os.sysconf("SC_CLK_TCK")
     for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
@@ -47,8 +62,8 @@ def thread_cpu(pid: int) -> dict[str, float]:
             stat = (task / "stat").read_text()
         except OSError:
             continue
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
         fields = stat.rsplit(")", 1)[1].split()
+        name = names.get(int(task.name), "?")
         out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
 

@@ -27,7 +27,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import ovs.jsonrpc
 import ovs.stream
@@ -111,22 +111,29 @@ class PrivateOvs:
                 raise OvsError(f"{path} did not appear within {timeout} s")
             time.sleep(0.05)
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         """Asks each daemon to exit (vswitchd first: it holds the bridges),
-        then kills what did not; removes the directory it made."""
+        then terminates and kills what did not; removes the directory it
+        made. Nothing of them outlives their processes (the dummy datapath
+        lives in ovs-vswitchd's memory), and a vswitchd busy configuring
+        thousands of ports answers nothing for minutes: hence the short
+        waits."""
         if self._unixctl is not None:
             self._unixctl.close()
             self._unixctl = None
         for proc, ctl in ((self.vswitchd, self.vswitchd_ctl), (self.ovsdb, self.ovsdb_ctl)):
             if proc is None or proc.poll() is not None:
                 continue
-            subprocess.run(["ovs-appctl", "-t", str(ctl), "exit"], capture_output=True,
-                           timeout=timeout, check=False)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                subprocess.run(["ovs-appctl", "-t", str(ctl), "--timeout=5", "exit"],
+                               capture_output=True, timeout=timeout, check=False)
+            for end in (proc.terminate, proc.kill):
+                try:
+                    proc.wait(timeout)
+                    break
+                except subprocess.TimeoutExpired:
+                    end()
+            proc.wait()
         if self._owned:
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -163,6 +170,32 @@ class PrivateOvs:
         if len(reply.result) > len(ops):  # a commit-time error comes last
             raise OvsError(f"ovsdb transaction: {reply.result[-1]}")
         return reply.result
+
+    def configure(self, ops: Sequence[dict], timeout: float = 3600.0,
+                  check: Callable[[], None] = lambda: None) -> float:
+        """A transaction that changes the configuration, and the wait until
+        ovs-vswitchd has applied it (what `ovs-vsctl --wait` does: next_cfg
+        raised with it, cur_cfg catching up), as the transaction's reply
+        comes from ovsdb-server at once, long before the bridges exist.
+        Returns the seconds it took; check() runs while waiting (a budget)."""
+        started = time.monotonic()
+        (*_, bumped) = self.transact([*ops, {"op": "mutate", "table": "Open_vSwitch",
+                                            "where": [],
+                                            "mutations": [["next_cfg", "+=", 1]]},
+                                      {"op": "select", "table": "Open_vSwitch", "where": [],
+                                       "columns": ["next_cfg"]}])
+        wanted = bumped["rows"][0]["next_cfg"]
+        deadline = started + timeout
+        while self.select("Open_vSwitch", ["cur_cfg"])[0]["cur_cfg"] < wanted:
+            check()
+            if self.vswitchd is not None and self.vswitchd.poll() is not None:
+                raise OvsError(f"ovs-vswitchd exited with {self.vswitchd.returncode}:\n"
+                               + self.log_tail())
+            if time.monotonic() > deadline:
+                raise OvsError(f"ovs-vswitchd did not apply the configuration within "
+                               f"{timeout:.0f} s")
+            time.sleep(0.2)
+        return time.monotonic() - started
 
     def select(self, table: str, columns: Sequence[str], where: Sequence = ()) -> list[dict]:
         """Rows of a table. With _uuid among the columns: ovsdb-server

@@ -14,7 +14,7 @@ BENCH = pathlib.Path(__file__).resolve().parents[2] / "bench" / "scale.py"
 ROWS = ("tiers (gateway / aggregation / access)", "start to sync (no hosts)",
         "hosts located in", "hosts: in sync after", "controller RSS: no hosts / hosts",
         "idle: controller CPU (share of one core)",
-        "idle: packet-ins/s sent by the switches / handled by the controller",
+        "idle: packet-ins/s sent by the switches / learned from",
         "idle: packet-outs/s received by the switches", "50 live enforcements applied",
         "Apply p50 / p99", "Lift p50 / p99", "flows per switch, gateway",
         "flows per switch, aggregation", "flows per switch, access",

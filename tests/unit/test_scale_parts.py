@@ -3,13 +3,17 @@ OVSDB operations, the pacing order of hosts, the frames hosts send, and the
 parsers of what Open vSwitch and the controller report. The harness itself
 runs against real Open vSwitch in tests/e2e/test_scale_harness.py."""
 import ipaddress
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 from os_ken.lib import pcaplib
 from os_ken.lib.packet import arp, dhcp, ethernet, icmpv6, packet
 
 from controller.topology.dhcp import replies
-from testbed.scale import bridges, frames, hosts, measure, tree
+from testbed.scale import bridges, frames, hosts, lab, measure, tree
 
 
 def test_a_tree_has_its_tiers_links_and_one_subscriber_per_line():
@@ -176,6 +180,66 @@ def test_the_budget_stops_a_run_that_is_out_of_time_or_memory():
     measure.Budget(seconds=60).check("fine")
     with pytest.raises(measure.OutOfBudget, match="building: out of time"):
         measure.Budget(seconds=0).check("building")
-    import os
     with pytest.raises(measure.OutOfBudget, match="over the 0 GiB ceiling"):
         measure.Budget(rss_ceiling=0, pids=lambda: [os.getpid()]).check("hosts")
+
+
+DPCTL_SHOW = """dummy@ovs-dummy:
+  lookups: hit:0 missed:3 lost:0
+  flows: 2
+  port 0: ovs-dummy (dummy-internal)
+    RX packets:0 errors:? dropped:? overruns:? frame:?
+    TX packets:0 errors:? dropped:? aborted:? carrier:?
+  port 2: ac0p4 (dummy)
+    RX packets:20 errors:? dropped:? overruns:? frame:?
+    TX packets:3 errors:? dropped:? aborted:? carrier:?
+  port 9: gw.inet (dummy: tx_pcap=/tmp/x/inet.pcap)
+    RX packets:0 errors:? dropped:? overruns:? frame:?
+    TX packets:41 errors:? dropped:? aborted:? carrier:?
+"""
+
+
+def test_every_datapath_ports_tx_counter_is_read_from_one_dpctl_show():
+    assert measure.tx_packets(DPCTL_SHOW) == {"ovs-dummy": 0, "ac0p4": 3, "gw.inet": 41}
+
+
+def test_a_probe_counts_as_stopped_only_if_no_port_sent_half_of_it():
+    stray = lab.Egress(20, {"ac0p4": 1, "ac1p2": 2}, 0, "gw.inet")
+    assert stray.stopped and not stray.reached_inet_only
+    leaked = lab.Egress(20, {"ac0p4": 1, "ac1p2": 10}, 0, "gw.inet")
+    assert not leaked.stopped
+    seen = lab.Egress(20, {}, 1, "gw.inet")  # a frame in the capture is never stopped
+    assert not seen.stopped
+    through = lab.Egress(20, {"gw.inet": 20, "ac0p4": 1}, 20, "gw.inet")
+    assert through.reached_inet_only and not through.stopped
+    flooded = lab.Egress(20, {"gw.inet": 20, "gw.dns": 20}, 20, "gw.inet")
+    assert not flooded.reached_inet_only
+
+
+def test_the_controllers_threads_are_named_by_what_they_run(tmp_path):
+    """The start-up hook, in a real interpreter: each thread's native id and
+    its target's name reach the map, and /proc's counts are summed by it."""
+    threads = tmp_path / "threads.txt"
+    script = ("import threading, time\n"
+              "def spin(stay=0):\n"
+              "    end = time.thread_time() + 0.3\n"
+              "    while time.thread_time() < end: pass\n"
+              "    time.sleep(stay)\n"
+              "t = threading.Thread(target=spin); t.start(); t.join()\n"
+              "threading.Thread(target=spin, args=(5,), daemon=True).start()\n"
+              "print(threading.get_native_id(), flush=True)\n"
+              "time.sleep(5)\n")
+    env = {**os.environ, "SCALE_THREAD_MAP": str(threads),
+           "PYTHONPATH": str(lab.THREAD_NAMES)}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        pid = int(proc.stdout.readline())
+        names = measure.thread_names(threads, pid)
+        assert sorted(names.values()) == ["MainThread", "spin", "spin"]
+        time.sleep(0.5)  # the second spin ends its 0.3 s of CPU
+        cpu = measure.thread_cpu(pid, names)
+        assert 0.2 <= cpu["spin"] < 0.5  # the first thread ended: only the second counts
+    finally:
+        proc.kill()
+        proc.wait()
