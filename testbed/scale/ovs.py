@@ -90,6 +90,9 @@ class PrivateOvs:
             env=self._env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         self._wait_for(self.db_socket, self.ovsdb, timeout)
+        # Interface statistics stay at their 5 s default: the same timer
+        # refreshes the Controller rows' is_connected and role, which the
+        # harness reads.
         self.transact([{"op": "insert", "table": "Open_vSwitch", "row": {}}])
         self.vswitchd = subprocess.Popen(
             [*_die_with_parent_prefix(), "ovs-vswitchd", f"unix:{self.db_socket}",

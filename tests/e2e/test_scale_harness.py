@@ -30,7 +30,7 @@ SWITCHES, SUBSCRIBERS = 50, 2000
 RECONCILE_WITHIN = 90.0   # seconds from the kill to in sync again
 # An access switch's entries: its pipeline and per-port rules, plus what each
 # subscriber line costs (learning, identity, forwarding down to it: about 17
-# for a host with IPv4 and one IPv6 address). Seen here: 12 + 16 per line.
+# for a host with IPv4 and one IPv6 address). Seen here: 9 + 15 per line.
 ACCESS_FIXED, ACCESS_PER_LINE = 40, 20
 
 
