@@ -118,6 +118,9 @@ class Run:
                 self._measure(lab, column)
         except (OutOfBudget, TimeoutError) as exc:
             column.stopped = f"stopped at {column.phase}: {exc}"
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the table still says where
+            column.stopped = f"interrupted at {column.phase}"
+            raise
         except Exception as exc:  # said in the table; the larger sizes are skipped
             column.stopped = f"stopped at {column.phase}: {type(exc).__name__}: {exc}"
         if column.stopped:
