@@ -293,6 +293,7 @@ def _connect(args: argparse.Namespace, app: EnforcementApp, store: Store, policy
 def _build(args: argparse.Namespace) -> _Running:
     from enforcement.api.servicer import serve
     from enforcement.lifecycle.maintenance import Maintenance
+    from enforcement.lifecycle.proving import Proofs
     policy, access, pinned, tls_context = _load_files(args)
 
     stop = StopSignals()
@@ -357,6 +358,11 @@ def _build(args: argparse.Namespace) -> _Running:
         raise _refuse("cannot serve gRPC on %s: %s", args.grpc_listen, exc) from None
     maintenance = Maintenance(service, audit_interval=args.audit_interval)
     maintenance.start()
+    if args.proofs_per_second > 0:
+        service.proofs = Proofs(service, app, per_second=args.proofs_per_second,
+                                on_proof=metrics.observe_proof)
+        app.ready_listeners.append(service.proofs.switch_back)
+        service.proofs.start()
     _reload_on_hangup(hangup, args, service, app, serving, in_force, (policy, access, pinned))
     host, port = args.grpc_listen.rsplit(":", 1)[0], serving.port
     leadership.address = args.advertise or f"{host}:{port}"
@@ -391,6 +397,8 @@ def _stop(running: _Running, signum: int) -> None:
     LOG.info("shutting down (%s)", signal.Signals(signum).name)
     running.serving.stop(grace=2)
     running.maintenance.stop()
+    if running.service.proofs is not None:
+        running.service.proofs.stop()
     # While this instance still leads: the refusals it held back are stored.
     running.service.identity_reports.stop()
     running.leadership.stop()

@@ -214,6 +214,13 @@ def flow_count_request(namespace: int) -> parser.OFPAggregateStatsRequest:
         cookie_mask=COOKIE_NAMESPACE_MASK, match=parser.OFPMatch())
 
 
+def table_stats_request(table_id: int) -> parser.OFPFlowStatsRequest:
+    """Every flow of one table, whoever put it there."""
+    return parser.OFPFlowStatsRequest(
+        datapath=None, table_id=table_id, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
+        cookie=0, cookie_mask=0, match=parser.OFPMatch())
+
+
 def cookie_stats_request(cookie: int) -> parser.OFPFlowStatsRequest:
     """The flows, in every table, carrying exactly this cookie."""
     return parser.OFPFlowStatsRequest(
@@ -261,10 +268,12 @@ def meter_stats_request() -> parser.OFPMeterStatsRequest:
     return parser.OFPMeterStatsRequest(datapath=None, meter_id=ofp.OFPM_ALL)
 
 
-def packet_out(in_port: int, data: bytes) -> parser.OFPPacketOut:
+def packet_out(in_port: int | None, data: bytes) -> parser.OFPPacketOut:
     """A frame run through the switch's pipeline from table 0 as if it had
-    just arrived on in_port (OpenFlow 1.3, 5.12: output to OFPP_TABLE)."""
-    return parser.OFPPacketOut(datapath=None, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
+    just arrived on in_port (OpenFlow 1.3, 5.12: output to OFPP_TABLE); None:
+    as sent by the controller."""
+    port = ofp.OFPP_CONTROLLER if in_port is None else in_port
+    return parser.OFPPacketOut(datapath=None, buffer_id=ofp.OFP_NO_BUFFER, in_port=port,
                                actions=[parser.OFPActionOutput(ofp.OFPP_TABLE, 0)],
                                data=data)
 

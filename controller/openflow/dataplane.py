@@ -77,6 +77,7 @@ from enforcement.domain.flows import (
     ToController,
 )
 from enforcement.domain.model import HostView
+from enforcement.domain.probes import PROBE_MAC
 
 ETH_TYPE_IPV4 = 0x0800
 ETH_TYPE_ARP = 0x0806
@@ -89,6 +90,8 @@ UNICAST = ("00:00:00:00:00:00", "01:00:00:00:00:00")
 GROUP = ("01:00:00:00:00:00", "01:00:00:00:00:00")
 
 # Table 2 (learn)
+PRIORITY_PROBE_CATCH = 4000   # a probe past the enforcement tables: back, no further
+PROBE_PPS = 100               # the catch rules' switch-wide meter
 PRIORITY_LLDP_ACCESS = 410    # LLDP from an access port: metered copy, no further
 PRIORITY_LLDP = 400           # LLDP from any other port: to the controller, no further
 PRIORITY_HOST_KNOWN = 300     # ARP or ND from a known port, MAC and address
@@ -214,7 +217,8 @@ def meter_port(meter_id: int) -> tuple[str, int] | None:
     """("learn" | "storm", port) for a data-plane port meter, else None."""
     if pipeline.METER_STORM_BASE <= meter_id < pipeline.METER_CONTROLLER:
         return "storm", meter_id - pipeline.METER_STORM_BASE
-    if pipeline.METER_LEARN_BASE <= meter_id < pipeline.METER_STORM_BASE:
+    if pipeline.METER_LEARN_BASE <= meter_id < pipeline.METER_STORM_BASE \
+            and meter_id != pipeline.METER_PROBE:
         return "learn", meter_id - pipeline.METER_LEARN_BASE
     return None
 
@@ -244,8 +248,15 @@ def switch_rules(dpid: int, ports: Ports, budgets: Budgets,
         # Table 4's miss: no flow, so OpenFlow 1.3 drops (nothing goes to
         # the controller packet by packet).
     ]
+    # A probe (enforcement/domain/probes.py) that got past the enforcement
+    # tables goes back to the controller and nowhere else, whichever port
+    # it was sent as from.
+    caught = (ApplyMeter(pipeline.METER_PROBE), ToController())
+    rules += [FlowRule(dpid, pipeline.TABLE_LEARN, PRIORITY_PROBE_CATCH, fwd,
+                       ((side, PROBE_MAC),), caught) for side in ("eth_dst", "eth_src")]
     meters = [MeterSpec(dpid, pipeline.METER_CONTROLLER, "pktps", budgets.controller_pps,
-                        budgets.controller_burst)]
+                        budgets.controller_burst),
+              MeterSpec(dpid, pipeline.METER_PROBE, "pktps", PROBE_PPS, PROBE_PPS)]
     for port in sorted(ports.access):
         match = (("in_port", port),)
         # Counted and refused there when forged; never a link on its own.

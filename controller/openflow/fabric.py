@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +37,15 @@ LOG = logging.getLogger(__name__)
 RECONNECT_HOLD = 3.0     # settle (1.5 s) plus LLDP rediscovering the links
 STARTUP_GRACE = 15.0     # OVS retries a lost controller every 8 s at most
 POLL_INTERVAL = 2.0      # seconds between reads of the port meters
+# Switches whose port meters are read per second, at most: up to 50
+# switches each is read every POLL_INTERVAL, beyond that less often
+# (1,000 switches: every 40 s), so reading meters costs the same at any size.
+METER_READS_PER_SECOND = 25.0
+# After a round of syncs that took t seconds the worker waits at least
+# this many times t: churn across a large network (every snapshot reads
+# every port) costs at most a bounded share of a core, at the price of
+# coalescing more per round.
+WORK_SHARE = 4.0
 ALARM_REPEAT = 10.0      # a port still over budget is reported again after this
 TICK = 0.1               # how soon a settled port or an ended ban takes effect
 RELEASE_ONCE = 2.0       # the same held frame is sent on at most once this long
@@ -89,9 +99,13 @@ class Fabric:
                  clock: Callable[[], float] = time.monotonic,
                  startup_grace: float = STARTUP_GRACE, reconnect_hold: float = RECONNECT_HOLD,
                  timeout: float = 5.0,
-                 dhcp_trusted: frozenset[tuple[int, int]] = frozenset()):
+                 dhcp_trusted: frozenset[tuple[int, int]] = frozenset(),
+                 generation: Callable[[], object] | None = None):
+        """generation: a value that changes whenever snapshot() may (the
+        topology's generation); without it a snapshot is taken every tick."""
         self._transact = transact
         self._snapshot = snapshot
+        self._generation = generation
         self.budgets = budgets
         self._on_budget = on_budget
         self._clock = clock
@@ -108,6 +122,14 @@ class Fabric:
         self._stopped = False
         self._alarmed: dict[tuple[int, int, str], float] = {}
         self._last_poll = 0.0
+        self._poll_next = 0              # where the meter reads go on from
+        # What the last tick saw: the topology's generation, and when a
+        # switch's hold ends (it is synced in full then); _recheck asks for
+        # a look at every switch (marked, adopted, a sync that failed).
+        self._seen: object = None
+        self._check_at = 0.0
+        self._recheck = True
+        self._halt = threading.Event()   # set when stopping
         # Held frames whose claim was accepted: (mac, dpid, in_port, frame).
         self._releases: list[tuple[str, int, int, bytes]] = []
         self._released: dict[tuple[int, int, int], float] = {}
@@ -126,6 +148,7 @@ class Fabric:
         with self._lock:
             for state in self._switches.values():
                 state.synced = None
+            self._recheck = True
         self._wake.set()
 
     def release(self, mac: str, dpid: int, in_port: int, frame: bytes) -> None:
@@ -178,6 +201,7 @@ class Fabric:
                      "for %.1f s", dpid, len(flows), state.hold_until - now)
         with self._lock:
             self._switches[dpid] = state
+            self._recheck = True   # its hold's end
         self._remove_legacy(dpid)
         self.sync_switch(dpid)
         return dataplane.hosts_from_rules(dpid, flows)
@@ -340,25 +364,42 @@ class Fabric:
             if not self.active:
                 continue
             try:
-                self.tick()
+                started = time.perf_counter()
+                if self.tick():
+                    # Marks arriving meanwhile wait: they are coalesced.
+                    self._halt.wait(WORK_SHARE * (time.perf_counter() - started))
                 if self._clock() - self._last_poll >= poll_interval:
+                    elapsed = self._clock() - self._last_poll
                     self._last_poll = self._clock()
-                    self.poll_budgets()
+                    self.poll_budgets(max(1, int(METER_READS_PER_SECOND
+                                                 * min(elapsed, 2 * poll_interval))))
             except Exception:
                 LOG.exception("data-plane worker")
+                self._recheck = True   # not lost: looked at again next tick
 
     def stop(self) -> None:
         self._stopped = True
+        self._halt.set()
         self._wake.set()
 
-    def tick(self) -> None:
+    def tick(self) -> bool:
         """Full syncs where a switch's ports, paths or hold changed; host
-        syncs for the hosts that changed."""
+        syncs for the hosts that changed. Nothing at all (not even a
+        snapshot) while nothing did. Returns whether it looked."""
+        seen = self._generation() if self._generation is not None else object()
+        now = self._clock()
+        with self._lock:
+            if (seen == self._seen and not self._recheck and now < self._check_at
+                    and not self._dirty_hosts and not self._releases):
+                return False
+            self._seen, self._recheck = seen, False
         snap = self._snapshot()
         with self._lock:
             macs, self._dirty_hosts = self._dirty_hosts, set()
             now = self._clock()
             stale = []
+            self._check_at = min((s.hold_until for s in self._switches.values()
+                                  if s.hold_until > now), default=math.inf)
             for dpid, state in self._switches.items():
                 if dpid not in snap.ports or now < state.hold_until:
                     continue
@@ -367,10 +408,15 @@ class Fabric:
                     stale.append(dpid)
         for dpid in stale:
             self.sync_switch(dpid, snap)
+        with self._lock:
+            # A sync the switch refused is tried again at the next tick.
+            self._recheck = any(self._switches[d].synced is None
+                                for d in stale if d in self._switches)
         if macs:
             self.sync_hosts(macs, snap)
         if self._releases:
             self._send_releases()
+        return True
 
     def audit(self, dpid: int) -> None:
         """Puts back data-plane flows deleted behind the controller's back
@@ -406,11 +452,16 @@ class Fabric:
 
     # ---- budgets -----------------------------------------------------------
 
-    def poll_budgets(self) -> None:
-        """Reads the port meters of every switch: a meter that dropped since
-        the last read means its port went over budget."""
+    def poll_budgets(self, count: int | None = None) -> None:
+        """Reads the port meters of count switches (all by default), going
+        round them in turn: a meter that dropped since the last read means
+        its port went over budget."""
         with self._lock:
-            dpids = list(self._switches)
+            dpids = sorted(self._switches)
+        if count is not None and count < len(dpids):
+            start = self._poll_next % len(dpids)
+            dpids = (dpids[start:] + dpids[:start])[:count]
+            self._poll_next = start + count
         for dpid in dpids:
             request = compiler.meter_stats_request()
             try:

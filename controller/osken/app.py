@@ -37,6 +37,8 @@ from controller.openflow.dataplane import Budgets
 from controller.openflow.fabric import RECONNECT_HOLD, STARTUP_GRACE, Fabric
 from controller.openflow.handoff import Coalesced
 from controller.openflow.packetin import DEFAULT_DEPTH, PacketInQueue
+from controller.openflow.probeframes import is_probe
+from controller.openflow.prover import Prover
 from controller.openflow.roles import Epochs, Roles
 from controller.openflow.sessions import Sessions
 from controller.openflow.switchsync import SwitchSync
@@ -171,7 +173,8 @@ class EnforcementApp(app_manager.OSKenApp):
         self.fabric = Fabric(self.sessions.transact, self.net.snapshot, settings.budgets,
                              on_budget=lambda *alarm: self.learning.budget_alarm(*alarm),
                              startup_grace=settings.startup_grace,
-                             dhcp_trusted=settings.dhcp_trusted)
+                             dhcp_trusted=settings.dhcp_trusted,
+                             generation=self.net.generation)
         self.fabric.active = False
         self.switches = SwitchSync(self.sessions.transact, self.fabric)
         # DHCP snooping (controller/topology/dhcp/snooping.py): a binding made or renewed
@@ -188,6 +191,9 @@ class EnforcementApp(app_manager.OSKenApp):
                                  lambda: self.roles.leading, self.is_connected,
                                  snooping=self.snooping)
         self.packet_ins = PacketInQueue(self.learning.learn, settings.packet_in_queue)
+        self.prover = Prover(self.sessions.transact)
+        # Told of each switch made ready on the leader, after its reconcile.
+        self.ready_listeners: list[Callable[[int], None]] = []
         # One thread at most: a burst of link changes must not start a
         # thread each (controller/openflow/handoff.py).
         self._links_changed = Coalesced(self.service.links_changed, "links-changed")
@@ -248,6 +254,9 @@ class EnforcementApp(app_manager.OSKenApp):
 
     def audit(self, dpid, timeout):
         return self.switches.audit(dpid, timeout)
+
+    def prove_many(self, dpid, items):
+        return self.prover.prove_many(dpid, items)
 
     def flow_counters(self, dpid: int, cookie: int, timeout: float = 2.0) -> dict:
         return self.switches.flow_counters(dpid, cookie, timeout)
@@ -378,6 +387,8 @@ class EnforcementApp(app_manager.OSKenApp):
             if self._discovery is not None:
                 self._discovery.probe_switch(dpid)
             self.service.resync(dpid)
+            for listener in self.ready_listeners:
+                listener(dpid)
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     def _barrier_reply(self, ev):
@@ -430,8 +441,13 @@ class EnforcementApp(app_manager.OSKenApp):
         # Only a copy, for learning: the switch forwards the packet itself.
         # Queued, never handled here (controller/openflow/packetin.py says why).
         # LLDP teaches no host (discovery hears it): not queued, not parsed.
+        # A probe the catch rules returned (controller/openflow/prover.py)
+        # teaches nothing either.
         msg = ev.msg
         if is_lldp(msg.data):
+            return
+        if is_probe(msg.data):
+            self.prover.caught(msg.datapath.id, msg.data)
             return
         self.packet_ins.put(msg.datapath.id, msg.match["in_port"], msg.data)
 

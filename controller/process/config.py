@@ -89,6 +89,9 @@ SETTINGS: tuple[Setting, ...] = (
       "switch to repair drift (0: never)", "S"),
     S("switch_timeout", "switch_timeout", float, 5.0, "seconds to wait for a switch to "
       "confirm a change", "S"),
+    S("proofs_per_second", "proofs_per_second", float, 20.0, "live enforcements proven in "
+      "the data plane per second at most, in turn, besides each one soon after it is "
+      "applied and after its switch reconnects (0: none)", "N"),
     S("grpc_listen", "grpc.listen", str, "127.0.0.1:50051", "gRPC address (host:port; "
       "port 0 picks a free one)", "HOST:PORT"),
     S("ofp_listen_host", "openflow.listen_host", str, "127.0.0.1",
@@ -437,7 +440,7 @@ def check(args: argparse.Namespace, origins: Origins) -> list[str]:
             errors.append(f"{name(dest)} must be positive")
     if args.db is None:
         args.db = f"sqlite:///{pathlib.Path(args.state_dir).resolve() / 'enforcement.db'}"
-    for dest in ("audit_interval", "startup_grace"):
+    for dest in ("audit_interval", "startup_grace", "proofs_per_second"):
         if getattr(args, dest) < 0:
             errors.append(f"{name(dest)} must not be negative")
     tls = ("tls_cert", "tls_key", "tls_client_ca")

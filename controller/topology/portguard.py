@@ -12,6 +12,7 @@ Pure bookkeeping with an injectable clock; the app calls it under its lock.
 from __future__ import annotations
 
 import collections
+import math
 import time
 from collections.abc import Callable
 
@@ -24,6 +25,7 @@ class PortGuard:
         self._clock = clock
         self._new: dict[tuple[int, int], collections.deque] = {}
         self._banned_until: dict[tuple[int, int], float] = {}
+        self._next = math.inf   # the soonest a ban ends
 
     def new_mac(self, dpid: int, port: int) -> float | None:
         """Records a MAC learned on a port; returns the churn rate (new MACs
@@ -36,6 +38,7 @@ class PortGuard:
             seen.popleft()
         if len(seen) > self._budgets.churn_macs and not self.banned(dpid, port):
             self._banned_until[(dpid, port)] = now + self._budgets.ban_seconds
+            self._next = min(self._next, now + self._budgets.ban_seconds)
             return len(seen) / window
         return None
 
@@ -52,6 +55,17 @@ class PortGuard:
     def banned_ports(self, dpid: int) -> frozenset[int]:
         return frozenset(port for (d, port) in list(self._banned_until)
                          if d == dpid and self.banned(d, port))
+
+    def due(self) -> bool:
+        """Whether a ban may have ended by time since rearm()."""
+        return self._clock() >= self._next
+
+    def rearm(self) -> None:
+        now = self._clock()
+        for key in [k for k, until in self._banned_until.items() if until <= now]:
+            del self._banned_until[key]
+            self._new.pop(key, None)
+        self._next = min(self._banned_until.values(), default=math.inf)
 
     def forget_port(self, dpid: int, port: int) -> None:
         """The port went away or turned out to be an uplink."""

@@ -28,6 +28,7 @@ side's ARP.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 
@@ -42,11 +43,13 @@ class Settling:
         self._until: dict[tuple[int, int], float] = {}
         self._down: set[tuple[int, int]] = set()
         self._uplinks: set[tuple[int, int]] = set()
+        self._next = math.inf   # the soonest a port settles by time
 
     def came_up(self, dpid: int, ports: Iterable[int], period: float | None = None) -> None:
         until = self._clock() + (self._period if period is None else period)
         for port in ports:
             self._until[(dpid, port)] = until
+            self._next = min(self._next, until)
 
     def _settle(self, dpid: int, port: int) -> None:
         self._until.pop((dpid, port), None)
@@ -90,6 +93,16 @@ class Settling:
             del self._until[(dpid, port)]
             return False
         return True
+
+    def due(self) -> bool:
+        """Whether a port may have settled by time since rearm(): what is
+        computed from the ports is then out of date."""
+        return self._clock() >= self._next
+
+    def rearm(self) -> None:
+        now = self._clock()
+        self._until = {key: until for key, until in self._until.items() if until > now}
+        self._next = min(self._until.values(), default=math.inf)
 
     def settling_ports(self, dpid: int) -> set[int]:
         return {port for (d, port) in list(self._until) if d == dpid

@@ -86,6 +86,11 @@ class TopologyState:
         self._located: tuple[int, dict[str, HostView], collections.Counter,
                              dict[int, list[HostView]]] | None = None
         self._full_alarmed: set[tuple[int, int]] = set()
+        # Bumped whenever ports, links or settling change (the hosts have
+        # their own version): the data plane recomputes only then
+        # (generation); links_version keys the graphs alone.
+        self._changes = 0
+        self._links_version = 0
         # (number, (dpid, port)) of each host seen at a port it was not at
         # before, newest last: discovery probes such a port again
         # (controller/topology/lldp/schedule.py arrived).
@@ -97,6 +102,8 @@ class TopologyState:
 
     def switch_up(self, dpid: int, ports: dict[int, tuple[str, bool]]) -> None:
         with self._lock:
+            self._changes += 1
+            self._links_version += 1
             self._ports[dpid] = dict(ports)
             self.settling.came_up(dpid, ports)
             for no, (_, live) in ports.items():
@@ -105,6 +112,8 @@ class TopologyState:
 
     def switch_down(self, dpid: int) -> None:
         with self._lock:
+            self._changes += 1
+            self._links_version += 1
             self._ports.pop(dpid, None)
             self.settling.forget_switch(dpid)
             self._links = {link for link in self._links
@@ -113,6 +122,9 @@ class TopologyState:
     def port_changed(self, dpid: int, port: int, name: str, live: bool, added: bool,
                      deleted: bool) -> None:
         with self._lock:
+            self._changes += 1
+            if dpid not in self._ports:
+                self._links_version += 1
             ports = self._ports.setdefault(dpid, {})
             if deleted:
                 ports.pop(port, None)
@@ -134,6 +146,8 @@ class TopologyState:
         directions. Returns whether it is new, and the hosts forgotten
         because their port turned out to be an uplink."""
         with self._lock:
+            self._changes += 1
+            self._links_version += 1
             new = link not in self._links
             self._links |= {link, _reverse(link)}
             gone = []
@@ -147,6 +161,8 @@ class TopologyState:
     def link_deleted(self, link: LinkView) -> bool:
         """One direction gone: the link no longer counts, either way."""
         with self._lock:
+            self._changes += 1
+            self._links_version += 1
             known = link in self._links
             self._links -= {link, _reverse(link)}
         return known
@@ -199,8 +215,9 @@ class TopologyState:
     def _graphs(self) -> _Graphs:
         """The links as a view, its rooted tree and every switch's way up
         and switches below, rebuilt only when links or switches changed (the data
-        plane asks ten times a second). Caller holds the lock."""
-        key = (frozenset(self._links), frozenset(self._ports))
+        plane asks ten times a second, learning at every packet-in). Caller
+        holds the lock."""
+        key = self._links_version
         if self._cache is None or self._cache.key != key:
             view = TopologyView(tuple(SwitchView(d, ()) for d in sorted(self._ports)),
                                 tuple(sorted(self._links, key=dataclasses.astuple)), ())
@@ -218,6 +235,18 @@ class TopologyState:
                 and port not in graphs.links.get(dpid, ())
                 and not self.settling.is_settling(dpid, port)
                 and not self.settling.was_uplink(dpid, port))
+
+    def generation(self) -> tuple[int, int]:
+        """Changes whenever the snapshot may: a port, a link, a host, or a
+        settle period or learning ban that ran out. The data plane takes a
+        snapshot only then, so an idle network of a thousand switches costs
+        it nothing."""
+        with self._lock:
+            if self.settling.due() or self.guard.due():
+                self._changes += 1
+                self.settling.rearm()
+                self.guard.rearm()
+            return self._changes, self._hosts_version
 
     def snapshot(self) -> Snapshot:
         """What the data plane is computed from (controller/openflow/fabric.py)."""
@@ -254,6 +283,7 @@ class TopologyState:
         for access ports for this long, unless LLDP finds their link first
         (controller/topology/settling.py)."""
         with self._lock:
+            self._changes += 1
             self.settling.came_up(dpid, ports, period=seconds)
 
     def adopt(self, hosts: list[HostView]) -> set[str]:
@@ -435,7 +465,7 @@ class TopologyState:
 
 @dataclasses.dataclass(frozen=True)
 class _Graphs:
-    key: tuple
+    key: int
     view: TopologyView
     links: dict[int, set[int]]   # switch -> its link ports
     tree: dict[int, set[int]]    # switch -> its ports on the spanning tree

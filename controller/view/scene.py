@@ -235,7 +235,12 @@ class ViewModel:
             counters[dpid_text(dpid)] = counts
         packets = sum(c.get("packets", 0) for c in counters.values())
         octets = sum(c.get("bytes", 0) for c in counters.values())
+        proofs = getattr(self._service, "proofs", None)
+        proof = proofs.latest(record.id) if proofs is not None else None
         return {**summary(record), "rules": [r.text() for r in record.rules],
+                "proof": None if proof is None else {
+                    "state": proof.state, "at": proof.at, "reason": proof.reason,
+                    "shadows": list(proof.shadows), "probes": proof.probes},
                 "meters": [m.text() for m in record.meters],
                 "reason": record.decision.reason, "state_reason": record.state_reason,
                 "escalation": record.escalation.reason, "clause": record.escalation.clause,

@@ -33,7 +33,7 @@ from enforcement.api.convert import enum_from_proto as _enum_from_proto
 from enforcement.api.guard import Guard, current_actor
 from enforcement.api.workers import Workers
 from enforcement.domain import errors
-from enforcement.domain.model import Violation
+from enforcement.domain.model import State, Violation
 from enforcement.lifecycle.service import EnforcementService
 from enforcement.v1 import enforcement_pb2 as pb
 from enforcement.v1 import enforcement_pb2_grpc as pb_grpc
@@ -84,7 +84,10 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
             record = self._service.apply(self._decision(request),
                                          actor=current_actor(context))
             outcome.update(action=record.action.kind.value, outcome=record.state.value)
-            return enforcement_to_proto(record)
+            proofs = getattr(self._service, "proofs", None)
+            if request.wait_for_proof and proofs is not None and record.state is State.ACTIVE:
+                return enforcement_to_proto(record, proofs.check(record))
+            return enforcement_to_proto(record, self._proof(record.id))
 
         try:
             return _answer(context, run, audit=(self._service, "Apply", request.case_id, ""),
@@ -163,9 +166,15 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
             *requests.lift(request), actor=current_actor(context))),
             audit=(self._service, "Lift", "", request.id))
 
+    def _proof(self, enforcement_id: str):
+        proofs = getattr(self._service, "proofs", None)
+        return None if proofs is None else proofs.latest(enforcement_id)
+
     def Get(self, request, context):
-        return _answer(context, lambda: enforcement_to_proto(
-            self._service.get(requests.enforcement_id(request))))
+        def run():
+            record = self._service.get(requests.enforcement_id(request))
+            return enforcement_to_proto(record, self._proof(record.id))
+        return _answer(context, run)
 
     def List(self, request, context):
         def run():
@@ -173,7 +182,8 @@ class EnforcementServicer(pb_grpc.EnforcementServiceServicer):
             page, more = self._service.page(
                 subscriber_ip=query.subscriber_ip, case_id=query.case_id,
                 states=query.states, start=query.start, size=query.size)
-            return pb.ListResponse(enforcements=[enforcement_to_proto(r) for r in page],
+            return pb.ListResponse(enforcements=[enforcement_to_proto(r, self._proof(r.id))
+                                                 for r in page],
                                    next_page_token=query.next_token(more))
         return _answer(context, run)
 

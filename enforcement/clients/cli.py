@@ -11,6 +11,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 
 from enforcement.clients.client import VIOLATIONS as _VIOLATIONS
 from enforcement.clients.client import ClientError, EnforcementClient, TlsFiles
@@ -32,9 +33,25 @@ def _print_enforcement(e: pb.Enforcement) -> None:
         print(f"addresses: {', '.join(e.subscriber.addresses)}")
     print(f"violation: {_name(pb.Violation, e.violation, 'VIOLATION_')}")
     print(f"state:     {_name(pb.State, e.state, 'STATE_')} ({e.state_reason})")
+    print(f"proof:     {proof_words(e.proof) if e.HasField('proof') else 'not proven yet'}")
     if e.policy_version:
         print(f"policy:    version {e.policy_version}")
     _print_outcome(e)
+
+
+def proof_words(proof: pb.Proof) -> str:
+    """Its last proof in the data plane, as a person reads it."""
+    at = time.strftime("%H:%M:%S", time.localtime(proof.at.ToSeconds()))
+    if proof.state == pb.PROOF_STATE_PROVEN:
+        return (f"bites in the switch's data plane: {proof.probes} probe(s) met their fate "
+                f"at {at}")
+    if proof.state == pb.PROOF_STATE_FAILED:
+        shadows = (f"; let through by {'; '.join(proof.shadowing_rules)}"
+                   if proof.shadowing_rules else "")
+        return f"FAILED at {at}: {proof.reason}{shadows}"
+    if proof.state == pb.PROOF_STATE_UNPROVABLE:
+        return f"nothing in it a probe can show without reaching a host (at {at})"
+    return "not proven yet"
 
 
 def _print_outcome(e: pb.Enforcement | pb.Plan) -> None:
@@ -60,7 +77,7 @@ def _apply(ctl: EnforcementClient, args):
     result = ctl.apply(ip=args.ip or "", account=args.account or "",
                        violation=args.violation, case_id=args.case,
                        reason=args.reason, mac=args.mac or "",
-                       request_id=args.request_id)
+                       request_id=args.request_id, wait_for_proof=args.wait_for_proof)
     _print_enforcement(result)
     return 0 if result.state == pb.STATE_ACTIVE else 1
 
@@ -224,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--reason", default="")
         command.add_argument("--mac", help="subscriber MAC, checked against what was seen")
         command.add_argument("--request-id", help="idempotency key (default: a new one)")
+        if name == "apply":
+            command.add_argument("--wait-for-proof", action="store_true",
+                                 help="answer once the switch's data plane showed it bites "
+                                      "(probes), not at the switch's confirmation")
         command.set_defaults(run=run)
 
     lift = commands.add_parser("lift", help="lift an enforcement")
@@ -231,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     lift.add_argument("--reason", default="")
     lift.set_defaults(run=_lift)
 
-    show = commands.add_parser("show", help="one enforcement with its rules")
+    show = commands.add_parser("show", aliases=["get"],
+                               help="one enforcement with its rules and its proof")
     show.add_argument("id")
     show.set_defaults(run=_show)
 

@@ -181,16 +181,19 @@ class EnforcementClient:
     def apply(self, *, ip: str = "", violation: str | int, case_id: str, reason: str = "",
               mac: str = "", request_id: str | None = None, scope: str = "",
               duration: float | None = None, action: pb.ActionRequest | None = None,
-              timeout: float | None = None, account: str = "") -> pb.Enforcement:
+              timeout: float | None = None, account: str = "",
+              wait_for_proof: bool = False) -> pb.Enforcement:
         """ip: any one of the subscriber's addresses, IPv4 or IPv6 (or, instead,
         account: its account in the controller's inventory); the answer's
-        subscriber.addresses lists every address it was enforced on."""
+        subscriber.addresses lists every address it was enforced on.
+        wait_for_proof: answered once the data plane showed it bites (the
+        answer's proof), not at the switch's confirmation."""
         request = pb.ApplyRequest(
             request_id=request_id or f"py-{uuid.uuid4().hex}", case_id=case_id,
             subscriber=pb.Subscriber(ip=ip, mac=mac, account=account),
             # protoc's .pyi types enum fields as their class; protobuf takes the numbers
             violation=_violation(violation),  # type: ignore[arg-type]
-            reason=reason, scope=scope)
+            reason=reason, scope=scope, wait_for_proof=wait_for_proof)
         if duration is not None:
             request.duration.FromNanoseconds(int(duration * 1e9))
         if action is not None:

@@ -70,6 +70,11 @@ METER_DATAPLANE_BASE = 0xF000_0000
 METER_LEARN_BASE = 0xF000_0000
 METER_STORM_BASE = 0xF800_0000
 METER_CONTROLLER = 0xFFFF_FFFE  # OFPM_CONTROLLER (0xFFFFFFFD is OFPM_SLOWPATH)
+# What the probe catch rules return to the controller (enforcement/domain/
+# probes.py): one switch-wide meter, so frames a subscriber addresses to the
+# probe MAC cost the controller no more than it and nobody's learning. The
+# top of the learning range: no port is numbered 0x07FFFFFF.
+METER_PROBE = 0xF7FF_FFFF
 
 COOKIE_NAMESPACE_SHIFT = 48
 COOKIE_NAMESPACE_MASK = 0xFFFF << COOKIE_NAMESPACE_SHIFT

@@ -139,7 +139,11 @@ class Ledger:
         then announced. Refused (NotLeader) on an instance that does not lead."""
         with self.lock:
             if self._depth == 0:
-                self._fence()
+                try:
+                    self._fence()
+                except NotLeader as exc:
+                    # Before anything was touched: the caller may say so.
+                    raise NotLeader(f"{exc}: nothing changed") from None
             self._depth += 1
             try:
                 yield

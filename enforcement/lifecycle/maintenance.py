@@ -9,6 +9,8 @@ import logging
 import threading
 import time
 
+from enforcement.domain.errors import NotLeader
+
 LOG = logging.getLogger(__name__)
 
 
@@ -52,5 +54,9 @@ class Maintenance:
                 if self._audit_interval > 0 and time.monotonic() >= next_audit:
                     next_audit = time.monotonic() + self._audit_interval
                     self._service.repair_drift()
+            except NotLeader as exc:
+                # The lease ran out between the look and the round: the new
+                # leader runs the schedule.
+                LOG.warning("maintenance round not run: %s", exc)
             except Exception:  # keep the schedule alive; the log has it
                 LOG.exception("maintenance round failed")

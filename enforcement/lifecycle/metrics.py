@@ -26,6 +26,10 @@ so they can never drift from the truth.
         throttle that stores one event per claim and interval: address_claim,
         mac_claim, lldp_forged, dhcp_untrusted. Who claimed is in the events,
         never in a label: a series per subscriber would grow without bound.
+    enforcement_proofs_total{result}, enforcement_probes_total
+        Proofs in the data plane (enforcement.lifecycle.proving): proven,
+        failed, unprovable (nothing in it a probe can show); the probe
+        packets they sent.
     enforcement_active{action}
         Live (active or pending) enforcements.
     openflow_connected_switches
@@ -86,6 +90,10 @@ class Metrics:
             ["budget"], registry=self.registry)
         for budget in BUDGET_UNITS:  # at 0 from the start, so rate() sees the first
             self.port_over_budget.labels(budget)
+        self.proofs = Counter("enforcement_proofs", "Proofs in the data plane by result",
+                              ["result"], registry=self.registry)
+        self.probes = Counter("enforcement_probes", "Probe packets the proofs sent",
+                              registry=self.registry)
         identity_refused = Counter(
             "enforcement_identity_refused",
             "Refused claims on who is where (every one, stored or throttled), by kind",
@@ -109,6 +117,10 @@ class Metrics:
             self.drift_repairs.inc()
         elif kind == PORT_OVER_BUDGET:
             self.port_over_budget.labels(record.budget).inc()
+
+    def observe_proof(self, state: str, probes: int) -> None:
+        self.proofs.labels(state).inc()
+        self.probes.inc(probes)
 
     def on_identity(self, event) -> None:
         self._identity_refused[event.kind].inc()

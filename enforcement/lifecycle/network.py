@@ -12,7 +12,9 @@ from collections.abc import Callable
 from typing import Protocol
 
 from enforcement.domain.desired import Change, SwitchState
+from enforcement.domain.flows import FlowRule
 from enforcement.domain.model import HostView, Location, TopologyView
+from enforcement.domain.probes import Proof, Subject
 
 # Work handed down to a switch transaction, done after it sent its change
 # and before it waits for the answer (see Network.sync_part).
@@ -45,6 +47,13 @@ class Network(Protocol):
         calling thread; not at all if nothing was sent. It may thus be
         called more than once, so the caller passes one that does its work
         once and raises nothing (enforcement.lifecycle.reconcile.Reconciler.push)."""
+        ...
+
+    def prove_many(self, dpid: int, items: list[tuple[str, tuple[FlowRule, ...], Subject]]
+                   ) -> dict[str, Proof]:
+        """Probes enforcements' rules on a switch in its data plane, in one
+        batch (enforcement/domain/probes.py): (key, rules, subject) in, a
+        proof by key out; raises SwitchError when it cannot."""
         ...
 
     def audit(self, dpid: int, timeout: float) -> Change | None:

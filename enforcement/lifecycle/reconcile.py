@@ -255,41 +255,43 @@ class Reconciler:
                                  "case_id": record.decision.case_id})
 
     def repair_drift(self) -> int:
-        """Audits every connected switch (Network.audit: flows deleted, added
-        or altered by hand, repaired against what the switch confirmed
-        holding) and brings each to the ledger's state. The switch reads run
-        outside the lifecycle lock, so decisions go on meanwhile. Returns how
-        many switches needed a repair."""
-        repaired = 0
+        """Audits every connected switch (repair_switch) and activates what
+        waited for one. Returns how many switches needed a repair."""
         with self._ledger.lock:
             dpids = self._ledger.desired.switches()
-        for dpid in dpids:
-            if not self._network.is_connected(dpid):
-                continue
-            try:
-                audited = self._network.audit(dpid, self.switch_timeout)
-                if audited is None:
-                    continue  # reconnecting: its reconcile is under way
-                changes = [audited]
-                with self._ledger.changing():
-                    # What the switch confirmed against what the ledger wants:
-                    # they part only when a push failed half-way, and the
-                    # comparison costs the whole switch's state under the
-                    # lifecycle lock (a pause for every decision at 100,000
-                    # live), so only then, or after drift was repaired.
-                    if dpid in self._suspect or not audited.empty:
-                        self._suspect.discard(dpid)
-                        changes.append(self._sync_full(dpid))
-                    self._report_drift(dpid, changes)
-            except SwitchError as exc:
-                # A switch going away mid-check is what reconnects are for.
-                log = LOG.warning if isinstance(exc, SwitchUnreachable) else LOG.error
-                log("switch %016x: drift check failed: %s", dpid, exc)
-                continue
-            repaired += any(not c.empty for c in changes)
+        repaired = sum(self.repair_switch(dpid) for dpid in dpids
+                       if self._network.is_connected(dpid))
         with self._ledger.changing():
             self.activate_pending()
         return repaired
+
+    def repair_switch(self, dpid: int) -> bool:
+        """Audits one switch (Network.audit: flows deleted, added or altered
+        by hand, repaired against what the switch confirmed holding),
+        brings it to the ledger's state and reports the drift. The switch
+        reads run outside the lifecycle lock, so decisions go on meanwhile.
+        Returns whether it needed a repair."""
+        try:
+            audited = self._network.audit(dpid, self.switch_timeout)
+            if audited is None:
+                return False  # reconnecting: its reconcile is under way
+            changes = [audited]
+            with self._ledger.changing():
+                # What the switch confirmed against what the ledger wants:
+                # they part only when a push failed half-way, and the
+                # comparison costs the whole switch's state under the
+                # lifecycle lock (a pause for every decision at 100,000
+                # live), so only then, or after drift was repaired.
+                if dpid in self._suspect or not audited.empty:
+                    self._suspect.discard(dpid)
+                    changes.append(self._sync_full(dpid))
+                self._report_drift(dpid, changes)
+        except SwitchError as exc:
+            # A switch going away mid-check is what reconnects are for.
+            log = LOG.warning if isinstance(exc, SwitchUnreachable) else LOG.error
+            log("switch %016x: drift check failed: %s", dpid, exc)
+            return False
+        return any(not c.empty for c in changes)
 
     def _report_drift(self, dpid: int, changes: list[Change]) -> None:
         added = sum(len(c.rules_to_add) for c in changes)

@@ -38,6 +38,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from enforcement.domain.errors import (
     EnforcementError,
@@ -68,6 +69,9 @@ from enforcement.lifecycle.network import Network
 from enforcement.lifecycle.reconcile import Reconciler
 from enforcement.store.database import Event, Store
 
+if TYPE_CHECKING:
+    from enforcement.lifecycle.proving import Proofs
+
 LOG = logging.getLogger(__name__)
 
 
@@ -93,6 +97,8 @@ class EnforcementService:
                              # Late-bound: the reconciler is built on the ledger.
                              restore=lambda: self.reconciler.push(best_effort=True))
         self.ledger.listeners.append(self._announce)
+        # enforcement.lifecycle.proving.Proofs, where the network can probe.
+        self.proofs: Proofs | None = None
         self.decider = Decider(policy, network, self.ledger, clock)
         self.reconciler = Reconciler(network, self.ledger, self.decider,
                                      switch_timeout=switch_timeout)

@@ -92,6 +92,15 @@ SECRETS = sa.Table(
 
 MIGRATIONS = pathlib.Path(__file__).resolve().parent / "migrations"
 
+# PostgreSQL over TCP: a server that is gone (host down, network cut) would
+# otherwise hold a connect for the kernel's SYN retries (about two minutes)
+# and a dead open connection until TCP gives up (about fifteen), past every
+# call's deadline and every lease. A connect gives up after this long, and
+# an idle connection to a peer that stopped answering is found dead within
+# about 10 s (keepalives). Settings in the URL's query win.
+PG_TIMEOUTS = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 4,
+               "keepalives_interval": 2, "keepalives_count": 3}
+
 
 class Deposed(Exception):
     """A write carried an epoch that no longer leads: another instance took
@@ -150,7 +159,10 @@ class AuditEntry:
 class Store:
     def __init__(self, url: str):
         self.url = url
-        self._engine = sa.create_engine(url)
+        given = sa.engine.make_url(url)
+        extra = ({k: v for k, v in PG_TIMEOUTS.items() if k not in given.query}
+                 if given.get_backend_name() == "postgresql" else {})
+        self._engine = sa.create_engine(url, connect_args=extra)
         # What may be logged: the URL may carry a password ($ENFORCEMENT_DB).
         self.printable_url = self._engine.url.render_as_string(hide_password=True)
         if self._engine.dialect.name == "sqlite":

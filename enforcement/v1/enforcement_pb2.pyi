@@ -74,6 +74,15 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_POLICY_RELOADED: _ClassVar[EventKind]
     EVENT_KIND_RELOAD_REFUSED: _ClassVar[EventKind]
     EVENT_KIND_IDENTITY_REFUSED: _ClassVar[EventKind]
+    EVENT_KIND_PROOF_FAILED: _ClassVar[EventKind]
+    EVENT_KIND_PROOF_RESTORED: _ClassVar[EventKind]
+
+class ProofState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROOF_STATE_UNSPECIFIED: _ClassVar[ProofState]
+    PROOF_STATE_PROVEN: _ClassVar[ProofState]
+    PROOF_STATE_FAILED: _ClassVar[ProofState]
+    PROOF_STATE_UNPROVABLE: _ClassVar[ProofState]
 VIOLATION_UNSPECIFIED: Violation
 VIOLATION_SPAM: Violation
 VIOLATION_OPEN_RELAY: Violation
@@ -120,6 +129,12 @@ EVENT_KIND_PORT_OVER_BUDGET: EventKind
 EVENT_KIND_POLICY_RELOADED: EventKind
 EVENT_KIND_RELOAD_REFUSED: EventKind
 EVENT_KIND_IDENTITY_REFUSED: EventKind
+EVENT_KIND_PROOF_FAILED: EventKind
+EVENT_KIND_PROOF_RESTORED: EventKind
+PROOF_STATE_UNSPECIFIED: ProofState
+PROOF_STATE_PROVEN: ProofState
+PROOF_STATE_FAILED: ProofState
+PROOF_STATE_UNPROVABLE: ProofState
 
 class Subscriber(_message.Message):
     __slots__ = ("ip", "mac", "addresses", "account")
@@ -134,7 +149,7 @@ class Subscriber(_message.Message):
     def __init__(self, ip: _Optional[str] = ..., mac: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ..., account: _Optional[str] = ...) -> None: ...
 
 class ApplyRequest(_message.Message):
-    __slots__ = ("request_id", "case_id", "subscriber", "violation", "reason", "action", "scope", "duration", "expires_at")
+    __slots__ = ("request_id", "case_id", "subscriber", "violation", "reason", "action", "scope", "duration", "expires_at", "wait_for_proof")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CASE_ID_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBER_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +159,7 @@ class ApplyRequest(_message.Message):
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     DURATION_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FOR_PROOF_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     case_id: str
     subscriber: Subscriber
@@ -153,7 +169,8 @@ class ApplyRequest(_message.Message):
     scope: str
     duration: _duration_pb2.Duration
     expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, request_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber: _Optional[_Union[Subscriber, _Mapping]] = ..., violation: _Optional[_Union[Violation, str]] = ..., reason: _Optional[str] = ..., action: _Optional[_Union[ActionRequest, _Mapping]] = ..., scope: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    wait_for_proof: bool
+    def __init__(self, request_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber: _Optional[_Union[Subscriber, _Mapping]] = ..., violation: _Optional[_Union[Violation, str]] = ..., reason: _Optional[str] = ..., action: _Optional[_Union[ActionRequest, _Mapping]] = ..., scope: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., wait_for_proof: _Optional[bool] = ...) -> None: ...
 
 class ActionRequest(_message.Message):
     __slots__ = ("kind", "protocol", "ports", "direction", "to", "except_to", "rate", "unit", "burst", "portal")
@@ -374,7 +391,7 @@ class Rule(_message.Message):
     def __init__(self, datapath_id: _Optional[int] = ..., table_id: _Optional[int] = ..., priority: _Optional[int] = ..., cookie: _Optional[int] = ..., match: _Optional[_Iterable[_Union[MatchField, _Mapping]]] = ..., actions: _Optional[_Iterable[str]] = ..., text: _Optional[str] = ...) -> None: ...
 
 class Enforcement(_message.Message):
-    __slots__ = ("id", "request_id", "case_id", "subscriber", "violation", "reason", "action", "state", "state_reason", "location", "rules", "created_at", "updated_at", "escalation", "meters", "expires_at", "policy_version")
+    __slots__ = ("id", "request_id", "case_id", "subscriber", "violation", "reason", "action", "state", "state_reason", "location", "rules", "created_at", "updated_at", "escalation", "meters", "expires_at", "policy_version", "proof")
     ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CASE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -392,6 +409,7 @@ class Enforcement(_message.Message):
     METERS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
     id: str
     request_id: str
     case_id: str
@@ -409,7 +427,22 @@ class Enforcement(_message.Message):
     meters: _containers.RepeatedCompositeFieldContainer[Meter]
     expires_at: _timestamp_pb2.Timestamp
     policy_version: str
-    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber: _Optional[_Union[Subscriber, _Mapping]] = ..., violation: _Optional[_Union[Violation, str]] = ..., reason: _Optional[str] = ..., action: _Optional[_Union[Action, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., state_reason: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., escalation: _Optional[_Union[Escalation, _Mapping]] = ..., meters: _Optional[_Iterable[_Union[Meter, _Mapping]]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., policy_version: _Optional[str] = ...) -> None: ...
+    proof: Proof
+    def __init__(self, id: _Optional[str] = ..., request_id: _Optional[str] = ..., case_id: _Optional[str] = ..., subscriber: _Optional[_Union[Subscriber, _Mapping]] = ..., violation: _Optional[_Union[Violation, str]] = ..., reason: _Optional[str] = ..., action: _Optional[_Union[Action, _Mapping]] = ..., state: _Optional[_Union[State, str]] = ..., state_reason: _Optional[str] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., escalation: _Optional[_Union[Escalation, _Mapping]] = ..., meters: _Optional[_Iterable[_Union[Meter, _Mapping]]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., policy_version: _Optional[str] = ..., proof: _Optional[_Union[Proof, _Mapping]] = ...) -> None: ...
+
+class Proof(_message.Message):
+    __slots__ = ("state", "at", "reason", "shadowing_rules", "probes")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SHADOWING_RULES_FIELD_NUMBER: _ClassVar[int]
+    PROBES_FIELD_NUMBER: _ClassVar[int]
+    state: ProofState
+    at: _timestamp_pb2.Timestamp
+    reason: str
+    shadowing_rules: _containers.RepeatedScalarFieldContainer[str]
+    probes: int
+    def __init__(self, state: _Optional[_Union[ProofState, str]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., shadowing_rules: _Optional[_Iterable[str]] = ..., probes: _Optional[int] = ...) -> None: ...
 
 class Escalation(_message.Message):
     __slots__ = ("step", "of_steps", "reason", "clause", "next_action")

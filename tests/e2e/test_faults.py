@@ -176,10 +176,18 @@ def test_a_flow_deleted_by_hand_is_repaired_within_the_audit_interval_and_report
     active = lab.stub.Apply(spam(lab, "h1", "drift-1"))
     last = max((e.sequence for e in collect_events(lab, 0, seconds=0.5)), default=0)
     cookie = active.rules[0].cookie
-    deleted_at = time.monotonic()
-    lab.host("s1").cmd(f"ovs-ofctl -O OpenFlow13 del-flows s1 cookie={cookie:#x}/-1")
-    assert harness.flows_with_cookie("s1", cookie) == []
-    assert not smtp_blocked(lab, "h1")  # the drift is real
+    # The drift is real: port 25 connects once the flow is gone. An audit
+    # round (or a proof) may put it back between the deletion and the
+    # connect (found by CI): then it is deleted again.
+    for _ in range(5):
+        deleted_at = time.monotonic()
+        lab.host("s1").cmd(f"ovs-ofctl -O OpenFlow13 del-flows s1 cookie={cookie:#x}/-1")
+        assert harness.flows_with_cookie("s1", cookie) == []
+        if not smtp_blocked(lab, "h1"):
+            break
+        assert harness.flows_with_cookie("s1", cookie), "blocked with no flow of ours"
+    else:
+        raise AssertionError("port 25 stayed blocked after every deletion")
     harness.wait_until(lambda: harness.flows_with_cookie("s1", cookie), AUDIT_INTERVAL + 3,
                        "the flow repaired")
     print(f"repaired {time.monotonic() - deleted_at:.1f} s after deletion "

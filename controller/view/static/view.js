@@ -340,11 +340,24 @@ async function showDetail() {
       parts.push(`<p>${esc(d.escalation)}<br><i>${esc(d.clause)}</i></p>` +
         `<p class="counters">dropped or metered: <b class="packets">${esc(d.counters.packets)}</b> packets, ` +
         `<b class="bytes">${esc(d.counters.bytes)}</b> bytes</p>` +
+        `<p class="proof">${proofText(d.proof)}</p>` +
         `<pre class="rules">${esc(d.rules.concat(d.meters).join("\n"))}</pre>`);
     }
     parts.push("</div>");
   }
   if (generation === detailGeneration) detail.innerHTML = parts.join("");
+}
+
+// The last proof in the switch's data plane (probes through its pipeline).
+function proofText(proof) {
+  if (!proof) return "not proven yet";
+  const at = new Date(proof.at * 1000).toLocaleTimeString();
+  if (proof.state === "proven") return `proven in the data plane at ${esc(at)} (${esc(proof.probes)} probes)`;
+  if (proof.state === "failed") {
+    return `<b class="proof-failed">proof FAILED</b> at ${esc(at)}: ${esc(proof.reason)}` +
+      (proof.shadows.length ? `; let through by ${proof.shadows.map(esc).join("; ")}` : "");
+  }
+  return `nothing a probe can show (${esc(at)})`;
 }
 
 // Counters move with traffic, which no event announces: re-read them while
