@@ -56,7 +56,8 @@ class ControllerProcess:
     state, so it is never started twice in one interpreter)."""
 
     def __init__(self, ofp_port: int, grpc_listen: str = "127.0.0.1:0",
-                 log_path: pathlib.Path | None = None, extra_args=()):
+                 log_path: pathlib.Path | None = None, extra_args=(),
+                 env: dict[str, str] | None = None):
         self.ofp_port = ofp_port
         self.grpc_address = ""
         self.metrics_address = ""
@@ -76,7 +77,7 @@ class ControllerProcess:
              *(() if "--metrics-listen" in extra_args else ("--metrics-listen", "127.0.0.1:0")),
              *(() if "--http-listen" in extra_args else ("--http-listen", "127.0.0.1:0")),
              *extra_args],
-            stdout=subprocess.PIPE, stderr=self._log, text=True)
+            stdout=subprocess.PIPE, stderr=self._log, text=True, env=env)
 
     def wait_ready(self, timeout: float = 30.0) -> str:
         deadline = time.monotonic() + timeout
