@@ -151,6 +151,12 @@ class Proofs:
         if proof is None:
             before = self.latest(record.id)
             proof = self.prove(record)
+        if not self._service.leading() or (proof.state == FAILED and proof.probes == 0):
+            # Deposed meanwhile (its switches take no packet-out from it), or
+            # a switch that could not be probed: nothing shown either way,
+            # nothing to report or repair (found by CI: a deposed instance
+            # repairing a switch it no longer masters).
+            return proof
         if proof.state == FAILED:
             LOG.warning("enforcement %s failed its proof: %s%s", record.id, proof.reason,
                         f" (let through by {'; '.join(proof.shadows)})" if proof.shadows
