@@ -323,8 +323,9 @@ def machine() -> str:
 
 
 def sizes(text: str) -> list[tuple[int, int]]:
-    out = []
-    for part in text.split(","):
+    """SWITCHES:SUBSCRIBERS,...; empty: the 3-switch tree alone."""
+    out: list[tuple[int, int]] = []
+    for part in filter(None, text.split(",")):
         switches, _, subscribers = part.partition(":")
         out.append((int(switches), int(subscribers)))
     return out
