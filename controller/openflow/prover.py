@@ -16,7 +16,6 @@ must come back, and a short while for those that must not.
 """
 from __future__ import annotations
 
-import collections
 import itertools
 import threading
 import time
@@ -58,10 +57,6 @@ class Prover:
         self._arrived = threading.Condition(self._lock)
         self._nonces = itertools.count()
         self._waiting: dict[tuple[int, int], bool] = {}   # (dpid, nonce) -> came back
-        # Probes that went through each enforcement's flows, by (dpid, cookie),
-        # since this process started: what its counters hold that no
-        # subscriber sent (evidence leaves them out).
-        self._through: collections.Counter[tuple[int, int]] = collections.Counter()
 
     def caught(self, dpid: int, data: bytes) -> None:
         """A frame the catch rule returned (from the packet-in path)."""
@@ -105,9 +100,6 @@ class Prover:
             sent = {key: [(probe, self._nonce(dpid)) for probe in probes]
                     for key, probes in planned.items()}
         everything = [pair for pairs in sent.values() for pair in pairs]
-        with self._lock:
-            self._through.update((dpid, p.rule.cookie) for p, _ in everything
-                                 if p.rule is not None)
         before: dict = {}
         after: dict = {}
         back: dict[int, bool] = {}
@@ -155,11 +147,6 @@ class Prover:
                               len(pairs), dpid) if failures
                         else Proof(PROVEN, now, "", (), len(pairs), dpid))
         return out
-
-    def probes_through(self, dpid: int, cookie: int) -> int:
-        """How many probes went through an enforcement's flows on a switch."""
-        with self._lock:
-            return self._through[(dpid, cookie)]
 
     def _nonce(self, dpid: int) -> int:
         """Caller holds the lock."""
